@@ -1,0 +1,5 @@
+//! Integration tests of the package format through its public API only.
+
+mod hostile;
+mod round_trip;
+mod support;

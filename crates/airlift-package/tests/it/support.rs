@@ -1,0 +1,181 @@
+//! Building packages in memory for the tests.
+
+use airlift_package::encryption::{Identity, Recipient};
+use airlift_package::{
+    encode_payload, Compression, EncodeOptions, Error, Limits, Manifest, PackageReader,
+    PackageWriter, PayloadSpec, PayloadType, SignedManifest, SigningKey, TrustSet,
+};
+use std::io::Read;
+
+pub struct Fixture {
+    pub key: SigningKey,
+    pub identity: Identity,
+}
+
+impl Fixture {
+    pub fn new() -> Self {
+        Self {
+            key: SigningKey::generate().expect("random key"),
+            identity: Identity::generate(),
+        }
+    }
+
+    pub fn recipient(&self) -> Recipient {
+        self.identity.to_public()
+    }
+
+    pub fn trust(&self) -> TrustSet {
+        TrustSet::new([self.key.public_key()], 1).expect("one key, threshold 1")
+    }
+}
+
+pub struct PayloadInput {
+    pub kind: PayloadType,
+    pub target: &'static str,
+    pub data: Vec<u8>,
+    pub compression: Compression,
+    pub encrypt: bool,
+}
+
+impl PayloadInput {
+    pub fn new(
+        kind: PayloadType,
+        target: &'static str,
+        data: Vec<u8>,
+        compression: Compression,
+    ) -> Self {
+        Self {
+            kind,
+            target,
+            data,
+            compression,
+            encrypt: false,
+        }
+    }
+
+    pub fn encrypted(mut self) -> Self {
+        self.encrypt = true;
+        self
+    }
+}
+
+/// Encodes the payloads and returns the manifest (unsigned) and stored bytes.
+pub fn encode(fixture: &Fixture, payloads: &[PayloadInput]) -> (Manifest, Vec<Vec<u8>>) {
+    let mut builder = Manifest::builder("app", "1.2.3".parse().expect("semver"), ["board-a"]);
+    let mut stored_all = Vec::new();
+    for payload in payloads {
+        let options = EncodeOptions {
+            recipients: if payload.encrypt {
+                vec![fixture.recipient()]
+            } else {
+                vec![]
+            },
+            ..EncodeOptions::default()
+        };
+        let spec = PayloadSpec::new(payload.kind.clone(), payload.target, payload.compression);
+        let mut stored = Vec::new();
+        let entry =
+            encode_payload(&payload.data[..], &spec, &options, &mut stored).expect("encodes");
+        builder = builder.payload(entry);
+        stored_all.push(stored);
+    }
+    (builder.build(), stored_all)
+}
+
+/// Signs `manifest` and writes header, manifest, signatures and the given
+/// stored bytes as they are — even if they disagree with the manifest.
+pub fn assemble(manifest: &Manifest, keys: &[&SigningKey], stored: &[Vec<u8>]) -> Vec<u8> {
+    let signed = SignedManifest::sign(manifest, keys, &Limits::default()).expect("signs");
+    let mut file = Vec::new();
+    // A writer for a manifest with no payload bytes written yet gives us the
+    // header, manifest and signatures; raw bytes follow unchecked.
+    let writer = PackageWriter::new(&mut file, &signed).expect("writes header");
+    drop(writer);
+    for bytes in stored {
+        file.extend_from_slice(bytes);
+    }
+    file
+}
+
+pub fn build(fixture: &Fixture, payloads: &[PayloadInput]) -> Vec<u8> {
+    let (manifest, stored) = encode(fixture, payloads);
+    let signed =
+        SignedManifest::sign(&manifest, &[&fixture.key], &Limits::default()).expect("signs");
+    let mut file = Vec::new();
+    let mut writer = PackageWriter::new(&mut file, &signed).expect("writes header");
+    for bytes in &stored {
+        writer.write_payload(&bytes[..]).expect("payload matches");
+    }
+    writer.finish().expect("complete");
+    file
+}
+
+/// Verifies and decodes every payload; returns the installed bytes.
+pub fn read_all(
+    file: &[u8],
+    trust: &TrustSet,
+    identity: Option<&Identity>,
+) -> Result<Vec<Vec<u8>>, Error> {
+    let identities: Vec<&dyn airlift_package::encryption::IdentityTrait> = match identity {
+        Some(identity) => vec![identity],
+        None => vec![],
+    };
+    let mut package = PackageReader::open(file, Limits::default())?.verify(trust)?;
+    let mut out = Vec::new();
+    while let Some(payload) = package.next_payload()? {
+        let mut installed = Vec::new();
+        payload.decoded(&identities)?.read_to_end(&mut installed)?;
+        out.push(installed);
+    }
+    package.finish()?;
+    Ok(out)
+}
+
+/// Bytes that compress a little, like a real filesystem image.
+pub fn image_bytes(len: usize, seed: u64) -> Vec<u8> {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand::rngs::SmallRng::seed_from_u64(seed);
+    let mut data = vec![0u8; len];
+    for chunk in data.chunks_mut(4096) {
+        if rng.gen_bool(0.5) {
+            rng.fill(chunk);
+        } else {
+            chunk.fill(rng.gen());
+        }
+    }
+    data
+}
+
+/// A small package with one payload of every encoding.
+pub fn mixed(fixture: &Fixture) -> (Vec<u8>, Vec<Vec<u8>>) {
+    let inputs = vec![
+        PayloadInput::new(
+            PayloadType::Image,
+            "rootfs",
+            image_bytes(3000, 1),
+            Compression::None,
+        ),
+        PayloadInput::new(
+            PayloadType::File,
+            "/etc/app.toml",
+            b"level = 3\n".repeat(40),
+            Compression::Zstd,
+        ),
+        PayloadInput::new(
+            PayloadType::Module("mcu".into()),
+            "uart0",
+            image_bytes(700, 2),
+            Compression::None,
+        )
+        .encrypted(),
+        PayloadInput::new(
+            PayloadType::Archive,
+            "/opt/app",
+            image_bytes(900, 3),
+            Compression::Zstd,
+        )
+        .encrypted(),
+    ];
+    let expected = inputs.iter().map(|p| p.data.clone()).collect();
+    (build(fixture, &inputs), expected)
+}
