@@ -1,0 +1,154 @@
+//! `/api/device/v1`: what a device sends and what it gets back.
+
+use crate::ids::{DeploymentId, DeviceId, PackageId};
+use crate::state::UpdateState;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Path of the authentication request.
+pub const AUTH_PATH: &str = "/api/device/v1/auth";
+/// Path of the check-in.
+pub const CHECK_IN_PATH: &str = "/api/device/v1/check-in";
+/// HTTP header carrying the device's signature over the auth request body.
+pub const SIGNATURE_HEADER: &str = "x-airlift-signature";
+
+/// Path to download the package of a deployment's offer.
+pub fn download_path(deployment: DeploymentId) -> String {
+    format!("/api/device/v1/deployments/{deployment}/download")
+}
+
+/// Path to report progress on a deployment.
+pub fn status_path(deployment: DeploymentId) -> String {
+    format!("/api/device/v1/deployments/{deployment}/status")
+}
+
+/// A device asks for a token. The exact body bytes are signed with the
+/// device's Ed25519 key; the signature travels in [`SIGNATURE_HEADER`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AuthRequest {
+    /// What identifies the device to people: serial number, MAC address, ….
+    pub identity: BTreeMap<String, String>,
+    /// The device's Ed25519 public key, SPKI PEM.
+    pub public_key: String,
+    /// Seconds since the Unix epoch when the request was made; requests far
+    /// from the server's clock are refused.
+    pub timestamp: i64,
+    /// A random value used once; a repeated nonce is a replay.
+    pub nonce: String,
+}
+
+/// The server's answer to an [`AuthRequest`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum AuthResponse {
+    /// Accepted: use `token` as a bearer token until it expires, then authenticate again.
+    Accepted {
+        /// The device's id.
+        device_id: DeviceId,
+        /// Short-lived bearer token for the device API.
+        token: String,
+        /// Seconds until `token` expires.
+        expires_in_secs: u64,
+    },
+    /// Known, waiting for an operator to accept it. Retry later.
+    Pending {
+        /// The device's id.
+        device_id: DeviceId,
+    },
+    /// Refused or decommissioned by an operator.
+    Rejected {
+        /// The device's id.
+        device_id: DeviceId,
+    },
+}
+
+/// What a device reports about itself at every check-in. The server keeps
+/// what the device says it runs as the truth.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Inventory {
+    /// Device type, matched against packages' `compatible.device_types`.
+    pub device_type: String,
+    /// Hardware revision, if the device knows it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hardware_revision: Option<String>,
+    /// Installed software name → version.
+    #[serde(default)]
+    pub installed: BTreeMap<String, String>,
+    /// The anti-rollback counter of the running software.
+    #[serde(default)]
+    pub security_version: u64,
+    /// Free attributes for targeting and people: kernel, region, ….
+    #[serde(default)]
+    pub attributes: BTreeMap<String, String>,
+}
+
+/// The answer to a check-in.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct CheckInResponse {
+    /// Seconds until the next check-in.
+    pub poll_interval_secs: u64,
+    /// An update to install, if there is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub update: Option<UpdateOffer>,
+}
+
+/// An update the device should install.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct UpdateOffer {
+    /// The deployment offering it; used for download and status.
+    pub deployment_id: DeploymentId,
+    /// The package.
+    pub package_id: PackageId,
+    /// Package name and version, for logs.
+    pub name: String,
+    /// Package version.
+    pub version: String,
+    /// The package's head — header, manifest and signatures, base64 — so the
+    /// device can verify the signature and check compatibility before it
+    /// downloads a byte of payload.
+    pub signed_manifest: String,
+    /// Where to download the whole package (relative to the server URL).
+    pub download_path: String,
+    /// Package size in bytes.
+    pub size: u64,
+    /// SHA-256 of the whole package file, hex; also its `ETag`.
+    pub sha256: String,
+}
+
+/// A device's report on one step of an update.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StatusReport {
+    /// The step reached.
+    pub state: UpdateState,
+    /// Download progress, for `downloading`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<Progress>,
+    /// Why it failed or rolled back: the tail of the log, the failing check's output.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// Largest `message` the server keeps, in bytes; longer ones are cut from the front.
+pub const MAX_STATUS_MESSAGE: usize = 16 * 1024;
+
+/// Bytes done out of bytes total.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Progress {
+    /// Bytes downloaded so far.
+    pub done: u64,
+    /// Bytes in all.
+    pub total: u64,
+}
+
+/// The server's answer to a [`StatusReport`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct StatusAck {
+    /// The state the server now records for this device and deployment.
+    pub state: UpdateState,
+    /// Whether the report changed it (a late report does not).
+    pub applied: bool,
+}

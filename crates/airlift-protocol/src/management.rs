@@ -1,0 +1,270 @@
+//! `/api/v1`: what operators and scripts send and receive.
+
+use crate::ids::{DeploymentId, DeviceId, PackageId, TokenId};
+use crate::state::{DeploymentStatus, DeviceStatus, Role, UpdateState};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// An uploaded, verified package.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Package {
+    /// Its id.
+    pub id: PackageId,
+    /// From the manifest.
+    pub name: String,
+    /// From the manifest.
+    pub version: String,
+    /// From the manifest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// Device types it fits.
+    pub device_types: Vec<String>,
+    /// Anti-rollback counter.
+    pub security_version: u64,
+    /// Size of the package file in bytes.
+    pub size: u64,
+    /// SHA-256 of the package file, hex.
+    pub sha256: String,
+    /// Key ids of the trusted keys that signed it.
+    pub signed_by: Vec<String>,
+    /// The verified manifest.
+    #[schema(value_type = Object)]
+    pub manifest: serde_json::Value,
+    /// When it was uploaded.
+    pub created_at: DateTime<Utc>,
+}
+
+/// A device as the server knows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Device {
+    /// Its id.
+    pub id: DeviceId,
+    /// Admission status.
+    pub status: DeviceStatus,
+    /// Identity attributes it authenticates with.
+    pub identity: BTreeMap<String, String>,
+    /// Its public key, PEM.
+    pub public_key: String,
+    /// Operator-assigned tags.
+    pub tags: Vec<String>,
+    /// Device type, as last reported.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device_type: Option<String>,
+    /// Hardware revision, as last reported.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hardware_revision: Option<String>,
+    /// Installed software, as last reported.
+    pub installed: BTreeMap<String, String>,
+    /// Security version, as last reported.
+    pub security_version: u64,
+    /// Free inventory attributes, as last reported.
+    pub attributes: BTreeMap<String, String>,
+    /// When it first made contact or was pre-authorised.
+    pub created_at: DateTime<Utc>,
+    /// Its last check-in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_check_in: Option<DateTime<Utc>>,
+}
+
+/// One device and its update history, newest first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct DeviceDetail {
+    /// The device.
+    #[serde(flatten)]
+    pub device: Device,
+    /// Every update event ever recorded for it.
+    pub history: Vec<UpdateEvent>,
+}
+
+/// One step of one device's update, as reported or decided.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct UpdateEvent {
+    /// The deployment.
+    pub deployment_id: DeploymentId,
+    /// The device.
+    pub device_id: DeviceId,
+    /// The state reported or decided.
+    pub state: UpdateState,
+    /// Whether it changed the recorded state (late reports do not).
+    pub applied: bool,
+    /// Log tail or reason.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// When.
+    pub at: DateTime<Utc>,
+}
+
+/// A page of results.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Page<T> {
+    /// The items on this page.
+    pub items: Vec<T>,
+    /// Items matching the query in all.
+    pub total: u64,
+    /// 1-based page number.
+    pub page: u32,
+    /// Items per page.
+    pub per_page: u32,
+}
+
+/// Announce a device before it first connects; it is accepted on first
+/// contact when it presents this public key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PreauthorizeRequest {
+    /// Identity attributes the device will send.
+    pub identity: BTreeMap<String, String>,
+    /// Its Ed25519 public key, SPKI PEM.
+    pub public_key: String,
+    /// Tags to start with.
+    #[serde(default)]
+    pub tags: Vec<String>,
+}
+
+/// Replace a device's tags.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SetTagsRequest {
+    /// The new tags.
+    pub tags: Vec<String>,
+}
+
+/// Which devices a deployment is for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum Target {
+    /// These devices.
+    Devices(Vec<DeviceId>),
+    /// Devices carrying this tag, now and later.
+    Tag(String),
+    /// Devices whose inventory attributes equal all of these, now and later.
+    /// `device_type` is matched against the reported device type.
+    Attributes(BTreeMap<String, String>),
+}
+
+/// How a deployment rolls out.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Strategy {
+    /// Every targeted device at once.
+    All,
+}
+
+/// Create a deployment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateDeploymentRequest {
+    /// A name for people.
+    pub name: String,
+    /// The package to install.
+    pub package_id: PackageId,
+    /// Which devices.
+    pub target: Target,
+    /// How to roll out; all at once by default.
+    #[serde(default = "default_strategy")]
+    pub strategy: Strategy,
+}
+
+fn default_strategy() -> Strategy {
+    Strategy::All
+}
+
+/// A deployment with its per-state counts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Deployment {
+    /// Its id.
+    pub id: DeploymentId,
+    /// Name for people.
+    pub name: String,
+    /// The package.
+    pub package_id: PackageId,
+    /// Which devices.
+    pub target: Target,
+    /// How it rolls out.
+    pub strategy: Strategy,
+    /// Overall status.
+    pub status: DeploymentStatus,
+    /// Devices per update state.
+    pub counts: BTreeMap<UpdateState, u64>,
+    /// When it was created.
+    pub created_at: DateTime<Utc>,
+    /// When it finished or was cancelled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+/// A deployment with every device's state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct DeploymentDetail {
+    /// The deployment.
+    #[serde(flatten)]
+    pub deployment: Deployment,
+    /// Each targeted device's state.
+    pub devices: Vec<DeviceUpdate>,
+}
+
+/// One device's state in a deployment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct DeviceUpdate {
+    /// The device.
+    pub device_id: DeviceId,
+    /// Its state.
+    pub state: UpdateState,
+    /// The last message it sent (failure reason, log tail).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// When the state last changed.
+    pub updated_at: DateTime<Utc>,
+}
+
+/// Create a management API token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateTokenRequest {
+    /// A name for people (who or what uses it).
+    pub name: String,
+    /// What it may do.
+    pub role: Role,
+}
+
+/// A management API token, without its secret.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ApiToken {
+    /// Its id.
+    pub id: TokenId,
+    /// Name for people.
+    pub name: String,
+    /// What it may do.
+    pub role: Role,
+    /// When it was made.
+    pub created_at: DateTime<Utc>,
+}
+
+/// A new token: the secret is shown this once and stored only hashed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct CreatedToken {
+    /// The token.
+    #[serde(flatten)]
+    pub token: ApiToken,
+    /// The bearer secret.
+    pub secret: String,
+}
+
+/// One audited change.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct AuditEntry {
+    /// Sequence number.
+    pub id: i64,
+    /// When.
+    pub at: DateTime<Utc>,
+    /// Who: the token's name and id.
+    pub actor: String,
+    /// What: `package.upload`, `device.accept`, ….
+    pub action: String,
+    /// The object changed.
+    pub object: String,
+    /// Extra detail.
+    #[schema(value_type = Object)]
+    pub details: serde_json::Value,
+}

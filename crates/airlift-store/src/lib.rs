@@ -1,0 +1,308 @@
+//! Airlift's storage: the [`Store`] trait the server talks to, and its two
+//! backends — SQLite (embedded, the default) and PostgreSQL (for fleets and
+//! several server instances). Each backend owns its migrations (added, never
+//! edited); one conformance suite (`tests/it`) runs against both.
+//!
+//! This crate must not know about HTTP, request parsing or how a device
+//! installs anything. It stores records and enforces the few rules that must
+//! hold under concurrency (a late report never moves a device backwards; a
+//! package in use cannot be deleted; one token hash, one device key).
+//!
+//! Times are stored as milliseconds since the Unix epoch, ids as text, maps
+//! as rows of their own (so both backends filter them with the same SQL).
+
+use airlift_protocol::management::{
+    ApiToken, AuditEntry, Device, DeviceUpdate, Strategy, Target, UpdateEvent,
+};
+use airlift_protocol::state::{DeploymentStatus, DeviceStatus, UpdateState};
+use airlift_protocol::{device::Inventory, DeploymentId, DeviceId, PackageId, TokenId};
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+mod open;
+pub use open::{open, DatabaseUrl};
+
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A unique value already exists (package name+version, device key, …).
+    #[error("already exists: {0}")]
+    Conflict(String),
+    /// The thing to change does not exist.
+    #[error("not found: {0}")]
+    NotFound(String),
+    /// The change is refused because something depends on it.
+    #[error("in use: {0}")]
+    InUse(String),
+    /// A stored value could not be read back (corrupt row, unknown enum text).
+    #[error("corrupt stored data: {0}")]
+    Corrupt(String),
+    /// Connecting or migrating failed.
+    #[error("database setup: {0}")]
+    Setup(String),
+    /// Any other database error.
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+}
+
+/// Result of a store operation.
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// A management API token as stored: its secret only as a SHA-256 hash.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiTokenRecord {
+    /// Public part.
+    pub token: ApiToken,
+    /// SHA-256 of the bearer secret.
+    pub secret_sha256: [u8; 32],
+}
+
+/// A change to record in the audit log.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewAuditEntry {
+    /// When.
+    pub at: DateTime<Utc>,
+    /// Who (token name and id).
+    pub actor: String,
+    /// What (`package.upload`, `device.accept`, …).
+    pub action: String,
+    /// Which object.
+    pub object: String,
+    /// Extra detail.
+    pub details: serde_json::Value,
+}
+
+/// A stored package: its metadata, where its bytes are, and its signed head.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PackageRecord {
+    /// The API view (id, name, version, manifest, size, digest, …).
+    pub package: airlift_protocol::management::Package,
+    /// Key of the package file in the blob store.
+    pub blob_key: String,
+    /// Header + manifest + signatures, as in the file: sent in offers.
+    pub head: Vec<u8>,
+    /// `provides` of the manifest: software name → version.
+    pub provides: BTreeMap<String, String>,
+}
+
+/// A stored deployment, without counts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeploymentRecord {
+    /// Its id.
+    pub id: DeploymentId,
+    /// Name for people.
+    pub name: String,
+    /// The package.
+    pub package_id: PackageId,
+    /// Which devices.
+    pub target: Target,
+    /// How it rolls out.
+    pub strategy: Strategy,
+    /// Overall status.
+    pub status: DeploymentStatus,
+    /// When created.
+    pub created_at: DateTime<Utc>,
+    /// When it finished or was cancelled.
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+/// Filters for listing devices; `None`/empty means "any".
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DeviceFilter {
+    /// Admission status.
+    pub status: Option<DeviceStatus>,
+    /// Reported device type.
+    pub device_type: Option<String>,
+    /// Carries this tag.
+    pub tag: Option<String>,
+    /// Reported attributes equal to all of these.
+    pub attributes: BTreeMap<String, String>,
+    /// Reported installed software equal to all of these (name → version).
+    pub installed: BTreeMap<String, String>,
+}
+
+/// Which page of a listing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PageRequest {
+    /// 1-based.
+    pub page: u32,
+    /// 1..=1000.
+    pub per_page: u32,
+}
+
+/// What a status report did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReportOutcome {
+    /// The state recorded after the report.
+    pub state: UpdateState,
+    /// Whether the report changed it.
+    pub applied: bool,
+}
+
+/// The storage the server needs. Every method is one atomic operation.
+#[async_trait]
+pub trait Store: Send + Sync + std::fmt::Debug + 'static {
+    // --- settings -------------------------------------------------------
+
+    /// A server setting (e.g. the device-token signing secret).
+    async fn setting(&self, key: &str) -> StoreResult<Option<String>>;
+    /// Stores `value` under `key` unless a value is there already; returns
+    /// the value in force. Safe when several instances race on first start.
+    async fn setting_or_insert(&self, key: &str, value: &str) -> StoreResult<String>;
+
+    // --- management API tokens and audit ---------------------------------
+
+    /// How many API tokens exist (zero on a fresh database).
+    async fn count_api_tokens(&self) -> StoreResult<u64>;
+    /// Stores a token. `Conflict` if its hash exists.
+    async fn insert_api_token(&self, token: &ApiTokenRecord) -> StoreResult<()>;
+    /// The token whose secret hashes to `secret_sha256`.
+    async fn api_token_by_hash(
+        &self,
+        secret_sha256: &[u8; 32],
+    ) -> StoreResult<Option<ApiTokenRecord>>;
+    /// Every token, oldest first.
+    async fn list_api_tokens(&self) -> StoreResult<Vec<ApiToken>>;
+    /// Deletes a token; false if there was none.
+    async fn delete_api_token(&self, id: TokenId) -> StoreResult<bool>;
+    /// Appends to the audit log.
+    async fn append_audit(&self, entry: &NewAuditEntry) -> StoreResult<()>;
+    /// Audit entries, newest first, at most `limit`, with id below `before` if given.
+    async fn list_audit(&self, limit: u32, before: Option<i64>) -> StoreResult<Vec<AuditEntry>>;
+
+    // --- packages ---------------------------------------------------------
+
+    /// Stores a package. `Conflict` if one with the same name and version exists.
+    async fn insert_package(&self, package: &PackageRecord) -> StoreResult<()>;
+    /// One package.
+    async fn package(&self, id: PackageId) -> StoreResult<Option<PackageRecord>>;
+    /// Every package, newest first.
+    async fn list_packages(&self) -> StoreResult<Vec<PackageRecord>>;
+    /// Deletes a package. `InUse` while a deployment that is not cancelled or
+    /// finished uses it; `NotFound` if absent. Returns the deleted record (for its blob).
+    async fn delete_package(&self, id: PackageId) -> StoreResult<PackageRecord>;
+
+    // --- devices ----------------------------------------------------------
+
+    /// Stores a new device (first contact or pre-authorisation). `Conflict`
+    /// if a device with the same public key exists.
+    async fn insert_device(&self, device: &Device) -> StoreResult<()>;
+    /// One device.
+    async fn device(&self, id: DeviceId) -> StoreResult<Option<Device>>;
+    /// The device with this public key (PEM, exactly as stored).
+    async fn device_by_public_key(&self, public_key: &str) -> StoreResult<Option<Device>>;
+    /// Devices matching `filter`, oldest first, one page, and the total count.
+    async fn list_devices(
+        &self,
+        filter: &DeviceFilter,
+        page: PageRequest,
+    ) -> StoreResult<(Vec<Device>, u64)>;
+    /// Sets admission status; false if no such device.
+    async fn set_device_status(&self, id: DeviceId, status: DeviceStatus) -> StoreResult<bool>;
+    /// Replaces identity attributes (a pre-authorised device's first contact); false if none.
+    async fn set_device_identity(
+        &self,
+        id: DeviceId,
+        identity: &BTreeMap<String, String>,
+    ) -> StoreResult<bool>;
+    /// Replaces tags; false if no such device.
+    async fn set_device_tags(&self, id: DeviceId, tags: &[String]) -> StoreResult<bool>;
+    /// Records a check-in: what the device reports replaces what was known,
+    /// and `last_check_in` moves to `at`.
+    async fn record_check_in(
+        &self,
+        id: DeviceId,
+        inventory: &Inventory,
+        at: DateTime<Utc>,
+    ) -> StoreResult<()>;
+
+    // --- device authentication ---------------------------------------------
+
+    /// Remembers `nonce` until `expires_at`; false if it was already seen
+    /// (a replay). Forgets expired nonces.
+    async fn use_nonce(
+        &self,
+        nonce: &str,
+        expires_at: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<bool>;
+
+    // --- deployments --------------------------------------------------------
+
+    /// Stores a deployment and the initial state of each device it targets,
+    /// in one transaction.
+    async fn insert_deployment(
+        &self,
+        deployment: &DeploymentRecord,
+        devices: &[(DeviceId, UpdateState)],
+    ) -> StoreResult<()>;
+    /// One deployment.
+    async fn deployment(&self, id: DeploymentId) -> StoreResult<Option<DeploymentRecord>>;
+    /// Every deployment, newest first.
+    async fn list_deployments(&self) -> StoreResult<Vec<DeploymentRecord>>;
+    /// Deployments with status `active`, oldest first.
+    async fn active_deployments(&self) -> StoreResult<Vec<DeploymentRecord>>;
+    /// Devices per state.
+    async fn deployment_counts(&self, id: DeploymentId) -> StoreResult<BTreeMap<UpdateState, u64>>;
+    /// Every device's state in a deployment.
+    async fn deployment_devices(&self, id: DeploymentId) -> StoreResult<Vec<DeviceUpdate>>;
+    /// Cancels an active deployment: status `cancelled`, and every device not
+    /// in a final state moves to `cancelled` (with a history event). False if
+    /// it was not active.
+    async fn cancel_deployment(&self, id: DeploymentId, at: DateTime<Utc>) -> StoreResult<bool>;
+    /// Marks an active deployment `finished` if every device is in a final state.
+    async fn finish_deployment_if_done(
+        &self,
+        id: DeploymentId,
+        at: DateTime<Utc>,
+    ) -> StoreResult<bool>;
+
+    // --- one device in one deployment ----------------------------------------
+
+    /// The device's state in the deployment, if it is targeted.
+    async fn device_update(
+        &self,
+        deployment: DeploymentId,
+        device: DeviceId,
+    ) -> StoreResult<Option<DeviceUpdate>>;
+    /// Adds the device to the deployment in `state` unless it is there
+    /// already (a device that joined a tag later); returns its state.
+    async fn add_device_to_deployment(
+        &self,
+        deployment: DeploymentId,
+        device: DeviceId,
+        state: UpdateState,
+        message: Option<&str>,
+        at: DateTime<Utc>,
+    ) -> StoreResult<DeviceUpdate>;
+    /// Applies a report or a server decision following
+    /// [`UpdateState::accepts_report`] rules — atomically, so a late report can
+    /// never move the device backwards — and appends it to the device's history
+    /// either way. `NotFound` if the device is not in the deployment.
+    async fn record_update_state(
+        &self,
+        deployment: DeploymentId,
+        device: DeviceId,
+        state: UpdateState,
+        message: Option<&str>,
+        at: DateTime<Utc>,
+    ) -> StoreResult<ReportOutcome>;
+    /// Forces a state decided by the server (incompatible, already_installed,
+    /// cancelled) regardless of ordering, unless the current state is final,
+    /// and records it in history.
+    async fn decide_update_state(
+        &self,
+        deployment: DeploymentId,
+        device: DeviceId,
+        state: UpdateState,
+        message: Option<&str>,
+        at: DateTime<Utc>,
+    ) -> StoreResult<ReportOutcome>;
+    /// The device's update history (every event), newest first.
+    async fn device_history(&self, device: DeviceId) -> StoreResult<Vec<UpdateEvent>>;
+}
+
+/// The store as the server holds it.
+pub type SharedStore = Arc<dyn Store>;
