@@ -8,8 +8,18 @@
 //! hold under concurrency (a late report never moves a device backwards; a
 //! package in use cannot be deleted; one token hash, one device key).
 //!
-//! Times are stored as milliseconds since the Unix epoch, ids as text, maps
-//! as rows of their own (so both backends filter them with the same SQL).
+//! Times are stored as milliseconds since the Unix epoch (so they read back
+//! at millisecond precision), ids as text, maps as rows of their own (so
+//! both backends filter them with the same SQL). Tags are a set: they read
+//! back sorted, without duplicates.
+//!
+//! ```no_run
+//! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+//! let url = airlift_store::DatabaseUrl::parse("sqlite:///var/lib/airlift/airlift.db")?;
+//! let store = airlift_store::open(&url).await?;
+//! let secret = store.setting_or_insert("device_token_secret", "fresh random value").await?;
+//! # let _ = secret; Ok(()) }
+//! ```
 
 use airlift_protocol::management::{
     ApiToken, AuditEntry, Device, DeviceUpdate, Strategy, Target, UpdateEvent,
@@ -21,8 +31,12 @@ use chrono::{DateTime, Utc};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+mod codec;
 mod open;
-pub use open::{open, DatabaseUrl};
+mod postgres;
+mod sql;
+mod sqlite;
+pub use open::{open, DatabaseUrl, InvalidDatabaseUrl};
 
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]
