@@ -5,30 +5,12 @@ use crate::keys::{KeyError, KeyId};
 use crate::manifest::ManifestError;
 use std::io;
 
-/// Which of a payload's two digests failed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DigestKind {
-    /// The bytes as they are in the package.
-    Stored,
-    /// The bytes after decryption and decompression.
-    Installed,
-}
-
-impl std::fmt::Display for DigestKind {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Self::Stored => "stored",
-            Self::Installed => "installed",
-        })
-    }
-}
-
 /// Everything that can go wrong reading or writing a package.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// Reading or writing the underlying stream failed.
     #[error("I/O error: {0}")]
-    Io(#[source] io::Error),
+    Io(io::Error),
     /// The file does not start with the Airlift magic bytes.
     #[error("not an Airlift package: the file does not start with the magic bytes \"AIRLIFT\\0\"")]
     BadMagic,
@@ -47,14 +29,14 @@ pub enum Error {
         offset: u64,
     },
     /// The manifest is malformed or breaks a rule.
-    #[error("manifest (bytes {start}..{end}): {source}")]
+    #[error("manifest (bytes {start}..{end}): {reason}")]
     Manifest {
         /// Offset of the manifest's first byte.
         start: u64,
         /// Offset one past its last byte.
         end: u64,
         /// What is wrong.
-        source: ManifestError,
+        reason: ManifestError,
     },
     /// The header's and the manifest's format versions differ.
     #[error("header says format version {header} but the manifest says {manifest}")]
@@ -85,8 +67,8 @@ pub enum Error {
     /// A key or trust-set problem.
     #[error(transparent)]
     Key(#[from] KeyError),
-    /// A payload's bytes do not hash to what the manifest says.
-    #[error("payload {index} ({kind} {target}), bytes {start}..{end} of the file: {digest} SHA-256 does not match the manifest; the payload is corrupt or was altered")]
+    /// A payload's stored bytes do not hash to what the manifest says.
+    #[error("payload {index} ({kind} {target}), bytes {start}..{end} of the file: stored SHA-256 does not match the manifest; the payload is corrupt or was altered")]
     DigestMismatch {
         /// Position in the manifest.
         index: usize,
@@ -98,8 +80,19 @@ pub enum Error {
         start: u64,
         /// File offset one past its last stored byte.
         end: u64,
-        /// Which digest failed.
-        digest: DigestKind,
+    },
+    /// A payload's decoded bytes do not hash to what the manifest says,
+    /// although its stored bytes do: it was built wrongly or maliciously.
+    #[error("payload {index} ({kind} {target}): installed SHA-256 does not match the manifest after decoding its {size} bytes; the package was built wrongly")]
+    InstalledDigestMismatch {
+        /// Position in the manifest.
+        index: usize,
+        /// Payload type, for the message.
+        kind: String,
+        /// Payload target.
+        target: String,
+        /// Installed size.
+        size: u64,
     },
     /// A payload's installed bytes are longer or shorter than declared.
     #[error("payload {index} ({target}): decodes to {actual} bytes but the manifest declares {declared}{}", if *.actual > *.declared { " (stopped reading there)" } else { "" })]
@@ -138,12 +131,6 @@ pub enum Error {
     TrailingData {
         /// Offset of the first extra byte.
         offset: u64,
-    },
-    /// `finish` was called before every payload was read.
-    #[error("{remaining} payload(s) not read yet")]
-    PayloadsLeft {
-        /// How many are left.
-        remaining: usize,
     },
     /// The writer was given payload bytes that disagree with the manifest.
     #[error("payload {index}: the bytes given do not match the manifest entry ({reason})")]

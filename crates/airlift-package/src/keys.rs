@@ -7,6 +7,7 @@ use serde::{Serialize, Serializer};
 use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
+use zeroize::Zeroizing;
 
 /// A short, stable name for a public key: the first 8 bytes of the SHA-256 of
 /// its 32 raw bytes, shown as 16 hex digits.
@@ -103,16 +104,20 @@ impl SigningKey {
 
     /// Reads a PKCS#8 PEM private key (what `openssl genpkey -algorithm ed25519` writes).
     pub fn from_pem(pem: &str) -> Result<Self, KeyError> {
+        if !pem.trim_start().starts_with("-----BEGIN PRIVATE KEY-----") {
+            return Err(KeyError::PrivatePem(
+                "the text does not start with -----BEGIN PRIVATE KEY-----".into(),
+            ));
+        }
         ed25519_dalek::SigningKey::from_pkcs8_pem(pem)
             .map(Self)
             .map_err(|e| KeyError::PrivatePem(e.to_string()))
     }
 
-    /// The private key as PKCS#8 PEM. Keep it secret.
-    pub fn to_pem(&self) -> Result<String, KeyError> {
+    /// The private key as PKCS#8 PEM, wiped from memory when dropped. Keep it secret.
+    pub fn to_pem(&self) -> Result<Zeroizing<String>, KeyError> {
         self.0
             .to_pkcs8_pem(Default::default())
-            .map(|pem| pem.to_string())
             .map_err(|e| KeyError::PrivatePem(e.to_string()))
     }
 

@@ -59,7 +59,7 @@ mod writer;
 
 pub use compat::{Compatibility, DeviceFacts, Incompatibility};
 pub use digest::{Sha256Digest, Sha256Hasher};
-pub use error::{DigestKind, Error};
+pub use error::Error;
 pub use format::{HEADER_LEN, MAGIC, SIGNATURE_ENTRY_LEN};
 pub use keys::{KeyError, KeyId, ManifestSignature, PublicKey, SigningKey, TrustSet};
 pub use limits::Limits;

@@ -183,6 +183,12 @@ pub enum ManifestError {
     /// No device types, or a malformed one.
     #[error("compatible.device_types: {0}")]
     DeviceTypes(String),
+    /// A hardware revision is empty, too long or has odd characters.
+    #[error("compatible.hardware_revisions: {0:?} must be 1–128 characters of A–Z, a–z, 0–9, '.', '_', '+', '-'")]
+    HardwareRevision(String),
+    /// The description is too long or has control characters.
+    #[error("description must be at most 4096 bytes without control characters other than newline and tab")]
+    Description,
     /// A provided or required software name is malformed.
     #[error("software name {0:?} must be 1–128 characters of A–Z, a–z, 0–9, '.', '_', '+', '-'")]
     SoftwareName(String),
@@ -295,6 +301,20 @@ impl Manifest {
                     "{:?} must be 1–128 characters of A–Z, a–z, 0–9, '.', '_', '+', '-'",
                     shorten(device_type)
                 )));
+            }
+        }
+        for revision in &self.compatible.hardware_revisions {
+            if !is_simple_name(revision, 128) {
+                return Err(ManifestError::HardwareRevision(shorten(revision)));
+            }
+        }
+        if let Some(description) = &self.description {
+            if description.len() > 4096
+                || description
+                    .chars()
+                    .any(|c| c.is_control() && c != '\n' && c != '\t')
+            {
+                return Err(ManifestError::Description);
             }
         }
         for name in self.provides.keys().chain(self.compatible.requires.keys()) {

@@ -13,13 +13,15 @@
 //! only then commits can never commit altered bytes.
 
 use crate::digest::{Sha256Digest, Sha256Hasher};
-use crate::error::{DigestKind, Error};
+use crate::error::Error;
 use crate::format::{Header, HEADER_LEN, SIGNATURE_ENTRY_LEN};
 use crate::keys::{KeyId, ManifestSignature, SignatureCheck, TrustSet};
 use crate::limits::Limits;
 use crate::manifest::{Compression, Encryption, Manifest, PayloadEntry};
+use std::cell::RefCell;
 use std::io::{self, BufReader, Read};
 use std::ops::{Deref, Range};
+use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -127,7 +129,7 @@ impl<R: Read> PackageReader<R> {
         let start = HEADER_LEN as u64;
         let end = start + self.manifest_bytes.len() as u64;
         let manifest = Manifest::from_json(&self.manifest_bytes, &self.limits)
-            .map_err(|source| Error::Manifest { start, end, source })?;
+            .map_err(|reason| Error::Manifest { start, end, reason })?;
         if manifest.format_version != self.header.format_version {
             return Err(Error::FormatMismatch {
                 header: self.header.format_version,
@@ -337,7 +339,6 @@ impl<R: Read> VerifiedPackage<R> {
                 target: entry.target.clone(),
                 start: state.start,
                 end: state.start + entry.stored.size,
-                digest: DigestKind::Stored,
             });
         }
         state.verified.store(true, Ordering::Release);
@@ -394,8 +395,10 @@ impl<'a, R: Read> PayloadReader<'a, R> {
             reason,
         };
 
+        let stored = SharedStored(Rc::new(RefCell::new(self)));
+        let drain_handle: Box<dyn Drain + 'a> = Box::new(stored.clone());
         let decrypted: Box<dyn Read + 'a> = match entry.encryption {
-            Encryption::None => Box::new(self),
+            Encryption::None => Box::new(stored),
             Encryption::Age => {
                 if identities.is_empty() {
                     return Err(Error::NoIdentity {
@@ -403,7 +406,7 @@ impl<'a, R: Read> PayloadReader<'a, R> {
                         target: entry.target.clone(),
                     });
                 }
-                let decryptor = age::Decryptor::new_buffered(BufReader::new(self))
+                let decryptor = age::Decryptor::new_buffered(BufReader::new(stored))
                     .map_err(|e| age_error(e, index, &entry.target))?;
                 let stream = decryptor
                     .decrypt(identities.iter().copied())
@@ -434,7 +437,41 @@ impl<'a, R: Read> PayloadReader<'a, R> {
             hasher,
             produced: 0,
             stored_verified: verified,
+            stored: drain_handle,
         })
+    }
+}
+
+/// The stored reader, shared between the decoder chain and the
+/// [`DecodedPayload`] that may need to drain it after a decode error.
+struct SharedStored<'a, R>(Rc<RefCell<PayloadReader<'a, R>>>);
+
+impl<R> Clone for SharedStored<'_, R> {
+    fn clone(&self) -> Self {
+        Self(Rc::clone(&self.0))
+    }
+}
+
+impl<R: Read> Read for SharedStored<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.0.borrow_mut().read(buf)
+    }
+}
+
+/// Reads the rest of a payload's stored bytes, checking their digest.
+trait Drain {
+    fn drain(&mut self) -> Result<(), Error>;
+}
+
+impl<R: Read> Drain for SharedStored<'_, R> {
+    fn drain(&mut self) -> Result<(), Error> {
+        let mut reader = self
+            .0
+            .try_borrow_mut()
+            .map_err(|_| Error::Io(io::Error::other("stored payload reader busy")))?;
+        io::copy(&mut *reader, &mut io::sink())
+            .map(|_| ())
+            .map_err(Error::from)
     }
 }
 
@@ -473,6 +510,7 @@ pub struct DecodedPayload<'a> {
     hasher: Option<Sha256Hasher>,
     produced: u64,
     stored_verified: Arc<AtomicBool>,
+    stored: Box<dyn Drain + 'a>,
 }
 
 impl std::fmt::Debug for DecodedPayload<'_> {
@@ -514,13 +552,11 @@ impl DecodedPayload<'_> {
         if let Some(hasher) = self.hasher.take() {
             let digest: Sha256Digest = hasher.finish();
             if digest != self.entry.installed.sha256 {
-                return Err(Error::DigestMismatch {
+                return Err(Error::InstalledDigestMismatch {
                     index: self.index,
                     kind: self.entry.kind.to_string(),
                     target: self.entry.target.clone(),
-                    start: 0,
-                    end: self.entry.installed.size,
-                    digest: DigestKind::Installed,
+                    size: self.entry.installed.size,
                 });
             }
         }
@@ -546,13 +582,17 @@ impl Read for DecodedPayload<'_> {
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => return Err(e),
             Err(e) => {
-                let error = Error::from(e);
-                let error = match error {
-                    Error::Io(io) => Error::Decode {
-                        index: self.index,
-                        target: self.entry.target.clone(),
-                        step: self.decode_step(),
-                        reason: io.to_string(),
+                let error = match Error::from(e) {
+                    // A decoder choking on altered bytes: the stored digest
+                    // says precisely where, so prefer its verdict.
+                    Error::Io(io) => match self.stored.drain() {
+                        Err(stored_error) => stored_error,
+                        Ok(()) => Error::Decode {
+                            index: self.index,
+                            target: self.entry.target.clone(),
+                            step: self.decode_step(),
+                            reason: io.to_string(),
+                        },
                     },
                     package_error => package_error,
                 };

@@ -191,10 +191,10 @@ impl SignedManifest {
         let end = HEADER_LEN as u64 + len;
         manifest
             .validate(limits)
-            .map_err(|source| Error::Manifest {
+            .map_err(|reason| Error::Manifest {
                 start: HEADER_LEN as u64,
                 end,
-                source,
+                reason,
             })?;
         if len > u64::from(limits.max_manifest_len) {
             return Err(Error::BadHeader(format!(

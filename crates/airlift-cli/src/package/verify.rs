@@ -7,8 +7,7 @@ use crate::keys;
 use crate::output;
 use airlift_package::encryption::{Identity, IdentityTrait};
 use airlift_package::{
-    DigestKind, Encryption, Error, KeyId, Limits, PackageReader, PayloadType, TrustSet,
-    VerifiedPackage,
+    Encryption, Error, KeyId, Limits, PackageReader, PayloadType, TrustSet, VerifiedPackage,
 };
 use anyhow::{Context, Result};
 use serde::Serialize;
@@ -161,12 +160,9 @@ fn check_payloads<R: Read>(
             drain(payload, &mut buf)?;
             Check::NotChecked
         } else {
-            let decoded = payload
-                .decoded(identities)
-                .and_then(|decoded| drain(decoded, &mut buf));
-            if let Err(error) = decoded {
-                return Err(prefer_stored_error(package, error));
-            }
+            // On a decode error the library reads the rest of the stored
+            // bytes and reports their digest mismatch, which names the range.
+            drain(payload.decoded(identities)?, &mut buf)?;
             Check::Verified
         };
         results.push(PayloadResult {
@@ -179,24 +175,6 @@ fn check_payloads<R: Read>(
         });
     }
     Ok(results)
-}
-
-/// A flipped stored byte usually shows up first as a decrypt or decompress
-/// error, which cannot say where the damage is. Reading the rest of the
-/// payload's stored bytes tells: if they do not match the stored digest
-/// (or stop early), that error, which names the byte range, is the one to
-/// report.
-fn prefer_stored_error<R: Read>(package: &mut VerifiedPackage<R>, decode_error: Error) -> Error {
-    match package.next_payload() {
-        Err(
-            stored @ (Error::DigestMismatch {
-                digest: DigestKind::Stored,
-                ..
-            }
-            | Error::Truncated { .. }),
-        ) => stored,
-        _ => decode_error,
-    }
 }
 
 /// Reads `reader` to its end, recovering the library's error from `io::Error`.

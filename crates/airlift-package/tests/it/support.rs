@@ -89,8 +89,7 @@ pub fn assemble(manifest: &Manifest, keys: &[&SigningKey], stored: &[Vec<u8>]) -
     let mut file = Vec::new();
     // A writer for a manifest with no payload bytes written yet gives us the
     // header, manifest and signatures; raw bytes follow unchecked.
-    let writer = PackageWriter::new(&mut file, &signed).expect("writes header");
-    drop(writer);
+    PackageWriter::new(&mut file, &signed).expect("writes header");
     for bytes in stored {
         file.extend_from_slice(bytes);
     }
