@@ -1,0 +1,270 @@
+use super::audit;
+use crate::auth::ApiCaller;
+use crate::error::{ApiError, ApiResult};
+use crate::extract::{ApiJson, ApiPath};
+use crate::rollout::{self, DEVICE_TYPE_ATTRIBUTE};
+use crate::state::AppState;
+use airlift_package::Manifest;
+use airlift_protocol::management::{
+    CreateDeploymentRequest, Deployment, DeploymentDetail, Device, Target,
+};
+use airlift_protocol::state::{DeploymentStatus, DeviceStatus, UpdateState};
+use airlift_protocol::{DeploymentId, DeviceId};
+use airlift_store::{DeploymentRecord, DeviceFilter, PageRequest};
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::Json;
+use chrono::Utc;
+
+/// Most devices named one by one in a target.
+const MAX_TARGET_DEVICES: usize = 10_000;
+
+/// Create a deployment of a package to a target. Devices the package does
+/// not fit are marked `incompatible` and never offered it.
+#[utoipa::path(
+    post,
+    path = "/api/v1/deployments",
+    tag = "deployments",
+    request_body = CreateDeploymentRequest,
+    security(("api_token" = [])),
+    responses(
+        (status = 201, body = Deployment),
+        (status = 400, body = airlift_protocol::ErrorBody),
+        (status = 422, description = "Unknown package, empty target, unknown devices", body = airlift_protocol::ErrorBody),
+    )
+)]
+pub async fn create_deployment(
+    State(state): State<AppState>,
+    caller: ApiCaller,
+    ApiJson(request): ApiJson<CreateDeploymentRequest>,
+) -> ApiResult<(StatusCode, Json<Deployment>)> {
+    caller.require_operator()?;
+    if request.name.trim().is_empty() || request.name.len() > 128 {
+        return Err(ApiError::invalid("name: must be 1–128 characters"));
+    }
+    validate_target(&request.target)?;
+    let store = state.store();
+    let package = store.package(request.package_id).await?.ok_or_else(|| {
+        ApiError::invalid(format!("package_id: no package {}", request.package_id))
+    })?;
+    let manifest: Manifest =
+        serde_json::from_value(package.package.manifest.clone()).map_err(ApiError::internal)?;
+
+    let devices = matching_devices(&state, &request.target).await?;
+    if devices.is_empty() {
+        return Err(ApiError::invalid(
+            "target: matches no accepted device; check the tag or attributes, or accept the devices first",
+        ));
+    }
+    let initial: Vec<(DeviceId, UpdateState)> = devices
+        .iter()
+        .map(|device| {
+            let (state, _) = rollout::initial_state(&manifest, device);
+            let state = if state == UpdateState::Pending
+                && rollout::runs_package(&package.provides, device)
+            {
+                UpdateState::AlreadyInstalled
+            } else {
+                state
+            };
+            (device.id, state)
+        })
+        .collect();
+
+    let now = Utc::now();
+    let record = DeploymentRecord {
+        id: DeploymentId::new(),
+        name: request.name.trim().to_owned(),
+        package_id: request.package_id,
+        target: request.target,
+        strategy: request.strategy,
+        status: DeploymentStatus::Active,
+        created_at: now,
+        finished_at: None,
+    };
+    store.insert_deployment(&record, &initial).await?;
+    store.finish_deployment_if_done(record.id, now).await?;
+    audit(
+        &state,
+        &caller,
+        "deployment.create",
+        record.id,
+        serde_json::json!({"name": record.name, "package_id": record.package_id, "devices": initial.len()}),
+    )
+    .await?;
+    tracing::info!(deployment_id = %record.id, devices = initial.len(), "deployment created");
+    let deployment = with_counts(&state, find(&state, record.id).await?).await?;
+    Ok((StatusCode::CREATED, Json(deployment)))
+}
+
+fn validate_target(target: &Target) -> ApiResult<()> {
+    match target {
+        Target::Devices(ids) if ids.is_empty() => Err(ApiError::invalid(
+            "target.devices: list at least one device id",
+        )),
+        Target::Devices(ids) if ids.len() > MAX_TARGET_DEVICES => Err(ApiError::invalid(format!(
+            "target.devices: at most {MAX_TARGET_DEVICES} ids; use a tag for larger groups"
+        ))),
+        Target::Tag(tag) if tag.trim().is_empty() => {
+            Err(ApiError::invalid("target.tag: must not be empty"))
+        }
+        Target::Attributes(attrs) if attrs.is_empty() => Err(ApiError::invalid(
+            "target.attributes: give at least one attribute to match",
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// Accepted devices the target selects now.
+async fn matching_devices(state: &AppState, target: &Target) -> ApiResult<Vec<Device>> {
+    let store = state.store();
+    match target {
+        Target::Devices(ids) => {
+            let mut devices = Vec::with_capacity(ids.len());
+            let mut unusable = Vec::new();
+            for id in ids {
+                match store.device(*id).await? {
+                    Some(device) if device.status == DeviceStatus::Accepted => devices.push(device),
+                    _ => unusable.push(id.to_string()),
+                }
+            }
+            if !unusable.is_empty() {
+                return Err(ApiError::invalid(format!(
+                    "target.devices: not accepted or unknown: {}",
+                    unusable.join(", ")
+                )));
+            }
+            Ok(devices)
+        }
+        Target::Tag(tag) => {
+            all_devices(
+                state,
+                DeviceFilter {
+                    tag: Some(tag.clone()),
+                    ..DeviceFilter::default()
+                },
+            )
+            .await
+        }
+        Target::Attributes(attrs) => {
+            let mut attributes = attrs.clone();
+            let device_type = attributes.remove(DEVICE_TYPE_ATTRIBUTE);
+            all_devices(
+                state,
+                DeviceFilter {
+                    device_type,
+                    attributes,
+                    ..DeviceFilter::default()
+                },
+            )
+            .await
+        }
+    }
+}
+
+async fn all_devices(state: &AppState, filter: DeviceFilter) -> ApiResult<Vec<Device>> {
+    let filter = DeviceFilter {
+        status: Some(DeviceStatus::Accepted),
+        ..filter
+    };
+    let mut devices = Vec::new();
+    for page in 1.. {
+        let (items, total) = state
+            .store()
+            .list_devices(
+                &filter,
+                PageRequest {
+                    page,
+                    per_page: 1000,
+                },
+            )
+            .await?;
+        let done = items.is_empty() || devices.len() + items.len() >= total as usize;
+        devices.extend(items);
+        if done {
+            break;
+        }
+    }
+    Ok(devices)
+}
+
+/// List deployments, newest first, with counts per state.
+#[utoipa::path(get, path = "/api/v1/deployments", tag = "deployments", security(("api_token" = [])), responses((status = 200, body = Vec<Deployment>)))]
+pub async fn list_deployments(
+    State(state): State<AppState>,
+    _caller: ApiCaller,
+) -> ApiResult<Json<Vec<Deployment>>> {
+    let mut out = Vec::new();
+    for record in state.store().list_deployments().await? {
+        out.push(with_counts(&state, record).await?);
+    }
+    Ok(Json(out))
+}
+
+/// One deployment with counts and every device's state.
+#[utoipa::path(get, path = "/api/v1/deployments/{deployment_id}", tag = "deployments", params(("deployment_id" = String, Path)), security(("api_token" = [])), responses((status = 200, body = DeploymentDetail), (status = 404, body = airlift_protocol::ErrorBody)))]
+pub async fn get_deployment(
+    State(state): State<AppState>,
+    _caller: ApiCaller,
+    ApiPath(id): ApiPath<DeploymentId>,
+) -> ApiResult<Json<DeploymentDetail>> {
+    let deployment = with_counts(&state, find(&state, id).await?).await?;
+    let devices = state.store().deployment_devices(id).await?;
+    Ok(Json(DeploymentDetail {
+        deployment,
+        devices,
+    }))
+}
+
+/// Cancel a deployment: devices not yet done are not offered it any more,
+/// and a device mid-download is told to stop.
+#[utoipa::path(post, path = "/api/v1/deployments/{deployment_id}/cancel", tag = "deployments", params(("deployment_id" = String, Path)), security(("api_token" = [])), responses((status = 200, body = Deployment), (status = 404, body = airlift_protocol::ErrorBody), (status = 409, description = "Not active", body = airlift_protocol::ErrorBody)))]
+pub async fn cancel_deployment(
+    State(state): State<AppState>,
+    caller: ApiCaller,
+    ApiPath(id): ApiPath<DeploymentId>,
+) -> ApiResult<Json<Deployment>> {
+    caller.require_operator()?;
+    let record = find(&state, id).await?;
+    if !state.store().cancel_deployment(id, Utc::now()).await? {
+        return Err(ApiError::Conflict(
+            "not_active",
+            format!(
+                "deployment is {}, only an active deployment can be cancelled",
+                record.status
+            ),
+        ));
+    }
+    audit(
+        &state,
+        &caller,
+        "deployment.cancel",
+        id,
+        serde_json::json!({"name": record.name}),
+    )
+    .await?;
+    Ok(Json(with_counts(&state, find(&state, id).await?).await?))
+}
+
+async fn find(state: &AppState, id: DeploymentId) -> ApiResult<DeploymentRecord> {
+    state
+        .store()
+        .deployment(id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("no deployment {id}")))
+}
+
+async fn with_counts(state: &AppState, record: DeploymentRecord) -> ApiResult<Deployment> {
+    let counts = state.store().deployment_counts(record.id).await?;
+    Ok(Deployment {
+        id: record.id,
+        name: record.name,
+        package_id: record.package_id,
+        target: record.target,
+        strategy: record.strategy,
+        status: record.status,
+        counts,
+        created_at: record.created_at,
+        finished_at: record.finished_at,
+    })
+}

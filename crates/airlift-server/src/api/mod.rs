@@ -1,0 +1,95 @@
+//! `/api/v1`: the management API for operators and scripts.
+
+mod audit;
+mod deployments;
+mod devices;
+mod packages;
+mod tokens;
+
+use crate::auth::ApiCaller;
+use crate::error::ApiResult;
+use crate::state::AppState;
+use airlift_store::NewAuditEntry;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{delete, get, post, put};
+use axum::Router;
+use chrono::Utc;
+
+pub use audit::*;
+pub use deployments::*;
+pub use devices::*;
+pub use packages::*;
+pub use tokens::*;
+
+/// Largest JSON body the management API takes (uploads have their own limit).
+const JSON_BODY_LIMIT: usize = 1024 * 1024;
+
+/// The management API's routes.
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route(
+            "/packages",
+            get(packages::list_packages)
+                .post(packages::upload_package)
+                .layer(DefaultBodyLimit::disable()),
+        )
+        .route(
+            "/packages/{package_id}",
+            get(packages::get_package).delete(packages::delete_package),
+        )
+        .route(
+            "/packages/{package_id}/download",
+            get(packages::download_package),
+        )
+        .route("/devices", get(devices::list_devices))
+        .route("/devices/preauthorize", post(devices::preauthorize_device))
+        .route("/devices/{device_id}", get(devices::get_device))
+        .route("/devices/{device_id}/accept", post(devices::accept_device))
+        .route("/devices/{device_id}/reject", post(devices::reject_device))
+        .route(
+            "/devices/{device_id}/decommission",
+            post(devices::decommission_device),
+        )
+        .route("/devices/{device_id}/tags", put(devices::set_device_tags))
+        .route(
+            "/deployments",
+            get(deployments::list_deployments).post(deployments::create_deployment),
+        )
+        .route(
+            "/deployments/{deployment_id}",
+            get(deployments::get_deployment),
+        )
+        .route(
+            "/deployments/{deployment_id}/cancel",
+            post(deployments::cancel_deployment),
+        )
+        .route(
+            "/tokens",
+            get(tokens::list_tokens).post(tokens::create_token),
+        )
+        .route("/tokens/{token_id}", delete(tokens::delete_token))
+        .route("/audit", get(audit::list_audit))
+        .layer(DefaultBodyLimit::max(JSON_BODY_LIMIT))
+}
+
+/// Records a change in the audit log.
+pub(crate) async fn audit(
+    state: &AppState,
+    caller: &ApiCaller,
+    action: &str,
+    object: impl std::fmt::Display,
+    details: serde_json::Value,
+) -> ApiResult<()> {
+    state
+        .store()
+        .append_audit(&NewAuditEntry {
+            at: Utc::now(),
+            actor: caller.actor(),
+            action: action.to_owned(),
+            object: object.to_string(),
+            details,
+        })
+        .await?;
+    tracing::info!(actor = %caller.actor(), action, "audit");
+    Ok(())
+}

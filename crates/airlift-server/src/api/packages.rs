@@ -1,0 +1,175 @@
+use super::audit;
+use crate::auth::ApiCaller;
+use crate::blobs;
+use crate::error::{ApiError, ApiResult};
+use crate::extract::ApiPath;
+use crate::state::AppState;
+use airlift_protocol::management::Package;
+use airlift_protocol::PackageId;
+use airlift_store::PackageRecord;
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use axum::Json;
+use chrono::Utc;
+
+/// Upload a package: the raw `.airlift` file as the body. It is streamed to
+/// disk, verified against the server's trusted keys (signatures and every
+/// payload digest), and only then stored.
+#[utoipa::path(
+    post,
+    path = "/api/v1/packages",
+    tag = "packages",
+    request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "The package file"),
+    security(("api_token" = [])),
+    responses(
+        (status = 201, body = Package),
+        (status = 409, description = "A package with this name and version exists", body = airlift_protocol::ErrorBody),
+        (status = 413, description = "Larger than the server's limit", body = airlift_protocol::ErrorBody),
+        (status = 422, description = "Not a valid package, or not signed by a trusted key", body = airlift_protocol::ErrorBody),
+    )
+)]
+pub async fn upload_package(
+    State(state): State<AppState>,
+    caller: ApiCaller,
+    body: Body,
+) -> ApiResult<(StatusCode, Json<Package>)> {
+    caller.require_operator()?;
+    let settings = state.settings();
+    let spooled = blobs::spool(body, &settings.spool_dir, settings.max_package_bytes).await?;
+    let verified = blobs::verify(&spooled.path, state.trust()).await?;
+    let manifest = &verified.manifest;
+
+    let id = PackageId::new();
+    let key = blobs::package_key(id);
+    let record = PackageRecord {
+        package: Package {
+            id,
+            name: manifest.name.clone(),
+            version: manifest.version.to_string(),
+            description: manifest.description.clone(),
+            device_types: manifest.compatible.device_types.clone(),
+            security_version: manifest.security_version,
+            size: spooled.size,
+            sha256: spooled.sha256.clone(),
+            signed_by: verified.signed_by.clone(),
+            manifest: serde_json::to_value(manifest).map_err(ApiError::internal)?,
+            created_at: Utc::now(),
+        },
+        blob_key: key.to_string(),
+        head: verified.head.clone(),
+        provides: manifest
+            .provides
+            .iter()
+            .map(|(name, version)| (name.clone(), version.to_string()))
+            .collect(),
+    };
+    blobs::put_file(state.blobs().as_ref(), &key, &spooled.path).await?;
+    if let Err(error) = state.store().insert_package(&record).await {
+        // The row is the source of truth; without it the blob is garbage.
+        let _ = state.blobs().delete(&key).await;
+        return Err(match error {
+            airlift_store::StoreError::Conflict(_) => ApiError::Conflict(
+                "conflict",
+                format!(
+                    "package {} {} already exists; bump the version or delete the old one",
+                    manifest.name, manifest.version
+                ),
+            ),
+            other => other.into(),
+        });
+    }
+    audit(
+        &state,
+        &caller,
+        "package.upload",
+        id,
+        serde_json::json!({"name": manifest.name, "version": manifest.version.to_string(), "sha256": spooled.sha256}),
+    )
+    .await?;
+    Ok((StatusCode::CREATED, Json(record.package)))
+}
+
+/// List packages, newest first.
+#[utoipa::path(get, path = "/api/v1/packages", tag = "packages", security(("api_token" = [])), responses((status = 200, body = Vec<Package>)))]
+pub async fn list_packages(
+    State(state): State<AppState>,
+    _caller: ApiCaller,
+) -> ApiResult<Json<Vec<Package>>> {
+    let packages = state.store().list_packages().await?;
+    Ok(Json(packages.into_iter().map(|p| p.package).collect()))
+}
+
+/// One package.
+#[utoipa::path(get, path = "/api/v1/packages/{package_id}", tag = "packages", params(("package_id" = String, Path)), security(("api_token" = [])), responses((status = 200, body = Package), (status = 404, body = airlift_protocol::ErrorBody)))]
+pub async fn get_package(
+    State(state): State<AppState>,
+    _caller: ApiCaller,
+    ApiPath(id): ApiPath<PackageId>,
+) -> ApiResult<Json<Package>> {
+    Ok(Json(find(&state, id).await?.package))
+}
+
+/// Download a package file.
+#[utoipa::path(get, path = "/api/v1/packages/{package_id}/download", tag = "packages", params(("package_id" = String, Path)), security(("api_token" = [])), responses((status = 200, content_type = "application/octet-stream"), (status = 206, content_type = "application/octet-stream"), (status = 404, body = airlift_protocol::ErrorBody)))]
+pub async fn download_package(
+    State(state): State<AppState>,
+    _caller: ApiCaller,
+    ApiPath(id): ApiPath<PackageId>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    let record = find(&state, id).await?;
+    metrics::counter!("airlift_downloads_total", "api" => "management").increment(1);
+    let filename = format!("{}-{}.airlift", record.package.name, record.package.version);
+    blobs::serve(
+        state.blobs().as_ref(),
+        &record.blob_key.as_str().into(),
+        record.package.size,
+        &record.package.sha256,
+        &filename,
+        &headers,
+    )
+    .await
+}
+
+/// Delete a package; refused while an active deployment uses it.
+#[utoipa::path(delete, path = "/api/v1/packages/{package_id}", tag = "packages", params(("package_id" = String, Path)), security(("api_token" = [])), responses((status = 204), (status = 404, body = airlift_protocol::ErrorBody), (status = 409, description = "An active deployment uses it", body = airlift_protocol::ErrorBody)))]
+pub async fn delete_package(
+    State(state): State<AppState>,
+    caller: ApiCaller,
+    ApiPath(id): ApiPath<PackageId>,
+) -> ApiResult<StatusCode> {
+    caller.require_operator()?;
+    let record = state
+        .store()
+        .delete_package(id)
+        .await
+        .map_err(|e| match e {
+            airlift_store::StoreError::InUse(_) => ApiError::Conflict(
+                "in_use",
+                "an active deployment uses this package; cancel it first".into(),
+            ),
+            other => other.into(),
+        })?;
+    if let Err(error) = state.blobs().delete(&record.blob_key.as_str().into()).await {
+        tracing::warn!(%error, package_id = %id, "package row deleted but its blob remains");
+    }
+    audit(
+        &state,
+        &caller,
+        "package.delete",
+        id,
+        serde_json::json!({"name": record.package.name, "version": record.package.version}),
+    )
+    .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn find(state: &AppState, id: PackageId) -> ApiResult<PackageRecord> {
+    state
+        .store()
+        .package(id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("no package {id}")))
+}

@@ -1,0 +1,73 @@
+use super::audit;
+use crate::auth::{hash_secret, new_api_secret, ApiCaller};
+use crate::error::{ApiError, ApiResult};
+use crate::extract::{ApiJson, ApiPath};
+use crate::state::AppState;
+use airlift_protocol::management::{ApiToken, CreateTokenRequest, CreatedToken};
+use airlift_protocol::TokenId;
+use airlift_store::ApiTokenRecord;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::Json;
+use chrono::Utc;
+
+/// Create an API token (admin only). The secret is in this answer only.
+#[utoipa::path(post, path = "/api/v1/tokens", tag = "tokens", request_body = CreateTokenRequest, security(("api_token" = [])), responses((status = 201, body = CreatedToken), (status = 403, body = airlift_protocol::ErrorBody)))]
+pub async fn create_token(
+    State(state): State<AppState>,
+    caller: ApiCaller,
+    ApiJson(request): ApiJson<CreateTokenRequest>,
+) -> ApiResult<(StatusCode, Json<CreatedToken>)> {
+    caller.require_admin()?;
+    if request.name.trim().is_empty() || request.name.len() > 128 {
+        return Err(ApiError::invalid("name: must be 1–128 characters"));
+    }
+    let secret = new_api_secret()?;
+    let token = ApiToken {
+        id: TokenId::new(),
+        name: request.name.trim().to_owned(),
+        role: request.role,
+        created_at: Utc::now(),
+    };
+    state
+        .store()
+        .insert_api_token(&ApiTokenRecord {
+            token: token.clone(),
+            secret_sha256: hash_secret(&secret),
+        })
+        .await?;
+    audit(
+        &state,
+        &caller,
+        "token.create",
+        token.id,
+        serde_json::json!({"name": token.name, "role": token.role}),
+    )
+    .await?;
+    Ok((StatusCode::CREATED, Json(CreatedToken { token, secret })))
+}
+
+/// List API tokens (admin only), without secrets.
+#[utoipa::path(get, path = "/api/v1/tokens", tag = "tokens", security(("api_token" = [])), responses((status = 200, body = Vec<ApiToken>)))]
+pub async fn list_tokens(
+    State(state): State<AppState>,
+    caller: ApiCaller,
+) -> ApiResult<Json<Vec<ApiToken>>> {
+    caller.require_admin()?;
+    Ok(Json(state.store().list_api_tokens().await?))
+}
+
+/// Revoke an API token (admin only).
+#[utoipa::path(delete, path = "/api/v1/tokens/{token_id}", tag = "tokens", params(("token_id" = String, Path)), security(("api_token" = [])), responses((status = 204), (status = 404, body = airlift_protocol::ErrorBody)))]
+pub async fn delete_token(
+    State(state): State<AppState>,
+    caller: ApiCaller,
+    ApiPath(id): ApiPath<TokenId>,
+) -> ApiResult<StatusCode> {
+    caller.require_admin()?;
+    if !state.store().delete_api_token(id).await? {
+        return Err(ApiError::NotFound(format!("no token {id}")));
+    }
+    audit(&state, &caller, "token.delete", id, serde_json::json!({})).await?;
+    Ok(StatusCode::NO_CONTENT)
+}

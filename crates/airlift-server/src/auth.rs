@@ -1,0 +1,174 @@
+//! Who is calling: management API tokens (with roles) and device tokens.
+
+use crate::error::ApiError;
+use crate::state::AppState;
+use airlift_protocol::state::Role;
+use airlift_protocol::{DeviceId, TokenId};
+use axum::extract::FromRequestParts;
+use axum::http::header::AUTHORIZATION;
+use axum::http::request::Parts;
+use chrono::Utc;
+use jsonwebtoken::{Algorithm, Header, Validation};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+/// Prefix of management API secrets, so a leaked one is recognisable.
+pub const API_TOKEN_PREFIX: &str = "alt_";
+
+/// A new random management API secret.
+pub fn new_api_secret() -> Result<String, ApiError> {
+    Ok(format!("{API_TOKEN_PREFIX}{}", random_hex(32)?))
+}
+
+/// `len` random bytes as hex.
+pub fn random_hex(len: usize) -> Result<String, ApiError> {
+    let mut bytes = vec![0u8; len];
+    getrandom::getrandom(&mut bytes).map_err(ApiError::internal)?;
+    Ok(hex::encode(bytes))
+}
+
+/// SHA-256 of a secret: what the store keeps.
+pub fn hash_secret(secret: &str) -> [u8; 32] {
+    Sha256::digest(secret.as_bytes()).into()
+}
+
+fn bearer(parts: &Parts) -> Result<&str, ApiError> {
+    let value = parts.headers.get(AUTHORIZATION).ok_or_else(|| {
+        ApiError::Unauthorized("missing Authorization: Bearer <token> header".into())
+    })?;
+    let value = value
+        .to_str()
+        .map_err(|_| ApiError::Unauthorized("Authorization header is not text".into()))?;
+    value
+        .strip_prefix("Bearer ")
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| {
+            ApiError::Unauthorized("Authorization header must be 'Bearer <token>'".into())
+        })
+}
+
+/// A caller of the management API, authenticated by its token.
+#[derive(Debug, Clone)]
+pub struct ApiCaller {
+    /// The token's id.
+    pub token_id: TokenId,
+    /// The token's name.
+    pub name: String,
+    /// What it may do.
+    pub role: Role,
+}
+
+impl ApiCaller {
+    /// How the audit log names this caller.
+    pub fn actor(&self) -> String {
+        format!("{} ({})", self.name, self.token_id)
+    }
+
+    /// Refuses callers that may not change things.
+    pub fn require_operator(&self) -> Result<(), ApiError> {
+        if self.role.can_operate() {
+            Ok(())
+        } else {
+            Err(ApiError::Forbidden(format!(
+                "token '{}' has role {}, which may only read; an operator or admin token is needed",
+                self.name, self.role
+            )))
+        }
+    }
+
+    /// Refuses callers that are not admins.
+    pub fn require_admin(&self) -> Result<(), ApiError> {
+        if self.role.can_administer() {
+            Ok(())
+        } else {
+            Err(ApiError::Forbidden(format!(
+                "token '{}' has role {}; only an admin token may do this",
+                self.name, self.role
+            )))
+        }
+    }
+}
+
+impl FromRequestParts<AppState> for ApiCaller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let secret = bearer(parts)?;
+        let record = state
+            .store()
+            .api_token_by_hash(&hash_secret(secret))
+            .await?
+            .ok_or_else(|| ApiError::Unauthorized("unknown or revoked API token".into()))?;
+        Ok(ApiCaller {
+            token_id: record.token.id,
+            name: record.token.name,
+            role: record.token.role,
+        })
+    }
+}
+
+/// The claims in a device token.
+#[derive(Debug, Serialize, Deserialize)]
+struct DeviceClaims {
+    sub: String,
+    aud: String,
+    iat: i64,
+    exp: i64,
+}
+
+const DEVICE_AUDIENCE: &str = "airlift-device";
+
+/// Issues a short-lived device token.
+pub fn issue_device_token(state: &AppState, device: DeviceId) -> Result<String, ApiError> {
+    let now = Utc::now().timestamp();
+    let claims = DeviceClaims {
+        sub: device.to_string(),
+        aud: DEVICE_AUDIENCE.into(),
+        iat: now,
+        exp: now + state.settings().device_token_ttl.as_secs() as i64,
+    };
+    jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        &claims,
+        &state.device_keys().encoding,
+    )
+    .map_err(ApiError::internal)
+}
+
+/// A device, authenticated by its token. Checking it needs no database.
+#[derive(Debug, Clone, Copy)]
+pub struct DeviceCaller {
+    /// The device.
+    pub device_id: DeviceId,
+}
+
+impl FromRequestParts<AppState> for DeviceCaller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let token = bearer(parts)?;
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.set_audience(&[DEVICE_AUDIENCE]);
+        validation.leeway = 5;
+        let data =
+            jsonwebtoken::decode::<DeviceClaims>(token, &state.device_keys().decoding, &validation)
+                .map_err(|e| {
+                    ApiError::Unauthorized(format!(
+                        "device token refused ({e}); authenticate again"
+                    ))
+                })?;
+        let device_id = data
+            .claims
+            .sub
+            .parse()
+            .map_err(|_| ApiError::Unauthorized("device token names no device".into()))?;
+        Ok(DeviceCaller { device_id })
+    }
+}

@@ -1,0 +1,239 @@
+//! Package files: spooling an upload while hashing it, verifying it, moving
+//! it into the blob store, and serving it back with `Range`, `ETag` and
+//! `If-Range` so interrupted downloads resume.
+
+use crate::error::ApiError;
+use airlift_package::{Limits, Manifest, PackageReader, TrustSet};
+use axum::body::Body;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use futures::{StreamExt, TryStreamExt};
+use object_store::path::Path as BlobPath;
+use object_store::{GetOptions, GetRange, ObjectStore, WriteMultipart};
+use sha2::{Digest, Sha256};
+use std::io::Read;
+use std::path::Path;
+use tempfile::TempPath;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// An upload written to a temporary file.
+#[derive(Debug)]
+pub struct Spooled {
+    /// The file; deleted when dropped.
+    pub path: TempPath,
+    /// Its length.
+    pub size: u64,
+    /// SHA-256 of the whole file, hex.
+    pub sha256: String,
+}
+
+/// Writes `body` to a temporary file in `dir`, hashing it; refuses more
+/// than `max` bytes. Never holds the whole body in memory.
+pub async fn spool(body: Body, dir: &Path, max: u64) -> Result<Spooled, ApiError> {
+    tokio::fs::create_dir_all(dir)
+        .await
+        .map_err(ApiError::internal)?;
+    let dir = dir.to_owned();
+    let temp = tokio::task::spawn_blocking(move || tempfile::NamedTempFile::new_in(dir))
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(ApiError::internal)?;
+    let (file, path) = temp.into_parts();
+    let mut file = tokio::fs::File::from_std(file);
+    let mut hasher = Sha256::new();
+    let mut size: u64 = 0;
+    let mut stream = body.into_data_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| ApiError::bad_request(format!("reading the upload: {e}")))?;
+        size += chunk.len() as u64;
+        if size > max {
+            return Err(ApiError::TooLarge(format!(
+                "package is larger than the server's limit of {max} bytes (max_package_mib)"
+            )));
+        }
+        hasher.update(&chunk);
+        file.write_all(&chunk).await.map_err(ApiError::internal)?;
+    }
+    file.flush().await.map_err(ApiError::internal)?;
+    Ok(Spooled {
+        path,
+        size,
+        sha256: hex::encode(hasher.finalize()),
+    })
+}
+
+/// What verifying an uploaded package yields.
+#[derive(Debug)]
+pub struct VerifiedUpload {
+    /// The verified manifest.
+    pub manifest: Manifest,
+    /// Header + manifest + signatures.
+    pub head: Vec<u8>,
+    /// Trusted key ids that signed it.
+    pub signed_by: Vec<String>,
+}
+
+/// Verifies a spooled package completely: signatures against `trust`, every
+/// payload's stored digest, nothing after the end. Runs on a blocking thread.
+pub async fn verify(path: &Path, trust: &TrustSet) -> Result<VerifiedUpload, ApiError> {
+    let path = path.to_owned();
+    let trust = trust.clone();
+    tokio::task::spawn_blocking(move || verify_blocking(&path, &trust))
+        .await
+        .map_err(ApiError::internal)?
+}
+
+fn verify_blocking(path: &Path, trust: &TrustSet) -> Result<VerifiedUpload, ApiError> {
+    let open = || std::fs::File::open(path).map(|f| std::io::BufReader::with_capacity(1 << 20, f));
+    let limits = Limits::default();
+    let reader =
+        PackageReader::open(open().map_err(ApiError::internal)?, limits).map_err(refused)?;
+    let head_len = reader.payload_offset();
+    let package = reader.verify(trust).map_err(refused)?;
+    let manifest = package.manifest().clone();
+    let signed_by = manifest
+        .signed_by()
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    package.finish().map_err(refused)?;
+
+    let mut head = Vec::with_capacity(head_len as usize);
+    open()
+        .map_err(ApiError::internal)?
+        .take(head_len)
+        .read_to_end(&mut head)
+        .map_err(ApiError::internal)?;
+    Ok(VerifiedUpload {
+        manifest: manifest.into_inner(),
+        head,
+        signed_by,
+    })
+}
+
+fn refused(error: airlift_package::Error) -> ApiError {
+    ApiError::Unprocessable("package_refused", format!("package refused: {error}"))
+}
+
+/// Copies a local file into the blob store under `key`, in parts.
+pub async fn put_file(
+    blobs: &dyn ObjectStore,
+    key: &BlobPath,
+    path: &Path,
+) -> Result<(), ApiError> {
+    let upload = blobs.put_multipart(key).await.map_err(ApiError::internal)?;
+    let mut writer = WriteMultipart::new_with_chunk_size(upload, 8 << 20);
+    let mut file = tokio::fs::File::open(path)
+        .await
+        .map_err(ApiError::internal)?;
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = file.read(&mut buf).await.map_err(ApiError::internal)?;
+        if n == 0 {
+            break;
+        }
+        writer
+            .wait_for_capacity(4)
+            .await
+            .map_err(ApiError::internal)?;
+        writer.write(&buf[..n]);
+    }
+    writer.finish().await.map_err(ApiError::internal)?;
+    Ok(())
+}
+
+/// Serves a stored package file, honouring `Range` and `If-Range`.
+/// Writes nothing anywhere: resuming is as cheap as a plain read.
+pub async fn serve(
+    blobs: &dyn ObjectStore,
+    key: &BlobPath,
+    size: u64,
+    sha256: &str,
+    filename: &str,
+    request: &HeaderMap,
+) -> Result<Response, ApiError> {
+    let etag = format!("\"{sha256}\"");
+    let range_applies = match request.get(header::IF_RANGE) {
+        None => true,
+        Some(value) => value.as_bytes() == etag.as_bytes(),
+    };
+    let range = match request.get(header::RANGE) {
+        Some(value) if range_applies => {
+            let text = value
+                .to_str()
+                .map_err(|_| ApiError::bad_request("Range header is not text"))?;
+            match http_range_header::parse_range_header(text)
+                .and_then(|parsed| parsed.validate(size))
+            {
+                Ok(ranges) if ranges.len() == 1 => Some(ranges[0].clone()),
+                Ok(_) => {
+                    return Err(ApiError::bad_request(
+                        "only a single byte range per request is supported",
+                    ))
+                }
+                Err(_) => return Ok(unsatisfiable(size)),
+            }
+        }
+        _ => None,
+    };
+
+    let options = GetOptions {
+        range: range
+            .as_ref()
+            .map(|r| GetRange::Bounded(*r.start()..*r.end() + 1)),
+        ..GetOptions::default()
+    };
+    let result = blobs
+        .get_opts(key, options)
+        .await
+        .map_err(ApiError::internal)?;
+    let stream = result.into_stream().map_err(std::io::Error::other);
+
+    let mut response = Response::new(Body::from_stream(stream));
+    let headers = response.headers_mut();
+    headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    if let Ok(value) = HeaderValue::from_str(&etag) {
+        headers.insert(header::ETAG, value);
+    }
+    if let Ok(value) = HeaderValue::from_str(&format!("attachment; filename=\"{filename}\"")) {
+        headers.insert(header::CONTENT_DISPOSITION, value);
+    }
+    match range {
+        Some(range) => {
+            let (start, end) = (*range.start(), *range.end());
+            headers.insert(header::CONTENT_LENGTH, HeaderValue::from(end - start + 1));
+            if let Ok(value) = HeaderValue::from_str(&format!("bytes {start}-{end}/{size}")) {
+                headers.insert(header::CONTENT_RANGE, value);
+            }
+            *response.status_mut() = StatusCode::PARTIAL_CONTENT;
+        }
+        None => {
+            headers.insert(header::CONTENT_LENGTH, HeaderValue::from(size));
+        }
+    }
+    Ok(response)
+}
+
+fn unsatisfiable(size: u64) -> Response {
+    let mut response = (
+        StatusCode::RANGE_NOT_SATISFIABLE,
+        axum::Json(airlift_protocol::ErrorBody {
+            code: "range_not_satisfiable".into(),
+            message: format!("the requested range is outside the package's {size} bytes"),
+        }),
+    )
+        .into_response();
+    if let Ok(value) = HeaderValue::from_str(&format!("bytes */{size}")) {
+        response.headers_mut().insert(header::CONTENT_RANGE, value);
+    }
+    response
+}
+
+/// The blob key of a package.
+pub fn package_key(id: airlift_protocol::PackageId) -> BlobPath {
+    BlobPath::from(format!("packages/{id}.airlift"))
+}

@@ -1,0 +1,313 @@
+//! Configuration in two stages: raw values from defaults → TOML file →
+//! `AIRLIFT_*` environment → flags, then a validated [`Config`]. Loading
+//! has no side effects; secrets never show in `Debug`.
+
+use airlift_store::DatabaseUrl;
+use clap::Parser;
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The update server for Airlift fleets.
+#[derive(Debug, Parser)]
+#[command(
+    name = "airlift-server",
+    version,
+    about = "The Airlift update server: stores signed packages, admits devices, runs deployments.",
+    after_help = "Examples:\n  \
+      airlift-server                                   # SQLite and blobs under ./airlift-data, on 127.0.0.1:8080\n  \
+      airlift-server --trust keys/release.pub --listen 0.0.0.0:8443 --tls-cert cert.pem --tls-key key.pem\n  \
+      airlift-server --database-url postgres://airlift@db/airlift --data-dir /var/lib/airlift\n\n\
+      Every flag can also come from the environment (AIRLIFT_LISTEN, AIRLIFT_DATA_DIR, …) or a TOML file (--config);\n\
+      flags win over the environment, which wins over the file."
+)]
+pub struct Args {
+    /// TOML configuration file; its keys are the long flag names with '_' (data_dir, listen, trust, …).
+    #[arg(long, env = "AIRLIFT_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Directory for the SQLite database and the package blobs [default: ./airlift-data].
+    #[arg(long, env = "AIRLIFT_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Address and port to listen on [default: 127.0.0.1:8080].
+    #[arg(long, env = "AIRLIFT_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// Database URL: sqlite://PATH or postgres://… [default: SQLite in the data directory].
+    #[arg(long, env = "AIRLIFT_DATABASE_URL")]
+    pub database_url: Option<String>,
+    /// Public key file (PEM) of a trusted package signer; repeat for several.
+    #[arg(long = "trust", env = "AIRLIFT_TRUST", value_delimiter = ',')]
+    pub trust: Vec<PathBuf>,
+    /// How many trusted signatures a package needs [default: 1].
+    #[arg(long, env = "AIRLIFT_TRUST_THRESHOLD")]
+    pub trust_threshold: Option<usize>,
+    /// TLS certificate chain (PEM); with --tls-key, serve HTTPS.
+    #[arg(long, env = "AIRLIFT_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM).
+    #[arg(long, env = "AIRLIFT_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Seconds between device check-ins, told to devices [default: 60].
+    #[arg(long, env = "AIRLIFT_POLL_INTERVAL")]
+    pub poll_interval: Option<u64>,
+    /// Lifetime of a device token in seconds [default: 3600].
+    #[arg(long, env = "AIRLIFT_DEVICE_TOKEN_TTL")]
+    pub device_token_ttl: Option<u64>,
+    /// Largest package accepted for upload, in MiB [default: 16384].
+    #[arg(long, env = "AIRLIFT_MAX_PACKAGE_MIB")]
+    pub max_package_mib: Option<u64>,
+    /// Log format: text or json [default: text].
+    #[arg(long, env = "AIRLIFT_LOG_FORMAT")]
+    pub log_format: Option<LogFormat>,
+}
+
+/// How log lines look.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    /// For people.
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
+/// The TOML file: the same keys as the flags.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    data_dir: Option<PathBuf>,
+    listen: Option<SocketAddr>,
+    database_url: Option<String>,
+    #[serde(default)]
+    trust: Vec<PathBuf>,
+    trust_threshold: Option<usize>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    poll_interval: Option<u64>,
+    device_token_ttl: Option<u64>,
+    max_package_mib: Option<u64>,
+    log_format: Option<LogFormat>,
+}
+
+/// Validated configuration.
+#[derive(Clone)]
+pub struct Config {
+    /// Where the SQLite file and blobs live.
+    pub data_dir: PathBuf,
+    /// Where to listen.
+    pub listen: SocketAddr,
+    /// Which database.
+    pub database: DatabaseUrl,
+    /// Trusted signer key files.
+    pub trust: Vec<PathBuf>,
+    /// Signatures needed.
+    pub trust_threshold: usize,
+    /// HTTPS certificate and key, if serving TLS.
+    pub tls: Option<(PathBuf, PathBuf)>,
+    /// Told to devices.
+    pub poll_interval: Duration,
+    /// Device token lifetime.
+    pub device_token_ttl: Duration,
+    /// Upload limit in bytes.
+    pub max_package_bytes: u64,
+    /// Log format.
+    pub log_format: LogFormat,
+    /// `AIRLIFT_ADMIN_TOKEN`, if set: the admin token to install.
+    pub admin_token: Option<String>,
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("data_dir", &self.data_dir)
+            .field("listen", &self.listen)
+            .field("database", &self.database)
+            .field("trust", &self.trust)
+            .field("trust_threshold", &self.trust_threshold)
+            .field("tls", &self.tls.is_some())
+            .field("poll_interval", &self.poll_interval)
+            .field("device_token_ttl", &self.device_token_ttl)
+            .field("max_package_bytes", &self.max_package_bytes)
+            .field(
+                "admin_token",
+                &self.admin_token.as_ref().map(|_| "<redacted>"),
+            )
+            .finish()
+    }
+}
+
+/// Why the configuration is unusable.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("reading config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for this server.
+    #[error("config file {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// A value is out of range.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl Config {
+    /// Merges file, environment and flags (flags already include the
+    /// environment through clap) over the defaults, then validates.
+    pub fn from_args(args: Args, admin_token: Option<String>) -> Result<Self, ConfigError> {
+        let file = match &args.config {
+            Some(path) => read_file(path)?,
+            None => FileConfig::default(),
+        };
+        let data_dir = args
+            .data_dir
+            .or(file.data_dir)
+            .unwrap_or_else(|| PathBuf::from("airlift-data"));
+        let listen = args
+            .listen
+            .or(file.listen)
+            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080)));
+        let database = match args.database_url.or(file.database_url) {
+            Some(url) => {
+                DatabaseUrl::parse(&url).map_err(|e| ConfigError::Invalid(e.to_string()))?
+            }
+            None => DatabaseUrl::Sqlite(data_dir.join("airlift.db")),
+        };
+        let trust = if args.trust.is_empty() {
+            file.trust
+        } else {
+            args.trust
+        };
+        let trust_threshold = args.trust_threshold.or(file.trust_threshold).unwrap_or(1);
+        if !trust.is_empty() && (trust_threshold == 0 || trust_threshold > trust.len()) {
+            return Err(ConfigError::Invalid(format!(
+                "trust_threshold {trust_threshold} must be between 1 and the number of trusted keys ({})",
+                trust.len()
+            )));
+        }
+        let tls = match (
+            args.tls_cert.or(file.tls_cert),
+            args.tls_key.or(file.tls_key),
+        ) {
+            (Some(cert), Some(key)) => Some((cert, key)),
+            (None, None) => None,
+            _ => {
+                return Err(ConfigError::Invalid(
+                    "tls_cert and tls_key go together: give both or neither".into(),
+                ))
+            }
+        };
+        let poll_interval = args.poll_interval.or(file.poll_interval).unwrap_or(60);
+        if poll_interval == 0 {
+            return Err(ConfigError::Invalid(
+                "poll_interval must be at least 1 second".into(),
+            ));
+        }
+        let device_token_ttl = args
+            .device_token_ttl
+            .or(file.device_token_ttl)
+            .unwrap_or(3600);
+        if !(60..=7 * 24 * 3600).contains(&device_token_ttl) {
+            return Err(ConfigError::Invalid(
+                "device_token_ttl must be between 60 seconds and 7 days".into(),
+            ));
+        }
+        let max_package_mib = args
+            .max_package_mib
+            .or(file.max_package_mib)
+            .unwrap_or(16 * 1024);
+        Ok(Self {
+            data_dir,
+            listen,
+            database,
+            trust,
+            trust_threshold,
+            tls,
+            poll_interval: Duration::from_secs(poll_interval),
+            device_token_ttl: Duration::from_secs(device_token_ttl),
+            max_package_bytes: max_package_mib.saturating_mul(1024 * 1024),
+            log_format: args
+                .log_format
+                .or(file.log_format)
+                .unwrap_or(LogFormat::Text),
+            admin_token: admin_token.filter(|t| !t.is_empty()),
+        })
+    }
+}
+
+fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    toml::from_str(&text).map_err(|e| ConfigError::Parse {
+        path: path.to_owned(),
+        message: e.to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(extra: &[&str]) -> Args {
+        let mut argv = vec!["airlift-server"];
+        argv.extend_from_slice(extra);
+        Args::parse_from(argv)
+    }
+
+    #[test]
+    fn defaults_are_embedded() {
+        let config = Config::from_args(args(&[]), None).expect("valid");
+        assert_eq!(config.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(
+            config.database,
+            DatabaseUrl::Sqlite(PathBuf::from("airlift-data/airlift.db"))
+        );
+    }
+
+    #[test]
+    fn flags_win_over_the_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("server.toml");
+        std::fs::write(&file, "listen = \"127.0.0.1:9000\"\npoll_interval = 5\n").expect("write");
+        let path = file.to_string_lossy().into_owned();
+        let config = Config::from_args(
+            args(&["--config", &path, "--listen", "127.0.0.1:9100"]),
+            None,
+        )
+        .expect("valid");
+        assert_eq!(config.listen.to_string(), "127.0.0.1:9100");
+        assert_eq!(config.poll_interval, Duration::from_secs(5));
+    }
+
+    #[test]
+    fn bad_values_say_what_is_wrong() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("server.toml");
+        std::fs::write(&file, "listn = \"x\"\n").expect("write");
+        let path = file.to_string_lossy().into_owned();
+        let error = Config::from_args(args(&["--config", &path]), None).expect_err("typo");
+        assert!(
+            error.to_string().contains("unknown field `listn`"),
+            "{error}"
+        );
+        let error = Config::from_args(args(&["--poll-interval", "0"]), None).expect_err("zero");
+        assert!(error.to_string().contains("poll_interval"), "{error}");
+    }
+
+    #[test]
+    fn debug_redacts_the_admin_token() {
+        let config = Config::from_args(args(&[]), Some("secret-token".into())).expect("valid");
+        assert!(!format!("{config:?}").contains("secret-token"));
+    }
+}

@@ -1,0 +1,168 @@
+use crate::auth::issue_device_token;
+use crate::error::{ApiError, ApiResult};
+use crate::state::AppState;
+use airlift_protocol::auth::{parse_public_key, public_key_pem, verify_body, MAX_CLOCK_SKEW_SECS};
+use airlift_protocol::device::{AuthRequest, AuthResponse, SIGNATURE_HEADER};
+use airlift_protocol::management::Device;
+use airlift_protocol::state::DeviceStatus;
+use airlift_protocol::DeviceId;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use chrono::{Duration, Utc};
+use std::collections::BTreeMap;
+
+/// Authenticate a device: a request signed with its key, answered with a
+/// token (accepted), `pending` (202) or `rejected` (403).
+#[utoipa::path(
+    post,
+    path = "/api/device/v1/auth",
+    tag = "device",
+    request_body = AuthRequest,
+    params(("x-airlift-signature" = String, Header, description = "base64 Ed25519 signature of the exact body bytes")),
+    responses(
+        (status = 200, description = "Accepted: a token", body = AuthResponse),
+        (status = 202, description = "Pending an operator's decision", body = AuthResponse),
+        (status = 403, description = "Rejected or decommissioned", body = AuthResponse),
+        (status = 401, description = "Bad signature, stale timestamp or replayed nonce", body = airlift_protocol::ErrorBody),
+    )
+)]
+pub async fn authenticate(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<Response> {
+    let signature = headers
+        .get(SIGNATURE_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| ApiError::Unauthorized(format!("missing {SIGNATURE_HEADER} header")))?;
+    let request: AuthRequest = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request(format!("auth request is not valid: {e}")))?;
+    let key =
+        parse_public_key(&request.public_key).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    verify_body(&key, &body, signature).map_err(|e| ApiError::Unauthorized(e.to_string()))?;
+    validate_identity(&request.identity)?;
+
+    let now = Utc::now();
+    if (now.timestamp() - request.timestamp).abs() > MAX_CLOCK_SKEW_SECS {
+        return Err(ApiError::Unauthorized(format!(
+            "request timestamp is more than {MAX_CLOCK_SKEW_SECS} s from the server's clock; check the device's time"
+        )));
+    }
+    if !(16..=128).contains(&request.nonce.len()) {
+        return Err(ApiError::bad_request("nonce must be 16 to 128 characters"));
+    }
+    let fresh = state
+        .store()
+        .use_nonce(
+            &request.nonce,
+            now + Duration::seconds(2 * MAX_CLOCK_SKEW_SECS),
+            now,
+        )
+        .await?;
+    if !fresh {
+        return Err(ApiError::Unauthorized(
+            "nonce already used: replayed request".into(),
+        ));
+    }
+
+    // One spelling of each key, whatever whitespace the device used.
+    let public_key = public_key_pem(&key);
+    let device = match state.store().device_by_public_key(&public_key).await? {
+        Some(device) => device,
+        None => {
+            let device = Device {
+                id: DeviceId::new(),
+                status: DeviceStatus::Pending,
+                identity: request.identity.clone(),
+                public_key: public_key.clone(),
+                tags: Vec::new(),
+                device_type: None,
+                hardware_revision: None,
+                installed: BTreeMap::new(),
+                security_version: 0,
+                attributes: BTreeMap::new(),
+                created_at: now,
+                last_check_in: None,
+            };
+            state.store().insert_device(&device).await?;
+            tracing::info!(device_id = %device.id, "new device is pending acceptance");
+            metrics::counter!("airlift_device_auth_total", "result" => "pending").increment(1);
+            return Ok(pending(device.id));
+        }
+    };
+
+    let status = match device.status {
+        DeviceStatus::Preauthorized if device.identity == request.identity => {
+            state
+                .store()
+                .set_device_status(device.id, DeviceStatus::Accepted)
+                .await?;
+            tracing::info!(device_id = %device.id, "pre-authorised device accepted on first contact");
+            DeviceStatus::Accepted
+        }
+        DeviceStatus::Preauthorized => {
+            // Same key, different identity: a person should look.
+            state
+                .store()
+                .set_device_identity(device.id, &request.identity)
+                .await?;
+            state
+                .store()
+                .set_device_status(device.id, DeviceStatus::Pending)
+                .await?;
+            tracing::warn!(device_id = %device.id, "pre-authorised key presented with another identity; now pending");
+            DeviceStatus::Pending
+        }
+        other => other,
+    };
+    let result = status.as_str();
+    metrics::counter!("airlift_device_auth_total", "result" => result).increment(1);
+    Ok(match status {
+        DeviceStatus::Accepted => {
+            let token = issue_device_token(&state, device.id)?;
+            Json(AuthResponse::Accepted {
+                device_id: device.id,
+                token,
+                expires_in_secs: state.settings().device_token_ttl.as_secs(),
+            })
+            .into_response()
+        }
+        DeviceStatus::Pending | DeviceStatus::Preauthorized => pending(device.id),
+        DeviceStatus::Rejected | DeviceStatus::Decommissioned => (
+            StatusCode::FORBIDDEN,
+            Json(AuthResponse::Rejected {
+                device_id: device.id,
+            }),
+        )
+            .into_response(),
+    })
+}
+
+fn pending(device_id: DeviceId) -> Response {
+    (
+        StatusCode::ACCEPTED,
+        Json(AuthResponse::Pending { device_id }),
+    )
+        .into_response()
+}
+
+pub(crate) fn validate_identity(identity: &BTreeMap<String, String>) -> ApiResult<()> {
+    if identity.is_empty() {
+        return Err(ApiError::bad_request(
+            "identity needs at least one attribute (serial, mac, …)",
+        ));
+    }
+    if identity.len() > 32
+        || identity
+            .iter()
+            .any(|(k, v)| k.is_empty() || k.len() > 128 || v.len() > 1024)
+    {
+        return Err(ApiError::bad_request(
+            "identity: at most 32 attributes, names of 1–128 bytes, values up to 1024 bytes",
+        ));
+    }
+    Ok(())
+}

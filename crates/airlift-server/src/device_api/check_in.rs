@@ -1,0 +1,163 @@
+use crate::auth::DeviceCaller;
+use crate::error::{ApiError, ApiResult};
+use crate::extract::ApiJson;
+use crate::rollout;
+use crate::state::AppState;
+use airlift_package::Manifest;
+use airlift_protocol::device::{download_path, CheckInResponse, Inventory, UpdateOffer};
+use airlift_protocol::management::Device;
+use airlift_protocol::state::{DeviceStatus, UpdateState};
+use airlift_store::{DeploymentRecord, PackageRecord};
+use axum::extract::State;
+use axum::Json;
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use chrono::Utc;
+
+/// Report inventory; get the poll interval and, if there is one, an update offer.
+#[utoipa::path(
+    post,
+    path = "/api/device/v1/check-in",
+    tag = "device",
+    request_body = Inventory,
+    security(("device_token" = [])),
+    responses(
+        (status = 200, body = CheckInResponse),
+        (status = 401, description = "Token expired or device no longer accepted: authenticate again", body = airlift_protocol::ErrorBody),
+    )
+)]
+pub async fn check_in(
+    State(state): State<AppState>,
+    caller: DeviceCaller,
+    ApiJson(inventory): ApiJson<Inventory>,
+) -> ApiResult<Json<CheckInResponse>> {
+    validate_inventory(&inventory)?;
+    let now = Utc::now();
+    let store = state.store();
+    let device = store
+        .device(caller.device_id)
+        .await?
+        .filter(|d| d.status == DeviceStatus::Accepted)
+        .ok_or_else(|| {
+            ApiError::Unauthorized("device is not accepted any more; authenticate again".into())
+        })?;
+    store.record_check_in(device.id, &inventory, now).await?;
+    metrics::counter!("airlift_check_ins_total").increment(1);
+
+    // What the device reports is the truth from here on.
+    let device = Device {
+        device_type: Some(inventory.device_type.clone()),
+        hardware_revision: inventory.hardware_revision.clone(),
+        installed: inventory.installed.clone(),
+        security_version: inventory.security_version,
+        attributes: inventory.attributes.clone(),
+        last_check_in: Some(now),
+        ..device
+    };
+    let update = find_offer(&state, &device).await?;
+    Ok(Json(CheckInResponse {
+        poll_interval_secs: state.settings().poll_interval.as_secs(),
+        update,
+    }))
+}
+
+/// The oldest active deployment with work for this device, if any, bringing
+/// the device's state in each deployment up to date on the way.
+async fn find_offer(state: &AppState, device: &Device) -> ApiResult<Option<UpdateOffer>> {
+    let store = state.store();
+    let now = Utc::now();
+    for deployment in store.active_deployments().await? {
+        let current = store.device_update(deployment.id, device.id).await?;
+        let Some(package) = store.package(deployment.package_id).await? else {
+            continue;
+        };
+        let manifest = manifest_of(&package)?;
+        let update_state = match current {
+            Some(update) => update.state,
+            None if rollout::target_matches(&deployment.target, device) => {
+                let (initial, reason) = rollout::initial_state(&manifest, device);
+                store
+                    .add_device_to_deployment(
+                        deployment.id,
+                        device.id,
+                        initial,
+                        reason.as_deref(),
+                        now,
+                    )
+                    .await?
+                    .state
+            }
+            None => continue,
+        };
+        if update_state.is_final() {
+            continue;
+        }
+        if update_state == UpdateState::Pending {
+            if rollout::runs_package(&package.provides, device) {
+                store
+                    .decide_update_state(
+                        deployment.id,
+                        device.id,
+                        UpdateState::AlreadyInstalled,
+                        None,
+                        now,
+                    )
+                    .await?;
+                store.finish_deployment_if_done(deployment.id, now).await?;
+                continue;
+            }
+            let (fresh, reason) = rollout::initial_state(&manifest, device);
+            if fresh == UpdateState::Incompatible {
+                store
+                    .decide_update_state(deployment.id, device.id, fresh, reason.as_deref(), now)
+                    .await?;
+                store.finish_deployment_if_done(deployment.id, now).await?;
+                continue;
+            }
+        }
+        return Ok(Some(offer(&deployment, &package)));
+    }
+    Ok(None)
+}
+
+fn manifest_of(package: &PackageRecord) -> ApiResult<Manifest> {
+    serde_json::from_value(package.package.manifest.clone()).map_err(|e| {
+        ApiError::internal(format!(
+            "stored manifest of package {} unreadable: {e}",
+            package.package.id
+        ))
+    })
+}
+
+fn offer(deployment: &DeploymentRecord, package: &PackageRecord) -> UpdateOffer {
+    UpdateOffer {
+        deployment_id: deployment.id,
+        package_id: package.package.id,
+        name: package.package.name.clone(),
+        version: package.package.version.clone(),
+        signed_manifest: STANDARD.encode(&package.head),
+        download_path: download_path(deployment.id),
+        size: package.package.size,
+        sha256: package.package.sha256.clone(),
+    }
+}
+
+fn validate_inventory(inventory: &Inventory) -> ApiResult<()> {
+    if inventory.device_type.is_empty() || inventory.device_type.len() > 128 {
+        return Err(ApiError::bad_request(
+            "device_type must be 1–128 characters",
+        ));
+    }
+    let too_big = |map: &std::collections::BTreeMap<String, String>| {
+        map.len() > 256
+            || map
+                .iter()
+                .any(|(k, v)| k.is_empty() || k.len() > 128 || v.len() > 1024)
+    };
+    if too_big(&inventory.installed) || too_big(&inventory.attributes) {
+        return Err(ApiError::bad_request(
+            "installed and attributes: at most 256 entries each, names of 1–128 bytes, values up to 1024 bytes",
+        ));
+    }
+    Ok(())
+}

@@ -1,0 +1,82 @@
+use crate::auth::DeviceCaller;
+use crate::blobs;
+use crate::error::{ApiError, ApiResult};
+use crate::extract::ApiPath;
+use crate::state::AppState;
+use airlift_protocol::state::DeploymentStatus;
+use airlift_protocol::DeploymentId;
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::response::Response;
+
+/// Download the package a deployment offers this device. Supports `Range`
+/// and `If-Range`; reads only, writes nothing.
+#[utoipa::path(
+    get,
+    path = "/api/device/v1/deployments/{deployment_id}/download",
+    tag = "device",
+    params(("deployment_id" = String, Path, description = "The deployment of the offer")),
+    security(("device_token" = [])),
+    responses(
+        (status = 200, description = "The whole package", content_type = "application/octet-stream"),
+        (status = 206, description = "The requested range", content_type = "application/octet-stream"),
+        (status = 404, description = "Not offered to this device", body = airlift_protocol::ErrorBody),
+        (status = 410, description = "The deployment was cancelled: stop, do not retry", body = airlift_protocol::ErrorBody),
+    )
+)]
+pub async fn download(
+    State(state): State<AppState>,
+    caller: DeviceCaller,
+    ApiPath(deployment_id): ApiPath<DeploymentId>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    let store = state.store();
+    let not_offered = || ApiError::NotFound("no such deployment offered to this device".into());
+    let deployment = store
+        .deployment(deployment_id)
+        .await?
+        .ok_or_else(not_offered)?;
+    let update = store
+        .device_update(deployment_id, caller.device_id)
+        .await?
+        .ok_or_else(not_offered)?;
+    if deployment.status == DeploymentStatus::Cancelled {
+        return Err(cancelled());
+    }
+    if update.state.is_final() {
+        return Err(ApiError::Gone(
+            "update_finished",
+            format!(
+                "this device's update in this deployment is {}; nothing to download",
+                update.state
+            ),
+        ));
+    }
+    let package = store.package(deployment.package_id).await?.ok_or_else(|| {
+        ApiError::Gone(
+            "package_deleted",
+            "the deployment's package was deleted".into(),
+        )
+    })?;
+    metrics::counter!("airlift_downloads_total", "api" => "device").increment(1);
+    let filename = format!(
+        "{}-{}.airlift",
+        package.package.name, package.package.version
+    );
+    blobs::serve(
+        state.blobs().as_ref(),
+        &package.blob_key.as_str().into(),
+        package.package.size,
+        &package.package.sha256,
+        &filename,
+        &headers,
+    )
+    .await
+}
+
+pub(crate) fn cancelled() -> ApiError {
+    ApiError::Gone(
+        "deployment_cancelled",
+        "the deployment was cancelled; stop this update and do not retry".into(),
+    )
+}

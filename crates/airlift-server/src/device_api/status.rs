@@ -1,0 +1,105 @@
+use super::download::cancelled;
+use crate::auth::DeviceCaller;
+use crate::error::{ApiError, ApiResult};
+use crate::extract::{ApiJson, ApiPath};
+use crate::state::AppState;
+use airlift_protocol::device::{StatusAck, StatusReport, MAX_STATUS_MESSAGE};
+use airlift_protocol::state::DeploymentStatus;
+use airlift_protocol::DeploymentId;
+use axum::extract::State;
+use axum::Json;
+use chrono::Utc;
+
+/// Report a step of an update. Idempotent; a late report never moves the
+/// device backwards; `success` means a healthy, committed boot of the new version.
+#[utoipa::path(
+    post,
+    path = "/api/device/v1/deployments/{deployment_id}/status",
+    tag = "device",
+    params(("deployment_id" = String, Path, description = "The deployment being reported on")),
+    request_body = StatusReport,
+    security(("device_token" = [])),
+    responses(
+        (status = 200, body = StatusAck),
+        (status = 404, description = "This device is not in that deployment", body = airlift_protocol::ErrorBody),
+        (status = 410, description = "The deployment was cancelled", body = airlift_protocol::ErrorBody),
+    )
+)]
+pub async fn report_status(
+    State(state): State<AppState>,
+    caller: DeviceCaller,
+    ApiPath(deployment_id): ApiPath<DeploymentId>,
+    ApiJson(report): ApiJson<StatusReport>,
+) -> ApiResult<Json<StatusAck>> {
+    if !report.state.is_reportable() {
+        return Err(ApiError::bad_request(format!(
+            "devices cannot report state {}; reportable states are downloading, downloaded, installing, installed, rebooting, success, failure, rolled_back, already_installed",
+            report.state
+        )));
+    }
+    let store = state.store();
+    let not_in = || ApiError::NotFound("this device is not in that deployment".into());
+    let deployment = store.deployment(deployment_id).await?.ok_or_else(not_in)?;
+    let current = store
+        .device_update(deployment_id, caller.device_id)
+        .await?
+        .ok_or_else(not_in)?;
+    if deployment.status == DeploymentStatus::Cancelled && !current.state.is_final() {
+        return Err(cancelled());
+    }
+    // Progress within a state changes nothing worth a write.
+    if current.state == report.state {
+        return Ok(Json(StatusAck {
+            state: current.state,
+            applied: false,
+        }));
+    }
+    let message = report.message.as_deref().map(tail);
+    let now = Utc::now();
+    let outcome = store
+        .record_update_state(deployment_id, caller.device_id, report.state, message, now)
+        .await?;
+    if outcome.applied {
+        metrics::counter!("airlift_update_reports_total", "state" => report.state.as_str())
+            .increment(1);
+        tracing::info!(
+            device_id = %caller.device_id,
+            deployment_id = %deployment_id,
+            state = %outcome.state,
+            "device update state"
+        );
+        if outcome.state.is_final() {
+            store.finish_deployment_if_done(deployment_id, now).await?;
+        }
+    }
+    Ok(Json(StatusAck {
+        state: outcome.state,
+        applied: outcome.applied,
+    }))
+}
+
+/// The last [`MAX_STATUS_MESSAGE`] bytes of a message, on a char boundary.
+fn tail(message: &str) -> &str {
+    if message.len() <= MAX_STATUS_MESSAGE {
+        return message;
+    }
+    let mut start = message.len() - MAX_STATUS_MESSAGE;
+    while !message.is_char_boundary(start) {
+        start += 1;
+    }
+    &message[start..]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::tail;
+    use airlift_protocol::device::MAX_STATUS_MESSAGE;
+
+    #[test]
+    fn long_messages_keep_their_end() {
+        let message = format!("{}the end", "é".repeat(MAX_STATUS_MESSAGE));
+        let kept = tail(&message);
+        assert!(kept.len() <= MAX_STATUS_MESSAGE);
+        assert!(kept.ends_with("the end"));
+    }
+}

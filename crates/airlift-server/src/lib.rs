@@ -1,0 +1,76 @@
+//! The Airlift update server.
+//!
+//! It stores signed packages, admits devices, and decides deployments; a
+//! device asks it for work and reports what happened. The library holds
+//! everything — [`app`] builds the router from a state, [`serve`] runs it on
+//! a listener until shutdown, [`startup::prepare`] turns a [`Config`] into a
+//! state — and `main.rs` only parses flags.
+//!
+//! This crate must not know how a device installs an update: it trusts the
+//! package format's verification and the device's reports, nothing more.
+//! Storage is reached only through `airlift_store::Store`, package bytes only
+//! through `object_store`.
+
+pub mod api;
+pub mod auth;
+pub mod blobs;
+pub mod config;
+pub mod device_api;
+pub mod error;
+pub mod extract;
+pub mod observability;
+pub mod openapi;
+pub mod rollout;
+pub mod startup;
+pub mod state;
+
+pub use config::{Args, Config};
+pub use state::AppState;
+
+use axum::Router;
+use std::future::Future;
+use tokio::net::TcpListener;
+use tower_http::trace::TraceLayer;
+
+/// The whole HTTP surface for `state`.
+pub fn app(state: AppState) -> Router {
+    Router::new()
+        .nest(airlift_protocol::DEVICE_API, device_api::routes())
+        .nest(airlift_protocol::MANAGEMENT_API, api::routes())
+        .merge(observability::routes())
+        .merge(openapi::routes())
+        .layer(axum::middleware::from_fn(observability::track_requests))
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+/// Serves `state` on `listener` (plain HTTP) until `shutdown` resolves, then
+/// finishes the requests in flight.
+pub async fn serve(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, app(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+/// Serves `state` over HTTPS with rustls until `shutdown` resolves.
+pub async fn serve_tls(
+    listener: std::net::TcpListener,
+    state: AppState,
+    tls: axum_server::tls_rustls::RustlsConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let handle = axum_server::Handle::new();
+    let stopper = handle.clone();
+    tokio::spawn(async move {
+        shutdown.await;
+        stopper.graceful_shutdown(Some(std::time::Duration::from_secs(30)));
+    });
+    axum_server::from_tcp_rustls(listener, tls)
+        .handle(handle)
+        .serve(app(state).into_make_service())
+        .await
+}

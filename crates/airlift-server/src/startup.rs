@@ -1,0 +1,146 @@
+//! From a [`Config`] to a ready [`AppState`]: open the store, the blob
+//! directory and the trusted keys; make the device-token secret and the
+//! first admin token.
+
+use crate::auth::{hash_secret, new_api_secret, random_hex};
+use crate::config::Config;
+use crate::state::{AppState, DeviceTokenKeys, Settings};
+use airlift_package::{PublicKey, TrustSet};
+use airlift_protocol::management::ApiToken;
+use airlift_protocol::state::Role;
+use airlift_protocol::TokenId;
+use airlift_store::{ApiTokenRecord, SharedStore};
+use chrono::Utc;
+use object_store::local::LocalFileSystem;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// Why the server cannot start; each says what to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    /// The data directory cannot be made.
+    #[error("creating data directory {path}: {source}")]
+    DataDir {
+        /// The directory.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The database cannot be opened or migrated.
+    #[error("opening the database: {0}")]
+    Store(#[from] airlift_store::StoreError),
+    /// The blob directory cannot be used.
+    #[error("opening the blob directory {path}: {message}")]
+    Blobs {
+        /// The directory.
+        path: PathBuf,
+        /// Why.
+        message: String,
+    },
+    /// A trusted key file is unreadable or not a public key.
+    #[error("trusted key {path}: {message}")]
+    TrustKey {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        message: String,
+    },
+    /// No trusted keys: the server could accept nothing.
+    #[error("no trusted package signing keys: give --trust PUBLIC_KEY_FILE (make one with `airlift key generate`); without one no package can be uploaded")]
+    NoTrust,
+    /// Something else.
+    #[error("{0}")]
+    Other(String),
+}
+
+/// What the operator must be told once at start.
+#[derive(Debug)]
+pub enum AdminToken {
+    /// A new admin token was made: print it once.
+    Created(String),
+    /// `AIRLIFT_ADMIN_TOKEN` was installed or already present.
+    FromEnvironment,
+    /// Tokens exist already.
+    Existing,
+}
+
+/// Prepares everything the server needs from `config`.
+pub async fn prepare(config: &Config) -> Result<(AppState, AdminToken), StartupError> {
+    let blob_dir = config.data_dir.join("blobs");
+    for dir in [&config.data_dir, &blob_dir] {
+        std::fs::create_dir_all(dir).map_err(|source| StartupError::DataDir {
+            path: dir.clone(),
+            source,
+        })?;
+    }
+    let trust = load_trust(config)?;
+    let store = airlift_store::open(&config.database).await?;
+    let blobs = LocalFileSystem::new_with_prefix(&blob_dir).map_err(|e| StartupError::Blobs {
+        path: blob_dir.clone(),
+        message: e.to_string(),
+    })?;
+
+    let secret = random_hex(32).map_err(|e| StartupError::Other(e.to_string()))?;
+    let secret = store
+        .setting_or_insert("device_token_secret", &secret)
+        .await?;
+    let device_keys = DeviceTokenKeys::from_secret(secret.as_bytes());
+    let admin = ensure_admin_token(&store, config.admin_token.as_deref()).await?;
+
+    let state = AppState::new(
+        store,
+        Arc::new(blobs),
+        trust,
+        device_keys,
+        Settings::from_config(config),
+        crate::observability::prometheus(),
+    );
+    Ok((state, admin))
+}
+
+fn load_trust(config: &Config) -> Result<TrustSet, StartupError> {
+    if config.trust.is_empty() {
+        return Err(StartupError::NoTrust);
+    }
+    let mut keys = Vec::new();
+    for path in &config.trust {
+        let key_error = |message: String| StartupError::TrustKey {
+            path: path.clone(),
+            message,
+        };
+        let pem = std::fs::read_to_string(path).map_err(|e| key_error(e.to_string()))?;
+        keys.push(PublicKey::from_pem(&pem).map_err(|e| key_error(e.to_string()))?);
+    }
+    TrustSet::new(keys, config.trust_threshold).map_err(|e| StartupError::Other(e.to_string()))
+}
+
+async fn ensure_admin_token(
+    store: &SharedStore,
+    from_env: Option<&str>,
+) -> Result<AdminToken, StartupError> {
+    let install = |secret: &str| ApiTokenRecord {
+        token: ApiToken {
+            id: TokenId::new(),
+            name: "admin".into(),
+            role: Role::Admin,
+            created_at: Utc::now(),
+        },
+        secret_sha256: hash_secret(secret),
+    };
+    if let Some(secret) = from_env {
+        if store
+            .api_token_by_hash(&hash_secret(secret))
+            .await?
+            .is_none()
+        {
+            store.insert_api_token(&install(secret)).await?;
+        }
+        return Ok(AdminToken::FromEnvironment);
+    }
+    if store.count_api_tokens().await? > 0 {
+        return Ok(AdminToken::Existing);
+    }
+    let secret = new_api_secret().map_err(|e| StartupError::Other(e.to_string()))?;
+    store.insert_api_token(&install(&secret)).await?;
+    Ok(AdminToken::Created(secret))
+}

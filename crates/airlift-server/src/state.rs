@@ -1,0 +1,140 @@
+//! What every handler shares.
+
+use crate::config::Config;
+use airlift_package::TrustSet;
+use airlift_store::SharedStore;
+use jsonwebtoken::{DecodingKey, EncodingKey};
+use metrics_exporter_prometheus::PrometheusHandle;
+use object_store::ObjectStore;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Shared by all requests; cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState")
+            .field("store", &self.inner.store)
+            .field("blobs", &self.inner.blobs.to_string())
+            .field("settings", &self.inner.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+struct Inner {
+    store: SharedStore,
+    blobs: Arc<dyn ObjectStore>,
+    trust: TrustSet,
+    device_keys: DeviceTokenKeys,
+    settings: Settings,
+    metrics: Option<PrometheusHandle>,
+}
+
+/// The tunables handlers need.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Told to devices at check-in.
+    pub poll_interval: Duration,
+    /// Device token lifetime.
+    pub device_token_ttl: Duration,
+    /// Upload limit.
+    pub max_package_bytes: u64,
+    /// Where uploads are spooled while they are verified.
+    pub spool_dir: PathBuf,
+}
+
+impl Settings {
+    /// The settings a [`Config`] implies.
+    pub fn from_config(config: &Config) -> Self {
+        Self {
+            poll_interval: config.poll_interval,
+            device_token_ttl: config.device_token_ttl,
+            max_package_bytes: config.max_package_bytes,
+            spool_dir: config.data_dir.join("spool"),
+        }
+    }
+}
+
+/// HMAC keys for device tokens, from a secret shared by all instances
+/// through the store. `Debug` shows nothing of them.
+#[derive(Clone)]
+pub struct DeviceTokenKeys {
+    /// Signs tokens.
+    pub encoding: EncodingKey,
+    /// Checks tokens.
+    pub decoding: DecodingKey,
+}
+
+impl std::fmt::Debug for DeviceTokenKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DeviceTokenKeys(<redacted>)")
+    }
+}
+
+impl DeviceTokenKeys {
+    /// Keys from the shared secret.
+    pub fn from_secret(secret: &[u8]) -> Self {
+        Self {
+            encoding: EncodingKey::from_secret(secret),
+            decoding: DecodingKey::from_secret(secret),
+        }
+    }
+}
+
+impl AppState {
+    /// Bundles the parts.
+    pub fn new(
+        store: SharedStore,
+        blobs: Arc<dyn ObjectStore>,
+        trust: TrustSet,
+        device_keys: DeviceTokenKeys,
+        settings: Settings,
+        metrics: Option<PrometheusHandle>,
+    ) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                store,
+                blobs,
+                trust,
+                device_keys,
+                settings,
+                metrics,
+            }),
+        }
+    }
+
+    /// The database.
+    pub fn store(&self) -> &dyn airlift_store::Store {
+        self.inner.store.as_ref()
+    }
+
+    /// The blob store holding package files.
+    pub fn blobs(&self) -> &Arc<dyn ObjectStore> {
+        &self.inner.blobs
+    }
+
+    /// Keys trusted to sign packages.
+    pub fn trust(&self) -> &TrustSet {
+        &self.inner.trust
+    }
+
+    /// Device token keys.
+    pub fn device_keys(&self) -> &DeviceTokenKeys {
+        &self.inner.device_keys
+    }
+
+    /// Tunables.
+    pub fn settings(&self) -> &Settings {
+        &self.inner.settings
+    }
+
+    /// The Prometheus renderer, if metrics are on.
+    pub fn metrics(&self) -> Option<&PrometheusHandle> {
+        self.inner.metrics.as_ref()
+    }
+}
