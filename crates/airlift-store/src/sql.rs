@@ -12,10 +12,10 @@
 //! - a report is one conditional `UPDATE … WHERE state IN (states it may
 //!   advance from)`, so a late report can never move a device backwards;
 //! - a statement that must see the outcome of a concurrent one first locks
-//!   the row they share with a no-op `UPDATE … SET id = id` (a row lock on
-//!   PostgreSQL, the database's write lock on SQLite, where every write
-//!   transaction starts with `BEGIN IMMEDIATE`): deleting a package against
-//!   creating a deployment for it, replacing a device's tags.
+//!   the row they share with a no-op `UPDATE … SET column = column` (a row
+//!   lock on PostgreSQL; on SQLite every write transaction starts with
+//!   `BEGIN IMMEDIATE` and so holds the write lock): deleting a package
+//!   against creating a deployment for it, replacing a device's tags.
 
 /// Column lists, as literals so `concat!` can build constant SQL.
 macro_rules! columns {
@@ -52,6 +52,15 @@ pub(crate) const INSERT_CHUNK: usize = 200;
 /// `pool: sqlx::Pool<$db>` field; `$begin` starts a write transaction.
 macro_rules! impl_store {
     ($store:ident, $db:ty, $begin:literal) => {
+        use airlift_protocol::device::Inventory;
+        use airlift_protocol::management::{
+            ApiToken, AuditEntry, Device, DeviceUpdate, UpdateEvent,
+        };
+        use airlift_protocol::state::{DeploymentStatus, DeviceStatus, Transition, UpdateState};
+        use airlift_protocol::{DeploymentId, DeviceId, PackageId, TokenId};
+        use chrono::{DateTime, Utc};
+        use sqlx::QueryBuilder;
+        use std::collections::BTreeMap;
         use $crate::codec::{
             classify, inventory_sha256, millis, normalise_tags, parse, placeholders, to_i64,
             to_json, AuditRow, DeploymentRow, DeviceMaps, DeviceRow, DeviceUpdateRow, EventRow,
@@ -62,17 +71,6 @@ macro_rules! impl_store {
             ApiTokenRecord, DeploymentRecord, DeviceFilter, NewAuditEntry, PackageRecord,
             PageRequest, ReportOutcome, Store, StoreError, StoreResult,
         };
-        use airlift_protocol::device::Inventory;
-        use airlift_protocol::management::{
-            ApiToken, AuditEntry, Device, DeviceUpdate, UpdateEvent,
-        };
-        use airlift_protocol::state::{
-            DeploymentStatus, DeviceStatus, Transition, UpdateState,
-        };
-        use airlift_protocol::{DeploymentId, DeviceId, PackageId, TokenId};
-        use chrono::{DateTime, Utc};
-        use sqlx::QueryBuilder;
-        use std::collections::BTreeMap;
 
         type Conn = <$db as sqlx::Database>::Connection;
 
@@ -90,32 +88,51 @@ macro_rules! impl_store {
                 let list = placeholders(1, rows.len());
                 let mut maps = DeviceMaps::default();
 
-                let sql = format!("SELECT device_id, tag FROM device_tags WHERE device_id IN ({list})");
+                let sql = format!(
+                    "SELECT device_id, tag FROM device_tags \
+                     WHERE device_id IN ({list})"
+                );
                 let mut query = sqlx::query_as::<$db, (String, String)>(&sql);
                 for row in &rows {
                     query = query.bind(row.id.as_str());
                 }
-                query.fetch_all(&self.pool).await?.into_iter().for_each(|r| maps.tag(r));
+                query
+                    .fetch_all(&self.pool)
+                    .await?
+                    .into_iter()
+                    .for_each(|r| maps.tag(r));
 
                 let sql = format!(
-                    "SELECT device_id, name, version FROM device_installed WHERE device_id IN ({list})"
+                    "SELECT device_id, name, version FROM device_installed \
+                     WHERE device_id IN ({list})"
                 );
                 let mut query = sqlx::query_as::<$db, (String, String, String)>(&sql);
                 for row in &rows {
                     query = query.bind(row.id.as_str());
                 }
-                query.fetch_all(&self.pool).await?.into_iter().for_each(|r| maps.installed(r));
+                query
+                    .fetch_all(&self.pool)
+                    .await?
+                    .into_iter()
+                    .for_each(|r| maps.installed(r));
 
                 let sql = format!(
-                    "SELECT device_id, key, value FROM device_attributes WHERE device_id IN ({list})"
+                    "SELECT device_id, key, value FROM device_attributes \
+                     WHERE device_id IN ({list})"
                 );
                 let mut query = sqlx::query_as::<$db, (String, String, String)>(&sql);
                 for row in &rows {
                     query = query.bind(row.id.as_str());
                 }
-                query.fetch_all(&self.pool).await?.into_iter().for_each(|r| maps.attribute(r));
+                query
+                    .fetch_all(&self.pool)
+                    .await?
+                    .into_iter()
+                    .for_each(|r| maps.attribute(r));
 
-                rows.into_iter().map(|row| row.into_device(&mut maps)).collect()
+                rows.into_iter()
+                    .map(|row| row.into_device(&mut maps))
+                    .collect()
             }
 
             /// `select` followed by the `WHERE` clause of `filter`.
@@ -126,17 +143,25 @@ macro_rules! impl_store {
                     query.push(" AND status = ").push_bind(status.as_str());
                 }
                 if let Some(device_type) = &filter.device_type {
-                    query.push(" AND device_type = ").push_bind(device_type.as_str());
+                    query
+                        .push(" AND device_type = ")
+                        .push_bind(device_type.as_str());
                 }
                 if let Some(tag) = &filter.tag {
                     query
-                        .push(" AND EXISTS (SELECT 1 FROM device_tags t WHERE t.device_id = devices.id AND t.tag = ")
+                        .push(
+                            " AND EXISTS (SELECT 1 FROM device_tags t \
+                             WHERE t.device_id = devices.id AND t.tag = ",
+                        )
                         .push_bind(tag.as_str())
                         .push(")");
                 }
                 for (key, value) in &filter.attributes {
                     query
-                        .push(" AND EXISTS (SELECT 1 FROM device_attributes a WHERE a.device_id = devices.id AND a.key = ")
+                        .push(
+                            " AND EXISTS (SELECT 1 FROM device_attributes a \
+                             WHERE a.device_id = devices.id AND a.key = ",
+                        )
                         .push_bind(key.as_str())
                         .push(" AND a.value = ")
                         .push_bind(value.as_str())
@@ -144,7 +169,10 @@ macro_rules! impl_store {
                 }
                 for (name, version) in &filter.installed {
                     query
-                        .push(" AND EXISTS (SELECT 1 FROM device_installed i WHERE i.device_id = devices.id AND i.name = ")
+                        .push(
+                            " AND EXISTS (SELECT 1 FROM device_installed i \
+                             WHERE i.device_id = devices.id AND i.name = ",
+                        )
                         .push_bind(name.as_str())
                         .push(" AND i.version = ")
                         .push_bind(version.as_str())
@@ -153,10 +181,15 @@ macro_rules! impl_store {
                 query
             }
 
-            async fn insert_tags(conn: &mut Conn, device_id: &str, tags: &[String]) -> Result<(), sqlx::Error> {
+            async fn insert_tags(
+                conn: &mut Conn,
+                device_id: &str,
+                tags: &[String],
+            ) -> Result<(), sqlx::Error> {
                 let tags = normalise_tags(tags);
                 for chunk in tags.chunks(INSERT_CHUNK) {
-                    let mut query = QueryBuilder::<$db>::new("INSERT INTO device_tags (device_id, tag) ");
+                    let mut query =
+                        QueryBuilder::<$db>::new("INSERT INTO device_tags (device_id, tag) ");
                     query.push_values(chunk, |mut row, tag| {
                         row.push_bind(device_id).push_bind(tag.as_str());
                     });
@@ -175,19 +208,41 @@ macro_rules! impl_store {
                 for chunk in entries.chunks(INSERT_CHUNK) {
                     let mut query = QueryBuilder::<$db>::new(insert);
                     query.push_values(chunk, |mut row, (key, value)| {
-                        row.push_bind(device_id).push_bind(key.as_str()).push_bind(value.as_str());
+                        row.push_bind(device_id)
+                            .push_bind(key.as_str())
+                            .push_bind(value.as_str());
                     });
                     query.build().execute(&mut *conn).await?;
                 }
                 Ok(())
             }
 
-            async fn insert_installed(conn: &mut Conn, device_id: &str, installed: &BTreeMap<String, String>) -> Result<(), sqlx::Error> {
-                Self::insert_map(conn, "INSERT INTO device_installed (device_id, name, version) ", device_id, installed).await
+            async fn insert_installed(
+                conn: &mut Conn,
+                device_id: &str,
+                installed: &BTreeMap<String, String>,
+            ) -> Result<(), sqlx::Error> {
+                Self::insert_map(
+                    conn,
+                    "INSERT INTO device_installed (device_id, name, version) ",
+                    device_id,
+                    installed,
+                )
+                .await
             }
 
-            async fn insert_attributes(conn: &mut Conn, device_id: &str, attributes: &BTreeMap<String, String>) -> Result<(), sqlx::Error> {
-                Self::insert_map(conn, "INSERT INTO device_attributes (device_id, key, value) ", device_id, attributes).await
+            async fn insert_attributes(
+                conn: &mut Conn,
+                device_id: &str,
+                attributes: &BTreeMap<String, String>,
+            ) -> Result<(), sqlx::Error> {
+                Self::insert_map(
+                    conn,
+                    "INSERT INTO device_attributes (device_id, key, value) ",
+                    device_id,
+                    attributes,
+                )
+                .await
             }
 
             /// Appends one history event per device, all alike.
@@ -201,7 +256,11 @@ macro_rules! impl_store {
                 at: DateTime<Utc>,
             ) -> Result<(), sqlx::Error> {
                 for chunk in device_ids.chunks(INSERT_CHUNK) {
-                    let mut query = QueryBuilder::<$db>::new(concat!("INSERT INTO update_events (", $crate::sql::columns!(events), ") "));
+                    let mut query = QueryBuilder::<$db>::new(concat!(
+                        "INSERT INTO update_events (",
+                        $crate::sql::columns!(events),
+                        ") "
+                    ));
                     query.push_values(chunk, |mut row, device_id| {
                         row.push_bind(deployment_id)
                             .push_bind(device_id.as_str())
@@ -250,12 +309,16 @@ macro_rules! impl_store {
                             query = query.bind(prior.as_str());
                         }
                         if query.execute(&mut *tx).await?.rows_affected() > 0 {
-                            outcome = Some(ReportOutcome { state, applied: true });
+                            outcome = Some(ReportOutcome {
+                                state,
+                                applied: true,
+                            });
                             break;
                         }
                     }
                     let current = sqlx::query_scalar::<$db, String>(
-                        "SELECT state FROM deployment_devices WHERE deployment_id = $1 AND device_id = $2",
+                        "SELECT state FROM deployment_devices \
+                         WHERE deployment_id = $1 AND device_id = $2",
                     )
                     .bind(deployment_id.as_str())
                     .bind(device_id.as_str())
@@ -268,7 +331,10 @@ macro_rules! impl_store {
                     };
                     let current: UpdateState = parse("deployment_devices.state", &current)?;
                     if !from.contains(&current) {
-                        outcome = Some(ReportOutcome { state: current, applied: false });
+                        outcome = Some(ReportOutcome {
+                            state: current,
+                            applied: false,
+                        });
                         break;
                     }
                 }
@@ -297,25 +363,30 @@ macro_rules! impl_store {
             // --- settings ---------------------------------------------------
 
             async fn setting(&self, key: &str) -> StoreResult<Option<String>> {
-                Ok(sqlx::query_scalar::<$db, String>("SELECT value FROM settings WHERE key = $1")
-                    .bind(key)
-                    .fetch_optional(&self.pool)
-                    .await?)
+                Ok(
+                    sqlx::query_scalar::<$db, String>("SELECT value FROM settings WHERE key = $1")
+                        .bind(key)
+                        .fetch_optional(&self.pool)
+                        .await?,
+                )
             }
 
             async fn setting_or_insert(&self, key: &str, value: &str) -> StoreResult<String> {
                 sqlx::query::<$db>(
-                    "INSERT INTO settings (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING",
+                    "INSERT INTO settings (key, value) VALUES ($1, $2) \
+                     ON CONFLICT (key) DO NOTHING",
                 )
                 .bind(key)
                 .bind(value)
                 .execute(&self.pool)
                 .await?;
                 // Settings are never deleted: the row is there now.
-                Ok(sqlx::query_scalar::<$db, String>("SELECT value FROM settings WHERE key = $1")
-                    .bind(key)
-                    .fetch_one(&self.pool)
-                    .await?)
+                Ok(
+                    sqlx::query_scalar::<$db, String>("SELECT value FROM settings WHERE key = $1")
+                        .bind(key)
+                        .fetch_one(&self.pool)
+                        .await?,
+                )
             }
 
             // --- management API tokens and audit -----------------------------
@@ -329,7 +400,9 @@ macro_rules! impl_store {
 
             async fn insert_api_token(&self, token: &ApiTokenRecord) -> StoreResult<()> {
                 sqlx::query::<$db>(concat!(
-                    "INSERT INTO api_tokens (", $crate::sql::columns!(tokens), ") VALUES ($1, $2, $3, $4, $5)"
+                    "INSERT INTO api_tokens (",
+                    $crate::sql::columns!(tokens),
+                    ") VALUES ($1, $2, $3, $4, $5)"
                 ))
                 .bind(token.token.id.to_string())
                 .bind(token.token.name.as_str())
@@ -339,7 +412,11 @@ macro_rules! impl_store {
                 .execute(&self.pool)
                 .await
                 .map_err(|e| {
-                    classify(e, &format!("API token {} or its secret hash", token.token.id), "")
+                    classify(
+                        e,
+                        &format!("API token {} or its secret hash", token.token.id),
+                        "",
+                    )
                 })?;
                 Ok(())
             }
@@ -349,7 +426,9 @@ macro_rules! impl_store {
                 secret_sha256: &[u8; 32],
             ) -> StoreResult<Option<ApiTokenRecord>> {
                 sqlx::query_as::<$db, TokenRow>(concat!(
-                    "SELECT ", $crate::sql::columns!(tokens), " FROM api_tokens WHERE secret_sha256 = $1"
+                    "SELECT ",
+                    $crate::sql::columns!(tokens),
+                    " FROM api_tokens WHERE secret_sha256 = $1"
                 ))
                 .bind(&secret_sha256[..])
                 .fetch_optional(&self.pool)
@@ -360,7 +439,9 @@ macro_rules! impl_store {
 
             async fn list_api_tokens(&self) -> StoreResult<Vec<ApiToken>> {
                 sqlx::query_as::<$db, TokenRow>(concat!(
-                    "SELECT ", $crate::sql::columns!(tokens), " FROM api_tokens ORDER BY created_at, id"
+                    "SELECT ",
+                    $crate::sql::columns!(tokens),
+                    " FROM api_tokens ORDER BY created_at, id"
                 ))
                 .fetch_all(&self.pool)
                 .await?
@@ -379,7 +460,8 @@ macro_rules! impl_store {
 
             async fn append_audit(&self, entry: &NewAuditEntry) -> StoreResult<()> {
                 sqlx::query::<$db>(
-                    "INSERT INTO audit_log (at, actor, action, object, details) VALUES ($1, $2, $3, $4, $5)",
+                    "INSERT INTO audit_log (at, actor, action, object, details) \
+                     VALUES ($1, $2, $3, $4, $5)",
                 )
                 .bind(millis(entry.at))
                 .bind(entry.actor.as_str())
@@ -391,11 +473,17 @@ macro_rules! impl_store {
                 Ok(())
             }
 
-            async fn list_audit(&self, limit: u32, before: Option<i64>) -> StoreResult<Vec<AuditEntry>> {
+            async fn list_audit(
+                &self,
+                limit: u32,
+                before: Option<i64>,
+            ) -> StoreResult<Vec<AuditEntry>> {
                 let rows = match before {
                     Some(before) => {
                         sqlx::query_as::<$db, AuditRow>(concat!(
-                            "SELECT ", $crate::sql::columns!(audit), " FROM audit_log WHERE id < $1 ORDER BY id DESC LIMIT $2"
+                            "SELECT ",
+                            $crate::sql::columns!(audit),
+                            " FROM audit_log WHERE id < $1 ORDER BY id DESC LIMIT $2"
                         ))
                         .bind(before)
                         .bind(i64::from(limit))
@@ -404,7 +492,9 @@ macro_rules! impl_store {
                     }
                     None => {
                         sqlx::query_as::<$db, AuditRow>(concat!(
-                            "SELECT ", $crate::sql::columns!(audit), " FROM audit_log ORDER BY id DESC LIMIT $1"
+                            "SELECT ",
+                            $crate::sql::columns!(audit),
+                            " FROM audit_log ORDER BY id DESC LIMIT $1"
                         ))
                         .bind(i64::from(limit))
                         .fetch_all(&self.pool)
@@ -419,7 +509,9 @@ macro_rules! impl_store {
             async fn insert_package(&self, record: &PackageRecord) -> StoreResult<()> {
                 let package = &record.package;
                 sqlx::query::<$db>(concat!(
-                    "INSERT INTO packages (", $crate::sql::columns!(packages), ") \
+                    "INSERT INTO packages (",
+                    $crate::sql::columns!(packages),
+                    ") \
                      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"
                 ))
                 .bind(package.id.to_string())
@@ -427,7 +519,10 @@ macro_rules! impl_store {
                 .bind(package.version.as_str())
                 .bind(package.description.as_deref())
                 .bind(to_json(&package.device_types, "package device types")?)
-                .bind(to_i64(package.security_version, "package security version")?)
+                .bind(to_i64(
+                    package.security_version,
+                    "package security version",
+                )?)
                 .bind(to_i64(package.size, "package size")?)
                 .bind(package.sha256.as_str())
                 .bind(to_json(&package.signed_by, "package signers")?)
@@ -441,7 +536,10 @@ macro_rules! impl_store {
                 .map_err(|e| {
                     classify(
                         e,
-                        &format!("package {} {} (or id {})", package.name, package.version, package.id),
+                        &format!(
+                            "package {} {} (or id {})",
+                            package.name, package.version, package.id
+                        ),
                         "",
                     )
                 })?;
@@ -450,7 +548,9 @@ macro_rules! impl_store {
 
             async fn package(&self, id: PackageId) -> StoreResult<Option<PackageRecord>> {
                 sqlx::query_as::<$db, PackageRow>(concat!(
-                    "SELECT ", $crate::sql::columns!(packages), " FROM packages WHERE id = $1"
+                    "SELECT ",
+                    $crate::sql::columns!(packages),
+                    " FROM packages WHERE id = $1"
                 ))
                 .bind(id.to_string())
                 .fetch_optional(&self.pool)
@@ -461,7 +561,9 @@ macro_rules! impl_store {
 
             async fn list_packages(&self) -> StoreResult<Vec<PackageRecord>> {
                 sqlx::query_as::<$db, PackageRow>(concat!(
-                    "SELECT ", $crate::sql::columns!(packages), " FROM packages ORDER BY created_at DESC, id DESC"
+                    "SELECT ",
+                    $crate::sql::columns!(packages),
+                    " FROM packages ORDER BY created_at DESC, id DESC"
                 ))
                 .fetch_all(&self.pool)
                 .await?
@@ -476,17 +578,19 @@ macro_rules! impl_store {
                 // Lock the package first: a deployment being created for it
                 // either committed before (and is seen below) or waits and
                 // then finds the package gone.
-                let found = sqlx::query::<$db>("UPDATE packages SET id = id WHERE id = $1")
-                    .bind(package_id.as_str())
-                    .execute(&mut *tx)
-                    .await?
-                    .rows_affected()
-                    > 0;
+                let found =
+                    sqlx::query::<$db>("UPDATE packages SET blob_key = blob_key WHERE id = $1")
+                        .bind(package_id.as_str())
+                        .execute(&mut *tx)
+                        .await?
+                        .rows_affected()
+                        > 0;
                 if !found {
                     return Err(StoreError::NotFound(format!("package {id}")));
                 }
                 let active = sqlx::query_scalar::<$db, i64>(
-                    "SELECT COUNT(*) FROM deployments WHERE package_id = $1 AND status = $2",
+                    "SELECT COUNT(*) FROM deployments \
+                     WHERE package_id = $1 AND status = $2",
                 )
                 .bind(package_id.as_str())
                 .bind(DeploymentStatus::Active.as_str())
@@ -498,7 +602,8 @@ macro_rules! impl_store {
                     )));
                 }
                 let row = sqlx::query_as::<$db, PackageRow>(concat!(
-                    "DELETE FROM packages WHERE id = $1 RETURNING ", $crate::sql::columns!(packages)
+                    "DELETE FROM packages WHERE id = $1 RETURNING ",
+                    $crate::sql::columns!(packages)
                 ))
                 .bind(package_id.as_str())
                 .fetch_one(&mut *tx)
@@ -514,7 +619,9 @@ macro_rules! impl_store {
                 let conflict = || format!("device {} or its public key", device.id);
                 let mut tx = self.begin().await?;
                 sqlx::query::<$db>(concat!(
-                    "INSERT INTO devices (", $crate::sql::columns!(devices), ") \
+                    "INSERT INTO devices (",
+                    $crate::sql::columns!(devices),
+                    ") \
                      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
                 ))
                 .bind(device_id.as_str())
@@ -538,7 +645,9 @@ macro_rules! impl_store {
 
             async fn device(&self, id: DeviceId) -> StoreResult<Option<Device>> {
                 let row = sqlx::query_as::<$db, DeviceRow>(concat!(
-                    "SELECT ", $crate::sql::columns!(devices), " FROM devices WHERE id = $1"
+                    "SELECT ",
+                    $crate::sql::columns!(devices),
+                    " FROM devices WHERE id = $1"
                 ))
                 .bind(id.to_string())
                 .fetch_optional(&self.pool)
@@ -548,7 +657,9 @@ macro_rules! impl_store {
 
             async fn device_by_public_key(&self, public_key: &str) -> StoreResult<Option<Device>> {
                 let row = sqlx::query_as::<$db, DeviceRow>(concat!(
-                    "SELECT ", $crate::sql::columns!(devices), " FROM devices WHERE public_key = $1"
+                    "SELECT ",
+                    $crate::sql::columns!(devices),
+                    " FROM devices WHERE public_key = $1"
                 ))
                 .bind(public_key)
                 .fetch_optional(&self.pool)
@@ -570,9 +681,13 @@ macro_rules! impl_store {
                     .fetch_one(&self.pool)
                     .await?;
 
-                let mut select =
-                    Self::device_query(concat!("SELECT ", $crate::sql::columns!(devices), " FROM devices"), filter);
-                select.push(" ORDER BY created_at, id LIMIT ").push_bind(per_page);
+                let mut select = Self::device_query(
+                    concat!("SELECT ", $crate::sql::columns!(devices), " FROM devices"),
+                    filter,
+                );
+                select
+                    .push(" ORDER BY created_at, id LIMIT ")
+                    .push_bind(per_page);
                 select.push(" OFFSET ").push_bind(offset);
                 let rows = select
                     .build_query_as::<DeviceRow>()
@@ -582,7 +697,11 @@ macro_rules! impl_store {
                 Ok((devices, u64::try_from(total).unwrap_or(0)))
             }
 
-            async fn set_device_status(&self, id: DeviceId, status: DeviceStatus) -> StoreResult<bool> {
+            async fn set_device_status(
+                &self,
+                id: DeviceId,
+                status: DeviceStatus,
+            ) -> StoreResult<bool> {
                 let result = sqlx::query::<$db>("UPDATE devices SET status = $2 WHERE id = $1")
                     .bind(id.to_string())
                     .bind(status.as_str())
@@ -608,12 +727,13 @@ macro_rules! impl_store {
                 let device_id = id.to_string();
                 let mut tx = self.begin().await?;
                 // Lock the device so concurrent replacements run one after the other.
-                let found = sqlx::query::<$db>("UPDATE devices SET id = id WHERE id = $1")
-                    .bind(device_id.as_str())
-                    .execute(&mut *tx)
-                    .await?
-                    .rows_affected()
-                    > 0;
+                let found =
+                    sqlx::query::<$db>("UPDATE devices SET identity = identity WHERE id = $1")
+                        .bind(device_id.as_str())
+                        .execute(&mut *tx)
+                        .await?
+                        .rows_affected()
+                        > 0;
                 if !found {
                     return Ok(false);
                 }
@@ -636,7 +756,8 @@ macro_rules! impl_store {
                 let digest = inventory_sha256(inventory)?;
                 // The common case: nothing changed but the time.
                 let unchanged = sqlx::query::<$db>(
-                    "UPDATE devices SET last_check_in = $2 WHERE id = $1 AND inventory_sha256 = $3",
+                    "UPDATE devices SET last_check_in = $2 \
+                     WHERE id = $1 AND inventory_sha256 = $3",
                 )
                 .bind(device_id.as_str())
                 .bind(millis(at))
@@ -650,13 +771,17 @@ macro_rules! impl_store {
                 }
                 let mut tx = self.begin().await?;
                 let found = sqlx::query::<$db>(
-                    "UPDATE devices SET device_type = $2, hardware_revision = $3, security_version = $4, \
+                    "UPDATE devices SET device_type = $2, hardware_revision = $3, \
+                     security_version = $4, \
                      inventory_sha256 = $5, last_check_in = $6 WHERE id = $1",
                 )
                 .bind(device_id.as_str())
                 .bind(inventory.device_type.as_str())
                 .bind(inventory.hardware_revision.as_deref())
-                .bind(to_i64(inventory.security_version, "device security version")?)
+                .bind(to_i64(
+                    inventory.security_version,
+                    "device security version",
+                )?)
                 .bind(digest.as_slice())
                 .bind(millis(at))
                 .execute(&mut *tx)
@@ -693,7 +818,8 @@ macro_rules! impl_store {
                     .execute(&self.pool)
                     .await?;
                 let inserted = sqlx::query::<$db>(
-                    "INSERT INTO auth_nonces (nonce, expires_at) VALUES ($1, $2) ON CONFLICT (nonce) DO NOTHING",
+                    "INSERT INTO auth_nonces (nonce, expires_at) VALUES ($1, $2) \
+                     ON CONFLICT (nonce) DO NOTHING",
                 )
                 .bind(nonce)
                 .bind(millis(expires_at))
@@ -713,16 +839,22 @@ macro_rules! impl_store {
                 let deployment_id = deployment.id.to_string();
                 let mut tx = self.begin().await?;
                 // Lock the package against a concurrent delete_package.
-                let package = sqlx::query::<$db>("UPDATE packages SET id = id WHERE id = $1")
-                    .bind(deployment.package_id.to_string())
-                    .execute(&mut *tx)
-                    .await?
-                    .rows_affected();
+                let package =
+                    sqlx::query::<$db>("UPDATE packages SET blob_key = blob_key WHERE id = $1")
+                        .bind(deployment.package_id.to_string())
+                        .execute(&mut *tx)
+                        .await?
+                        .rows_affected();
                 if package == 0 {
-                    return Err(StoreError::NotFound(format!("package {}", deployment.package_id)));
+                    return Err(StoreError::NotFound(format!(
+                        "package {}",
+                        deployment.package_id
+                    )));
                 }
                 sqlx::query::<$db>(concat!(
-                    "INSERT INTO deployments (", $crate::sql::columns!(deployments), ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+                    "INSERT INTO deployments (",
+                    $crate::sql::columns!(deployments),
+                    ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
                 ))
                 .bind(deployment_id.as_str())
                 .bind(deployment.name.as_str())
@@ -737,7 +869,8 @@ macro_rules! impl_store {
                 .map_err(|e| classify(e, &format!("deployment {}", deployment.id), ""))?;
                 for chunk in devices.chunks(INSERT_CHUNK) {
                     let mut query = QueryBuilder::<$db>::new(
-                        "INSERT INTO deployment_devices (deployment_id, device_id, state, message, updated_at) ",
+                        "INSERT INTO deployment_devices \
+                         (deployment_id, device_id, state, message, updated_at) ",
                     );
                     query.push_values(chunk, |mut row, (device, state)| {
                         row.push_bind(deployment_id.as_str())
@@ -760,7 +893,9 @@ macro_rules! impl_store {
 
             async fn deployment(&self, id: DeploymentId) -> StoreResult<Option<DeploymentRecord>> {
                 sqlx::query_as::<$db, DeploymentRow>(concat!(
-                    "SELECT ", $crate::sql::columns!(deployments), " FROM deployments WHERE id = $1"
+                    "SELECT ",
+                    $crate::sql::columns!(deployments),
+                    " FROM deployments WHERE id = $1"
                 ))
                 .bind(id.to_string())
                 .fetch_optional(&self.pool)
@@ -771,7 +906,9 @@ macro_rules! impl_store {
 
             async fn list_deployments(&self) -> StoreResult<Vec<DeploymentRecord>> {
                 sqlx::query_as::<$db, DeploymentRow>(concat!(
-                    "SELECT ", $crate::sql::columns!(deployments), " FROM deployments ORDER BY created_at DESC, id DESC"
+                    "SELECT ",
+                    $crate::sql::columns!(deployments),
+                    " FROM deployments ORDER BY created_at DESC, id DESC"
                 ))
                 .fetch_all(&self.pool)
                 .await?
@@ -782,7 +919,9 @@ macro_rules! impl_store {
 
             async fn active_deployments(&self) -> StoreResult<Vec<DeploymentRecord>> {
                 sqlx::query_as::<$db, DeploymentRow>(concat!(
-                    "SELECT ", $crate::sql::columns!(deployments), " FROM deployments WHERE status = $1 ORDER BY created_at, id"
+                    "SELECT ",
+                    $crate::sql::columns!(deployments),
+                    " FROM deployments WHERE status = $1 ORDER BY created_at, id"
                 ))
                 .bind(DeploymentStatus::Active.as_str())
                 .fetch_all(&self.pool)
@@ -792,23 +931,32 @@ macro_rules! impl_store {
                 .collect()
             }
 
-            async fn deployment_counts(&self, id: DeploymentId) -> StoreResult<BTreeMap<UpdateState, u64>> {
+            async fn deployment_counts(
+                &self,
+                id: DeploymentId,
+            ) -> StoreResult<BTreeMap<UpdateState, u64>> {
                 let rows = sqlx::query_as::<$db, (String, i64)>(
-                    "SELECT state, COUNT(*) FROM deployment_devices WHERE deployment_id = $1 GROUP BY state",
+                    "SELECT state, COUNT(*) FROM deployment_devices \
+                     WHERE deployment_id = $1 GROUP BY state",
                 )
                 .bind(id.to_string())
                 .fetch_all(&self.pool)
                 .await?;
                 rows.into_iter()
                     .map(|(state, count)| {
-                        Ok((parse("deployment_devices.state", &state)?, u64::try_from(count).unwrap_or(0)))
+                        Ok((
+                            parse("deployment_devices.state", &state)?,
+                            u64::try_from(count).unwrap_or(0),
+                        ))
                     })
                     .collect()
             }
 
             async fn deployment_devices(&self, id: DeploymentId) -> StoreResult<Vec<DeviceUpdate>> {
                 sqlx::query_as::<$db, DeviceUpdateRow>(concat!(
-                    "SELECT ", $crate::sql::columns!(device_updates), " FROM deployment_devices \
+                    "SELECT ",
+                    $crate::sql::columns!(device_updates),
+                    " FROM deployment_devices \
                      WHERE deployment_id = $1 ORDER BY device_id"
                 ))
                 .bind(id.to_string())
@@ -819,11 +967,16 @@ macro_rules! impl_store {
                 .collect()
             }
 
-            async fn cancel_deployment(&self, id: DeploymentId, at: DateTime<Utc>) -> StoreResult<bool> {
+            async fn cancel_deployment(
+                &self,
+                id: DeploymentId,
+                at: DateTime<Utc>,
+            ) -> StoreResult<bool> {
                 let deployment_id = id.to_string();
                 let mut tx = self.begin().await?;
                 let cancelled = sqlx::query::<$db>(
-                    "UPDATE deployments SET status = $2, finished_at = $3 WHERE id = $1 AND status = $4",
+                    "UPDATE deployments SET status = $2, finished_at = $3 \
+                     WHERE id = $1 AND status = $4",
                 )
                 .bind(deployment_id.as_str())
                 .bind(DeploymentStatus::Cancelled.as_str())
@@ -836,8 +989,11 @@ macro_rules! impl_store {
                 if !cancelled {
                     return Ok(false);
                 }
-                let open: Vec<UpdateState> =
-                    UpdateState::ALL.iter().copied().filter(|s| !s.is_final()).collect();
+                let open: Vec<UpdateState> = UpdateState::ALL
+                    .iter()
+                    .copied()
+                    .filter(|s| !s.is_final())
+                    .collect();
                 let sql = format!(
                     "UPDATE deployment_devices SET state = $2, updated_at = $3 \
                      WHERE deployment_id = $1 AND state IN ({}) RETURNING device_id",
@@ -870,10 +1026,14 @@ macro_rules! impl_store {
                 id: DeploymentId,
                 at: DateTime<Utc>,
             ) -> StoreResult<bool> {
-                let open: Vec<UpdateState> =
-                    UpdateState::ALL.iter().copied().filter(|s| !s.is_final()).collect();
+                let open: Vec<UpdateState> = UpdateState::ALL
+                    .iter()
+                    .copied()
+                    .filter(|s| !s.is_final())
+                    .collect();
                 let sql = format!(
-                    "UPDATE deployments SET status = $2, finished_at = $3 WHERE id = $1 AND status = $4 \
+                    "UPDATE deployments SET status = $2, finished_at = $3 \
+                     WHERE id = $1 AND status = $4 \
                      AND NOT EXISTS (SELECT 1 FROM deployment_devices \
                      WHERE deployment_id = $1 AND state IN ({}))",
                     placeholders(5, open.len()),
@@ -897,7 +1057,9 @@ macro_rules! impl_store {
                 device: DeviceId,
             ) -> StoreResult<Option<DeviceUpdate>> {
                 sqlx::query_as::<$db, DeviceUpdateRow>(concat!(
-                    "SELECT ", $crate::sql::columns!(device_updates), " FROM deployment_devices \
+                    "SELECT ",
+                    $crate::sql::columns!(device_updates),
+                    " FROM deployment_devices \
                      WHERE deployment_id = $1 AND device_id = $2"
                 ))
                 .bind(deployment.to_string())
@@ -917,8 +1079,10 @@ macro_rules! impl_store {
                 at: DateTime<Utc>,
             ) -> StoreResult<DeviceUpdate> {
                 sqlx::query::<$db>(
-                    "INSERT INTO deployment_devices (deployment_id, device_id, state, message, updated_at) \
-                     VALUES ($1, $2, $3, $4, $5) ON CONFLICT (deployment_id, device_id) DO NOTHING",
+                    "INSERT INTO deployment_devices \
+                     (deployment_id, device_id, state, message, updated_at) \
+                     VALUES ($1, $2, $3, $4, $5) \
+                     ON CONFLICT (deployment_id, device_id) DO NOTHING",
                 )
                 .bind(deployment.to_string())
                 .bind(device.to_string())
@@ -927,10 +1091,15 @@ macro_rules! impl_store {
                 .bind(millis(at))
                 .execute(&self.pool)
                 .await
-                .map_err(|e| classify(e, "", &format!("deployment {deployment} or device {device}")))?;
-                self.device_update(deployment, device).await?.ok_or_else(|| {
-                    StoreError::NotFound(format!("device {device} in deployment {deployment}"))
-                })
+                .map_err(|e| {
+                    let missing = format!("deployment {deployment} or device {device}");
+                    classify(e, "", &missing)
+                })?;
+                self.device_update(deployment, device)
+                    .await?
+                    .ok_or_else(|| {
+                        StoreError::NotFound(format!("device {device} in deployment {deployment}"))
+                    })
             }
 
             async fn record_update_state(
@@ -946,7 +1115,8 @@ macro_rules! impl_store {
                     .copied()
                     .filter(|prior| prior.accepts_report(state) == Transition::Advance)
                     .collect();
-                self.move_device(deployment, device, state, &from, message, at).await
+                self.move_device(deployment, device, state, &from, message, at)
+                    .await
             }
 
             async fn decide_update_state(
@@ -962,12 +1132,15 @@ macro_rules! impl_store {
                     .copied()
                     .filter(|prior| !prior.is_final() && *prior != state)
                     .collect();
-                self.move_device(deployment, device, state, &from, message, at).await
+                self.move_device(deployment, device, state, &from, message, at)
+                    .await
             }
 
             async fn device_history(&self, device: DeviceId) -> StoreResult<Vec<UpdateEvent>> {
                 sqlx::query_as::<$db, EventRow>(concat!(
-                    "SELECT ", $crate::sql::columns!(events), " FROM update_events \
+                    "SELECT ",
+                    $crate::sql::columns!(events),
+                    " FROM update_events \
                      WHERE device_id = $1 ORDER BY at DESC, id DESC"
                 ))
                 .bind(device.to_string())
