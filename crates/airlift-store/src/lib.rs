@@ -13,6 +13,12 @@
 //! both backends filter them with the same SQL). Tags are a set: they read
 //! back sorted, without duplicates.
 //!
+//! The conformance suite runs every test against a fresh SQLite file, and
+//! against PostgreSQL too when `AIRLIFT_TEST_POSTGRES_URL` names a database
+//! (`postgres://postgres@127.0.0.1:5432/test`): each test then gets a schema
+//! of its own, reached with `?options=-csearch_path%3D<schema>` on that URL,
+//! dropped at the end. Set but unreachable, it fails the tests.
+//!
 //! ```no_run
 //! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
 //! let url = airlift_store::DatabaseUrl::parse("sqlite:///var/lib/airlift/airlift.db")?;
@@ -208,6 +214,7 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// The device with this public key (PEM, exactly as stored).
     async fn device_by_public_key(&self, public_key: &str) -> StoreResult<Option<Device>>;
     /// Devices matching `filter`, oldest first, one page, and the total count.
+    /// Page 0 reads as page 1; `per_page` is clamped to 1..=1000.
     async fn list_devices(
         &self,
         filter: &DeviceFilter,
@@ -246,7 +253,8 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     // --- deployments --------------------------------------------------------
 
     /// Stores a deployment and the initial state of each device it targets,
-    /// in one transaction.
+    /// in one transaction. `NotFound` if the package or a listed device does
+    /// not exist, `Conflict` if the id does. Initial states are not history.
     async fn insert_deployment(
         &self,
         deployment: &DeploymentRecord,
@@ -258,7 +266,7 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     async fn list_deployments(&self) -> StoreResult<Vec<DeploymentRecord>>;
     /// Deployments with status `active`, oldest first.
     async fn active_deployments(&self) -> StoreResult<Vec<DeploymentRecord>>;
-    /// Devices per state.
+    /// Devices per state; states no device is in are absent.
     async fn deployment_counts(&self, id: DeploymentId) -> StoreResult<BTreeMap<UpdateState, u64>>;
     /// Every device's state in a deployment.
     async fn deployment_devices(&self, id: DeploymentId) -> StoreResult<Vec<DeviceUpdate>>;
@@ -266,7 +274,8 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// in a final state moves to `cancelled` (with a history event). False if
     /// it was not active.
     async fn cancel_deployment(&self, id: DeploymentId, at: DateTime<Utc>) -> StoreResult<bool>;
-    /// Marks an active deployment `finished` if every device is in a final state.
+    /// Marks an active deployment `finished` if every device is in a final
+    /// state (a deployment without devices is done).
     async fn finish_deployment_if_done(
         &self,
         id: DeploymentId,
@@ -294,7 +303,9 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// Applies a report or a server decision following
     /// [`UpdateState::accepts_report`] rules — atomically, so a late report can
     /// never move the device backwards — and appends it to the device's history
-    /// either way. `NotFound` if the device is not in the deployment.
+    /// either way. `NotFound` if the device is not in the deployment. A
+    /// repeat, late or refused report leaves the state and its message as
+    /// they are and answers `applied: false` with the state in force.
     async fn record_update_state(
         &self,
         deployment: DeploymentId,

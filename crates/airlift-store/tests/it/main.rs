@@ -39,6 +39,7 @@ mod corrupt;
 mod deployments;
 mod devices;
 mod nonces;
+mod open;
 mod packages;
 mod reports;
 mod settings;
