@@ -112,7 +112,9 @@ mod tests {
         let (state, reason) = initial_state(&manifest, &device());
         assert_eq!(state, UpdateState::Incompatible);
         assert!(reason.unwrap_or_default().contains("pi4"));
-        let manifest = Manifest::builder("os", "2.0.0".parse().expect("semver"), ["pi4"]).build();
+        let manifest = Manifest::builder("os", "2.0.0".parse().expect("semver"), ["pi4"])
+            .security_version(1)
+            .build();
         assert_eq!(initial_state(&manifest, &device()).0, UpdateState::Pending);
     }
 

@@ -45,9 +45,6 @@ pub enum StartupError {
         /// Why.
         message: String,
     },
-    /// No trusted keys: the server could accept nothing.
-    #[error("no trusted package signing keys: give --trust PUBLIC_KEY_FILE (make one with `airlift key generate`); without one no package can be uploaded")]
-    NoTrust,
     /// Something else.
     #[error("{0}")]
     Other(String),
@@ -98,9 +95,14 @@ pub async fn prepare(config: &Config) -> Result<(AppState, AdminToken), StartupE
     Ok((state, admin))
 }
 
-fn load_trust(config: &Config) -> Result<TrustSet, StartupError> {
+/// The trusted signers, or `None` when none are configured: the server then
+/// runs, but refuses every upload with a message saying how to fix it.
+fn load_trust(config: &Config) -> Result<Option<TrustSet>, StartupError> {
     if config.trust.is_empty() {
-        return Err(StartupError::NoTrust);
+        tracing::warn!(
+            "no trusted package signing keys (--trust): package uploads will be refused"
+        );
+        return Ok(None);
     }
     let mut keys = Vec::new();
     for path in &config.trust {
@@ -111,7 +113,9 @@ fn load_trust(config: &Config) -> Result<TrustSet, StartupError> {
         let pem = std::fs::read_to_string(path).map_err(|e| key_error(e.to_string()))?;
         keys.push(PublicKey::from_pem(&pem).map_err(|e| key_error(e.to_string()))?);
     }
-    TrustSet::new(keys, config.trust_threshold).map_err(|e| StartupError::Other(e.to_string()))
+    TrustSet::new(keys, config.trust_threshold)
+        .map(Some)
+        .map_err(|e| StartupError::Other(e.to_string()))
 }
 
 async fn ensure_admin_token(

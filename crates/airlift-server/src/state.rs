@@ -29,7 +29,7 @@ impl std::fmt::Debug for AppState {
 struct Inner {
     store: SharedStore,
     blobs: Arc<dyn ObjectStore>,
-    trust: TrustSet,
+    trust: Option<TrustSet>,
     device_keys: DeviceTokenKeys,
     settings: Settings,
     metrics: Option<PrometheusHandle>,
@@ -91,7 +91,7 @@ impl AppState {
     pub fn new(
         store: SharedStore,
         blobs: Arc<dyn ObjectStore>,
-        trust: TrustSet,
+        trust: Option<TrustSet>,
         device_keys: DeviceTokenKeys,
         settings: Settings,
         metrics: Option<PrometheusHandle>,
@@ -118,9 +118,9 @@ impl AppState {
         &self.inner.blobs
     }
 
-    /// Keys trusted to sign packages.
-    pub fn trust(&self) -> &TrustSet {
-        &self.inner.trust
+    /// Keys trusted to sign packages, if any are configured.
+    pub fn trust(&self) -> Option<&TrustSet> {
+        self.inner.trust.as_ref()
     }
 
     /// Device token keys.

@@ -56,19 +56,25 @@ pub async fn create_deployment(
             "target: matches no accepted device; check the tag or attributes, or accept the devices first",
         ));
     }
+    // Every device starts pending; those the package does not fit, or that
+    // already run it, are then decided with the reason, which lands in the
+    // device's history too.
+    let decisions: Vec<(DeviceId, UpdateState, Option<String>)> = devices
+        .iter()
+        .filter_map(|device| {
+            let (state, reason) = rollout::initial_state(&manifest, device);
+            if state == UpdateState::Incompatible {
+                Some((device.id, state, reason))
+            } else if rollout::runs_package(&package.provides, device) {
+                Some((device.id, UpdateState::AlreadyInstalled, None))
+            } else {
+                None
+            }
+        })
+        .collect();
     let initial: Vec<(DeviceId, UpdateState)> = devices
         .iter()
-        .map(|device| {
-            let (state, _) = rollout::initial_state(&manifest, device);
-            let state = if state == UpdateState::Pending
-                && rollout::runs_package(&package.provides, device)
-            {
-                UpdateState::AlreadyInstalled
-            } else {
-                state
-            };
-            (device.id, state)
-        })
+        .map(|d| (d.id, UpdateState::Pending))
         .collect();
 
     let now = Utc::now();
@@ -83,6 +89,11 @@ pub async fn create_deployment(
         finished_at: None,
     };
     store.insert_deployment(&record, &initial).await?;
+    for (device, state, reason) in &decisions {
+        store
+            .decide_update_state(record.id, *device, *state, reason.as_deref(), now)
+            .await?;
+    }
     store.finish_deployment_if_done(record.id, now).await?;
     audit(
         &state,

@@ -36,9 +36,15 @@ pub async fn upload_package(
     body: Body,
 ) -> ApiResult<(StatusCode, Json<Package>)> {
     caller.require_operator()?;
+    let trust = state.trust().ok_or_else(|| {
+        ApiError::Unprocessable(
+            "no_trusted_keys",
+            "the server trusts no package signing key, so it accepts no package; restart it with --trust PUBLIC_KEY_FILE".into(),
+        )
+    })?;
     let settings = state.settings();
     let spooled = blobs::spool(body, &settings.spool_dir, settings.max_package_bytes).await?;
-    let verified = blobs::verify(&spooled.path, state.trust()).await?;
+    let verified = blobs::verify(&spooled.path, trust).await?;
     let manifest = &verified.manifest;
 
     let id = PackageId::new();

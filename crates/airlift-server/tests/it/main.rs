@@ -1,0 +1,8 @@
+//! End-to-end tests: the real `airlift-server` binary on a loopback port,
+//! driven over HTTP like an operator and a device would. Every scenario runs
+//! on SQLite, and on PostgreSQL when `AIRLIFT_TEST_POSTGRES_URL` is set.
+
+mod lifecycle;
+mod operations;
+mod security;
+mod support;
