@@ -9,12 +9,16 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path as BlobPath;
-use object_store::{GetOptions, GetRange, ObjectStore, WriteMultipart};
+use object_store::{GetOptions, GetRange, GetResultPayload, ObjectStore, WriteMultipart};
 use sha2::{Digest, Sha256};
 use std::io::Read;
 use std::path::Path;
 use tempfile::TempPath;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
+use tokio_util::io::ReaderStream;
+
+/// Read size when serving a package from local disk.
+const FILE_CHUNK: usize = 1 << 20;
 
 /// An upload written to a temporary file.
 #[derive(Debug)]
@@ -187,9 +191,24 @@ pub async fn serve(
         .get_opts(key, options)
         .await
         .map_err(ApiError::internal)?;
-    let stream = result.into_stream().map_err(std::io::Error::other);
+    let body = match result.payload {
+        // A local file: stream it in large reads. object_store's generic
+        // stream reads 8 KiB per blocking task, several times slower.
+        GetResultPayload::File(file, _) => {
+            let range = result.range.clone();
+            let mut file = tokio::fs::File::from_std(file);
+            file.seek(std::io::SeekFrom::Start(range.start))
+                .await
+                .map_err(ApiError::internal)?;
+            let limited = file.take(range.end - range.start);
+            Body::from_stream(ReaderStream::with_capacity(limited, FILE_CHUNK))
+        }
+        GetResultPayload::Stream(stream) => {
+            Body::from_stream(stream.map_err(std::io::Error::other))
+        }
+    };
 
-    let mut response = Response::new(Body::from_stream(stream));
+    let mut response = Response::new(body);
     let headers = response.headers_mut();
     headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     headers.insert(

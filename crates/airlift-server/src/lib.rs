@@ -14,6 +14,7 @@
 pub mod api;
 pub mod auth;
 pub mod blobs;
+pub mod cache;
 pub mod config;
 pub mod device_api;
 pub mod error;

@@ -1,5 +1,6 @@
 //! What every handler shares.
 
+use crate::cache::Caches;
 use crate::config::Config;
 use airlift_package::TrustSet;
 use airlift_store::SharedStore;
@@ -33,6 +34,7 @@ struct Inner {
     device_keys: DeviceTokenKeys,
     settings: Settings,
     metrics: Option<PrometheusHandle>,
+    caches: Caches,
 }
 
 /// The tunables handlers need.
@@ -104,6 +106,7 @@ impl AppState {
                 device_keys,
                 settings,
                 metrics,
+                caches: Caches::default(),
             }),
         }
     }
@@ -131,6 +134,11 @@ impl AppState {
     /// Tunables.
     pub fn settings(&self) -> &Settings {
         &self.inner.settings
+    }
+
+    /// Read caches for hot paths.
+    pub fn caches(&self) -> &Caches {
+        &self.inner.caches
     }
 
     /// The Prometheus renderer, if metrics are on.

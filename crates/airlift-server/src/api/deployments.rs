@@ -4,7 +4,6 @@ use crate::error::{ApiError, ApiResult};
 use crate::extract::{ApiJson, ApiPath};
 use crate::rollout::{self, DEVICE_TYPE_ATTRIBUTE};
 use crate::state::AppState;
-use airlift_package::Manifest;
 use airlift_protocol::management::{
     CreateDeploymentRequest, Deployment, DeploymentDetail, Device, Target,
 };
@@ -44,11 +43,14 @@ pub async fn create_deployment(
     }
     validate_target(&request.target)?;
     let store = state.store();
-    let package = store.package(request.package_id).await?.ok_or_else(|| {
-        ApiError::invalid(format!("package_id: no package {}", request.package_id))
-    })?;
-    let manifest: Manifest =
-        serde_json::from_value(package.package.manifest.clone()).map_err(ApiError::internal)?;
+    let cached = state
+        .caches()
+        .package(store, request.package_id)
+        .await?
+        .ok_or_else(|| {
+            ApiError::invalid(format!("package_id: no package {}", request.package_id))
+        })?;
+    let (package, manifest) = (&cached.record, &cached.manifest);
 
     let devices = matching_devices(&state, &request.target).await?;
     if devices.is_empty() {
@@ -62,7 +64,7 @@ pub async fn create_deployment(
     let decisions: Vec<(DeviceId, UpdateState, Option<String>)> = devices
         .iter()
         .filter_map(|device| {
-            let (state, reason) = rollout::initial_state(&manifest, device);
+            let (state, reason) = rollout::initial_state(manifest, device);
             if state == UpdateState::Incompatible {
                 Some((device.id, state, reason))
             } else if rollout::runs_package(&package.provides, device) {
@@ -95,6 +97,7 @@ pub async fn create_deployment(
             .await?;
     }
     store.finish_deployment_if_done(record.id, now).await?;
+    state.caches().deployments_changed();
     audit(
         &state,
         &caller,
@@ -237,7 +240,9 @@ pub async fn cancel_deployment(
 ) -> ApiResult<Json<Deployment>> {
     caller.require_operator()?;
     let record = find(&state, id).await?;
-    if !state.store().cancel_deployment(id, Utc::now()).await? {
+    let cancelled = state.store().cancel_deployment(id, Utc::now()).await?;
+    state.caches().deployments_changed();
+    if !cancelled {
         return Err(ApiError::Conflict(
             "not_active",
             format!(

@@ -158,6 +158,7 @@ pub async fn delete_package(
             ),
             other => other.into(),
         })?;
+    state.caches().forget_package(id);
     if let Err(error) = state.blobs().delete(&record.blob_key.as_str().into()).await {
         tracing::warn!(%error, package_id = %id, "package row deleted but its blob remains");
     }

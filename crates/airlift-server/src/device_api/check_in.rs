@@ -3,7 +3,6 @@ use crate::error::{ApiError, ApiResult};
 use crate::extract::ApiJson;
 use crate::rollout;
 use crate::state::AppState;
-use airlift_package::Manifest;
 use airlift_protocol::device::{download_path, CheckInResponse, Inventory, UpdateOffer};
 use airlift_protocol::management::Device;
 use airlift_protocol::state::{DeviceStatus, UpdateState};
@@ -66,16 +65,17 @@ pub async fn check_in(
 async fn find_offer(state: &AppState, device: &Device) -> ApiResult<Option<UpdateOffer>> {
     let store = state.store();
     let now = Utc::now();
-    for deployment in store.active_deployments().await? {
+    let caches = state.caches();
+    for deployment in caches.active_deployments(store).await?.iter() {
         let current = store.device_update(deployment.id, device.id).await?;
-        let Some(package) = store.package(deployment.package_id).await? else {
+        let Some(cached) = caches.package(store, deployment.package_id).await? else {
             continue;
         };
-        let manifest = manifest_of(&package)?;
+        let (package, manifest) = (&cached.record, &cached.manifest);
         let update_state = match current {
             Some(update) => update.state,
             None if rollout::target_matches(&deployment.target, device) => {
-                let (initial, reason) = rollout::initial_state(&manifest, device);
+                let (initial, reason) = rollout::initial_state(manifest, device);
                 store
                     .add_device_to_deployment(
                         deployment.id,
@@ -103,30 +103,37 @@ async fn find_offer(state: &AppState, device: &Device) -> ApiResult<Option<Updat
                         now,
                     )
                     .await?;
-                store.finish_deployment_if_done(deployment.id, now).await?;
+                finish_if_done(state, deployment.id).await?;
                 continue;
             }
-            let (fresh, reason) = rollout::initial_state(&manifest, device);
+            let (fresh, reason) = rollout::initial_state(manifest, device);
             if fresh == UpdateState::Incompatible {
                 store
                     .decide_update_state(deployment.id, device.id, fresh, reason.as_deref(), now)
                     .await?;
-                store.finish_deployment_if_done(deployment.id, now).await?;
+                finish_if_done(state, deployment.id).await?;
                 continue;
             }
         }
-        return Ok(Some(offer(&deployment, &package)));
+        return Ok(Some(offer(deployment, package)));
     }
     Ok(None)
 }
 
-fn manifest_of(package: &PackageRecord) -> ApiResult<Manifest> {
-    serde_json::from_value(package.package.manifest.clone()).map_err(|e| {
-        ApiError::internal(format!(
-            "stored manifest of package {} unreadable: {e}",
-            package.package.id
-        ))
-    })
+/// Marks the deployment finished if every device is done, and tells the
+/// cache of active deployments.
+pub(crate) async fn finish_if_done(
+    state: &AppState,
+    deployment: airlift_protocol::DeploymentId,
+) -> ApiResult<()> {
+    if state
+        .store()
+        .finish_deployment_if_done(deployment, Utc::now())
+        .await?
+    {
+        state.caches().deployments_changed();
+    }
+    Ok(())
 }
 
 fn offer(deployment: &DeploymentRecord, package: &PackageRecord) -> UpdateOffer {

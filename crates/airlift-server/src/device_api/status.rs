@@ -69,7 +69,7 @@ pub async fn report_status(
             "device update state"
         );
         if outcome.state.is_final() {
-            store.finish_deployment_if_done(deployment_id, now).await?;
+            super::check_in::finish_if_done(&state, deployment_id).await?;
         }
     }
     Ok(Json(StatusAck {
