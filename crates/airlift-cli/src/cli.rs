@@ -1,30 +1,44 @@
 //! The command line, as clap types. Parsing here turns text into typed
 //! values (payload specs, versions, requirements); the commands never see
-//! raw strings they would have to split again.
+//! raw strings they would have to split again. The admin commands' argument
+//! types live next to their code, in `admin/*`.
 
+use crate::admin::deployment::DeploymentCommand;
+use crate::admin::device::DeviceCommand;
+use crate::admin::package::PackageServerCommand;
+use crate::admin::server::ServerCommand;
+use crate::admin::token::TokenCommand;
+use crate::admin::ConnectionArgs;
 use airlift_package::{Compression, PayloadType};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use semver::{Version, VersionReq};
 use std::path::PathBuf;
 use std::str::FromStr;
 
-/// `airlift`: make signing keys, and build, inspect and verify update packages.
+/// `airlift`: make signing keys, build, inspect and verify update packages,
+/// and drive an airlift-server.
 #[derive(Debug, Parser)]
 #[command(
     name = "airlift",
     version,
-    about = "Airlift ships signed over-the-air updates to device fleets; this tool makes keys and builds, inspects and verifies update packages.",
+    about = "Airlift ships signed over-the-air updates to device fleets; this tool makes keys, builds, inspects and verifies update packages, and drives an airlift-server: packages, devices, deployments and tokens.",
     after_help = "Examples:
   airlift key generate --out keys/
   airlift package build --name rootfs --version 1.2.0 --device-type rpi4 \\
       --payload image:rootfs=build/rootfs.img \\
       --key keys/airlift-signing.key --out rootfs-1.2.0.airlift
-  airlift package verify rootfs-1.2.0.airlift --trust keys/airlift-signing.pub"
+  airlift package verify rootfs-1.2.0.airlift --trust keys/airlift-signing.pub
+  airlift server login https://updates.example.com --token alt_5f0c…
+  airlift package upload rootfs-1.2.0.airlift
+  airlift deployment create --name 'rootfs 1.2.0' --package PACKAGE_ID --tag canary"
 )]
 pub struct Cli {
     /// Do not draw progress bars (they are also hidden when stderr is not a terminal).
     #[arg(short, long, global = true)]
     pub quiet: bool,
+
+    #[command(flatten)]
+    pub connection: ConnectionArgs,
 
     #[command(subcommand)]
     pub command: Command,
@@ -42,16 +56,54 @@ pub enum Command {
         #[command(subcommand)]
         command: KeyCommand,
     },
-    /// Build, inspect and verify update packages.
+    /// Build, inspect and verify update packages; upload, list and delete them on the server.
     #[command(after_help = "Examples:
   airlift package build --name rootfs --version 1.2.0 --device-type rpi4 \\
       --payload image:rootfs=build/rootfs.img \\
       --key keys/airlift-signing.key --out rootfs-1.2.0.airlift
   airlift package inspect rootfs-1.2.0.airlift
-  airlift package verify rootfs-1.2.0.airlift --trust keys/airlift-signing.pub")]
+  airlift package verify rootfs-1.2.0.airlift --trust keys/airlift-signing.pub
+  airlift package upload rootfs-1.2.0.airlift
+  airlift package list")]
     Package {
         #[command(subcommand)]
         command: PackageCommand,
+    },
+    /// Log in to an airlift-server (store its URL and a token), log out, check the login.
+    #[command(after_help = "Examples:
+  airlift server login https://updates.example.com --token alt_5f0c…
+  airlift server status
+  airlift server logout")]
+    Server {
+        #[command(subcommand)]
+        command: ServerCommand,
+    },
+    /// List, inspect, accept, reject, decommission, pre-authorise and tag devices.
+    #[command(after_help = "Examples:
+  airlift device list --status pending
+  airlift device accept 0190d5e4-7c1b-7a4e-9f3a-2b8c1d0e4f56
+  airlift device tag 0190d5e4-7c1b-7a4e-9f3a-2b8c1d0e4f56 --tag canary")]
+    Device {
+        #[command(subcommand)]
+        command: DeviceCommand,
+    },
+    /// Roll packages out to devices, follow and cancel rollouts.
+    #[command(after_help = "Examples:
+  airlift deployment create --name 'rootfs 1.2.0 canary' --package PACKAGE_ID --tag canary
+  airlift deployment list
+  airlift deployment show DEPLOYMENT_ID")]
+    Deployment {
+        #[command(subcommand)]
+        command: DeploymentCommand,
+    },
+    /// Create, list and revoke management API tokens (admin only).
+    #[command(after_help = "Examples:
+  airlift token create --name ci-release --role operator
+  airlift token list
+  airlift token revoke TOKEN_ID")]
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
     },
 }
 
@@ -179,6 +231,9 @@ pub enum PackageCommand {
       --identity keys/airlift-device.age-identity --json"
     )]
     Verify(VerifyArgs),
+
+    #[command(flatten)]
+    Server(PackageServerCommand),
 }
 
 /// Arguments of `airlift package build`.

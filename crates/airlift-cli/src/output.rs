@@ -1,8 +1,10 @@
 //! What the commands show: errors, progress bars, sizes and JSON.
 
 use anyhow::Result;
+use chrono::{DateTime, Utc};
 use indicatif::{BinaryBytes, ProgressBar, ProgressFinish, ProgressStyle};
 use serde::Serialize;
+use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write};
 
 /// Prints `error: …` and every cause on its own line to stderr.
@@ -65,4 +67,100 @@ pub fn print_json(value: &impl Serialize) -> Result<()> {
     serde_json::to_writer_pretty(&mut stdout, value)?;
     writeln!(stdout)?;
     Ok(())
+}
+
+/// Columns of text for people: a header row, then rows, each column as wide
+/// as its widest cell, two spaces apart; the last column is not padded.
+#[derive(Debug)]
+pub struct Table {
+    rows: Vec<Vec<String>>,
+}
+
+impl Table {
+    /// A table with these column headers.
+    pub fn new(headers: &[&str]) -> Self {
+        Self {
+            rows: vec![headers.iter().map(|h| (*h).to_owned()).collect()],
+        }
+    }
+
+    /// Adds a row (as many cells as headers).
+    pub fn row(&mut self, cells: Vec<String>) {
+        self.rows.push(cells);
+    }
+
+    /// The table as lines of text, each ending in a newline.
+    pub fn render(&self) -> String {
+        let columns = self.rows.iter().map(Vec::len).max().unwrap_or(0);
+        let mut widths = vec![0; columns];
+        for row in &self.rows {
+            for (width, cell) in widths.iter_mut().zip(row) {
+                *width = (*width).max(cell.chars().count());
+            }
+        }
+        let mut out = String::new();
+        for row in &self.rows {
+            let mut line = String::new();
+            for (index, cell) in row.iter().enumerate() {
+                if index + 1 == row.len() {
+                    line.push_str(cell);
+                } else {
+                    let pad = widths[index] - cell.chars().count();
+                    line.push_str(cell);
+                    line.push_str(&" ".repeat(pad + 2));
+                }
+            }
+            out.push_str(line.trim_end());
+            out.push('\n');
+        }
+        out
+    }
+
+    /// Prints the table on stdout.
+    pub fn print(&self) {
+        print!("{}", self.render());
+    }
+}
+
+/// A time for people: `2025-06-01 14:03:27 UTC`.
+pub fn time(at: &DateTime<Utc>) -> String {
+    at.format("%Y-%m-%d %H:%M:%S UTC").to_string()
+}
+
+/// `a, b, c`, or `empty` when there is nothing.
+pub fn list(items: &[String], empty: &str) -> String {
+    if items.is_empty() {
+        empty.to_owned()
+    } else {
+        items.join(", ")
+    }
+}
+
+/// `k=v, k2=v2`, or `empty` when there is nothing.
+pub fn pairs(map: &BTreeMap<String, String>, empty: &str) -> String {
+    let items: Vec<String> = map.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    list(&items, empty)
+}
+
+/// One `label  value` line of a detail view, labels aligned.
+pub fn field(label: &str, value: impl std::fmt::Display) {
+    println!("{label:<18}  {value}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tables_align_columns_and_do_not_pad_the_last() {
+        let mut table = Table::new(&["ID", "NAME", "NOTE"]);
+        table.row(vec!["1".into(), "rootfs".into(), "".into()]);
+        table.row(vec!["22".into(), "ü".into(), "last".into()]);
+        assert_eq!(
+            table.render(),
+            "ID  NAME    NOTE\n\
+             1   rootfs\n\
+             22  ü       last\n"
+        );
+    }
 }

@@ -1,11 +1,13 @@
 //! `airlift package …`: build, inspect and verify package files. The
 //! format itself (manifest rules, signatures, digests) lives in
 //! `airlift-package`; these commands only move bytes between files and it.
+//! The subcommands that talk to a server live in [`crate::admin::package`].
 
 mod build;
 mod inspect;
 mod verify;
 
+use crate::admin::{self, Admin, ConnectionArgs};
 use crate::cli::PackageCommand;
 use airlift_package::{Compression, Encryption, PayloadEntry};
 use anyhow::Result;
@@ -15,11 +17,12 @@ use indicatif::BinaryBytes;
 const BUF_LEN: usize = 1024 * 1024;
 
 /// Runs one `airlift package` subcommand.
-pub fn run(command: &PackageCommand, quiet: bool) -> Result<()> {
+pub fn run(command: &PackageCommand, connection: &ConnectionArgs, quiet: bool) -> Result<()> {
     match command {
         PackageCommand::Build(args) => build::run(args, quiet),
         PackageCommand::Inspect(args) => inspect::run(args),
         PackageCommand::Verify(args) => verify::run(args, quiet),
+        PackageCommand::Server(command) => admin::run(Admin::Package(command), connection, quiet),
     }
 }
 

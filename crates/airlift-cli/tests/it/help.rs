@@ -14,6 +14,32 @@ fn every_command_has_help_with_examples() {
         &["package", "build"],
         &["package", "inspect"],
         &["package", "verify"],
+        &["package", "upload"],
+        &["package", "list"],
+        &["package", "show"],
+        &["package", "delete"],
+        &["package", "download"],
+        &["server"],
+        &["server", "login"],
+        &["server", "logout"],
+        &["server", "status"],
+        &["device"],
+        &["device", "list"],
+        &["device", "show"],
+        &["device", "accept"],
+        &["device", "reject"],
+        &["device", "decommission"],
+        &["device", "preauthorize"],
+        &["device", "tag"],
+        &["deployment"],
+        &["deployment", "create"],
+        &["deployment", "list"],
+        &["deployment", "show"],
+        &["deployment", "cancel"],
+        &["token"],
+        &["token", "create"],
+        &["token", "list"],
+        &["token", "revoke"],
     ] {
         let output = airlift()
             .args(command)
@@ -46,7 +72,22 @@ fn top_level_help_says_what_airlift_is_and_lists_commands() {
         help.starts_with("Airlift ships signed over-the-air updates"),
         "{help}"
     );
-    for command in ["key", "package"] {
+    for command in ["key", "package", "server", "device", "deployment", "token"] {
         assert!(help.contains(&format!("  {command} ")), "{help}");
     }
+}
+
+#[test]
+fn help_never_shows_the_token_from_the_environment() {
+    let output = airlift()
+        .env("AIRLIFT_TOKEN", "alt_secret_from_the_environment")
+        .args(["package", "list", "--help"])
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let help = String::from_utf8(output).expect("UTF-8");
+    assert!(help.contains("--token"), "{help}");
+    assert!(!help.contains("alt_secret_from_the_environment"), "{help}");
 }

@@ -1,9 +1,12 @@
 //! End-to-end tests of the `airlift` binary: every test runs the real
-//! executable on real files in a fresh temporary directory.
+//! executable on real files in a fresh temporary directory, and the admin
+//! commands against a real airlift-server started in-process.
 
+mod admin;
 mod bad_input;
 mod help;
 mod keys;
 mod rejections;
 mod round_trip;
+mod server;
 mod support;
