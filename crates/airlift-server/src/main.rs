@@ -40,7 +40,7 @@ async fn main() -> anyhow::Result<()> {
             let listener = std::net::TcpListener::bind(config.listen)
                 .with_context(|| format!("listening on {}", config.listen))?;
             listener.set_nonblocking(true)?;
-            tracing::info!(listen = %config.listen, tls = true, "airlift-server ready");
+            tracing::info!(listen = %listener.local_addr()?, tls = true, "airlift-server ready");
             airlift_server::serve_tls(listener, state, tls, shutdown).await?;
         }
         None => {

@@ -180,6 +180,9 @@ pub async fn preauthorize_device(
     caller.require_operator()?;
     validate_identity(&request.identity)?;
     validate_tags(&request.tags)?;
+    let mut tags = request.tags;
+    tags.sort();
+    tags.dedup();
     let key =
         parse_public_key(&request.public_key).map_err(|e| ApiError::bad_request(e.to_string()))?;
     let device = Device {
@@ -187,7 +190,7 @@ pub async fn preauthorize_device(
         status: DeviceStatus::Preauthorized,
         identity: request.identity,
         public_key: public_key_pem(&key),
-        tags: request.tags,
+        tags,
         device_type: None,
         hardware_revision: None,
         installed: BTreeMap::new(),

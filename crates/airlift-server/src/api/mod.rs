@@ -68,6 +68,7 @@ pub fn routes() -> Router<AppState> {
             get(tokens::list_tokens).post(tokens::create_token),
         )
         .route("/tokens/{token_id}", delete(tokens::delete_token))
+        .route("/whoami", get(tokens::whoami))
         .route("/audit", get(audit::list_audit))
         .layer(DefaultBodyLimit::max(JSON_BODY_LIMIT))
 }

@@ -4,12 +4,24 @@ use crate::error::{ApiError, ApiResult};
 use crate::extract::{ApiJson, ApiPath};
 use crate::state::AppState;
 use airlift_protocol::management::{ApiToken, CreateTokenRequest, CreatedToken};
+use airlift_protocol::state::Role;
 use airlift_protocol::TokenId;
 use airlift_store::ApiTokenRecord;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use chrono::Utc;
+
+/// Who the calling token is: its id, name and role. Any role may ask.
+#[utoipa::path(get, path = "/api/v1/whoami", tag = "tokens", security(("api_token" = [])), responses((status = 200, body = ApiToken), (status = 401, body = airlift_protocol::ErrorBody)))]
+pub async fn whoami(State(state): State<AppState>, caller: ApiCaller) -> ApiResult<Json<ApiToken>> {
+    let tokens = state.store().list_api_tokens().await?;
+    tokens
+        .into_iter()
+        .find(|t| t.id == caller.token_id)
+        .map(Json)
+        .ok_or_else(|| ApiError::Unauthorized("token revoked".into()))
+}
 
 /// Create an API token (admin only). The secret is in this answer only.
 #[utoipa::path(post, path = "/api/v1/tokens", tag = "tokens", request_body = CreateTokenRequest, security(("api_token" = [])), responses((status = 201, body = CreatedToken), (status = 403, body = airlift_protocol::ErrorBody)))]
@@ -65,6 +77,17 @@ pub async fn delete_token(
     ApiPath(id): ApiPath<TokenId>,
 ) -> ApiResult<StatusCode> {
     caller.require_admin()?;
+    let tokens = state.store().list_api_tokens().await?;
+    let Some(target) = tokens.iter().find(|t| t.id == id) else {
+        return Err(ApiError::NotFound(format!("no token {id}")));
+    };
+    let admins = tokens.iter().filter(|t| t.role == Role::Admin).count();
+    if target.role == Role::Admin && admins == 1 {
+        return Err(ApiError::Conflict(
+            "last_admin",
+            "this is the last admin token; create another admin token first, or nobody could manage the server".into(),
+        ));
+    }
     if !state.store().delete_api_token(id).await? {
         return Err(ApiError::NotFound(format!("no token {id}")));
     }

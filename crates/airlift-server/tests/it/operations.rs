@@ -54,3 +54,35 @@ async fn probes_metrics_and_openapi() {
     }
     assert!(openapi["components"]["schemas"]["Inventory"].is_object());
 }
+
+#[tokio::test]
+async fn serves_https_when_given_a_certificate() {
+    let certified =
+        rcgen::generate_simple_self_signed(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
+            .expect("self-signed certificate");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cert = dir.path().join("cert.pem");
+    let key = dir.path().join("key.pem");
+    std::fs::write(&cert, certified.cert.pem()).expect("write cert");
+    std::fs::write(&key, certified.key_pair.serialize_pem()).expect("write key");
+    let cert_arg = cert.to_string_lossy().into_owned();
+    let key_arg = key.to_string_lossy().into_owned();
+    let server = TestServer::start_with(
+        Backend::Sqlite,
+        &["--tls-cert", &cert_arg, "--tls-key", &key_arg],
+    )
+    .await;
+    assert!(server.url.starts_with("https://"), "{}", server.url);
+
+    let trusted = reqwest::Client::builder()
+        .add_root_certificate(
+            reqwest::Certificate::from_pem(certified.cert.pem().as_bytes()).expect("pem"),
+        )
+        .build()
+        .expect("client");
+    let url = format!("{}/healthz", server.url.replace("127.0.0.1", "localhost"));
+    let answer = trusted.get(&url).send().await.expect("https request");
+    assert_eq!(answer.status(), StatusCode::OK);
+    // A client that does not trust the certificate is refused the connection.
+    assert!(reqwest::Client::new().get(&url).send().await.is_err());
+}

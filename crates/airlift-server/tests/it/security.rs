@@ -107,6 +107,29 @@ async fn management_api_requires_the_right_token() {
         .expect("request");
     assert_eq!(after.status(), StatusCode::UNAUTHORIZED);
 
+    // Any token may ask who it is; the last admin token cannot be revoked.
+    let me = server
+        .client
+        .get(server.api("/whoami"))
+        .bearer_auth(&viewer)
+        .send()
+        .await
+        .expect("request");
+    let me: Value = me.json().await.expect("json");
+    assert_eq!(
+        (me["name"].as_str(), me["role"].as_str()),
+        (Some("dashboard"), Some("viewer"))
+    );
+    let admin = server.admin_get("/whoami").await;
+    let last = server
+        .client
+        .delete(server.api(&format!("/tokens/{}", admin["id"].as_str().expect("id"))))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(last.status(), StatusCode::CONFLICT);
+
     let audit = server.admin_get("/audit").await;
     let actions: Vec<&str> = audit
         .as_array()

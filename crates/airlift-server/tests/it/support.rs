@@ -70,13 +70,18 @@ pub struct TestServer {
 
 impl TestServer {
     pub async fn start(backend: Backend) -> Self {
+        Self::start_with(backend, &[]).await
+    }
+
+    /// Starts with extra command-line arguments.
+    pub async fn start_with(backend: Backend, extra: &[&str]) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let signer = SigningKey::generate().expect("key");
         let trust = dir.path().join("release.pub");
         std::fs::write(&trust, signer.public_key().to_pem().expect("pem")).expect("write key");
         let mut server = Self {
             url: String::new(),
-            child: spawn(&dir, &backend, None),
+            child: spawn(&dir, &backend, None, extra),
             dir,
             signer,
             backend,
@@ -91,7 +96,7 @@ impl TestServer {
         self.child.kill().expect("kill -9");
         let _ = self.child.wait();
         let port = self.url.rsplit(':').next().map(str::to_owned);
-        self.child = spawn(&self.dir, &self.backend, port.as_deref());
+        self.child = spawn(&self.dir, &self.backend, port.as_deref(), &[]);
         self.url = wait_ready(&mut self.child);
     }
 }
@@ -183,7 +188,7 @@ impl Drop for TestServer {
     }
 }
 
-fn spawn(dir: &TempDir, backend: &Backend, port: Option<&str>) -> Child {
+fn spawn(dir: &TempDir, backend: &Backend, port: Option<&str>, extra: &[&str]) -> Child {
     let listen = format!("127.0.0.1:{}", port.unwrap_or("0"));
     let mut command = Command::new(env!("CARGO_BIN_EXE_airlift-server"));
     command
@@ -201,6 +206,7 @@ fn spawn(dir: &TempDir, backend: &Backend, port: Option<&str>) -> Child {
             "--max-package-mib",
             "64",
         ])
+        .args(extra)
         .env("AIRLIFT_ADMIN_TOKEN", ADMIN_TOKEN)
         .env("AIRLIFT_LOG", "info")
         .stdout(Stdio::null())
@@ -219,10 +225,13 @@ fn wait_ready(child: &mut Child) -> String {
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
             if let Ok(entry) = serde_json::from_str::<Value>(&line) {
                 if entry["fields"]["message"] == "airlift-server ready" {
-                    let _ = tx.send(Ok(entry["fields"]["listen"]
-                        .as_str()
-                        .unwrap_or_default()
-                        .to_owned()));
+                    let scheme = if entry["fields"]["tls"] == true {
+                        "https"
+                    } else {
+                        "http"
+                    };
+                    let addr = entry["fields"]["listen"].as_str().unwrap_or_default();
+                    let _ = tx.send(Ok(format!("{scheme}://{addr}")));
                     continue;
                 }
             }
@@ -235,7 +244,7 @@ fn wait_ready(child: &mut Child) -> String {
     let mut log = Vec::new();
     loop {
         match rx.recv_timeout(Duration::from_secs(60)) {
-            Ok(Ok(addr)) => return format!("http://{addr}"),
+            Ok(Ok(url)) => return url,
             Ok(Err(line)) => log.push(line),
             Err(_) => panic!("server did not become ready:\n{}", log.join("\n")),
         }
