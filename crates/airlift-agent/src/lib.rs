@@ -1,0 +1,17 @@
+//! The Airlift device agent.
+//!
+//! Its one promise: whatever happens — power cut, network loss, a bad
+//! package, a broken release — the device ends up running either the old
+//! version or the new one, healthy, and the server knows which.
+//!
+//! - [`boot`]: boot control behind a trait — GRUB, U-Boot, and
+//!   [`boot::FileBootEnv`], a file-backed model of a bootloader's trial-boot
+//!   logic for tests and simulation.
+//! - [`machine`]: the update state machine, without I/O:
+//!   `step(state, event) -> (state, effects)`, and its atomic persistence.
+//!
+//! This crate must not know the server's internals or its store: it speaks
+//! only the device API of `airlift-protocol`.
+
+pub mod boot;
+pub mod machine;
