@@ -7,6 +7,9 @@
 //! - [`boot`]: boot control behind a trait — GRUB, U-Boot, and
 //!   [`boot::FileBootEnv`], a file-backed model of a bootloader's trial-boot
 //!   logic for tests and simulation.
+//! - [`install`]: installers behind a trait — raw images into the inactive
+//!   slot (read back and checked), files replaced atomically with a backup
+//!   kept until commit, and external update modules called per state.
 //! - [`machine`]: the update state machine, without I/O:
 //!   `step(state, event) -> (state, effects)`, and its atomic persistence.
 //!
@@ -14,4 +17,5 @@
 //! only the device API of `airlift-protocol`.
 
 pub mod boot;
+pub mod install;
 pub mod machine;

@@ -1,0 +1,364 @@
+//! `image` payloads: raw bytes streamed into the inactive slot of an A/B
+//! pair, then read back and checked against the signed digest.
+
+use super::{InstallError, InstallOutcome, Installer, PayloadRef, Reboot};
+use crate::boot::Slot;
+use airlift_package::{PayloadEntry, Sha256Digest, Sha256Hasher};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::FileTypeExt;
+use std::path::{Path, PathBuf};
+
+/// Bytes moved per read and write.
+const BUFFER: usize = 1024 * 1024;
+
+/// The slot set used when none is configured.
+pub const DEFAULT_SLOT_SET: &str = "rootfs";
+
+/// The two devices (or, for tests and simulation, regular files) of one
+/// slot set, e.g. `rootfs` = `/dev/mmcblk0p2` and `/dev/mmcblk0p3`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SlotDevices {
+    /// Slot A's block device or file.
+    pub a: PathBuf,
+    /// Slot B's block device or file.
+    pub b: PathBuf,
+}
+
+impl SlotDevices {
+    /// The device or file of `slot`.
+    pub fn path(&self, slot: Slot) -> &Path {
+        match slot {
+            Slot::A => &self.a,
+            Slot::B => &self.b,
+        }
+    }
+}
+
+/// Writes `image` payloads into one slot of the slot set their target names.
+///
+/// A block device is written in place (and refused if the image is larger
+/// than the device); a regular file is truncated and rewritten. After the
+/// last byte the slot is `fsync`ed, its cached pages are dropped, and exactly
+/// the installed size is read back and hashed: the install fails unless that
+/// digest equals the manifest's installed digest. The outcome asks for
+/// [`Reboot::Device`].
+///
+/// Commit and rollback do nothing here: the old slot is untouched, and which
+/// slot boots is boot control's business.
+#[derive(Debug, Clone)]
+pub struct ImageInstaller {
+    slot_sets: BTreeMap<String, SlotDevices>,
+    target: Slot,
+}
+
+impl ImageInstaller {
+    /// An installer writing slot `target` — the slot that is not running,
+    /// as boot control reports it — of the given slot sets (slot set name,
+    /// as used in `image` payload targets → its two devices).
+    pub fn new(slot_sets: BTreeMap<String, SlotDevices>, target: Slot) -> Self {
+        Self { slot_sets, target }
+    }
+
+    /// An installer for the one slot set `rootfs`.
+    pub fn rootfs(devices: SlotDevices, target: Slot) -> Self {
+        Self::new(
+            BTreeMap::from([(DEFAULT_SLOT_SET.to_owned(), devices)]),
+            target,
+        )
+    }
+
+    /// The slot that is written.
+    pub fn target(&self) -> Slot {
+        self.target
+    }
+
+    /// Changes the slot that is written (to the inactive one, after a boot).
+    pub fn set_target(&mut self, target: Slot) {
+        self.target = target;
+    }
+
+    /// The configured slot sets.
+    pub fn slot_sets(&self) -> &BTreeMap<String, SlotDevices> {
+        &self.slot_sets
+    }
+
+    fn device_for(&self, entry: &PayloadEntry) -> Result<&Path, InstallError> {
+        self.slot_sets
+            .get(&entry.target)
+            .map(|devices| devices.path(self.target))
+            .ok_or_else(|| InstallError::UnknownSlotSet {
+                target: entry.target.clone(),
+                known: self.slot_sets.keys().cloned().collect(),
+            })
+    }
+}
+
+impl Installer for ImageInstaller {
+    fn install(
+        &mut self,
+        payload: PayloadRef<'_>,
+        installed: &mut dyn Read,
+    ) -> Result<InstallOutcome, InstallError> {
+        let entry = payload.entry();
+        let path = self.device_for(entry)?.to_owned();
+        tracing::info!(
+            target_name = %entry.target,
+            slot = %self.target,
+            path = %path.display(),
+            size = entry.installed.size,
+            "writing image into the inactive slot"
+        );
+        let mut slot = open_slot(&path, entry)?;
+        let written = stream(installed, &mut slot, &path, payload)?;
+        slot.sync_all()
+            .map_err(InstallError::io("flushing slot", &path))?;
+        super::sys::drop_cached_pages(&slot);
+        drop(slot);
+        verify_slot(&path, entry.installed.size, &entry.installed.sha256)?;
+        tracing::info!(path = %path.display(), bytes = written, "image written and read back");
+        Ok(InstallOutcome {
+            reboot: Reboot::Device,
+            bytes: written,
+        })
+    }
+
+    fn commit(&mut self) -> Result<(), InstallError> {
+        Ok(())
+    }
+
+    fn rollback(&mut self) -> Result<(), InstallError> {
+        Ok(())
+    }
+}
+
+/// Opens a slot for writing: a block device in place, after checking that
+/// the image fits; anything else as a regular file, truncated.
+fn open_slot(path: &Path, entry: &PayloadEntry) -> Result<File, InstallError> {
+    let is_block_device = match fs::metadata(path) {
+        Ok(meta) => meta.file_type().is_block_device(),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => false,
+        Err(e) => return Err(InstallError::io("inspecting slot", path)(e)),
+    };
+    if !is_block_device {
+        return OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(path)
+            .map_err(InstallError::io("opening slot file", path));
+    }
+    let mut device = OpenOptions::new()
+        .write(true)
+        .open(path)
+        .map_err(InstallError::io("opening slot device", path))?;
+    let capacity = device
+        .seek(SeekFrom::End(0))
+        .and_then(|size| device.rewind().map(|()| size))
+        .map_err(InstallError::io("finding the size of slot device", path))?;
+    if entry.installed.size > capacity {
+        return Err(InstallError::ImageTooLarge {
+            target: entry.target.clone(),
+            device: path.to_owned(),
+            size: entry.installed.size,
+            capacity,
+        });
+    }
+    Ok(device)
+}
+
+/// Copies `installed` into `slot` until end-of-file, refusing more bytes
+/// than declared.
+fn stream(
+    installed: &mut dyn Read,
+    slot: &mut File,
+    path: &Path,
+    payload: PayloadRef<'_>,
+) -> Result<u64, InstallError> {
+    let entry = payload.entry();
+    let mut buf = vec![0u8; BUFFER];
+    let mut written = 0u64;
+    loop {
+        let n = match installed.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(source) => {
+                return Err(InstallError::Payload {
+                    index: payload.index(),
+                    target: entry.target.clone(),
+                    source,
+                })
+            }
+        };
+        written += n as u64;
+        if written > entry.installed.size {
+            return Err(InstallError::SizeMismatch {
+                target: entry.target.clone(),
+                expected: entry.installed.size,
+                actual: written,
+            });
+        }
+        slot.write_all(&buf[..n])
+            .map_err(InstallError::io("writing slot", path))?;
+    }
+    if written != entry.installed.size {
+        return Err(InstallError::SizeMismatch {
+            target: entry.target.clone(),
+            expected: entry.installed.size,
+            actual: written,
+        });
+    }
+    Ok(written)
+}
+
+/// Reads the first `size` bytes of the slot back and compares their digest
+/// with `expected` (in constant time).
+fn verify_slot(path: &Path, size: u64, expected: &Sha256Digest) -> Result<(), InstallError> {
+    let slot = File::open(path).map_err(InstallError::io("opening slot to read back", path))?;
+    let mut hasher = Sha256Hasher::new();
+    let mut buf = vec![0u8; BUFFER];
+    let mut reader = slot.take(size);
+    loop {
+        match reader.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => hasher.update(&buf[..n]),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(InstallError::io("reading slot back", path)(e)),
+        }
+    }
+    let read = hasher.len();
+    let actual = hasher.finish();
+    if read != size || actual != *expected {
+        return Err(InstallError::ReadBack {
+            path: path.to_owned(),
+            size: read,
+            expected: *expected,
+            actual,
+        });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::install::testutil::{self, Spec};
+    use airlift_package::PayloadType;
+
+    fn slots(dir: &Path) -> SlotDevices {
+        SlotDevices {
+            a: dir.join("slot-a.img"),
+            b: dir.join("slot-b.img"),
+        }
+    }
+
+    #[test]
+    fn writes_the_inactive_slot_and_reads_it_back() -> testutil::Result {
+        let dir = tempfile::tempdir()?;
+        let devices = slots(dir.path());
+        fs::write(&devices.a, b"running system")?;
+        fs::write(&devices.b, vec![0xAA; 3 * BUFFER])?;
+        let image: Vec<u8> = (0..2 * BUFFER + 123).map(|i| (i % 251) as u8).collect();
+        let package = testutil::package(&[Spec::zstd(PayloadType::Image, "rootfs", &image)])?;
+
+        let mut installer = ImageInstaller::rootfs(devices.clone(), Slot::B);
+        let outcomes = package.install_all(&mut installer)?;
+
+        assert_eq!(outcomes[0].reboot, Reboot::Device);
+        assert_eq!(outcomes[0].bytes, image.len() as u64);
+        assert_eq!(
+            fs::read(&devices.b)?,
+            image,
+            "slot file truncated to the image"
+        );
+        assert_eq!(fs::read(&devices.a)?, b"running system");
+        Ok(())
+    }
+
+    #[test]
+    fn read_back_detects_a_slot_that_differs_from_the_signed_digest() -> testutil::Result {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("slot");
+        let image = b"the image as signed".to_vec();
+        let expected = Sha256Digest::of(&image);
+        fs::write(&path, &image)?;
+        verify_slot(&path, image.len() as u64, &expected)?;
+
+        let mut corrupted = image.clone();
+        corrupted[4] ^= 0x01;
+        fs::write(&path, &corrupted)?;
+        let error = verify_slot(&path, image.len() as u64, &expected).err();
+        assert!(
+            matches!(error, Some(InstallError::ReadBack { .. })),
+            "{error:?}"
+        );
+        let message = error.map(|e| e.to_string()).unwrap_or_default();
+        assert!(message.contains(&expected.to_string()), "{message}");
+
+        fs::write(&path, &image[..5])?;
+        let short = verify_slot(&path, image.len() as u64, &expected).err();
+        assert!(
+            matches!(short, Some(InstallError::ReadBack { size: 5, .. })),
+            "{short:?}"
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn a_payload_failing_its_digest_is_an_error_and_never_reported_installed() -> testutil::Result {
+        let dir = tempfile::tempdir()?;
+        let devices = slots(dir.path());
+        let mut package =
+            testutil::package(&[Spec::plain(PayloadType::Image, "rootfs", b"image bytes")])?;
+        package.corrupt_last_byte();
+
+        let mut installer = ImageInstaller::rootfs(devices, Slot::A);
+        let error = package.install_all(&mut installer).err();
+        assert!(
+            matches!(error, Some(InstallError::Payload { index: 0, .. })),
+            "{error:?}"
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn refuses_unknown_slot_sets() -> testutil::Result {
+        let dir = tempfile::tempdir()?;
+        let package = testutil::package(&[Spec::plain(PayloadType::Image, "bootfs", b"x")])?;
+        let mut installer = ImageInstaller::rootfs(slots(dir.path()), Slot::A);
+        let error = package.install_all(&mut installer).err();
+        let message = error.map(|e| e.to_string()).unwrap_or_default();
+        assert!(
+            message.contains("\"bootfs\"") && message.contains("rootfs"),
+            "{message}"
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn several_slot_sets_are_written_into_the_same_slot() -> testutil::Result {
+        let dir = tempfile::tempdir()?;
+        let boot = SlotDevices {
+            a: dir.path().join("boot-a"),
+            b: dir.path().join("boot-b"),
+        };
+        let sets = BTreeMap::from([
+            ("rootfs".to_owned(), slots(dir.path())),
+            ("bootfs".to_owned(), boot.clone()),
+        ]);
+        let package = testutil::package(&[
+            Spec::plain(PayloadType::Image, "rootfs", b"root"),
+            Spec::plain(PayloadType::Image, "bootfs", b"boot"),
+        ])?;
+        let mut installer = ImageInstaller::new(sets, Slot::A);
+        package.install_all(&mut installer)?;
+        assert_eq!(fs::read(dir.path().join("slot-a.img"))?, b"root");
+        assert_eq!(fs::read(&boot.a)?, b"boot");
+        assert!(!boot.b.exists());
+        Ok(())
+    }
+}
