@@ -12,10 +12,18 @@
 //!   kept until commit, and external update modules called per state.
 //! - [`machine`]: the update state machine, without I/O:
 //!   `step(state, event) -> (state, effects)`, and its atomic persistence.
+//! - [`client`], [`download`], [`identity`]: the device API from the
+//!   device's side — a signed authentication with the device's own key,
+//!   check-ins, reports, and downloads that resume with `Range`.
 //!
 //! This crate must not know the server's internals or its store: it speaks
 //! only the device API of `airlift-protocol`.
 
 pub mod boot;
+pub mod client;
+pub mod config;
+pub mod download;
+pub mod health;
+pub mod identity;
 pub mod install;
 pub mod machine;

@@ -1,0 +1,255 @@
+//! `agent.toml`: what the agent needs to know about its device and server.
+//! Parsed strictly (unknown keys are errors) and checked before use.
+
+use crate::health::HealthCheck;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// The agent's configuration file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentConfig {
+    /// The update server, e.g. `https://updates.example.com`.
+    pub server_url: String,
+    /// Where the agent keeps its key, state and queue.
+    pub data_dir: PathBuf,
+    /// The device type packages must list.
+    pub device_type: String,
+    /// Hardware revision, if packages distinguish them.
+    #[serde(default)]
+    pub hardware_revision: Option<String>,
+    /// Identity attributes sent when authenticating (serial, MAC, …).
+    #[serde(default)]
+    pub identity: BTreeMap<String, String>,
+    /// A program printing `key=value` identity lines, instead of `identity`.
+    #[serde(default)]
+    pub identity_command: Option<Vec<String>>,
+    /// Static inventory attributes reported at every check-in.
+    #[serde(default)]
+    pub attributes: BTreeMap<String, String>,
+    /// Software installed at the factory (name → version); afterwards the
+    /// agent keeps its own record of what it installed.
+    #[serde(default)]
+    pub installed: BTreeMap<String, String>,
+    /// Public keys (PEM) trusted to sign packages.
+    pub trusted_keys: Vec<PathBuf>,
+    /// Trusted signatures required [default: 1].
+    #[serde(default = "one")]
+    pub trust_threshold: usize,
+    /// age identity file for encrypted payloads.
+    #[serde(default)]
+    pub age_identity: Option<PathBuf>,
+    /// Seconds between check-ins until the server says otherwise [default: 60].
+    #[serde(default = "sixty")]
+    pub poll_interval_secs: u64,
+    /// Download rate cap in bytes per second.
+    #[serde(default)]
+    pub bandwidth_limit: Option<u64>,
+    /// A/B slot pairs by image target name (`rootfs` → a, b).
+    #[serde(default)]
+    pub slots: BTreeMap<String, SlotPair>,
+    /// How to read and steer the bootloader.
+    pub boot: BootConfig,
+    /// Checks that decide whether a trial boot is healthy.
+    #[serde(default)]
+    pub health_checks: Vec<HealthCheck>,
+    /// The command that reboots the device [default: `systemctl reboot`].
+    #[serde(default = "default_reboot")]
+    pub reboot_command: Vec<String>,
+    /// Where update modules (`module:<name>` payloads) live.
+    #[serde(default = "default_modules")]
+    pub modules_dir: PathBuf,
+    /// Prefix for `file` payload targets [default: `/`]; tests use a directory.
+    #[serde(default = "default_root")]
+    pub root: PathBuf,
+}
+
+/// The two slots of one A/B pair: block devices or files.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SlotPair {
+    /// Slot A.
+    pub a: PathBuf,
+    /// Slot B.
+    pub b: PathBuf,
+}
+
+/// Which bootloader interface to use.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(tag = "backend", rename_all = "snake_case", deny_unknown_fields)]
+pub enum BootConfig {
+    /// GRUB via `grub-editenv`.
+    Grub {
+        /// The grubenv file.
+        grubenv: PathBuf,
+        /// Kernel command line, for the booted slot [default: /proc/cmdline].
+        #[serde(default = "default_cmdline")]
+        cmdline: PathBuf,
+    },
+    /// U-Boot via `fw_printenv`/`fw_setenv`.
+    Uboot {
+        /// `fw_env.config`.
+        #[serde(default = "default_fw_env")]
+        config: PathBuf,
+        /// Kernel command line, for the booted slot [default: /proc/cmdline].
+        #[serde(default = "default_cmdline")]
+        cmdline: PathBuf,
+    },
+    /// `FileBootEnv`: a file-backed model of the bootloader, for tests and
+    /// simulation (a harness plays the bootloader's power-up step).
+    File {
+        /// The environment file.
+        path: PathBuf,
+    },
+}
+
+fn one() -> usize {
+    1
+}
+fn sixty() -> u64 {
+    60
+}
+fn default_reboot() -> Vec<String> {
+    vec!["systemctl".into(), "reboot".into()]
+}
+fn default_modules() -> PathBuf {
+    PathBuf::from("/usr/lib/airlift/modules")
+}
+fn default_root() -> PathBuf {
+    PathBuf::from("/")
+}
+fn default_cmdline() -> PathBuf {
+    PathBuf::from("/proc/cmdline")
+}
+fn default_fw_env() -> PathBuf {
+    PathBuf::from("/etc/fw_env.config")
+}
+
+/// Why the configuration cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// Unreadable file.
+    #[error("reading {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Not valid TOML for the agent.
+    #[error("{path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong, with the line.
+        message: String,
+    },
+    /// A value out of range.
+    #[error("{path}: {message}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+impl AgentConfig {
+    /// Reads and checks `path`.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(&text, path)
+    }
+
+    /// Parses and checks TOML text; `path` is for messages.
+    pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        let config: AgentConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })?;
+        let invalid = |message: &str| ConfigError::Invalid {
+            path: path.to_owned(),
+            message: message.to_owned(),
+        };
+        if config.trusted_keys.is_empty() {
+            return Err(invalid(
+                "trusted_keys is empty: the agent refuses every package it cannot verify; list the release public key",
+            ));
+        }
+        if config.trust_threshold == 0 || config.trust_threshold > config.trusted_keys.len() {
+            return Err(invalid(
+                "trust_threshold must be between 1 and the number of trusted_keys",
+            ));
+        }
+        if config.identity.is_empty() && config.identity_command.is_none() {
+            return Err(invalid(
+                "set identity (e.g. serial = \"…\") or identity_command",
+            ));
+        }
+        if config.device_type.is_empty() {
+            return Err(invalid("device_type must not be empty"));
+        }
+        if config.poll_interval_secs == 0 {
+            return Err(invalid("poll_interval_secs must be at least 1"));
+        }
+        if config.reboot_command.is_empty() {
+            return Err(invalid("reboot_command must name a program"));
+        }
+        Ok(config)
+    }
+
+    /// The device key file.
+    pub fn key_path(&self) -> PathBuf {
+        self.data_dir.join("device.key")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+server_url = "http://127.0.0.1:8080"
+data_dir = "/var/lib/airlift"
+device_type = "acme-gw"
+identity = { serial = "SN1" }
+trusted_keys = ["/etc/airlift/release.pub"]
+[boot]
+backend = "file"
+path = "/var/lib/airlift/bootenv"
+[slots.rootfs]
+a = "/dev/mmcblk0p2"
+b = "/dev/mmcblk0p3"
+[[health_checks]]
+name = "app"
+command = ["/usr/bin/app", "--self-test"]
+"#;
+
+    #[test]
+    fn a_minimal_config_parses_with_defaults() {
+        let config = AgentConfig::parse(MINIMAL, Path::new("agent.toml")).expect("valid");
+        assert_eq!(config.poll_interval_secs, 60);
+        assert_eq!(config.reboot_command, ["systemctl", "reboot"]);
+        assert_eq!(config.health_checks[0].timeout_secs, 60);
+        assert_eq!(
+            config.boot,
+            BootConfig::File {
+                path: "/var/lib/airlift/bootenv".into()
+            }
+        );
+    }
+
+    #[test]
+    fn mistakes_are_named() {
+        let typo = MINIMAL.replace("device_type", "devicetype");
+        let error = AgentConfig::parse(&typo, Path::new("agent.toml")).expect_err("typo");
+        assert!(error.to_string().contains("devicetype"), "{error}");
+        let untrusting = MINIMAL.replace(r#"["/etc/airlift/release.pub"]"#, "[]");
+        let error = AgentConfig::parse(&untrusting, Path::new("agent.toml")).expect_err("no keys");
+        assert!(error.to_string().contains("trusted_keys"), "{error}");
+    }
+}

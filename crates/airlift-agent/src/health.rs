@@ -1,0 +1,152 @@
+//! Health checks after a trial boot: configured commands, each with a
+//! timeout. Any failure or timeout means the new version is not healthy.
+
+use serde::Deserialize;
+use std::io::Read;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+use wait_timeout::ChildExt;
+
+/// One check: a command that exits 0 when the system is healthy.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthCheck {
+    /// A name for reports.
+    pub name: String,
+    /// Program and arguments (no shell).
+    pub command: Vec<String>,
+    /// Seconds before the check counts as failed [default: 60].
+    #[serde(default = "default_timeout")]
+    pub timeout_secs: u64,
+}
+
+fn default_timeout() -> u64 {
+    60
+}
+
+/// Longest output kept from a failing check.
+const OUTPUT_TAIL: usize = 4096;
+
+/// Why the system is not healthy: which check, and what it said.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("health check '{name}' failed: {reason}\n{output}")]
+pub struct Unhealthy {
+    /// The check.
+    pub name: String,
+    /// Exit status, timeout, or why it could not run.
+    pub reason: String,
+    /// The tail of its stdout and stderr.
+    pub output: String,
+}
+
+/// Runs every check in order; the first failure is the verdict.
+pub fn run_all(checks: &[HealthCheck]) -> Result<(), Unhealthy> {
+    checks.iter().try_for_each(run)
+}
+
+/// Runs one check.
+pub fn run(check: &HealthCheck) -> Result<(), Unhealthy> {
+    let unhealthy = |reason: String, output: String| Unhealthy {
+        name: check.name.clone(),
+        reason,
+        output,
+    };
+    let Some((program, args)) = check.command.split_first() else {
+        return Err(unhealthy("the check has no command".into(), String::new()));
+    };
+    let log = tempfile::tempfile()
+        .map_err(|e| unhealthy(format!("cannot make a log file: {e}"), String::new()))?;
+    let log_err = log
+        .try_clone()
+        .map_err(|e| unhealthy(format!("cannot make a log file: {e}"), String::new()))?;
+    let mut child = Command::new(PathBuf::from(program))
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(
+            log.try_clone()
+                .map_err(|e| unhealthy(e.to_string(), String::new()))?,
+        )
+        .stderr(log_err)
+        .spawn()
+        .map_err(|e| unhealthy(format!("cannot start {program}: {e}"), String::new()))?;
+    let waited = child
+        .wait_timeout(Duration::from_secs(check.timeout_secs))
+        .map_err(|e| unhealthy(format!("waiting for {program}: {e}"), String::new()))?;
+    let status = match waited {
+        Some(status) => status,
+        None => {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(unhealthy(
+                format!("timed out after {} s", check.timeout_secs),
+                tail(log),
+            ));
+        }
+    };
+    if status.success() {
+        Ok(())
+    } else {
+        Err(unhealthy(format!("exited with {status}"), tail(log)))
+    }
+}
+
+fn tail(mut log: std::fs::File) -> String {
+    use std::io::{Seek, SeekFrom};
+    let len = log.seek(SeekFrom::End(0)).unwrap_or(0);
+    let start = len.saturating_sub(OUTPUT_TAIL as u64);
+    let mut bytes = Vec::new();
+    if log.seek(SeekFrom::Start(start)).is_ok() {
+        let _ = log.read_to_end(&mut bytes);
+    }
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(script: &str, timeout_secs: u64) -> HealthCheck {
+        HealthCheck {
+            name: "test".into(),
+            command: vec!["/bin/sh".into(), "-c".into(), script.into()],
+            timeout_secs,
+        }
+    }
+
+    #[test]
+    fn passing_checks_pass() {
+        assert_eq!(run_all(&[check("exit 0", 5), check("true", 5)]), Ok(()));
+    }
+
+    #[test]
+    fn a_failing_check_reports_its_output() {
+        let error = run_all(&[
+            check("true", 5),
+            check("echo 'database down' >&2; exit 3", 5),
+        ])
+        .expect_err("unhealthy");
+        assert!(error.reason.contains("exit status: 3"), "{error}");
+        assert!(error.output.contains("database down"), "{error}");
+    }
+
+    #[test]
+    fn a_hanging_check_times_out() {
+        let started = std::time::Instant::now();
+        let error = run(&check("echo started; sleep 30", 1)).expect_err("timed out");
+        assert!(error.reason.contains("timed out"), "{error}");
+        assert!(error.output.contains("started"));
+        assert!(started.elapsed() < Duration::from_secs(10));
+    }
+
+    #[test]
+    fn a_missing_program_is_unhealthy() {
+        let error = run(&HealthCheck {
+            name: "x".into(),
+            command: vec!["/nonexistent/check".into()],
+            timeout_secs: 5,
+        })
+        .expect_err("cannot run");
+        assert!(error.reason.contains("cannot start"), "{error}");
+    }
+}
