@@ -12,6 +12,8 @@
 //!   kept until commit, and external update modules called per state.
 //! - [`machine`]: the update state machine, without I/O:
 //!   `step(state, event) -> (state, effects)`, and its atomic persistence.
+//! - [`driver`]: performs the machine's effects and feeds back events —
+//!   check-in, offer, download, install, trial boot, commit or roll back.
 //! - [`client`], [`download`], [`identity`]: the device API from the
 //!   device's side — a signed authentication with the device's own key,
 //!   check-ins, reports, and downloads that resume with `Range`.
@@ -23,6 +25,7 @@ pub mod boot;
 pub mod client;
 pub mod config;
 pub mod download;
+pub mod driver;
 pub mod health;
 pub mod identity;
 pub mod install;

@@ -1,0 +1,907 @@
+//! The driver: performs the [`machine`](crate::machine)'s effects and feeds
+//! back what happened, synchronously, one event at a time.
+//!
+//! [`Agent::resume`] continues whatever was persisted (it must run first at
+//! every start); [`Agent::poll_once`] delivers queued reports, checks in and
+//! takes an offer through download, install, trial arming and reboot. Every
+//! effect is carried out by one [`Agent::perform`] match; the rules it keeps
+//! are the machine's (see [`machine`](crate::machine#the-drivers-side-of-the-contract)):
+//! the state is saved before its effects run, the first failing effect ends
+//! its list, and `success` is only reported once the boot is committed.
+//!
+//! ```no_run
+//! use airlift_agent::config::AgentConfig;
+//! use airlift_agent::driver::Agent;
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let config = AgentConfig::load("/etc/airlift/agent.toml".as_ref())?;
+//! let mut agent = Agent::new(config)?;
+//! agent.resume()?;
+//! agent.poll_once()?;
+//! # Ok(())
+//! # }
+//! ```
+
+use crate::boot::{BootControl, BootError, BootVars, FileBootEnv, GrubEnv, Slot, UBootEnv};
+use crate::client::{ClientError, ServerClient};
+use crate::config::{AgentConfig, BootConfig};
+use crate::download::{DownloadStopped, ResumableDownload};
+use crate::identity::{self, IdentityError};
+use crate::install::{
+    FileInstaller, ImageInstaller, Installer, Installers, ModuleInstaller, PayloadRef, SlotDevices,
+};
+use crate::machine::{
+    step, Activation, Decline, Effect, Event, Job, Outbox, OutboxError, Report, State, StateError,
+    StateFile, TrialBoot,
+};
+use airlift_package::encryption::{Identity as AgeIdentity, IdentityTrait};
+use airlift_package::{
+    Compatibility, DeviceFacts, Limits, Manifest, PackageReader, PayloadType, PublicKey,
+    Sha256Digest, Sha256Hasher, TrustSet, Verified,
+};
+use airlift_protocol::device::{Inventory, UpdateOffer};
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine as _;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, VecDeque};
+use std::fs::File;
+use std::io::{self, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+/// Why the agent cannot go on. Failures of an update are not errors: they
+/// are events the machine turns into `failure` or `rolled_back`.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    /// The state file could not be read or saved.
+    #[error(transparent)]
+    State(#[from] StateError),
+    /// The report queue could not be read or written.
+    #[error(transparent)]
+    Outbox(#[from] OutboxError),
+    /// The bootloader could not be read where the agent must know it.
+    #[error(transparent)]
+    Boot(#[from] BootError),
+    /// The device key could not be loaded or made.
+    #[error(transparent)]
+    Identity(#[from] IdentityError),
+    /// The server client could not be built.
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    /// A file the agent needs.
+    #[error("{what} {}: {source}", path.display())]
+    Io {
+        /// What was being done.
+        what: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+    /// The configuration cannot be used as it is.
+    #[error("{0}")]
+    Setup(String),
+    /// A local package cannot be installed.
+    #[error("{0}")]
+    Refused(String),
+    /// A command needs an idle agent (or one with an update under way).
+    #[error("the agent is {0}: finish or roll back the update under way first")]
+    Busy(&'static str),
+}
+
+fn io_error<'p>(what: &'static str, path: &'p Path) -> impl FnOnce(io::Error) -> AgentError + 'p {
+    move |source| AgentError::Io {
+        what,
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// What one [`Agent::poll_once`] came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Poll {
+    /// Checked in; poll again after this long.
+    Checked(Duration),
+    /// The server has not accepted the device (yet).
+    NotAccepted,
+    /// The server could not be reached; try again later.
+    Unreachable(String),
+    /// The device is rebooting: stop.
+    Rebooting,
+}
+
+/// The configured bootloader backend.
+#[derive(Debug)]
+enum Boot {
+    Grub(GrubEnv),
+    Uboot(UBootEnv),
+    File(FileBootEnv),
+}
+
+impl Boot {
+    fn open(config: &BootConfig) -> Result<Self, BootError> {
+        Ok(match config {
+            BootConfig::Grub { grubenv, cmdline } => {
+                Boot::Grub(GrubEnv::new(grubenv).with_cmdline(cmdline))
+            }
+            BootConfig::Uboot { config, cmdline } => {
+                Boot::Uboot(UBootEnv::new(config).with_cmdline(cmdline))
+            }
+            BootConfig::File { path } => Boot::File(FileBootEnv::open(path)?),
+        })
+    }
+
+    fn control(&mut self) -> &mut dyn BootControl {
+        match self {
+            Boot::Grub(b) => b,
+            Boot::Uboot(b) => b,
+            Boot::File(b) => b,
+        }
+    }
+
+    fn vars(&self) -> Result<BootVars, BootError> {
+        match self {
+            Boot::Grub(b) => b.vars(),
+            Boot::Uboot(b) => b.vars(),
+            Boot::File(b) => b.vars(),
+        }
+    }
+}
+
+/// What the agent installed and committed itself, over `config.installed`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct InstalledRecord {
+    installed: BTreeMap<String, String>,
+    security_version: u64,
+}
+
+/// How an effect ended, for [`Agent::feed`].
+enum Outcome {
+    /// Nothing to feed back (yet).
+    Done,
+    /// Feed this once the list is performed.
+    Then(Event),
+    /// The effect failed: skip the rest of the list and feed this.
+    Failed(Event),
+}
+
+/// The agent: configuration, bootloader, installers, persisted state, and
+/// the server session.
+pub struct Agent {
+    config: AgentConfig,
+    boot: Boot,
+    installers: Installers,
+    state_file: StateFile,
+    outbox: Outbox,
+    client: ServerClient,
+    trust: TrustSet,
+    identities: Vec<AgeIdentity>,
+    state: State,
+    poll_interval: Duration,
+    download_deferred: bool,
+    rebooting: bool,
+}
+
+impl std::fmt::Debug for Agent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Agent")
+            .field("state", &self.state.name())
+            .field("boot", &self.boot)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Agent {
+    /// Builds the agent from its configuration: opens the bootloader
+    /// backend, loads the trusted keys and the device key, and prepares
+    /// `data_dir`. Reads no state yet: call [`resume`](Self::resume).
+    pub fn new(config: AgentConfig) -> Result<Self, AgentError> {
+        let data = config.data_dir.clone();
+        for dir in [
+            data.clone(),
+            data.join("outbox"),
+            work_dir(&data, "file"),
+            work_dir(&data, "module"),
+        ] {
+            std::fs::create_dir_all(&dir).map_err(io_error("creating", &dir))?;
+        }
+        let boot = Boot::open(&config.boot)?;
+        let trust = trust_set(&config)?;
+        let identities = age_identities(config.age_identity.as_deref())?;
+        let key = identity::load_or_create(&config.key_path())?;
+        let client = ServerClient::new(&config.server_url, key, device_identity(&config)?)?;
+        let slot_sets = config
+            .slots
+            .iter()
+            .map(|(name, pair)| {
+                let devices = SlotDevices {
+                    a: pair.a.clone(),
+                    b: pair.b.clone(),
+                };
+                (name.clone(), devices)
+            })
+            .collect();
+        let installers = Installers {
+            image: ImageInstaller::new(slot_sets, Slot::B),
+            file: FileInstaller::new(work_dir(&data, "file")).with_root(&config.root),
+            module: ModuleInstaller::new(&config.modules_dir, work_dir(&data, "module")),
+        };
+        Ok(Self {
+            poll_interval: Duration::from_secs(config.poll_interval_secs),
+            boot,
+            installers,
+            state_file: StateFile::new(data.join("state")),
+            outbox: Outbox::new(data.join("outbox")),
+            client,
+            trust,
+            identities,
+            state: State::Idle,
+            download_deferred: false,
+            rebooting: false,
+            config,
+        })
+    }
+
+    /// The current state.
+    pub fn state(&self) -> &State {
+        &self.state
+    }
+
+    /// Whether a reboot was started: the caller should stop.
+    pub fn is_rebooting(&self) -> bool {
+        self.rebooting
+    }
+
+    /// The first thing at every start: loads the state, feeds
+    /// [`Event::Resume`] and carries out what follows (health checks after a
+    /// trial boot, commit, rollback, pending reports…).
+    pub fn resume(&mut self) -> Result<(), AgentError> {
+        match self.state_file.load() {
+            Ok(state) => self.state = state.unwrap_or_default(),
+            Err(StateError::Corrupt { path, detail }) => {
+                tracing::error!(path = %path.display(), %detail, "the agent state is corrupt");
+                return self.recover_from_corrupt_state();
+            }
+            Err(other) => return Err(other.into()),
+        }
+        self.feed(Event::Resume)?;
+        self.proceed()
+    }
+
+    /// Delivers queued reports, checks in, and takes an offer through to the
+    /// reboot (or, for an in-place update, to the commit).
+    pub fn poll_once(&mut self) -> Result<Poll, AgentError> {
+        self.download_deferred = false;
+        self.flush_outbox()?;
+        if matches!(self.state, State::Downloading { .. }) {
+            self.feed(Event::Resume)?;
+        }
+        self.proceed()?;
+        if self.rebooting {
+            return Ok(Poll::Rebooting);
+        }
+        let response = match self.client.check_in(&self.inventory()) {
+            Ok(response) => response,
+            Err(ClientError::NotAccepted(status)) => {
+                tracing::info!(status, "the server has not accepted this device yet");
+                return Ok(Poll::NotAccepted);
+            }
+            Err(error) => return Ok(Poll::Unreachable(error.to_string())),
+        };
+        self.poll_interval = Duration::from_secs(response.poll_interval_secs.max(1));
+        if let Some(offer) = response.update {
+            if matches!(self.state, State::Idle) {
+                self.take_offer(offer)?;
+            }
+        }
+        Ok(if self.rebooting {
+            Poll::Rebooting
+        } else {
+            Poll::Checked(self.poll_interval)
+        })
+    }
+
+    /// Installs a local package file through the same path as an offer,
+    /// without any report to a server.
+    pub fn install_local(&mut self, file: &Path) -> Result<(), AgentError> {
+        if !matches!(self.state, State::Idle) {
+            return Err(AgentError::Busy(self.state.name()));
+        }
+        let head = std::fs::read(file).map_err(io_error("reading", file))?;
+        let manifest = self.vet(&head).map_err(AgentError::Refused)?;
+        let package = self.package_path();
+        std::fs::copy(file, &package).map_err(io_error("copying the package to", &package))?;
+        let job = Job {
+            deployment_id: None,
+            size: head.len() as u64,
+            sha256: Sha256Digest::of(&head),
+            ..self.job_for(&manifest)?
+        };
+        self.feed(Event::Offer(job))?;
+        self.proceed()?;
+        match &self.state {
+            State::Idle => Err(AgentError::Refused(
+                "the package was not installed: see the log".into(),
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// `airlift-agent commit`: commits the running trial without waiting
+    /// for the health checks.
+    pub fn commit(&mut self) -> Result<(), AgentError> {
+        self.feed(Event::CommitRequested)
+    }
+
+    /// `airlift-agent rollback`: abandons the update or the trial under way.
+    pub fn rollback(&mut self) -> Result<(), AgentError> {
+        self.feed(Event::RollbackRequested)
+    }
+
+    /// How long to wait before the next check-in.
+    pub fn poll_interval(&self) -> Duration {
+        self.poll_interval
+    }
+
+    /// Steps the machine with `event`, saves the state if it changed, and
+    /// performs the effects — feeding back their outcomes until none is left.
+    fn feed(&mut self, event: Event) -> Result<(), AgentError> {
+        let mut queue = VecDeque::from([event]);
+        while let Some(event) = queue.pop_front() {
+            if self.rebooting {
+                break;
+            }
+            tracing::debug!(state = self.state.name(), event = event.name(), "step");
+            let (next, effects) = step(self.state.clone(), event);
+            if next != self.state {
+                self.state_file.save(&next)?;
+                tracing::info!(from = self.state.name(), to = next.name(), "state");
+                self.state = next;
+            }
+            for effect in effects {
+                match self.perform(effect)? {
+                    Outcome::Done => {}
+                    Outcome::Then(event) => queue.push_back(event),
+                    Outcome::Failed(event) => {
+                        queue.push_back(event);
+                        break;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Feeds [`Event::Proceed`] while the machine rests (`Downloaded`,
+    /// `Installed`): today's policy is to go on at once.
+    fn proceed(&mut self) -> Result<(), AgentError> {
+        while !self.rebooting
+            && matches!(
+                self.state,
+                State::Downloaded { .. } | State::Installed { .. }
+            )
+        {
+            let before = self.state.clone();
+            self.feed(Event::Proceed)?;
+            if self.state == before {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Carries out one effect.
+    fn perform(&mut self, effect: Effect) -> Result<Outcome, AgentError> {
+        let job = self.state.job();
+        Ok(match (effect, job) {
+            (Effect::Report(report), _) => {
+                self.deliver(&report)?;
+                Outcome::Done
+            }
+            (Effect::Download { .. }, Some(job)) => self.download(&job),
+            (Effect::Install, Some(job)) => self.install(&job),
+            (Effect::ArmTrial { slot }, _) => match self.boot.control().start_trial(slot) {
+                Ok(()) => Outcome::Then(Event::TrialArmed),
+                Err(e) => boot_failed(e),
+            },
+            (Effect::Reboot, _) => self.reboot(),
+            (Effect::InspectBoot, _) => self.inspect_boot(),
+            (Effect::RunHealthChecks, _) => {
+                match crate::health::run_all(&self.config.health_checks) {
+                    Ok(()) => Outcome::Then(Event::HealthPassed),
+                    Err(unhealthy) => {
+                        tracing::warn!(check = %unhealthy.name, reason = %unhealthy.reason, "unhealthy");
+                        Outcome::Then(Event::HealthFailed {
+                            output: unhealthy.to_string(),
+                        })
+                    }
+                }
+            }
+            (Effect::CommitBoot, job) => self.commit_boot(job.as_ref())?,
+            (Effect::AbandonTrial { previous }, _) => {
+                self.revert_install();
+                match self.boot.control().abandon_trial(previous) {
+                    Ok(()) => Outcome::Done,
+                    Err(e) => boot_failed(e),
+                }
+            }
+            (Effect::RevertInstall, _) => {
+                self.revert_install();
+                Outcome::Done
+            }
+            (Effect::Cleanup, job) => self.cleanup(job.as_ref())?,
+            (effect, None) => {
+                tracing::error!(?effect, "an effect that needs a job, without one; ignored");
+                Outcome::Done
+            }
+        })
+    }
+
+    fn inspect_boot(&mut self) -> Outcome {
+        let boot = self.boot.control();
+        match (boot.booted_slot(), boot.trial_pending()) {
+            (Ok(slot), Ok(trial_pending)) => Outcome::Then(Event::Booted {
+                slot,
+                trial_pending,
+            }),
+            (Err(e), _) | (_, Err(e)) => boot_failed(e),
+        }
+    }
+
+    fn reboot(&mut self) -> Outcome {
+        if let Err(e) = self.installers.reboot() {
+            return Outcome::Failed(Event::BootControlFailed {
+                reason: e.to_string(),
+            });
+        }
+        let command = &self.config.reboot_command;
+        tracing::info!(?command, "rebooting");
+        let status = Command::new(&command[0]).args(&command[1..]).status();
+        match status {
+            Ok(status) if status.success() => {
+                self.rebooting = true;
+                Outcome::Done
+            }
+            Ok(status) => Outcome::Failed(Event::BootControlFailed {
+                reason: format!("{command:?} exited with {status}"),
+            }),
+            Err(e) => Outcome::Failed(Event::BootControlFailed {
+                reason: format!("running {command:?}: {e}"),
+            }),
+        }
+    }
+
+    fn commit_boot(&mut self, job: Option<&Job>) -> Result<Outcome, AgentError> {
+        if let Err(e) = self.boot.control().commit() {
+            return Ok(boot_failed(e));
+        }
+        if let Err(e) = self.installers.commit() {
+            tracing::error!(error = %e, "installers could not commit; the boot is committed");
+        }
+        if let Some(job) = job {
+            self.record_installed(job)?;
+        }
+        Ok(Outcome::Then(Event::BootCommitted))
+    }
+
+    fn revert_install(&mut self) {
+        if let Err(e) = self.installers.rollback() {
+            tracing::error!(error = %e, "installers could not roll back");
+        }
+    }
+
+    fn cleanup(&mut self, job: Option<&Job>) -> Result<Outcome, AgentError> {
+        if let (State::Committed { .. }, Some(job)) = (&self.state, job) {
+            if let Err(e) = self.installers.commit() {
+                tracing::error!(error = %e, "installers could not commit");
+            }
+            self.record_installed(job)?;
+        }
+        let package = self.package_path();
+        match std::fs::remove_file(&package) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io_error("removing", &package)(e)),
+        }
+        Ok(Outcome::Then(Event::CleanedUp))
+    }
+
+    /// Downloads the whole package into `data_dir/package` (a local install
+    /// copied it there already) and checks its digest and signature.
+    fn download(&mut self, job: &Job) -> Outcome {
+        if self.download_deferred {
+            return Outcome::Done;
+        }
+        if let Some(deployment) = job.deployment_id {
+            if let Err(e) = self.fetch(deployment, job) {
+                return self.download_failed(e);
+            }
+        }
+        match self.check_package_file(job) {
+            Ok(()) => Outcome::Then(Event::DownloadComplete),
+            Err(reason) => Outcome::Failed(Event::DownloadFailed {
+                permanent: true,
+                reason,
+            }),
+        }
+    }
+
+    fn fetch(&mut self, deployment: airlift_protocol::DeploymentId, job: &Job) -> io::Result<()> {
+        let path = self.package_path();
+        let mut file = File::create(&path)?;
+        let sha256 = job.sha256.to_string();
+        let mut download = ResumableDownload::new(&mut self.client, deployment, &sha256, job.size)
+            .limit(self.config.bandwidth_limit);
+        io::copy(&mut download, &mut file)?;
+        file.flush()?;
+        file.sync_all()
+    }
+
+    fn download_failed(&mut self, error: io::Error) -> Outcome {
+        let stopped = error
+            .get_ref()
+            .and_then(|inner| inner.downcast_ref::<DownloadStopped>());
+        match stopped {
+            Some(DownloadStopped(ClientError::Permanent { status: 410, .. })) => {
+                Outcome::Failed(Event::Cancelled)
+            }
+            Some(DownloadStopped(e)) if !e.is_transient() => {
+                Outcome::Failed(Event::DownloadFailed {
+                    permanent: true,
+                    reason: e.to_string(),
+                })
+            }
+            _ => {
+                tracing::warn!(%error, "download interrupted; trying again at the next poll");
+                self.download_deferred = true;
+                Outcome::Failed(Event::DownloadFailed {
+                    permanent: false,
+                    reason: error.to_string(),
+                })
+            }
+        }
+    }
+
+    fn check_package_file(&self, job: &Job) -> Result<(), String> {
+        let path = self.package_path();
+        let mut file = File::open(&path).map_err(|e| format!("opening the package: {e}"))?;
+        let mut hasher = Sha256Hasher::new();
+        let mut buffer = vec![0; 64 * 1024];
+        loop {
+            let n = file
+                .read(&mut buffer)
+                .map_err(|e| format!("reading the package: {e}"))?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buffer[..n]);
+        }
+        let (size, digest) = (hasher.len(), hasher.finish());
+        if size != job.size || digest != job.sha256 {
+            return Err(format!(
+                "the package file ({size} bytes, sha256 {digest}) is not the one offered ({} bytes, sha256 {})",
+                job.size, job.sha256
+            ));
+        }
+        let file = File::open(&path).map_err(|e| format!("opening the package: {e}"))?;
+        PackageReader::open(BufReader::new(file), Limits::default())
+            .and_then(|reader| reader.verify(&self.trust))
+            .map(drop)
+            .map_err(|e| format!("the package does not verify: {e}"))
+    }
+
+    /// Streams every payload of the downloaded package into its installer;
+    /// on any error, rolls the installers back.
+    fn install(&mut self, job: &Job) -> Outcome {
+        if let Some(trial) = job.trial() {
+            self.installers.image.set_target(trial.target);
+        }
+        match self.install_payloads() {
+            Ok(()) => Outcome::Then(Event::Installed),
+            Err(reason) => {
+                self.revert_install();
+                Outcome::Failed(Event::InstallFailed { reason })
+            }
+        }
+    }
+
+    fn install_payloads(&mut self) -> Result<(), String> {
+        let path = self.package_path();
+        let file = File::open(&path).map_err(|e| format!("opening the package: {e}"))?;
+        let mut package = PackageReader::open(BufReader::new(file), Limits::default())
+            .and_then(|reader| reader.verify(&self.trust))
+            .map_err(|e| e.to_string())?;
+        let manifest = package.manifest().clone();
+        let identities: Vec<&dyn IdentityTrait> = self
+            .identities
+            .iter()
+            .map(|i| i as &dyn IdentityTrait)
+            .collect();
+        while let Some(payload) = package.next_payload().map_err(|e| e.to_string())? {
+            let index = payload.index();
+            let mut decoded = payload.decoded(&identities).map_err(|e| e.to_string())?;
+            let target = PayloadRef::new(&manifest, index)
+                .ok_or_else(|| format!("payload {index} is not in the manifest"))?;
+            self.installers
+                .install(target, &mut decoded)
+                .map_err(|e| e.to_string())?;
+        }
+        package.finish().map_err(|e| e.to_string())
+    }
+
+    /// Sends a report, keeping the order: behind queued ones, or queued
+    /// itself when the server cannot take it now.
+    fn deliver(&mut self, report: &Report) -> Result<(), AgentError> {
+        if !self.outbox.is_empty()? {
+            self.outbox.push(report)?;
+            return self.flush_outbox();
+        }
+        if let Err(e) = self
+            .client
+            .report(report.deployment_id, &report.to_status())
+        {
+            if e.is_transient() || matches!(e, ClientError::NotAccepted(_)) {
+                tracing::warn!(error = %e, deployment_id = %report.deployment_id, "report queued");
+                self.outbox.push(report)?;
+            } else {
+                tracing::warn!(error = %e, deployment_id = %report.deployment_id, "report refused; dropped");
+            }
+        }
+        Ok(())
+    }
+
+    /// Delivers queued reports, oldest first, until the server cannot take one.
+    fn flush_outbox(&mut self) -> Result<(), AgentError> {
+        while let Some((id, report)) = self.outbox.peek()? {
+            match self
+                .client
+                .report(report.deployment_id, &report.to_status())
+            {
+                Ok(_) => {}
+                Err(e) if e.is_transient() || matches!(e, ClientError::NotAccepted(_)) => {
+                    tracing::debug!(error = %e, "outbox: server unavailable");
+                    return Ok(());
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, deployment_id = %report.deployment_id, "queued report refused; dropped");
+                }
+            }
+            self.outbox.ack(id)?;
+        }
+        Ok(())
+    }
+
+    /// Verifies an offer's manifest and checks it fits before a byte of
+    /// payload is downloaded; declines it (reported as `failure`) if not.
+    fn take_offer(&mut self, offer: UpdateOffer) -> Result<(), AgentError> {
+        let deployment_id = offer.deployment_id;
+        let vetted = STANDARD
+            .decode(offer.signed_manifest.as_bytes())
+            .map_err(|e| format!("the offered manifest is not base64: {e}"))
+            .and_then(|head| self.vet(&head));
+        let manifest = match vetted {
+            Ok(manifest) => manifest,
+            Err(reason) => {
+                tracing::warn!(%deployment_id, %reason, "offer refused");
+                let decline = Decline::Refused { reason };
+                return self.feed(Event::OfferDeclined {
+                    deployment_id,
+                    decline,
+                });
+            }
+        };
+        if self.installed().get(&manifest.name) == Some(&manifest.version.to_string()) {
+            let decline = Decline::AlreadyInstalled;
+            return self.feed(Event::OfferDeclined {
+                deployment_id,
+                decline,
+            });
+        }
+        let sha256 = match offer.sha256.parse() {
+            Ok(sha256) => sha256,
+            Err(_) => {
+                let reason = format!("the offered sha256 {:?} is not a digest", offer.sha256);
+                let decline = Decline::Refused { reason };
+                return self.feed(Event::OfferDeclined {
+                    deployment_id,
+                    decline,
+                });
+            }
+        };
+        let job = Job {
+            deployment_id: Some(deployment_id),
+            size: offer.size,
+            sha256,
+            ..self.job_for(&manifest)?
+        };
+        tracing::info!(%deployment_id, %job, "update offered");
+        self.feed(Event::Offer(job))?;
+        self.proceed()
+    }
+
+    /// Verifies a package head (or whole package) with the trust set and
+    /// checks that it fits this device.
+    fn vet(&self, head: &[u8]) -> Result<Verified<Manifest>, String> {
+        let package = PackageReader::open(io::Cursor::new(head), Limits::default())
+            .and_then(|reader| reader.verify(&self.trust))
+            .map_err(|e| format!("the package does not verify: {e}"))?;
+        let manifest = package.manifest().clone();
+        match manifest.compatibility(&self.facts()) {
+            Compatibility::Compatible => Ok(manifest),
+            Compatibility::Incompatible(why) => Err(why.to_string()),
+        }
+    }
+
+    fn job_for(&mut self, manifest: &Manifest) -> Result<Job, AgentError> {
+        let has_image = manifest
+            .payloads
+            .iter()
+            .any(|p| matches!(p.kind, PayloadType::Image));
+        let activation = if has_image {
+            let running = self.boot.control().booted_slot()?;
+            Activation::TrialBoot(TrialBoot {
+                target: running.other(),
+            })
+        } else {
+            Activation::InPlace
+        };
+        Ok(Job {
+            deployment_id: None,
+            name: manifest.name.clone(),
+            version: manifest.version.clone(),
+            size: 0,
+            sha256: Sha256Digest::of(b""),
+            security_version: manifest.security_version,
+            provides: manifest.provides.clone(),
+            activation,
+        })
+    }
+
+    /// A corrupt state file: during a trial boot nothing vouches for the
+    /// running version, so abandon the trial and reboot; otherwise disarm
+    /// any armed trial, set the file aside and start from `Idle`.
+    fn recover_from_corrupt_state(&mut self) -> Result<(), AgentError> {
+        let vars = self.boot.vars()?;
+        let running = self.boot.control().booted_slot()?;
+        let aside = self.state_file.set_aside()?;
+        tracing::warn!(aside = %aside.display(), "corrupt state set aside");
+        self.state = State::Idle;
+        if !vars.upgrade_available {
+            return Ok(());
+        }
+        self.revert_install();
+        if vars.slot == Some(running) {
+            tracing::error!(%running, "corrupt state during a trial boot: rolling back");
+            self.boot.control().abandon_trial(running.other())?;
+            if let Outcome::Failed(event) = self.reboot() {
+                tracing::error!(?event, "could not reboot after abandoning the trial");
+            }
+        } else {
+            self.boot.control().abandon_trial(running)?;
+        }
+        Ok(())
+    }
+
+    fn package_path(&self) -> PathBuf {
+        self.config.data_dir.join("package")
+    }
+
+    fn record_path(&self) -> PathBuf {
+        self.config.data_dir.join("installed.json")
+    }
+
+    fn record(&self) -> InstalledRecord {
+        std::fs::read(self.record_path())
+            .ok()
+            .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+            .unwrap_or_default()
+    }
+
+    fn record_installed(&self, job: &Job) -> Result<(), AgentError> {
+        let mut record = self.record();
+        record
+            .installed
+            .insert(job.name.clone(), job.version.to_string());
+        for (name, version) in &job.provides {
+            record.installed.insert(name.clone(), version.to_string());
+        }
+        record.security_version = record.security_version.max(job.security_version);
+        let bytes = serde_json::to_vec_pretty(&record)
+            .map_err(|e| AgentError::Setup(format!("encoding the installed record: {e}")))?;
+        let path = self.record_path();
+        crate::boot::atomic_write(&path, &bytes).map_err(io_error("saving", &path))
+    }
+
+    /// `config.installed` overlaid by what the agent committed itself.
+    fn installed(&self) -> BTreeMap<String, String> {
+        let mut installed = self.config.installed.clone();
+        installed.extend(self.record().installed);
+        installed
+    }
+
+    fn facts(&self) -> DeviceFacts {
+        DeviceFacts {
+            device_type: self.config.device_type.clone(),
+            hardware_revision: self.config.hardware_revision.clone(),
+            installed: self.installed(),
+            security_version: self.record().security_version,
+        }
+    }
+
+    fn inventory(&self) -> Inventory {
+        let facts = self.facts();
+        Inventory {
+            device_type: facts.device_type,
+            hardware_revision: facts.hardware_revision,
+            installed: facts.installed,
+            security_version: facts.security_version,
+            attributes: self.config.attributes.clone(),
+        }
+    }
+}
+
+fn boot_failed(error: BootError) -> Outcome {
+    Outcome::Failed(Event::BootControlFailed {
+        reason: error.to_string(),
+    })
+}
+
+fn work_dir(data: &Path, installer: &str) -> PathBuf {
+    data.join("work").join(installer)
+}
+
+fn trust_set(config: &AgentConfig) -> Result<TrustSet, AgentError> {
+    let mut keys = Vec::new();
+    for path in &config.trusted_keys {
+        let pem =
+            std::fs::read_to_string(path).map_err(io_error("reading the trusted key", path))?;
+        let key = PublicKey::from_pem(&pem)
+            .map_err(|e| AgentError::Setup(format!("trusted key {}: {e}", path.display())))?;
+        keys.push(key);
+    }
+    TrustSet::new(keys, config.trust_threshold)
+        .map_err(|e| AgentError::Setup(format!("trusted_keys: {e}")))
+}
+
+fn age_identities(path: Option<&Path>) -> Result<Vec<AgeIdentity>, AgentError> {
+    let Some(path) = path else {
+        return Ok(Vec::new());
+    };
+    let text = std::fs::read_to_string(path).map_err(io_error("reading the age identity", path))?;
+    text.lines()
+        .map(str::trim)
+        .filter(|line| line.starts_with("AGE-SECRET-KEY-"))
+        .map(|line| {
+            line.parse::<AgeIdentity>()
+                .map_err(|e| AgentError::Setup(format!("{}: {e}", path.display())))
+        })
+        .collect()
+}
+
+/// The identity attributes: from the config, or `key=value` lines printed
+/// by `identity_command`.
+fn device_identity(config: &AgentConfig) -> Result<BTreeMap<String, String>, AgentError> {
+    let Some(command) = &config.identity_command else {
+        return Ok(config.identity.clone());
+    };
+    let program = command
+        .first()
+        .ok_or_else(|| AgentError::Setup("identity_command is empty".into()))?;
+    let output = Command::new(program)
+        .args(&command[1..])
+        .output()
+        .map_err(|e| AgentError::Setup(format!("running identity_command {command:?}: {e}")))?;
+    if !output.status.success() {
+        return Err(AgentError::Setup(format!(
+            "identity_command {command:?} exited with {}",
+            output.status
+        )));
+    }
+    Ok(String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter_map(|line| line.split_once('='))
+        .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+        .collect())
+}

@@ -1,0 +1,140 @@
+//! `airlift-agent`: the device agent's command line.
+
+use airlift_agent::config::AgentConfig;
+use airlift_agent::driver::{Agent, Poll};
+use airlift_agent::machine::{State, StateFile};
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The Airlift device agent: download, verify, install into the inactive
+/// slot, trial boot, commit or roll back.
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Cli {
+    /// The agent's configuration file.
+    #[arg(long, global = true, default_value = "/etc/airlift/agent.toml")]
+    config: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Continue what was under way, then check in every poll interval.
+    Run {
+        /// Resume and check in once, then exit.
+        #[arg(long)]
+        once: bool,
+    },
+    /// Print the persisted update state.
+    Status {
+        /// As JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Install a local package file (nothing is reported to a server).
+    Install {
+        /// The package.
+        file: PathBuf,
+    },
+    /// Commit the running trial without waiting for the health checks.
+    Commit,
+    /// Abandon the update or the trial under way.
+    Rollback,
+}
+
+/// Longest wait between check-ins while the device is not accepted.
+const MAX_BACKOFF: Duration = Duration::from_secs(30 * 60);
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("AIRLIFT_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let config = AgentConfig::load(&cli.config)?;
+    match cli.command {
+        Command::Status { json } => status(&config, json),
+        Command::Run { once } => run(config, once),
+        Command::Install { file } => {
+            let mut agent = started(config)?;
+            agent
+                .install_local(&file)
+                .with_context(|| format!("installing {}", file.display()))
+        }
+        Command::Commit => Ok(started(config)?.commit()?),
+        Command::Rollback => Ok(started(config)?.rollback()?),
+    }
+}
+
+/// An agent that has resumed what was persisted.
+fn started(config: AgentConfig) -> anyhow::Result<Agent> {
+    let mut agent = Agent::new(config).context("starting the agent")?;
+    agent.resume().context("resuming")?;
+    Ok(agent)
+}
+
+fn run(config: AgentConfig, once: bool) -> anyhow::Result<()> {
+    let mut agent = started(config)?;
+    let mut backoff = agent.poll_interval();
+    loop {
+        if agent.is_rebooting() {
+            return Ok(());
+        }
+        let wait = match agent.poll_once()? {
+            Poll::Rebooting => return Ok(()),
+            Poll::Checked(interval) => {
+                backoff = interval;
+                interval
+            }
+            Poll::NotAccepted => {
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+                backoff
+            }
+            Poll::Unreachable(reason) => {
+                tracing::warn!(%reason, "server unreachable");
+                agent.poll_interval()
+            }
+        };
+        if once {
+            return Ok(());
+        }
+        std::thread::sleep(wait);
+    }
+}
+
+fn status(config: &AgentConfig, json: bool) -> anyhow::Result<()> {
+    let path = config.data_dir.join("state");
+    let state = StateFile::new(&path)
+        .load()
+        .with_context(|| format!("reading {}", path.display()))?
+        .unwrap_or_default();
+    if json {
+        println!("{}", serde_json::to_string_pretty(&state)?);
+    } else {
+        print_status(&state, &path);
+    }
+    Ok(())
+}
+
+fn print_status(state: &State, path: &Path) {
+    println!("state: {}", state.name());
+    if let Some(job) = state.job() {
+        println!("package: {job}");
+        if let Some(deployment) = job.deployment_id {
+            println!("deployment: {deployment}");
+        }
+        if let Some(trial) = job.trial() {
+            println!("target slot: {}", trial.target);
+        }
+    }
+    if let State::RolledBack { reason, .. } | State::Failed { reason, .. } = state {
+        println!("reason: {reason}");
+    }
+    println!("file: {}", path.display());
+}
