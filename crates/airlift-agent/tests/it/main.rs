@@ -1,0 +1,7 @@
+//! End to end: a real `airlift-server` (in-process) and the real
+//! `airlift-agent` binary, with a harness playing the bootloader between
+//! the agent's runs.
+
+mod harness;
+mod server;
+mod updates;

@@ -1,0 +1,130 @@
+//! Updates from the server through a trial boot, as a device lives them.
+
+use crate::harness::{enrol, Device, Operator, Signer, FACTORY_IMAGE, SPARE_IMAGE};
+use crate::server::TestServer;
+use airlift_agent::boot::Slot;
+
+#[test]
+fn a_good_update_is_installed_trial_booted_and_committed() {
+    let signer = Signer::new();
+    let server = TestServer::start_with(&signer.public, &["--poll-interval", "1"]);
+    let operator = Operator::new(&server);
+    let device = Device::new(&server.url, &signer.public, &["true"]);
+    let device_id = enrol(&device, &operator);
+    let package = operator.upload(signer.package("rootfs", "2.0.0", 1));
+    let deployment = operator.deploy(&package, &device_id);
+
+    device.run_once(); // download, install into B, arm the trial, "reboot"
+    assert_eq!(device.slot(Slot::B), Signer::image("2.0.0"));
+    assert_eq!(device.slot(Slot::A), FACTORY_IMAGE);
+    assert_eq!(device.status()["state"], "rebooting");
+    let boot = device.power_up();
+    assert_eq!((boot.slot, boot.trial), (Slot::B, true));
+
+    device.run_once(); // health checks pass: commit
+    assert_eq!(device.status()["state"], "idle");
+    assert_eq!(operator.device_state(&deployment).0, "success");
+    let boot = device.power_up();
+    assert_eq!((boot.slot, boot.trial), (Slot::B, false), "committed");
+}
+
+#[test]
+fn a_failing_health_check_rolls_back_with_its_reason() {
+    let signer = Signer::new();
+    let server = TestServer::start_with(&signer.public, &["--poll-interval", "1"]);
+    let operator = Operator::new(&server);
+    let device = Device::new(&server.url, &signer.public, &["false"]);
+    let device_id = enrol(&device, &operator);
+    let package = operator.upload(signer.package("rootfs", "2.0.0", 1));
+    let deployment = operator.deploy(&package, &device_id);
+
+    device.run_once();
+    assert_eq!(device.power_up().slot, Slot::B);
+    device.run_once(); // unhealthy: abandon the trial, report, "reboot"
+    let (state, message) = operator.device_state(&deployment);
+    assert_eq!(state, "rolled_back");
+    assert!(message.contains("health check"), "{message}");
+
+    let boot = device.power_up();
+    assert_eq!(
+        (boot.slot, boot.trial),
+        (Slot::A, false),
+        "back in the old slot"
+    );
+    device.run_once(); // back in A: clean up
+    assert_eq!(device.status()["state"], "idle");
+    assert_eq!(operator.device_state(&deployment).0, "rolled_back");
+}
+
+#[test]
+fn a_package_the_device_does_not_trust_is_refused_before_the_slot_is_touched() {
+    let release = Signer::new();
+    let other = Signer::new();
+    let server = TestServer::start_with(&release.public, &["--poll-interval", "1"]);
+    let operator = Operator::new(&server);
+    let device = Device::new(&server.url, &other.public, &["true"]);
+    let device_id = enrol(&device, &operator);
+    let package = operator.upload(release.package("rootfs", "2.0.0", 1));
+    let deployment = operator.deploy(&package, &device_id);
+
+    device.run_once();
+    let (state, message) = operator.device_state(&deployment);
+    assert_eq!(state, "failure");
+    assert!(message.contains("verify"), "{message}");
+    assert_eq!(device.slot(Slot::B), SPARE_IMAGE, "slot B untouched");
+    assert_eq!(device.status()["state"], "idle");
+    let boot = device.power_up();
+    assert_eq!((boot.slot, boot.trial), (Slot::A, false));
+}
+
+#[test]
+fn an_older_security_version_is_refused() {
+    let signer = Signer::new();
+    let server = TestServer::start_with(&signer.public, &["--poll-interval", "1"]);
+    let operator = Operator::new(&server);
+    let device = Device::new(&server.url, &signer.public, &["true"]);
+    device.set_record(5);
+    let device_id = enrol(&device, &operator);
+    let old = signer.package("rootfs", "2.0.0", 1);
+    let package = operator.upload(old.clone());
+    let deployment = operator.deploy(&package, &device_id);
+
+    // The device reports its security version: the server never offers it.
+    device.run_once();
+    assert_eq!(operator.device_state(&deployment).0, "incompatible");
+
+    // Handed to the agent directly, the agent refuses it on its own.
+    let file = device.dir.path().join("old.airlift");
+    std::fs::write(&file, old).expect("package file");
+    let output = device.agent(&["install", file.to_str().expect("utf-8 path")]);
+    assert!(!output.status.success(), "{output:?}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("security version"), "{stderr}");
+    assert_eq!(device.slot(Slot::B), SPARE_IMAGE, "slot B untouched");
+}
+
+#[test]
+fn a_local_install_goes_through_the_same_trial_without_a_server() {
+    let signer = Signer::new();
+    let device = Device::new("http://127.0.0.1:9", &signer.public, &["true"]);
+    let file = device.dir.path().join("new.airlift");
+    std::fs::write(&file, signer.package("rootfs", "3.0.0", 2)).expect("package file");
+    let output = device.agent(&["install", file.to_str().expect("utf-8 path")]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(device.slot(Slot::B), Signer::image("3.0.0"));
+    assert_eq!(device.power_up().slot, Slot::B);
+
+    let output = device.agent(&["commit"]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(device.status()["state"], "idle");
+    let boot = device.power_up();
+    assert_eq!((boot.slot, boot.trial), (Slot::B, false));
+}
