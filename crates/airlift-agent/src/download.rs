@@ -81,6 +81,13 @@ impl<'c> ResumableDownload<'c> {
         }
     }
 
+    /// Starts at byte `offset` (what an earlier run already has on disk):
+    /// the first request asks for the rest with `Range`.
+    pub fn starting_at(mut self, offset: u64) -> Self {
+        self.offset = offset.min(self.size);
+        self
+    }
+
     /// Sets the reconnect policy.
     pub fn retry(mut self, retry: RetryPolicy) -> Self {
         self.retry = retry;

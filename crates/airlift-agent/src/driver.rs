@@ -45,7 +45,7 @@ use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, VecDeque};
 use std::fs::File;
-use std::io::{self, BufReader, Read, Write};
+use std::io::{self, BufReader, Read, Seek, Write};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -400,7 +400,7 @@ impl Agent {
                 self.deliver(&report)?;
                 Outcome::Done
             }
-            (Effect::Download { .. }, Some(job)) => self.download(&job),
+            (Effect::Download { from_offset }, Some(job)) => self.download(&job, from_offset)?,
             (Effect::Install, Some(job)) => self.install(&job),
             (Effect::ArmTrial { slot }, _) => match self.boot.control().start_trial(slot) {
                 Ok(()) => Outcome::Then(Event::TrialArmed),
@@ -508,33 +508,65 @@ impl Agent {
         Ok(Outcome::Then(Event::CleanedUp))
     }
 
-    /// Downloads the whole package into `data_dir/package` (a local install
-    /// copied it there already) and checks its digest and signature.
-    fn download(&mut self, job: &Job) -> Outcome {
+    /// Downloads the package into `data_dir/package` from `from_offset`
+    /// (a local install copied it there already) and checks its digest and
+    /// signature.
+    fn download(&mut self, job: &Job, from_offset: u64) -> Result<Outcome, AgentError> {
         if self.download_deferred {
-            return Outcome::Done;
+            return Ok(Outcome::Done);
         }
         if let Some(deployment) = job.deployment_id {
-            if let Err(e) = self.fetch(deployment, job) {
-                return self.download_failed(e);
+            if let Err(e) = self.fetch(deployment, job, from_offset) {
+                return Ok(self.download_failed(e));
             }
         }
-        match self.check_package_file(job) {
+        Ok(match self.check_package_file(job) {
             Ok(()) => Outcome::Then(Event::DownloadComplete),
             Err(reason) => Outcome::Failed(Event::DownloadFailed {
                 permanent: true,
                 reason,
             }),
-        }
+        })
     }
 
-    fn fetch(&mut self, deployment: airlift_protocol::DeploymentId, job: &Job) -> io::Result<()> {
+    /// Appends the rest of the package to what is on disk, saving the
+    /// machine's progress (after an `fsync`) every [`CHECKPOINT`] bytes.
+    fn fetch(
+        &mut self,
+        deployment: airlift_protocol::DeploymentId,
+        job: &Job,
+        from_offset: u64,
+    ) -> io::Result<()> {
         let path = self.package_path();
-        let mut file = File::create(&path)?;
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(&path)?;
+        // What is on disk beyond the saved offset was never synced: refetch it.
+        let start = from_offset.min(file.metadata()?.len());
+        file.set_len(start)?;
+        file.seek(io::SeekFrom::Start(start))?;
         let sha256 = job.sha256.to_string();
         let mut download = ResumableDownload::new(&mut self.client, deployment, &sha256, job.size)
+            .starting_at(start)
             .limit(self.config.bandwidth_limit);
-        io::copy(&mut download, &mut file)?;
+        let (mut offset, mut synced) = (start, start);
+        let mut buffer = vec![0; 64 * 1024];
+        loop {
+            let n = download.read(&mut buffer)?;
+            if n == 0 {
+                break;
+            }
+            file.write_all(&buffer[..n])?;
+            offset += n as u64;
+            if offset - synced >= CHECKPOINT {
+                file.sync_data()?;
+                synced = offset;
+                checkpoint(&mut self.state, &self.state_file, offset)?;
+            }
+        }
         file.flush()?;
         file.sync_all()
     }
@@ -840,6 +872,21 @@ impl Agent {
             attributes: self.config.attributes.clone(),
         }
     }
+}
+
+/// Bytes downloaded between two saves of the progress.
+const CHECKPOINT: u64 = 4 * 1024 * 1024;
+
+/// Feeds [`Event::Progress`] for bytes already synced and saves the state:
+/// a restart resumes the download there. Progress asks for no effects.
+fn checkpoint(state: &mut State, file: &StateFile, offset: u64) -> io::Result<()> {
+    let (next, effects) = step(state.clone(), Event::Progress { offset });
+    debug_assert!(effects.is_empty(), "progress asks for nothing");
+    if next != *state {
+        file.save(&next).map_err(io::Error::other)?;
+        *state = next;
+    }
+    Ok(())
 }
 
 fn boot_failed(error: BootError) -> Outcome {

@@ -128,3 +128,83 @@ fn a_local_install_goes_through_the_same_trial_without_a_server() {
     let boot = device.power_up();
     assert_eq!((boot.slot, boot.trial), (Slot::B, false));
 }
+
+/// A device and a deployment whose download was cut by a power cut after
+/// `prefix` (standing for the first half of the package) was synced.
+fn interrupted_download(prefix: impl Fn(&[u8]) -> Vec<u8>) -> (Signer, TestServer, Device, String) {
+    use airlift_agent::machine::{Activation, Job, State, StateFile, TrialBoot};
+    use airlift_package::Sha256Digest;
+
+    let signer = Signer::new();
+    let server = TestServer::start_with(&signer.public, &["--poll-interval", "1"]);
+    let device = Device::new(&server.url, &signer.public, &["true"]);
+    let operator = Operator::new(&server);
+    let device_id = enrol(&device, &operator);
+    let file = signer.package("rootfs", "2.0.0", 1);
+    let package = operator.upload(file.clone());
+    let deployment = operator.deploy(&package, &device_id);
+
+    let half = file.len() / 2;
+    let data = device.dir.path().join("data");
+    std::fs::write(data.join("package"), prefix(&file[..half])).expect("partial package");
+    let job = Job {
+        deployment_id: Some(deployment.parse().expect("deployment id")),
+        name: "rootfs".into(),
+        version: semver::Version::new(2, 0, 0),
+        size: file.len() as u64,
+        sha256: Sha256Digest::of(&file),
+        security_version: 1,
+        provides: Default::default(),
+        activation: Activation::TrialBoot(TrialBoot { target: Slot::B }),
+    };
+    let offset = half as u64;
+    StateFile::new(data.join("state"))
+        .save(&State::Downloading { job, offset })
+        .expect("save state");
+    (signer, server, device, deployment)
+}
+
+#[test]
+fn an_interrupted_download_resumes_where_it_was_after_a_restart() {
+    let (_signer, server, device, deployment) = interrupted_download(<[u8]>::to_vec);
+    device.run_once(); // resume: the rest with Range, install, arm, "reboot"
+    assert_eq!(device.slot(Slot::B), Signer::image("2.0.0"));
+    assert_eq!(device.power_up().slot, Slot::B);
+    device.run_once();
+    assert_eq!(
+        Operator::new(&server).device_state(&deployment).0,
+        "success"
+    );
+}
+
+#[test]
+fn a_resumed_download_is_only_the_rest_and_a_damaged_first_half_fails_its_digest() {
+    let (_signer, server, device, deployment) = interrupted_download(|half| vec![0; half.len()]);
+    device.run_once(); // only the second half is fetched: the whole file is wrong
+    let (state, message) = Operator::new(&server).device_state(&deployment);
+    assert_eq!(state, "failure");
+    assert!(message.contains("not the one offered"), "{message}");
+    assert_eq!(device.slot(Slot::B), SPARE_IMAGE, "slot B untouched");
+}
+
+#[test]
+fn a_corrupt_state_during_the_trial_boot_rolls_back() {
+    let signer = Signer::new();
+    let server = TestServer::start_with(&signer.public, &["--poll-interval", "1"]);
+    let operator = Operator::new(&server);
+    let device = Device::new(&server.url, &signer.public, &["true"]);
+    let device_id = enrol(&device, &operator);
+    let package = operator.upload(signer.package("rootfs", "2.0.0", 1));
+    operator.deploy(&package, &device_id);
+
+    device.run_once();
+    assert_eq!(device.power_up().slot, Slot::B);
+    let state = device.dir.path().join("data").join("state");
+    std::fs::write(&state, b"not a state file").expect("damage the state");
+
+    device.run_once(); // nothing vouches for B: abandon the trial, "reboot"
+    let boot = device.power_up();
+    assert_eq!((boot.slot, boot.trial), (Slot::A, false));
+    let aside = device.dir.path().join("data").join("state.corrupt.1");
+    assert!(aside.exists(), "the corrupt file is kept for a person");
+}
