@@ -182,6 +182,8 @@ pub struct Agent {
     poll_interval: Duration,
     download_deferred: bool,
     rebooting: bool,
+    /// Why the last job failed or rolled back, for `install FILE`.
+    last_failure: Option<String>,
 }
 
 impl std::fmt::Debug for Agent {
@@ -240,6 +242,7 @@ impl Agent {
             state: State::Idle,
             download_deferred: false,
             rebooting: false,
+            last_failure: None,
             config,
         })
     }
@@ -319,13 +322,12 @@ impl Agent {
             sha256: Sha256Digest::of(&head),
             ..self.job_for(&manifest)?
         };
+        self.last_failure = None;
         self.feed(Event::Offer(job))?;
         self.proceed()?;
-        match &self.state {
-            State::Idle => Err(AgentError::Refused(
-                "the package was not installed: see the log".into(),
-            )),
-            _ => Ok(()),
+        match self.last_failure.take() {
+            Some(reason) => Err(AgentError::Refused(reason)),
+            None => Ok(()),
         }
     }
 
@@ -358,6 +360,9 @@ impl Agent {
             if next != self.state {
                 self.state_file.save(&next)?;
                 tracing::info!(from = self.state.name(), to = next.name(), "state");
+                if let State::Failed { reason, .. } | State::RolledBack { reason, .. } = &next {
+                    self.last_failure = Some(reason.clone());
+                }
                 self.state = next;
             }
             for effect in effects {

@@ -51,6 +51,24 @@ impl Signer {
             .collect()
     }
 
+    /// A signed package replacing `/etc/app.conf` (under the root) in place.
+    pub fn file_package(&self, version: &str, content: &[u8]) -> Vec<u8> {
+        let spec = PayloadSpec::new(PayloadType::File, "/etc/app.conf", Compression::None);
+        let mut stored = Vec::new();
+        let entry =
+            encode_payload(content, &spec, &EncodeOptions::default(), &mut stored).expect("encode");
+        let manifest = Manifest::builder("app", version.parse().expect("semver"), [DEVICE_TYPE])
+            .payload(entry)
+            .build();
+        let signed =
+            SignedManifest::sign(&manifest, &[&self.key], &Limits::default()).expect("sign");
+        let mut file = Vec::new();
+        let mut writer = PackageWriter::new(&mut file, &signed).expect("header");
+        writer.write_payload(&stored[..]).expect("payload");
+        writer.finish().expect("finish");
+        file
+    }
+
     /// A signed image package for the test device type.
     pub fn package(&self, name: &str, version: &str, security_version: u64) -> Vec<u8> {
         let image = Self::image(version);
@@ -173,6 +191,7 @@ impl Device {
         let root = dir.path();
         std::fs::write(root.join("a.img"), FACTORY_IMAGE).expect("slot a");
         std::fs::write(root.join("b.img"), SPARE_IMAGE).expect("slot b");
+        std::fs::create_dir_all(root.join("root/etc")).expect("root");
         let bootenv = root.join("bootenv");
         FileBootEnv::create(&bootenv, Slot::A).expect("boot environment");
         let serial = format!(
@@ -188,6 +207,7 @@ identity = {{ serial = "{serial}" }}
 trusted_keys = [{trusted}]
 poll_interval_secs = 1
 reboot_command = ["true"]
+root = {root}
 [boot]
 backend = "file"
 path = {bootenv}
@@ -200,6 +220,7 @@ command = {health:?}
 timeout_secs = 30
 "#,
             data = quoted(root.join("data")),
+            root = quoted(root.join("root")),
             trusted = quoted(trusted.to_owned()),
             bootenv = quoted(bootenv.clone()),
             a = quoted(root.join("a.img")),

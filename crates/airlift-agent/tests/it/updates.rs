@@ -208,3 +208,26 @@ fn a_corrupt_state_during_the_trial_boot_rolls_back() {
     let aside = device.dir.path().join("data").join("state.corrupt.1");
     assert!(aside.exists(), "the corrupt file is kept for a person");
 }
+
+#[test]
+fn a_file_update_is_replaced_in_place_and_committed_without_a_reboot() {
+    let signer = Signer::new();
+    let server = TestServer::start_with(&signer.public, &["--poll-interval", "1"]);
+    let operator = Operator::new(&server);
+    let device = Device::new(&server.url, &signer.public, &["true"]);
+    let conf = device.dir.path().join("root/etc/app.conf");
+    std::fs::write(&conf, b"old = true\n").expect("old file");
+    let device_id = enrol(&device, &operator);
+    let package = operator.upload(signer.file_package("1.1.0", b"new = true\n"));
+    let deployment = operator.deploy(&package, &device_id);
+
+    device.run_once();
+    assert_eq!(std::fs::read(&conf).expect("file"), b"new = true\n");
+    assert_eq!(operator.device_state(&deployment).0, "success");
+    assert_eq!(device.status()["state"], "idle");
+    let record = std::fs::read_to_string(device.dir.path().join("data/installed.json"))
+        .expect("the agent records what it committed");
+    assert!(record.contains("1.1.0"), "{record}");
+    let boot = device.power_up();
+    assert_eq!((boot.slot, boot.trial), (Slot::A, false), "no slot switch");
+}
