@@ -58,7 +58,7 @@ pub fn verify_body(key: &VerifyingKey, body: &[u8], signature_b64: &str) -> Resu
 mod tests {
     use super::*;
 
-    fn key() -> SigningKey {
+    fn new_key() -> SigningKey {
         let mut seed = [0u8; 32];
         getrandom::getrandom(&mut seed).expect("random");
         SigningKey::from_bytes(&seed)
@@ -66,7 +66,7 @@ mod tests {
 
     #[test]
     fn signed_body_verifies_and_tampering_fails() {
-        let key = key();
+        let key = new_key();
         let body = br#"{"nonce":"abc"}"#;
         let signature = sign_body(&key, body);
         let public = parse_public_key(&public_key_pem(&key.verifying_key())).expect("pem");
@@ -79,7 +79,7 @@ mod tests {
             verify_body(&public, body, "bm9wZQ=="),
             Err(AuthError::SignatureEncoding)
         );
-        let other = key();
+        let other = new_key();
         assert_eq!(
             verify_body(&other.verifying_key(), body, &signature),
             Err(AuthError::BadSignature)
