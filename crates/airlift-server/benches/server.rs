@@ -1103,11 +1103,10 @@ async fn components(
     db: &Path,
     devices: &[Device],
     deployment: &str,
-    package: &str,
     concurrency: usize,
 ) -> Result<Vec<Component>> {
     use airlift_protocol::device::Inventory;
-    use airlift_protocol::{DeploymentId, DeviceId, PackageId};
+    use airlift_protocol::{DeploymentId, DeviceId};
     use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
     use sqlx::{Connection, Row};
 
@@ -1128,9 +1127,6 @@ async fn components(
     let deployment: DeploymentId = deployment
         .parse()
         .map_err(|e| anyhow::anyhow!("deployment id: {e:?}"))?;
-    let package: PackageId = package
-        .parse()
-        .map_err(|e| anyhow::anyhow!("package id: {e:?}"))?;
     let n = ids.len();
     let mut rows = Vec::new();
 
@@ -1181,18 +1177,8 @@ async fn components(
         |i, store, ids, inv| store.record_check_in(ids[i % n], &inv[i % n], now).await?
     );
     sequential!(
-        "store.active_deployments(): 1 SELECT",
-        |_i, store, ids, inv| { store.active_deployments().await? }
-    );
-    sequential!("store.device_update(): 1 SELECT", |i, store, ids, inv| {
-        store.device_update(deployment, ids[i % n]).await?
-    });
-    sequential!(
-        "store.package() (1 SELECT) + manifest parse, (c) only",
-        |_i, store, ids, inv| {
-            let record = store.package(package).await?.context("package")?;
-            let _: Manifest = serde_json::from_value(record.package.manifest.clone())?;
-        }
+        "store.device_update(): 1 SELECT per active deployment, (c) only",
+        |i, store, ids, inv| store.device_update(deployment, ids[i % n]).await?
     );
 
     // What one query through the pool costs with and without the liveness
@@ -1267,38 +1253,53 @@ async fn components(
     conn.close().await?;
 
     // The store's part of whole check-ins, many callers at once.
-    let sequence: Step = {
-        let store = Arc::clone(&store);
-        let ids = Arc::clone(&ids);
-        let inventories = Arc::clone(&inventories);
-        Arc::new(move |i| {
+    // The store calls of whole check-ins as the server makes them (active
+    // deployments and packages come from its in-memory caches), many
+    // callers at once.
+    let active: Arc<Vec<DeploymentId>> = Arc::new(
+        store
+            .active_deployments()
+            .await?
+            .iter()
+            .map(|d| d.id)
+            .collect(),
+    );
+    for (label, deployments) in [
+        ("(b) check-in: 5 queries", Arc::new(Vec::new())),
+        ("(c) check-in: 6 queries", active),
+    ] {
+        let sequence: Step = {
             let store = Arc::clone(&store);
             let ids = Arc::clone(&ids);
             let inventories = Arc::clone(&inventories);
-            Box::pin(async move {
-                let id = ids[i % ids.len()];
-                store.device(id).await?.context("device")?;
-                store
-                    .record_check_in(id, &inventories[i % ids.len()], chrono::Utc::now())
-                    .await?;
-                for active in store.active_deployments().await? {
-                    store.device_update(active.id, id).await?;
-                    let record = store.package(active.package_id).await?.context("package")?;
-                    let _: Manifest = serde_json::from_value(record.package.manifest.clone())?;
-                }
-                Ok(())
+            Arc::new(move |i| {
+                let store = Arc::clone(&store);
+                let ids = Arc::clone(&ids);
+                let inventories = Arc::clone(&inventories);
+                let deployments = Arc::clone(&deployments);
+                Box::pin(async move {
+                    let id = ids[i % ids.len()];
+                    store.device(id).await?.context("device")?;
+                    store
+                        .record_check_in(id, &inventories[i % ids.len()], chrono::Utc::now())
+                        .await?;
+                    for deployment in deployments.iter() {
+                        store.device_update(*deployment, id).await?;
+                    }
+                    Ok(())
+                })
             })
-        })
-    };
-    rows.push(
-        time_concurrent(
-            &format!("store calls of a (c) check-in (8 queries), {concurrency} callers"),
-            concurrency,
-            Duration::from_secs(3),
-            sequence,
-        )
-        .await?,
-    );
+        };
+        rows.push(
+            time_concurrent(
+                &format!("store calls of a {label}, {concurrency} callers"),
+                concurrency,
+                Duration::from_secs(3),
+                sequence,
+            )
+            .await?,
+        );
+    }
     Ok(rows)
 }
 
@@ -1364,30 +1365,34 @@ async fn run(params: Params) -> Result<()> {
         .deploy(other["id"].as_str().context("package id")?, &targets)
         .await?;
     let detail = admin.get(&format!("/deployments/{deployment}")).await?;
-    ensure!(
-        detail["status"] == "active" && detail["counts"]["incompatible"] == devices.len(),
-        "the deployment is not as planned: {} {}",
-        detail["status"],
-        detail["counts"]
-    );
     let answer = admin.check_in(&devices[0]).await?;
-    ensure!(answer.get("update").is_none(), "unexpected offer: {answer}");
-    eprintln!("(c) airlift-server, active deployment {deployment}, devices incompatible");
-    results.push(
-        load(
-            "(c) airlift-server, active deployment, device incompatible",
-            server.addr,
-            server.guard.pid(),
-            Arc::clone(&requests),
-            &params,
-        )
-        .await?,
-    );
-    let detail = admin.get(&format!("/deployments/{deployment}")).await?;
-    ensure!(
-        detail["status"] == "active",
-        "deployment {deployment} finished"
-    );
+    if detail["status"] == "active"
+        && detail["counts"]["incompatible"] == devices.len()
+        && answer.get("update").is_none()
+    {
+        eprintln!("(c) airlift-server, active deployment {deployment}, devices incompatible");
+        results.push(
+            load(
+                "(c) airlift-server, active deployment, device incompatible",
+                server.addr,
+                server.guard.pid(),
+                Arc::clone(&requests),
+                &params,
+            )
+            .await?,
+        );
+        let detail = admin.get(&format!("/deployments/{deployment}")).await?;
+        ensure!(
+            detail["status"] == "active",
+            "deployment {deployment} finished during (c)"
+        );
+    } else {
+        // Only a server that does not record inventories gets here.
+        eprintln!(
+            "(c) skipped: the deployment is not as planned: {} {}; check-in answer {answer}",
+            detail["status"], detail["counts"]
+        );
+    }
 
     let mut out = String::new();
     let _ = writeln!(
@@ -1401,7 +1406,6 @@ async fn run(params: Params) -> Result<()> {
         &dir.path().join("airlift/data/airlift.db"),
         &devices,
         &deployment,
-        other["id"].as_str().context("package id")?,
         params.concurrency,
     )
     .await?;
