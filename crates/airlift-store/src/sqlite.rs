@@ -31,6 +31,9 @@ pub(crate) async fn open(path: &Path) -> crate::StoreResult<SharedStore> {
         .busy_timeout(BUSY_TIMEOUT);
     let pool = SqlitePoolOptions::new()
         .max_connections(MAX_CONNECTIONS)
+        // A file cannot drop its connection: skip the ping sqlx sends before
+        // every acquire, which costs a thread hand-off per query.
+        .test_before_acquire(false)
         .connect_with(options)
         .await
         .map_err(|e| {
