@@ -92,7 +92,20 @@ pub async fn prepare(config: &Config) -> Result<(AppState, AdminToken), StartupE
         Settings::from_config(config),
         crate::observability::prometheus(),
     );
+    tokio::spawn(flush_check_ins(state.clone()));
     Ok((state, admin))
+}
+
+/// Writes queued check-in times once per cache period, for the life of the process.
+async fn flush_check_ins(state: AppState) {
+    let mut tick = tokio::time::interval(crate::cache::ACTIVE_TTL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if let Err(error) = state.caches().flush_check_ins(state.store()).await {
+            tracing::warn!(%error, "flushing check-in times failed");
+        }
+    }
 }
 
 /// The trusted signers, or `None` when none are configured: the server then

@@ -118,6 +118,7 @@ async fn set_status(
         ));
     }
     state.store().set_device_status(id, status).await?;
+    state.caches().forget_device(id);
     audit(
         state,
         caller,
@@ -242,6 +243,7 @@ pub async fn set_device_tags(
     tags.sort();
     tags.dedup();
     state.store().set_device_tags(id, &tags).await?;
+    state.caches().forget_device(id);
     audit(
         &state,
         &caller,

@@ -118,6 +118,7 @@ pub async fn authenticate(
         }
         other => other,
     };
+    state.caches().forget_device(device.id);
     let result = status.as_str();
     metrics::counter!("airlift_device_auth_total", "result" => result).increment(1);
     Ok(match status {

@@ -33,14 +33,17 @@ pub async fn check_in(
     validate_inventory(&inventory)?;
     let now = Utc::now();
     let store = state.store();
-    let device = store
-        .device(caller.device_id)
+    let caches = state.caches();
+    let device = caches
+        .device(store, caller.device_id)
         .await?
         .filter(|d| d.status == DeviceStatus::Accepted)
         .ok_or_else(|| {
             ApiError::Unauthorized("device is not accepted any more; authenticate again".into())
         })?;
-    store.record_check_in(device.id, &inventory, now).await?;
+    caches
+        .record_check_in(store, device.id, inventory.clone(), now)
+        .await?;
     metrics::counter!("airlift_check_ins_total").increment(1);
 
     // What the device reports is the truth from here on.
@@ -51,7 +54,7 @@ pub async fn check_in(
         security_version: inventory.security_version,
         attributes: inventory.attributes.clone(),
         last_check_in: Some(now),
-        ..device
+        ..Device::clone(&device)
     };
     let update = find_offer(&state, &device).await?;
     Ok(Json(CheckInResponse {
@@ -67,7 +70,13 @@ async fn find_offer(state: &AppState, device: &Device) -> ApiResult<Option<Updat
     let now = Utc::now();
     let caches = state.caches();
     for deployment in caches.active_deployments(store).await?.iter() {
+        if caches.final_state(deployment.id, device.id).is_some() {
+            continue;
+        }
         let current = store.device_update(deployment.id, device.id).await?;
+        if let Some(update) = &current {
+            caches.remember_final(deployment.id, device.id, update.state);
+        }
         let Some(cached) = caches.package(store, deployment.package_id).await? else {
             continue;
         };

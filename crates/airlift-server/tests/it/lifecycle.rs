@@ -339,6 +339,29 @@ async fn the_device_report_is_the_truth() {
         assert_eq!(listed["total"], 1, "{listed}");
         let none = server.admin_get("/devices?installed=os=3.0.0").await;
         assert_eq!(none["total"], 0);
+
+        // An unchanged inventory's check-in time is written behind, within seconds.
+        let before = shown["last_check_in"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        device.check_in(&server).await;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let now = server
+                .admin_get(&format!("/devices/{}", device.id.expect("id")))
+                .await;
+            if now["last_check_in"].as_str().unwrap_or_default() > before.as_str() {
+                assert_eq!(now["installed"]["os"], "1.0.0");
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "check-in time never written: {now}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
     }
 }
 
