@@ -24,6 +24,8 @@ pub mod openapi;
 pub mod rollout;
 pub mod startup;
 pub mod state;
+#[cfg(feature = "test-server")]
+pub mod testing;
 
 pub use config::{Args, Config};
 pub use state::AppState;

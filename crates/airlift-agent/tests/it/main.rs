@@ -3,5 +3,5 @@
 //! the agent's runs.
 
 mod harness;
-mod server;
+use airlift_server::testing as server;
 mod updates;

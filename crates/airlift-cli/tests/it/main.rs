@@ -8,5 +8,5 @@ mod help;
 mod keys;
 mod rejections;
 mod round_trip;
-mod server;
+use airlift_server::testing as server;
 mod support;

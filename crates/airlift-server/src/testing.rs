@@ -1,9 +1,10 @@
-//! A real airlift-server, in-process (as in `airlift-cli`'s tests): its library's `startup::prepare` and
+//! For other crates' tests (feature `test-server`): a real airlift-server,
+//! in-process: its library's `startup::prepare` and
 //! `serve` on a runtime in a background thread, bound to 127.0.0.1:0 before
 //! the address is handed out (no waiting for readiness), with a fresh data
 //! directory, one trusted signing key and a known admin token.
 
-use airlift_server::{Args, Config};
+use crate::{Args, Config};
 use clap::Parser;
 use std::ffi::OsString;
 use std::path::Path;
@@ -26,6 +27,10 @@ pub struct TestServer {
 
 impl TestServer {
     /// Starts a server that trusts `trusted`, with more `airlift-server` flags.
+    ///
+    /// # Panics
+    /// When the server cannot start: this is test support.
+    #[allow(clippy::expect_used)]
     pub fn start_with(trusted: &Path, flags: &[&str]) -> Self {
         let data = tempfile::tempdir().expect("data directory");
         let mut argv: Vec<OsString> = vec![
@@ -49,7 +54,7 @@ impl TestServer {
                 .build()
                 .expect("server runtime");
             runtime.block_on(async move {
-                let (state, _) = airlift_server::startup::prepare(&config)
+                let (state, _) = crate::startup::prepare(&config)
                     .await
                     .expect("the server starts");
                 let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -59,7 +64,7 @@ impl TestServer {
                 ready_tx
                     .send(address)
                     .expect("the test waits for the address");
-                airlift_server::serve(listener, state, async {
+                crate::serve(listener, state, async {
                     let _ = stop_rx.await;
                 })
                 .await
