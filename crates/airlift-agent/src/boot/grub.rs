@@ -7,8 +7,9 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use super::atomic::{sync_parent, temp_path};
+use super::tool_env::ToolEnv;
 use super::vars::{self, BootVars, Writes};
-use super::{cmdline, tool, BootControl, BootError, Slot};
+use super::{cmdline, tool, BootError};
 
 const PACKAGE: &str = "grub-common";
 
@@ -146,28 +147,17 @@ impl GrubEnv {
     }
 }
 
-impl BootControl for GrubEnv {
-    fn booted_slot(&self) -> Result<Slot, BootError> {
-        cmdline::booted_slot(&self.cmdline)
+impl ToolEnv for GrubEnv {
+    fn read_vars(&self) -> Result<BootVars, BootError> {
+        self.vars()
     }
 
-    fn start_trial(&mut self, slot: Slot) -> Result<(), BootError> {
-        let writes = vars::start_trial(&self.vars()?, self.booted_slot()?, slot)?;
-        self.store(&writes)
+    fn write_vars(&self, writes: &Writes) -> Result<(), BootError> {
+        self.store(writes)
     }
 
-    fn commit(&mut self) -> Result<(), BootError> {
-        let writes = vars::commit(&self.vars()?, self.booted_slot()?)?;
-        self.store(&writes)
-    }
-
-    fn abandon_trial(&mut self, previous: Slot) -> Result<(), BootError> {
-        self.vars()?;
-        self.store(&vars::abandon_trial(previous))
-    }
-
-    fn trial_pending(&self) -> Result<bool, BootError> {
-        Ok(self.vars()?.upgrade_available)
+    fn cmdline_path(&self) -> &Path {
+        &self.cmdline
     }
 }
 
@@ -176,6 +166,7 @@ mod tests {
     use super::*;
     use crate::boot::conformance::{self, Harness, TestResult};
     use crate::boot::BootOutcome;
+    use crate::boot::{BootControl, Slot};
     use std::os::unix::fs::MetadataExt;
     use std::process::Command;
 

@@ -182,6 +182,7 @@ mod cmdline;
 mod file;
 mod grub;
 mod tool;
+mod tool_env;
 mod uboot;
 mod vars;
 
