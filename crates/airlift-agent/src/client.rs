@@ -1,5 +1,9 @@
 //! Talking to the server's device API: authentication with the device key,
 //! check-in, status reports, and opening (ranged) downloads.
+//!
+//! Over `ureq`: a blocking HTTP/1.1 client with rustls and no async runtime,
+//! which keeps the agent small and idle, and whose per-read timeout notices
+//! a stalled download (a connection that stays open and silent).
 
 use airlift_protocol::auth::{public_key_pem, sign_body};
 use airlift_protocol::device::{
@@ -8,14 +12,14 @@ use airlift_protocol::device::{
 };
 use airlift_protocol::{DeploymentId, DeviceId, ErrorBody};
 use ed25519_dalek::SigningKey;
-use reqwest::blocking::{Client, Response};
-use reqwest::header::{IF_RANGE, RANGE};
-use reqwest::StatusCode;
+use serde::de::DeserializeOwned;
 use std::collections::BTreeMap;
+use std::io::Read;
 use std::time::Duration;
+use ureq::{Agent, Request, Response};
 
 /// What went wrong talking to the server, sorted by what the agent should do.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum ClientError {
     /// Worth retrying later: the network, a timeout, a 5xx, a 429.
     #[error("server unreachable or busy: {0}")]
@@ -45,7 +49,7 @@ impl ClientError {
 /// A device's session with the server.
 #[derive(Debug)]
 pub struct ServerClient {
-    http: Client,
+    http: Agent,
     base: String,
     key: SigningKey,
     identity: BTreeMap<String, String>,
@@ -54,18 +58,21 @@ pub struct ServerClient {
 }
 
 impl ServerClient {
-    /// A client for `base` (e.g. `https://updates.example.com`).
+    /// A client for `base` (e.g. `https://updates.example.com`) that gives
+    /// up on a connection silent for `timeout` (connecting, or between two
+    /// reads).
     pub fn new(
         base: &str,
         key: SigningKey,
         identity: BTreeMap<String, String>,
+        timeout: Duration,
     ) -> Result<Self, ClientError> {
-        let http = Client::builder()
-            .connect_timeout(Duration::from_secs(15))
-            .timeout(None)
+        let http = ureq::AgentBuilder::new()
+            .timeout_connect(timeout)
+            .timeout_read(timeout)
+            .timeout_write(timeout)
             .user_agent(concat!("airlift-agent/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| ClientError::Transient(e.to_string()))?;
+            .build();
         Ok(Self {
             http,
             base: base.trim_end_matches('/').to_owned(),
@@ -97,22 +104,19 @@ impl ServerClient {
         };
         let body =
             serde_json::to_vec(&request).map_err(|e| ClientError::Transient(e.to_string()))?;
-        let response = self
+        let result = self
             .http
-            .post(format!("{}{AUTH_PATH}", self.base))
+            .post(&format!("{}{AUTH_PATH}", self.base))
             .timeout(Duration::from_secs(30))
-            .header(SIGNATURE_HEADER, sign_body(&self.key, &body))
-            .header("content-type", "application/json")
-            .body(body)
-            .send()
-            .map_err(transport)?;
-        let status = response.status();
-        if !(status.is_success() || status == StatusCode::FORBIDDEN) {
-            return Err(refusal(response));
-        }
-        let answer: AuthResponse = response
-            .json()
-            .map_err(|e| ClientError::Transient(e.to_string()))?;
+            .set(SIGNATURE_HEADER, &sign_body(&self.key, &body))
+            .set("content-type", "application/json")
+            .send_bytes(&body);
+        // 403 carries the `rejected` answer.
+        let response = match result {
+            Err(ureq::Error::Status(403, response)) => response,
+            other => answered(other)?,
+        };
+        let answer: AuthResponse = json(response)?;
         match answer {
             AuthResponse::Accepted {
                 device_id, token, ..
@@ -132,43 +136,47 @@ impl ServerClient {
         }
     }
 
-    /// Sends `request`, authenticating first if needed and once more if the
-    /// token was refused (expired, or the device was re-accepted).
+    /// Sends a request built by `build` (with `body`, if any), authenticating
+    /// first if needed and once more if the token was refused (expired, or
+    /// the device was re-accepted). Error answers come back as errors.
     fn send_authorized(
         &mut self,
-        build: impl Fn(&Client, &str) -> reqwest::blocking::RequestBuilder,
+        build: impl Fn(&Agent, &str) -> Request,
+        body: Option<&[u8]>,
     ) -> Result<Response, ClientError> {
         for attempt in 0..2 {
             if self.token.is_none() {
                 self.authenticate()?;
             }
             let token = self.token.clone().unwrap_or_default();
-            let response = build(&self.http, &self.base)
-                .bearer_auth(token)
-                .send()
-                .map_err(transport)?;
-            if response.status() == StatusCode::UNAUTHORIZED && attempt == 0 {
+            let request =
+                build(&self.http, &self.base).set("authorization", &format!("Bearer {token}"));
+            let result = match body {
+                Some(body) => request
+                    .set("content-type", "application/json")
+                    .send_bytes(body),
+                None => request.call(),
+            };
+            if let (Err(ureq::Error::Status(401, _)), 0) = (&result, attempt) {
                 self.token = None;
                 continue;
             }
-            return Ok(response);
+            return answered(result);
         }
         Err(ClientError::Transient("authentication loop".into()))
     }
 
     /// Reports inventory; returns the poll interval and maybe an offer.
     pub fn check_in(&mut self, inventory: &Inventory) -> Result<CheckInResponse, ClientError> {
-        let response = self.send_authorized(|http, base| {
-            http.post(format!("{base}{CHECK_IN_PATH}"))
-                .timeout(Duration::from_secs(30))
-                .json(inventory)
-        })?;
-        if !response.status().is_success() {
-            return Err(refusal(response));
-        }
-        response
-            .json()
-            .map_err(|e| ClientError::Transient(e.to_string()))
+        let body = encode(inventory)?;
+        let response = self.send_authorized(
+            |http, base| {
+                http.post(&format!("{base}{CHECK_IN_PATH}"))
+                    .timeout(Duration::from_secs(30))
+            },
+            Some(&body),
+        )?;
+        json(response)
     }
 
     /// Reports one step of an update.
@@ -177,77 +185,95 @@ impl ServerClient {
         deployment: DeploymentId,
         report: &StatusReport,
     ) -> Result<StatusAck, ClientError> {
-        let response = self.send_authorized(|http, base| {
-            http.post(format!("{base}{}", status_path(deployment)))
-                .timeout(Duration::from_secs(30))
-                .json(report)
-        })?;
-        if !response.status().is_success() {
-            return Err(refusal(response));
-        }
-        response
-            .json()
-            .map_err(|e| ClientError::Transient(e.to_string()))
+        let body = encode(report)?;
+        let response = self.send_authorized(
+            |http, base| {
+                http.post(&format!("{base}{}", status_path(deployment)))
+                    .timeout(Duration::from_secs(30))
+            },
+            Some(&body),
+        )?;
+        json(response)
     }
 
     /// Opens the package download at `offset`, valid only while the file's
     /// ETag is still `etag` (else the server answers with the whole file,
-    /// which the caller must treat as a changed package).
+    /// which is taken as a changed package); returns the body.
     pub fn open_download(
         &mut self,
         deployment: DeploymentId,
         offset: u64,
         etag: &str,
-    ) -> Result<Response, ClientError> {
-        let response = self.send_authorized(|http, base| {
-            let request = http.get(format!("{base}{}", download_path(deployment)));
-            if offset == 0 {
-                request
-            } else {
-                request
-                    .header(RANGE, format!("bytes={offset}-"))
-                    .header(IF_RANGE, format!("\"{etag}\""))
-            }
-        })?;
-        let expected = if offset == 0 {
-            StatusCode::OK
-        } else {
-            StatusCode::PARTIAL_CONTENT
-        };
-        if response.status() == expected {
-            return Ok(response);
-        }
-        if response.status().is_success() {
+    ) -> Result<Box<dyn Read + Send + Sync>, ClientError> {
+        let response = self.send_authorized(
+            |http, base| {
+                let request = http.get(&format!("{base}{}", download_path(deployment)));
+                if offset == 0 {
+                    request
+                } else {
+                    request
+                        .set("range", &format!("bytes={offset}-"))
+                        .set("if-range", &format!("\"{etag}\""))
+                }
+            },
+            None,
+        )?;
+        let expected = if offset == 0 { 200 } else { 206 };
+        if response.status() != expected {
             return Err(ClientError::Permanent {
-                status: response.status().as_u16(),
+                status: response.status(),
                 code: "package_changed".into(),
                 message: "the server sent the whole file to a resume request: the package changed"
                     .into(),
             });
         }
-        Err(refusal(response))
+        Ok(response.into_reader())
     }
 }
 
-fn transport(error: reqwest::Error) -> ClientError {
-    ClientError::Transient(error.to_string())
+fn encode(value: &impl serde::Serialize) -> Result<Vec<u8>, ClientError> {
+    serde_json::to_vec(value).map_err(|e| ClientError::Transient(e.to_string()))
+}
+
+/// A JSON answer; one that does not parse is taken as transient (a proxy's
+/// error page, a cut connection).
+fn json<T: DeserializeOwned>(response: Response) -> Result<T, ClientError> {
+    let mut body = Vec::new();
+    response
+        .into_reader()
+        .take(MAX_ANSWER)
+        .read_to_end(&mut body)
+        .map_err(|e| ClientError::Transient(format!("reading the answer: {e}")))?;
+    serde_json::from_slice(&body)
+        .map_err(|e| ClientError::Transient(format!("the server's answer does not parse: {e}")))
+}
+
+/// Largest JSON answer read (offers carry a signed manifest, up to 1 MiB,
+/// in base64).
+const MAX_ANSWER: u64 = 4 * 1024 * 1024;
+
+/// A successful answer, or the error sorted into transient or permanent.
+fn answered(result: Result<Response, ureq::Error>) -> Result<Response, ClientError> {
+    match result {
+        Ok(response) => Ok(response),
+        Err(ureq::Error::Status(status, response)) => Err(refusal(status, response)),
+        Err(ureq::Error::Transport(transport)) => {
+            Err(ClientError::Transient(transport.to_string()))
+        }
+    }
 }
 
 /// Sorts an error answer into transient or permanent.
-fn refusal(response: Response) -> ClientError {
-    let status = response.status();
-    let body: Option<ErrorBody> = response.json().ok();
+fn refusal(status: u16, response: Response) -> ClientError {
+    let body: Option<ErrorBody> = json(response).ok();
     let (code, message) = body
         .map(|b| (b.code, b.message))
-        .unwrap_or_else(|| ("unknown".into(), status.to_string()));
-    if status.is_server_error()
-        || status == StatusCode::TOO_MANY_REQUESTS
-        || status == StatusCode::REQUEST_TIMEOUT
-    {
+        .unwrap_or_else(|| ("unknown".into(), format!("HTTP {status}")));
+    if status >= 500 || status == 429 || status == 408 {
         ClientError::Transient(format!("{status}: {message}"))
     } else {
         ClientError::Permanent {
-            status: status.as_u16(),
+            status,
             code,
             message,
         }

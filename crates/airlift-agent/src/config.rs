@@ -46,6 +46,11 @@ pub struct AgentConfig {
     /// Download rate cap in bytes per second.
     #[serde(default)]
     pub bandwidth_limit: Option<u64>,
+    /// Seconds a connection may stay silent (while connecting, or between
+    /// two reads of an answer) before the agent gives up on it and, for a
+    /// download, reconnects where it was [default: 60].
+    #[serde(default = "sixty")]
+    pub network_timeout_secs: u64,
     /// A/B slot pairs by image target name (`rootfs` → a, b).
     #[serde(default)]
     pub slots: BTreeMap<String, SlotPair>,
@@ -192,6 +197,9 @@ impl AgentConfig {
         }
         if config.device_type.is_empty() {
             return Err(invalid("device_type must not be empty"));
+        }
+        if config.network_timeout_secs == 0 {
+            return Err(invalid("network_timeout_secs must be at least 1"));
         }
         if config.poll_interval_secs == 0 {
             return Err(invalid("poll_interval_secs must be at least 1"));

@@ -44,10 +44,11 @@ pub struct ResumableDownload<'c> {
     etag: String,
     size: u64,
     offset: u64,
-    body: Option<reqwest::blocking::Response>,
+    body: Option<Box<dyn Read + Send + Sync>>,
     retry: RetryPolicy,
     limit: Option<BandwidthLimit>,
     progress: Box<dyn FnMut(u64) + 'c>,
+    failure: Option<ClientError>,
 }
 
 impl std::fmt::Debug for ResumableDownload<'_> {
@@ -78,6 +79,7 @@ impl<'c> ResumableDownload<'c> {
             retry: RetryPolicy::default(),
             limit: None,
             progress: Box::new(|_| {}),
+            failure: None,
         }
     }
 
@@ -86,6 +88,24 @@ impl<'c> ResumableDownload<'c> {
     pub fn starting_at(mut self, offset: u64) -> Self {
         self.offset = offset.min(self.size);
         self
+    }
+
+    /// Goes on from byte `offset` (the next read asks for it with `Range`).
+    pub fn seek_to(&mut self, offset: u64) {
+        self.offset = offset.min(self.size);
+        self.body = None;
+    }
+
+    /// Why the download stopped, if it did: its readers only see an
+    /// `io::Error` (the package reader wraps it further), this is the cause.
+    pub fn take_failure(&mut self) -> Option<ClientError> {
+        self.failure.take()
+    }
+
+    /// Records why the download stops, and returns it as the reader's error.
+    fn stopped(&mut self, error: ClientError) -> io::Error {
+        self.failure = Some(error.clone());
+        io::Error::other(DownloadStopped(error))
     }
 
     /// Sets the reconnect policy.
@@ -124,9 +144,8 @@ impl<'c> ResumableDownload<'c> {
             .notify(|error, delay| {
                 tracing::warn!(%error, ?delay, offset, "download interrupted; reconnecting");
             })
-            .call()
-            .map_err(|e| io::Error::other(DownloadStopped(e)))?;
-        self.body = Some(response);
+            .call();
+        self.body = Some(response.map_err(|e| self.stopped(e))?);
         Ok(())
     }
 }
@@ -154,6 +173,7 @@ impl Read for ResumableDownload<'_> {
                         limit.consume(n as u64);
                     }
                     (self.progress)(self.offset);
+                    crate::fault::downloaded(self.offset);
                     return Ok(n);
                 }
                 // The body ended before the package did, or the connection
@@ -162,12 +182,11 @@ impl Read for ResumableDownload<'_> {
                     self.body = None;
                     failures += 1;
                     if failures > self.retry.max_attempts {
-                        return Err(io::Error::other(DownloadStopped(ClientError::Transient(
-                            format!(
-                                "the connection kept breaking at byte {} of {}",
-                                self.offset, self.size
-                            ),
-                        ))));
+                        let reason = format!(
+                            "the connection kept breaking at byte {} of {}",
+                            self.offset, self.size
+                        );
+                        return Err(self.stopped(ClientError::Transient(reason)));
                     }
                 }
             }

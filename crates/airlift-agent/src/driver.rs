@@ -25,7 +25,7 @@
 use crate::boot::{BootControl, BootError, BootVars, FileBootEnv, GrubEnv, Slot, UBootEnv};
 use crate::client::{ClientError, ServerClient};
 use crate::config::{AgentConfig, BootConfig};
-use crate::download::{DownloadStopped, ResumableDownload};
+use crate::download::ResumableDownload;
 use crate::identity::{self, IdentityError};
 use crate::install::{
     FileInstaller, ImageInstaller, Installer, Installers, ModuleInstaller, PayloadRef, SlotDevices,
@@ -34,18 +34,20 @@ use crate::machine::{
     step, Activation, Decline, Effect, Event, Job, Outbox, OutboxError, Report, State, StateError,
     StateFile, TrialBoot,
 };
+use crate::stream::{Source, Stream, StreamError};
 use airlift_package::encryption::{Identity as AgeIdentity, IdentityTrait};
 use airlift_package::{
     Compatibility, DeviceFacts, Limits, Manifest, PackageReader, PayloadType, PublicKey,
-    Sha256Digest, Sha256Hasher, TrustSet, Verified,
+    Sha256Digest, TrustSet, Verified,
 };
 use airlift_protocol::device::{Inventory, UpdateOffer};
+use airlift_protocol::state::UpdateState;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, VecDeque};
 use std::fs::File;
-use std::io::{self, BufReader, Read, Seek, Write};
+use std::io::{self, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -184,6 +186,8 @@ pub struct Agent {
     rebooting: bool,
     /// Why the last job failed or rolled back, for `install FILE`.
     last_failure: Option<String>,
+    /// The package file of `install FILE`, while it runs.
+    local_source: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for Agent {
@@ -213,7 +217,12 @@ impl Agent {
         let trust = trust_set(&config)?;
         let identities = age_identities(config.age_identity.as_deref())?;
         let key = identity::load_or_create(&config.key_path())?;
-        let client = ServerClient::new(&config.server_url, key, device_identity(&config)?)?;
+        let client = ServerClient::new(
+            &config.server_url,
+            key,
+            device_identity(&config)?,
+            Duration::from_secs(config.network_timeout_secs),
+        )?;
         let slot_sets = config
             .slots
             .iter()
@@ -243,6 +252,7 @@ impl Agent {
             download_deferred: false,
             rebooting: false,
             last_failure: None,
+            local_source: None,
             config,
         })
     }
@@ -312,19 +322,23 @@ impl Agent {
         if !matches!(self.state, State::Idle) {
             return Err(AgentError::Busy(self.state.name()));
         }
-        let head = std::fs::read(file).map_err(io_error("reading", file))?;
+        let head = read_head(file)?;
         let manifest = self.vet(&head).map_err(AgentError::Refused)?;
-        let package = self.package_path();
-        std::fs::copy(file, &package).map_err(io_error("copying the package to", &package))?;
+        let size = std::fs::metadata(file)
+            .map_err(io_error("reading", file))?
+            .len();
         let job = Job {
             deployment_id: None,
-            size: head.len() as u64,
+            size,
             sha256: Sha256Digest::of(&head),
             ..self.job_for(&manifest)?
         };
+        self.save_offer(&head, None)?;
         self.last_failure = None;
-        self.feed(Event::Offer(job))?;
-        self.proceed()?;
+        self.local_source = Some(file.to_owned());
+        let result = self.feed(Event::Offer(job)).and_then(|()| self.proceed());
+        self.local_source = None;
+        result?;
         match self.last_failure.take() {
             Some(reason) => Err(AgentError::Refused(reason)),
             None => Ok(()),
@@ -504,93 +518,90 @@ impl Agent {
             }
             self.record_installed(job)?;
         }
-        let package = self.package_path();
-        match std::fs::remove_file(&package) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(io_error("removing", &package)(e)),
+        for path in [self.head_path(), self.offer_path()] {
+            match std::fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io_error("removing", &path)(e)),
+            }
         }
         Ok(Outcome::Then(Event::CleanedUp))
     }
 
-    /// Downloads the package into `data_dir/package` from `from_offset`
-    /// (a local install copied it there already) and checks its digest and
-    /// signature.
+    /// Streams the package into the installers from the checkpoint
+    /// `from_offset` (see [`stream`](crate::stream)); checkpoints are saved
+    /// as [`Event::Progress`] while it runs.
     fn download(&mut self, job: &Job, from_offset: u64) -> Result<Outcome, AgentError> {
         if self.download_deferred {
             return Ok(Outcome::Done);
         }
-        if let Some(deployment) = job.deployment_id {
-            if let Err(e) = self.fetch(deployment, job, from_offset) {
-                return Ok(self.download_failed(e));
+        let head = match std::fs::read(self.head_path()) {
+            Ok(head) => head,
+            Err(e) => {
+                return Ok(Outcome::Failed(Event::DownloadFailed {
+                    permanent: true,
+                    reason: format!("the package head saved with the offer is gone: {e}"),
+                }))
             }
+        };
+        // Whatever an interrupted run changed in place is undone: a stream
+        // only resumes inside images (see `stream`).
+        self.revert_install();
+        if let Some(trial) = job.trial() {
+            self.installers.image.set_target(trial.target);
         }
-        Ok(match self.check_package_file(job) {
+        let source =
+            match (job.deployment_id, self.local_source.clone()) {
+                (Some(deployment), _) => {
+                    let sha256 = job.sha256.to_string();
+                    let download =
+                        ResumableDownload::new(&mut self.client, deployment, &sha256, job.size)
+                            .limit(self.config.bandwidth_limit);
+                    Source::Server(download)
+                }
+                (None, Some(path)) => Source::File(path),
+                (None, None) => return Ok(Outcome::Failed(Event::DownloadFailed {
+                    permanent: true,
+                    reason:
+                        "a local install was interrupted; run `airlift-agent install FILE` again"
+                            .into(),
+                })),
+            };
+        let identities: Vec<&dyn IdentityTrait> = self
+            .identities
+            .iter()
+            .map(|i| i as &dyn IdentityTrait)
+            .collect();
+        let (state, state_file) = (&mut self.state, &self.state_file);
+        let mut save = |offset: u64| checkpoint(state, state_file, offset);
+        let stream = Stream {
+            head: &head,
+            trust: &self.trust,
+            identities: &identities,
+            installers: &mut self.installers,
+            from_offset,
+            sync_every: sync_interval(job.size),
+            checkpoint: &mut save,
+        };
+        Ok(match crate::stream::run(stream, source) {
             Ok(()) => Outcome::Then(Event::DownloadComplete),
-            Err(reason) => Outcome::Failed(Event::DownloadFailed {
+            Err(StreamError::Download(error)) => self.download_failed(error),
+            Err(error @ StreamError::Damaged(_)) => Outcome::Failed(Event::DownloadFailed {
                 permanent: true,
-                reason,
+                reason: error.to_string(),
             }),
+            Err(StreamError::Install(reason)) => Outcome::Failed(Event::InstallFailed { reason }),
         })
     }
 
-    /// Appends the rest of the package to what is on disk, saving the
-    /// machine's progress (after an `fsync`) every [`CHECKPOINT`] bytes.
-    fn fetch(
-        &mut self,
-        deployment: airlift_protocol::DeploymentId,
-        job: &Job,
-        from_offset: u64,
-    ) -> io::Result<()> {
-        let path = self.package_path();
-        let mut file = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .read(true)
-            .write(true)
-            .open(&path)?;
-        // What is on disk beyond the saved offset was never synced: refetch it.
-        let start = from_offset.min(file.metadata()?.len());
-        file.set_len(start)?;
-        file.seek(io::SeekFrom::Start(start))?;
-        let sha256 = job.sha256.to_string();
-        let mut download = ResumableDownload::new(&mut self.client, deployment, &sha256, job.size)
-            .starting_at(start)
-            .limit(self.config.bandwidth_limit);
-        let (mut offset, mut synced) = (start, start);
-        let mut buffer = vec![0; 64 * 1024];
-        loop {
-            let n = download.read(&mut buffer)?;
-            if n == 0 {
-                break;
-            }
-            file.write_all(&buffer[..n])?;
-            offset += n as u64;
-            if offset - synced >= CHECKPOINT {
-                file.sync_data()?;
-                synced = offset;
-                checkpoint(&mut self.state, &self.state_file, offset)?;
-            }
-        }
-        file.flush()?;
-        file.sync_all()
-    }
-
-    fn download_failed(&mut self, error: io::Error) -> Outcome {
-        let stopped = error
-            .get_ref()
-            .and_then(|inner| inner.downcast_ref::<DownloadStopped>());
-        match stopped {
-            Some(DownloadStopped(ClientError::Permanent { status: 410, .. })) => {
-                Outcome::Failed(Event::Cancelled)
-            }
-            Some(DownloadStopped(e)) if !e.is_transient() => {
-                Outcome::Failed(Event::DownloadFailed {
-                    permanent: true,
-                    reason: e.to_string(),
-                })
-            }
-            _ => {
+    fn download_failed(&mut self, error: ClientError) -> Outcome {
+        match error {
+            ClientError::Permanent { status: 410, .. } => Outcome::Failed(Event::Cancelled),
+            error if !error.is_transient() => Outcome::Failed(Event::DownloadFailed {
+                permanent: true,
+                reason: error.to_string(),
+            }),
+            error => {
                 tracing::warn!(%error, "download interrupted; trying again at the next poll");
                 self.download_deferred = true;
                 Outcome::Failed(Event::DownloadFailed {
@@ -601,71 +612,41 @@ impl Agent {
         }
     }
 
-    fn check_package_file(&self, job: &Job) -> Result<(), String> {
-        let path = self.package_path();
-        let mut file = File::open(&path).map_err(|e| format!("opening the package: {e}"))?;
-        let mut hasher = Sha256Hasher::new();
-        let mut buffer = vec![0; 64 * 1024];
-        loop {
-            let n = file
-                .read(&mut buffer)
-                .map_err(|e| format!("reading the package: {e}"))?;
-            if n == 0 {
-                break;
-            }
-            hasher.update(&buffer[..n]);
-        }
-        let (size, digest) = (hasher.len(), hasher.finish());
-        if size != job.size || digest != job.sha256 {
-            return Err(format!(
-                "the package file ({size} bytes, sha256 {digest}) is not the one offered ({} bytes, sha256 {})",
-                job.size, job.sha256
-            ));
-        }
-        let file = File::open(&path).map_err(|e| format!("opening the package: {e}"))?;
-        PackageReader::open(BufReader::new(file), Limits::default())
-            .and_then(|reader| reader.verify(&self.trust))
-            .map(drop)
-            .map_err(|e| format!("the package does not verify: {e}"))
-    }
-
-    /// Streams every payload of the downloaded package into its installer;
-    /// on any error, rolls the installers back.
+    /// The streamed package is in place: read every image slot back against
+    /// its signed digest, and for an update without a device reboot, run the
+    /// installers' own reboot steps (a module that asked for one).
     fn install(&mut self, job: &Job) -> Outcome {
         if let Some(trial) = job.trial() {
             self.installers.image.set_target(trial.target);
         }
-        match self.install_payloads() {
+        match self.finish_install(job) {
             Ok(()) => Outcome::Then(Event::Installed),
-            Err(reason) => {
-                self.revert_install();
-                Outcome::Failed(Event::InstallFailed { reason })
-            }
+            Err(reason) => Outcome::Failed(Event::InstallFailed { reason }),
         }
     }
 
-    fn install_payloads(&mut self) -> Result<(), String> {
-        let path = self.package_path();
-        let file = File::open(&path).map_err(|e| format!("opening the package: {e}"))?;
-        let mut package = PackageReader::open(BufReader::new(file), Limits::default())
+    fn finish_install(&mut self, job: &Job) -> Result<(), String> {
+        let head = std::fs::read(self.head_path())
+            .map_err(|e| format!("reading the package head: {e}"))?;
+        let package = PackageReader::open(&head[..], Limits::default())
             .and_then(|reader| reader.verify(&self.trust))
             .map_err(|e| e.to_string())?;
-        let manifest = package.manifest().clone();
-        let identities: Vec<&dyn IdentityTrait> = self
-            .identities
-            .iter()
-            .map(|i| i as &dyn IdentityTrait)
-            .collect();
-        while let Some(payload) = package.next_payload().map_err(|e| e.to_string())? {
-            let index = payload.index();
-            let mut decoded = payload.decoded(&identities).map_err(|e| e.to_string())?;
-            let target = PayloadRef::new(&manifest, index)
+        let manifest = package.manifest();
+        for (index, entry) in manifest.payloads.iter().enumerate() {
+            if entry.kind != PayloadType::Image {
+                continue;
+            }
+            let payload = PayloadRef::new(manifest, index)
                 .ok_or_else(|| format!("payload {index} is not in the manifest"))?;
             self.installers
-                .install(target, &mut decoded)
+                .image
+                .verify(payload)
                 .map_err(|e| e.to_string())?;
         }
-        package.finish().map_err(|e| e.to_string())
+        if !job.needs_reboot() {
+            self.installers.reboot().map_err(|e| e.to_string())?;
+        }
+        Ok(())
     }
 
     /// Sends a report, keeping the order: behind queued ones, or queued
@@ -717,9 +698,9 @@ impl Agent {
         let vetted = STANDARD
             .decode(offer.signed_manifest.as_bytes())
             .map_err(|e| format!("the offered manifest is not base64: {e}"))
-            .and_then(|head| self.vet(&head));
-        let manifest = match vetted {
-            Ok(manifest) => manifest,
+            .and_then(|head| self.vet(&head).map(|manifest| (head, manifest)));
+        let (head, manifest) = match vetted {
+            Ok(vetted) => vetted,
             Err(reason) => {
                 tracing::warn!(%deployment_id, %reason, "offer refused");
                 let decline = Decline::Refused { reason };
@@ -754,6 +735,7 @@ impl Agent {
             ..self.job_for(&manifest)?
         };
         tracing::info!(%deployment_id, %job, "update offered");
+        self.save_offer(&head, Some(deployment_id))?;
         self.feed(Event::Offer(job))?;
         self.proceed()
     }
@@ -805,11 +787,45 @@ impl Agent {
         let aside = self.state_file.set_aside()?;
         tracing::warn!(aside = %aside.display(), "corrupt state set aside");
         self.state = State::Idle;
+        let offer = self.saved_offer();
+        let in_trial = vars.upgrade_available && vars.slot == Some(running);
+        if offer.is_some() || vars.upgrade_available {
+            self.revert_install();
+        }
+        // Tell the server, through the outbox (it survives the reboot).
+        if let Some(deployment_id) = offer.and_then(|o| o.deployment_id) {
+            let (state, what) = if in_trial {
+                (
+                    UpdateState::RolledBack,
+                    "during the trial boot: rolled back",
+                )
+            } else {
+                (
+                    UpdateState::Failure,
+                    "before the new version ran: update abandoned",
+                )
+            };
+            let message = format!(
+                "the agent's state file was corrupt (set aside as {}) {what}",
+                aside.display()
+            );
+            self.outbox.push(&Report {
+                deployment_id,
+                state,
+                message: Some(message),
+            })?;
+        }
+        for path in [self.head_path(), self.offer_path()] {
+            if let Err(e) = std::fs::remove_file(&path) {
+                if e.kind() != io::ErrorKind::NotFound {
+                    return Err(io_error("removing", &path)(e));
+                }
+            }
+        }
         if !vars.upgrade_available {
             return Ok(());
         }
-        self.revert_install();
-        if vars.slot == Some(running) {
+        if in_trial {
             tracing::error!(%running, "corrupt state during a trial boot: rolling back");
             self.boot.control().abandon_trial(running.other())?;
             if let Outcome::Failed(event) = self.reboot() {
@@ -821,8 +837,36 @@ impl Agent {
         Ok(())
     }
 
-    fn package_path(&self) -> PathBuf {
-        self.config.data_dir.join("package")
+    /// The head (header, manifest, signatures) of the package being
+    /// installed, saved when the offer was taken: streams start from it.
+    fn head_path(&self) -> PathBuf {
+        self.config.data_dir.join("package.head")
+    }
+
+    /// The deployment of the update under way, kept apart from the state
+    /// file so that a corrupt state file can still be reported.
+    fn offer_path(&self) -> PathBuf {
+        self.config.data_dir.join("offer.json")
+    }
+
+    /// Saves what a stream and a corrupt-state report need, before the
+    /// offer is fed to the machine.
+    fn save_offer(
+        &self,
+        head: &[u8],
+        deployment_id: Option<airlift_protocol::DeploymentId>,
+    ) -> Result<(), AgentError> {
+        let head_path = self.head_path();
+        crate::boot::atomic_write(&head_path, head).map_err(io_error("saving", &head_path))?;
+        let offer = serde_json::to_vec(&SavedOffer { deployment_id })
+            .map_err(|e| AgentError::Setup(format!("encoding the offer: {e}")))?;
+        let offer_path = self.offer_path();
+        crate::boot::atomic_write(&offer_path, &offer).map_err(io_error("saving", &offer_path))
+    }
+
+    fn saved_offer(&self) -> Option<SavedOffer> {
+        let bytes = std::fs::read(self.offer_path()).ok()?;
+        serde_json::from_slice(&bytes).ok()
     }
 
     fn record_path(&self) -> PathBuf {
@@ -879,8 +923,31 @@ impl Agent {
     }
 }
 
-/// Bytes downloaded between two saves of the progress.
-const CHECKPOINT: u64 = 4 * 1024 * 1024;
+/// Installed bytes between two checkpoints of a stream: a hundredth of the
+/// package, but no fewer than 64 KiB (each one is two `fsync`s) and no more
+/// than 8 MiB (what a power cut may cost).
+fn sync_interval(package_size: u64) -> u64 {
+    (package_size / 100).clamp(64 * 1024, 8 * 1024 * 1024)
+}
+
+/// The head of a package file: header, manifest and signatures.
+fn read_head(file: &Path) -> Result<Vec<u8>, AgentError> {
+    let mut reader = BufReader::new(File::open(file).map_err(io_error("opening", file))?);
+    let head_len = PackageReader::open(&mut reader, Limits::default())
+        .map_err(|e| AgentError::Refused(format!("{}: {e}", file.display())))?
+        .payload_offset();
+    let mut head = Vec::new();
+    File::open(file)
+        .and_then(|f| f.take(head_len).read_to_end(&mut head))
+        .map_err(io_error("reading", file))?;
+    Ok(head)
+}
+
+/// What is kept of an offer beside the state file.
+#[derive(Debug, Serialize, Deserialize)]
+struct SavedOffer {
+    deployment_id: Option<airlift_protocol::DeploymentId>,
+}
 
 /// Feeds [`Event::Progress`] for bytes already synced and saves the state:
 /// a restart resumes the download there. Progress asks for no effects.

@@ -165,6 +165,7 @@ impl<R: Read> PackageReader<R> {
                 signed_by,
             },
             manifest_bytes: self.manifest_bytes,
+            payloads_start: position,
             position,
             next_index: 0,
             current: None,
@@ -187,6 +188,8 @@ pub struct VerifiedPackage<R> {
     limits: Limits,
     manifest: Verified<Manifest>,
     manifest_bytes: Vec<u8>,
+    /// File offset of the first payload byte.
+    payloads_start: u64,
     position: u64,
     next_index: usize,
     current: Option<StoredState>,
@@ -211,6 +214,59 @@ impl<R: Read> VerifiedPackage<R> {
     /// The exact signed manifest bytes (to pass on, e.g. in an update offer).
     pub fn manifest_bytes(&self) -> &[u8] {
         &self.manifest_bytes
+    }
+
+    /// Where each payload's stored bytes lie in the package file, in
+    /// manifest order.
+    pub fn payload_ranges(&self) -> Vec<Range<u64>> {
+        let mut start = self.payloads_start;
+        self.manifest
+            .payloads
+            .iter()
+            .map(|entry| {
+                let range = start..start.saturating_add(entry.stored.size);
+                start = range.end;
+                range
+            })
+            .collect()
+    }
+
+    /// For resuming an interrupted read: the next payload handed out is
+    /// `index`, and the inner reader must continue at that payload's first
+    /// stored byte.
+    ///
+    /// The caller vouches that the payloads before `index` were read to
+    /// their end and checked by an earlier run (an agent that installed them
+    /// and recorded so durably). Only allowed before the first payload is
+    /// read; `index` may be the payload count (nothing left but the check
+    /// for trailing data).
+    pub fn resume_at(&mut self, index: usize) -> Result<(), Error> {
+        self.ensure_usable()?;
+        if self.next_index != 0 || self.current.is_some() {
+            return Err(Error::Io(io::Error::other(
+                "a package read can only be resumed before its first payload",
+            )));
+        }
+        let Some(start) = self
+            .payload_ranges()
+            .get(index)
+            .map(|range| range.start)
+            .or_else(|| (index == self.manifest.payloads.len()).then(|| self.payload_end()))
+        else {
+            return Err(Error::Io(io::Error::other(format!(
+                "cannot resume at payload {index}: the package has {}",
+                self.manifest.payloads.len()
+            ))));
+        };
+        self.position = start;
+        self.next_index = index;
+        Ok(())
+    }
+
+    fn payload_end(&self) -> u64 {
+        self.payload_ranges()
+            .last()
+            .map_or(self.payloads_start, |range| range.end)
     }
 
     /// The next payload, or `None` after the last. A payload not read to its

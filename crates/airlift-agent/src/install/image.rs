@@ -97,11 +97,15 @@ impl ImageInstaller {
     }
 }
 
-impl Installer for ImageInstaller {
-    fn install(
+impl ImageInstaller {
+    /// Writes an image payload into the target slot without reading it
+    /// back (that is [`verify`](Self::verify)), for a stream the driver may
+    /// have to resume: see [`SlotWrite`].
+    pub fn write(
         &mut self,
         payload: PayloadRef<'_>,
         installed: &mut dyn Read,
+        progress: SlotWrite<'_>,
     ) -> Result<InstallOutcome, InstallError> {
         let entry = payload.entry();
         let path = self.device_for(entry)?.to_owned();
@@ -110,20 +114,89 @@ impl Installer for ImageInstaller {
             slot = %self.target,
             path = %path.display(),
             size = entry.installed.size,
+            resumed_at = progress.already,
             "writing image into the inactive slot"
         );
-        let mut slot = open_slot(&path, entry)?;
-        let written = stream(installed, &mut slot, &path, payload)?;
+        let mut slot = open_slot(&path, entry, progress.already)?;
+        let written = stream(installed, &mut slot, &path, payload, progress)?;
+        if !slot
+            .metadata()
+            .map_err(InstallError::io("inspecting slot", &path))?
+            .file_type()
+            .is_block_device()
+        {
+            slot.set_len(written)
+                .map_err(InstallError::io("truncating slot file", &path))?;
+        }
         slot.sync_all()
             .map_err(InstallError::io("flushing slot", &path))?;
         super::sys::drop_cached_pages(&slot);
-        drop(slot);
-        verify_slot(&path, entry.installed.size, &entry.installed.sha256)?;
-        tracing::info!(path = %path.display(), bytes = written, "image written and read back");
         Ok(InstallOutcome {
             reboot: Reboot::Device,
             bytes: written,
         })
+    }
+
+    /// Reads the payload's slot back and checks the installed size and
+    /// digest: the step between a written slot and a slot that may boot.
+    pub fn verify(&self, payload: PayloadRef<'_>) -> Result<(), InstallError> {
+        let entry = payload.entry();
+        let path = self.device_for(entry)?;
+        verify_slot(path, entry.installed.size, &entry.installed.sha256)?;
+        tracing::info!(path = %path.display(), bytes = entry.installed.size, "image read back");
+        Ok(())
+    }
+
+    /// The device or file an image payload is written to.
+    pub fn slot_path(&self, payload: PayloadRef<'_>) -> Result<&Path, InstallError> {
+        self.device_for(payload.entry())
+    }
+}
+
+/// How [`ImageInstaller::write`] writes one payload that is part of a
+/// resumable stream.
+pub struct SlotWrite<'a> {
+    /// Installed bytes already in the slot from an interrupted run: the
+    /// first `already` bytes of the reader are these bytes, read back from
+    /// the slot so that they are hashed with the rest, and are not written
+    /// again.
+    pub already: u64,
+    /// Sync the slot every this many bytes and then tell `synced`.
+    pub sync_every: u64,
+    /// Told the count of installed bytes that are durably in the slot.
+    pub synced: &'a mut dyn FnMut(u64) -> io::Result<()>,
+}
+
+impl std::fmt::Debug for SlotWrite<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SlotWrite")
+            .field("already", &self.already)
+            .field("sync_every", &self.sync_every)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SlotWrite<'_> {
+    /// A whole write from the first byte, synced only at the end.
+    pub fn whole(synced: &mut dyn FnMut(u64) -> io::Result<()>) -> SlotWrite<'_> {
+        SlotWrite {
+            already: 0,
+            sync_every: u64::MAX,
+            synced,
+        }
+    }
+}
+
+impl Installer for ImageInstaller {
+    /// Writes the slot, then reads it back.
+    fn install(
+        &mut self,
+        payload: PayloadRef<'_>,
+        installed: &mut dyn Read,
+    ) -> Result<InstallOutcome, InstallError> {
+        let outcome = self.write(payload, installed, SlotWrite::whole(&mut |_| Ok(())))?;
+        self.verify(payload)?;
+        Ok(outcome)
     }
 
     fn commit(&mut self) -> Result<(), InstallError> {
@@ -136,20 +209,24 @@ impl Installer for ImageInstaller {
 }
 
 /// Opens a slot for writing: a block device in place, after checking that
-/// the image fits; anything else as a regular file, truncated.
-fn open_slot(path: &Path, entry: &PayloadEntry) -> Result<File, InstallError> {
+/// the image fits; anything else as a regular file (truncated to what it
+/// holds once written). Positioned at byte `already`.
+fn open_slot(path: &Path, entry: &PayloadEntry, already: u64) -> Result<File, InstallError> {
     let is_block_device = match fs::metadata(path) {
         Ok(meta) => meta.file_type().is_block_device(),
         Err(e) if e.kind() == io::ErrorKind::NotFound => false,
         Err(e) => return Err(InstallError::io("inspecting slot", path)(e)),
     };
     if !is_block_device {
-        return OpenOptions::new()
+        let mut file = OpenOptions::new()
             .write(true)
             .create(true)
-            .truncate(true)
+            .truncate(already == 0)
             .open(path)
-            .map_err(InstallError::io("opening slot file", path));
+            .map_err(InstallError::io("opening slot file", path))?;
+        file.seek(SeekFrom::Start(already))
+            .map_err(InstallError::io("seeking in slot file", path))?;
+        return Ok(file);
     }
     let mut device = OpenOptions::new()
         .write(true)
@@ -167,20 +244,26 @@ fn open_slot(path: &Path, entry: &PayloadEntry) -> Result<File, InstallError> {
             capacity,
         });
     }
+    device
+        .seek(SeekFrom::Start(already))
+        .map_err(InstallError::io("seeking in slot device", path))?;
     Ok(device)
 }
 
-/// Copies `installed` into `slot` until end-of-file, refusing more bytes
-/// than declared.
+/// Copies `installed` into `slot` (positioned at `progress.already`) until
+/// end-of-file, refusing more bytes than declared; returns the installed
+/// size.
 fn stream(
     installed: &mut dyn Read,
     slot: &mut File,
     path: &Path,
     payload: PayloadRef<'_>,
+    progress: SlotWrite<'_>,
 ) -> Result<u64, InstallError> {
     let entry = payload.entry();
     let mut buf = vec![0u8; BUFFER];
     let mut written = 0u64;
+    let mut synced = progress.already;
     loop {
         let n = match installed.read(&mut buf) {
             Ok(0) => break,
@@ -202,8 +285,16 @@ fn stream(
                 actual: written,
             });
         }
-        slot.write_all(&buf[..n])
+        // Bytes below `already` are the slot's own, read back to be hashed.
+        let fresh = written.saturating_sub(progress.already).min(n as u64) as usize;
+        slot.write_all(&buf[n - fresh..n])
             .map_err(InstallError::io("writing slot", path))?;
+        if written.saturating_sub(synced) >= progress.sync_every {
+            slot.sync_data()
+                .map_err(InstallError::io("flushing slot", path))?;
+            synced = written;
+            (progress.synced)(synced).map_err(InstallError::io("saving progress", path))?;
+        }
     }
     if written != entry.installed.size {
         return Err(InstallError::SizeMismatch {
@@ -276,6 +367,46 @@ mod tests {
             "slot file truncated to the image"
         );
         assert_eq!(fs::read(&devices.a)?, b"running system");
+        Ok(())
+    }
+
+    #[test]
+    fn a_resumed_write_keeps_the_slots_prefix_and_reports_synced_progress() -> testutil::Result {
+        let dir = tempfile::tempdir()?;
+        let devices = slots(dir.path());
+        let image: Vec<u8> = (0..3 * BUFFER + 7).map(|i| (i % 253) as u8).collect();
+        let package = testutil::package(&[Spec::plain(PayloadType::Image, "rootfs", &image)])?;
+        let manifest = package.manifest();
+        let payload = PayloadRef::new(&manifest, 0).expect("payload 0");
+        // An interrupted run left the first 1.5 buffers, then garbage.
+        let already = BUFFER as u64 + 1000;
+        let mut left = image[..already as usize].to_vec();
+        left.extend_from_slice(&[0xEE; 5000]);
+        fs::write(&devices.b, &left)?;
+
+        let mut installer = ImageInstaller::rootfs(devices.clone(), Slot::B);
+        let mut synced = Vec::new();
+        let mut record = |n: u64| {
+            synced.push(n);
+            Ok(())
+        };
+        // The reader hands out the whole payload; the prefix is not rewritten.
+        let outcome = installer.write(
+            payload,
+            &mut &image[..],
+            SlotWrite {
+                already,
+                sync_every: BUFFER as u64 / 2,
+                synced: &mut record,
+            },
+        )?;
+        assert_eq!(outcome.bytes, image.len() as u64);
+        assert_eq!(fs::read(&devices.b)?, image);
+        installer.verify(payload)?;
+        assert!(
+            synced.len() >= 2 && synced.iter().all(|n| *n > already),
+            "progress only past the resumed part: {synced:?}"
+        );
         Ok(())
     }
 

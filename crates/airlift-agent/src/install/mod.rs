@@ -49,7 +49,7 @@ mod testutil;
 
 pub use error::InstallError;
 pub use file::FileInstaller;
-pub use image::{ImageInstaller, SlotDevices, DEFAULT_SLOT_SET};
+pub use image::{ImageInstaller, SlotDevices, SlotWrite, DEFAULT_SLOT_SET};
 pub use module::{ModuleInstaller, ModuleState, DEFAULT_MODULE_TIMEOUT};
 
 use airlift_package::{Manifest, PayloadEntry, PayloadType, Verified};

@@ -37,12 +37,12 @@
 //!                 Offer
 //!   Idle ─────────────────▶ Downloading ◀──┐ Progress; transient DownloadFailed
 //!    ▲                          │    └─────┘ and Resume: Download from the offset
-//!    │                          │ DownloadComplete
+//!    │                          │ DownloadComplete (streamed, digests matched)
 //!    │                          ▼
 //!    │                      Downloaded  (rests until Proceed)
 //!    │                          │ Proceed
 //!    │                          ▼
-//!    │                      Installing ◀──┐ Resume: install again from the start
+//!    │                      Installing ◀──┐ Resume: read the slots back again
 //!    │                          │   └─────┘
 //!    │                          │ Installed
 //!    │                          ▼
@@ -68,8 +68,21 @@
 //!
 //!   Failed comes from every state before the new version runs: a permanent
 //!   DownloadFailed, Refused, InstallFailed, Cancelled (up to Installed),
-//!   RollbackRequested, and a BootControlFailed while arming or rebooting.
+//!   RollbackRequested, and a BootControlFailed while arming or rebooting;
+//!   each undoes what was written.
 //! ```
+//!
+//! What the states mean on the device: `Downloading` streams the package
+//! through its verification into the installers (the image into the
+//! inactive slot) — there is no copy of the package on the device — and its
+//! `offset` is the last checkpoint, the package byte up to which everything
+//! is durably written (see [`crate::stream`] for where one may fall).
+//! `Downloaded` means every payload was written and matched its signed
+//! digests on the way; `Installing` reads the image slots back against
+//! their installed digests (and runs installers' own reboot steps for an
+//! update without a device reboot). So every failure before the switch
+//! undoes what was written: in-place changes are reverted, an armed trial
+//! is abandoned.
 //!
 //! Every transition a server should hear about emits an [`Effect::Report`]
 //! (none for a local install). `success` is only ever reported on
@@ -117,8 +130,8 @@
 //!   server is the driver's own best-effort business, never queued.
 //! - **Resting states.** In `Downloaded` and `Installed`, feed
 //!   [`Event::Proceed`] when the policy allows (today: at once).
-//! - **Progress.** Feed [`Event::Progress`] only for bytes already synced to
-//!   disk, and not for every chunk: each one is a save.
+//! - **Progress.** Feed [`Event::Progress`] only for checkpoints whose bytes
+//!   are already synced to disk, and not for every chunk: each one is a save.
 //! - **Final states.** `Committed`, `RolledBack` and `Failed` end with
 //!   [`Effect::Cleanup`] (unless they end with a reboot); once it is done,
 //!   feed [`Event::CleanedUp`] to return to `Idle`. Offers are ignored until

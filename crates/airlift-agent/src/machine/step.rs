@@ -91,13 +91,16 @@ fn downloading(job: Job, offset: u64, event: Event) -> Step {
             }];
             (State::Downloading { job, offset }, effects)
         }
+        // The package streams into the installers as it downloads, so
+        // whatever ends a download undoes what was written.
         Event::DownloadFailed {
             permanent: true,
             reason,
-        } => fail(job, format!("download failed: {reason}"), Undo::Nothing),
-        Event::Refused { reason } => fail(job, reason, Undo::Nothing),
-        Event::Cancelled => fail(job, CANCELLED, Undo::Nothing),
-        Event::RollbackRequested => fail(job, ABANDONED, Undo::Nothing),
+        } => fail(job, format!("download failed: {reason}")),
+        Event::InstallFailed { reason } => fail(job, format!("install failed: {reason}")),
+        Event::Refused { reason } => fail(job, reason),
+        Event::Cancelled => fail(job, CANCELLED),
+        Event::RollbackRequested => fail(job, ABANDONED),
         other => ignore(State::Downloading { job, offset }, &other),
     }
 }
@@ -112,21 +115,18 @@ fn downloaded(job: Job, event: Event) -> Step {
             effects.push(Effect::Install);
             (State::Installing { job }, effects)
         }
-        Event::Refused { reason } => fail(job, reason, Undo::Nothing),
-        Event::Cancelled => fail(job, CANCELLED, Undo::Nothing),
-        Event::RollbackRequested => fail(job, ABANDONED, Undo::Nothing),
+        Event::Refused { reason } => fail(job, reason),
+        Event::Cancelled => fail(job, CANCELLED),
+        Event::RollbackRequested => fail(job, ABANDONED),
         other => ignore(State::Downloaded { job }, &other),
     }
 }
 
 fn installing(job: Job, event: Event) -> Step {
     match event {
-        // Interrupted mid-write: start again from the first byte. An image
-        // goes into the inactive slot, which nothing uses and nothing boots
-        // (no trial is armed yet), so writing it again is safe; a half
-        // written slot is never trusted because `Installed` needs the read
-        // back digest. In-place installers keep the original of each file
-        // they replace and replace it again, so a restart is safe too.
+        // Interrupted while reading the slots back (or running installers'
+        // reboot steps, which are journaled): do it again. No trial is
+        // armed yet, and `Installed` needs the read-back digests.
         Event::Resume => (State::Installing { job }, vec![Effect::Install]),
         Event::Installed => {
             let effects = report(&job, UpdateState::Installed, None)
@@ -134,12 +134,10 @@ fn installing(job: Job, event: Event) -> Step {
                 .collect();
             (State::Installed { job }, effects)
         }
-        Event::InstallFailed { reason } => {
-            fail(job, format!("install failed: {reason}"), Undo::Written)
-        }
-        Event::Refused { reason } => fail(job, reason, Undo::Written),
-        Event::Cancelled => fail(job, CANCELLED, Undo::Written),
-        Event::RollbackRequested => fail(job, ABANDONED, Undo::Written),
+        Event::InstallFailed { reason } => fail(job, format!("install failed: {reason}")),
+        Event::Refused { reason } => fail(job, reason),
+        Event::Cancelled => fail(job, CANCELLED),
+        Event::RollbackRequested => fail(job, ABANDONED),
         other => ignore(State::Installing { job }, &other),
     }
 }
@@ -158,8 +156,8 @@ fn installed(job: Job, event: Event) -> Step {
             effects.push(Effect::Cleanup);
             (State::Committed { job }, effects)
         }
-        Event::Cancelled => fail(job, CANCELLED, Undo::Written),
-        Event::RollbackRequested => fail(job, ABANDONED, Undo::Written),
+        Event::Cancelled => fail(job, CANCELLED),
+        Event::RollbackRequested => fail(job, ABANDONED),
         other => ignore(State::Installed { job }, &other),
     }
 }
@@ -196,10 +194,9 @@ fn installed_for_trial(job: TrialJob, event: Event) -> Step {
         Event::BootControlFailed { reason } => fail(
             job.into(),
             format!("could not arm the trial boot: {reason}"),
-            Undo::Written,
         ),
-        Event::Cancelled => fail(job.into(), CANCELLED, Undo::Written),
-        Event::RollbackRequested => fail(job.into(), ABANDONED, Undo::Written),
+        Event::Cancelled => fail(job.into(), CANCELLED),
+        Event::RollbackRequested => fail(job.into(), ABANDONED),
         other => ignore(State::Installed { job: job.into() }, &other),
     }
 }
@@ -229,9 +226,8 @@ fn rebooting(job: TrialJob, event: Event) -> Step {
         Event::BootControlFailed { reason } => fail(
             job.into(),
             format!("could not reboot into the new version: {reason}"),
-            Undo::Written,
         ),
-        Event::RollbackRequested => fail(job.into(), ABANDONED, Undo::Written),
+        Event::RollbackRequested => fail(job.into(), ABANDONED),
         other => ignore(State::Rebooting { job }, &other),
     }
 }
@@ -358,29 +354,21 @@ fn failed_for_trial(job: TrialJob, reason: String, event: Event) -> Step {
 const CANCELLED: &str = "the deployment was cancelled";
 const ABANDONED: &str = "abandoned by hand (airlift-agent rollback)";
 
-/// What the install may have changed that a failure must undo.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Undo {
-    /// Nothing written yet.
-    Nothing,
-    /// Writing began: in-place changes to revert; for an image, a trial
-    /// that may be armed (only once installed, but abandoning is idempotent).
-    Written,
-}
-
 /// Ends the job before the switch: the old version still runs.
-fn fail(job: Job, reason: impl Into<String>, undo: Undo) -> Step {
+///
+/// Whatever was written is undone: the package streams into the
+/// installers from the first downloaded byte, and undoing is idempotent (an
+/// image's trial may not be armed yet; abandoning it then changes nothing).
+fn fail(job: Job, reason: impl Into<String>) -> Step {
     let reason = cap(reason.into());
     let mut effects = Vec::new();
     effects.extend(report(&job, UpdateState::Failure, Some(reason.clone())));
-    if undo == Undo::Written {
-        effects.push(match job.trial() {
-            Some(trial) => Effect::AbandonTrial {
-                previous: trial.previous(),
-            },
-            None => Effect::RevertInstall,
-        });
-    }
+    effects.push(match job.trial() {
+        Some(trial) => Effect::AbandonTrial {
+            previous: trial.previous(),
+        },
+        None => Effect::RevertInstall,
+    });
     effects.push(Effect::Cleanup);
     (State::Failed { job, reason }, effects)
 }

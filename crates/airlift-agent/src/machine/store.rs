@@ -86,7 +86,10 @@ impl StateFile {
     /// Replaces the saved state with `state`, durably.
     pub fn save(&self, state: &State) -> Result<(), StateError> {
         let bytes = record::encode(KIND, state).map_err(StateError::Encode)?;
-        crate::boot::atomic_write(&self.path, &bytes).map_err(|source| self.io("saving", source))
+        crate::boot::atomic_write(&self.path, &bytes)
+            .map_err(|source| self.io("saving", source))?;
+        crate::fault::state_saved();
+        Ok(())
     }
 
     /// Moves the file out of the way, for a person to look at, as

@@ -20,21 +20,22 @@ pub enum State {
     /// Nothing under way; ready for an offer.
     #[default]
     Idle,
-    /// Fetching the package; `offset` bytes are safely on disk.
+    /// Streaming the package through its verification into the installers.
     Downloading {
         /// The update.
         job: Job,
-        /// Bytes downloaded and synced so far; a resumed download starts here.
+        /// The last checkpoint: the package byte up to which everything is
+        /// written and synced; a restart goes on from here.
         offset: u64,
     },
-    /// The whole package is on disk and verified end to end (signature and
-    /// digest). Waits for [`Event::Proceed`] to install.
+    /// Every payload is written and matched its signed digests on the way.
+    /// Waits for [`Event::Proceed`] to finish the install.
     Downloaded {
         /// The update.
         job: Job,
     },
-    /// Writing the payloads: an image into the inactive slot, or files and
-    /// modules in place.
+    /// Reading the image slots back against their signed digests (and
+    /// running installers' own reboot steps for an in-place update).
     Installing {
         /// The update.
         job: Job,
@@ -165,16 +166,17 @@ pub enum Event {
         /// Why.
         decline: Decline,
     },
-    /// Download progress: `offset` bytes are on disk and synced.
+    /// A checkpoint: everything up to package byte `offset` is written and
+    /// synced.
     Progress {
-        /// Bytes on disk.
+        /// The package byte reached.
         offset: u64,
     },
-    /// The package is on disk and verified end to end.
+    /// The package streamed to its end and every digest matched.
     DownloadComplete,
-    /// The download stopped. A transient failure is retried from the
-    /// offset reached; a permanent one (the file does not match its digest,
-    /// the server refuses) ends the job.
+    /// The stream stopped. A transient failure is retried from the last
+    /// checkpoint; a permanent one (a payload that does not match its
+    /// digest, the server refuses) ends the job.
     DownloadFailed {
         /// Whether retrying could help.
         permanent: bool,
@@ -273,18 +275,19 @@ pub enum Effect {
     /// Tell the server: send it, or if that fails append it to the
     /// [`Outbox`](super::Outbox). Never emitted for local installs.
     Report(Report),
-    /// Download the job's package, continuing at `from_offset` (HTTP Range).
-    /// Feeds [`Event::Progress`], then [`Event::DownloadComplete`] or
-    /// [`Event::DownloadFailed`]. After a transient failure the driver waits
+    /// Stream the job's package into the installers, going on from the
+    /// checkpoint `from_offset` (HTTP Range). Feeds [`Event::Progress`],
+    /// then [`Event::DownloadComplete`], [`Event::DownloadFailed`] or
+    /// [`Event::InstallFailed`]. After a transient failure the driver waits
     /// before it starts again (exponential backoff with jitter): the machine
-    /// keeps no clock. For a local install, verify the file.
+    /// keeps no clock. For a local install, the file is the source.
     Download {
-        /// The first byte to fetch.
+        /// The checkpoint to go on from.
         from_offset: u64,
     },
-    /// Install the downloaded package from the start: the image into the
-    /// job's target slot, or the files and modules in place. Feeds
-    /// [`Event::Installed`], [`Event::InstallFailed`] or [`Event::Refused`].
+    /// Finish the install: read the image slots back against their signed
+    /// digests; for an in-place job, run the installers' own reboot steps.
+    /// Feeds [`Event::Installed`] or [`Event::InstallFailed`].
     Install,
     /// [`BootControl::start_trial`](crate::boot::BootControl::start_trial).
     /// Feeds [`Event::TrialArmed`] or [`Event::BootControlFailed`].

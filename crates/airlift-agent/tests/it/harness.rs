@@ -71,11 +71,45 @@ impl Signer {
 
     /// A signed image package for the test device type.
     pub fn package(&self, name: &str, version: &str, security_version: u64) -> Vec<u8> {
-        let image = Self::image(version);
-        let spec = PayloadSpec::new(PayloadType::Image, "rootfs", Compression::Zstd);
+        self.image_package(
+            name,
+            version,
+            security_version,
+            &Self::image(version),
+            Compression::Zstd,
+        )
+    }
+
+    /// A signed package of one image payload, `size` bytes, stored raw (so
+    /// an interrupted download resumes at the byte).
+    pub fn raw_package(&self, version: &str, size: usize) -> (Vec<u8>, Vec<u8>) {
+        let image = Self::sized_image(version, size);
+        let package = self.image_package("rootfs", version, 1, &image, Compression::None);
+        (package, image)
+    }
+
+    /// `size` bytes of image for `version`, none alike nearby.
+    pub fn sized_image(version: &str, size: usize) -> Vec<u8> {
+        let seed = version
+            .bytes()
+            .fold(0u32, |h, b| h.wrapping_mul(31).wrapping_add(b.into()));
+        (0..size as u32)
+            .map(|i| (i.wrapping_add(seed).wrapping_mul(2654435761) >> 13) as u8)
+            .collect()
+    }
+
+    fn image_package(
+        &self,
+        name: &str,
+        version: &str,
+        security_version: u64,
+        image: &[u8],
+        compression: Compression,
+    ) -> Vec<u8> {
+        let spec = PayloadSpec::new(PayloadType::Image, "rootfs", compression);
         let mut stored = Vec::new();
-        let entry = encode_payload(&image[..], &spec, &EncodeOptions::default(), &mut stored)
-            .expect("encode");
+        let entry =
+            encode_payload(image, &spec, &EncodeOptions::default(), &mut stored).expect("encode");
         let manifest = Manifest::builder(name, version.parse().expect("semver"), [DEVICE_TYPE])
             .security_version(security_version)
             .payload(entry)
@@ -127,7 +161,10 @@ impl<'s> Operator<'s> {
 
     /// Accepts the device that authenticated with `serial`; returns its id.
     pub fn accept(&self, serial: &str) -> String {
-        let devices = self.send(self.http.get(self.url("/devices")), StatusCode::OK);
+        let devices = self.send(
+            self.http.get(self.url("/devices?status=pending")),
+            StatusCode::OK,
+        );
         let id = devices["items"]
             .as_array()
             .expect("items")
@@ -247,6 +284,54 @@ timeout_secs = 30
             .expect("run airlift-agent")
     }
 
+    /// `airlift-agent run --once` with `AIRLIFT_FAULT_HALT_AT` set to `halt_at`
+    /// (see the agent's `fault` module: `save:N`, `byte:N`; `save:0` only
+    /// counts): when the agent halts there, it is killed with SIGKILL — a
+    /// power cut as far as the agent can tell.
+    pub fn run_faulted(&self, halt_at: &str) -> Run {
+        use std::io::BufRead;
+        let mut child = Command::new(env!("CARGO_BIN_EXE_airlift-agent"))
+            .arg("--config")
+            .arg(&self.config)
+            .args(["run", "--once"])
+            .env("AIRLIFT_LOG", "info")
+            .env("AIRLIFT_FAULT_HALT_AT", halt_at)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("start airlift-agent");
+        let stderr = child.stderr.take().expect("piped stderr");
+        let mut log = String::new();
+        let mut halted = false;
+        for line in std::io::BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            log.push_str(&line);
+            log.push('\n');
+            if line.starts_with("airlift-fault: halted") {
+                halted = true;
+                child.kill().expect("SIGKILL the agent");
+                break;
+            }
+        }
+        let status = child.wait().expect("wait for the agent");
+        Run {
+            halted,
+            success: status.success(),
+            log,
+        }
+    }
+
+    /// Sets how long the agent waits on a silent connection.
+    pub fn set_network_timeout(&self, secs: u64) {
+        let config = std::fs::read_to_string(&self.config).expect("agent.toml");
+        let config = config.replacen(
+            "reboot_command",
+            &format!("network_timeout_secs = {secs}\nreboot_command"),
+            1,
+        );
+        std::fs::write(&self.config, config).expect("agent.toml");
+    }
+
     /// `airlift-agent run --once`, which must succeed.
     pub fn run_once(&self) {
         let output = self.agent(&["run", "--once"]);
@@ -293,4 +378,246 @@ timeout_secs = 30
 pub fn enrol(device: &Device, operator: &Operator<'_>) -> String {
     device.run_once(); // pending: the agent authenticates and exits
     operator.accept(&device.serial)
+}
+
+/// How one faulted run of the agent ended.
+#[derive(Debug)]
+pub struct Run {
+    /// Halted at the fault and killed.
+    pub halted: bool,
+    /// Exited with status 0.
+    pub success: bool,
+    /// What it wrote to standard error.
+    pub log: String,
+}
+
+// `saves`, `rebooted` and `halted_at_byte` serve tests/power_cut.rs.
+#[allow(dead_code)]
+impl Run {
+    /// State saves this run made (`airlift-fault: save N` lines).
+    pub fn saves(&self) -> u64 {
+        self.log
+            .lines()
+            .filter(|l| l.starts_with("airlift-fault: save "))
+            .count() as u64
+    }
+
+    /// Whether the agent asked for a reboot.
+    pub fn rebooted(&self) -> bool {
+        self.log.contains(": rebooting")
+    }
+
+    /// The package byte the run halted at, for `byte:N` faults.
+    pub fn halted_at_byte(&self) -> Option<u64> {
+        self.log
+            .lines()
+            .find_map(|l| l.strip_prefix("airlift-fault: halted at package byte "))
+            .and_then(|n| n.trim().parse().ok())
+    }
+
+    /// Where the run's streams fetched from (`fetch_from=N` in its log).
+    pub fn fetched_from(&self) -> Vec<u64> {
+        self.log
+            .lines()
+            .filter(|l| l.contains("streaming the package"))
+            .filter_map(|l| field(l, "fetch_from"))
+            .collect()
+    }
+}
+
+/// The value of `name=N` in a log line.
+fn field(line: &str, name: &str) -> Option<u64> {
+    let start = line.find(&format!("{name}="))? + name.len() + 1;
+    let digits: String = line[start..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    digits.parse().ok()
+}
+
+/// What the [`Proxy`] does to a download request it sees.
+#[derive(Debug, Clone, Copy)]
+pub enum NetFault {
+    /// Pass it through.
+    Pass,
+    /// Forward this many bytes of the answer, then cut the connection.
+    CutAfter(usize),
+    /// Forward this many bytes, then send nothing more (and keep the
+    /// connection open) for this long.
+    StallAfter(usize, std::time::Duration),
+    /// Answer `503 Service Unavailable` without asking the server.
+    Unavailable,
+    /// Flip the bits of the answer's byte at this position.
+    Corrupt(usize),
+}
+
+/// A loopback TCP proxy in front of the server that sees each request on a
+/// connection and applies the next planned fault to download requests.
+pub struct Proxy {
+    pub url: String,
+    /// Faults for the next download requests, in order; `Pass` after.
+    plan: std::sync::Arc<std::sync::Mutex<std::collections::VecDeque<NetFault>>>,
+    /// Download requests seen, and answer bytes forwarded for them.
+    pub downloads: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    pub download_bytes: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Proxy {
+    pub fn start(upstream: &str, plan: Vec<NetFault>) -> Self {
+        use std::sync::atomic::AtomicUsize;
+        use std::sync::{Arc, Mutex};
+        let upstream = upstream.trim_start_matches("http://").to_owned();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind proxy");
+        let url = format!("http://{}", listener.local_addr().expect("proxy address"));
+        let plan = Arc::new(Mutex::new(plan.into_iter().collect()));
+        let downloads = Arc::new(AtomicUsize::new(0));
+        let download_bytes = Arc::new(AtomicUsize::new(0));
+        let shared = (plan.clone(), downloads.clone(), download_bytes.clone());
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { return };
+                let Ok(server) = std::net::TcpStream::connect(&upstream) else {
+                    continue;
+                };
+                let shared = shared.clone();
+                std::thread::spawn(move || proxy_connection(client, server, shared));
+            }
+        });
+        Self {
+            url,
+            plan,
+            downloads,
+            download_bytes,
+        }
+    }
+
+    /// Faults not used yet.
+    pub fn unused(&self) -> usize {
+        self.plan.lock().map(|p| p.len()).unwrap_or_default()
+    }
+}
+
+type ProxyShared = (
+    std::sync::Arc<std::sync::Mutex<std::collections::VecDeque<NetFault>>>,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+);
+
+/// Client → server: request by request (head, then a `content-length`
+/// body), deciding each download's fault; server → client: bytes, with the
+/// fault of the request being answered applied.
+fn proxy_connection(
+    client: std::net::TcpStream,
+    server: std::net::TcpStream,
+    (plan, downloads, download_bytes): ProxyShared,
+) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    use std::sync::atomic::Ordering;
+    // The fault of the download being answered, and its bytes forwarded.
+    let fault = std::sync::Arc::new(std::sync::Mutex::new(None::<(NetFault, usize)>));
+    let (mut to_server, mut to_client) = (
+        server.try_clone().expect("clone"),
+        client.try_clone().expect("clone"),
+    );
+    let (answers, answer_fault, answer_client) = (
+        server.try_clone().expect("clone"),
+        fault.clone(),
+        client.try_clone().expect("clone"),
+    );
+    let bytes = download_bytes.clone();
+    std::thread::spawn(move || {
+        let mut answers = answers;
+        let mut buf = [0u8; 16 * 1024];
+        let mut client = answer_client;
+        while let Ok(n) = answers.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            let (current, sent) = {
+                let mut guard = answer_fault.lock().expect("fault");
+                let n = match *guard {
+                    Some((NetFault::CutAfter(k) | NetFault::StallAfter(k, _), sent)) => {
+                        n.min(k.saturating_sub(sent))
+                    }
+                    _ => n,
+                };
+                if let Some((NetFault::Corrupt(at), sent)) = *guard {
+                    if (sent..sent + n).contains(&at) {
+                        buf[at - sent] ^= 0xFF;
+                    }
+                }
+                if client.write_all(&buf[..n]).is_err() {
+                    break;
+                }
+                if let Some((_, sent)) = guard.as_mut() {
+                    *sent += n;
+                    bytes.fetch_add(n, Ordering::SeqCst);
+                }
+                match *guard {
+                    Some((fault, sent)) => (Some(fault), sent),
+                    None => (None, 0),
+                }
+            };
+            match current {
+                Some(NetFault::CutAfter(k)) if sent >= k => break,
+                Some(NetFault::StallAfter(k, pause)) if sent >= k => {
+                    std::thread::sleep(pause);
+                    break;
+                }
+                _ => {}
+            }
+        }
+        let _ = client.shutdown(std::net::Shutdown::Both);
+        let _ = answers.shutdown(std::net::Shutdown::Both);
+    });
+    let mut requests = BufReader::new(client);
+    loop {
+        let mut head = Vec::new();
+        loop {
+            let mut line = Vec::new();
+            match requests.read_until(b'\n', &mut line) {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+            head.extend_from_slice(&line);
+            if line == b"\r\n" {
+                break;
+            }
+        }
+        let text = String::from_utf8_lossy(&head).to_ascii_lowercase();
+        let length: usize = text
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length:"))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0);
+        let mut body = vec![0u8; length];
+        if requests.read_exact(&mut body).is_err() {
+            return;
+        }
+        let is_download = text
+            .lines()
+            .next()
+            .is_some_and(|l| l.starts_with("get ") && l.contains("/download"));
+        let planned = if is_download {
+            downloads.fetch_add(1, Ordering::SeqCst);
+            plan.lock()
+                .expect("plan")
+                .pop_front()
+                .unwrap_or(NetFault::Pass)
+        } else {
+            NetFault::Pass
+        };
+        if let NetFault::Unavailable = planned {
+            let _ = to_client.write_all(
+                b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+            );
+            let _ = to_client.shutdown(std::net::Shutdown::Both);
+            let _ = to_server.shutdown(std::net::Shutdown::Both);
+            return;
+        }
+        *fault.lock().expect("fault") = is_download.then_some((planned, 0));
+        if to_server.write_all(&head).is_err() || to_server.write_all(&body).is_err() {
+            return;
+        }
+    }
 }

@@ -4,4 +4,5 @@
 
 mod harness;
 use airlift_server::testing as server;
+mod network;
 mod updates;

@@ -129,46 +129,36 @@ fn a_local_install_goes_through_the_same_trial_without_a_server() {
     assert_eq!((boot.slot, boot.trial), (Slot::B, false));
 }
 
-/// A device and a deployment whose download was cut by a power cut after
-/// `prefix` (standing for the first half of the package) was synced.
-fn interrupted_download(prefix: impl Fn(&[u8]) -> Vec<u8>) -> (Signer, TestServer, Device, String) {
-    use airlift_agent::machine::{Activation, Job, State, StateFile, TrialBoot};
-    use airlift_package::Sha256Digest;
-
+/// A device whose download of a raw 1 MiB image was cut by a power cut
+/// (the agent killed at package byte 600 000, the device powered up again).
+fn interrupted_download() -> (Signer, TestServer, Device, String, Vec<u8>) {
     let signer = Signer::new();
     let server = TestServer::start_with(&signer.public, &["--poll-interval", "1"]);
     let device = Device::new(&server.url, &signer.public, &["true"]);
     let operator = Operator::new(&server);
     let device_id = enrol(&device, &operator);
-    let file = signer.package("rootfs", "2.0.0", 1);
-    let package = operator.upload(file.clone());
+    let (file, image) = signer.raw_package("2.0.0", 1024 * 1024);
+    let package = operator.upload(file);
     let deployment = operator.deploy(&package, &device_id);
 
-    let half = file.len() / 2;
-    let data = device.dir.path().join("data");
-    std::fs::write(data.join("package"), prefix(&file[..half])).expect("partial package");
-    let job = Job {
-        deployment_id: Some(deployment.parse().expect("deployment id")),
-        name: "rootfs".into(),
-        version: semver::Version::new(2, 0, 0),
-        size: file.len() as u64,
-        sha256: Sha256Digest::of(&file),
-        security_version: 1,
-        provides: Default::default(),
-        activation: Activation::TrialBoot(TrialBoot { target: Slot::B }),
-    };
-    let offset = half as u64;
-    StateFile::new(data.join("state"))
-        .save(&State::Downloading { job, offset })
-        .expect("save state");
-    (signer, server, device, deployment)
+    let run = device.run_faulted("byte:600000");
+    assert!(run.halted, "{}", run.log);
+    assert_eq!(device.status()["state"], "downloading");
+    let boot = device.power_up();
+    assert_eq!((boot.slot, boot.trial), (Slot::A, false), "nothing armed");
+    (signer, server, device, deployment, image)
 }
 
 #[test]
 fn an_interrupted_download_resumes_where_it_was_after_a_restart() {
-    let (_signer, server, device, deployment) = interrupted_download(<[u8]>::to_vec);
-    device.run_once(); // resume: the rest with Range, install, arm, "reboot"
-    assert_eq!(device.slot(Slot::B), Signer::image("2.0.0"));
+    let (_signer, server, device, deployment, image) = interrupted_download();
+    let offset = device.status()["offset"].as_u64().expect("a checkpoint");
+    assert!(offset > 400_000, "checkpointed at {offset}");
+
+    let run = device.run_faulted("save:0"); // the rest with Range, arm, "reboot"
+    assert!(run.success, "{}", run.log);
+    assert_eq!(run.fetched_from(), [offset], "resumed at the checkpoint");
+    assert_eq!(device.slot(Slot::B), image);
     assert_eq!(device.power_up().slot, Slot::B);
     device.run_once();
     assert_eq!(
@@ -178,13 +168,20 @@ fn an_interrupted_download_resumes_where_it_was_after_a_restart() {
 }
 
 #[test]
-fn a_resumed_download_is_only_the_rest_and_a_damaged_first_half_fails_its_digest() {
-    let (_signer, server, device, deployment) = interrupted_download(|half| vec![0; half.len()]);
-    device.run_once(); // only the second half is fetched: the whole file is wrong
+fn a_slot_damaged_while_the_agent_was_down_fails_its_digest_and_is_never_armed() {
+    let (_signer, server, device, deployment, _) = interrupted_download();
+    let slot_b = device.dir.path().join("b.img");
+    let mut written = std::fs::read(&slot_b).expect("slot b");
+    written[1000] ^= 0xFF;
+    std::fs::write(&slot_b, written).expect("damage slot b");
+
+    device.run_once(); // the resumed stream hashes the slot's bytes too
     let (state, message) = Operator::new(&server).device_state(&deployment);
     assert_eq!(state, "failure");
-    assert!(message.contains("not the one offered"), "{message}");
-    assert_eq!(device.slot(Slot::B), SPARE_IMAGE, "slot B untouched");
+    assert!(message.contains("SHA-256 does not match"), "{message}");
+    let boot = device.power_up();
+    assert_eq!((boot.slot, boot.trial), (Slot::A, false), "never armed");
+    assert_eq!(device.status()["state"], "idle");
 }
 
 #[test]
@@ -195,7 +192,7 @@ fn a_corrupt_state_during_the_trial_boot_rolls_back() {
     let device = Device::new(&server.url, &signer.public, &["true"]);
     let device_id = enrol(&device, &operator);
     let package = operator.upload(signer.package("rootfs", "2.0.0", 1));
-    operator.deploy(&package, &device_id);
+    let deployment = operator.deploy(&package, &device_id);
 
     device.run_once();
     assert_eq!(device.power_up().slot, Slot::B);
@@ -207,6 +204,11 @@ fn a_corrupt_state_during_the_trial_boot_rolls_back() {
     assert_eq!((boot.slot, boot.trial), (Slot::A, false));
     let aside = device.dir.path().join("data").join("state.corrupt.1");
     assert!(aside.exists(), "the corrupt file is kept for a person");
+
+    device.run_once(); // back in A: the queued report goes out
+    let (state, message) = operator.device_state(&deployment);
+    assert_eq!(state, "rolled_back");
+    assert!(message.contains("state file was corrupt"), "{message}");
 }
 
 #[test]

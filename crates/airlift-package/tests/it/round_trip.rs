@@ -180,6 +180,79 @@ fn payload_file_ranges_are_reported() {
 }
 
 #[test]
+fn a_read_resumes_at_a_later_payload_from_the_head_and_the_rest() {
+    let fixture = Fixture::new();
+    let (file, expected) = mixed(&fixture);
+    let package = PackageReader::open(&file[..], Limits::default()).expect("opens");
+    let head_len = package.payload_offset() as usize;
+    let ranges = package
+        .verify(&fixture.trust())
+        .expect("verifies")
+        .payload_ranges();
+    assert_eq!(ranges[0].start, head_len as u64);
+    assert_eq!(ranges[3].end, file.len() as u64);
+
+    // The head, then the file from payload 2 on: as an agent resuming.
+    let start = ranges[2].start as usize;
+    let resumed = [&file[..head_len], &file[start..]].concat();
+    let mut package = PackageReader::open(&resumed[..], Limits::default())
+        .expect("opens")
+        .verify(&fixture.trust())
+        .expect("verifies");
+    package.resume_at(2).expect("resumes");
+    let mut payload = package.next_payload().expect("ok").expect("payload 2");
+    assert_eq!(payload.index(), 2);
+    assert_eq!(payload.file_range(), ranges[2]);
+    std::io::copy(&mut payload, &mut std::io::sink()).expect("digest holds");
+    let last = package.next_payload().expect("ok").expect("payload 3");
+    let mut installed = Vec::new();
+    last.decoded(&[&fixture.identity])
+        .expect("decrypts")
+        .read_to_end(&mut installed)
+        .expect("digest holds");
+    assert_eq!(installed, expected[3]);
+    package.finish().expect("nothing after");
+
+    // Resuming once payloads were read, or past the end, is refused.
+    let mut package = PackageReader::open(&file[..], Limits::default())
+        .expect("opens")
+        .verify(&fixture.trust())
+        .expect("verifies");
+    assert!(package.resume_at(5).is_err());
+    drop(package.next_payload().expect("ok"));
+    assert!(package.resume_at(1).is_err());
+}
+
+#[test]
+fn a_resumed_read_still_checks_what_follows() {
+    let fixture = Fixture::new();
+    let (file, _) = mixed(&fixture);
+    let package = PackageReader::open(&file[..], Limits::default()).expect("opens");
+    let head_len = package.payload_offset() as usize;
+    let ranges = package
+        .verify(&fixture.trust())
+        .expect("verifies")
+        .payload_ranges();
+    let start = ranges[3].start as usize;
+    let mut resumed = [&file[..head_len], &file[start..]].concat();
+    let last = resumed.len() - 1;
+    resumed[last] ^= 0x01;
+    let mut package = PackageReader::open(&resumed[..], Limits::default())
+        .expect("opens")
+        .verify(&fixture.trust())
+        .expect("verifies");
+    package.resume_at(3).expect("resumes");
+    let error = package.finish().expect_err("payload 3 altered");
+    assert!(error.to_string().contains("payload 3"), "{error}");
+    assert!(
+        error
+            .to_string()
+            .contains(&format!("{}..{}", ranges[3].start, ranges[3].end)),
+        "the error names the bytes in the original file: {error}"
+    );
+}
+
+#[test]
 fn skipped_payloads_are_still_checked() {
     let fixture = Fixture::new();
     let (mut file, _) = mixed(&fixture);

@@ -293,7 +293,7 @@ fn an_interrupted_download_resumes_from_the_offset_reached() {
 }
 
 #[test]
-fn a_permanent_download_failure_fails_and_is_reported() {
+fn a_permanent_download_failure_fails_undoes_the_written_part_and_is_reported() {
     let (state, effects) = step(
         downloading(400),
         Event::DownloadFailed {
@@ -305,12 +305,36 @@ fn a_permanent_download_failure_fails_and_is_reported() {
     assert_eq!(state, failed(image_job(), reason));
     assert_eq!(
         effects,
-        [report_with(UpdateState::Failure, reason), Effect::Cleanup]
+        [
+            report_with(UpdateState::Failure, reason),
+            Effect::AbandonTrial { previous: Slot::A },
+            Effect::Cleanup
+        ]
     );
 }
 
 #[test]
-fn a_refusal_before_any_byte_is_written_fails_with_its_reason() {
+fn an_installer_failing_mid_stream_fails_and_undoes() {
+    let (state, effects) = step(
+        downloading(400),
+        Event::InstallFailed {
+            reason: "slot b: no space left".into(),
+        },
+    );
+    let reason = "install failed: slot b: no space left";
+    assert_eq!(state, failed(image_job(), reason));
+    assert_eq!(
+        effects,
+        [
+            report_with(UpdateState::Failure, reason),
+            Effect::AbandonTrial { previous: Slot::A },
+            Effect::Cleanup
+        ]
+    );
+}
+
+#[test]
+fn a_refusal_while_streaming_fails_with_its_reason_and_undoes() {
     let reason = "security version 2 is older than the running 3";
     let before_install = [downloading(10), State::Downloaded { job: image_job() }];
     for state in before_install {
@@ -321,7 +345,11 @@ fn a_refusal_before_any_byte_is_written_fails_with_its_reason() {
             step(state, refused),
             (
                 failed(image_job(), reason),
-                vec![report_with(UpdateState::Failure, reason), Effect::Cleanup]
+                vec![
+                    report_with(UpdateState::Failure, reason),
+                    Effect::AbandonTrial { previous: Slot::A },
+                    Effect::Cleanup
+                ]
             )
         );
     }
@@ -331,8 +359,14 @@ fn a_refusal_before_any_byte_is_written_fails_with_its_reason() {
 fn a_cancelled_deployment_fails_up_to_installed_and_is_ignored_after() {
     let cancelled = "the deployment was cancelled";
     let cases = [
-        (downloading(3), vec![]),
-        (State::Downloaded { job: image_job() }, vec![]),
+        (
+            downloading(3),
+            vec![Effect::AbandonTrial { previous: Slot::A }],
+        ),
+        (
+            State::Downloaded { job: image_job() },
+            vec![Effect::AbandonTrial { previous: Slot::A }],
+        ),
         (
             State::Installing { job: image_job() },
             vec![Effect::AbandonTrial { previous: Slot::A }],
@@ -737,6 +771,7 @@ fn rollback_by_hand_abandons_whatever_is_under_way() {
             failed(image_job(), abandoned),
             vec![
                 report_with(UpdateState::Failure, abandoned),
+                Effect::AbandonTrial { previous: Slot::A },
                 Effect::Cleanup
             ]
         )

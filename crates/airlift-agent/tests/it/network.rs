@@ -1,0 +1,74 @@
+//! Network faults between the agent and the server: a loopback proxy cuts
+//! downloads, stalls them, answers 503 or damages a byte in transit.
+
+use crate::harness::{enrol, Device, NetFault, Operator, Proxy, Signer, SPARE_IMAGE};
+use crate::server::TestServer;
+use airlift_agent::boot::Slot;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+const IMAGE_SIZE: usize = 1024 * 1024;
+
+#[test]
+fn a_download_survives_cuts_stalls_and_server_errors_in_one_run() {
+    let signer = Signer::new();
+    let server = TestServer::start_with(&signer.public, &["--poll-interval", "1"]);
+    let proxy = Proxy::start(
+        &server.url,
+        vec![
+            NetFault::CutAfter(100_000),
+            NetFault::Unavailable,
+            NetFault::StallAfter(200_000, Duration::from_secs(20)),
+            NetFault::CutAfter(300_000),
+            NetFault::Unavailable,
+        ],
+    );
+    let device = Device::new(&proxy.url, &signer.public, &["true"]);
+    device.set_network_timeout(2);
+    let operator = Operator::new(&server);
+    let device_id = enrol(&device, &operator);
+    let (file, image) = signer.raw_package("2.0.0", IMAGE_SIZE);
+    let package_len = file.len();
+    let package = operator.upload(file);
+    let deployment = operator.deploy(&package, &device_id);
+
+    let run = device.run_faulted("save:0"); // all faults weathered in one run
+    assert!(run.success, "{}", run.log);
+    assert_eq!(proxy.unused(), 0, "every fault was met");
+    assert!(proxy.downloads.load(Ordering::SeqCst) >= 6);
+    let forwarded = proxy.download_bytes.load(Ordering::SeqCst);
+    assert!(
+        forwarded < package_len + package_len / 10,
+        "resumed, not restarted: {forwarded} bytes for a {package_len}-byte package"
+    );
+    assert_eq!(device.slot(Slot::B), image);
+    assert_eq!(device.power_up().slot, Slot::B);
+    device.run_once();
+    assert_eq!(operator.device_state(&deployment).0, "success");
+}
+
+#[test]
+fn a_byte_damaged_in_transit_fails_the_update_and_nothing_is_armed() {
+    let signer = Signer::new();
+    let server = TestServer::start_with(&signer.public, &["--poll-interval", "1"]);
+    let proxy = Proxy::start(&server.url, vec![NetFault::Corrupt(500_000)]);
+    let device = Device::new(&proxy.url, &signer.public, &["true"]);
+    let operator = Operator::new(&server);
+    let device_id = enrol(&device, &operator);
+    let (file, _) = signer.raw_package("2.0.0", IMAGE_SIZE);
+    let package = operator.upload(file);
+    let deployment = operator.deploy(&package, &device_id);
+
+    device.run_once();
+    let (state, message) = operator.device_state(&deployment);
+    assert_eq!(state, "failure");
+    assert!(message.contains("SHA-256 does not match"), "{message}");
+    let boot = device.power_up();
+    assert_eq!((boot.slot, boot.trial), (Slot::A, false), "never armed");
+    assert_ne!(
+        device.slot(Slot::B),
+        SPARE_IMAGE,
+        "written, but never booted"
+    );
+    assert_eq!(device.status()["state"], "idle");
+}
