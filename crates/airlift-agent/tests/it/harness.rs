@@ -69,6 +69,25 @@ impl Signer {
         file
     }
 
+    /// A signed package of one `module:<module>` payload.
+    pub fn module_package(&self, module: &str, version: &str, content: &[u8]) -> Vec<u8> {
+        let kind = PayloadType::Module(module.into());
+        let spec = PayloadSpec::new(kind, "mcu0", Compression::Zstd);
+        let mut stored = Vec::new();
+        let entry =
+            encode_payload(content, &spec, &EncodeOptions::default(), &mut stored).expect("encode");
+        let manifest = Manifest::builder("firmware", version.parse().expect("semver"), [DEVICE_TYPE])
+            .payload(entry)
+            .build();
+        let signed =
+            SignedManifest::sign(&manifest, &[&self.key], &Limits::default()).expect("sign");
+        let mut file = Vec::new();
+        let mut writer = PackageWriter::new(&mut file, &signed).expect("header");
+        writer.write_payload(&stored[..]).expect("payload");
+        writer.finish().expect("finish");
+        file
+    }
+
     /// A signed image package for the test device type.
     pub fn package(&self, name: &str, version: &str, security_version: u64) -> Vec<u8> {
         self.image_package(
@@ -229,6 +248,7 @@ impl Device {
         std::fs::write(root.join("a.img"), FACTORY_IMAGE).expect("slot a");
         std::fs::write(root.join("b.img"), SPARE_IMAGE).expect("slot b");
         std::fs::create_dir_all(root.join("root/etc")).expect("root");
+        std::fs::create_dir_all(root.join("modules")).expect("modules");
         let bootenv = root.join("bootenv");
         FileBootEnv::create(&bootenv, Slot::A).expect("boot environment");
         let serial = format!(
@@ -245,6 +265,7 @@ trusted_keys = [{trusted}]
 poll_interval_secs = 1
 reboot_command = ["true"]
 root = {root}
+modules_dir = {modules}
 [boot]
 backend = "file"
 path = {bootenv}
@@ -257,6 +278,7 @@ command = {health:?}
 timeout_secs = 30
 "#,
             data = quoted(root.join("data")),
+            modules = quoted(root.join("modules")),
             root = quoted(root.join("root")),
             trusted = quoted(trusted.to_owned()),
             bootenv = quoted(bootenv.clone()),

@@ -233,3 +233,38 @@ fn a_file_update_is_replaced_in_place_and_committed_without_a_reboot() {
     let boot = device.power_up();
     assert_eq!((boot.slot, boot.trial), (Slot::A, false), "no slot switch");
 }
+
+#[test]
+fn a_module_that_asks_for_its_reboot_step_gets_it_before_the_in_place_commit() {
+    use std::os::unix::fs::PermissionsExt;
+    let signer = Signer::new();
+    let server = TestServer::start_with(&signer.public, &["--poll-interval", "1"]);
+    let operator = Operator::new(&server);
+    let device = Device::new(&server.url, &signer.public, &["true"]);
+    let log = device.dir.path().join("mcu.log");
+    // A module that flashes a "microcontroller" (a file) and restarts it in
+    // its reboot step; every call is logged with its state.
+    let module = device.dir.path().join("modules/mcu");
+    std::fs::write(
+        &module,
+        format!(
+            "#!/bin/sh\necho \"$1\" >> {log:?}\ncase \"$1\" in\n  download) cat > firmware.bin ;;\n  install) echo reboot ;;\nesac\n",
+        ),
+    )
+    .expect("module");
+    std::fs::set_permissions(&module, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let device_id = enrol(&device, &operator);
+    let package = operator.upload(signer.module_package("mcu", "4.1.0", b"firmware bytes"));
+    let deployment = operator.deploy(&package, &device_id);
+
+    device.run_once();
+    assert_eq!(operator.device_state(&deployment).0, "success");
+    let calls = std::fs::read_to_string(&log).expect("module log");
+    assert_eq!(
+        calls.lines().collect::<Vec<_>>(),
+        ["download", "install", "reboot", "commit"],
+        "the reboot step runs once, before the commit"
+    );
+    let boot = device.power_up();
+    assert_eq!((boot.slot, boot.trial), (Slot::A, false), "no device reboot");
+}
