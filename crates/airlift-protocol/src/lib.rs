@@ -16,6 +16,7 @@ pub mod device;
 pub mod ids;
 pub mod management;
 pub mod state;
+pub mod strategy;
 
 pub use ids::{DeploymentId, DeviceId, PackageId, TokenId};
 

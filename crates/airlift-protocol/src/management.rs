@@ -143,13 +143,7 @@ pub enum Target {
     Attributes(BTreeMap<String, String>),
 }
 
-/// How a deployment rolls out.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
-pub enum Strategy {
-    /// Every targeted device at once.
-    All,
-}
+pub use crate::strategy::Strategy;
 
 /// Create a deployment.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -185,6 +179,9 @@ pub struct Deployment {
     pub strategy: Strategy,
     /// Overall status.
     pub status: DeploymentStatus,
+    /// Where a phased rollout stands.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<crate::strategy::RolloutProgress>,
     /// Devices per update state.
     pub counts: BTreeMap<UpdateState, u64>,
     /// When it was created.

@@ -81,6 +81,13 @@ wire_enum!(
     DeploymentStatus {
         /// Offering its package to matching devices.
         Active => "active",
+        /// A phased rollout held by its circuit breaker, a missed deadline or
+        /// an operator: no device is admitted until it resumes; devices
+        /// already updating finish.
+        Paused => "paused",
+        /// Ended by its circuit breaker or an operator: devices not yet
+        /// updating are never offered it.
+        Aborted => "aborted",
         /// Stopped by an operator; devices not yet done are not offered it any more.
         Cancelled => "cancelled",
         /// Every targeted device reached a final state.
@@ -115,6 +122,9 @@ wire_enum!(
         AlreadyInstalled => "already_installed",
         /// The deployment was cancelled before the device finished.
         Cancelled => "cancelled",
+        /// Stuck in one state past the rollout's device timeout; counts as
+        /// a failure.
+        TimedOut => "timed_out",
     }
 );
 
@@ -129,12 +139,21 @@ impl UpdateState {
                 | Self::RolledBack
                 | Self::AlreadyInstalled
                 | Self::Cancelled
+                | Self::TimedOut
         )
+    }
+
+    /// A failure for the circuit breaker: the update did not take.
+    pub fn is_failure(&self) -> bool {
+        matches!(self, Self::Failure | Self::RolledBack | Self::TimedOut)
     }
 
     /// Whether a device may report this state (the others are the server's).
     pub fn is_reportable(&self) -> bool {
-        !matches!(self, Self::Pending | Self::Incompatible | Self::Cancelled)
+        !matches!(
+            self,
+            Self::Pending | Self::Incompatible | Self::Cancelled | Self::TimedOut
+        )
     }
 
     /// Position along the update's path; a report never moves a device back.
@@ -151,7 +170,8 @@ impl UpdateState {
             | Self::Failure
             | Self::RolledBack
             | Self::AlreadyInstalled
-            | Self::Cancelled => 6,
+            | Self::Cancelled
+            | Self::TimedOut => 6,
         }
     }
 

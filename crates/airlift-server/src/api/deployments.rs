@@ -279,6 +279,7 @@ async fn with_counts(state: &AppState, record: DeploymentRecord) -> ApiResult<De
         target: record.target,
         strategy: record.strategy,
         status: record.status,
+        rollout: None,
         counts,
         created_at: record.created_at,
         finished_at: record.finished_at,
