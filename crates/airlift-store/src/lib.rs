@@ -13,6 +13,13 @@
 //! both backends filter them with the same SQL). Tags are a set: they read
 //! back sorted, without duplicates.
 //!
+//! Every write that changes a device or a deployment is announced on the
+//! store's change feed ([`Store::changes`], [`StoreEvent`]) in the same
+//! transaction, so a server instance can keep device records in memory and
+//! still see a rejection made through another instance at once: PostgreSQL
+//! carries the events with `LISTEN`/`NOTIFY` between instances; SQLite, used
+//! by one process, in-process.
+//!
 //! The conformance suite runs every test against a fresh SQLite file, and
 //! against PostgreSQL too when `AIRLIFT_TEST_POSTGRES_URL` names a database
 //! (`postgres://postgres@127.0.0.1:5432/test`): each test then gets a schema
@@ -24,6 +31,11 @@
 //! let url = airlift_store::DatabaseUrl::parse("sqlite:///var/lib/airlift/airlift.db")?;
 //! let store = airlift_store::open(&url).await?;
 //! let secret = store.setting_or_insert("device_token_secret", "fresh random value").await?;
+//! let mut changes = store.changes();
+//! while let Some(event) = changes.recv().await {
+//!     println!("{event:?}"); // Listening first, then DeviceChanged(…), …
+//! #   break;
+//! }
 //! # let _ = secret; Ok(()) }
 //! ```
 
