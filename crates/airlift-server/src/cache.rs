@@ -1,31 +1,41 @@
-//! Caches that keep the steady-state check-in free of database round trips,
+//! What keeps the steady-state check-in free of database round trips,
 //! correct with several server instances:
 //!
-//! - packages never change once stored;
-//! - the list of active deployments and each device's record (status, tags)
-//!   are re-read at least every [`ACTIVE_TTL`], and at once on this instance
-//!   after it changes them — so a rejection made on another instance takes
-//!   effect within a second;
-//! - a device's final state in a deployment never changes;
+//! - packages never change once stored, nor does a device's final state in a
+//!   deployment: both are kept once read;
+//! - device records (with the digest of the inventory last stored) and the
+//!   list of active deployments are kept **for as long as the store's change
+//!   feed listens** ([`airlift_store::Store::changes`], followed by
+//!   [`follow_changes`]): a change made through any instance drops the
+//!   record concerned when its event arrives, this instance's own changes
+//!   drop it at once ([`Caches::forget_device`],
+//!   [`Caches::deployments_changed`]), and while the feed is deaf nothing is
+//!   kept at all — every read goes to the store, and everything is dropped
+//!   again when it listens anew;
 //! - an unchanged inventory is not written at each check-in: its
-//!   `last_check_in` time is written behind, once per [`ACTIVE_TTL`], by
-//!   [`flush_check_ins`]. A changed inventory is written at once.
+//!   `last_check_in` time is written behind, once per [`FLUSH_PERIOD`], in
+//!   one transaction, by [`Caches::flush_check_ins`]. A changed inventory is
+//!   written at once.
+//!
+//! A read that started before an invalidation never puts its (possibly
+//! older) result into the cache after it: every invalidation moves an epoch,
+//! and a result is kept only if the epoch is still the one seen before the
+//! read.
 
 use crate::error::{ApiError, ApiResult};
 use airlift_package::Manifest;
-use airlift_protocol::device::Inventory;
-use airlift_protocol::management::Device;
 use airlift_protocol::state::UpdateState;
 use airlift_protocol::{DeploymentId, DeviceId, PackageId};
-use airlift_store::{DeploymentRecord, PackageRecord, Store};
+use airlift_store::{
+    ChangeFeed, CheckInTime, DeploymentRecord, DeviceRecord, PackageRecord, Store, StoreEvent,
+};
 use chrono::{DateTime, Utc};
-use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-/// How stale another instance's view of active deployments may be.
-pub const ACTIVE_TTL: Duration = Duration::from_secs(1);
+/// How often unchanged inventories' check-in times are written.
+pub const FLUSH_PERIOD: Duration = Duration::from_secs(1);
 
 /// A stored package with its manifest parsed once.
 #[derive(Debug)]
@@ -40,22 +50,33 @@ pub struct CachedPackage {
 #[derive(Debug, Default)]
 pub struct Caches {
     packages: RwLock<HashMap<PackageId, Arc<CachedPackage>>>,
-    active: Mutex<Option<(Instant, Arc<Vec<DeploymentRecord>>)>>,
-    devices: RwLock<HashMap<DeviceId, (Instant, Arc<Device>)>>,
     final_states: RwLock<HashMap<(DeploymentId, DeviceId), UpdateState>>,
-    inventories: Mutex<Inventories>,
+    derived: RwLock<Derived>,
+    pending: Mutex<HashMap<DeviceId, QueuedTime>>,
 }
 
-/// What this instance knows the store holds, and what it still has to write.
+/// A check-in time waiting to be written: the digest of the inventory it
+/// came with, and when.
+type QueuedTime = ([u8; 32], DateTime<Utc>);
+
+/// What is kept only while the change feed listens.
 #[derive(Debug, Default)]
-struct Inventories {
-    stored: HashMap<DeviceId, [u8; 32]>,
-    pending: HashMap<DeviceId, (Arc<Inventory>, DateTime<Utc>)>,
+struct Derived {
+    /// Whether the change feed hears changes now.
+    listening: bool,
+    /// Moves at every invalidation.
+    epoch: u64,
+    devices: HashMap<DeviceId, Arc<DeviceRecord>>,
+    active: Option<Arc<Vec<DeploymentRecord>>>,
 }
 
-/// SHA-256 of an inventory's JSON (maps serialise in key order).
-fn inventory_digest(inventory: &Inventory) -> [u8; 32] {
-    Sha256::digest(serde_json::to_vec(inventory).unwrap_or_default()).into()
+impl Derived {
+    /// Drops everything and moves the epoch.
+    fn clear(&mut self) {
+        self.epoch += 1;
+        self.devices.clear();
+        self.active = None;
+    }
 }
 
 impl Caches {
@@ -90,45 +111,99 @@ impl Caches {
         }
     }
 
-    /// Active deployments, oldest first, at most [`ACTIVE_TTL`] old.
+    /// The epoch to compare after a read, or `None` if the read must not be
+    /// kept (the feed is deaf).
+    fn epoch(&self) -> ApiResult<Option<u64>> {
+        let derived = self.derived.read().map_err(poisoned)?;
+        Ok(derived.listening.then_some(derived.epoch))
+    }
+
+    /// Active deployments, oldest first.
     pub async fn active_deployments(
         &self,
         store: &dyn Store,
     ) -> ApiResult<Arc<Vec<DeploymentRecord>>> {
-        if let Some((at, list)) = self.active.lock().map_err(poisoned)?.as_ref() {
-            if at.elapsed() < ACTIVE_TTL {
-                return Ok(Arc::clone(list));
-            }
+        if let Some(list) = &self.derived.read().map_err(poisoned)?.active {
+            return Ok(Arc::clone(list));
         }
+        let epoch = self.epoch()?;
         let list = Arc::new(store.active_deployments().await?);
-        *self.active.lock().map_err(poisoned)? = Some((Instant::now(), Arc::clone(&list)));
+        let mut derived = self.derived.write().map_err(poisoned)?;
+        if epoch == Some(derived.epoch) && derived.listening {
+            derived.active = Some(Arc::clone(&list));
+        }
         Ok(list)
     }
 
-    /// A device's record, at most [`ACTIVE_TTL`] old.
-    pub async fn device(&self, store: &dyn Store, id: DeviceId) -> ApiResult<Option<Arc<Device>>> {
-        if let Some((at, device)) = self.devices.read().map_err(poisoned)?.get(&id) {
-            if at.elapsed() < ACTIVE_TTL {
-                return Ok(Some(Arc::clone(device)));
-            }
+    /// A device's record, and the digest of the inventory last stored.
+    pub async fn device(
+        &self,
+        store: &dyn Store,
+        id: DeviceId,
+    ) -> ApiResult<Option<Arc<DeviceRecord>>> {
+        if let Some(hit) = self.derived.read().map_err(poisoned)?.devices.get(&id) {
+            return Ok(Some(Arc::clone(hit)));
         }
-        let Some(device) = store.device(id).await? else {
-            self.forget_device(id);
+        let epoch = self.epoch()?;
+        let Some(record) = store.device_record(id).await? else {
             return Ok(None);
         };
-        let device = Arc::new(device);
-        self.devices
-            .write()
-            .map_err(poisoned)?
-            .insert(id, (Instant::now(), Arc::clone(&device)));
-        Ok(Some(device))
+        let record = Arc::new(record);
+        self.keep_device(epoch, Arc::clone(&record))?;
+        Ok(Some(record))
     }
 
-    /// Call after changing a device's status or tags.
-    pub fn forget_device(&self, id: DeviceId) {
-        if let Ok(mut devices) = self.devices.write() {
-            devices.remove(&id);
+    /// Keeps a record read from the store unless something was invalidated
+    /// since the read began (at `epoch`) or the feed is deaf.
+    fn keep_device(&self, epoch: Option<u64>, record: Arc<DeviceRecord>) -> ApiResult<()> {
+        let mut derived = self.derived.write().map_err(poisoned)?;
+        if epoch == Some(derived.epoch) && derived.listening {
+            derived.devices.insert(record.device.id, record);
         }
+        Ok(())
+    }
+
+    /// Call after this instance changed a device (status, identity, tags,
+    /// inventory): the next read goes to the store.
+    pub fn forget_device(&self, id: DeviceId) {
+        if let Ok(mut derived) = self.derived.write() {
+            derived.epoch += 1;
+            derived.devices.remove(&id);
+        }
+    }
+
+    /// Call after creating, cancelling or finishing a deployment.
+    pub fn deployments_changed(&self) {
+        if let Ok(mut derived) = self.derived.write() {
+            derived.epoch += 1;
+            derived.active = None;
+        }
+    }
+
+    /// Applies an event of the store's change feed.
+    pub fn apply(&self, event: StoreEvent) {
+        match event {
+            StoreEvent::DeviceChanged(id) => self.forget_device(id),
+            StoreEvent::DeploymentChanged(_) => self.deployments_changed(),
+            StoreEvent::Listening | StoreEvent::Interrupted => {
+                if let Ok(mut derived) = self.derived.write() {
+                    derived.clear();
+                    derived.listening = event == StoreEvent::Listening;
+                }
+            }
+            other => {
+                // An event this version does not know: forget all to be safe.
+                tracing::debug!(?other, "unknown store event");
+                if let Ok(mut derived) = self.derived.write() {
+                    derived.clear();
+                }
+            }
+        }
+    }
+
+    /// Whether device records and active deployments are being kept.
+    pub fn listening(&self) -> bool {
+        self.derived.read().map(|d| d.listening).unwrap_or(false)
     }
 
     /// A device's final state in a deployment, if known to be final.
@@ -149,54 +224,179 @@ impl Caches {
         }
     }
 
-    /// Records a check-in: a changed inventory is written now; an unchanged
-    /// one only queues its time for [`flush_check_ins`].
-    pub async fn record_check_in(
-        &self,
-        store: &dyn Store,
-        id: DeviceId,
-        inventory: Inventory,
-        at: DateTime<Utc>,
-    ) -> ApiResult<()> {
-        let digest = inventory_digest(&inventory);
-        {
-            let mut known = self.inventories.lock().map_err(poisoned)?;
-            if known.stored.get(&id) == Some(&digest) {
-                known.pending.insert(id, (Arc::new(inventory), at));
-                return Ok(());
-            }
-            known.pending.remove(&id);
+    /// Queues the time of a check-in whose inventory is the one stored, for
+    /// [`Caches::flush_check_ins`].
+    pub fn queue_check_in(&self, id: DeviceId, digest: [u8; 32], at: DateTime<Utc>) {
+        if let Ok(mut pending) = self.pending.lock() {
+            pending.insert(id, (digest, at));
         }
-        store.record_check_in(id, &inventory, at).await?;
-        self.inventories
-            .lock()
-            .map_err(poisoned)?
-            .stored
-            .insert(id, digest);
-        Ok(())
     }
 
-    /// Writes the queued check-in times. The store re-checks each inventory's
-    /// digest, so one changed through another instance is written in full.
+    /// Drops a queued time (the device's inventory was just written in full).
+    pub fn unqueue_check_in(&self, id: DeviceId) {
+        if let Ok(mut pending) = self.pending.lock() {
+            pending.remove(&id);
+        }
+    }
+
+    /// Writes the queued check-in times in one transaction. The store moves
+    /// only those whose inventory is still the one queued with them.
     pub async fn flush_check_ins(&self, store: &dyn Store) -> ApiResult<usize> {
-        let pending = std::mem::take(&mut self.inventories.lock().map_err(poisoned)?.pending);
-        let count = pending.len();
-        for (id, (inventory, at)) in pending {
-            if let Err(error) = store.record_check_in(id, &inventory, at).await {
-                tracing::warn!(device_id = %id, %error, "could not record a check-in time");
-            }
-        }
-        Ok(count)
+        let pending = std::mem::take(&mut *self.pending.lock().map_err(poisoned)?);
+        let times: Vec<CheckInTime> = pending
+            .into_iter()
+            .map(|(device, (inventory_sha256, at))| CheckInTime {
+                device,
+                inventory_sha256,
+                at,
+            })
+            .collect();
+        store.record_check_in_times(&times).await?;
+        Ok(times.len())
     }
+}
 
-    /// Call after creating, cancelling or finishing a deployment.
-    pub fn deployments_changed(&self) {
-        if let Ok(mut active) = self.active.lock() {
-            *active = None;
+/// Applies the store's change feed to the state's caches until the store
+/// closes it. Subscribe (`store.changes()`) before serving, so no change
+/// made after the start is missed.
+pub async fn follow_changes(mut feed: ChangeFeed, state: crate::AppState) {
+    while let Some(event) = feed.recv().await {
+        match event {
+            StoreEvent::Interrupted => {
+                tracing::warn!("store change feed interrupted: device records are not cached")
+            }
+            StoreEvent::Listening => tracing::info!("store change feed listening"),
+            _ => {}
         }
+        state.caches().apply(event);
     }
 }
 
 fn poisoned<T>(_: T) -> ApiError {
     ApiError::internal("a cache lock was poisoned by a panic")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use airlift_protocol::management::Device;
+    use airlift_protocol::state::DeviceStatus;
+    use std::collections::BTreeMap;
+
+    fn record(id: DeviceId, status: DeviceStatus) -> DeviceRecord {
+        DeviceRecord {
+            device: Device {
+                id,
+                status,
+                identity: BTreeMap::new(),
+                public_key: String::new(),
+                tags: Vec::new(),
+                device_type: None,
+                hardware_revision: None,
+                installed: BTreeMap::new(),
+                security_version: 0,
+                attributes: BTreeMap::new(),
+                created_at: Utc::now(),
+                last_check_in: None,
+            },
+            inventory_sha256: None,
+        }
+    }
+
+    /// Offers a record as a read that began at `epoch` would.
+    fn keep(caches: &Caches, epoch: Option<u64>, record: DeviceRecord) {
+        caches.keep_device(epoch, Arc::new(record)).expect("lock");
+    }
+
+    fn cached(caches: &Caches, id: DeviceId) -> Option<DeviceStatus> {
+        let derived = caches.derived.read().expect("lock");
+        derived.devices.get(&id).map(|r| r.device.status)
+    }
+
+    #[test]
+    fn nothing_is_kept_until_the_feed_listens() {
+        let caches = Caches::default();
+        let id = DeviceId::new();
+        keep(
+            &caches,
+            caches.epoch().expect("epoch"),
+            record(id, DeviceStatus::Accepted),
+        );
+        assert_eq!(cached(&caches, id), None);
+        caches.apply(StoreEvent::Listening);
+        keep(
+            &caches,
+            caches.epoch().expect("epoch"),
+            record(id, DeviceStatus::Accepted),
+        );
+        assert_eq!(cached(&caches, id), Some(DeviceStatus::Accepted));
+    }
+
+    #[test]
+    fn a_change_event_drops_the_record_and_an_interruption_drops_all() {
+        let caches = Caches::default();
+        caches.apply(StoreEvent::Listening);
+        let (a, b) = (DeviceId::new(), DeviceId::new());
+        for id in [a, b] {
+            keep(
+                &caches,
+                caches.epoch().expect("epoch"),
+                record(id, DeviceStatus::Accepted),
+            );
+        }
+        caches.apply(StoreEvent::DeviceChanged(a));
+        assert_eq!(cached(&caches, a), None);
+        assert_eq!(cached(&caches, b), Some(DeviceStatus::Accepted));
+        caches.apply(StoreEvent::Interrupted);
+        assert_eq!(cached(&caches, b), None);
+        assert!(!caches.listening());
+        keep(
+            &caches,
+            caches.epoch().expect("epoch"),
+            record(b, DeviceStatus::Accepted),
+        );
+        assert_eq!(cached(&caches, b), None, "not kept while deaf");
+    }
+
+    #[test]
+    fn a_read_from_before_an_invalidation_is_not_kept() {
+        let caches = Caches::default();
+        caches.apply(StoreEvent::Listening);
+        let id = DeviceId::new();
+        // A check-in starts reading the device; meanwhile it is rejected
+        // (here or elsewhere) and the record dropped; the read, which saw it
+        // accepted, ends after.
+        let before = caches.epoch().expect("epoch");
+        caches.forget_device(id);
+        keep(&caches, before, record(id, DeviceStatus::Accepted));
+        assert_eq!(cached(&caches, id), None);
+        let before = caches.epoch().expect("epoch");
+        caches.apply(StoreEvent::DeviceChanged(DeviceId::new()));
+        keep(&caches, before, record(id, DeviceStatus::Accepted));
+        assert_eq!(cached(&caches, id), None);
+    }
+
+    #[test]
+    fn deployment_events_drop_the_active_list() {
+        let caches = Caches::default();
+        caches.apply(StoreEvent::Listening);
+        caches.derived.write().expect("lock").active = Some(Arc::new(Vec::new()));
+        caches.apply(StoreEvent::DeploymentChanged(DeploymentId::new()));
+        assert!(caches.derived.read().expect("lock").active.is_none());
+    }
+
+    #[test]
+    fn queued_times_keep_the_latest_and_can_be_dropped() {
+        let caches = Caches::default();
+        let id = DeviceId::new();
+        let (early, late) = (Utc::now(), Utc::now() + chrono::Duration::seconds(1));
+        caches.queue_check_in(id, [1; 32], early);
+        caches.queue_check_in(id, [1; 32], late);
+        assert_eq!(
+            caches.pending.lock().expect("lock").get(&id),
+            Some(&([1; 32], late))
+        );
+        caches.unqueue_check_in(id);
+        assert!(caches.pending.lock().expect("lock").is_empty());
+    }
 }

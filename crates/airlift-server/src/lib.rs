@@ -9,7 +9,9 @@
 //! This crate must not know how a device installs an update: it trusts the
 //! package format's verification and the device's reports, nothing more.
 //! Storage is reached only through `airlift_store::Store`, package bytes only
-//! through `object_store`.
+//! through `object_store`. Device records and active deployments are held in
+//! memory ([`cache`]) and kept true across instances by the store's change
+//! feed, which [`startup::prepare`] subscribes to before serving.
 
 pub mod api;
 pub mod auth;

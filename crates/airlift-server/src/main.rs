@@ -26,6 +26,7 @@ async fn main() -> anyhow::Result<()> {
     }
 
     let shutdown = shutdown_signal();
+    let flush = state.clone();
     match &config.tls {
         Some((cert, key)) => {
             let tls = axum_server::tls_rustls::RustlsConfig::from_pem_file(cert, key)
@@ -50,6 +51,10 @@ async fn main() -> anyhow::Result<()> {
             tracing::info!(listen = %listener.local_addr()?, tls = false, "airlift-server ready");
             airlift_server::serve(listener, state, shutdown).await?;
         }
+    }
+    // Check-in times still queued for writing behind.
+    if let Err(error) = flush.caches().flush_check_ins(flush.store()).await {
+        tracing::warn!(%error, "writing the last check-in times failed");
     }
     tracing::info!("stopped");
     Ok(())

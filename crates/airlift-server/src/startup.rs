@@ -84,6 +84,8 @@ pub async fn prepare(config: &Config) -> Result<(AppState, AdminToken), StartupE
     let device_keys = DeviceTokenKeys::from_secret(secret.as_bytes());
     let admin = ensure_admin_token(&store, config.admin_token.as_deref()).await?;
 
+    // Subscribed before the first request, so no change is missed.
+    let changes = store.changes();
     let state = AppState::new(
         store,
         Arc::new(blobs),
@@ -92,13 +94,15 @@ pub async fn prepare(config: &Config) -> Result<(AppState, AdminToken), StartupE
         Settings::from_config(config),
         crate::observability::prometheus(),
     );
+    tokio::spawn(crate::cache::follow_changes(changes, state.clone()));
     tokio::spawn(flush_check_ins(state.clone()));
     Ok((state, admin))
 }
 
-/// Writes queued check-in times once per cache period, for the life of the process.
+/// Writes queued check-in times once per [`FLUSH_PERIOD`](crate::cache::FLUSH_PERIOD),
+/// for the life of the process.
 async fn flush_check_ins(state: AppState) {
-    let mut tick = tokio::time::interval(crate::cache::ACTIVE_TTL);
+    let mut tick = tokio::time::interval(crate::cache::FLUSH_PERIOD);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;

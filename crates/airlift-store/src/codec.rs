@@ -5,7 +5,9 @@
 //! turned into records here. A value that does not parse back is
 //! [`StoreError::Corrupt`] naming its table and column, never a panic.
 
-use crate::{ApiTokenRecord, DeploymentRecord, PackageRecord, StoreError, StoreResult};
+use crate::{
+    ApiTokenRecord, DeploymentRecord, DeviceRecord, PackageRecord, StoreError, StoreResult,
+};
 use airlift_protocol::device::Inventory;
 use airlift_protocol::management::{
     ApiToken, AuditEntry, Device, DeviceUpdate, Package, UpdateEvent,
@@ -14,7 +16,6 @@ use chrono::{DateTime, Utc};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
-use std::collections::{BTreeMap, HashMap};
 use std::fmt::Display;
 use std::str::FromStr;
 
@@ -43,9 +44,16 @@ pub(crate) fn to_json<T: Serialize + ?Sized>(value: &T, what: &str) -> StoreResu
 
 /// The digest a check-in compares to tell whether the inventory changed.
 pub(crate) fn inventory_sha256(inventory: &Inventory) -> StoreResult<Vec<u8>> {
+    Ok(inventory_digest(inventory)?.to_vec())
+}
+
+/// SHA-256 of an inventory as the store keeps it
+/// ([`DeviceRecord::inventory_sha256`], [`crate::CheckInTime::inventory_sha256`]):
+/// equal inventories have equal digests.
+pub fn inventory_digest(inventory: &Inventory) -> StoreResult<[u8; 32]> {
     // BTreeMaps serialise in key order, so equal inventories hash equally.
     let json = to_json(inventory, "inventory")?;
-    Ok(Sha256::digest(json.as_bytes()).to_vec())
+    Ok(Sha256::digest(json.as_bytes()).into())
 }
 
 /// Tags as a set: sorted, without duplicates (how they are read back).
@@ -186,9 +194,10 @@ impl PackageRow {
     }
 }
 
-/// `devices`, without the rows of its maps.
+/// `device_records`: a device row with its tags, installed software and
+/// attributes aggregated as JSON (a view each backend's migration defines).
 #[derive(Debug, sqlx::FromRow)]
-pub(crate) struct DeviceRow {
+pub(crate) struct DeviceRecordRow {
     pub id: String,
     pub status: String,
     pub identity: String,
@@ -198,53 +207,36 @@ pub(crate) struct DeviceRow {
     pub security_version: i64,
     pub created_at: i64,
     pub last_check_in: Option<i64>,
+    pub inventory_sha256: Option<Vec<u8>>,
+    pub tags: String,
+    pub installed: String,
+    pub attributes: String,
 }
 
-/// The rows of a page of devices' maps, keyed by device id as stored.
-#[derive(Debug, Default)]
-pub(crate) struct DeviceMaps {
-    pub tags: HashMap<String, Vec<String>>,
-    pub installed: HashMap<String, BTreeMap<String, String>>,
-    pub attributes: HashMap<String, BTreeMap<String, String>>,
-}
-
-impl DeviceMaps {
-    pub(crate) fn tag(&mut self, (device_id, tag): (String, String)) {
-        self.tags.entry(device_id).or_default().push(tag);
-    }
-
-    pub(crate) fn installed(&mut self, (device_id, name, version): (String, String, String)) {
-        self.installed
-            .entry(device_id)
-            .or_default()
-            .insert(name, version);
-    }
-
-    pub(crate) fn attribute(&mut self, (device_id, key, value): (String, String, String)) {
-        self.attributes
-            .entry(device_id)
-            .or_default()
-            .insert(key, value);
-    }
-}
-
-impl DeviceRow {
-    pub(crate) fn into_device(self, maps: &mut DeviceMaps) -> StoreResult<Device> {
-        let mut tags = maps.tags.remove(&self.id).unwrap_or_default();
+impl DeviceRecordRow {
+    pub(crate) fn into_record(self) -> StoreResult<DeviceRecord> {
+        let mut tags: Vec<String> = json("device_records.tags", &self.tags)?;
         tags.sort();
-        Ok(Device {
-            status: parse("devices.status", &self.status)?,
-            identity: json("devices.identity", &self.identity)?,
-            public_key: self.public_key,
-            tags,
-            device_type: self.device_type,
-            hardware_revision: self.hardware_revision,
-            installed: maps.installed.remove(&self.id).unwrap_or_default(),
-            security_version: unsigned("devices.security_version", self.security_version)?,
-            attributes: maps.attributes.remove(&self.id).unwrap_or_default(),
-            created_at: time("devices.created_at", self.created_at)?,
-            last_check_in: opt_time("devices.last_check_in", self.last_check_in)?,
-            id: parse("devices.id", &self.id)?,
+        Ok(DeviceRecord {
+            inventory_sha256: self
+                .inventory_sha256
+                .as_deref()
+                .map(|bytes| sha256("devices.inventory_sha256", bytes))
+                .transpose()?,
+            device: Device {
+                status: parse("devices.status", &self.status)?,
+                identity: json("devices.identity", &self.identity)?,
+                public_key: self.public_key,
+                tags,
+                device_type: self.device_type,
+                hardware_revision: self.hardware_revision,
+                installed: json("device_records.installed", &self.installed)?,
+                security_version: unsigned("devices.security_version", self.security_version)?,
+                attributes: json("device_records.attributes", &self.attributes)?,
+                created_at: time("devices.created_at", self.created_at)?,
+                last_check_in: opt_time("devices.last_check_in", self.last_check_in)?,
+                id: parse("devices.id", &self.id)?,
+            },
         })
     }
 }

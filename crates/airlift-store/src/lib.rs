@@ -13,6 +13,13 @@
 //! both backends filter them with the same SQL). Tags are a set: they read
 //! back sorted, without duplicates.
 //!
+//! Every write that changes a device or a deployment is announced on the
+//! store's change feed ([`Store::changes`], [`StoreEvent`]) in the same
+//! transaction, so a server instance can keep device records in memory and
+//! still see a rejection made through another instance at once: PostgreSQL
+//! carries the events with `LISTEN`/`NOTIFY` between instances; SQLite, used
+//! by one process, in-process.
+//!
 //! The conformance suite runs every test against a fresh SQLite file, and
 //! against PostgreSQL too when `AIRLIFT_TEST_POSTGRES_URL` names a database
 //! (`postgres://postgres@127.0.0.1:5432/test`): each test then gets a schema
@@ -24,6 +31,11 @@
 //! let url = airlift_store::DatabaseUrl::parse("sqlite:///var/lib/airlift/airlift.db")?;
 //! let store = airlift_store::open(&url).await?;
 //! let secret = store.setting_or_insert("device_token_secret", "fresh random value").await?;
+//! let mut changes = store.changes();
+//! while let Some(event) = changes.recv().await {
+//!     println!("{event:?}"); // Listening first, then DeviceChanged(…), …
+//! #   break;
+//! }
 //! # let _ = secret; Ok(()) }
 //! ```
 
@@ -38,10 +50,13 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 mod codec;
+mod feed;
 mod open;
 mod postgres;
 mod sql;
 mod sqlite;
+pub use codec::inventory_digest;
+pub use feed::{ChangeFeed, StoreEvent};
 pub use open::{open, DatabaseUrl, InvalidDatabaseUrl};
 
 /// Why a store operation failed.
@@ -128,6 +143,27 @@ pub struct DeploymentRecord {
     pub finished_at: Option<DateTime<Utc>>,
 }
 
+/// A device as stored, with the digest of the inventory it last reported.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceRecord {
+    /// The API view.
+    pub device: Device,
+    /// [`inventory_digest`] of the inventory last stored; `None` before the
+    /// first check-in.
+    pub inventory_sha256: Option<[u8; 32]>,
+}
+
+/// A check-in whose inventory was unchanged: only its time is to be stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CheckInTime {
+    /// The device.
+    pub device: DeviceId,
+    /// [`inventory_digest`] of the inventory it reported.
+    pub inventory_sha256: [u8; 32],
+    /// When it checked in.
+    pub at: DateTime<Utc>,
+}
+
 /// Filters for listing devices; `None`/empty means "any".
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DeviceFilter {
@@ -164,6 +200,16 @@ pub struct ReportOutcome {
 /// The storage the server needs. Every method is one atomic operation.
 #[async_trait]
 pub trait Store: Send + Sync + std::fmt::Debug + 'static {
+    // --- change feed ------------------------------------------------------
+
+    /// Subscribes to the changes committed from now on, by this process or
+    /// (PostgreSQL) any other using the same database: see [`StoreEvent`]
+    /// for what is announced. Every write below that changes a device's
+    /// status, identity, tags or inventory announces
+    /// [`StoreEvent::DeviceChanged`]; creating, cancelling or finishing a
+    /// deployment announces [`StoreEvent::DeploymentChanged`].
+    fn changes(&self) -> ChangeFeed;
+
     // --- settings -------------------------------------------------------
 
     /// A server setting (e.g. the device-token signing secret).
@@ -209,8 +255,10 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// Stores a new device (first contact or pre-authorisation). `Conflict`
     /// if a device with the same public key exists.
     async fn insert_device(&self, device: &Device) -> StoreResult<()>;
-    /// One device.
+    /// One device (one query).
     async fn device(&self, id: DeviceId) -> StoreResult<Option<Device>>;
+    /// One device with the digest of its stored inventory (one query).
+    async fn device_record(&self, id: DeviceId) -> StoreResult<Option<DeviceRecord>>;
     /// The device with this public key (PEM, exactly as stored).
     async fn device_by_public_key(&self, public_key: &str) -> StoreResult<Option<Device>>;
     /// Devices matching `filter`, oldest first, one page, and the total count.
@@ -238,6 +286,12 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         inventory: &Inventory,
         at: DateTime<Utc>,
     ) -> StoreResult<()>;
+    /// Moves `last_check_in` forward to each time given, in one transaction,
+    /// for the devices whose stored inventory still has the digest given;
+    /// returns how many moved. A device whose inventory changed meanwhile
+    /// (through another server instance) keeps what was stored: its next
+    /// check-in there compares against the new inventory. Announces nothing.
+    async fn record_check_in_times(&self, times: &[CheckInTime]) -> StoreResult<u64>;
 
     // --- device authentication ---------------------------------------------
 

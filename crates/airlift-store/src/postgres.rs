@@ -1,36 +1,220 @@
 //! The PostgreSQL backend, for fleets and several server instances.
+//!
+//! Its change feed is `LISTEN`/`NOTIFY` on a channel named after the schema
+//! (`airlift_changes.<schema>`): each change is announced with
+//! `pg_notify` inside the transaction that makes it, so it goes out exactly
+//! when that commits, to every instance listening (this one too). A task
+//! holds a listening connection of its own; when it drops, or stays silent
+//! past [`SILENCE_LIMIT`] although every instance sends a heartbeat each
+//! [`HEARTBEAT`], the feed says [`StoreEvent::Interrupted`], connects and
+//! listens again, and then says [`StoreEvent::Listening`].
 
+use crate::feed::Hub;
 use crate::sql::impl_store;
 use crate::SharedStore;
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
 use sqlx::PgPool;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::task::JoinHandle;
 
 /// Connections in the pool of one server instance.
 const MAX_CONNECTIONS: u32 = 10;
 /// How long a request waits for a free connection.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often each instance sends an empty notification on the channel.
+const HEARTBEAT: Duration = Duration::from_secs(5);
+/// Silence on the listening connection after which it is taken for dead.
+const SILENCE_LIMIT: Duration = Duration::from_secs(15);
+/// Longest wait between attempts to listen again.
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// PostgreSQL's limit on identifiers, channel names included (bytes).
+const MAX_CHANNEL: usize = 63;
 
 /// The store on a PostgreSQL database.
 #[derive(Debug)]
 pub(crate) struct PgStore {
     pool: PgPool,
+    hub: Arc<Hub>,
+    channel: String,
+    _tasks: Tasks,
 }
 
-/// Connects to and migrates the database `options` point to.
+/// The listener and heartbeat tasks, stopped with the store.
+#[derive(Debug)]
+struct Tasks(Vec<JoinHandle<()>>);
+
+impl Drop for Tasks {
+    fn drop(&mut self) {
+        for task in &self.0 {
+            task.abort();
+        }
+    }
+}
+
+/// Connects to and migrates the database `options` point to, and starts
+/// listening for changes.
 pub(crate) async fn open(options: PgConnectOptions) -> crate::StoreResult<SharedStore> {
     let pool = PgPoolOptions::new()
         .max_connections(MAX_CONNECTIONS)
         .acquire_timeout(ACQUIRE_TIMEOUT)
-        .connect_with(options)
+        .connect_with(options.clone())
         .await
         .map_err(|e| crate::StoreError::Setup(format!("connecting to PostgreSQL: {e}")))?;
     sqlx::migrate!("./migrations/postgres")
         .run(&pool)
         .await
         .map_err(|e| crate::StoreError::Setup(format!("migrating PostgreSQL database: {e}")))?;
-    Ok(Arc::new(PgStore { pool }))
+    let schema: String = sqlx::query_scalar("SELECT COALESCE(current_schema(), 'public')")
+        .fetch_one(&pool)
+        .await
+        .map_err(|e| crate::StoreError::Setup(format!("reading the current schema: {e}")))?;
+    let channel = channel_name(&schema);
+    let listener = listen(&options, &channel).await.map_err(|e| {
+        crate::StoreError::Setup(format!("listening on PostgreSQL channel {channel}: {e}"))
+    })?;
+    let hub = Hub::new(true);
+    let tasks = Tasks(vec![
+        tokio::spawn(follow(listener, options, channel.clone(), Arc::clone(&hub))),
+        tokio::spawn(heartbeat(pool.clone(), channel.clone())),
+    ]);
+    Ok(Arc::new(PgStore {
+        pool,
+        hub,
+        channel,
+        _tasks: tasks,
+    }))
+}
+
+/// `airlift_changes.<schema>`, cut to PostgreSQL's identifier length.
+fn channel_name(schema: &str) -> String {
+    let mut channel = format!("airlift_changes.{schema}");
+    let mut end = channel.len().min(MAX_CHANNEL);
+    while !channel.is_char_boundary(end) {
+        end -= 1;
+    }
+    channel.truncate(end);
+    channel
+}
+
+/// A listening connection of its own (not one of the pool's).
+async fn listen(options: &PgConnectOptions, channel: &str) -> Result<PgListener, sqlx::Error> {
+    let pool = PgPoolOptions::new()
+        .max_connections(1)
+        .max_lifetime(None)
+        .idle_timeout(None)
+        .acquire_timeout(ACQUIRE_TIMEOUT)
+        .connect_with(options.clone())
+        .await?;
+    let mut listener = PgListener::connect_with(&pool).await?;
+    // A lost connection is ours to notice (and announce), not re-made quietly.
+    listener.eager_reconnect(false);
+    listener.listen(channel).await?;
+    Ok(listener)
+}
+
+/// Passes notifications on to the hub for the life of the store; on a lost
+/// or silent connection, says so and listens again.
+async fn follow(
+    mut listener: PgListener,
+    options: PgConnectOptions,
+    channel: String,
+    hub: Arc<Hub>,
+) {
+    loop {
+        loop {
+            match tokio::time::timeout(SILENCE_LIMIT, listener.try_recv()).await {
+                Ok(Ok(Some(notification))) => {
+                    if let Some(event) = crate::StoreEvent::from_payload(notification.payload()) {
+                        hub.publish(event);
+                    }
+                }
+                Ok(Ok(None)) => {
+                    tracing::warn!(%channel, "change feed: lost the listening connection");
+                    break;
+                }
+                Ok(Err(error)) => {
+                    tracing::warn!(%channel, %error, "change feed: listening failed");
+                    break;
+                }
+                Err(_) => {
+                    tracing::warn!(
+                        %channel,
+                        silence_secs = SILENCE_LIMIT.as_secs(),
+                        "change feed: no heartbeat; taking the listening connection for dead"
+                    );
+                    break;
+                }
+            }
+        }
+        hub.set_live(false);
+        drop(listener);
+        let mut backoff = Duration::from_millis(100);
+        listener = loop {
+            match listen(&options, &channel).await {
+                Ok(listener) => break listener,
+                Err(error) => {
+                    tracing::warn!(%channel, %error, "change feed: cannot listen yet");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                }
+            }
+        };
+        tracing::info!(%channel, "change feed: listening again");
+        hub.set_live(true);
+    }
+}
+
+/// Proves to every listener of the channel, this one included, that its
+/// connection still delivers.
+async fn heartbeat(pool: PgPool, channel: String) {
+    let mut tick = tokio::time::interval(HEARTBEAT);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if let Err(error) = sqlx::query("SELECT pg_notify($1, '')")
+            .bind(channel.as_str())
+            .execute(&pool)
+            .await
+        {
+            tracing::debug!(%channel, %error, "change feed heartbeat not sent");
+        }
+    }
+}
+
+impl PgStore {
+    /// Queues the notification in the transaction: PostgreSQL sends it when
+    /// (and only if) the transaction commits.
+    async fn stage(
+        &self,
+        conn: &mut sqlx::PgConnection,
+        event: &StoreEvent,
+    ) -> Result<(), sqlx::Error> {
+        if let Some(payload) = event.payload() {
+            sqlx::query("SELECT pg_notify($1, $2)")
+                .bind(self.channel.as_str())
+                .bind(payload)
+                .execute(conn)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Nothing to do: the listener hears this instance's changes too.
+    fn committed(&self, _event: StoreEvent) {}
 }
 
 impl_store!(PgStore, sqlx::Postgres, "BEGIN");
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn channel_names_fit_an_identifier() {
+        assert_eq!(channel_name("public"), "airlift_changes.public");
+        let long = channel_name(&"é".repeat(40));
+        assert!(long.len() <= MAX_CHANNEL);
+        assert!(long.starts_with("airlift_changes.é"));
+    }
+}

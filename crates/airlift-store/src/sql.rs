@@ -33,6 +33,10 @@ macro_rules! columns {
         "id, status, identity, public_key, device_type, hardware_revision, security_version, \
          created_at, last_check_in"
     };
+    (device_records) => {
+        "id, status, identity, public_key, device_type, hardware_revision, security_version, \
+         created_at, last_check_in, inventory_sha256, tags, installed, attributes"
+    };
     (deployments) => {
         "id, name, package_id, target, strategy, status, created_at, finished_at"
     };
@@ -63,13 +67,14 @@ macro_rules! impl_store {
         use std::collections::BTreeMap;
         use $crate::codec::{
             classify, inventory_sha256, millis, normalise_tags, parse, placeholders, to_i64,
-            to_json, AuditRow, DeploymentRow, DeviceMaps, DeviceRow, DeviceUpdateRow, EventRow,
+            to_json, AuditRow, DeploymentRow, DeviceRecordRow, DeviceUpdateRow, EventRow,
             PackageRow, TokenRow,
         };
         use $crate::sql::INSERT_CHUNK;
         use $crate::{
-            ApiTokenRecord, DeploymentRecord, DeviceFilter, NewAuditEntry, PackageRecord,
-            PageRequest, ReportOutcome, Store, StoreError, StoreResult,
+            ApiTokenRecord, ChangeFeed, CheckInTime, DeploymentRecord, DeviceFilter, DeviceRecord,
+            NewAuditEntry, PackageRecord, PageRequest, ReportOutcome, Store, StoreError,
+            StoreEvent, StoreResult,
         };
 
         type Conn = <$db as sqlx::Database>::Connection;
@@ -80,59 +85,22 @@ macro_rules! impl_store {
                 self.pool.begin_with($begin).await
             }
 
-            /// Reads the maps of `rows`' devices and assembles them.
-            async fn load_devices(&self, rows: Vec<DeviceRow>) -> StoreResult<Vec<Device>> {
-                if rows.is_empty() {
-                    return Ok(Vec::new());
+            /// Commits `tx` and announces `events` on the change feed: on
+            /// PostgreSQL inside the transaction (so they go out exactly when it
+            /// commits), on SQLite right after the commit.
+            async fn commit_with(
+                &self,
+                mut tx: sqlx::Transaction<'static, $db>,
+                events: &[StoreEvent],
+            ) -> StoreResult<()> {
+                for event in events {
+                    self.stage(&mut tx, event).await?;
                 }
-                let list = placeholders(1, rows.len());
-                let mut maps = DeviceMaps::default();
-
-                let sql = format!(
-                    "SELECT device_id, tag FROM device_tags \
-                     WHERE device_id IN ({list})"
-                );
-                let mut query = sqlx::query_as::<$db, (String, String)>(&sql);
-                for row in &rows {
-                    query = query.bind(row.id.as_str());
+                tx.commit().await?;
+                for event in events {
+                    self.committed(*event);
                 }
-                query
-                    .fetch_all(&self.pool)
-                    .await?
-                    .into_iter()
-                    .for_each(|r| maps.tag(r));
-
-                let sql = format!(
-                    "SELECT device_id, name, version FROM device_installed \
-                     WHERE device_id IN ({list})"
-                );
-                let mut query = sqlx::query_as::<$db, (String, String, String)>(&sql);
-                for row in &rows {
-                    query = query.bind(row.id.as_str());
-                }
-                query
-                    .fetch_all(&self.pool)
-                    .await?
-                    .into_iter()
-                    .for_each(|r| maps.installed(r));
-
-                let sql = format!(
-                    "SELECT device_id, key, value FROM device_attributes \
-                     WHERE device_id IN ({list})"
-                );
-                let mut query = sqlx::query_as::<$db, (String, String, String)>(&sql);
-                for row in &rows {
-                    query = query.bind(row.id.as_str());
-                }
-                query
-                    .fetch_all(&self.pool)
-                    .await?
-                    .into_iter()
-                    .for_each(|r| maps.attribute(r));
-
-                rows.into_iter()
-                    .map(|row| row.into_device(&mut maps))
-                    .collect()
+                Ok(())
             }
 
             /// `select` followed by the `WHERE` clause of `filter`.
@@ -360,6 +328,10 @@ macro_rules! impl_store {
 
         #[async_trait::async_trait]
         impl Store for $store {
+            fn changes(&self) -> ChangeFeed {
+                self.hub.subscribe()
+            }
+
             // --- settings ---------------------------------------------------
 
             async fn setting(&self, key: &str) -> StoreResult<Option<String>> {
@@ -639,32 +611,38 @@ macro_rules! impl_store {
                 Self::insert_tags(&mut tx, &device_id, &device.tags).await?;
                 Self::insert_installed(&mut tx, &device_id, &device.installed).await?;
                 Self::insert_attributes(&mut tx, &device_id, &device.attributes).await?;
-                tx.commit().await?;
-                Ok(())
+                self.commit_with(tx, &[StoreEvent::DeviceChanged(device.id)])
+                    .await
             }
 
             async fn device(&self, id: DeviceId) -> StoreResult<Option<Device>> {
-                let row = sqlx::query_as::<$db, DeviceRow>(concat!(
+                Ok(self.device_record(id).await?.map(|record| record.device))
+            }
+
+            async fn device_record(&self, id: DeviceId) -> StoreResult<Option<DeviceRecord>> {
+                sqlx::query_as::<$db, DeviceRecordRow>(concat!(
                     "SELECT ",
-                    $crate::sql::columns!(devices),
-                    " FROM devices WHERE id = $1"
+                    $crate::sql::columns!(device_records),
+                    " FROM device_records WHERE id = $1"
                 ))
                 .bind(id.to_string())
                 .fetch_optional(&self.pool)
-                .await?;
-                Ok(self.load_devices(row.into_iter().collect()).await?.pop())
+                .await?
+                .map(DeviceRecordRow::into_record)
+                .transpose()
             }
 
             async fn device_by_public_key(&self, public_key: &str) -> StoreResult<Option<Device>> {
-                let row = sqlx::query_as::<$db, DeviceRow>(concat!(
+                sqlx::query_as::<$db, DeviceRecordRow>(concat!(
                     "SELECT ",
-                    $crate::sql::columns!(devices),
-                    " FROM devices WHERE public_key = $1"
+                    $crate::sql::columns!(device_records),
+                    " FROM device_records WHERE public_key = $1"
                 ))
                 .bind(public_key)
                 .fetch_optional(&self.pool)
-                .await?;
-                Ok(self.load_devices(row.into_iter().collect()).await?.pop())
+                .await?
+                .map(|row| Ok(row.into_record()?.device))
+                .transpose()
             }
 
             async fn list_devices(
@@ -681,19 +659,27 @@ macro_rules! impl_store {
                     .fetch_one(&self.pool)
                     .await?;
 
+                // The view under the table's name, so the filter's clauses
+                // read the same on both.
                 let mut select = Self::device_query(
-                    concat!("SELECT ", $crate::sql::columns!(devices), " FROM devices"),
+                    concat!(
+                        "SELECT ",
+                        $crate::sql::columns!(device_records),
+                        " FROM device_records AS devices"
+                    ),
                     filter,
                 );
                 select
                     .push(" ORDER BY created_at, id LIMIT ")
                     .push_bind(per_page);
                 select.push(" OFFSET ").push_bind(offset);
-                let rows = select
-                    .build_query_as::<DeviceRow>()
+                let devices = select
+                    .build_query_as::<DeviceRecordRow>()
                     .fetch_all(&self.pool)
-                    .await?;
-                let devices = self.load_devices(rows).await?;
+                    .await?
+                    .into_iter()
+                    .map(|row| Ok(row.into_record()?.device))
+                    .collect::<StoreResult<Vec<Device>>>()?;
                 Ok((devices, u64::try_from(total).unwrap_or(0)))
             }
 
@@ -702,12 +688,19 @@ macro_rules! impl_store {
                 id: DeviceId,
                 status: DeviceStatus,
             ) -> StoreResult<bool> {
-                let result = sqlx::query::<$db>("UPDATE devices SET status = $2 WHERE id = $1")
+                let mut tx = self.begin().await?;
+                let found = sqlx::query::<$db>("UPDATE devices SET status = $2 WHERE id = $1")
                     .bind(id.to_string())
                     .bind(status.as_str())
-                    .execute(&self.pool)
-                    .await?;
-                Ok(result.rows_affected() > 0)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected()
+                    > 0;
+                if found {
+                    self.commit_with(tx, &[StoreEvent::DeviceChanged(id)])
+                        .await?;
+                }
+                Ok(found)
             }
 
             async fn set_device_identity(
@@ -715,12 +708,19 @@ macro_rules! impl_store {
                 id: DeviceId,
                 identity: &BTreeMap<String, String>,
             ) -> StoreResult<bool> {
-                let result = sqlx::query::<$db>("UPDATE devices SET identity = $2 WHERE id = $1")
+                let mut tx = self.begin().await?;
+                let found = sqlx::query::<$db>("UPDATE devices SET identity = $2 WHERE id = $1")
                     .bind(id.to_string())
                     .bind(to_json(identity, "device identity")?)
-                    .execute(&self.pool)
-                    .await?;
-                Ok(result.rows_affected() > 0)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected()
+                    > 0;
+                if found {
+                    self.commit_with(tx, &[StoreEvent::DeviceChanged(id)])
+                        .await?;
+                }
+                Ok(found)
             }
 
             async fn set_device_tags(&self, id: DeviceId, tags: &[String]) -> StoreResult<bool> {
@@ -742,7 +742,8 @@ macro_rules! impl_store {
                     .execute(&mut *tx)
                     .await?;
                 Self::insert_tags(&mut tx, &device_id, tags).await?;
-                tx.commit().await?;
+                self.commit_with(tx, &[StoreEvent::DeviceChanged(id)])
+                    .await?;
                 Ok(true)
             }
 
@@ -801,8 +802,30 @@ macro_rules! impl_store {
                     .await?;
                 Self::insert_installed(&mut tx, &device_id, &inventory.installed).await?;
                 Self::insert_attributes(&mut tx, &device_id, &inventory.attributes).await?;
+                self.commit_with(tx, &[StoreEvent::DeviceChanged(id)]).await
+            }
+
+            async fn record_check_in_times(&self, times: &[CheckInTime]) -> StoreResult<u64> {
+                if times.is_empty() {
+                    return Ok(0);
+                }
+                let mut tx = self.begin().await?;
+                let mut moved = 0;
+                for time in times {
+                    moved += sqlx::query::<$db>(
+                        "UPDATE devices SET last_check_in = $2 \
+                         WHERE id = $1 AND inventory_sha256 = $3 \
+                         AND (last_check_in IS NULL OR last_check_in < $2)",
+                    )
+                    .bind(time.device.to_string())
+                    .bind(millis(time.at))
+                    .bind(&time.inventory_sha256[..])
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                }
                 tx.commit().await?;
-                Ok(())
+                Ok(moved)
             }
 
             // --- device authentication --------------------------------------------
@@ -887,8 +910,8 @@ macro_rules! impl_store {
                         )
                     })?;
                 }
-                tx.commit().await?;
-                Ok(())
+                self.commit_with(tx, &[StoreEvent::DeploymentChanged(deployment.id)])
+                    .await
             }
 
             async fn deployment(&self, id: DeploymentId) -> StoreResult<Option<DeploymentRecord>> {
@@ -1017,7 +1040,8 @@ macro_rules! impl_store {
                     at,
                 )
                 .await?;
-                tx.commit().await?;
+                self.commit_with(tx, &[StoreEvent::DeploymentChanged(id)])
+                    .await?;
                 Ok(true)
             }
 
@@ -1046,7 +1070,13 @@ macro_rules! impl_store {
                 for state in &open {
                     query = query.bind(state.as_str());
                 }
-                Ok(query.execute(&self.pool).await?.rows_affected() > 0)
+                let mut tx = self.begin().await?;
+                let finished = query.execute(&mut *tx).await?.rows_affected() > 0;
+                if finished {
+                    self.commit_with(tx, &[StoreEvent::DeploymentChanged(id)])
+                        .await?;
+                }
+                Ok(finished)
             }
 
             // --- one device in one deployment ------------------------------------------

@@ -1,5 +1,8 @@
-//! The SQLite backend: one file, WAL journal, a small pool.
+//! The SQLite backend: one file, WAL journal, a small pool. One process
+//! uses the file, so its change feed is in-process: changes are announced
+//! to subscribers right after they commit.
 
+use crate::feed::Hub;
 use crate::sql::impl_store;
 use crate::SharedStore;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
@@ -18,6 +21,7 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 #[derive(Debug)]
 pub(crate) struct SqliteStore {
     pool: SqlitePool,
+    hub: Arc<Hub>,
 }
 
 /// Opens (creating if missing) and migrates the database at `path`.
@@ -45,9 +49,28 @@ pub(crate) async fn open(path: &Path) -> crate::StoreResult<SharedStore> {
         .map_err(|e| {
             crate::StoreError::Setup(format!("migrating SQLite database {}: {e}", path.display()))
         })?;
-    Ok(Arc::new(SqliteStore { pool }))
+    Ok(Arc::new(SqliteStore {
+        pool,
+        hub: Hub::new(true),
+    }))
 }
 
 // Every write transaction takes the write lock up front, so it never has to
 // upgrade a read snapshot (which SQLite refuses instead of waiting).
 impl_store!(SqliteStore, sqlx::Sqlite, "BEGIN IMMEDIATE");
+
+impl SqliteStore {
+    /// Nothing to do inside the transaction: subscribers live in this process.
+    async fn stage(
+        &self,
+        _conn: &mut sqlx::SqliteConnection,
+        _event: &StoreEvent,
+    ) -> Result<(), sqlx::Error> {
+        Ok(())
+    }
+
+    /// Tells this process's subscribers, once the change is committed.
+    fn committed(&self, event: StoreEvent) {
+        self.hub.publish(event);
+    }
+}

@@ -6,12 +6,12 @@ use crate::state::AppState;
 use airlift_protocol::device::{download_path, CheckInResponse, Inventory, UpdateOffer};
 use airlift_protocol::management::Device;
 use airlift_protocol::state::{DeviceStatus, UpdateState};
-use airlift_store::{DeploymentRecord, PackageRecord};
+use airlift_store::{DeploymentRecord, DeviceRecord, PackageRecord};
 use axum::extract::State;
 use axum::Json;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 
 /// Report inventory; get the poll interval and, if there is one, an update offer.
 #[utoipa::path(
@@ -34,29 +34,26 @@ pub async fn check_in(
     let now = Utc::now();
     let store = state.store();
     let caches = state.caches();
-    let device = caches
+    let record = caches
         .device(store, caller.device_id)
         .await?
-        .filter(|d| d.status == DeviceStatus::Accepted)
+        .filter(|r| r.device.status == DeviceStatus::Accepted)
         .ok_or_else(|| {
             ApiError::Unauthorized("device is not accepted any more; authenticate again".into())
         })?;
-    caches
-        .record_check_in(store, device.id, inventory.clone(), now)
-        .await?;
+    let id = record.device.id;
+    let digest = airlift_store::inventory_digest(&inventory)?;
+    if record.inventory_sha256 == Some(digest) {
+        // Only the time moves: written behind.
+        caches.queue_check_in(id, digest, now);
+    } else {
+        caches.unqueue_check_in(id);
+        store.record_check_in(id, &inventory, now).await?;
+        caches.forget_device(id);
+    }
     metrics::counter!("airlift_check_ins_total").increment(1);
 
-    // What the device reports is the truth from here on.
-    let device = Device {
-        device_type: Some(inventory.device_type.clone()),
-        hardware_revision: inventory.hardware_revision.clone(),
-        installed: inventory.installed.clone(),
-        security_version: inventory.security_version,
-        attributes: inventory.attributes.clone(),
-        last_check_in: Some(now),
-        ..Device::clone(&device)
-    };
-    let update = find_offer(&state, &device).await?;
+    let update = find_offer(&state, &record, &inventory, now).await?;
     Ok(Json(CheckInResponse {
         poll_interval_secs: state.settings().poll_interval.as_secs(),
         update,
@@ -65,14 +62,31 @@ pub async fn check_in(
 
 /// The oldest active deployment with work for this device, if any, bringing
 /// the device's state in each deployment up to date on the way.
-async fn find_offer(state: &AppState, device: &Device) -> ApiResult<Option<UpdateOffer>> {
+async fn find_offer(
+    state: &AppState,
+    record: &DeviceRecord,
+    inventory: &Inventory,
+    now: DateTime<Utc>,
+) -> ApiResult<Option<UpdateOffer>> {
     let store = state.store();
-    let now = Utc::now();
     let caches = state.caches();
+    let id = record.device.id;
+    // What the device reports is the truth from here on; built only when a
+    // deployment needs a look at it.
+    let mut reported: Option<Device> = None;
     for deployment in caches.active_deployments(store).await?.iter() {
-        if caches.final_state(deployment.id, device.id).is_some() {
+        if caches.final_state(deployment.id, id).is_some() {
             continue;
         }
+        let device = reported.get_or_insert_with(|| Device {
+            device_type: Some(inventory.device_type.clone()),
+            hardware_revision: inventory.hardware_revision.clone(),
+            installed: inventory.installed.clone(),
+            security_version: inventory.security_version,
+            attributes: inventory.attributes.clone(),
+            last_check_in: Some(now),
+            ..record.device.clone()
+        });
         let current = store.device_update(deployment.id, device.id).await?;
         if let Some(update) = &current {
             caches.remember_final(deployment.id, device.id, update.state);

@@ -2,6 +2,7 @@
 //! driven over HTTP like an operator and a device would. Every scenario runs
 //! on SQLite, and on PostgreSQL when `AIRLIFT_TEST_POSTGRES_URL` is set.
 
+mod instances;
 mod lifecycle;
 mod operations;
 mod security;

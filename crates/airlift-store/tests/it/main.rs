@@ -38,6 +38,7 @@ mod audit;
 mod corrupt;
 mod deployments;
 mod devices;
+mod feed;
 mod nonces;
 mod open;
 mod packages;

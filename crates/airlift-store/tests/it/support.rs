@@ -22,6 +22,7 @@ pub const POSTGRES_URL_VAR: &str = "AIRLIFT_TEST_POSTGRES_URL";
 pub struct Ctx {
     pub store: SharedStore,
     raw: Raw,
+    url: DatabaseUrl,
 }
 
 enum Raw {
@@ -37,6 +38,24 @@ impl Ctx {
             Raw::Postgres(pool) => sqlx::raw_sql(sql).execute(pool).await.map(|_| ()),
         };
         result.unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+
+    /// Another store on the same database, as a second server instance
+    /// would open it.
+    pub async fn open_again(&self) -> SharedStore {
+        airlift_store::open(&self.url)
+            .await
+            .expect("open the database again")
+    }
+
+    /// The PostgreSQL schema of this test, if it runs on PostgreSQL.
+    pub fn schema(&self) -> Option<String> {
+        match &self.url {
+            DatabaseUrl::Postgres(url) => url
+                .rsplit_once("search_path%3D")
+                .map(|(_, schema)| schema.to_owned()),
+            _ => None,
+        }
     }
 }
 
@@ -57,6 +76,7 @@ where
     test(Ctx {
         store,
         raw: Raw::Sqlite(raw),
+        url: DatabaseUrl::Sqlite(path),
     })
     .await;
 }
@@ -85,7 +105,8 @@ where
     let separator = if base.contains('?') { '&' } else { '?' };
     let url = format!("{base}{separator}options=-csearch_path%3D{schema}");
     let opened = async {
-        let store = airlift_store::open(&DatabaseUrl::parse(&url)?).await?;
+        let parsed = DatabaseUrl::parse(&url)?;
+        let store = airlift_store::open(&parsed).await?;
         let raw = PgPoolOptions::new()
             .max_connections(1)
             .connect(&url)
@@ -93,6 +114,7 @@ where
         Ok::<_, Box<dyn std::error::Error>>(Ctx {
             store,
             raw: Raw::Postgres(raw),
+            url: parsed,
         })
     }
     .await;
