@@ -213,6 +213,10 @@ pub struct DeviceUpdate {
     pub message: Option<String>,
     /// When the state last changed.
     pub updated_at: DateTime<Utc>,
+    /// The rollout phase that admitted the device (phased deployments;
+    /// absent until it is admitted).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<u32>,
 }
 
 /// Create a management API token.

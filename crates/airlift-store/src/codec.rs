@@ -252,6 +252,11 @@ pub(crate) struct DeploymentRow {
     pub status: String,
     pub created_at: i64,
     pub finished_at: Option<i64>,
+    pub phase: i64,
+    pub phase_started_at: Option<i64>,
+    pub phase_met_at: Option<i64>,
+    pub status_reason: Option<String>,
+    pub acknowledged_failures: i64,
 }
 
 impl DeploymentRow {
@@ -265,6 +270,15 @@ impl DeploymentRow {
             status: parse("deployments.status", &self.status)?,
             created_at: time("deployments.created_at", self.created_at)?,
             finished_at: opt_time("deployments.finished_at", self.finished_at)?,
+            rollout: crate::RolloutState {
+                phase: u32::try_from(self.phase).map_err(|_| {
+                    StoreError::Corrupt(format!("deployments.phase: {} is not a phase", self.phase))
+                })?,
+                phase_started_at: opt_time("deployments.phase_started_at", self.phase_started_at)?,
+                phase_met_at: opt_time("deployments.phase_met_at", self.phase_met_at)?,
+                reason: self.status_reason,
+                acknowledged_failures: u64::try_from(self.acknowledged_failures).unwrap_or(0),
+            },
         })
     }
 }
@@ -276,6 +290,7 @@ pub(crate) struct DeviceUpdateRow {
     pub state: String,
     pub message: Option<String>,
     pub updated_at: i64,
+    pub phase: Option<i64>,
 }
 
 impl DeviceUpdateRow {
@@ -285,6 +300,7 @@ impl DeviceUpdateRow {
             state: parse("deployment_devices.state", &self.state)?,
             message: self.message,
             updated_at: time("deployment_devices.updated_at", self.updated_at)?,
+            phase: self.phase.and_then(|p| u32::try_from(p).ok()),
         })
     }
 }

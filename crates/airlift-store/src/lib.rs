@@ -141,6 +141,24 @@ pub struct DeploymentRecord {
     pub created_at: DateTime<Utc>,
     /// When it finished or was cancelled.
     pub finished_at: Option<DateTime<Utc>>,
+    /// Where its phased rollout stands (defaults for all-at-once).
+    pub rollout: RolloutState,
+}
+
+/// Where a phased rollout stands.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RolloutState {
+    /// The phase under way (0-based).
+    pub phase: u32,
+    /// When it started.
+    pub phase_started_at: Option<DateTime<Utc>>,
+    /// When its success threshold was first met (its soak started).
+    pub phase_met_at: Option<DateTime<Utc>>,
+    /// Why the deployment is paused or was aborted.
+    pub reason: Option<String>,
+    /// Failures an operator saw and resumed past: the circuit breaker
+    /// counts only those beyond.
+    pub acknowledged_failures: u64,
 }
 
 /// A device as stored, with the digest of the inventory it last reported.
@@ -324,10 +342,42 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     async fn deployment_counts(&self, id: DeploymentId) -> StoreResult<BTreeMap<UpdateState, u64>>;
     /// Every device's state in a deployment.
     async fn deployment_devices(&self, id: DeploymentId) -> StoreResult<Vec<DeviceUpdate>>;
-    /// Cancels an active deployment: status `cancelled`, and every device not
+    /// Cancels an active or paused deployment: status `cancelled`, and every device not
     /// in a final state moves to `cancelled` (with a history event). False if
     /// it was not active.
     async fn cancel_deployment(&self, id: DeploymentId, at: DateTime<Utc>) -> StoreResult<bool>;
+    /// Deployments that are `active` or `paused`, oldest first.
+    async fn open_deployments(&self) -> StoreResult<Vec<DeploymentRecord>>;
+    /// Moves a deployment from status `from` to `status` with `rollout`,
+    /// atomically; false if it was not in `from` (someone else moved it).
+    /// `aborted`, like a cancel, moves every device not in a final state to
+    /// `cancelled`.
+    async fn update_rollout(
+        &self,
+        id: DeploymentId,
+        from: DeploymentStatus,
+        status: DeploymentStatus,
+        rollout: &RolloutState,
+        at: DateTime<Utc>,
+    ) -> StoreResult<bool>;
+    /// Marks the devices admitted by rollout phase `phase`, those not
+    /// admitted yet; returns how many were.
+    async fn admit_devices(
+        &self,
+        id: DeploymentId,
+        phase: u32,
+        devices: &[DeviceId],
+    ) -> StoreResult<u64>;
+    /// Takes (or renews) the right to advance a deployment's rollout until
+    /// `until`, unless another owner holds it past `now`. Several servers on
+    /// one database thereby take turns.
+    async fn take_rollout_lease(
+        &self,
+        id: DeploymentId,
+        owner: &str,
+        now: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> StoreResult<bool>;
     /// Marks an active deployment `finished` if every device is in a final
     /// state (a deployment without devices is done).
     async fn finish_deployment_if_done(

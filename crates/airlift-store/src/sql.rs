@@ -38,10 +38,11 @@ macro_rules! columns {
          created_at, last_check_in, inventory_sha256, tags, installed, attributes"
     };
     (deployments) => {
-        "id, name, package_id, target, strategy, status, created_at, finished_at"
+        "id, name, package_id, target, strategy, status, created_at, finished_at, \
+         phase, phase_started_at, phase_met_at, status_reason, acknowledged_failures"
     };
     (device_updates) => {
-        "device_id, state, message, updated_at"
+        "device_id, state, message, updated_at, phase"
     };
     (events) => {
         "deployment_id, device_id, state, applied, message, at"
@@ -100,6 +101,44 @@ macro_rules! impl_store {
                 for event in events {
                     self.committed(*event);
                 }
+                Ok(())
+            }
+
+            /// Moves every device of the deployment not in a final state to
+            /// `cancelled`, with a history event each.
+            async fn cancel_open_devices(
+                tx: &mut sqlx::Transaction<'static, $db>,
+                deployment_id: &str,
+                at: DateTime<Utc>,
+            ) -> StoreResult<()> {
+                let open: Vec<UpdateState> = UpdateState::ALL
+                    .iter()
+                    .copied()
+                    .filter(|s| !s.is_final())
+                    .collect();
+                let sql = format!(
+                    "UPDATE deployment_devices SET state = $2, updated_at = $3 \
+                     WHERE deployment_id = $1 AND state IN ({}) RETURNING device_id",
+                    placeholders(4, open.len()),
+                );
+                let mut query = sqlx::query_scalar::<$db, String>(&sql)
+                    .bind(deployment_id)
+                    .bind(UpdateState::Cancelled.as_str())
+                    .bind(millis(at));
+                for state in &open {
+                    query = query.bind(state.as_str());
+                }
+                let moved = query.fetch_all(&mut **tx).await?;
+                Self::insert_events(
+                    tx,
+                    deployment_id,
+                    &moved,
+                    UpdateState::Cancelled,
+                    true,
+                    None,
+                    at,
+                )
+                .await?;
                 Ok(())
             }
 
@@ -877,7 +916,7 @@ macro_rules! impl_store {
                 sqlx::query::<$db>(concat!(
                     "INSERT INTO deployments (",
                     $crate::sql::columns!(deployments),
-                    ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+                    ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
                 ))
                 .bind(deployment_id.as_str())
                 .bind(deployment.name.as_str())
@@ -887,6 +926,11 @@ macro_rules! impl_store {
                 .bind(deployment.status.as_str())
                 .bind(millis(deployment.created_at))
                 .bind(deployment.finished_at.map(millis))
+                .bind(i64::from(deployment.rollout.phase))
+                .bind(deployment.rollout.phase_started_at.map(millis))
+                .bind(deployment.rollout.phase_met_at.map(millis))
+                .bind(deployment.rollout.reason.as_deref())
+                .bind(to_i64(deployment.rollout.acknowledged_failures, "acknowledged failures")?)
                 .execute(&mut *tx)
                 .await
                 .map_err(|e| classify(e, &format!("deployment {}", deployment.id), ""))?;
@@ -999,12 +1043,13 @@ macro_rules! impl_store {
                 let mut tx = self.begin().await?;
                 let cancelled = sqlx::query::<$db>(
                     "UPDATE deployments SET status = $2, finished_at = $3 \
-                     WHERE id = $1 AND status = $4",
+                     WHERE id = $1 AND status IN ($4, $5)",
                 )
                 .bind(deployment_id.as_str())
                 .bind(DeploymentStatus::Cancelled.as_str())
                 .bind(millis(at))
                 .bind(DeploymentStatus::Active.as_str())
+                .bind(DeploymentStatus::Paused.as_str())
                 .execute(&mut *tx)
                 .await?
                 .rows_affected()
@@ -1012,37 +1057,118 @@ macro_rules! impl_store {
                 if !cancelled {
                     return Ok(false);
                 }
-                let open: Vec<UpdateState> = UpdateState::ALL
-                    .iter()
-                    .copied()
-                    .filter(|s| !s.is_final())
-                    .collect();
-                let sql = format!(
-                    "UPDATE deployment_devices SET state = $2, updated_at = $3 \
-                     WHERE deployment_id = $1 AND state IN ({}) RETURNING device_id",
-                    placeholders(4, open.len()),
-                );
-                let mut query = sqlx::query_scalar::<$db, String>(&sql)
-                    .bind(deployment_id.as_str())
-                    .bind(UpdateState::Cancelled.as_str())
-                    .bind(millis(at));
-                for state in &open {
-                    query = query.bind(state.as_str());
-                }
-                let moved = query.fetch_all(&mut *tx).await?;
-                Self::insert_events(
-                    &mut tx,
-                    &deployment_id,
-                    &moved,
-                    UpdateState::Cancelled,
-                    true,
-                    None,
-                    at,
-                )
-                .await?;
+                Self::cancel_open_devices(&mut tx, &deployment_id, at).await?;
                 self.commit_with(tx, &[StoreEvent::DeploymentChanged(id)])
                     .await?;
                 Ok(true)
+            }
+
+            async fn open_deployments(&self) -> StoreResult<Vec<DeploymentRecord>> {
+                sqlx::query_as::<$db, DeploymentRow>(concat!(
+                    "SELECT ",
+                    $crate::sql::columns!(deployments),
+                    " FROM deployments WHERE status IN ($1, $2) ORDER BY created_at, id"
+                ))
+                .bind(DeploymentStatus::Active.as_str())
+                .bind(DeploymentStatus::Paused.as_str())
+                .fetch_all(&self.pool)
+                .await?
+                .into_iter()
+                .map(DeploymentRow::into_record)
+                .collect()
+            }
+
+            async fn update_rollout(
+                &self,
+                id: DeploymentId,
+                from: DeploymentStatus,
+                status: DeploymentStatus,
+                rollout: &$crate::RolloutState,
+                at: DateTime<Utc>,
+            ) -> StoreResult<bool> {
+                let deployment_id = id.to_string();
+                let ends = matches!(
+                    status,
+                    DeploymentStatus::Aborted | DeploymentStatus::Cancelled | DeploymentStatus::Finished
+                );
+                let mut tx = self.begin().await?;
+                let updated = sqlx::query::<$db>(
+                    "UPDATE deployments SET status = $2, phase = $3, phase_started_at = $4, \
+                     phase_met_at = $5, status_reason = $6, acknowledged_failures = $7, \
+                     finished_at = $8 WHERE id = $1 AND status = $9",
+                )
+                .bind(deployment_id.as_str())
+                .bind(status.as_str())
+                .bind(i64::from(rollout.phase))
+                .bind(rollout.phase_started_at.map(millis))
+                .bind(rollout.phase_met_at.map(millis))
+                .bind(rollout.reason.as_deref())
+                .bind(to_i64(rollout.acknowledged_failures, "acknowledged failures")?)
+                .bind(ends.then(|| millis(at)))
+                .bind(from.as_str())
+                .execute(&mut *tx)
+                .await?
+                .rows_affected()
+                    > 0;
+                if !updated {
+                    return Ok(false);
+                }
+                if status == DeploymentStatus::Aborted {
+                    Self::cancel_open_devices(&mut tx, &deployment_id, at).await?;
+                }
+                self.commit_with(tx, &[StoreEvent::DeploymentChanged(id)])
+                    .await?;
+                Ok(true)
+            }
+
+            async fn admit_devices(
+                &self,
+                id: DeploymentId,
+                phase: u32,
+                devices: &[DeviceId],
+            ) -> StoreResult<u64> {
+                let deployment_id = id.to_string();
+                let mut tx = self.begin().await?;
+                let mut admitted = 0;
+                for chunk in devices.chunks(INSERT_CHUNK) {
+                    let sql = format!(
+                        "UPDATE deployment_devices SET phase = $2 \
+                         WHERE deployment_id = $1 AND phase IS NULL AND device_id IN ({})",
+                        placeholders(3, chunk.len()),
+                    );
+                    let mut query = sqlx::query::<$db>(&sql)
+                        .bind(deployment_id.as_str())
+                        .bind(i64::from(phase));
+                    for device in chunk {
+                        query = query.bind(device.to_string());
+                    }
+                    admitted += query.execute(&mut *tx).await?.rows_affected();
+                }
+                self.commit_with(tx, &[StoreEvent::DeploymentChanged(id)])
+                    .await?;
+                Ok(admitted)
+            }
+
+            async fn take_rollout_lease(
+                &self,
+                id: DeploymentId,
+                owner: &str,
+                now: DateTime<Utc>,
+                until: DateTime<Utc>,
+            ) -> StoreResult<bool> {
+                let taken = sqlx::query::<$db>(
+                    "UPDATE deployments SET lease_owner = $2, lease_until = $3 \
+                     WHERE id = $1 AND (lease_owner IS NULL OR lease_owner = $2 \
+                     OR lease_until IS NULL OR lease_until < $4)",
+                )
+                .bind(id.to_string())
+                .bind(owner)
+                .bind(millis(until))
+                .bind(millis(now))
+                .execute(&self.pool)
+                .await?
+                .rows_affected();
+                Ok(taken > 0)
             }
 
             async fn finish_deployment_if_done(

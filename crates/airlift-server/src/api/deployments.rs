@@ -9,7 +9,7 @@ use airlift_protocol::management::{
 };
 use airlift_protocol::state::{DeploymentStatus, DeviceStatus, UpdateState};
 use airlift_protocol::{DeploymentId, DeviceId};
-use airlift_store::{DeploymentRecord, DeviceFilter, PageRequest};
+use airlift_store::{DeploymentRecord, DeviceFilter, PageRequest, RolloutState};
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
@@ -89,6 +89,10 @@ pub async fn create_deployment(
         status: DeploymentStatus::Active,
         created_at: now,
         finished_at: None,
+        rollout: RolloutState {
+            phase_started_at: Some(now),
+            ..RolloutState::default()
+        },
     };
     store.insert_deployment(&record, &initial).await?;
     for (device, state, reason) in &decisions {
