@@ -32,6 +32,30 @@ impl Default for RetryPolicy {
     }
 }
 
+/// What a download tells its observer (see [`ResumableDownload::observe`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DownloadEvent {
+    /// A request is about to ask for the package from `offset` (more than
+    /// 0: the download resumes with `Range`).
+    Connecting {
+        /// The deployment whose package this is.
+        deployment: DeploymentId,
+        /// The first byte asked for.
+        offset: u64,
+        /// The package's size.
+        size: u64,
+    },
+    /// A chunk arrived: the package offset reached.
+    Received {
+        /// The deployment whose package this is.
+        deployment: DeploymentId,
+        /// Bytes of the package received so far (counting from 0).
+        offset: u64,
+        /// The package's size.
+        size: u64,
+    },
+}
+
 /// Why a download stopped for good (carried inside `io::Error`).
 #[derive(Debug, thiserror::Error)]
 #[error("download stopped: {0}")]
@@ -48,6 +72,7 @@ pub struct ResumableDownload<'c> {
     retry: RetryPolicy,
     limit: Option<BandwidthLimit>,
     progress: Box<dyn FnMut(u64) + 'c>,
+    observer: Option<&'c mut (dyn FnMut(DownloadEvent) + Send)>,
     failure: Option<ClientError>,
 }
 
@@ -79,6 +104,7 @@ impl<'c> ResumableDownload<'c> {
             retry: RetryPolicy::default(),
             limit: None,
             progress: Box::new(|_| {}),
+            observer: None,
             failure: None,
         }
     }
@@ -126,7 +152,22 @@ impl<'c> ResumableDownload<'c> {
         self
     }
 
+    /// Tells `observer` of each connection and each chunk (a simulator
+    /// uses it; a device sets none, and then nothing is done per chunk
+    /// beyond one check).
+    pub fn observe(mut self, observer: Option<&'c mut (dyn FnMut(DownloadEvent) + Send)>) -> Self {
+        self.observer = observer;
+        self
+    }
+
     fn connect(&mut self) -> io::Result<()> {
+        if let Some(observer) = self.observer.as_mut() {
+            observer(DownloadEvent::Connecting {
+                deployment: self.deployment,
+                offset: self.offset,
+                size: self.size,
+            });
+        }
         let policy = ExponentialBuilder::default()
             .with_min_delay(self.retry.min_delay)
             .with_max_delay(self.retry.max_delay)
@@ -173,6 +214,13 @@ impl Read for ResumableDownload<'_> {
                         limit.consume(n as u64);
                     }
                     (self.progress)(self.offset);
+                    if let Some(observer) = self.observer.as_mut() {
+                        observer(DownloadEvent::Received {
+                            deployment: self.deployment,
+                            offset: self.offset,
+                            size: self.size,
+                        });
+                    }
                     crate::fault::downloaded(self.offset);
                     return Ok(n);
                 }

@@ -25,7 +25,7 @@
 use crate::boot::{BootControl, BootError, BootVars, FileBootEnv, GrubEnv, Slot, UBootEnv};
 use crate::client::{ClientError, ServerClient};
 use crate::config::{AgentConfig, BootConfig};
-use crate::download::ResumableDownload;
+use crate::download::{DownloadEvent, ResumableDownload};
 use crate::identity::{self, IdentityError};
 use crate::install::{
     FileInstaller, ImageInstaller, Installer, Installers, ModuleInstaller, PayloadRef, SlotDevices,
@@ -114,6 +114,30 @@ pub enum Poll {
     Rebooting,
 }
 
+/// What an [`Observer`] hears from the agent.
+///
+/// For embedding the agent in a simulator (`airlift-sim`) or a test: a
+/// real device sets no observer, and then the agent does nothing more than
+/// check for one.
+#[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
+pub enum Observed<'a> {
+    /// The machine moved to this state; it is saved already.
+    State(&'a State),
+    /// A report is about to be sent (or queued, if the server cannot take it).
+    Report(&'a Report),
+    /// A download connects or receives a chunk.
+    Download(DownloadEvent),
+}
+
+/// Hears what the agent does, as it does it (see [`Agent::set_observer`]).
+///
+/// It is called on the agent's own thread, in the middle of its work. A
+/// simulator may end the agent's call from inside it by unwinding (a panic
+/// caught with `catch_unwind`): the agent then writes nothing more, as
+/// after a power cut, and must be rebuilt and [`resume`](Agent::resume)d.
+pub type Observer = Box<dyn FnMut(Observed<'_>) + Send>;
+
 /// The configured bootloader backend.
 #[derive(Debug)]
 enum Boot {
@@ -188,6 +212,8 @@ pub struct Agent {
     last_failure: Option<String>,
     /// The package file of `install FILE`, while it runs.
     local_source: Option<PathBuf>,
+    /// Hears states, reports and downloads; `None` on a real device.
+    observer: Option<Observer>,
 }
 
 impl std::fmt::Debug for Agent {
@@ -253,8 +279,20 @@ impl Agent {
             rebooting: false,
             last_failure: None,
             local_source: None,
+            observer: None,
             config,
         })
+    }
+
+    /// Sets the [`Observer`] that hears states, reports and downloads.
+    pub fn set_observer(&mut self, observer: Observer) {
+        self.observer = Some(observer);
+    }
+
+    fn observe(&mut self, observed: Observed<'_>) {
+        if let Some(observer) = self.observer.as_mut() {
+            observer(observed);
+        }
     }
 
     /// The current state.
@@ -374,6 +412,7 @@ impl Agent {
             if next != self.state {
                 self.state_file.save(&next)?;
                 tracing::info!(from = self.state.name(), to = next.name(), "state");
+                self.observe(Observed::State(&next));
                 if let State::Failed { reason, .. } | State::RolledBack { reason, .. } = &next {
                     self.last_failure = Some(reason.clone());
                 }
@@ -416,6 +455,7 @@ impl Agent {
         let job = self.state.job();
         Ok(match (effect, job) {
             (Effect::Report(report), _) => {
+                self.observe(Observed::Report(&report));
                 self.deliver(&report)?;
                 Outcome::Done
             }
@@ -550,14 +590,22 @@ impl Agent {
         if let Some(trial) = job.trial() {
             self.installers.image.set_target(trial.target);
         }
+        let mut forward = self
+            .observer
+            .as_mut()
+            .map(|observer| move |event| observer(Observed::Download(event)));
         let source =
             match (job.deployment_id, self.local_source.clone()) {
                 (Some(deployment), _) => {
                     let sha256 = job.sha256.to_string();
+                    let observer = forward
+                        .as_mut()
+                        .map(|f| f as &mut (dyn FnMut(DownloadEvent) + Send));
                     let download =
                         ResumableDownload::new(&mut self.client, deployment, &sha256, job.size)
-                            .limit(self.config.bandwidth_limit);
-                    Source::Server(download)
+                            .limit(self.config.bandwidth_limit)
+                            .observe(observer);
+                    Source::Server(Box::new(download))
                 }
                 (None, Some(path)) => Source::File(path),
                 (None, None) => return Ok(Outcome::Failed(Event::DownloadFailed {

@@ -115,7 +115,7 @@ fn checkpoint_at(
 /// Where the package's bytes after the head come from.
 pub enum Source<'a> {
     /// The server, for an offer.
-    Server(ResumableDownload<'a>),
+    Server(Box<ResumableDownload<'a>>),
     /// A local package file (`airlift-agent install FILE`).
     File(PathBuf),
 }

@@ -1,0 +1,153 @@
+//! A release key, simulator packages, and the operator's side of the server.
+
+use crate::server::{TestServer, ADMIN_TOKEN};
+use airlift_package::{
+    encode_payload, Compression, EncodeOptions, Limits, Manifest, PackageWriter, PayloadSpec,
+    PayloadType, SignedManifest, SigningKey,
+};
+use airlift_sim::{Fleet, FleetConfig, Snapshot};
+use reqwest::blocking::Client;
+use serde_json::Value;
+use std::path::PathBuf;
+use std::time::Duration;
+use tempfile::TempDir;
+
+/// The device type of every simulated device here.
+pub const DEVICE_TYPE: &str = "sim-board";
+
+/// A release key, a server that trusts it, and an operator.
+pub struct World {
+    pub key: SigningKey,
+    pub public: PathBuf,
+    pub server: TestServer,
+    http: Client,
+    _dir: TempDir,
+}
+
+impl World {
+    pub fn new() -> Self {
+        let dir = tempfile::tempdir().expect("key directory");
+        let key = SigningKey::generate().expect("signing key");
+        let public = dir.path().join("release.pub");
+        std::fs::write(&public, key.public_key().to_pem().expect("pem")).expect("write key");
+        let server = TestServer::start_with(&public, &["--poll-interval", "1"]);
+        Self {
+            key,
+            public,
+            server,
+            http: Client::new(),
+            _dir: dir,
+        }
+    }
+
+    /// A fleet of `devices` simulated devices of [`DEVICE_TYPE`], polling
+    /// every second, pre-authorised with the admin token.
+    pub fn fleet_config(&self, devices: usize) -> FleetConfig {
+        let mut config =
+            FleetConfig::new(&self.server.url, self.public.clone(), devices, DEVICE_TYPE);
+        config.admin_token = Some(ADMIN_TOKEN.into());
+        config.poll_interval = Some(Duration::from_secs(1));
+        config.workers = 8;
+        config
+    }
+
+    /// A signed package named `rootfs` of one raw image payload saying it
+    /// is `version`.
+    pub fn package(&self, version: &str, size: usize) -> Vec<u8> {
+        let image = airlift_sim::image::build(version, size);
+        let spec = PayloadSpec::new(
+            PayloadType::Image,
+            airlift_sim::device::SLOT_TARGET,
+            Compression::None,
+        );
+        let mut stored = Vec::new();
+        let entry = encode_payload(&image[..], &spec, &EncodeOptions::default(), &mut stored)
+            .expect("encode");
+        let manifest = Manifest::builder("rootfs", version.parse().expect("semver"), [DEVICE_TYPE])
+            .payload(entry)
+            .build();
+        let signed =
+            SignedManifest::sign(&manifest, &[&self.key], &Limits::default()).expect("sign");
+        let mut file = Vec::new();
+        let mut writer = PackageWriter::new(&mut file, &signed).expect("header");
+        writer.write_payload(&stored[..]).expect("payload");
+        writer.finish().expect("finish");
+        file
+    }
+
+    fn api(&self, method: reqwest::Method, path: &str) -> reqwest::blocking::RequestBuilder {
+        self.http
+            .request(method, format!("{}/api/v1{path}", self.server.url))
+            .bearer_auth(ADMIN_TOKEN)
+    }
+
+    /// Uploads a package and deploys it to every device of [`DEVICE_TYPE`],
+    /// all at once; returns the deployment id.
+    pub fn deploy(&self, package: Vec<u8>) -> String {
+        let response = self
+            .api(reqwest::Method::POST, "/packages")
+            .body(package)
+            .send()
+            .expect("upload");
+        assert_eq!(response.status(), 201);
+        let package: Value = response.json().expect("package json");
+        let body = serde_json::json!({
+            "name": "fleet",
+            "package_id": package["id"],
+            "target": {"attributes": {"device_type": DEVICE_TYPE}},
+        });
+        let response = self
+            .api(reqwest::Method::POST, "/deployments")
+            .json(&body)
+            .send()
+            .expect("deploy");
+        assert_eq!(response.status(), 201);
+        let deployment: Value = response.json().expect("deployment json");
+        deployment["id"].as_str().expect("id").to_owned()
+    }
+
+    /// Waits until the server counts `n` devices in `state` for the
+    /// deployment (a report may still wait in a device's outbox when the
+    /// simulator sees the device done); returns the counts.
+    pub fn wait_for_count(&self, deployment: &str, state: &str, n: u64) -> Value {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let counts = self.counts(deployment);
+            if counts[state] == n || std::time::Instant::now() > deadline {
+                return counts;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// The server's per-state counts of a deployment.
+    pub fn counts(&self, deployment: &str) -> Value {
+        let detail: Value = self
+            .api(reqwest::Method::GET, &format!("/deployments/{deployment}"))
+            .send()
+            .expect("deployment")
+            .json()
+            .expect("json");
+        detail["counts"].clone()
+    }
+}
+
+/// Waits until every device has checked in and is idle.
+pub fn enrolled(fleet: &Fleet, devices: usize) -> Snapshot {
+    fleet
+        .wait_until(Duration::from_secs(60), |s| s.in_state("idle") == devices)
+        .unwrap_or_else(|s| panic!("the fleet did not come up: {s}"))
+}
+
+/// Waits until every device finished its update and is idle again, with
+/// the version it runs settled.
+pub fn settled(fleet: &Fleet, devices: usize, timeout: Duration) -> Snapshot {
+    fleet
+        .wait_until(timeout, |s| {
+            s.with_outcome("none") == 0
+                && s.in_state("idle") == devices
+                && s.running.len() <= 2
+                && s.running.values().sum::<usize>() == devices
+        })
+        .unwrap_or_else(|s| panic!("the fleet did not settle: {s}"))
+}
