@@ -76,9 +76,10 @@ impl Signer {
         let mut stored = Vec::new();
         let entry =
             encode_payload(content, &spec, &EncodeOptions::default(), &mut stored).expect("encode");
-        let manifest = Manifest::builder("firmware", version.parse().expect("semver"), [DEVICE_TYPE])
-            .payload(entry)
-            .build();
+        let manifest =
+            Manifest::builder("firmware", version.parse().expect("semver"), [DEVICE_TYPE])
+                .payload(entry)
+                .build();
         let signed =
             SignedManifest::sign(&manifest, &[&self.key], &Limits::default()).expect("sign");
         let mut file = Vec::new();

@@ -266,5 +266,9 @@ fn a_module_that_asks_for_its_reboot_step_gets_it_before_the_in_place_commit() {
         "the reboot step runs once, before the commit"
     );
     let boot = device.power_up();
-    assert_eq!((boot.slot, boot.trial), (Slot::A, false), "no device reboot");
+    assert_eq!(
+        (boot.slot, boot.trial),
+        (Slot::A, false),
+        "no device reboot"
+    );
 }
