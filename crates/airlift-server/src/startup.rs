@@ -96,11 +96,15 @@ pub async fn prepare(config: &Config) -> Result<(AppState, AdminToken), StartupE
     );
     tokio::spawn(crate::cache::follow_changes(changes, state.clone()));
     tokio::spawn(flush_check_ins(state.clone()));
+    tokio::spawn(crate::rollout::RolloutEngine::new(state.shared_store()).run(ROLLOUT_INTERVAL));
     Ok((state, admin))
 }
 
 /// Writes queued check-in times once per [`FLUSH_PERIOD`](crate::cache::FLUSH_PERIOD),
 /// for the life of the process.
+/// How often the rollout engine looks at phased deployments.
+pub const ROLLOUT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+
 async fn flush_check_ins(state: AppState) {
     let mut tick = tokio::time::interval(crate::cache::FLUSH_PERIOD);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

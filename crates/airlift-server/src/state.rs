@@ -116,6 +116,11 @@ impl AppState {
         self.inner.store.as_ref()
     }
 
+    /// The database, shared (for background tasks).
+    pub fn shared_store(&self) -> SharedStore {
+        self.inner.store.clone()
+    }
+
     /// The blob store holding package files.
     pub fn blobs(&self) -> &Arc<dyn ObjectStore> {
         &self.inner.blobs

@@ -930,7 +930,10 @@ macro_rules! impl_store {
                 .bind(deployment.rollout.phase_started_at.map(millis))
                 .bind(deployment.rollout.phase_met_at.map(millis))
                 .bind(deployment.rollout.reason.as_deref())
-                .bind(to_i64(deployment.rollout.acknowledged_failures, "acknowledged failures")?)
+                .bind(to_i64(
+                    deployment.rollout.acknowledged_failures,
+                    "acknowledged failures",
+                )?)
                 .execute(&mut *tx)
                 .await
                 .map_err(|e| classify(e, &format!("deployment {}", deployment.id), ""))?;
@@ -1089,7 +1092,9 @@ macro_rules! impl_store {
                 let deployment_id = id.to_string();
                 let ends = matches!(
                     status,
-                    DeploymentStatus::Aborted | DeploymentStatus::Cancelled | DeploymentStatus::Finished
+                    DeploymentStatus::Aborted
+                        | DeploymentStatus::Cancelled
+                        | DeploymentStatus::Finished
                 );
                 let mut tx = self.begin().await?;
                 let updated = sqlx::query::<$db>(
@@ -1103,7 +1108,10 @@ macro_rules! impl_store {
                 .bind(rollout.phase_started_at.map(millis))
                 .bind(rollout.phase_met_at.map(millis))
                 .bind(rollout.reason.as_deref())
-                .bind(to_i64(rollout.acknowledged_failures, "acknowledged failures")?)
+                .bind(to_i64(
+                    rollout.acknowledged_failures,
+                    "acknowledged failures",
+                )?)
                 .bind(ends.then(|| millis(at)))
                 .bind(from.as_str())
                 .execute(&mut *tx)

@@ -9,7 +9,7 @@ use airlift_protocol::management::{
 };
 use airlift_protocol::state::{DeploymentStatus, DeviceStatus, UpdateState};
 use airlift_protocol::{DeploymentId, DeviceId};
-use airlift_store::{DeploymentRecord, DeviceFilter, PageRequest, RolloutState};
+use airlift_store::{DeploymentRecord, DeviceFilter, RolloutState};
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
@@ -29,7 +29,8 @@ const MAX_TARGET_DEVICES: usize = 10_000;
     responses(
         (status = 201, body = Deployment),
         (status = 400, body = airlift_protocol::ErrorBody),
-        (status = 422, description = "Unknown package, empty target, unknown devices", body = airlift_protocol::ErrorBody),
+        (status = 409, description = "Devices of the target are still updating in another deployment", body = airlift_protocol::ErrorBody),
+        (status = 422, description = "Unknown package, empty target, unknown devices, a strategy that cannot be carried out (the message names the field)", body = airlift_protocol::ErrorBody),
     )
 )]
 pub async fn create_deployment(
@@ -58,6 +59,8 @@ pub async fn create_deployment(
             "target: matches no accepted device; check the tag or attributes, or accept the devices first",
         ));
     }
+    super::rollouts::validate_strategy(&state, &request.strategy, &devices).await?;
+    super::rollouts::ensure_no_overlap(&state, &devices).await?;
     // Every device starts pending; those the package does not fit, or that
     // already run it, are then decided with the reason, which lands in the
     // device's history too.
@@ -181,29 +184,7 @@ async fn matching_devices(state: &AppState, target: &Target) -> ApiResult<Vec<De
 }
 
 async fn all_devices(state: &AppState, filter: DeviceFilter) -> ApiResult<Vec<Device>> {
-    let filter = DeviceFilter {
-        status: Some(DeviceStatus::Accepted),
-        ..filter
-    };
-    let mut devices = Vec::new();
-    for page in 1.. {
-        let (items, total) = state
-            .store()
-            .list_devices(
-                &filter,
-                PageRequest {
-                    page,
-                    per_page: 1000,
-                },
-            )
-            .await?;
-        let done = items.is_empty() || devices.len() + items.len() >= total as usize;
-        devices.extend(items);
-        if done {
-            break;
-        }
-    }
-    Ok(devices)
+    Ok(crate::rollout::engine::accepted(state.store(), filter).await?)
 }
 
 /// List deployments, newest first, with counts per state.
@@ -274,8 +255,18 @@ async fn find(state: &AppState, id: DeploymentId) -> ApiResult<DeploymentRecord>
         .ok_or_else(|| ApiError::NotFound(format!("no deployment {id}")))
 }
 
-async fn with_counts(state: &AppState, record: DeploymentRecord) -> ApiResult<Deployment> {
+pub(super) async fn with_counts(
+    state: &AppState,
+    record: DeploymentRecord,
+) -> ApiResult<Deployment> {
     let counts = state.store().deployment_counts(record.id).await?;
+    let rollout = match record.strategy {
+        airlift_protocol::strategy::Strategy::Phased(_) => {
+            let devices = state.store().deployment_devices(record.id).await?;
+            super::rollouts::progress(&record, &devices)
+        }
+        airlift_protocol::strategy::Strategy::All => None,
+    };
     Ok(Deployment {
         id: record.id,
         name: record.name,
@@ -283,7 +274,7 @@ async fn with_counts(state: &AppState, record: DeploymentRecord) -> ApiResult<De
         target: record.target,
         strategy: record.strategy,
         status: record.status,
-        rollout: None,
+        rollout,
         counts,
         created_at: record.created_at,
         finished_at: record.finished_at,

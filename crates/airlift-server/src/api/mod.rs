@@ -4,6 +4,7 @@ mod audit;
 mod deployments;
 mod devices;
 mod packages;
+mod rollouts;
 mod tokens;
 
 use crate::auth::ApiCaller;
@@ -19,6 +20,7 @@ pub use audit::*;
 pub use deployments::*;
 pub use devices::*;
 pub use packages::*;
+pub use rollouts::*;
 pub use tokens::*;
 
 /// Largest JSON body the management API takes (uploads have their own limit).
@@ -62,6 +64,22 @@ pub fn routes() -> Router<AppState> {
         .route(
             "/deployments/{deployment_id}/cancel",
             post(deployments::cancel_deployment),
+        )
+        .route(
+            "/deployments/{deployment_id}/advance",
+            post(rollouts::advance_deployment),
+        )
+        .route(
+            "/deployments/{deployment_id}/pause",
+            post(rollouts::pause_deployment),
+        )
+        .route(
+            "/deployments/{deployment_id}/resume",
+            post(rollouts::resume_deployment),
+        )
+        .route(
+            "/deployments/{deployment_id}/abort",
+            post(rollouts::abort_deployment),
         )
         .route(
             "/tokens",

@@ -6,6 +6,7 @@ use crate::state::AppState;
 use airlift_protocol::device::{download_path, CheckInResponse, Inventory, UpdateOffer};
 use airlift_protocol::management::Device;
 use airlift_protocol::state::{DeviceStatus, UpdateState};
+use airlift_protocol::strategy::Strategy;
 use airlift_store::{DeploymentRecord, DeviceRecord, PackageRecord};
 use axum::extract::State;
 use axum::Json;
@@ -95,6 +96,7 @@ async fn find_offer(
             continue;
         };
         let (package, manifest) = (&cached.record, &cached.manifest);
+        let admitted = current.as_ref().is_some_and(|u| u.phase.is_some());
         let update_state = match current {
             Some(update) => update.state,
             None if rollout::target_matches(&deployment.target, device) => {
@@ -113,6 +115,10 @@ async fn find_offer(
             None => continue,
         };
         if update_state.is_final() {
+            continue;
+        }
+        // A phased rollout waits for its engine to admit the device.
+        if matches!(deployment.strategy, Strategy::Phased(_)) && !admitted {
             continue;
         }
         if update_state == UpdateState::Pending {

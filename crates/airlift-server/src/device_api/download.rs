@@ -4,6 +4,7 @@ use crate::error::{ApiError, ApiResult};
 use crate::extract::ApiPath;
 use crate::state::AppState;
 use airlift_protocol::state::DeploymentStatus;
+use airlift_protocol::strategy::Strategy;
 use airlift_protocol::DeploymentId;
 use axum::extract::State;
 use axum::http::HeaderMap;
@@ -40,8 +41,15 @@ pub async fn download(
         .device_update(deployment_id, caller.device_id)
         .await?
         .ok_or_else(not_offered)?;
-    if deployment.status == DeploymentStatus::Cancelled {
+    if matches!(
+        deployment.status,
+        DeploymentStatus::Cancelled | DeploymentStatus::Aborted
+    ) {
         return Err(cancelled());
+    }
+    // A phased rollout offers its package only to the devices it admitted.
+    if matches!(deployment.strategy, Strategy::Phased(_)) && update.phase.is_none() {
+        return Err(not_offered());
     }
     if update.state.is_final() {
         return Err(ApiError::Gone(

@@ -44,7 +44,11 @@ pub async fn report_status(
         .device_update(deployment_id, caller.device_id)
         .await?
         .ok_or_else(not_in)?;
-    if deployment.status == DeploymentStatus::Cancelled && !current.state.is_final() {
+    let ended = matches!(
+        deployment.status,
+        DeploymentStatus::Cancelled | DeploymentStatus::Aborted
+    );
+    if ended && !current.state.is_final() {
         return Err(cancelled());
     }
     // Progress within a state changes nothing worth a write.

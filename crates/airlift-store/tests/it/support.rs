@@ -223,6 +223,7 @@ pub fn deployment(package_id: PackageId, created: i64) -> DeploymentRecord {
         status: DeploymentStatus::Active,
         created_at: t(created),
         finished_at: None,
+        rollout: airlift_store::RolloutState::default(),
     }
 }
 

@@ -1,6 +1,15 @@
 //! Deployment decisions that do not depend on HTTP: which devices a target
-//! matches, what state a newly targeted device starts in, and whether a
-//! device already runs a package.
+//! matches, what state a newly targeted device starts in, whether a device
+//! already runs a package — and phased rollouts: [`plan`] decides, without
+//! I/O, what a rollout does next; [`engine`] carries it out in the
+//! background.
+
+pub mod engine;
+#[cfg(test)]
+mod engine_tests;
+pub mod plan;
+
+pub use engine::RolloutEngine;
 
 use airlift_package::{Compatibility, DeviceFacts, Manifest};
 use airlift_protocol::management::{Device, Target};

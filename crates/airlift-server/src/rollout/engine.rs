@@ -1,0 +1,214 @@
+//! The rollout engine: a background task that advances phased deployments.
+//!
+//! Each [`RolloutEngine::tick`] looks at every open (active or paused)
+//! phased deployment, takes its lease in the store — so that with several
+//! server instances on one PostgreSQL only one advances a deployment at a
+//! time — reads a [`View`], and carries out the [`Plan`]: times out stuck
+//! devices, admits devices, moves the deployment's status and phase. The
+//! time is handed in, so tests drive days of soak in milliseconds; the
+//! server's task calls it with the wall clock every `rollout_interval`.
+
+use super::plan::{plan, Plan, View};
+use airlift_protocol::management::Device;
+use airlift_protocol::state::{DeploymentStatus, DeviceStatus, UpdateState};
+use airlift_protocol::strategy::{PhaseDevices, Phased, Strategy};
+use airlift_protocol::DeviceId;
+use airlift_store::{DeploymentRecord, DeviceFilter, PageRequest, SharedStore, Store, StoreResult};
+use chrono::{DateTime, Duration, Utc};
+use std::collections::BTreeSet;
+
+/// How long a lease on a deployment lasts without renewal.
+const LEASE_SECS: i64 = 30;
+
+/// Advances phased deployments; one per server instance.
+#[derive(Clone)]
+pub struct RolloutEngine {
+    store: SharedStore,
+    owner: String,
+}
+
+impl std::fmt::Debug for RolloutEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RolloutEngine")
+            .field("owner", &self.owner)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What one tick did to one deployment, for logs and tests.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct TickReport {
+    /// Devices timed out.
+    pub timed_out: usize,
+    /// Devices admitted.
+    pub admitted: usize,
+    /// The status the deployment moved to, if it moved.
+    pub status: Option<DeploymentStatus>,
+}
+
+impl RolloutEngine {
+    /// An engine on `store`, known to the others by a fresh random id.
+    pub fn new(store: SharedStore) -> Self {
+        Self {
+            store,
+            owner: uuid::Uuid::new_v4().to_string(),
+        }
+    }
+
+    /// Advances every open phased deployment as of `now`.
+    pub async fn tick(&self, now: DateTime<Utc>) -> StoreResult<Vec<TickReport>> {
+        let mut reports = Vec::new();
+        for deployment in self.store.open_deployments().await? {
+            let Strategy::Phased(strategy) = &deployment.strategy else {
+                continue;
+            };
+            let until = now + Duration::seconds(LEASE_SECS);
+            if !self
+                .store
+                .take_rollout_lease(deployment.id, &self.owner, now, until)
+                .await?
+            {
+                continue;
+            }
+            reports.push(self.advance(&deployment, strategy, now).await?);
+        }
+        Ok(reports)
+    }
+
+    async fn advance(
+        &self,
+        deployment: &DeploymentRecord,
+        strategy: &Phased,
+        now: DateTime<Utc>,
+    ) -> StoreResult<TickReport> {
+        let store = &self.store;
+        let devices = store.deployment_devices(deployment.id).await?;
+        let in_target: BTreeSet<DeviceId> = devices.iter().map(|d| d.device_id).collect();
+        let mut canaries = Vec::with_capacity(strategy.phases.len());
+        for phase in &strategy.phases {
+            canaries.push(match &phase.devices {
+                PhaseDevices::Devices(ids) => ids
+                    .iter()
+                    .copied()
+                    .filter(|id| in_target.contains(id))
+                    .collect(),
+                PhaseDevices::Tag(tag) => tagged(store.as_ref(), tag)
+                    .await?
+                    .into_iter()
+                    .map(|d| d.id)
+                    .filter(|id| in_target.contains(id))
+                    .collect(),
+                PhaseDevices::Percent(_) => BTreeSet::new(),
+            });
+        }
+        let Plan {
+            time_out,
+            admit,
+            admit_phase,
+            next,
+        } = plan(&View {
+            deployment: deployment.id,
+            strategy,
+            status: deployment.status,
+            rollout: &deployment.rollout,
+            devices: &devices,
+            canaries: &canaries,
+            now,
+        });
+        let mut report = TickReport::default();
+        let timeout = strategy.device_timeout_secs;
+        for device in &time_out {
+            let message = format!("no progress for {timeout} s (the rollout's device timeout)");
+            store
+                .decide_update_state(
+                    deployment.id,
+                    *device,
+                    UpdateState::TimedOut,
+                    Some(&message),
+                    now,
+                )
+                .await?;
+            tracing::warn!(deployment_id = %deployment.id, device_id = %device, "device timed out");
+        }
+        report.timed_out = time_out.len();
+        if !admit.is_empty() {
+            report.admitted = store
+                .admit_devices(deployment.id, admit_phase, &admit)
+                .await? as usize;
+            tracing::info!(
+                deployment_id = %deployment.id,
+                phase = admit_phase + 1,
+                admitted = report.admitted,
+                "devices admitted"
+            );
+        }
+        if let Some((status, rollout)) = next {
+            let moved = store
+                .update_rollout(deployment.id, deployment.status, status, &rollout, now)
+                .await?;
+            if moved && status != deployment.status {
+                report.status = Some(status);
+                tracing::warn!(
+                    deployment_id = %deployment.id,
+                    %status,
+                    reason = rollout.reason.as_deref().unwrap_or(""),
+                    "rollout status"
+                );
+            } else if moved && rollout.phase != deployment.rollout.phase {
+                tracing::info!(deployment_id = %deployment.id, phase = rollout.phase + 1, "rollout advanced");
+            }
+        }
+        store.finish_deployment_if_done(deployment.id, now).await?;
+        Ok(report)
+    }
+
+    /// Runs [`tick`](Self::tick) every `interval`, for as long as the server runs.
+    pub async fn run(self, interval: std::time::Duration) {
+        let mut ticker = tokio::time::interval(interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticker.tick().await;
+            if let Err(error) = self.tick(Utc::now()).await {
+                tracing::warn!(%error, "rollout engine tick failed; trying again");
+            }
+        }
+    }
+}
+
+/// Accepted devices carrying `tag`.
+pub async fn tagged(store: &dyn Store, tag: &str) -> StoreResult<Vec<Device>> {
+    accepted(
+        store,
+        DeviceFilter {
+            tag: Some(tag.to_owned()),
+            ..DeviceFilter::default()
+        },
+    )
+    .await
+}
+
+/// Every accepted device matching `filter`, page by page.
+pub async fn accepted(store: &dyn Store, filter: DeviceFilter) -> StoreResult<Vec<Device>> {
+    let filter = DeviceFilter {
+        status: Some(DeviceStatus::Accepted),
+        ..filter
+    };
+    let mut devices = Vec::new();
+    for page in 1.. {
+        let (items, total) = store
+            .list_devices(
+                &filter,
+                PageRequest {
+                    page,
+                    per_page: 1000,
+                },
+            )
+            .await?;
+        let done = items.is_empty() || devices.len() + items.len() >= total as usize;
+        devices.extend(items);
+        if done {
+            break;
+        }
+    }
+    Ok(devices)
+}
