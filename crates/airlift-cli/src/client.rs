@@ -304,6 +304,12 @@ impl Client {
             .await
     }
 
+    /// `POST /deployments/{id}/{action}`: advance, pause, resume or abort.
+    pub async fn control_deployment(&self, id: DeploymentId, action: &str) -> Result<Deployment> {
+        self.json(self.request(Method::POST, &format!("/deployments/{id}/{action}"))?)
+            .await
+    }
+
     // Tokens.
 
     /// `POST /tokens`: the answer holds the secret, this once.

@@ -1,5 +1,5 @@
-//! `airlift deployment create|list|show|cancel`: roll a package out to
-//! devices and follow it.
+//! `airlift deployment create|list|show|cancel|advance|pause|resume|abort`:
+//! roll a package out to devices — at once or in phases — and follow it.
 
 use super::{parse_deployment_id, parse_device_id, parse_package_id, parse_pair, unique_map};
 use crate::client::Client;
@@ -28,7 +28,14 @@ pub enum DeploymentCommand {
   airlift deployment create --name 'rootfs 1.2.0 eu' \\
       --package 0190d5e4-7c1b-7a4e-9f3a-2b8c1d0e4f56 --attribute device_type=rpi4 --attribute region=eu-west
   airlift deployment create --name 'hotfix bench' \\
-      --package 0190d5e4-7c1b-7a4e-9f3a-2b8c1d0e4f56 --device 0190d5e6-0a1b-7c2d-8e3f-405162738495"
+      --package 0190d5e4-7c1b-7a4e-9f3a-2b8c1d0e4f56 --device 0190d5e6-0a1b-7c2d-8e3f-405162738495
+
+  # Staged: canaries, then 10 %, 50 % and everyone, an hour of soak between;
+  # more than 5 % failures aborts it.
+  airlift deployment create --name 'rootfs 1.3.0' \\
+      --package 0190d5e4-7c1b-7a4e-9f3a-2b8c1d0e4f56 --attribute device_type=rpi4 \\
+      --phase tag=canary,soak=1h --phase percent=10,soak=1h --phase percent=50,soak=1h \\
+      --phase percent=100 --failure-threshold 5% --on-failure abort"
     )]
     Create(CreateArgs),
 
@@ -53,6 +60,36 @@ pub enum DeploymentCommand {
   airlift deployment cancel 0190d5f0-1c2d-7e3f-8a4b-5c6d7e8f9a0b"
     )]
     Cancel(CancelArgs),
+
+    /// Start a phased rollout's next phase now.
+    #[command(
+        long_about = "Start a phased rollout's next phase now, whatever the current one's \
+            success threshold and soak say (the way on with --manual rollouts). Needs an \
+            operator or admin token.",
+        after_help = "Examples:
+  airlift deployment advance 0190d5f0-1c2d-7e3f-8a4b-5c6d7e8f9a0b"
+    )]
+    Advance(CancelArgs),
+
+    /// Hold a phased rollout: no device is admitted until it resumes.
+    #[command(after_help = "Examples:
+  airlift deployment pause 0190d5f0-1c2d-7e3f-8a4b-5c6d7e8f9a0b")]
+    Pause(CancelArgs),
+
+    /// Go on with a paused rollout; the failures seen so far no longer count.
+    #[command(
+        long_about = "Go on with a paused rollout (paused by hand, by its circuit breaker or \
+            by a missed deadline). The failures seen so far are acknowledged: the breaker \
+            trips again only on new ones.",
+        after_help = "Examples:
+  airlift deployment resume 0190d5f0-1c2d-7e3f-8a4b-5c6d7e8f9a0b"
+    )]
+    Resume(CancelArgs),
+
+    /// End a phased rollout: devices not yet done are never offered it.
+    #[command(after_help = "Examples:
+  airlift deployment abort 0190d5f0-1c2d-7e3f-8a4b-5c6d7e8f9a0b")]
+    Abort(CancelArgs),
 }
 
 /// Arguments of `airlift deployment create`.
@@ -78,9 +115,37 @@ pub struct CreateArgs {
     /// Target accepted devices whose inventory attribute KEY is VALUE, now and later; repeatable, all must match.
     #[arg(long = "attribute", value_name = "KEY=VALUE", value_parser = parse_pair)]
     pub attributes: Vec<(String, String)>,
+    /// Roll out in phases, in order: tag=NAME or devices=ID+ID (canaries),
+    /// or percent=N (a cumulative share of the target; the last must be
+    /// 100), each with optional ,soak=DURATION ,success=PERCENT
+    /// ,deadline=DURATION ,name=TEXT. Without it, every device at once.
+    #[arg(long = "phase", value_name = "PHASE", value_parser = super::strategy::parse_phase)]
+    pub phases: Vec<airlift_protocol::strategy::Phase>,
+    /// Trip the circuit breaker when more than this share (10%) or count
+    /// (3) of the admitted devices failed, rolled back or timed out.
+    #[arg(long, value_name = "SHARE_OR_COUNT", value_parser = super::strategy::parse_threshold)]
+    pub failure_threshold: Option<airlift_protocol::strategy::FailureThreshold>,
+    /// What the breaker does.
+    #[arg(long, value_enum, default_value = "pause")]
+    pub on_failure: OnFailure,
+    /// Wait for `airlift deployment advance` between phases.
+    #[arg(long)]
+    pub manual: bool,
+    /// A device stuck this long in one state is timed out (a failure) [default: 6h].
+    #[arg(long, value_name = "DURATION", value_parser = super::strategy::duration)]
+    pub device_timeout: Option<std::time::Duration>,
     /// Print the deployment as JSON.
     #[arg(long)]
     pub json: bool,
+}
+
+/// What the circuit breaker does.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum OnFailure {
+    /// Hold the rollout for an operator.
+    Pause,
+    /// End it.
+    Abort,
 }
 
 /// Arguments of `airlift deployment list`.
@@ -120,6 +185,10 @@ pub async fn run(command: &DeploymentCommand, client: &Client) -> Result<()> {
         DeploymentCommand::List(args) => list(args, client).await,
         DeploymentCommand::Show(args) => show(args, client).await,
         DeploymentCommand::Cancel(args) => cancel(args, client).await,
+        DeploymentCommand::Advance(args) => control(args, "advance", "advanced", client).await,
+        DeploymentCommand::Pause(args) => control(args, "pause", "paused", client).await,
+        DeploymentCommand::Resume(args) => control(args, "resume", "resumed", client).await,
+        DeploymentCommand::Abort(args) => control(args, "abort", "aborted", client).await,
     }
 }
 
@@ -131,11 +200,23 @@ async fn create(args: &CreateArgs, client: &Client) -> Result<()> {
     } else {
         Target::Devices(args.devices.clone())
     };
+    let on_failure = match args.on_failure {
+        OnFailure::Pause => airlift_protocol::strategy::BreakerAction::Pause,
+        OnFailure::Abort => airlift_protocol::strategy::BreakerAction::Abort,
+    };
+    let strategy = super::strategy::strategy(
+        &args.phases,
+        args.failure_threshold,
+        on_failure,
+        args.manual,
+        args.device_timeout,
+    )
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
     let request = CreateDeploymentRequest {
         name: args.name.clone(),
         package_id: args.package,
         target,
-        strategy: Strategy::All,
+        strategy,
     };
     let deployment = client
         .create_deployment(&request)
@@ -223,6 +304,19 @@ async fn cancel(args: &CancelArgs, client: &Client) -> Result<()> {
     Ok(())
 }
 
+async fn control(args: &CancelArgs, action: &str, done: &str, client: &Client) -> Result<()> {
+    let deployment = client
+        .control_deployment(args.id, action)
+        .await
+        .with_context(|| format!("{action} deployment {}", args.id))?;
+    if args.json {
+        return output::print_json(&deployment);
+    }
+    println!("{done} deployment {}", deployment.id);
+    print_deployment(&deployment);
+    Ok(())
+}
+
 fn print_deployment(deployment: &Deployment) {
     output::field("id", deployment.id);
     output::field("name", &deployment.name);
@@ -235,6 +329,21 @@ fn print_deployment(deployment: &Deployment) {
         output::field("finished", output::time(finished));
     }
     output::field("devices", counts(&deployment.counts));
+    if let Some(rollout) = &deployment.rollout {
+        if let Some(reason) = &rollout.reason {
+            output::field("reason", reason);
+        }
+        for (i, phase) in rollout.phases.iter().enumerate() {
+            let marker = if i == rollout.phase { " ◀ now" } else { "" };
+            output::field(
+                &format!("phase {}", i + 1),
+                format!(
+                    "{}: {} admitted, {} succeeded, {} failed, {} skipped{marker}",
+                    phase.name, phase.admitted, phase.succeeded, phase.failed, phase.skipped
+                ),
+            );
+        }
+    }
 }
 
 /// `tag canary`, `3 devices`, `attributes region=eu-west`.
@@ -249,9 +358,19 @@ fn target(target: &Target) -> String {
     }
 }
 
-fn strategy(strategy: &Strategy) -> &'static str {
+fn strategy(strategy: &Strategy) -> String {
     match strategy {
-        Strategy::All => "all at once",
+        Strategy::All => "all at once".to_owned(),
+        Strategy::Phased(phased) => format!(
+            "{} phases: {}",
+            phased.phases.len(),
+            phased
+                .phases
+                .iter()
+                .map(|p| p.display_name())
+                .collect::<Vec<_>>()
+                .join(" → ")
+        ),
     }
 }
 

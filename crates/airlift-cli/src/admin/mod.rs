@@ -10,6 +10,7 @@ pub mod deployment;
 pub mod device;
 pub mod package;
 pub mod server;
+pub mod strategy;
 pub mod token;
 
 use crate::client::Client;

@@ -106,3 +106,81 @@ fn power_cuts_and_flaky_networks_still_end_healthy() {
     assert!(proxy.cuts > 0 && proxy.refusals > 0, "{proxy:?}");
     assert!(summary.snapshot.resumed_downloads > 0);
 }
+
+/// canary (the 10 first in the stable order: 2 %) → 10 % → 50 % → 100 %.
+fn staged(threshold_percent: u8) -> serde_json::Value {
+    serde_json::json!({
+        "type": "phased",
+        "phases": [
+            {"devices": {"percent": 2}, "name": "canary"},
+            {"devices": {"percent": 10}},
+            {"devices": {"percent": 50}},
+            {"devices": {"percent": 100}}
+        ],
+        "failure_threshold": {"percent": threshold_percent},
+        "on_failure": "abort"
+    })
+}
+
+#[test]
+fn a_staged_rollout_reaches_everyone_and_a_bad_one_stops_after_its_canaries() {
+    let world = World::new();
+    let mut config = world.fleet_config(500);
+    config.seed = 11;
+    config.faults.fail_health_on = Some("3.0.0".into());
+    config.faults.fail_health_share = Share::percent(40.0).expect("share");
+    let fleet = Fleet::start(config).expect("fleet");
+    enrolled(&fleet, 500);
+
+    let good = world.deploy_with(world.package("2.0.0", IMAGE), staged(10));
+    let detail = world.wait_for_status(&good, "finished", Duration::from_secs(120));
+    assert_eq!(detail["status"], "finished", "{detail:#}");
+    assert_eq!(detail["counts"]["success"], 500, "{detail:#}");
+    let phases = &detail["rollout"]["phases"];
+    let admitted: Vec<u64> = (0..4)
+        .map(|i| phases[i]["admitted"].as_u64().unwrap_or(0))
+        .collect();
+    assert_eq!(
+        admitted,
+        [10, 40, 200, 250],
+        "each phase its share: {phases:#}"
+    );
+    let snapshot = settled(&fleet, 500, Duration::from_secs(60));
+    assert_eq!(snapshot.running("2.0.0"), 500, "{snapshot:#?}");
+
+    // 40 % of devices fail their health check on 3.0.0: about 4 of the 10
+    // canaries roll back, past the 10 % threshold, and the breaker aborts.
+    let bad = world.deploy_with(world.package("3.0.0", IMAGE), staged(10));
+    let detail = world.wait_for_status(&bad, "aborted", Duration::from_secs(60));
+    assert_eq!(detail["status"], "aborted", "{detail:#}");
+    let reason = detail["rollout"]["reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("circuit breaker"), "{reason}");
+    assert_eq!(detail["rollout"]["phase"], 0, "stopped in the canary phase");
+    // Healthy canaries keep 3.0.0; the other 490 devices never saw it.
+    let snapshot = settled(&fleet, 500, Duration::from_secs(60));
+    let detail = world.deployment(&bad);
+    let kept = detail["rollout"]["phases"][0]["succeeded"]
+        .as_u64()
+        .unwrap_or(99) as usize;
+    assert!(kept <= 8, "{detail:#}");
+    // (A canary mid-trial when the breaker tripped commits too; the
+    // server, having cancelled it, keeps its late report as history.)
+    let failed = detail["rollout"]["phases"][0]["failed"]
+        .as_u64()
+        .unwrap_or(0) as usize;
+    let on_new = snapshot.running("3.0.0");
+    assert!(
+        (kept..=10 - failed).contains(&on_new),
+        "{snapshot:#?} {detail:#}"
+    );
+    assert_eq!(snapshot.running("2.0.0"), 500 - on_new, "{snapshot:#?}");
+    let phases = &detail["rollout"]["phases"];
+    assert_eq!(phases[0]["admitted"], 10, "{phases:#}");
+    let cancelled = detail["counts"]["cancelled"].as_u64().unwrap_or(0);
+    assert!((490..=500).contains(&cancelled), "{detail:#}");
+    for later in 1..4 {
+        assert_eq!(phases[later]["admitted"], 0, "never admitted: {phases:#}");
+    }
+    assert!(phases[0]["failed"].as_u64().unwrap_or(0) >= 2, "{phases:#}");
+    eprintln!("{}", fleet.stop());
+}

@@ -84,6 +84,12 @@ impl World {
     /// Uploads a package and deploys it to every device of [`DEVICE_TYPE`],
     /// all at once; returns the deployment id.
     pub fn deploy(&self, package: Vec<u8>) -> String {
+        self.deploy_with(package, serde_json::json!({"type": "all"}))
+    }
+
+    /// Uploads a package and deploys it to every device of [`DEVICE_TYPE`]
+    /// with `strategy`; returns the deployment id.
+    pub fn deploy_with(&self, package: Vec<u8>, strategy: Value) -> String {
         let response = self
             .api(reqwest::Method::POST, "/packages")
             .body(package)
@@ -95,13 +101,19 @@ impl World {
             "name": "fleet",
             "package_id": package["id"],
             "target": {"attributes": {"device_type": DEVICE_TYPE}},
+            "strategy": strategy,
         });
         let response = self
             .api(reqwest::Method::POST, "/deployments")
             .json(&body)
             .send()
             .expect("deploy");
-        assert_eq!(response.status(), 201);
+        assert_eq!(
+            response.status(),
+            201,
+            "{}",
+            response.text().unwrap_or_default()
+        );
         let deployment: Value = response.json().expect("deployment json");
         deployment["id"].as_str().expect("id").to_owned()
     }
@@ -115,6 +127,27 @@ impl World {
             let counts = self.counts(deployment);
             if counts[state] == n || std::time::Instant::now() > deadline {
                 return counts;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// The whole deployment as the server shows it.
+    pub fn deployment(&self, deployment: &str) -> Value {
+        self.api(reqwest::Method::GET, &format!("/deployments/{deployment}"))
+            .send()
+            .expect("deployment")
+            .json()
+            .expect("json")
+    }
+
+    /// Waits until the deployment's status is `status`; returns it.
+    pub fn wait_for_status(&self, deployment: &str, status: &str, timeout: Duration) -> Value {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let detail = self.deployment(deployment);
+            if detail["status"] == status || std::time::Instant::now() > deadline {
+                return detail;
             }
             std::thread::sleep(Duration::from_millis(200));
         }
