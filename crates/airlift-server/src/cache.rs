@@ -263,9 +263,13 @@ pub async fn follow_changes(mut feed: ChangeFeed, state: crate::AppState) {
     while let Some(event) = feed.recv().await {
         match event {
             StoreEvent::Interrupted => {
-                tracing::warn!("store change feed interrupted: device records are not cached")
+                tracing::warn!("store change feed interrupted: device records are not cached");
+                metrics::gauge!("airlift_store_change_feed_listening").set(0.0);
             }
-            StoreEvent::Listening => tracing::info!("store change feed listening"),
+            StoreEvent::Listening => {
+                tracing::info!("store change feed listening");
+                metrics::gauge!("airlift_store_change_feed_listening").set(1.0);
+            }
             _ => {}
         }
         state.caches().apply(event);

@@ -25,6 +25,10 @@ async fn probes_metrics_and_openapi() {
         .await
         .expect("text");
     assert!(metrics.contains("airlift_check_ins_total 1"), "{metrics}");
+    assert!(
+        metrics.contains("airlift_store_change_feed_listening 1"),
+        "{metrics}"
+    );
     assert!(metrics.contains("airlift_http_requests_total"), "{metrics}");
     assert!(
         metrics.contains("route=\"/api/device/v1/check-in\""),
