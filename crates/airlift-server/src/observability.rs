@@ -79,12 +79,8 @@ pub async fn metrics_text(State(state): State<AppState>) -> Response {
 /// Counts requests and their latency by route template (never the raw path:
 /// ids would explode the label set) and status class.
 pub async fn track_requests(request: Request, next: Next) -> Response {
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_owned())
-        .unwrap_or_else(|| "unmatched".to_owned());
-    let method = request.method().as_str().to_owned();
+    let route = request.extensions().get::<MatchedPath>().cloned();
+    let method = request.method().clone();
     let started = Instant::now();
     let response = next.run(request).await;
     let status = match response.status().as_u16() {
@@ -94,9 +90,52 @@ pub async fn track_requests(request: Request, next: Next) -> Response {
         400..=499 => "4xx",
         _ => "5xx",
     };
-    metrics::counter!("airlift_http_requests_total", "method" => method.clone(), "route" => route.clone(), "status" => status)
-        .increment(1);
-    metrics::histogram!("airlift_http_request_duration_seconds", "method" => method, "route" => route)
-        .record(started.elapsed().as_secs_f64());
+    let (counter, histogram) = REQUEST_METRICS.handles(
+        &method,
+        route.as_ref().map_or("unmatched", MatchedPath::as_str),
+        status,
+    );
+    counter.increment(1);
+    histogram.record(started.elapsed().as_secs_f64());
     response
+}
+
+/// Handles of the request metrics per (method, route, status class): looked
+/// up in the registry once, so a request costs no label allocation.
+static REQUEST_METRICS: RequestMetrics = RequestMetrics(std::sync::RwLock::new(Vec::new()));
+
+type MetricKey = (axum::http::Method, String, &'static str);
+
+struct RequestMetrics(std::sync::RwLock<Vec<(MetricKey, metrics::Counter, metrics::Histogram)>>);
+
+impl RequestMetrics {
+    fn handles(
+        &self,
+        method: &axum::http::Method,
+        route: &str,
+        status: &'static str,
+    ) -> (metrics::Counter, metrics::Histogram) {
+        let find = |entries: &[(MetricKey, metrics::Counter, metrics::Histogram)]| {
+            entries
+                .iter()
+                .find(|((m, r, s), _, _)| m == method && r == route && *s == status)
+                .map(|(_, c, h)| (c.clone(), h.clone()))
+        };
+        if let Some(found) = self.0.read().ok().and_then(|entries| find(&entries)) {
+            return found;
+        }
+        let counter = metrics::counter!("airlift_http_requests_total", "method" => method.as_str().to_owned(), "route" => route.to_owned(), "status" => status);
+        let histogram = metrics::histogram!("airlift_http_request_duration_seconds", "method" => method.as_str().to_owned(), "route" => route.to_owned());
+        if let Ok(mut entries) = self.0.write() {
+            // Routes are the router's, so the list stays small.
+            if find(&entries).is_none() && entries.len() < 512 {
+                entries.push((
+                    (method.clone(), route.to_owned(), status),
+                    counter.clone(),
+                    histogram.clone(),
+                ));
+            }
+        }
+        (counter, histogram)
+    }
 }
