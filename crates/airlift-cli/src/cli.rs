@@ -56,6 +56,22 @@ pub enum Command {
         #[command(subcommand)]
         command: KeyCommand,
     },
+    /// See the whole system work: a server, a simulated fleet, a staged
+    /// rollout, and a broken release stopped by the circuit breaker.
+    #[command(
+        long_about = "See the whole system work, in about a minute: starts an airlift-server on a \
+            temporary SQLite database, makes a signing key and two signed packages, starts a \
+            fleet of simulated devices running the real agent, rolls the good package out in \
+            phases (canary, 10 %, 50 %, 100 %), then a broken one whose health check fails on \
+            40 % of devices — the circuit breaker aborts it after the canaries, which roll back \
+            by themselves. Needs the airlift-server binary beside this one (cargo build --bin \
+            airlift-server) or --server-bin.",
+        after_help = "Examples:
+  airlift demo
+  airlift demo --keep            # then look around with the commands it prints
+  airlift demo --devices 500 --unhealthy-percent 20"
+    )]
+    Demo(crate::demo::DemoArgs),
     /// Build, inspect and verify update packages; upload, list and delete them on the server.
     #[command(after_help = "Examples:
   airlift package build --name rootfs --version 1.2.0 --device-type rpi4 \\

@@ -23,6 +23,7 @@ mod admin;
 mod cli;
 mod client;
 mod config;
+mod demo;
 mod keys;
 mod output;
 mod package;
@@ -41,6 +42,7 @@ fn main() -> ExitCode {
             KeyCommand::GenerateEncryption(args) => keys::generate_encryption(args),
             KeyCommand::Id { file } => keys::id(file),
         },
+        Command::Demo(args) => demo::run(args, cli.quiet),
         Command::Package { command } => package::run(command, &cli.connection, cli.quiet),
         Command::Server { command } => {
             admin::run(Admin::Server(command), &cli.connection, cli.quiet)

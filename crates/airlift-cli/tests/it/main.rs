@@ -4,6 +4,7 @@
 
 mod admin;
 mod bad_input;
+mod demo;
 mod help;
 mod keys;
 mod rejections;

@@ -1,0 +1,422 @@
+//! `airlift demo`: the whole system in one command, for a newcomer.
+//!
+//! Starts an `airlift-server` (the binary beside this one) on a temporary
+//! SQLite database, makes a signing key, builds two signed packages, starts
+//! a simulated fleet of devices running the real agent (`airlift-sim`),
+//! rolls the good package out in phases — canary, 10 %, 50 %, 100 % — and
+//! then a bad one whose health check fails on 40 % of devices: the circuit
+//! breaker aborts it after the canaries, which roll back by themselves, and
+//! the rest of the fleet never sees it.
+
+use crate::client::Client;
+use crate::server_url::ServerUrl;
+use airlift_package::{
+    encode_payload, Compression, EncodeOptions, Limits, Manifest, PackageWriter, PayloadSpec,
+    PayloadType, SignedManifest, SigningKey,
+};
+use airlift_protocol::management::{CreateDeploymentRequest, Deployment, Target};
+use airlift_protocol::state::DeploymentStatus;
+use airlift_protocol::strategy::{
+    Advance, BreakerAction, FailureThreshold, Phase, PhaseDevices, Phased, Strategy,
+};
+use airlift_protocol::DeploymentId;
+use airlift_sim::{Fleet, FleetConfig, Share};
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The device type of the demo's devices.
+const DEVICE_TYPE: &str = "demo-board";
+/// The version that fails its health check on part of the fleet.
+const BAD_VERSION: &str = "2.1.0";
+
+/// Arguments of `airlift demo`.
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Simulated devices.
+    #[arg(long, default_value_t = 200)]
+    pub devices: usize,
+    /// Share of devices whose health check fails on the bad version.
+    #[arg(long, default_value_t = 40.0)]
+    pub unhealthy_percent: f64,
+    /// The airlift-server binary [default: the one beside this program].
+    #[arg(long, value_name = "PATH")]
+    pub server_bin: Option<PathBuf>,
+    /// Keep the server and the fleet running at the end, until Ctrl-C, to
+    /// look around with the CLI.
+    #[arg(long)]
+    pub keep: bool,
+}
+
+/// The server process, killed when dropped.
+struct Server {
+    child: Child,
+    url: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs the demo.
+pub fn run(args: &DemoArgs, quiet: bool) -> Result<()> {
+    let started = Instant::now();
+    let dir = tempfile::tempdir().context("making a temporary directory")?;
+    let token = format!("alt_demo{}", uuid_hex());
+    step("1/6", "a signing key");
+    let key = SigningKey::generate().context("generating a signing key")?;
+    let public = dir.path().join("release.pub");
+    std::fs::write(&public, key.public_key().to_pem()?)
+        .with_context(|| format!("writing {}", public.display()))?;
+    println!("      key id {}", key.public_key().key_id());
+
+    step("2/6", "an airlift-server on a temporary SQLite database");
+    let server = start_server(args, dir.path(), &public, &token)?;
+    println!("      {}", server.url);
+
+    step("3/6", "two signed packages");
+    let good = package(&key, "2.0.0")?;
+    let bad = package(&key, BAD_VERSION)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let url: ServerUrl = server.url.parse().map_err(|e: String| anyhow::anyhow!(e))?;
+    let client = Client::new(url, token.clone())?;
+    let upload = |bytes: Vec<u8>| {
+        let len = bytes.len() as u64;
+        runtime.block_on(client.upload_package(reqwest::Body::from(bytes), len))
+    };
+    let good = upload(good).context("uploading rootfs 2.0.0")?;
+    let bad = upload(bad).context("uploading rootfs 2.1.0")?;
+    println!("      rootfs 2.0.0  {}", good.id);
+    println!(
+        "      rootfs {BAD_VERSION}  {}  (its health check fails on {} % of devices)",
+        bad.id, args.unhealthy_percent
+    );
+
+    step(
+        "4/6",
+        &format!(
+            "a fleet of {} simulated devices, running the real agent",
+            args.devices
+        ),
+    );
+    let mut config = FleetConfig::new(&server.url, public.clone(), args.devices, DEVICE_TYPE);
+    config.admin_token = Some(token.clone());
+    config.poll_interval = Some(Duration::from_secs(1));
+    config.faults.fail_health_on = Some(BAD_VERSION.into());
+    config.faults.fail_health_share =
+        Share::percent(args.unhealthy_percent).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let fleet = Fleet::start(config).map_err(|e| anyhow::anyhow!("{e}"))?;
+    fleet
+        .wait_until(Duration::from_secs(60), |s| {
+            s.in_state("idle") == args.devices && s.polls >= args.devices as u64
+        })
+        .map_err(|s| anyhow::anyhow!("the fleet did not come up: {:?}", s.0.states))?;
+    println!(
+        "      all {} devices accepted and checking in every second",
+        args.devices
+    );
+
+    let target = Target::Attributes([("device_type".to_owned(), DEVICE_TYPE.to_owned())].into());
+    step(
+        "5/6",
+        "a staged rollout of rootfs 2.0.0: canary → 10 % → 50 % → 100 %",
+    );
+    let first = runtime.block_on(client.create_deployment(&CreateDeploymentRequest {
+        name: "rootfs 2.0.0".into(),
+        package_id: good.id,
+        target: target.clone(),
+        strategy: staged(),
+    }))?;
+    let done = follow(&runtime, &client, first.id, args.devices, quiet)?;
+    report(&done);
+
+    step(
+        "6/6",
+        &format!("a staged rollout of rootfs {BAD_VERSION}, which is broken"),
+    );
+    let second = runtime.block_on(client.create_deployment(&CreateDeploymentRequest {
+        name: format!("rootfs {BAD_VERSION}"),
+        package_id: bad.id,
+        target,
+        strategy: staged(),
+    }))?;
+    let stopped = follow(&runtime, &client, second.id, args.devices, quiet)?;
+    report(&stopped);
+    // Let the canaries' rollbacks settle before counting.
+    let snapshot = fleet
+        .wait_until(Duration::from_secs(30), |s| {
+            s.in_state("idle") == args.devices && s.with_outcome("none") == 0
+        })
+        .unwrap_or_else(|s| *s.0);
+
+    println!();
+    println!(
+        "What happened, in {:.0} s:",
+        started.elapsed().as_secs_f64()
+    );
+    println!(
+        "  rootfs 2.0.0 reached all {} devices, phase by phase, each phase only after the one before was healthy.",
+        done.counts.get(&airlift_protocol::state::UpdateState::Success).copied().unwrap_or(0)
+    );
+    if let Some(rollout) = &stopped.rollout {
+        let canary = rollout.phases.first();
+        println!(
+            "  rootfs {BAD_VERSION}: {} of its {} canaries failed their health check and rolled back by themselves;",
+            canary.map_or(0, |p| p.failed),
+            canary.map_or(0, |p| p.admitted),
+        );
+        println!(
+            "  the circuit breaker aborted it there: the other {} devices were never offered it.",
+            args.devices as u64 - canary.map_or(0, |p| p.admitted)
+        );
+    }
+    println!("  The fleet now runs (healthy canaries keep {BAD_VERSION}):");
+    for (version, count) in &snapshot.running {
+        println!("    {version:<8} {count} devices");
+    }
+    println!();
+    println!("Look around:");
+    println!("  server       {}", server.url);
+    println!("  admin token  {token}");
+    println!(
+        "  airlift --server {} --token {token} deployment list",
+        server.url
+    );
+    println!(
+        "  airlift --server {} --token {token} deployment show {}",
+        server.url, second.id
+    );
+    println!(
+        "  airlift --server {} --token {token} device list",
+        server.url
+    );
+    println!("  curl {}/metrics", server.url);
+    if args.keep {
+        println!();
+        println!("The server and the fleet keep running; stop with Ctrl-C.");
+        loop {
+            std::thread::sleep(Duration::from_secs(3600));
+        }
+    }
+    println!("(run `airlift demo --keep` to keep them running and try those commands)");
+    drop(fleet);
+    drop(server);
+    Ok(())
+}
+
+fn step(number: &str, what: &str) {
+    println!("[{number}] {what}");
+}
+
+fn uuid_hex() -> String {
+    let mut bytes = [0u8; 16];
+    let _ = getrandom::getrandom(&mut bytes);
+    hex::encode(bytes)
+}
+
+/// canary (5 %) → 10 % → 50 % → 100 %, two seconds of soak each; more than
+/// 10 % failures aborts.
+fn staged() -> Strategy {
+    let phase = |name: &str, percent: u8| Phase {
+        name: Some(name.to_owned()),
+        devices: PhaseDevices::Percent(percent),
+        soak_secs: 2,
+        success_percent: 100,
+        deadline_secs: Some(60),
+    };
+    Strategy::Phased(Phased {
+        phases: vec![
+            phase("canary", 5),
+            phase("10 %", 10),
+            phase("50 %", 50),
+            phase("100 %", 100),
+        ],
+        failure_threshold: FailureThreshold::Percent(10),
+        on_failure: BreakerAction::Abort,
+        advance: Advance::Automatic,
+        device_timeout_secs: 120,
+    })
+}
+
+/// A signed package of one raw simulator image saying it is `version`.
+fn package(key: &SigningKey, version: &str) -> Result<Vec<u8>> {
+    let image = airlift_sim::image::build(version, 64 * 1024);
+    let spec = PayloadSpec::new(
+        PayloadType::Image,
+        airlift_sim::device::SLOT_TARGET,
+        Compression::None,
+    );
+    let mut stored = Vec::new();
+    let entry = encode_payload(&image[..], &spec, &EncodeOptions::default(), &mut stored)?;
+    let manifest = Manifest::builder("rootfs", version.parse()?, [DEVICE_TYPE])
+        .payload(entry)
+        .build();
+    let signed = SignedManifest::sign(&manifest, &[key], &Limits::default())?;
+    let mut file = Vec::new();
+    let mut writer = PackageWriter::new(&mut file, &signed)?;
+    writer.write_payload(&stored[..])?;
+    writer.finish()?;
+    Ok(file)
+}
+
+fn start_server(args: &DemoArgs, dir: &Path, public: &Path, token: &str) -> Result<Server> {
+    let binary = match &args.server_bin {
+        Some(path) => path.clone(),
+        None => std::env::current_exe()
+            .context("finding this program")?
+            .with_file_name("airlift-server"),
+    };
+    if !binary.exists() {
+        bail!(
+            "no airlift-server at {}: build it (`cargo build --release --bin airlift-server`) or give --server-bin",
+            binary.display()
+        );
+    }
+    let mut command = Command::new(&binary);
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("AIRLIFT_") {
+            command.env_remove(name);
+        }
+    }
+    let mut child = command
+        .arg("--data-dir")
+        .arg(dir.join("server"))
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--log-format",
+            "json",
+            "--poll-interval",
+            "1",
+        ])
+        .arg("--trust")
+        .arg(public)
+        .env("AIRLIFT_ADMIN_TOKEN", token)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("starting {}", binary.display()))?;
+    let stderr = child.stderr.take().context("the server's log")?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let entry: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
+            if entry["fields"]["message"] == "airlift-server ready" {
+                let _ = tx.send(
+                    entry["fields"]["listen"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_owned(),
+                );
+            }
+        }
+    });
+    let mut server = Server {
+        child,
+        url: String::new(),
+    };
+    let listen = rx
+        .recv_timeout(Duration::from_secs(30))
+        .context("airlift-server did not say it was ready within 30 s")?;
+    server.url = format!("http://{listen}");
+    Ok(server)
+}
+
+/// Follows a deployment with a progress bar per phase until it ends
+/// (finished, aborted, paused or cancelled); returns it.
+fn follow(
+    runtime: &tokio::runtime::Runtime,
+    client: &Client,
+    id: DeploymentId,
+    devices: usize,
+    quiet: bool,
+) -> Result<Deployment> {
+    let bars = MultiProgress::with_draw_target(if quiet {
+        ProgressDrawTarget::hidden()
+    } else {
+        ProgressDrawTarget::stderr()
+    });
+    let style = ProgressStyle::with_template("      {prefix:>8} [{bar:30}] {pos:>3}/{len:3} {msg}")
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> ");
+    let mut phase_bars: Vec<ProgressBar> = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let detail = runtime.block_on(client.deployment(id))?;
+        let deployment = detail.deployment;
+        if let (Some(rollout), Strategy::Phased(phased)) =
+            (&deployment.rollout, &deployment.strategy)
+        {
+            for (i, phase) in rollout.phases.iter().enumerate() {
+                if phase_bars.len() <= i {
+                    let bar = bars.add(ProgressBar::new(0).with_style(style.clone()));
+                    bar.set_prefix(phase.name.clone());
+                    phase_bars.push(bar);
+                }
+                let share = match phased.phases[i].devices {
+                    PhaseDevices::Percent(p) => usize::from(p),
+                    _ => 0,
+                };
+                let before = match i {
+                    0 => 0,
+                    _ => match phased.phases[i - 1].devices {
+                        PhaseDevices::Percent(p) => usize::from(p),
+                        _ => 0,
+                    },
+                };
+                let expected = (share * devices / 100).saturating_sub(before * devices / 100);
+                let bar = &phase_bars[i];
+                bar.set_length(expected.max(phase.admitted as usize) as u64);
+                bar.set_position(phase.succeeded);
+                let mut message = format!("{} admitted", phase.admitted);
+                if phase.failed > 0 {
+                    message.push_str(&format!(", {} failed", phase.failed));
+                }
+                bar.set_message(message);
+            }
+        }
+        let ended = matches!(
+            deployment.status,
+            DeploymentStatus::Finished
+                | DeploymentStatus::Aborted
+                | DeploymentStatus::Cancelled
+                | DeploymentStatus::Paused
+        );
+        if ended || Instant::now() > deadline {
+            for bar in &phase_bars {
+                bar.finish();
+            }
+            if !ended {
+                bail!("deployment {id} did not end within 90 s");
+            }
+            return Ok(deployment);
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+fn report(deployment: &Deployment) {
+    if let Some(rollout) = &deployment.rollout {
+        for phase in &rollout.phases {
+            println!(
+                "      {:>8}  {:>3} admitted  {:>3} succeeded  {:>3} failed",
+                phase.name, phase.admitted, phase.succeeded, phase.failed
+            );
+        }
+    }
+    println!("      → {}", deployment.status);
+    if let Some(reason) = deployment.rollout.as_ref().and_then(|r| r.reason.as_ref()) {
+        println!("        {reason}");
+    }
+}

@@ -1,0 +1,53 @@
+//! `airlift demo` runs to its end: a staged rollout reaches the whole
+//! fleet, and the broken release stops at its canaries.
+
+use crate::support::airlift;
+
+#[test]
+fn the_demo_rolls_out_a_good_release_and_stops_a_broken_one() {
+    let server =
+        std::path::Path::new(env!("CARGO_BIN_EXE_airlift")).with_file_name("airlift-server");
+    assert!(
+        server.exists(),
+        "the demo needs {} (cargo test --workspace builds it)",
+        server.display()
+    );
+    let started = std::time::Instant::now();
+    let output = airlift()
+        .arg("demo")
+        .arg("--server-bin")
+        .arg(&server)
+        .output()
+        .expect("run airlift demo");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    println!("{stdout}");
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    // Its wall time is reported, not asserted (timings never decide a test).
+    eprintln!("airlift demo took {:.1} s", started.elapsed().as_secs_f64());
+    for expected in [
+        "[5/6] a staged rollout of rootfs 2.0.0",
+        "→ finished",
+        "rootfs 2.0.0 reached all 200 devices",
+        "→ aborted",
+        "circuit breaker:",
+        "the other 190 devices were never offered it",
+        "admin token  alt_demo",
+    ] {
+        assert!(
+            stdout.contains(expected),
+            "missing {expected:?} in:\n{stdout}"
+        );
+    }
+    // Everyone runs 2.0.0 but the healthy canaries (at most 10).
+    let on_good: u64 = stdout
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("2.0.0"))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    assert!((190..200).contains(&on_good), "{stdout}");
+}
