@@ -5,5 +5,6 @@
 mod instances;
 mod lifecycle;
 mod operations;
+mod rollouts;
 mod security;
 mod support;
