@@ -218,23 +218,20 @@ pub fn run(stream: Stream<'_>, source: Source<'_>) -> Result<(), StreamError> {
         "streaming the package"
     );
 
+    let pipeline = Pipeline {
+        trust,
+        identities,
+        installers,
+        manifest: &manifest,
+        ranges: &ranges,
+        resume,
+        sync_every,
+        checkpoint,
+    };
     match source {
         Source::Server(mut download) => {
             download.seek_to(fetch_from);
-            let result = install_from(
-                head,
-                prefix.chain(&mut download),
-                Pipeline {
-                    trust,
-                    identities,
-                    installers,
-                    manifest: &manifest,
-                    ranges: &ranges,
-                    resume,
-                    sync_every,
-                    checkpoint,
-                },
-            );
+            let result = install_from(head, prefix.chain(&mut download), pipeline);
             // A broken download surfaces as a damaged read: say what it was.
             match (result, download.take_failure()) {
                 (Err(_), Some(failure)) => Err(StreamError::Download(failure)),
@@ -245,16 +242,6 @@ pub fn run(stream: Stream<'_>, source: Source<'_>) -> Result<(), StreamError> {
             let mut file = File::open(&path).map_err(|e| local(&path, e))?;
             file.seek(io::SeekFrom::Start(fetch_from))
                 .map_err(|e| local(&path, e))?;
-            let pipeline = Pipeline {
-                trust,
-                identities,
-                installers,
-                manifest: &manifest,
-                ranges: &ranges,
-                resume,
-                sync_every,
-                checkpoint,
-            };
             install_from(head, prefix.chain(io::BufReader::new(file)), pipeline)
         }
     }

@@ -10,10 +10,7 @@
 
 use crate::client::Client;
 use crate::server_url::ServerUrl;
-use airlift_package::{
-    encode_payload, Compression, EncodeOptions, Limits, Manifest, PackageWriter, PayloadSpec,
-    PayloadType, SignedManifest, SigningKey,
-};
+use airlift_package::SigningKey;
 use airlift_protocol::management::{CreateDeploymentRequest, Deployment, Target};
 use airlift_protocol::state::DeploymentStatus;
 use airlift_protocol::strategy::{
@@ -250,23 +247,8 @@ fn staged() -> Strategy {
 
 /// A signed package of one raw simulator image saying it is `version`.
 fn package(key: &SigningKey, version: &str) -> Result<Vec<u8>> {
-    let image = airlift_sim::image::build(version, 64 * 1024);
-    let spec = PayloadSpec::new(
-        PayloadType::Image,
-        airlift_sim::device::SLOT_TARGET,
-        Compression::None,
-    );
-    let mut stored = Vec::new();
-    let entry = encode_payload(&image[..], &spec, &EncodeOptions::default(), &mut stored)?;
-    let manifest = Manifest::builder("rootfs", version.parse()?, [DEVICE_TYPE])
-        .payload(entry)
-        .build();
-    let signed = SignedManifest::sign(&manifest, &[key], &Limits::default())?;
-    let mut file = Vec::new();
-    let mut writer = PackageWriter::new(&mut file, &signed)?;
-    writer.write_payload(&stored[..])?;
-    writer.finish()?;
-    Ok(file)
+    airlift_sim::image::signed_package(key, version, 64 * 1024, DEVICE_TYPE)
+        .with_context(|| format!("building rootfs {version}"))
 }
 
 fn start_server(args: &DemoArgs, dir: &Path, public: &Path, token: &str) -> Result<Server> {

@@ -37,6 +37,52 @@ pub fn build(version: &str, size: usize) -> Vec<u8> {
     image
 }
 
+/// A signed package named `rootfs`, version `version`, for `device_type`:
+/// one raw image payload of `size` bytes made by [`build`], for the slot
+/// the simulator writes. What demos and tests feed a fleet.
+pub fn signed_package(
+    key: &airlift_package::SigningKey,
+    version: &str,
+    size: usize,
+    device_type: &str,
+) -> Result<Vec<u8>, PackageError> {
+    use airlift_package::{
+        encode_payload, Compression, EncodeOptions, Limits, Manifest, PackageWriter, PayloadSpec,
+        PayloadType, SignedManifest,
+    };
+    let version: semver::Version = version
+        .parse()
+        .map_err(|e| PackageError::Version(format!("{version:?}: {e}")))?;
+    let image = build(&version.to_string(), size);
+    let spec = PayloadSpec::new(
+        PayloadType::Image,
+        crate::device::SLOT_TARGET,
+        Compression::None,
+    );
+    let mut stored = Vec::new();
+    let entry = encode_payload(&image[..], &spec, &EncodeOptions::default(), &mut stored)?;
+    let manifest = Manifest::builder("rootfs", version, [device_type])
+        .payload(entry)
+        .build();
+    let signed = SignedManifest::sign(&manifest, &[key], &Limits::default())?;
+    let mut file = Vec::new();
+    let mut writer = PackageWriter::new(&mut file, &signed)?;
+    writer.write_payload(&stored[..])?;
+    writer.finish()?;
+    Ok(file)
+}
+
+/// Why [`signed_package`] could not build a package.
+#[derive(Debug, thiserror::Error)]
+pub enum PackageError {
+    /// The version is not semver.
+    #[error("not a version: {0}")]
+    Version(String),
+    /// Encoding, signing or writing failed.
+    #[error(transparent)]
+    Package(#[from] airlift_package::Error),
+}
+
 /// The version an image's first line names, if it is a simulator image.
 pub fn version_of(bytes: &[u8]) -> Option<String> {
     let head = &bytes[..bytes.len().min(MAX_LINE)];

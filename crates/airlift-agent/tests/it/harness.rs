@@ -51,6 +51,17 @@ impl Signer {
             .collect()
     }
 
+    /// The package file of `manifest`, signed, with its one stored payload.
+    fn signed(&self, manifest: &Manifest, stored: &[u8]) -> Vec<u8> {
+        let signed =
+            SignedManifest::sign(manifest, &[&self.key], &Limits::default()).expect("sign");
+        let mut file = Vec::new();
+        let mut writer = PackageWriter::new(&mut file, &signed).expect("header");
+        writer.write_payload(stored).expect("payload");
+        writer.finish().expect("finish");
+        file
+    }
+
     /// A signed package replacing `/etc/app.conf` (under the root) in place.
     pub fn file_package(&self, version: &str, content: &[u8]) -> Vec<u8> {
         let spec = PayloadSpec::new(PayloadType::File, "/etc/app.conf", Compression::None);
@@ -60,13 +71,7 @@ impl Signer {
         let manifest = Manifest::builder("app", version.parse().expect("semver"), [DEVICE_TYPE])
             .payload(entry)
             .build();
-        let signed =
-            SignedManifest::sign(&manifest, &[&self.key], &Limits::default()).expect("sign");
-        let mut file = Vec::new();
-        let mut writer = PackageWriter::new(&mut file, &signed).expect("header");
-        writer.write_payload(&stored[..]).expect("payload");
-        writer.finish().expect("finish");
-        file
+        self.signed(&manifest, &stored)
     }
 
     /// A signed package of one `module:<module>` payload.
@@ -80,13 +85,7 @@ impl Signer {
             Manifest::builder("firmware", version.parse().expect("semver"), [DEVICE_TYPE])
                 .payload(entry)
                 .build();
-        let signed =
-            SignedManifest::sign(&manifest, &[&self.key], &Limits::default()).expect("sign");
-        let mut file = Vec::new();
-        let mut writer = PackageWriter::new(&mut file, &signed).expect("header");
-        writer.write_payload(&stored[..]).expect("payload");
-        writer.finish().expect("finish");
-        file
+        self.signed(&manifest, &stored)
     }
 
     /// A signed image package for the test device type.
@@ -134,13 +133,7 @@ impl Signer {
             .security_version(security_version)
             .payload(entry)
             .build();
-        let signed =
-            SignedManifest::sign(&manifest, &[&self.key], &Limits::default()).expect("sign");
-        let mut file = Vec::new();
-        let mut writer = PackageWriter::new(&mut file, &signed).expect("header");
-        writer.write_payload(&stored[..]).expect("payload");
-        writer.finish().expect("finish");
-        file
+        self.signed(&manifest, &stored)
     }
 }
 

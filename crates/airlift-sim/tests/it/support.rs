@@ -1,10 +1,7 @@
 //! A release key, simulator packages, and the operator's side of the server.
 
 use crate::server::{TestServer, ADMIN_TOKEN};
-use airlift_package::{
-    encode_payload, Compression, EncodeOptions, Limits, Manifest, PackageWriter, PayloadSpec,
-    PayloadType, SignedManifest, SigningKey,
-};
+use airlift_package::SigningKey;
 use airlift_sim::{Fleet, FleetConfig, Snapshot};
 use reqwest::blocking::Client;
 use serde_json::Value;
@@ -54,25 +51,7 @@ impl World {
     /// A signed package named `rootfs` of one raw image payload saying it
     /// is `version`.
     pub fn package(&self, version: &str, size: usize) -> Vec<u8> {
-        let image = airlift_sim::image::build(version, size);
-        let spec = PayloadSpec::new(
-            PayloadType::Image,
-            airlift_sim::device::SLOT_TARGET,
-            Compression::None,
-        );
-        let mut stored = Vec::new();
-        let entry = encode_payload(&image[..], &spec, &EncodeOptions::default(), &mut stored)
-            .expect("encode");
-        let manifest = Manifest::builder("rootfs", version.parse().expect("semver"), [DEVICE_TYPE])
-            .payload(entry)
-            .build();
-        let signed =
-            SignedManifest::sign(&manifest, &[&self.key], &Limits::default()).expect("sign");
-        let mut file = Vec::new();
-        let mut writer = PackageWriter::new(&mut file, &signed).expect("header");
-        writer.write_payload(&stored[..]).expect("payload");
-        writer.finish().expect("finish");
-        file
+        airlift_sim::image::signed_package(&self.key, version, size, DEVICE_TYPE).expect("package")
     }
 
     fn api(&self, method: reqwest::Method, path: &str) -> reqwest::blocking::RequestBuilder {
