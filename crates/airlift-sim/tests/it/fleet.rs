@@ -124,7 +124,20 @@ fn staged(threshold_percent: u8) -> serde_json::Value {
 
 #[test]
 fn a_staged_rollout_reaches_everyone_and_a_bad_one_stops_after_its_canaries() {
-    let world = World::new();
+    staged_rollouts(&World::new());
+}
+
+#[test]
+fn staged_rollouts_on_postgresql() {
+    match World::on_postgres() {
+        Some(world) => staged_rollouts(&world),
+        None => eprintln!(
+            "AIRLIFT_TEST_POSTGRES_URL is not set: the PostgreSQL leg is skipped here (CI sets it)"
+        ),
+    }
+}
+
+fn staged_rollouts(world: &World) {
     let mut config = world.fleet_config(500);
     config.seed = 11;
     config.faults.fail_health_on = Some("3.0.0".into());

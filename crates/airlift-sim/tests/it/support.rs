@@ -23,11 +23,33 @@ pub struct World {
 
 impl World {
     pub fn new() -> Self {
+        Self::on(&[])
+    }
+
+    /// A world whose server keeps its data on PostgreSQL, in a schema of
+    /// its own, if `AIRLIFT_TEST_POSTGRES_URL` is set.
+    pub fn on_postgres() -> Option<Self> {
+        let base = std::env::var("AIRLIFT_TEST_POSTGRES_URL").ok()?;
+        let schema = format!("sim_{}", uuid_like());
+        let status = std::process::Command::new("psql")
+            .arg(&base)
+            .args(["-qtAc", &format!("CREATE SCHEMA {schema}")])
+            .status()
+            .expect("run psql (AIRLIFT_TEST_POSTGRES_URL is set)");
+        assert!(status.success(), "creating schema {schema} on {base}");
+        let separator = if base.contains('?') { '&' } else { '?' };
+        let url = format!("{base}{separator}options=-csearch_path%3D{schema}");
+        Some(Self::on(&["--database-url", &url]))
+    }
+
+    fn on(flags: &[&str]) -> Self {
         let dir = tempfile::tempdir().expect("key directory");
         let key = SigningKey::generate().expect("signing key");
         let public = dir.path().join("release.pub");
         std::fs::write(&public, key.public_key().to_pem().expect("pem")).expect("write key");
-        let server = TestServer::start_with(&public, &["--poll-interval", "1"]);
+        let mut all = vec!["--poll-interval", "1"];
+        all.extend_from_slice(flags);
+        let server = TestServer::start_with(&public, &all);
         Self {
             key,
             public,
@@ -162,4 +184,11 @@ pub fn settled(fleet: &Fleet, devices: usize, timeout: Duration) -> Snapshot {
                 && s.running.values().sum::<usize>() == devices
         })
         .unwrap_or_else(|s| panic!("the fleet did not settle: {s}"))
+}
+
+/// 32 random hex digits.
+fn uuid_like() -> String {
+    let mut bytes = [0u8; 16];
+    getrandom::getrandom(&mut bytes).expect("random bytes");
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
