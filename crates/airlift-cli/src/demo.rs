@@ -17,13 +17,12 @@ use airlift_protocol::strategy::{
     Advance, BreakerAction, FailureThreshold, Phase, PhaseDevices, Phased, Strategy,
 };
 use airlift_protocol::DeploymentId;
+use airlift_sim::server::ServerProcess;
 use airlift_sim::{Fleet, FleetConfig, Share};
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// The device type of the demo's devices.
@@ -47,19 +46,6 @@ pub struct DemoArgs {
     /// look around with the CLI.
     #[arg(long)]
     pub keep: bool,
-}
-
-/// The server process, killed when dropped.
-struct Server {
-    child: Child,
-    url: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// Runs the demo.
@@ -251,68 +237,20 @@ fn package(key: &SigningKey, version: &str) -> Result<Vec<u8>> {
         .with_context(|| format!("building rootfs {version}"))
 }
 
-fn start_server(args: &DemoArgs, dir: &Path, public: &Path, token: &str) -> Result<Server> {
+fn start_server(args: &DemoArgs, dir: &Path, public: &Path, token: &str) -> Result<ServerProcess> {
     let binary = match &args.server_bin {
         Some(path) => path.clone(),
         None => std::env::current_exe()
             .context("finding this program")?
             .with_file_name("airlift-server"),
     };
-    if !binary.exists() {
-        bail!(
-            "no airlift-server at {}: build it (`cargo build --release --bin airlift-server`) or give --server-bin",
-            binary.display()
-        );
-    }
-    let mut command = Command::new(&binary);
-    for (name, _) in std::env::vars_os() {
-        if name.to_string_lossy().starts_with("AIRLIFT_") {
-            command.env_remove(name);
-        }
-    }
-    let mut child = command
-        .arg("--data-dir")
-        .arg(dir.join("server"))
-        .args([
-            "--listen",
-            "127.0.0.1:0",
-            "--log-format",
-            "json",
-            "--poll-interval",
-            "1",
-        ])
-        .arg("--trust")
-        .arg(public)
-        .env("AIRLIFT_ADMIN_TOKEN", token)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .with_context(|| format!("starting {}", binary.display()))?;
-    let stderr = child.stderr.take().context("the server's log")?;
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let entry: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
-            if entry["fields"]["message"] == "airlift-server ready" {
-                let _ = tx.send(
-                    entry["fields"]["listen"]
-                        .as_str()
-                        .unwrap_or_default()
-                        .to_owned(),
-                );
-            }
-        }
-    });
-    let mut server = Server {
-        child,
-        url: String::new(),
-    };
-    let listen = rx
-        .recv_timeout(Duration::from_secs(30))
-        .context("airlift-server did not say it was ready within 30 s")?;
-    server.url = format!("http://{listen}");
-    Ok(server)
+    Ok(ServerProcess::start(
+        &binary,
+        &dir.join("server"),
+        public,
+        token,
+        1,
+    )?)
 }
 
 /// Follows a deployment with a progress bar per phase until it ends

@@ -51,6 +51,7 @@ pub mod fleet;
 pub mod image;
 pub mod proxy;
 pub mod select;
+pub mod server;
 pub mod summary;
 
 pub use config::{ConfigError, Factory, Faults, FleetConfig};

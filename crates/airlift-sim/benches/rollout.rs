@@ -1,0 +1,271 @@
+//! Fleet benchmark: a staged rollout to many simulated devices polling one
+//! `airlift-server` on SQLite.
+//!
+//! ```text
+//! cargo build --release --bin airlift-server
+//! cargo bench -p airlift-sim --bench rollout
+//! AIRLIFT_BENCH_DEVICES=20000 AIRLIFT_BENCH_POLL_SECS=60 cargo bench -p airlift-sim --bench rollout
+//! ```
+//!
+//! The server is a separate process (`target/release/airlift-server`, or
+//! `AIRLIFT_BENCH_SERVER_BIN`), so its CPU time and memory are its own; the
+//! fleet (`airlift-sim`, the real agent per device) runs in this process.
+//! Devices are pre-authorised and enrol, then check in every
+//! `AIRLIFT_BENCH_POLL_SECS` (10) seconds; once all have checked in, a
+//! staged rollout starts: 1 % → 10 % → 50 % → 100 %, no soak, every
+//! device of a phase healthy before the next. Reported: the server's CPU
+//! (cores, from `/proc/PID/stat`) and peak memory (`VmHWM`) over the
+//! rollout, check-in latency p50/p99 as the server measured it (its
+//! Prometheus histogram of the check-in route, interpolated within
+//! buckets), and the wall time of each phase — the last from its start to
+//! 100 % success. `AIRLIFT_BENCH_DEVICES` (10000) and
+//! `AIRLIFT_BENCH_WORKERS` (16) change the fleet.
+
+use airlift_package::SigningKey;
+use airlift_sim::server::ServerProcess;
+use airlift_sim::{Fleet, FleetConfig};
+use serde_json::{json, Value};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+const TOKEN: &str = "alt_bench0000fleet0000token0000";
+const DEVICE_TYPE: &str = "bench-board";
+
+fn number(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// utime + stime of a process, in seconds.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // Fields 14 and 15 of stat; `after` starts at field 3.
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+fn peak_rss_mib(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| {
+            v.split_whitespace()
+                .next()
+                .and_then(|n| n.parse::<f64>().ok())
+        })
+        .unwrap_or(0.0)
+        / 1024.0
+}
+
+/// Cumulative (upper bound, count) buckets of the check-in route's latency.
+fn check_in_buckets(http: &reqwest::blocking::Client, url: &str) -> Vec<(f64, f64)> {
+    let text = http
+        .get(format!("{url}/metrics"))
+        .send()
+        .and_then(|r| r.text())
+        .unwrap_or_default();
+    let mut buckets: Vec<(f64, f64)> = text
+        .lines()
+        .filter(|l| {
+            l.starts_with("airlift_http_request_duration_seconds_bucket")
+                && l.contains("route=\"/api/device/v1/check-in\"")
+        })
+        .filter_map(|l| {
+            let le = l.split("le=\"").nth(1)?.split('"').next()?;
+            let le = if le == "+Inf" {
+                f64::INFINITY
+            } else {
+                le.parse().ok()?
+            };
+            let count = l.rsplit(' ').next()?.parse().ok()?;
+            Some((le, count))
+        })
+        .collect();
+    buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+    buckets
+}
+
+/// The `q` quantile of the difference of two cumulative bucket lists,
+/// interpolated linearly within the bucket (as Prometheus does).
+fn quantile(before: &[(f64, f64)], after: &[(f64, f64)], q: f64) -> f64 {
+    let counts: Vec<(f64, f64)> = after
+        .iter()
+        .map(|(le, n)| {
+            let old = before
+                .iter()
+                .find(|(l, _)| l == le)
+                .map_or(0.0, |(_, c)| *c);
+            (*le, n - old)
+        })
+        .collect();
+    let total = counts.last().map_or(0.0, |(_, n)| *n);
+    if total == 0.0 {
+        return f64::NAN;
+    }
+    let rank = q * total;
+    let mut lower = (0.0, 0.0);
+    for (le, n) in counts {
+        if n >= rank {
+            if le.is_infinite() {
+                return lower.0;
+            }
+            let within = (rank - lower.1) / (n - lower.1).max(1.0);
+            return lower.0 + (le - lower.0) * within;
+        }
+        lower = (le, n);
+    }
+    lower.0
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    let devices = number("AIRLIFT_BENCH_DEVICES", 10_000) as usize;
+    let poll = number("AIRLIFT_BENCH_POLL_SECS", 10);
+    let workers = number("AIRLIFT_BENCH_WORKERS", 16) as usize;
+    let binary = std::env::var_os("AIRLIFT_BENCH_SERVER_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/release/airlift-server")
+        });
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("scratch directory");
+    let key = SigningKey::generate().expect("signing key");
+    let public = dir.path().join("release.pub");
+    std::fs::write(&public, key.public_key().to_pem().expect("pem")).expect("public key");
+    let server = ServerProcess::start(&binary, &dir.path().join("server"), &public, TOKEN, poll)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let http = reqwest::blocking::Client::new();
+    let api = |path: &str| format!("{}/api/v1{path}", server.url);
+    eprintln!(
+        "{devices} devices polling every {poll} s, {workers} workers; server {}",
+        server.url
+    );
+
+    let package =
+        airlift_sim::image::signed_package(&key, "2.0.0", 16 * 1024, DEVICE_TYPE).expect("package");
+    let uploaded: Value = http
+        .post(api("/packages"))
+        .bearer_auth(TOKEN)
+        .body(package)
+        .send()
+        .and_then(|r| r.json())
+        .expect("upload");
+
+    let mut config = FleetConfig::new(&server.url, public.clone(), devices, DEVICE_TYPE);
+    config.admin_token = Some(TOKEN.into());
+    config.workers = workers;
+    config.ramp_up = Duration::from_secs(poll);
+    config.dir = Some(dir.path().join("fleet"));
+    let started = Instant::now();
+    let fleet = Fleet::start(config).expect("fleet");
+    let enrolled = fleet.wait_until(Duration::from_secs(1200), |s| {
+        s.in_state("idle") == devices && s.polls >= devices as u64
+    });
+    if let Err(timed_out) = enrolled {
+        panic!("the fleet did not come up: {:?}", timed_out.0.states);
+    }
+    eprintln!(
+        "fleet enrolled in {:.0} s; steady polling for one interval",
+        started.elapsed().as_secs_f64()
+    );
+    std::thread::sleep(Duration::from_secs(poll));
+
+    let buckets_before = check_in_buckets(&http, &server.url);
+    let cpu_before = cpu_seconds(server.pid());
+    let phase = |percent: u8| json!({"devices": {"percent": percent}});
+    let created: Value = http
+        .post(api("/deployments"))
+        .bearer_auth(TOKEN)
+        .json(&json!({
+            "name": "bench",
+            "package_id": uploaded["id"],
+            "target": {"attributes": {"device_type": DEVICE_TYPE}},
+            "strategy": {
+                "type": "phased",
+                "phases": [phase(1), phase(10), phase(50), phase(100)],
+                "failure_threshold": {"percent": 5},
+            },
+        }))
+        .send()
+        .and_then(|r| r.json())
+        .expect("create deployment");
+    let id = created["id"].as_str().expect("deployment id").to_owned();
+    let rollout_started = Instant::now();
+    let mut phase_started = vec![Some(Instant::now()), None, None, None];
+    let mut finished = None;
+    while finished.is_none() && rollout_started.elapsed() < Duration::from_secs(3600) {
+        std::thread::sleep(Duration::from_millis(500));
+        let detail: Value = match http
+            .get(api(&format!("/deployments/{id}")))
+            .bearer_auth(TOKEN)
+            .send()
+            .and_then(|r| r.json())
+        {
+            Ok(detail) => detail,
+            Err(_) => continue,
+        };
+        let current = detail["rollout"]["phase"].as_u64().unwrap_or(0) as usize;
+        for slot in phase_started.iter_mut().take(current + 1) {
+            slot.get_or_insert_with(Instant::now);
+        }
+        if detail["status"] == "finished" {
+            finished = Some(Instant::now());
+        } else if detail["status"] != "active" {
+            panic!("the rollout stopped: {detail}");
+        }
+    }
+    let finished = finished.expect("the rollout finished within an hour");
+    let wall = rollout_started.elapsed().as_secs_f64();
+    let cpu = cpu_seconds(server.pid()) - cpu_before;
+    let buckets_after = check_in_buckets(&http, &server.url);
+    let (p50, p99) = (
+        quantile(&buckets_before, &buckets_after, 0.50) * 1000.0,
+        quantile(&buckets_before, &buckets_after, 0.99) * 1000.0,
+    );
+    let checked_in =
+        buckets_after.last().map_or(0.0, |b| b.1) - buckets_before.last().map_or(0.0, |b| b.1);
+
+    println!(
+        "| {devices} devices, poll {poll} s, SQLite, staged 1 % → 10 % → 50 % → 100 % | value |"
+    );
+    println!("|---|---:|");
+    println!(
+        "| check-ins during the rollout | {checked_in:.0} ({:.0}/s) |",
+        checked_in / wall
+    );
+    println!(
+        "| server CPU during the rollout | {:.2} cores ({cpu:.1} s over {wall:.0} s) |",
+        cpu / wall
+    );
+    println!(
+        "| server peak RSS | {:.0} MiB |",
+        peak_rss_mib(server.pid())
+    );
+    println!("| check-in latency p50 / p99 (server histogram, interpolated) | {p50:.2} ms / {p99:.2} ms |");
+    for (i, name) in ["1 %", "10 %", "50 %", "100 %"].iter().enumerate() {
+        let start = phase_started[i].unwrap_or(finished);
+        let end = phase_started
+            .get(i + 1)
+            .copied()
+            .flatten()
+            .unwrap_or(finished);
+        println!(
+            "| phase {name}: start to next phase (last: to 100 % success) | {:.1} s |",
+            (end - start).as_secs_f64()
+        );
+    }
+    println!("| whole rollout | {wall:.1} s |");
+    let summary = fleet.stop();
+    eprintln!("{summary}");
+}
