@@ -202,7 +202,7 @@ fn main() {
         .expect("create deployment");
     let id = created["id"].as_str().expect("deployment id").to_owned();
     let rollout_started = Instant::now();
-    let mut phase_started = vec![Some(Instant::now()), None, None, None];
+    let mut phase_started = [Some(Instant::now()), None, None, None];
     let mut finished = None;
     while finished.is_none() && rollout_started.elapsed() < Duration::from_secs(3600) {
         std::thread::sleep(Duration::from_millis(500));
