@@ -200,8 +200,13 @@ pub async fn serve(
             file.seek(std::io::SeekFrom::Start(range.start))
                 .await
                 .map_err(ApiError::internal)?;
-            let limited = file.take(range.end - range.start);
-            Body::from_stream(ReaderStream::with_capacity(limited, FILE_CHUNK))
+            // Buffers no larger than what is sent: a fleet downloading a
+            // small package at once must not hold a megabyte per download.
+            let length = range.end - range.start;
+            let chunk = usize::try_from(length).map_or(FILE_CHUNK, |l| l.clamp(1, FILE_CHUNK));
+            file.set_max_buf_size(chunk);
+            let limited = file.take(length);
+            Body::from_stream(ReaderStream::with_capacity(limited, chunk))
         }
         GetResultPayload::Stream(stream) => {
             Body::from_stream(stream.map_err(std::io::Error::other))
