@@ -25,6 +25,24 @@ fn hours(h: i64) -> Duration {
     Duration::hours(h)
 }
 
+/// An accepted device of type `pi4`.
+fn device(serial: &str, tags: Vec<String>) -> Device {
+    Device {
+        id: DeviceId::new(),
+        status: DeviceStatus::Accepted,
+        identity: BTreeMap::from([("serial".to_owned(), serial.to_owned())]),
+        public_key: format!("key-{serial}"),
+        tags,
+        device_type: Some("pi4".into()),
+        hardware_revision: None,
+        installed: BTreeMap::new(),
+        security_version: 0,
+        attributes: BTreeMap::new(),
+        created_at: t0(),
+        last_check_in: None,
+    }
+}
+
 struct Fleet {
     _dir: tempfile::TempDir,
     store: SharedStore,
@@ -38,24 +56,12 @@ async fn fleet(count: usize, canaries: usize) -> Result<Fleet> {
     let store = airlift_store::open(&url).await?;
     let mut devices = Vec::new();
     for n in 0..count {
-        let device = Device {
-            id: DeviceId::new(),
-            status: DeviceStatus::Accepted,
-            identity: BTreeMap::from([("serial".to_owned(), format!("SN{n:05}"))]),
-            public_key: format!("key-{n}"),
-            tags: if n < canaries {
-                vec!["canary".into()]
-            } else {
-                vec![]
-            },
-            device_type: Some("pi4".into()),
-            hardware_revision: None,
-            installed: BTreeMap::new(),
-            security_version: 0,
-            attributes: BTreeMap::new(),
-            created_at: t0(),
-            last_check_in: None,
+        let tags = if n < canaries {
+            vec!["canary".into()]
+        } else {
+            vec![]
         };
+        let device = device(&format!("SN{n:05}"), tags);
         store.insert_device(&device).await?;
         devices.push(device.id);
     }
@@ -467,20 +473,7 @@ async fn devices_joining_the_target_count_in_the_current_share() -> Result {
     assert_eq!(fleet.admitted(id).await?.len(), 20);
     // 50 new devices join the target (as a tag target does on check-in).
     for n in 0..50 {
-        let device = Device {
-            id: DeviceId::new(),
-            status: DeviceStatus::Accepted,
-            identity: BTreeMap::from([("serial".to_owned(), format!("NEW{n}"))]),
-            public_key: format!("new-key-{n}"),
-            tags: vec![],
-            device_type: Some("pi4".into()),
-            hardware_revision: None,
-            installed: BTreeMap::new(),
-            security_version: 0,
-            attributes: BTreeMap::new(),
-            created_at: t0(),
-            last_check_in: None,
-        };
+        let device = device(&format!("NEW{n}"), vec![]);
         fleet.store.insert_device(&device).await?;
         fleet
             .store
