@@ -298,13 +298,7 @@ impl Client {
             .await
     }
 
-    /// `POST /deployments/{id}/cancel`.
-    pub async fn cancel_deployment(&self, id: DeploymentId) -> Result<Deployment> {
-        self.json(self.request(Method::POST, &format!("/deployments/{id}/cancel"))?)
-            .await
-    }
-
-    /// `POST /deployments/{id}/{action}`: advance, pause, resume or abort.
+    /// `POST /deployments/{id}/{action}`: cancel, advance, pause, resume or abort.
     pub async fn control_deployment(&self, id: DeploymentId, action: &str) -> Result<Deployment> {
         self.json(self.request(Method::POST, &format!("/deployments/{id}/{action}"))?)
             .await

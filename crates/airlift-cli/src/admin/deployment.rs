@@ -59,7 +59,7 @@ pub enum DeploymentCommand {
         after_help = "Examples:
   airlift deployment cancel 0190d5f0-1c2d-7e3f-8a4b-5c6d7e8f9a0b"
     )]
-    Cancel(CancelArgs),
+    Cancel(ControlArgs),
 
     /// Start a phased rollout's next phase now.
     #[command(
@@ -69,12 +69,12 @@ pub enum DeploymentCommand {
         after_help = "Examples:
   airlift deployment advance 0190d5f0-1c2d-7e3f-8a4b-5c6d7e8f9a0b"
     )]
-    Advance(CancelArgs),
+    Advance(ControlArgs),
 
     /// Hold a phased rollout: no device is admitted until it resumes.
     #[command(after_help = "Examples:
   airlift deployment pause 0190d5f0-1c2d-7e3f-8a4b-5c6d7e8f9a0b")]
-    Pause(CancelArgs),
+    Pause(ControlArgs),
 
     /// Go on with a paused rollout; the failures seen so far no longer count.
     #[command(
@@ -84,12 +84,12 @@ pub enum DeploymentCommand {
         after_help = "Examples:
   airlift deployment resume 0190d5f0-1c2d-7e3f-8a4b-5c6d7e8f9a0b"
     )]
-    Resume(CancelArgs),
+    Resume(ControlArgs),
 
     /// End a phased rollout: devices not yet done are never offered it.
     #[command(after_help = "Examples:
   airlift deployment abort 0190d5f0-1c2d-7e3f-8a4b-5c6d7e8f9a0b")]
-    Abort(CancelArgs),
+    Abort(ControlArgs),
 }
 
 /// Arguments of `airlift deployment create`.
@@ -167,13 +167,13 @@ pub struct ShowArgs {
     pub json: bool,
 }
 
-/// Arguments of `airlift deployment cancel`.
+/// Arguments of `airlift deployment cancel|advance|pause|resume|abort`.
 #[derive(Debug, Args)]
-pub struct CancelArgs {
+pub struct ControlArgs {
     /// The deployment's id.
     #[arg(value_parser = parse_deployment_id)]
     pub id: DeploymentId,
-    /// Print the cancelled deployment as JSON.
+    /// Print the deployment, as it is afterwards, as JSON.
     #[arg(long)]
     pub json: bool,
 }
@@ -184,11 +184,21 @@ pub async fn run(command: &DeploymentCommand, client: &Client) -> Result<()> {
         DeploymentCommand::Create(args) => create(args, client).await,
         DeploymentCommand::List(args) => list(args, client).await,
         DeploymentCommand::Show(args) => show(args, client).await,
-        DeploymentCommand::Cancel(args) => cancel(args, client).await,
-        DeploymentCommand::Advance(args) => control(args, "advance", "advanced", client).await,
-        DeploymentCommand::Pause(args) => control(args, "pause", "paused", client).await,
-        DeploymentCommand::Resume(args) => control(args, "resume", "resumed", client).await,
-        DeploymentCommand::Abort(args) => control(args, "abort", "aborted", client).await,
+        DeploymentCommand::Cancel(args) => {
+            control(args, ("cancel", "cancelling", "cancelled"), client).await
+        }
+        DeploymentCommand::Advance(args) => {
+            control(args, ("advance", "advancing", "advanced"), client).await
+        }
+        DeploymentCommand::Pause(args) => {
+            control(args, ("pause", "pausing", "paused"), client).await
+        }
+        DeploymentCommand::Resume(args) => {
+            control(args, ("resume", "resuming", "resumed"), client).await
+        }
+        DeploymentCommand::Abort(args) => {
+            control(args, ("abort", "aborting", "aborted"), client).await
+        }
     }
 }
 
@@ -291,24 +301,16 @@ async fn show(args: &ShowArgs, client: &Client) -> Result<()> {
     Ok(())
 }
 
-async fn cancel(args: &CancelArgs, client: &Client) -> Result<()> {
-    let deployment = client
-        .cancel_deployment(args.id)
-        .await
-        .with_context(|| format!("cancelling deployment {}", args.id))?;
-    if args.json {
-        return output::print_json(&deployment);
-    }
-    println!("cancelled deployment {}", deployment.id);
-    print_deployment(&deployment);
-    Ok(())
-}
-
-async fn control(args: &CancelArgs, action: &str, done: &str, client: &Client) -> Result<()> {
+/// `POST /deployments/{id}/{action}`, then the deployment as it is now.
+async fn control(
+    args: &ControlArgs,
+    (action, doing, done): (&str, &str, &str),
+    client: &Client,
+) -> Result<()> {
     let deployment = client
         .control_deployment(args.id, action)
         .await
-        .with_context(|| format!("{action} deployment {}", args.id))?;
+        .with_context(|| format!("{doing} deployment {}", args.id))?;
     if args.json {
         return output::print_json(&deployment);
     }
