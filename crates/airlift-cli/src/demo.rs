@@ -101,7 +101,7 @@ pub fn run(args: &DemoArgs, quiet: bool) -> Result<()> {
     let fleet = Fleet::start(config).map_err(|e| anyhow::anyhow!("{e}"))?;
     fleet
         .wait_until(Duration::from_secs(60), |s| {
-            s.in_state("idle") == args.devices && s.polls >= args.devices as u64
+            s.in_state("idle") == args.devices && s.checked_in == args.devices
         })
         .map_err(|s| anyhow::anyhow!("the fleet did not come up: {:?}", s.0.states))?;
     println!(

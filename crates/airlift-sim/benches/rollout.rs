@@ -170,7 +170,7 @@ fn main() {
     let started = Instant::now();
     let fleet = Fleet::start(config).expect("fleet");
     let enrolled = fleet.wait_until(Duration::from_secs(1200), |s| {
-        s.in_state("idle") == devices && s.polls >= devices as u64
+        s.in_state("idle") == devices && s.checked_in == devices
     });
     if let Err(timed_out) = enrolled {
         panic!("the fleet did not come up: {:?}", timed_out.0.states);

@@ -76,6 +76,8 @@ pub(crate) struct View {
     /// Deployments this device has lost power in already.
     pub cut_in: Vec<DeploymentId>,
     pub unreachable: bool,
+    /// Whether a check-in ever got through (the server knows the device).
+    pub checked_in: bool,
     pub last_error: Option<String>,
     pub errors: u32,
 }
@@ -413,6 +415,7 @@ fn step(shared: &Arc<Shared>, device: &mut SimDevice) -> Duration {
     match polled {
         Ok(Ok(Poll::Checked(server))) => {
             settle(shared, index, state, false);
+            shared.view(index).checked_in = true;
             next(server)
         }
         Ok(Ok(Poll::NotAccepted)) => {

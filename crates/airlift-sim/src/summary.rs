@@ -31,6 +31,9 @@ pub struct Snapshot {
     pub outcomes: BTreeMap<String, usize>,
     /// Devices whose last check-in could not reach the server.
     pub unreachable: usize,
+    /// Devices that checked in at least once: the server knows them, and
+    /// a deployment created from now on targets them.
+    pub checked_in: usize,
     /// Power cuts so far.
     pub power_cuts: u64,
     /// Downloads that went on from a byte past 0 (after a cut connection
@@ -61,6 +64,7 @@ impl Snapshot {
                 .map_or("none", |(_, state, _)| state.as_str());
             *snapshot.outcomes.entry(outcome.to_owned()).or_default() += 1;
             snapshot.unreachable += usize::from(view.unreachable);
+            snapshot.checked_in += usize::from(view.checked_in);
             snapshot.power_cuts += u64::from(view.power_cuts);
             snapshot.resumed_downloads += u64::from(view.resumed_downloads);
             snapshot.errors += u64::from(view.errors);

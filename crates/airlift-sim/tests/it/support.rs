@@ -169,7 +169,9 @@ impl World {
 /// Waits until every device has checked in and is idle.
 pub fn enrolled(fleet: &Fleet, devices: usize) -> Snapshot {
     fleet
-        .wait_until(Duration::from_secs(60), |s| s.in_state("idle") == devices)
+        .wait_until(Duration::from_secs(60), |s| {
+            s.in_state("idle") == devices && s.checked_in == devices
+        })
         .unwrap_or_else(|s| panic!("the fleet did not come up: {s}"))
 }
 
