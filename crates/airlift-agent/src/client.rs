@@ -10,6 +10,7 @@ use airlift_protocol::device::{
     download_path, status_path, AuthRequest, AuthResponse, CheckInResponse, Inventory, StatusAck,
     StatusReport, AUTH_PATH, CHECK_IN_PATH, SIGNATURE_HEADER,
 };
+use airlift_protocol::push::PUSH_PATH;
 use airlift_protocol::{DeploymentId, DeviceId, ErrorBody};
 use ed25519_dalek::SigningKey;
 use serde::de::DeserializeOwned;
@@ -81,6 +82,15 @@ impl ServerClient {
             token: None,
             device_id: None,
         })
+    }
+
+    /// A second session for the same device, with its own token and
+    /// connections and a silence `timeout` of its own (the push stream
+    /// waits longer between reads than a download may).
+    pub fn fork(&self, timeout: Duration) -> Result<Self, ClientError> {
+        let mut fork = Self::new(&self.base, self.key.clone(), self.identity.clone(), timeout)?;
+        fork.device_id = self.device_id;
+        Ok(fork)
     }
 
     /// The id the server gave this device, once known.
@@ -194,6 +204,18 @@ impl ServerClient {
             Some(&body),
         )?;
         json(response)
+    }
+
+    /// Opens the stream of push nudges (server-sent events).
+    pub fn open_push(&mut self) -> Result<Box<dyn Read + Send + Sync>, ClientError> {
+        let response = self.send_authorized(
+            |http, base| {
+                http.get(&format!("{base}{PUSH_PATH}"))
+                    .set("accept", "text/event-stream")
+            },
+            None,
+        )?;
+        Ok(response.into_reader())
     }
 
     /// Opens the package download at `offset`, valid only while the file's

@@ -68,6 +68,10 @@ pub struct AgentConfig {
     /// Prefix for `file` payload targets [default: `/`]; tests use a directory.
     #[serde(default = "default_root")]
     pub root: PathBuf,
+    /// How the agent hears "check in now" nudges [default: the server's
+    /// push stream]. Polling goes on either way.
+    #[serde(default)]
+    pub push: crate::push::PushConfig,
 }
 
 /// The two slots of one A/B pair: block devices or files.

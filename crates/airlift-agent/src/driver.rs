@@ -34,6 +34,7 @@ use crate::machine::{
     step, Activation, Decline, Effect, Event, Job, Outbox, OutboxError, Report, State, StateError,
     StateFile, TrialBoot,
 };
+use crate::push::{PushListener, Ring, STREAM_TIMEOUT};
 use crate::stream::{Source, Stream, StreamError};
 use airlift_package::encryption::{Identity as AgeIdentity, IdentityTrait};
 use airlift_package::{
@@ -392,6 +393,15 @@ impl Agent {
     /// `airlift-agent rollback`: abandons the update or the trial under way.
     pub fn rollback(&mut self) -> Result<(), AgentError> {
         self.feed(Event::RollbackRequested)
+    }
+
+    /// Starts listening for nudges as configured (`[push]`), calling
+    /// `ring` for each; `None` when push is off. Polling is not affected:
+    /// the caller checks in early when it rings.
+    pub fn start_push(&self, ring: Ring) -> Result<Option<PushListener>, AgentError> {
+        let timeout = Duration::from_secs(self.config.network_timeout_secs).max(STREAM_TIMEOUT);
+        let client = self.client.fork(timeout)?;
+        PushListener::start(&self.config.push, client, ring).map_err(AgentError::Setup)
     }
 
     /// How long to wait before the next check-in.

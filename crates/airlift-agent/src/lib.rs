@@ -31,4 +31,5 @@ pub mod health;
 pub mod identity;
 pub mod install;
 pub mod machine;
+pub mod push;
 pub mod stream;

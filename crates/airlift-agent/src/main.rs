@@ -3,10 +3,12 @@
 use airlift_agent::config::AgentConfig;
 use airlift_agent::driver::{Agent, Poll};
 use airlift_agent::machine::{State, StateFile};
+use airlift_agent::push::Doorbell;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
 
@@ -49,6 +51,8 @@ enum Command {
 
 /// Longest wait between check-ins while the device is not accepted.
 const MAX_BACKOFF: Duration = Duration::from_secs(30 * 60);
+/// Shortest time between two check-ins that nudges asked for.
+const MIN_NUDGE_GAP: Duration = Duration::from_secs(1);
 
 fn main() -> anyhow::Result<()> {
     // `AIRLIFT_LOG=info,airlift_agent::stream=debug`: a level, then
@@ -95,6 +99,15 @@ fn started(config: AgentConfig) -> anyhow::Result<Agent> {
 fn run(config: AgentConfig, once: bool) -> anyhow::Result<()> {
     let mut agent = started(config)?;
     let mut backoff = agent.poll_interval();
+    let doorbell = Arc::new(Doorbell::default());
+    let _push = if once {
+        None
+    } else {
+        agent
+            .start_push(doorbell.ringer())
+            .context("starting the push listener")?
+    };
+    let mut checked_at = Instant::now();
     loop {
         if agent.is_rebooting() {
             return Ok(());
@@ -117,7 +130,14 @@ fn run(config: AgentConfig, once: bool) -> anyhow::Result<()> {
         if once {
             return Ok(());
         }
-        std::thread::sleep(wait);
+        let wait = wait.saturating_sub(checked_at.elapsed());
+        if let Some(rang) = doorbell.wait(wait) {
+            tracing::info!(?rang, "push: checking in now");
+            // Nudges, real or forged, never make the agent check in more
+            // often than this.
+            std::thread::sleep(MIN_NUDGE_GAP.saturating_sub(checked_at.elapsed()));
+        }
+        checked_at = Instant::now();
     }
 }
 

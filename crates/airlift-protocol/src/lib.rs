@@ -15,6 +15,7 @@ pub mod auth;
 pub mod device;
 pub mod ids;
 pub mod management;
+pub mod push;
 pub mod state;
 pub mod strategy;
 

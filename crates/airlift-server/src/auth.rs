@@ -144,6 +144,8 @@ pub fn issue_device_token(state: &AppState, device: DeviceId) -> Result<String, 
 pub struct DeviceCaller {
     /// The device.
     pub device_id: DeviceId,
+    /// When its token expires (Unix seconds).
+    pub expires_at: i64,
 }
 
 impl FromRequestParts<AppState> for DeviceCaller {
@@ -169,6 +171,9 @@ impl FromRequestParts<AppState> for DeviceCaller {
             .sub
             .parse()
             .map_err(|_| ApiError::Unauthorized("device token names no device".into()))?;
-        Ok(DeviceCaller { device_id })
+        Ok(DeviceCaller {
+            device_id,
+            expires_at: data.claims.exp,
+        })
     }
 }

@@ -183,8 +183,11 @@ impl Caches {
     /// Applies an event of the store's change feed.
     pub fn apply(&self, event: StoreEvent) {
         match event {
-            StoreEvent::DeviceChanged(id) => self.forget_device(id),
+            StoreEvent::DeviceChanged(id) | StoreEvent::InventoryChanged(id) => {
+                self.forget_device(id)
+            }
             StoreEvent::DeploymentChanged(_) => self.deployments_changed(),
+            StoreEvent::CheckInRequested(_) => {}
             StoreEvent::Listening | StoreEvent::Interrupted => {
                 if let Ok(mut derived) = self.derived.write() {
                     derived.clear();

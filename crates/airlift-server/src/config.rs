@@ -2,6 +2,7 @@
 //! `AIRLIFT_*` environment → flags, then a validated [`Config`]. Loading
 //! has no side effects; secrets never show in `Debug`.
 
+use airlift_protocol::push::{MqttBroker, DEFAULT_TOPIC_PREFIX};
 use airlift_store::DatabaseUrl;
 use clap::Parser;
 use serde::Deserialize;
@@ -59,6 +60,13 @@ pub struct Args {
     /// Log format: text or json [default: text].
     #[arg(long, env = "AIRLIFT_LOG_FORMAT")]
     pub log_format: Option<LogFormat>,
+    /// MQTT broker to publish "check in now" nudges to: mqtt://[user[:password]@]host[:port].
+    /// Devices subscribed to <prefix>/devices/<id>/check-in hear them. Off unless given.
+    #[arg(long, env = "AIRLIFT_MQTT_URL")]
+    pub mqtt_url: Option<String>,
+    /// MQTT topic prefix [default: airlift].
+    #[arg(long, env = "AIRLIFT_MQTT_TOPIC_PREFIX")]
+    pub mqtt_topic_prefix: Option<String>,
 }
 
 /// How log lines look.
@@ -87,6 +95,8 @@ struct FileConfig {
     device_token_ttl: Option<u64>,
     max_package_mib: Option<u64>,
     log_format: Option<LogFormat>,
+    mqtt_url: Option<String>,
+    mqtt_topic_prefix: Option<String>,
 }
 
 /// Validated configuration.
@@ -114,6 +124,8 @@ pub struct Config {
     pub log_format: LogFormat,
     /// `AIRLIFT_ADMIN_TOKEN`, if set: the admin token to install.
     pub admin_token: Option<String>,
+    /// The MQTT broker nudges go to, and the topic prefix, if configured.
+    pub mqtt: Option<(MqttBroker, String)>,
 }
 
 impl std::fmt::Debug for Config {
@@ -132,6 +144,7 @@ impl std::fmt::Debug for Config {
                 "admin_token",
                 &self.admin_token.as_ref().map(|_| "<redacted>"),
             )
+            .field("mqtt", &self.mqtt)
             .finish()
     }
 }
@@ -225,7 +238,25 @@ impl Config {
             .max_package_mib
             .or(file.max_package_mib)
             .unwrap_or(16 * 1024);
+        let prefix = args
+            .mqtt_topic_prefix
+            .or(file.mqtt_topic_prefix)
+            .unwrap_or_else(|| DEFAULT_TOPIC_PREFIX.to_owned());
+        if prefix.is_empty() || prefix.contains(['+', '#']) {
+            return Err(ConfigError::Invalid(format!(
+                "mqtt_topic_prefix {prefix:?} must be non-empty and free of MQTT wildcards (+, #)"
+            )));
+        }
+        let mqtt = match args.mqtt_url.or(file.mqtt_url) {
+            Some(url) => Some((
+                url.parse::<MqttBroker>()
+                    .map_err(|e| ConfigError::Invalid(e.to_string()))?,
+                prefix,
+            )),
+            None => None,
+        };
         Ok(Self {
+            mqtt,
             data_dir,
             listen,
             database,

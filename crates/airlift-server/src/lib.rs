@@ -23,6 +23,7 @@ pub mod error;
 pub mod extract;
 pub mod observability;
 pub mod openapi;
+pub mod push;
 pub mod rollout;
 pub mod startup;
 pub mod state;
@@ -56,6 +57,11 @@ pub async fn serve(
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let push = state.push().clone();
+    let shutdown = async move {
+        shutdown.await;
+        push.close();
+    };
     axum::serve(listener, app(state))
         .with_graceful_shutdown(shutdown)
         .await
@@ -70,8 +76,10 @@ pub async fn serve_tls(
 ) -> std::io::Result<()> {
     let handle = axum_server::Handle::new();
     let stopper = handle.clone();
+    let push = state.push().clone();
     tokio::spawn(async move {
         shutdown.await;
+        push.close();
         stopper.graceful_shutdown(Some(std::time::Duration::from_secs(30)));
     });
     axum_server::from_tcp_rustls(listener, tls)

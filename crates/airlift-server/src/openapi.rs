@@ -13,9 +13,10 @@ use utoipa::{Modify, OpenApi};
     info(title = "Airlift", description = "Over-the-air updates for device fleets: the device API (/api/device/v1) and the management API (/api/v1)."),
     paths(
         device_api::authenticate, device_api::check_in, device_api::download, device_api::report_status,
+        crate::push::events::push,
         api::upload_package, api::list_packages, api::get_package, api::download_package, api::delete_package,
         api::list_devices, api::get_device, api::accept_device, api::reject_device, api::decommission_device,
-        api::preauthorize_device, api::set_device_tags,
+        api::preauthorize_device, api::set_device_tags, api::request_check_in,
         api::create_deployment, api::list_deployments, api::get_deployment, api::cancel_deployment,
         api::advance_deployment, api::pause_deployment, api::resume_deployment, api::abort_deployment,
         api::create_token, api::list_tokens, api::delete_token, api::whoami, api::list_audit,

@@ -86,6 +86,11 @@ pub async fn prepare(config: &Config) -> Result<(AppState, AdminToken), StartupE
 
     // Subscribed before the first request, so no change is missed.
     let changes = store.changes();
+    let push_changes = store.changes();
+    let mqtt = config.mqtt.as_ref().map(|(broker, prefix)| {
+        let client_id = format!("airlift-server-{}", random_hex(8).unwrap_or_default());
+        crate::push::mqtt::MqttPublisher::start(broker, prefix, &client_id)
+    });
     let state = AppState::new(
         store,
         Arc::new(blobs),
@@ -93,8 +98,10 @@ pub async fn prepare(config: &Config) -> Result<(AppState, AdminToken), StartupE
         device_keys,
         Settings::from_config(config),
         crate::observability::prometheus(),
+        mqtt,
     );
     tokio::spawn(crate::cache::follow_changes(changes, state.clone()));
+    tokio::spawn(crate::push::follow::follow(push_changes, state.clone()));
     tokio::spawn(flush_check_ins(state.clone()));
     tokio::spawn(crate::rollout::RolloutEngine::new(state.shared_store()).run(ROLLOUT_INTERVAL));
     Ok((state, admin))

@@ -2,6 +2,8 @@
 
 use crate::cache::Caches;
 use crate::config::Config;
+use crate::push::mqtt::MqttPublisher;
+use crate::push::PushHub;
 use airlift_package::TrustSet;
 use airlift_store::SharedStore;
 use jsonwebtoken::{DecodingKey, EncodingKey};
@@ -35,6 +37,8 @@ struct Inner {
     settings: Settings,
     metrics: Option<PrometheusHandle>,
     caches: Caches,
+    push: PushHub,
+    mqtt: Option<MqttPublisher>,
 }
 
 /// The tunables handlers need.
@@ -97,6 +101,7 @@ impl AppState {
         device_keys: DeviceTokenKeys,
         settings: Settings,
         metrics: Option<PrometheusHandle>,
+        mqtt: Option<MqttPublisher>,
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
@@ -107,6 +112,8 @@ impl AppState {
                 settings,
                 metrics,
                 caches: Caches::default(),
+                push: PushHub::default(),
+                mqtt,
             }),
         }
     }
@@ -144,6 +151,16 @@ impl AppState {
     /// Read caches for hot paths.
     pub fn caches(&self) -> &Caches {
         &self.inner.caches
+    }
+
+    /// The devices connected to this instance's push stream.
+    pub fn push(&self) -> &PushHub {
+        &self.inner.push
+    }
+
+    /// The MQTT broker nudges are published to, if one is configured.
+    pub fn mqtt(&self) -> Option<&MqttPublisher> {
+        self.inner.mqtt.as_ref()
     }
 
     /// The Prometheus renderer, if metrics are on.

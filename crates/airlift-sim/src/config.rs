@@ -2,6 +2,7 @@
 //! attributes, where their server is, and which faults they meet.
 
 use crate::select::{Mix, Share};
+use airlift_agent::push::PushConfig;
 use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -47,6 +48,9 @@ pub struct FleetConfig {
     /// Where the devices' directories go; `None`: a temporary directory,
     /// deleted when the fleet is dropped.
     pub dir: Option<PathBuf>,
+    /// How devices hear "check in now" nudges: each runs the agent's own
+    /// push listener (a thread per device) [default: off, poll only].
+    pub push: PushConfig,
 }
 
 impl fmt::Debug for FleetConfig {
@@ -137,6 +141,7 @@ impl FleetConfig {
             seed: 0,
             faults: Faults::default(),
             dir: None,
+            push: PushConfig::Off,
         }
     }
 

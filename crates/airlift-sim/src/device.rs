@@ -238,6 +238,7 @@ impl Layout {
             }],
             reboot_command: vec!["true".into()],
             modules_dir: self.dir.join("modules"),
+            push: config.push.clone(),
             root: self.dir.join("root"),
         }
     }

@@ -17,13 +17,13 @@ use crate::admin::Admin;
 use crate::config::{ConfigError, FleetConfig};
 use crate::device::{Layout, Plan};
 use crate::proxy::FlakyProxy;
+use crate::schedule::Schedule;
 use crate::summary::{DeviceReport, Snapshot, Summary};
 use airlift_agent::download::DownloadEvent;
 use airlift_agent::driver::{Agent, Observed, Poll};
+use airlift_agent::push::PushListener;
 use airlift_protocol::state::UpdateState;
 use airlift_protocol::DeploymentId;
-use std::cmp::Ordering as CmpOrdering;
-use std::collections::BinaryHeap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -86,10 +86,12 @@ pub(crate) struct Shared {
     pub config: FleetConfig,
     pub plans: Vec<Plan>,
     pub views: Vec<Mutex<View>>,
-    queue: Mutex<BinaryHeap<Due>>,
+    queue: Mutex<Schedule<Box<SimDevice>>>,
     wake: Condvar,
     stop: AtomicBool,
     pub polls: AtomicU64,
+    /// Push nudges that brought a device's check-in forward.
+    pub nudges: AtomicU64,
     admin: Option<Admin>,
     proxy_url: Option<String>,
     root: PathBuf,
@@ -103,34 +105,18 @@ impl Shared {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    fn queue(&self) -> MutexGuard<'_, BinaryHeap<Due>> {
+    /// Brings device `index`'s next step forward to now (a push nudge).
+    pub fn nudge(&self, index: usize) {
+        if self.queue().nudge(index, Instant::now()) {
+            self.nudges.fetch_add(1, Ordering::Relaxed);
+            self.wake.notify_one();
+        }
+    }
+
+    fn queue(&self) -> MutexGuard<'_, Schedule<Box<SimDevice>>> {
         self.queue
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-}
-
-/// A device in the queue, due at `at`.
-struct Due {
-    at: Instant,
-    device: Box<SimDevice>,
-}
-
-impl PartialEq for Due {
-    fn eq(&self, other: &Self) -> bool {
-        self.cmp(other) == CmpOrdering::Equal
-    }
-}
-impl Eq for Due {}
-impl PartialOrd for Due {
-    fn partial_cmp(&self, other: &Self) -> Option<CmpOrdering> {
-        Some(self.cmp(other))
-    }
-}
-impl Ord for Due {
-    /// Earliest first (the heap is a max-heap), then by device.
-    fn cmp(&self, other: &Self) -> CmpOrdering {
-        (other.at, other.device.index).cmp(&(self.at, self.device.index))
     }
 }
 
@@ -141,6 +127,8 @@ struct SimDevice {
     created: bool,
     powered: bool,
     agent: Option<Agent>,
+    /// The agent's push listener, while the agent runs.
+    push: Option<PushListener>,
 }
 
 /// A running fleet of simulated devices.
@@ -213,25 +201,26 @@ impl Fleet {
             (None, None)
         };
         let started = Instant::now();
-        let queue = plans
-            .iter()
-            .enumerate()
-            .map(|(index, plan)| {
-                let spread = crate::select::fraction(config.seed, "start", &plan.serial);
-                Due {
-                    at: started + config.ramp_up.mul_f64(spread),
-                    device: Box::new(SimDevice {
-                        index,
-                        layout: Layout {
-                            dir: root.join(&plan.serial),
-                        },
-                        created: false,
-                        powered: false,
-                        agent: None,
-                    }),
-                }
-            })
-            .collect();
+        let mut queue = Schedule::new(plans.len());
+        for (index, plan) in plans.iter().enumerate() {
+            let spread = crate::select::fraction(config.seed, "start", &plan.serial);
+            let device = Box::new(SimDevice {
+                index,
+                layout: Layout {
+                    dir: root.join(&plan.serial),
+                },
+                created: false,
+                powered: false,
+                agent: None,
+                push: None,
+            });
+            queue.put(
+                index,
+                started + config.ramp_up.mul_f64(spread),
+                started,
+                device,
+            );
+        }
         let shared = Arc::new(Shared {
             admin: config
                 .admin_token
@@ -251,6 +240,7 @@ impl Fleet {
             wake: Condvar::new(),
             stop: AtomicBool::new(false),
             polls: AtomicU64::new(0),
+            nudges: AtomicU64::new(0),
             proxy_url: proxy.as_ref().map(|p| p.url.clone()),
             root,
             config,
@@ -361,33 +351,28 @@ fn work(shared: &Arc<Shared>) {
                     return;
                 }
                 let now = Instant::now();
-                match queue.peek().map(|due| due.at) {
-                    Some(at) if at <= now => break,
+                if let Some(device) = queue.take_due(now) {
+                    break device;
+                }
+                queue = match queue.next_at() {
                     Some(at) => {
-                        queue = shared
+                        shared
                             .wake
                             .wait_timeout(queue, at - now)
                             .unwrap_or_else(std::sync::PoisonError::into_inner)
-                            .0;
+                            .0
                     }
-                    None => {
-                        queue = shared
-                            .wake
-                            .wait(queue)
-                            .unwrap_or_else(std::sync::PoisonError::into_inner);
-                    }
-                }
-            }
-            match queue.pop() {
-                Some(due) => due.device,
-                None => continue,
+                    None => shared
+                        .wake
+                        .wait(queue)
+                        .unwrap_or_else(std::sync::PoisonError::into_inner),
+                };
             }
         };
         let delay = step(shared, &mut device);
-        shared.queue().push(Due {
-            at: Instant::now() + delay,
-            device,
-        });
+        let now = Instant::now();
+        let index = device.index;
+        shared.queue().put(index, now + delay, now, device);
         shared.wake.notify_one();
     }
 }
@@ -429,17 +414,20 @@ fn step(shared: &Arc<Shared>, device: &mut SimDevice) -> Duration {
         Ok(Ok(Poll::Rebooting)) => {
             settle(shared, index, state, false);
             device.agent = None;
+            device.push = None;
             device.powered = false;
             REBOOT
         }
         Ok(Err(e)) => {
             device.agent = None;
+            device.push = None;
             device.powered = false;
             failed(shared, index, &e, retry)
         }
         Err(panic) => {
             crashed(shared, index, panic.as_ref());
             device.agent = None;
+            device.push = None;
             device.powered = false;
             REBOOT
         }
@@ -486,6 +474,10 @@ fn start(shared: &Arc<Shared>, device: &mut SimDevice, retry: Duration) -> Durat
         }
         Ok(Ok(())) => {
             settle(shared, index, state, false);
+            device.push = match agent.start_push(ringer(shared, index)) {
+                Ok(push) => push,
+                Err(e) => return failed(shared, index, &e, retry),
+            };
             device.agent = Some(agent);
             // The first check-in follows at once.
             Duration::ZERO
@@ -500,6 +492,16 @@ fn start(shared: &Arc<Shared>, device: &mut SimDevice, retry: Duration) -> Durat
             REBOOT
         }
     }
+}
+
+/// A push listener's bell for device `index`: its next step comes forward.
+fn ringer(shared: &Arc<Shared>, index: usize) -> airlift_agent::push::Ring {
+    let shared = Arc::downgrade(shared);
+    Arc::new(move |_| {
+        if let Some(shared) = shared.upgrade() {
+            shared.nudge(index);
+        }
+    })
 }
 
 fn settle(shared: &Shared, index: usize, state: &'static str, unreachable: bool) {

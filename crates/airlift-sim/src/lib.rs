@@ -50,6 +50,7 @@ pub mod device;
 pub mod fleet;
 pub mod image;
 pub mod proxy;
+mod schedule;
 pub mod select;
 pub mod server;
 pub mod summary;

@@ -43,6 +43,8 @@ pub struct Snapshot {
     pub errors: u64,
     /// Check-ins so far.
     pub polls: u64,
+    /// Push nudges that brought a check-in forward.
+    pub nudges: u64,
 }
 
 impl Snapshot {
@@ -51,6 +53,7 @@ impl Snapshot {
             elapsed_secs: elapsed.as_secs(),
             devices: shared.views.len(),
             polls: shared.polls.load(Ordering::Relaxed),
+            nudges: shared.nudges.load(Ordering::Relaxed),
             ..Snapshot::default()
         };
         for index in 0..shared.views.len() {

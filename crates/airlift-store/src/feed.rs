@@ -26,11 +26,16 @@ const BACKLOG: usize = 4096;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum StoreEvent {
-    /// A device was created, or its status, identity, tags or inventory
-    /// changed. (Moving only its `last_check_in` is not a change here.)
+    /// A device was created, or its status, identity or tags changed.
     DeviceChanged(DeviceId),
-    /// A deployment was created, cancelled or finished.
+    /// A device reported an inventory that differs from the one stored.
+    /// (Moving only its `last_check_in` is not a change here.)
+    InventoryChanged(DeviceId),
+    /// A deployment was created, cancelled, paused, resumed or finished,
+    /// moved to another phase, or admitted devices.
     DeploymentChanged(DeploymentId),
+    /// Someone asked the device to check in now; nothing was written.
+    CheckInRequested(DeviceId),
     /// The feed hears nothing from now until the next
     /// [`Listening`](Self::Listening): trust nothing derived from the store.
     Interrupted,
@@ -40,26 +45,46 @@ pub enum StoreEvent {
 }
 
 impl StoreEvent {
-    /// The text a `NOTIFY` carries: `device:<id>` or `deployment:<id>`.
-    /// `None` for the feed's own state, which is never sent.
-    pub(crate) fn payload(&self) -> Option<String> {
-        match self {
-            Self::DeviceChanged(id) => Some(format!("device:{id}")),
-            Self::DeploymentChanged(id) => Some(format!("deployment:{id}")),
-            Self::Interrupted | Self::Listening => None,
-        }
+    /// The text a `NOTIFY` carries: `<kind>:<id>@<origin>`, where `origin`
+    /// names the store (the server instance) that made the change. `None`
+    /// for the feed's own state, which is never sent.
+    pub(crate) fn payload(&self, origin: &str) -> Option<String> {
+        let (kind, id) = match self {
+            Self::DeviceChanged(id) => ("device", id.to_string()),
+            Self::InventoryChanged(id) => ("inventory", id.to_string()),
+            Self::DeploymentChanged(id) => ("deployment", id.to_string()),
+            Self::CheckInRequested(id) => ("check-in", id.to_string()),
+            Self::Interrupted | Self::Listening => return None,
+        };
+        Some(format!("{kind}:{id}@{origin}"))
     }
 
-    /// Reads a `NOTIFY` payload back; `None` for anything else (a heartbeat,
-    /// or a kind of event a newer instance sends).
-    pub(crate) fn from_payload(payload: &str) -> Option<Self> {
+    /// Reads a `NOTIFY` payload back, with its origin (empty if it names
+    /// none); `None` for anything else (a heartbeat, or a kind of event a
+    /// newer instance sends).
+    pub(crate) fn from_payload(payload: &str) -> Option<(Self, &str)> {
+        let (payload, origin) = payload.split_once('@').unwrap_or((payload, ""));
         let (kind, id) = payload.split_once(':')?;
-        match kind {
-            "device" => id.parse().ok().map(Self::DeviceChanged),
-            "deployment" => id.parse().ok().map(Self::DeploymentChanged),
-            _ => None,
-        }
+        let event = match kind {
+            "device" => Self::DeviceChanged(id.parse().ok()?),
+            "inventory" => Self::InventoryChanged(id.parse().ok()?),
+            "deployment" => Self::DeploymentChanged(id.parse().ok()?),
+            "check-in" => Self::CheckInRequested(id.parse().ok()?),
+            _ => return None,
+        };
+        Some((event, origin))
     }
+}
+
+/// An event as a subscriber hears it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Heard {
+    /// What happened.
+    pub event: StoreEvent,
+    /// Whether this process made the change (always, on SQLite). Work that
+    /// must be done once per change, not once per instance — publishing to
+    /// an MQTT broker — is done by the instance that made it.
+    pub local: bool,
 }
 
 /// One subscriber's stream of [`StoreEvent`]s, from
@@ -71,7 +96,7 @@ impl StoreEvent {
 #[derive(Debug)]
 pub struct ChangeFeed {
     first: Option<StoreEvent>,
-    events: broadcast::Receiver<StoreEvent>,
+    events: broadcast::Receiver<Heard>,
     live: Arc<AtomicBool>,
 }
 
@@ -82,18 +107,25 @@ impl ChangeFeed {
     /// [`StoreEvent::Listening`] (or `Interrupted`, if the feed is deaf at
     /// that moment) in place of the events it missed.
     pub async fn recv(&mut self) -> Option<StoreEvent> {
+        self.recv_heard().await.map(|heard| heard.event)
+    }
+
+    /// [`recv`](Self::recv), saying also whether this process made the
+    /// change. The feed's own state (`Listening`, `Interrupted`) is local.
+    pub async fn recv_heard(&mut self) -> Option<Heard> {
+        let local = |event| Heard { event, local: true };
         if let Some(first) = self.first.take() {
-            return Some(first);
+            return Some(local(first));
         }
         match self.events.recv().await {
-            Ok(event) => Some(event),
+            Ok(heard) => Some(heard),
             Err(broadcast::error::RecvError::Lagged(missed)) => {
                 tracing::warn!(missed, "change feed subscriber fell behind");
-                Some(if self.live.load(Ordering::Acquire) {
+                Some(local(if self.live.load(Ordering::Acquire) {
                     StoreEvent::Listening
                 } else {
                     StoreEvent::Interrupted
-                })
+                }))
             }
             Err(broadcast::error::RecvError::Closed) => None,
         }
@@ -103,7 +135,10 @@ impl ChangeFeed {
 /// The sending side, shared by a backend and its listener task.
 #[derive(Debug)]
 pub(crate) struct Hub {
-    events: broadcast::Sender<StoreEvent>,
+    events: broadcast::Sender<Heard>,
+    /// Names this store in the notifications it sends, so that it can tell
+    /// its own changes from other instances'.
+    pub(crate) origin: String,
     live: Arc<AtomicBool>,
     /// Held while the state changes or a subscriber joins, so a subscriber's
     /// first event and the events after it agree.
@@ -116,6 +151,7 @@ impl Hub {
         let (events, _) = broadcast::channel(BACKLOG);
         Arc::new(Self {
             events,
+            origin: uuid::Uuid::new_v4().simple().to_string(),
             live: Arc::new(AtomicBool::new(live)),
             state: Mutex::new(()),
         })
@@ -135,20 +171,22 @@ impl Hub {
         }
     }
 
-    /// Passes a change on to every subscriber (none is fine).
-    pub(crate) fn publish(&self, event: StoreEvent) {
-        let _ = self.events.send(event);
+    /// Passes a change on to every subscriber (none is fine); `local` if
+    /// this process made it.
+    pub(crate) fn publish(&self, event: StoreEvent, local: bool) {
+        let _ = self.events.send(Heard { event, local });
     }
 
     /// Records whether the feed hears changes, and tells subscribers.
     pub(crate) fn set_live(&self, live: bool) {
         let _state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         self.live.store(live, Ordering::Release);
-        self.publish(if live {
+        let event = if live {
             StoreEvent::Listening
         } else {
             StoreEvent::Interrupted
-        });
+        };
+        self.publish(event, true);
     }
 }
 
@@ -160,13 +198,28 @@ mod tests {
     fn payloads_round_trip_and_unknown_ones_are_ignored() {
         for event in [
             StoreEvent::DeviceChanged(DeviceId::new()),
+            StoreEvent::InventoryChanged(DeviceId::new()),
             StoreEvent::DeploymentChanged(DeploymentId::new()),
+            StoreEvent::CheckInRequested(DeviceId::new()),
         ] {
-            let payload = event.payload().expect("a change has a payload");
-            assert_eq!(StoreEvent::from_payload(&payload), Some(event));
+            let payload = event.payload("0a1b").expect("a change has a payload");
+            assert_eq!(StoreEvent::from_payload(&payload), Some((event, "0a1b")));
         }
-        assert_eq!(StoreEvent::Listening.payload(), None);
-        for other in ["", "device:", "device:not-a-uuid", "package:x", "heartbeat"] {
+        // An older instance's payload names no origin.
+        let device = DeviceId::new();
+        assert_eq!(
+            StoreEvent::from_payload(&format!("device:{device}")),
+            Some((StoreEvent::DeviceChanged(device), ""))
+        );
+        assert_eq!(StoreEvent::Listening.payload("0a1b"), None);
+        for other in [
+            "",
+            "device:",
+            "device:not-a-uuid",
+            "package:x",
+            "heartbeat",
+            "@x",
+        ] {
             assert_eq!(StoreEvent::from_payload(other), None, "{other}");
         }
     }
@@ -178,7 +231,7 @@ mod tests {
         assert_eq!(feed.recv().await, Some(StoreEvent::Interrupted));
         hub.set_live(true);
         let device = DeviceId::new();
-        hub.publish(StoreEvent::DeviceChanged(device));
+        hub.publish(StoreEvent::DeviceChanged(device), false);
         assert_eq!(feed.recv().await, Some(StoreEvent::Listening));
         assert_eq!(feed.recv().await, Some(StoreEvent::DeviceChanged(device)));
         let mut late = hub.subscribe();
@@ -193,7 +246,7 @@ mod tests {
         let mut feed = hub.subscribe();
         assert_eq!(feed.recv().await, Some(StoreEvent::Listening));
         for _ in 0..BACKLOG + 10 {
-            hub.publish(StoreEvent::DeviceChanged(DeviceId::new()));
+            hub.publish(StoreEvent::DeviceChanged(DeviceId::new()), true);
         }
         assert_eq!(feed.recv().await, Some(StoreEvent::Listening));
     }

@@ -56,7 +56,7 @@ mod postgres;
 mod sql;
 mod sqlite;
 pub use codec::inventory_digest;
-pub use feed::{ChangeFeed, StoreEvent};
+pub use feed::{ChangeFeed, Heard, StoreEvent};
 pub use open::{open, DatabaseUrl, InvalidDatabaseUrl};
 
 /// Why a store operation failed.
@@ -224,9 +224,14 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// (PostgreSQL) any other using the same database: see [`StoreEvent`]
     /// for what is announced. Every write below that changes a device's
     /// status, identity, tags or inventory announces
-    /// [`StoreEvent::DeviceChanged`]; creating, cancelling or finishing a
-    /// deployment announces [`StoreEvent::DeploymentChanged`].
+    /// [`StoreEvent::DeviceChanged`] ([`StoreEvent::InventoryChanged`] for
+    /// the inventory); every write to a deployment's status, phase or
+    /// admitted devices announces [`StoreEvent::DeploymentChanged`].
     fn changes(&self) -> ChangeFeed;
+
+    /// Announces [`StoreEvent::CheckInRequested`] for the device to every
+    /// subscriber, on every instance; writes nothing.
+    async fn request_check_in(&self, id: DeviceId) -> StoreResult<()>;
 
     // --- settings -------------------------------------------------------
 

@@ -125,8 +125,9 @@ async fn follow(
         loop {
             match tokio::time::timeout(SILENCE_LIMIT, listener.try_recv()).await {
                 Ok(Ok(Some(notification))) => {
-                    if let Some(event) = crate::StoreEvent::from_payload(notification.payload()) {
-                        hub.publish(event);
+                    let heard = crate::StoreEvent::from_payload(notification.payload());
+                    if let Some((event, origin)) = heard {
+                        hub.publish(event, origin == hub.origin);
                     }
                 }
                 Ok(Ok(None)) => {
@@ -190,7 +191,7 @@ impl PgStore {
         conn: &mut sqlx::PgConnection,
         event: &StoreEvent,
     ) -> Result<(), sqlx::Error> {
-        if let Some(payload) = event.payload() {
+        if let Some(payload) = event.payload(&self.hub.origin) {
             sqlx::query("SELECT pg_notify($1, $2)")
                 .bind(self.channel.as_str())
                 .bind(payload)

@@ -371,6 +371,12 @@ macro_rules! impl_store {
                 self.hub.subscribe()
             }
 
+            async fn request_check_in(&self, id: DeviceId) -> StoreResult<()> {
+                let tx = self.begin().await?;
+                self.commit_with(tx, &[StoreEvent::CheckInRequested(id)])
+                    .await
+            }
+
             // --- settings ---------------------------------------------------
 
             async fn setting(&self, key: &str) -> StoreResult<Option<String>> {
@@ -841,7 +847,8 @@ macro_rules! impl_store {
                     .await?;
                 Self::insert_installed(&mut tx, &device_id, &inventory.installed).await?;
                 Self::insert_attributes(&mut tx, &device_id, &inventory.attributes).await?;
-                self.commit_with(tx, &[StoreEvent::DeviceChanged(id)]).await
+                self.commit_with(tx, &[StoreEvent::InventoryChanged(id)])
+                    .await
             }
 
             async fn record_check_in_times(&self, times: &[CheckInTime]) -> StoreResult<u64> {

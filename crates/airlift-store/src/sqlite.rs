@@ -71,6 +71,6 @@ impl SqliteStore {
 
     /// Tells this process's subscribers, once the change is committed.
     fn committed(&self, event: StoreEvent) {
-        self.hub.publish(event);
+        self.hub.publish(event, true);
     }
 }

@@ -269,3 +269,27 @@ fn validate_tags(tags: &[String]) -> ApiResult<()> {
     }
     Ok(())
 }
+
+/// Ask a device to check in now. It hears this at once if it holds a push
+/// connection (server-sent events on any instance, or MQTT); otherwise at
+/// its next poll, as always.
+#[utoipa::path(post, path = "/api/v1/devices/{device_id}/check-in", tag = "devices", params(("device_id" = String, Path)), security(("api_token" = [])), responses((status = 202, description = "Asked"), (status = 404, body = airlift_protocol::ErrorBody), (status = 409, description = "The device is not accepted", body = airlift_protocol::ErrorBody)))]
+pub async fn request_check_in(
+    State(state): State<AppState>,
+    caller: ApiCaller,
+    ApiPath(id): ApiPath<DeviceId>,
+) -> ApiResult<axum::http::StatusCode> {
+    caller.require_operator()?;
+    let device = find(&state, id).await?;
+    if device.status != DeviceStatus::Accepted {
+        return Err(ApiError::Conflict(
+            "not_accepted",
+            format!(
+                "device {id} is {}: only an accepted device checks in",
+                device.status
+            ),
+        ));
+    }
+    state.store().request_check_in(id).await?;
+    Ok(axum::http::StatusCode::ACCEPTED)
+}

@@ -54,6 +54,10 @@ pub fn routes() -> Router<AppState> {
         )
         .route("/devices/{device_id}/tags", put(devices::set_device_tags))
         .route(
+            "/devices/{device_id}/check-in",
+            post(devices::request_check_in),
+        )
+        .route(
             "/deployments",
             get(deployments::list_deployments).post(deployments::create_deployment),
         )

@@ -24,6 +24,7 @@ pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/auth", post(authenticate::authenticate))
         .route("/check-in", post(check_in::check_in))
+        .route("/push", get(crate::push::events::push))
         .route(
             "/deployments/{deployment_id}/download",
             get(download::download),

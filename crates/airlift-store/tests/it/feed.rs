@@ -14,6 +14,7 @@ conformance!(
     a_subscriber_starts_listening,
     device_record_carries_the_inventory_digest,
     check_in_times_move_forward_only_for_unchanged_inventories,
+    check_in_requests_are_announced_as_this_instances_own,
 );
 
 /// How long an announced change may take to arrive.
@@ -69,7 +70,11 @@ async fn device_writes_are_announced(ctx: Ctx) {
         .record_check_in(id, &reported, t(10))
         .await
         .expect("check-in");
-    assert_eq!(next(&mut feed).await, changed(id), "a new inventory");
+    assert_eq!(
+        next(&mut feed).await,
+        StoreEvent::InventoryChanged(id),
+        "a new inventory"
+    );
 
     // Only the time moves: no change to announce. Nor for unknown devices.
     store
@@ -95,6 +100,19 @@ async fn device_writes_are_announced(ctx: Ctx) {
     let marker = device(2, 1);
     store.insert_device(&marker).await.expect("insert");
     assert_eq!(next(&mut feed).await, changed(marker.id));
+}
+
+async fn check_in_requests_are_announced_as_this_instances_own(ctx: Ctx) {
+    let store = &ctx.store;
+    let mut feed = listening(&ctx).await;
+    let id = airlift_protocol::DeviceId::new();
+    store.request_check_in(id).await.expect("request");
+    let heard = tokio::time::timeout(Duration::from_secs(10), feed.recv_heard())
+        .await
+        .expect("an event in time")
+        .expect("the feed is open");
+    assert_eq!(heard.event, StoreEvent::CheckInRequested(id));
+    assert!(heard.local, "this store made the request");
 }
 
 async fn deployment_writes_are_announced(ctx: Ctx) {
@@ -257,7 +275,22 @@ async fn postgres_another_instance_hears_the_changes() {
             .set_device_tags(stored.id, &strings(&["lab"]))
             .await
             .expect("tags");
-        assert_eq!(next(&mut own).await, StoreEvent::DeviceChanged(stored.id));
+        let heard = tokio::time::timeout(ARRIVAL, own.recv_heard())
+            .await
+            .expect("in time")
+            .expect("open");
+        assert_eq!(heard.event, StoreEvent::DeviceChanged(stored.id));
+        assert!(!heard.local, "the other instance made this change");
+        // The instance that made it hears it as its own.
+        let mut others = other.changes();
+        assert_eq!(next(&mut others).await, StoreEvent::Listening);
+        other.request_check_in(stored.id).await.expect("request");
+        let heard = tokio::time::timeout(ARRIVAL, others.recv_heard())
+            .await
+            .expect("in time")
+            .expect("open");
+        assert_eq!(heard.event, StoreEvent::CheckInRequested(stored.id));
+        assert!(heard.local);
     })
     .await;
 }
