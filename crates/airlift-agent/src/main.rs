@@ -132,10 +132,10 @@ fn run(config: AgentConfig, once: bool) -> anyhow::Result<()> {
         }
         let wait = wait.saturating_sub(checked_at.elapsed());
         if let Some(rang) = doorbell.wait(wait) {
-            tracing::info!(?rang, "push: checking in now");
             // Nudges, real or forged, never make the agent check in more
             // often than this.
             std::thread::sleep(MIN_NUDGE_GAP.saturating_sub(checked_at.elapsed()));
+            tracing::info!(?rang, "push: checking in now");
         }
         checked_at = Instant::now();
     }

@@ -87,6 +87,8 @@ pub async fn prepare(config: &Config) -> Result<(AppState, AdminToken), StartupE
     // Subscribed before the first request, so no change is missed.
     let changes = store.changes();
     let push_changes = store.changes();
+    // The recorder first: the broker connection reports to it at once.
+    let metrics = crate::observability::prometheus();
     let mqtt = config.mqtt.as_ref().map(|(broker, prefix)| {
         let client_id = format!("airlift-server-{}", random_hex(8).unwrap_or_default());
         crate::push::mqtt::MqttPublisher::start(broker, prefix, &client_id)
@@ -97,7 +99,7 @@ pub async fn prepare(config: &Config) -> Result<(AppState, AdminToken), StartupE
         trust,
         device_keys,
         Settings::from_config(config),
-        crate::observability::prometheus(),
+        metrics,
         mqtt,
     );
     tokio::spawn(crate::cache::follow_changes(changes, state.clone()));

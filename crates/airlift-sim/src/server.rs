@@ -47,6 +47,19 @@ impl ServerProcess {
         admin_token: &str,
         poll_secs: u64,
     ) -> Result<Self, ServerError> {
+        Self::start_with(binary, data_dir, trusted, admin_token, poll_secs, &[])
+    }
+
+    /// [`start`](Self::start) with more flags (`--database-url …`,
+    /// `--mqtt-url …`).
+    pub fn start_with(
+        binary: &Path,
+        data_dir: &Path,
+        trusted: &Path,
+        admin_token: &str,
+        poll_secs: u64,
+        flags: &[&str],
+    ) -> Result<Self, ServerError> {
         if !binary.exists() {
             return Err(ServerError::Missing(binary.to_owned()));
         }
@@ -63,6 +76,7 @@ impl ServerProcess {
             .args(["--poll-interval", &poll_secs.to_string()])
             .arg("--trust")
             .arg(trusted)
+            .args(flags)
             .env("AIRLIFT_ADMIN_TOKEN", admin_token)
             .stdin(Stdio::null())
             .stdout(Stdio::null())

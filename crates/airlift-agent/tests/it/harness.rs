@@ -138,21 +138,26 @@ impl Signer {
 }
 
 /// The operator's side of the server.
-pub struct Operator<'s> {
-    server: &'s TestServer,
+pub struct Operator {
+    base: String,
     http: Client,
 }
 
-impl<'s> Operator<'s> {
-    pub fn new(server: &'s TestServer) -> Self {
+impl Operator {
+    pub fn new(server: &TestServer) -> Self {
+        Self::at(&server.url)
+    }
+
+    /// The operator of the server (instance) at `base`.
+    pub fn at(base: &str) -> Self {
         Self {
-            server,
+            base: base.to_owned(),
             http: Client::new(),
         }
     }
 
     fn url(&self, path: &str) -> String {
-        format!("{}/api/v1{path}", self.server.url)
+        format!("{}/api/v1{path}", self.base)
     }
 
     fn send(&self, request: reqwest::blocking::RequestBuilder, expected: StatusCode) -> Value {
@@ -207,6 +212,49 @@ impl<'s> Operator<'s> {
             StatusCode::CREATED,
         );
         answer["id"].as_str().expect("deployment id").to_owned()
+    }
+
+    /// A deployment's detail.
+    pub fn deployment(&self, deployment: &str) -> Value {
+        self.send(
+            self.http
+                .get(self.url(&format!("/deployments/{deployment}"))),
+            StatusCode::OK,
+        )
+    }
+
+    /// A device's detail.
+    pub fn device(&self, device: &str) -> Value {
+        self.send(
+            self.http.get(self.url(&format!("/devices/{device}"))),
+            StatusCode::OK,
+        )
+    }
+
+    /// Asks a device to check in now.
+    pub fn request_check_in(&self, device: &str) {
+        let response = self
+            .http
+            .post(self.url(&format!("/devices/{device}/check-in")))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .expect("request");
+        assert_eq!(response.status(), StatusCode::ACCEPTED);
+    }
+
+    /// The value of a Prometheus gauge or counter without labels (0 when
+    /// absent).
+    pub fn metric(&self, name: &str) -> f64 {
+        let text = self
+            .http
+            .get(format!("{}/metrics", self.base))
+            .send()
+            .and_then(|r| r.text())
+            .unwrap_or_default();
+        text.lines()
+            .filter_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
+            .find_map(|value| value.trim().parse().ok())
+            .unwrap_or(0.0)
     }
 
     /// The device's state and message in a deployment.
@@ -391,7 +439,7 @@ timeout_secs = 30
 }
 
 /// A device that made contact and that the operator accepted; returns its id.
-pub fn enrol(device: &Device, operator: &Operator<'_>) -> String {
+pub fn enrol(device: &Device, operator: &Operator) -> String {
     device.run_once(); // pending: the agent authenticates and exits
     operator.accept(&device.serial)
 }
@@ -635,5 +683,66 @@ fn proxy_connection(
         if to_server.write_all(&head).is_err() || to_server.write_all(&body).is_err() {
             return;
         }
+    }
+}
+
+/// `airlift-agent run`, the daemon, as a child process with its log in a
+/// file; killed when dropped.
+pub struct Daemon {
+    child: std::process::Child,
+    pub log: PathBuf,
+}
+
+impl Device {
+    /// Appends a `[push]` section to the agent's configuration.
+    pub fn set_push(&self, section: &str) {
+        let mut config = std::fs::read_to_string(&self.config).expect("agent.toml");
+        config.push_str("[push]\n");
+        config.push_str(section);
+        config.push('\n');
+        std::fs::write(&self.config, config).expect("agent.toml");
+    }
+
+    /// Starts `airlift-agent run`.
+    pub fn start(&self) -> Daemon {
+        let log = self.dir.path().join("agent.log");
+        let file = std::fs::File::create(&log).expect("agent log");
+        let child = Command::new(env!("CARGO_BIN_EXE_airlift-agent"))
+            .arg("--config")
+            .arg(&self.config)
+            .arg("run")
+            .env("AIRLIFT_LOG", "info")
+            .stdout(std::process::Stdio::null())
+            .stderr(file)
+            .spawn()
+            .expect("start airlift-agent run");
+        Daemon { child, log }
+    }
+}
+
+impl Daemon {
+    /// What the agent logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits until the log holds `needle` `times` times.
+    pub fn wait_for_log(&self, needle: &str, times: usize) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while self.log().matches(needle).count() < times {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the agent never logged {needle:?} {times} times:\n{}",
+                self.log()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }

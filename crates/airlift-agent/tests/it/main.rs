@@ -5,4 +5,5 @@
 mod harness;
 use airlift_server::testing as server;
 mod network;
+mod push;
 mod updates;
