@@ -261,6 +261,13 @@ impl Client {
         self.json(self.request(Method::POST, &path)?).await
     }
 
+    /// `POST /devices/{id}/check-in`: asks the device to check in now.
+    pub async fn request_check_in(&self, id: DeviceId) -> Result<()> {
+        let path = format!("/devices/{id}/check-in");
+        self.send(self.request(Method::POST, &path)?).await?;
+        Ok(())
+    }
+
     /// `POST /devices/preauthorize`.
     pub async fn preauthorize_device(&self, request: &PreauthorizeRequest) -> Result<Device> {
         self.json(

@@ -21,51 +21,19 @@
 //! 100 % success. `AIRLIFT_BENCH_DEVICES` (10000) and
 //! `AIRLIFT_BENCH_WORKERS` (16) change the fleet.
 
+#[path = "common/mod.rs"]
+mod common;
+
 use airlift_package::SigningKey;
 use airlift_sim::server::ServerProcess;
 use airlift_sim::{Fleet, FleetConfig};
+use common::{cpu_seconds, number, peak_rss_mib};
 use serde_json::{json, Value};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 const TOKEN: &str = "alt_bench0000fleet0000token0000";
 const DEVICE_TYPE: &str = "bench-board";
-
-fn number(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-/// utime + stime of a process, in seconds.
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    // Fields 14 and 15 of stat; `after` starts at field 3.
-    (ticks(11) + ticks(12)) / 100.0
-}
-
-fn peak_rss_mib(pid: u32) -> f64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| {
-            v.split_whitespace()
-                .next()
-                .and_then(|n| n.parse::<f64>().ok())
-        })
-        .unwrap_or(0.0)
-        / 1024.0
-}
 
 /// Cumulative (upper bound, count) buckets of the check-in route's latency.
 fn check_in_buckets(http: &reqwest::blocking::Client, url: &str) -> Vec<(f64, f64)> {

@@ -55,6 +55,17 @@ pub enum DeviceCommand {
     )]
     Decommission(StatusArgs),
 
+    /// Ask a device to check in now, instead of at its next poll.
+    #[command(
+        long_about = "Ask a device to check in now, instead of at its next poll.\n\n\
+            A device holding a push connection (the server's stream, on any instance, or MQTT) \
+            checks in within a second; one that only polls hears it at its next poll. The nudge \
+            carries nothing: the device checks in and verifies as always.",
+        after_help = "Examples:
+  airlift device check-in 0190d5e4-7c1b-7a4e-9f3a-2b8c1d0e4f56"
+    )]
+    CheckIn(StatusArgs),
+
     /// Announce a device before it first connects.
     #[command(
         long_about = "Announce a device before it first connects.\n\n\
@@ -182,6 +193,7 @@ pub async fn run(command: &DeviceCommand, client: &Client) -> Result<()> {
         DeviceCommand::Decommission(args) => {
             set_status(args, DeviceAction::Decommission, client).await
         }
+        DeviceCommand::CheckIn(args) => check_in(args, client).await,
         DeviceCommand::Preauthorize(args) => preauthorize(args, client).await,
         DeviceCommand::Tag(args) => tag(args, client).await,
     }
@@ -330,6 +342,18 @@ async fn set_status(args: &StatusArgs, action: DeviceAction, client: &Client) ->
         return output::print_json(&device);
     }
     println!("device {} is now {}", device.id, device.status);
+    Ok(())
+}
+
+async fn check_in(args: &StatusArgs, client: &Client) -> Result<()> {
+    client
+        .request_check_in(args.id)
+        .await
+        .with_context(|| format!("asking device {} to check in", args.id))?;
+    if args.json {
+        return output::print_json(&serde_json::json!({"device_id": args.id, "asked": true}));
+    }
+    println!("asked device {} to check in now", args.id);
     Ok(())
 }
 

@@ -471,8 +471,16 @@ fn devices_and_deployments() {
     assert!(stderr.contains("not accepted or unknown"), "{stderr}");
     assert!(stderr.contains("422"), "{stderr}");
 
+    // Only an accepted device is asked to check in.
+    let stderr = failure_of(fleet.cli().args(["device", "check-in", &device_id]));
+    assert!(
+        stderr.contains("only an accepted device checks in"),
+        "{stderr}"
+    );
     let stdout = stdout_of(fleet.cli().args(["device", "accept", &device_id]));
     assert!(stdout.contains("is now accepted"), "{stdout}");
+    let stdout = stdout_of(fleet.cli().args(["device", "check-in", &device_id]));
+    assert!(stdout.contains("asked device"), "{stdout}");
     let deployment = json_of(&mut create(&["--device", &device_id, "--json"]));
     let deployment_id = str_of(&deployment["id"]);
     assert_eq!(deployment["status"], "active");

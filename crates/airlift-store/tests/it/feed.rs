@@ -254,6 +254,21 @@ async fn check_in_times_move_forward_only_for_unchanged_inventories(ctx: Ctx) {
 
 // --- PostgreSQL only: several instances on one database -----------------------
 
+/// Everything `feed` hears up to and including `wanted`.
+async fn heard_until(feed: &mut ChangeFeed, wanted: StoreEvent) -> Vec<airlift_store::Heard> {
+    let mut heard = Vec::new();
+    loop {
+        let next = tokio::time::timeout(ARRIVAL, feed.recv_heard())
+            .await
+            .expect("in time")
+            .expect("open");
+        heard.push(next);
+        if next.event == wanted {
+            return heard;
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_another_instance_hears_the_changes() {
     crate::support::run_postgres(|ctx: Ctx| async move {
@@ -268,29 +283,28 @@ async fn postgres_another_instance_hears_the_changes() {
             .await
             .expect("reject");
         assert_eq!(next(&mut heard).await, StoreEvent::DeviceChanged(stored.id));
-        // And the other way round.
+        // And the other way round; each change is heard as made here or
+        // elsewhere. (Changes made earlier may still be on their way.)
         let mut own = ctx.store.changes();
         assert_eq!(next(&mut own).await, StoreEvent::Listening);
+        let mut others = other.changes();
+        assert_eq!(next(&mut others).await, StoreEvent::Listening);
         other
             .set_device_tags(stored.id, &strings(&["lab"]))
             .await
             .expect("tags");
-        let heard = tokio::time::timeout(ARRIVAL, own.recv_heard())
-            .await
-            .expect("in time")
-            .expect("open");
-        assert_eq!(heard.event, StoreEvent::DeviceChanged(stored.id));
-        assert!(!heard.local, "the other instance made this change");
-        // The instance that made it hears it as its own.
-        let mut others = other.changes();
-        assert_eq!(next(&mut others).await, StoreEvent::Listening);
         other.request_check_in(stored.id).await.expect("request");
-        let heard = tokio::time::timeout(ARRIVAL, others.recv_heard())
-            .await
-            .expect("in time")
-            .expect("open");
-        assert_eq!(heard.event, StoreEvent::CheckInRequested(stored.id));
-        assert!(heard.local);
+        let requested = StoreEvent::CheckInRequested(stored.id);
+        let heard_here = heard_until(&mut own, requested).await;
+        assert!(heard_here
+            .iter()
+            .any(|h| h.event == StoreEvent::DeviceChanged(stored.id) && !h.local));
+        assert!(
+            !heard_here[heard_here.len() - 1].local,
+            "the other instance asked"
+        );
+        let heard_there = heard_until(&mut others, requested).await;
+        assert!(heard_there.iter().all(|h| h.local), "{heard_there:?}");
     })
     .await;
 }

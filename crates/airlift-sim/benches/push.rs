@@ -1,0 +1,198 @@
+//! Push benchmark: how long a deployment takes to reach a whole fleet with
+//! push nudges, against the same fleet polling at its interval, and what
+//! each push connection costs the server.
+//!
+//! ```text
+//! cargo build --release --bin airlift-server
+//! cargo bench -p airlift-sim --bench push
+//! AIRLIFT_BENCH_DEVICES=2000 AIRLIFT_BENCH_POLL_SECS=30 cargo bench -p airlift-sim --bench push
+//! ```
+//!
+//! Two runs on a fresh `airlift-server` process each (SQLite,
+//! `target/release/airlift-server` or `AIRLIFT_BENCH_SERVER_BIN`):
+//! `AIRLIFT_BENCH_DEVICES` (10 000) simulated devices, polling every
+//! `AIRLIFT_BENCH_POLL_SECS` (60) seconds, first without push (the
+//! baseline), then each holding the server's push stream (the agent's own
+//! listener, a thread per device). Once every device has checked in (and,
+//! with push, holds its stream), the server's resident memory is read and a
+//! deployment of a small package to the whole fleet is created. Reported:
+//! the time from creating it to the last device's check-in that took the
+//! offer (no device left `pending`), and to every device's success; the
+//! server's memory per push connection is the difference of the two runs'
+//! resident memory, divided by the devices.
+
+#[path = "common/mod.rs"]
+mod common;
+
+use airlift_agent::push::PushConfig;
+use airlift_package::SigningKey;
+use airlift_sim::server::ServerProcess;
+use airlift_sim::{Fleet, FleetConfig};
+use common::{cpu_seconds, number, raise_open_files, status_mib};
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+const TOKEN: &str = "alt_bench0000push00000token0000";
+const DEVICE_TYPE: &str = "bench-board";
+
+struct Outcome {
+    /// Server RSS with the fleet connected and idle, MiB.
+    rss_mib: f64,
+    /// Deployment created → no device pending.
+    to_last_check_in: Duration,
+    /// Deployment created → every device succeeded.
+    to_all_success: Duration,
+    /// Server CPU seconds from creation to all success.
+    cpu: f64,
+}
+
+fn metric(http: &reqwest::blocking::Client, url: &str, name: &str) -> f64 {
+    let text = http
+        .get(format!("{url}/metrics"))
+        .send()
+        .and_then(|r| r.text())
+        .unwrap_or_default();
+    text.lines()
+        .filter_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
+        .find_map(|value| value.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+fn run(binary: &Path, devices: usize, poll: u64, push: PushConfig) -> Outcome {
+    let pushing = push != PushConfig::Off;
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("scratch directory");
+    let key = SigningKey::generate().expect("signing key");
+    let public = dir.path().join("release.pub");
+    std::fs::write(&public, key.public_key().to_pem().expect("pem")).expect("public key");
+    let server = ServerProcess::start(binary, &dir.path().join("server"), &public, TOKEN, poll)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let http = reqwest::blocking::Client::new();
+    let api = |path: &str| format!("{}/api/v1{path}", server.url);
+
+    let mut config = FleetConfig::new(&server.url, public.clone(), devices, DEVICE_TYPE);
+    config.admin_token = Some(TOKEN.into());
+    config.ramp_up = Duration::from_secs(poll.min(30));
+    config.dir = Some(dir.path().join("fleet"));
+    config.push = push;
+    let started = Instant::now();
+    let fleet = Fleet::start(config).expect("fleet");
+    let enrolled = fleet.wait_until(Duration::from_secs(1800), |s| {
+        s.in_state("idle") == devices && s.checked_in == devices
+    });
+    if let Err(timed_out) = enrolled {
+        panic!("the fleet did not come up: {:?}", timed_out.0.states);
+    }
+    if pushing {
+        let deadline = Instant::now() + Duration::from_secs(600);
+        while metric(&http, &server.url, "airlift_push_connections") < devices as f64 {
+            assert!(
+                Instant::now() < deadline,
+                "not every device holds its stream"
+            );
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+    eprintln!(
+        "{} fleet up in {:.0} s",
+        if pushing { "push" } else { "polling" },
+        started.elapsed().as_secs_f64()
+    );
+    // Let the enrolment's bursts settle into steady polling.
+    std::thread::sleep(Duration::from_secs(5));
+    let rss_mib = status_mib(server.pid(), "VmRSS");
+
+    let package =
+        airlift_sim::image::signed_package(&key, "2.0.0", 4 * 1024, DEVICE_TYPE).expect("package");
+    let uploaded: Value = http
+        .post(api("/packages"))
+        .bearer_auth(TOKEN)
+        .body(package)
+        .send()
+        .and_then(|r| r.json())
+        .expect("upload");
+    let cpu_before = cpu_seconds(server.pid());
+    let created_at = Instant::now();
+    let created: Value = http
+        .post(api("/deployments"))
+        .bearer_auth(TOKEN)
+        .json(&json!({
+            "name": "bench",
+            "package_id": uploaded["id"],
+            "target": {"attributes": {"device_type": DEVICE_TYPE}},
+        }))
+        .send()
+        .and_then(|r| r.json())
+        .expect("create deployment");
+    let id = created["id"].as_str().expect("deployment id").to_owned();
+    let (mut to_last_check_in, mut to_all_success) = (None, None);
+    while to_all_success.is_none() && created_at.elapsed() < Duration::from_secs(3600) {
+        std::thread::sleep(Duration::from_millis(50));
+        let Ok(detail) = http
+            .get(api(&format!("/deployments/{id}")))
+            .bearer_auth(TOKEN)
+            .send()
+            .and_then(|r| r.json::<Value>())
+        else {
+            continue;
+        };
+        let count = |state: &str| detail["counts"][state].as_u64().unwrap_or(0);
+        if to_last_check_in.is_none() && count("pending") == 0 {
+            to_last_check_in = Some(created_at.elapsed());
+        }
+        if count("success") == devices as u64 {
+            to_all_success = Some(created_at.elapsed());
+        }
+    }
+    let cpu = cpu_seconds(server.pid()) - cpu_before;
+    let summary = fleet.stop();
+    eprintln!("{summary}");
+    Outcome {
+        rss_mib,
+        to_last_check_in: to_last_check_in.expect("every device checked in within an hour"),
+        to_all_success: to_all_success.expect("every device succeeded within an hour"),
+        cpu,
+    }
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    let devices = number("AIRLIFT_BENCH_DEVICES", 10_000) as usize;
+    let poll = number("AIRLIFT_BENCH_POLL_SECS", 60);
+    let binary = std::env::var_os("AIRLIFT_BENCH_SERVER_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/release/airlift-server")
+        });
+    raise_open_files(8 * devices as u64 + 4096);
+    eprintln!("{devices} devices, poll every {poll} s; baseline: polling only");
+    let polling = run(&binary, devices, poll, PushConfig::Off);
+    eprintln!("now with push (server-sent events)");
+    let push = run(&binary, devices, poll, PushConfig::Events);
+
+    let per_connection_kib = (push.rss_mib - polling.rss_mib) * 1024.0 / devices as f64;
+    println!("| {devices} devices, poll {poll} s, SQLite | polling (baseline) | push |");
+    println!("|---|---:|---:|");
+    let secs = |d: Duration| format!("{:.1} s", d.as_secs_f64());
+    println!(
+        "| deployment created → last device's check-in | {} | {} |",
+        secs(polling.to_last_check_in),
+        secs(push.to_last_check_in)
+    );
+    println!(
+        "| deployment created → every device succeeded | {} | {} |",
+        secs(polling.to_all_success),
+        secs(push.to_all_success)
+    );
+    println!(
+        "| server CPU, creation → all succeeded | {:.1} s | {:.1} s |",
+        polling.cpu, push.cpu
+    );
+    println!(
+        "| server RSS, fleet connected and idle | {:.0} MiB | {:.0} MiB |",
+        polling.rss_mib, push.rss_mib
+    );
+    println!("| server memory per push connection | — | {per_connection_kib:.1} KiB |");
+}
