@@ -211,6 +211,16 @@ impl AgentConfig {
         if config.reboot_command.is_empty() {
             return Err(invalid("reboot_command must name a program"));
         }
+        if let crate::push::PushConfig::Mqtt { url, topic_prefix } = &config.push {
+            if let Err(e) = url.parse::<airlift_protocol::push::MqttBroker>() {
+                return Err(invalid(&format!("push: {e}")));
+            }
+            if topic_prefix.is_empty() || topic_prefix.contains(['+', '#']) {
+                return Err(invalid(
+                    "push: topic_prefix must be non-empty and free of MQTT wildcards (+, #)",
+                ));
+            }
+        }
         Ok(config)
     }
 
@@ -263,5 +273,28 @@ command = ["/usr/bin/app", "--self-test"]
         let untrusting = MINIMAL.replace(r#"["/etc/airlift/release.pub"]"#, "[]");
         let error = AgentConfig::parse(&untrusting, Path::new("agent.toml")).expect_err("no keys");
         assert!(error.to_string().contains("trusted_keys"), "{error}");
+        let bad_broker = format!("{MINIMAL}[push]\ntransport = \"mqtt\"\nurl = \"tcp://broker\"\n");
+        let error = AgentConfig::parse(&bad_broker, Path::new("agent.toml")).expect_err("broker");
+        assert!(error.to_string().contains("only mqtt://"), "{error}");
+    }
+
+    #[test]
+    fn push_defaults_to_the_servers_stream() {
+        let config = AgentConfig::parse(MINIMAL, Path::new("agent.toml")).expect("valid");
+        assert_eq!(config.push, crate::push::PushConfig::Events);
+    }
+
+    #[test]
+    fn the_shipped_example_parses() {
+        let example = include_str!("../../../dist/agent.toml");
+        let config = AgentConfig::parse(example, Path::new("dist/agent.toml")).expect("valid");
+        assert_eq!(
+            config.boot,
+            BootConfig::Uboot {
+                config: "/etc/fw_env.config".into(),
+                cmdline: "/proc/cmdline".into(),
+            }
+        );
+        assert!(matches!(config.push, crate::push::PushConfig::Events));
     }
 }

@@ -1,6 +1,7 @@
 //! The `airlift-sim` command: flags in, a [`Fleet`] running, live progress
 //! on stderr, a summary on stdout.
 
+use airlift_agent::push::PushConfig;
 use airlift_sim::{Fleet, FleetConfig, Mix, Share, Snapshot};
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
@@ -133,6 +134,11 @@ struct RunArgs {
     /// answers 503 now and then.
     #[arg(long, default_value = "0", value_name = "PERCENT")]
     flaky_network_share: Share,
+    /// How devices hear "check in now": `events` (each holds the server's
+    /// push stream, a thread per device), `mqtt://host:port` (each
+    /// subscribes on that broker, topic prefix `airlift`), or `off`.
+    #[arg(long, default_value = "off", value_name = "events|mqtt://…|off")]
+    push: String,
     /// Stop after this many seconds.
     #[arg(long)]
     duration: Option<u64>,
@@ -220,6 +226,15 @@ fn config(args: &RunArgs) -> anyhow::Result<FleetConfig> {
     config.faults.power_loss_share = args.power_loss_share;
     config.faults.flaky_network_share = args.flaky_network_share;
     config.dir = args.dir.clone();
+    config.push = match args.push.as_str() {
+        "off" => PushConfig::Off,
+        "events" => PushConfig::Events,
+        url if url.starts_with("mqtt://") => PushConfig::Mqtt {
+            url: url.to_owned(),
+            topic_prefix: airlift_protocol::push::DEFAULT_TOPIC_PREFIX.to_owned(),
+        },
+        other => bail!("--push {other}: events, mqtt://host:port or off"),
+    };
     for key in &config.trusted_keys {
         if !key.is_file() {
             bail!("--trust {}: no such file", key.display());
@@ -310,6 +325,9 @@ fn progress_line(snapshot: &Snapshot) -> String {
         .map(|(outcome, n)| format!("{outcome} {n}"))
         .collect();
     let mut line = format!("{} · runs {}", states.join(" "), running.join(", "));
+    if snapshot.nudges > 0 {
+        line.push_str(&format!(" · nudged {}", snapshot.nudges));
+    }
     if !outcomes.is_empty() {
         line.push_str(" · ");
         line.push_str(&outcomes.join(" "));

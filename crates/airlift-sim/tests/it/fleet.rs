@@ -197,3 +197,23 @@ fn staged_rollouts(world: &World) {
     assert!(phases[0]["failed"].as_u64().unwrap_or(0) >= 2, "{phases:#}");
     eprintln!("{}", fleet.stop());
 }
+
+/// Devices that poll once an hour take a deployment within the test's time
+/// only because each hears its nudge on the push stream.
+#[test]
+fn a_fleet_on_push_takes_a_deployment_without_waiting_for_its_poll() {
+    let world = World::new();
+    let mut config = world.fleet_config(100);
+    config.poll_interval = Some(Duration::from_secs(3600));
+    config.push = airlift_agent::push::PushConfig::Events;
+    let fleet = Fleet::start(config).expect("fleet");
+    enrolled(&fleet, 100);
+    world.wait_for_push_connections(100);
+    let started = Instant::now();
+    let deployment = world.deploy(world.package("2.0.0", IMAGE));
+    let counts = world.wait_for_count(&deployment, "success", 100);
+    assert_eq!(counts["success"], 100, "{counts}");
+    eprintln!("100 devices on push updated in {:?}", started.elapsed());
+    let summary = fleet.stop();
+    assert!(summary.snapshot.nudges >= 100, "{:?}", summary.snapshot);
+}

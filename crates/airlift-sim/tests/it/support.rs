@@ -133,6 +133,29 @@ impl World {
         }
     }
 
+    /// Waits until `n` devices hold the server's push stream.
+    pub fn wait_for_push_connections(&self, n: usize) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let text = reqwest::blocking::get(format!("{}/metrics", self.server.url))
+                .and_then(|r| r.text())
+                .unwrap_or_default();
+            let connected = text
+                .lines()
+                .find_map(|l| l.strip_prefix("airlift_push_connections "))
+                .and_then(|v| v.trim().parse::<f64>().ok())
+                .unwrap_or(0.0);
+            if connected >= n as f64 {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{connected} of {n} devices hold the push stream"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     /// The whole deployment as the server shows it.
     pub fn deployment(&self, deployment: &str) -> Value {
         self.api(reqwest::Method::GET, &format!("/deployments/{deployment}"))
