@@ -51,6 +51,7 @@ impl ClientError {
 #[derive(Debug)]
 pub struct ServerClient {
     http: Agent,
+    timeout: Duration,
     base: String,
     key: SigningKey,
     identity: BTreeMap<String, String>,
@@ -68,14 +69,9 @@ impl ServerClient {
         identity: BTreeMap<String, String>,
         timeout: Duration,
     ) -> Result<Self, ClientError> {
-        let http = ureq::AgentBuilder::new()
-            .timeout_connect(timeout)
-            .timeout_read(timeout)
-            .timeout_write(timeout)
-            .user_agent(concat!("airlift-agent/", env!("CARGO_PKG_VERSION")))
-            .build();
         Ok(Self {
-            http,
+            http: http_agent(timeout),
+            timeout,
             base: base.trim_end_matches('/').to_owned(),
             key,
             identity,
@@ -91,6 +87,13 @@ impl ServerClient {
         let mut fork = Self::new(&self.base, self.key.clone(), self.identity.clone(), timeout)?;
         fork.device_id = self.device_id;
         Ok(fork)
+    }
+
+    /// Closes the connections kept open for reuse. Between two polls a
+    /// minute apart an open connection only costs: the server holds it,
+    /// and a NAT on the way forgets it anyway.
+    pub fn close_idle_connections(&mut self) {
+        self.http = http_agent(self.timeout);
     }
 
     /// The id the server gave this device, once known.
@@ -251,6 +254,16 @@ impl ServerClient {
         }
         Ok(response.into_reader())
     }
+}
+
+/// A connection pool that gives up on a connection silent for `timeout`.
+fn http_agent(timeout: Duration) -> Agent {
+    ureq::AgentBuilder::new()
+        .timeout_connect(timeout)
+        .timeout_read(timeout)
+        .timeout_write(timeout)
+        .user_agent(concat!("airlift-agent/", env!("CARGO_PKG_VERSION")))
+        .build()
 }
 
 fn encode(value: &impl serde::Serialize) -> Result<Vec<u8>, ClientError> {

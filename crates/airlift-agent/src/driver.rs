@@ -334,6 +334,14 @@ impl Agent {
         if self.rebooting {
             return Ok(Poll::Rebooting);
         }
+        let polled = self.check_in();
+        // Nothing more until the next poll: no connection held open meanwhile.
+        self.client.close_idle_connections();
+        polled
+    }
+
+    /// The check-in half of [`poll_once`](Self::poll_once).
+    fn check_in(&mut self) -> Result<Poll, AgentError> {
         let response = match self.client.check_in(&self.inventory()) {
             Ok(response) => response,
             Err(ClientError::NotAccepted(status)) => {

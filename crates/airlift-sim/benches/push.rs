@@ -74,6 +74,7 @@ fn run(binary: &Path, devices: usize, poll: u64, push: PushConfig) -> Outcome {
     config.admin_token = Some(TOKEN.into());
     config.ramp_up = Duration::from_secs(poll.min(30));
     config.dir = Some(dir.path().join("fleet"));
+    config.workers = 16;
     config.push = push;
     let started = Instant::now();
     let fleet = Fleet::start(config).expect("fleet");
@@ -127,12 +128,19 @@ fn run(binary: &Path, devices: usize, poll: u64, push: PushConfig) -> Outcome {
     let id = created["id"].as_str().expect("deployment id").to_owned();
     let (mut to_last_check_in, mut to_all_success) = (None, None);
     while to_all_success.is_none() && created_at.elapsed() < Duration::from_secs(3600) {
-        std::thread::sleep(Duration::from_millis(50));
-        let Ok(detail) = http
-            .get(api(&format!("/deployments/{id}")))
+        std::thread::sleep(Duration::from_millis(100));
+        // The list carries the counts without the devices.
+        let Ok(list) = http
+            .get(api("/deployments"))
             .bearer_auth(TOKEN)
             .send()
             .and_then(|r| r.json::<Value>())
+        else {
+            continue;
+        };
+        let Some(detail) = list
+            .as_array()
+            .and_then(|all| all.iter().find(|d| d["id"] == id.as_str()))
         else {
             continue;
         };

@@ -70,23 +70,28 @@ impl MqttPublisher {
 async fn drive(mut events: EventLoop, broker: String) {
     let mut backoff = Duration::from_millis(250);
     let mut connected = false;
+    let mut failures = 0u64;
     loop {
         match events.poll().await {
             Ok(Event::Incoming(Incoming::ConnAck(_))) => {
                 tracing::info!(%broker, "push: connected to the MQTT broker");
                 metrics::gauge!("airlift_push_mqtt_connected").set(1.0);
                 connected = true;
+                failures = 0;
                 backoff = Duration::from_millis(250);
             }
             Ok(_) => {}
             Err(error) => {
                 if connected {
                     tracing::warn!(%broker, %error, "push: lost the MQTT broker");
+                } else if failures == 0 {
+                    tracing::warn!(%broker, %error, "push: cannot reach the MQTT broker; retrying (devices poll meanwhile)");
                 } else {
                     tracing::debug!(%broker, %error, "push: cannot reach the MQTT broker yet");
                 }
                 metrics::gauge!("airlift_push_mqtt_connected").set(0.0);
                 connected = false;
+                failures += 1;
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(MAX_BACKOFF);
             }
