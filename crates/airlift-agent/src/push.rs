@@ -28,6 +28,9 @@ const STABLE: Duration = Duration::from_secs(KEEPALIVE_SECS);
 /// Silence after which the push stream is taken for dead (the server sends
 /// a keep-alive every [`KEEPALIVE_SECS`]).
 pub const STREAM_TIMEOUT: Duration = Duration::from_secs(3 * KEEPALIVE_SECS);
+/// Largest MQTT packet read: bigger than any nudge, so that junk on the
+/// topic is read and ignored rather than breaking the connection.
+const MAX_MQTT_PACKET: usize = 64 * 1024;
 /// Longest line of the push stream: a nudge is small; anything longer is
 /// not our server, and the connection is dropped.
 const MAX_LINE: usize = 4 * MAX_NUDGE_BYTES;
@@ -160,6 +163,9 @@ impl Listener {
             let opened = Instant::now();
             let ended = match self.client.open_push() {
                 Ok(stream) => {
+                    // The authentication's connection, if the stream did not
+                    // reuse it, would sit idle for as long as the stream lasts.
+                    self.client.close_idle_connections();
                     tracing::info!("push: listening for nudges on the server's stream");
                     if heard_before {
                         self.ring(Rang::Reconnected);
@@ -217,10 +223,11 @@ impl Listener {
             broker.port,
         );
         options.set_keep_alive(Duration::from_secs(KEEPALIVE_SECS * 2));
-        // The broker keeps the subscription and queues nudges (QoS 1) while
-        // the device is away.
-        options.set_clean_session(false);
-        options.set_max_packet_size(MAX_LINE, MAX_LINE);
+        // A clean session: nothing queued while the device was away is
+        // replayed (it checks in on every reconnect instead), so a hostile
+        // message cannot come back on each reconnect.
+        options.set_clean_session(true);
+        options.set_max_packet_size(MAX_MQTT_PACKET, MAX_MQTT_PACKET);
         if let Some((user, password)) = &broker.credentials {
             options.set_credentials(user.clone(), password.clone());
         }

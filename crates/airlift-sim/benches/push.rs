@@ -14,12 +14,16 @@
 //! `AIRLIFT_BENCH_POLL_SECS` (60) seconds, first without push (the
 //! baseline), then each holding the server's push stream (the agent's own
 //! listener, a thread per device). Once every device has checked in (and,
-//! with push, holds its stream), the server's resident memory is read and a
-//! deployment of a small package to the whole fleet is created. Reported:
-//! the time from creating it to the last device's check-in that took the
-//! offer (no device left `pending`), and to every device's success; the
-//! server's memory per push connection is the difference of the two runs'
-//! resident memory, divided by the devices.
+//! with push, holds its stream), the server's resident memory is read and
+//! an update of a small package is deployed to the whole fleet, timed from
+//! its creation to: every device's push listener having heard its nudge
+//! (the simulator counts them), the last device's check-in (no device left
+//! `pending` on the server), and every device's success. A device's step
+//! checks in and installs at once, and the simulator's workers share the
+//! two cores with the server, so with push the last check-in waits for the
+//! simulator to get through the installs before it. The server's memory
+//! per push connection is the difference of the two runs' resident memory,
+//! divided by the devices.
 
 #[path = "common/mod.rs"]
 mod common;
@@ -39,11 +43,14 @@ const DEVICE_TYPE: &str = "bench-board";
 struct Outcome {
     /// Server RSS with the fleet connected and idle, MiB.
     rss_mib: f64,
-    /// Deployment created → no device pending.
-    to_last_check_in: Duration,
+    /// Deployment created → every device's push listener heard its nudge
+    /// (`None` without push).
+    heard: Option<Duration>,
+    /// Deployment created → every device checked in (none `pending`).
+    checked_in: Duration,
     /// Deployment created → every device succeeded.
-    to_all_success: Duration,
-    /// Server CPU seconds from creation to all success.
+    done: Duration,
+    /// Server CPU seconds over the update.
     cpu: f64,
 }
 
@@ -68,7 +75,6 @@ fn run(binary: &Path, devices: usize, poll: u64, push: PushConfig) -> Outcome {
     let server = ServerProcess::start(binary, &dir.path().join("server"), &public, TOKEN, poll)
         .unwrap_or_else(|e| panic!("{e}"));
     let http = reqwest::blocking::Client::new();
-    let api = |path: &str| format!("{}/api/v1{path}", server.url);
 
     let mut config = FleetConfig::new(&server.url, public.clone(), devices, DEVICE_TYPE);
     config.admin_token = Some(TOKEN.into());
@@ -103,8 +109,34 @@ fn run(binary: &Path, devices: usize, poll: u64, push: PushConfig) -> Outcome {
     std::thread::sleep(Duration::from_secs(5));
     let rss_mib = status_mib(server.pid(), "VmRSS");
 
+    let cpu_before = cpu_seconds(server.pid());
+    let update = deploy(&http, &server.url, &key, &fleet, devices);
+    let cpu = cpu_seconds(server.pid()) - cpu_before;
+    let summary = fleet.stop();
+    eprintln!("{summary}");
+    Outcome {
+        rss_mib,
+        heard: update.0,
+        checked_in: update.1,
+        done: update.2,
+        cpu,
+    }
+}
+
+/// Uploads an update and deploys it to the whole fleet; returns the time
+/// from creating the deployment until every device's push listener heard a
+/// nudge (if they listen), until no device is `pending` (every device
+/// checked in and took it), and until every device succeeded.
+fn deploy(
+    http: &reqwest::blocking::Client,
+    url: &str,
+    key: &SigningKey,
+    fleet: &Fleet,
+    devices: usize,
+) -> (Option<Duration>, Duration, Duration) {
+    let api = |path: &str| format!("{url}/api/v1{path}");
     let package =
-        airlift_sim::image::signed_package(&key, "2.0.0", 4 * 1024, DEVICE_TYPE).expect("package");
+        airlift_sim::image::signed_package(key, "2.0.0", 4 * 1024, DEVICE_TYPE).expect("package");
     let uploaded: Value = http
         .post(api("/packages"))
         .bearer_auth(TOKEN)
@@ -112,7 +144,7 @@ fn run(binary: &Path, devices: usize, poll: u64, push: PushConfig) -> Outcome {
         .send()
         .and_then(|r| r.json())
         .expect("upload");
-    let cpu_before = cpu_seconds(server.pid());
+    let nudged_before = fleet.snapshot().nudges;
     let created_at = Instant::now();
     let created: Value = http
         .post(api("/deployments"))
@@ -126,9 +158,17 @@ fn run(binary: &Path, devices: usize, poll: u64, push: PushConfig) -> Outcome {
         .and_then(|r| r.json())
         .expect("create deployment");
     let id = created["id"].as_str().expect("deployment id").to_owned();
-    let (mut to_last_check_in, mut to_all_success) = (None, None);
-    while to_all_success.is_none() && created_at.elapsed() < Duration::from_secs(3600) {
-        std::thread::sleep(Duration::from_millis(100));
+    let (mut heard, mut checked_in, mut done) = (None, None, None);
+    let mut last_look = Instant::now();
+    while done.is_none() && created_at.elapsed() < Duration::from_secs(3600) {
+        std::thread::sleep(Duration::from_millis(10));
+        if heard.is_none() && fleet.snapshot().nudges >= nudged_before + devices as u64 {
+            heard = Some(created_at.elapsed());
+        }
+        if last_look.elapsed() < Duration::from_millis(100) {
+            continue;
+        }
+        last_look = Instant::now();
         // The list carries the counts without the devices.
         let Ok(list) = http
             .get(api("/deployments"))
@@ -145,22 +185,18 @@ fn run(binary: &Path, devices: usize, poll: u64, push: PushConfig) -> Outcome {
             continue;
         };
         let count = |state: &str| detail["counts"][state].as_u64().unwrap_or(0);
-        if to_last_check_in.is_none() && count("pending") == 0 {
-            to_last_check_in = Some(created_at.elapsed());
+        if checked_in.is_none() && count("pending") == 0 {
+            checked_in = Some(created_at.elapsed());
         }
         if count("success") == devices as u64 {
-            to_all_success = Some(created_at.elapsed());
+            done = Some(created_at.elapsed());
         }
     }
-    let cpu = cpu_seconds(server.pid()) - cpu_before;
-    let summary = fleet.stop();
-    eprintln!("{summary}");
-    Outcome {
-        rss_mib,
-        to_last_check_in: to_last_check_in.expect("every device checked in within an hour"),
-        to_all_success: to_all_success.expect("every device succeeded within an hour"),
-        cpu,
-    }
+    (
+        heard,
+        checked_in.expect("every device checked in within an hour"),
+        done.expect("every device succeeded within an hour"),
+    )
 }
 
 fn main() {
@@ -185,17 +221,21 @@ fn main() {
     println!("|---|---:|---:|");
     let secs = |d: Duration| format!("{:.1} s", d.as_secs_f64());
     println!(
+        "| deployment created → every device heard its nudge | — | {} |",
+        push.heard.map_or("—".into(), secs)
+    );
+    println!(
         "| deployment created → last device's check-in | {} | {} |",
-        secs(polling.to_last_check_in),
-        secs(push.to_last_check_in)
+        secs(polling.checked_in),
+        secs(push.checked_in)
     );
     println!(
         "| deployment created → every device succeeded | {} | {} |",
-        secs(polling.to_all_success),
-        secs(push.to_all_success)
+        secs(polling.done),
+        secs(push.done)
     );
     println!(
-        "| server CPU, creation → all succeeded | {:.1} s | {:.1} s |",
+        "| server CPU over the update | {:.1} s | {:.1} s |",
         polling.cpu, push.cpu
     );
     println!(
