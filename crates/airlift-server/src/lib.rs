@@ -62,7 +62,8 @@ pub async fn serve(
         shutdown.await;
         push.close();
     };
-    axum::serve(listener, app(state))
+    // A make-service: the router is built with its state once, not per connection.
+    axum::serve(listener, app(state).into_make_service())
         .with_graceful_shutdown(shutdown)
         .await
 }

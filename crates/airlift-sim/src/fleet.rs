@@ -90,7 +90,8 @@ pub(crate) struct Shared {
     wake: Condvar,
     stop: AtomicBool,
     pub polls: AtomicU64,
-    /// Push nudges that brought a device's check-in forward.
+    /// Push nudges heard (each brings the device's next step forward,
+    /// unless it is due already).
     pub nudges: AtomicU64,
     admin: Option<Admin>,
     proxy_url: Option<String>,
@@ -107,8 +108,8 @@ impl Shared {
 
     /// Brings device `index`'s next step forward to now (a push nudge).
     pub fn nudge(&self, index: usize) {
+        self.nudges.fetch_add(1, Ordering::Relaxed);
         if self.queue().nudge(index, Instant::now()) {
-            self.nudges.fetch_add(1, Ordering::Relaxed);
             self.wake.notify_one();
         }
     }

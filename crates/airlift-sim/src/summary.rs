@@ -43,7 +43,7 @@ pub struct Snapshot {
     pub errors: u64,
     /// Check-ins so far.
     pub polls: u64,
-    /// Push nudges that brought a check-in forward.
+    /// Push nudges the devices heard.
     pub nudges: u64,
 }
 
