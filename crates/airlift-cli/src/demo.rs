@@ -8,7 +8,7 @@
 //! breaker aborts it after the canaries, which roll back by themselves, and
 //! the rest of the fleet never sees it.
 
-use crate::client::Client;
+use crate::client::{Client, DeviceQuery};
 use crate::server_url::ServerUrl;
 use airlift_package::SigningKey;
 use airlift_protocol::management::{CreateDeploymentRequest, Deployment, Target};
@@ -16,7 +16,7 @@ use airlift_protocol::state::DeploymentStatus;
 use airlift_protocol::strategy::{
     Advance, BreakerAction, FailureThreshold, Phase, PhaseDevices, Phased, Strategy,
 };
-use airlift_protocol::DeploymentId;
+use airlift_protocol::{DeploymentId, DeviceId};
 use airlift_sim::server::ServerProcess;
 use airlift_sim::{Fleet, FleetConfig, Share};
 use anyhow::{bail, Context, Result};
@@ -109,6 +109,7 @@ pub fn run(args: &DemoArgs, quiet: bool) -> Result<()> {
         args.devices
     );
 
+    let canaries = canaries(&runtime, &client, &fleet)?;
     let target = Target::Attributes([("device_type".to_owned(), DEVICE_TYPE.to_owned())].into());
     step(
         "5/6",
@@ -118,7 +119,7 @@ pub fn run(args: &DemoArgs, quiet: bool) -> Result<()> {
         name: "rootfs 2.0.0".into(),
         package_id: good.id,
         target: target.clone(),
-        strategy: staged(),
+        strategy: staged(&canaries),
     }))?;
     let done = follow(&runtime, &client, first.id, args.devices, quiet)?;
     report(&done);
@@ -131,7 +132,7 @@ pub fn run(args: &DemoArgs, quiet: bool) -> Result<()> {
         name: format!("rootfs {BAD_VERSION}"),
         package_id: bad.id,
         target,
-        strategy: staged(),
+        strategy: staged(&canaries),
     }))?;
     let stopped = follow(&runtime, &client, second.id, args.devices, quiet)?;
     report(&stopped);
@@ -207,22 +208,57 @@ fn uuid_hex() -> String {
     hex::encode(bytes)
 }
 
-/// canary (5 %) → 10 % → 50 % → 100 %, two seconds of soak each; more than
-/// 10 % failures aborts.
-fn staged() -> Strategy {
-    let phase = |name: &str, percent: u8| Phase {
+/// The canary group: the first [`CANARIES`] devices by serial, as an
+/// operator names a fixed set of devices to go first. (Fixed, so that every
+/// run of the demo tells the same story: a share drawn anew for each
+/// deployment could hold fewer than two unhealthy devices, and then the
+/// breaker would not trip.)
+fn canaries(
+    runtime: &tokio::runtime::Runtime,
+    client: &Client,
+    fleet: &Fleet,
+) -> Result<Vec<DeviceId>> {
+    let mut serials: Vec<String> = fleet.devices().into_iter().map(|d| d.serial).collect();
+    serials.sort();
+    serials.truncate(CANARIES);
+    let query = DeviceQuery {
+        per_page: Some(1000),
+        ..DeviceQuery::default()
+    };
+    let page = runtime
+        .block_on(client.list_devices(&query))
+        .context("listing the devices")?;
+    serials
+        .iter()
+        .map(|serial| {
+            page.items
+                .iter()
+                .find(|d| d.identity.get("serial") == Some(serial))
+                .map(|d| d.id)
+                .with_context(|| format!("device {serial} is not on the server"))
+        })
+        .collect()
+}
+
+/// Devices in the canary phase.
+const CANARIES: usize = 10;
+
+/// canary (10 named devices) → 10 % → 50 % → 100 %, two seconds of soak
+/// each; more than 10 % failures aborts.
+fn staged(canaries: &[DeviceId]) -> Strategy {
+    let phase = |name: &str, devices: PhaseDevices| Phase {
         name: Some(name.to_owned()),
-        devices: PhaseDevices::Percent(percent),
+        devices,
         soak_secs: 2,
         success_percent: 100,
         deadline_secs: Some(60),
     };
     Strategy::Phased(Phased {
         phases: vec![
-            phase("canary", 5),
-            phase("10 %", 10),
-            phase("50 %", 50),
-            phase("100 %", 100),
+            phase("canary", PhaseDevices::Devices(canaries.to_vec())),
+            phase("10 %", PhaseDevices::Percent(10)),
+            phase("50 %", PhaseDevices::Percent(50)),
+            phase("100 %", PhaseDevices::Percent(100)),
         ],
         failure_threshold: FailureThreshold::Percent(10),
         on_failure: BreakerAction::Abort,

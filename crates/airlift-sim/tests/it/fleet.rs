@@ -107,7 +107,8 @@ fn power_cuts_and_flaky_networks_still_end_healthy() {
     assert!(summary.snapshot.resumed_downloads > 0);
 }
 
-/// canary (the 10 first in the stable order: 2 %) → 10 % → 50 % → 100 %.
+/// canary (the 10 first in the stable order: 2 %) → 10 % → 50 % → 100 %,
+/// aborting past `threshold_percent` failures.
 fn staged(threshold_percent: u8) -> serde_json::Value {
     serde_json::json!({
         "type": "phased",
@@ -161,9 +162,23 @@ fn staged_rollouts(world: &World) {
     let snapshot = settled(&fleet, 500, Duration::from_secs(60));
     assert_eq!(snapshot.running("2.0.0"), 500, "{snapshot:#?}");
 
-    // 40 % of devices fail their health check on 3.0.0: about 4 of the 10
-    // canaries roll back, past the 10 % threshold, and the breaker aborts.
-    let bad = world.deploy_with(world.package("3.0.0", IMAGE), staged(10));
+    // 40 % of devices fail their health check on 3.0.0. The canaries are
+    // named, 4 of them unhealthy (a 2 % share drawn by the deployment's
+    // random id could hold fewer than 2, and not trip the breaker): the
+    // second rollback crosses the 10 % threshold, and the breaker aborts.
+    let ids = world.device_ids();
+    let devices = fleet.devices();
+    let pick = |unhealthy: bool, n: usize| {
+        devices
+            .iter()
+            .filter(move |d| d.fail_health == unhealthy)
+            .take(n)
+            .map(|d| serde_json::Value::from(ids[&d.serial].as_str()))
+    };
+    let canaries: Vec<serde_json::Value> = pick(true, 4).chain(pick(false, 6)).collect();
+    let mut strategy = staged(10);
+    strategy["phases"][0]["devices"] = serde_json::json!({ "devices": canaries });
+    let bad = world.deploy_with(world.package("3.0.0", IMAGE), strategy);
     let detail = world.wait_for_status(&bad, "aborted", Duration::from_secs(60));
     assert_eq!(detail["status"], "aborted", "{detail:#}");
     let reason = detail["rollout"]["reason"].as_str().unwrap_or_default();

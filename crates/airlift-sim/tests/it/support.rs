@@ -133,6 +133,26 @@ impl World {
         }
     }
 
+    /// The server's id of each device, by its serial.
+    pub fn device_ids(&self) -> std::collections::BTreeMap<String, String> {
+        let page: Value = self
+            .api(reqwest::Method::GET, "/devices?per_page=1000")
+            .send()
+            .expect("devices")
+            .json()
+            .expect("json");
+        page["items"]
+            .as_array()
+            .expect("items")
+            .iter()
+            .map(|d| {
+                let serial = d["identity"]["serial"].as_str().unwrap_or_default();
+                let id = d["id"].as_str().unwrap_or_default();
+                (serial.to_owned(), id.to_owned())
+            })
+            .collect()
+    }
+
     /// Waits until `n` devices hold the server's push stream.
     pub fn wait_for_push_connections(&self, n: usize) {
         let deadline = std::time::Instant::now() + Duration::from_secs(60);
