@@ -7,7 +7,7 @@
 //! acts within the test's time did so because it was nudged. The latencies
 //! are printed, not asserted.
 
-use crate::harness::{enrol, Device, Operator, Signer};
+use crate::harness::{enrol, Daemon, Device, Operator, Signer};
 use crate::server::ADMIN_TOKEN;
 use airlift_sim::server::ServerProcess;
 use serde_json::Value;
@@ -109,6 +109,25 @@ fn a_deployment_created_on_one_instance_reaches_a_device_connected_to_another() 
     );
 }
 
+/// An enrolled device listening on the broker under `prefix`, its id, and
+/// its running daemon, once it has subscribed.
+fn mqtt_device(
+    url: &str,
+    signer: &Signer,
+    broker: &str,
+    prefix: &str,
+    operator: &Operator,
+) -> (Device, String, Daemon) {
+    let device = Device::new(url, &signer.public, &["true"]);
+    device.set_push(&format!(
+        "transport = \"mqtt\"\nurl = \"{broker}\"\ntopic_prefix = \"{prefix}\""
+    ));
+    let id = enrol(&device, operator);
+    let daemon = device.start();
+    daemon.wait_for_log("push: subscribed for nudges on the MQTT broker", 1);
+    (device, id, daemon)
+}
+
 #[test]
 fn a_deployment_reaches_a_device_through_the_mqtt_broker() {
     let signer = Signer::new();
@@ -122,13 +141,7 @@ fn a_deployment_reaches_a_device_through_the_mqtt_broker() {
         &["--mqtt-url", &broker, "--mqtt-topic-prefix", &prefix],
     );
     let operator = Operator::at(&server.url);
-    let device = Device::new(&server.url, &signer.public, &["true"]);
-    device.set_push(&format!(
-        "transport = \"mqtt\"\nurl = \"{broker}\"\ntopic_prefix = \"{prefix}\""
-    ));
-    let id = enrol(&device, &operator);
-    let daemon = device.start();
-    daemon.wait_for_log("push: subscribed for nudges on the MQTT broker", 1);
+    let (_device, id, daemon) = mqtt_device(&server.url, &signer, &broker, &prefix, &operator);
     // Subscribed means the SUBSCRIBE is sent; the server's publisher may
     // still be connecting. An operator's request goes the same way.
     wait_until("the server's MQTT connection", || {
@@ -152,13 +165,7 @@ fn a_forged_nudge_costs_a_check_in_and_nothing_more() {
     // The server publishes nothing here: the nudges come from elsewhere.
     let server = instance(&signer, data.path(), HOUR, &[]);
     let operator = Operator::at(&server.url);
-    let device = Device::new(&server.url, &signer.public, &["true"]);
-    device.set_push(&format!(
-        "transport = \"mqtt\"\nurl = \"{broker}\"\ntopic_prefix = \"{prefix}\""
-    ));
-    let id = enrol(&device, &operator);
-    let daemon = device.start();
-    daemon.wait_for_log("push: subscribed for nudges on the MQTT broker", 1);
+    let (device, id, daemon) = mqtt_device(&server.url, &signer, &broker, &prefix, &operator);
     wait_until("the first check-in to be recorded", || {
         operator.metric("airlift_check_ins_total") >= 1.0
     });
