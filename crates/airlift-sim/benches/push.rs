@@ -54,18 +54,6 @@ struct Outcome {
     cpu: f64,
 }
 
-fn metric(http: &reqwest::blocking::Client, url: &str, name: &str) -> f64 {
-    let text = http
-        .get(format!("{url}/metrics"))
-        .send()
-        .and_then(|r| r.text())
-        .unwrap_or_default();
-    text.lines()
-        .filter_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
-        .find_map(|value| value.trim().parse().ok())
-        .unwrap_or(0.0)
-}
-
 fn run(binary: &Path, devices: usize, poll: u64, push: PushConfig) -> Outcome {
     let pushing = push != PushConfig::Off;
     let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("scratch directory");
@@ -84,15 +72,10 @@ fn run(binary: &Path, devices: usize, poll: u64, push: PushConfig) -> Outcome {
     config.push = push;
     let started = Instant::now();
     let fleet = Fleet::start(config).expect("fleet");
-    let enrolled = fleet.wait_until(Duration::from_secs(1800), |s| {
-        s.in_state("idle") == devices && s.checked_in == devices
-    });
-    if let Err(timed_out) = enrolled {
-        panic!("the fleet did not come up: {:?}", timed_out.0.states);
-    }
+    common::wait_enrolled(&fleet, devices);
     if pushing {
         let deadline = Instant::now() + Duration::from_secs(600);
-        while metric(&http, &server.url, "airlift_push_connections") < devices as f64 {
+        while server.metric("airlift_push_connections") < devices as f64 {
             assert!(
                 Instant::now() < deadline,
                 "not every device holds its stream"

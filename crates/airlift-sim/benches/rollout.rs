@@ -137,12 +137,7 @@ fn main() {
     config.dir = Some(dir.path().join("fleet"));
     let started = Instant::now();
     let fleet = Fleet::start(config).expect("fleet");
-    let enrolled = fleet.wait_until(Duration::from_secs(1200), |s| {
-        s.in_state("idle") == devices && s.checked_in == devices
-    });
-    if let Err(timed_out) = enrolled {
-        panic!("the fleet did not come up: {:?}", timed_out.0.states);
-    }
+    common::wait_enrolled(&fleet, devices);
     eprintln!(
         "fleet enrolled in {:.0} s; steady polling for one interval",
         started.elapsed().as_secs_f64()

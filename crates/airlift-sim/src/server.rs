@@ -110,6 +110,21 @@ impl ServerProcess {
         Ok(server)
     }
 
+    /// The value of an unlabelled Prometheus gauge or counter from its
+    /// `/metrics`; 0 when it is absent (not yet recorded) or the server does
+    /// not answer.
+    pub fn metric(&self, name: &str) -> f64 {
+        let text = ureq::get(&format!("{}/metrics", self.url))
+            .call()
+            .ok()
+            .and_then(|r| r.into_string().ok())
+            .unwrap_or_default();
+        text.lines()
+            .filter_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
+            .find_map(|value| value.trim().parse().ok())
+            .unwrap_or(0.0)
+    }
+
     /// The process id (for its CPU time and memory in `/proc`).
     pub fn pid(&self) -> u32 {
         self.child.id()

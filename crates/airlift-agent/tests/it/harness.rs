@@ -242,21 +242,6 @@ impl Operator {
         assert_eq!(response.status(), StatusCode::ACCEPTED);
     }
 
-    /// The value of a Prometheus gauge or counter without labels (0 when
-    /// absent).
-    pub fn metric(&self, name: &str) -> f64 {
-        let text = self
-            .http
-            .get(format!("{}/metrics", self.base))
-            .send()
-            .and_then(|r| r.text())
-            .unwrap_or_default();
-        text.lines()
-            .filter_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
-            .find_map(|value| value.trim().parse().ok())
-            .unwrap_or(0.0)
-    }
-
     /// The device's state and message in a deployment.
     pub fn device_state(&self, deployment: &str) -> (String, String) {
         let detail = self.send(

@@ -41,6 +41,24 @@ fn postgres_schema() -> Option<String> {
     Some(format!("{base}{separator}options=-csearch_path%3D{schema}"))
 }
 
+/// Two instances on one fresh PostgreSQL schema, sharing the package
+/// store (the directory, kept while it lives), telling devices to poll
+/// every `poll_secs`; `None` without PostgreSQL.
+fn two_instances(
+    poll_secs: u64,
+) -> Option<(Signer, tempfile::TempDir, ServerProcess, ServerProcess)> {
+    let Some(database) = postgres_schema() else {
+        eprintln!("AIRLIFT_TEST_POSTGRES_URL is not set: skipped (CI sets it)");
+        return None;
+    };
+    let signer = Signer::new();
+    let data = tempfile::tempdir().expect("data");
+    let flags = ["--database-url", database.as_str()];
+    let a = instance(&signer, data.path(), poll_secs, &flags);
+    let b = instance(&signer, data.path(), poll_secs, &flags);
+    Some((signer, data, a, b))
+}
+
 /// The local broker, as CI provides it.
 fn broker() -> String {
     std::env::var("AIRLIFT_TEST_MQTT_URL").unwrap_or_else(|_| "mqtt://127.0.0.1:1883".into())
@@ -80,25 +98,18 @@ fn deploy_and_time(operator: &Operator, signer: &Signer, device: &str, version: 
 
 #[test]
 fn a_deployment_created_on_one_instance_reaches_a_device_connected_to_another() {
-    let Some(database) = postgres_schema() else {
-        eprintln!("AIRLIFT_TEST_POSTGRES_URL is not set: skipped (CI sets it)");
+    let Some((signer, _data, a, b)) = two_instances(HOUR) else {
         return;
     };
-    let signer = Signer::new();
-    let data = tempfile::tempdir().expect("data");
-    let flags = ["--database-url", database.as_str()];
-    // Instances share the database and the package store.
-    let a = instance(&signer, data.path(), HOUR, &flags);
-    let b = instance(&signer, data.path(), HOUR, &flags);
     let (on_a, on_b) = (Operator::at(&a.url), Operator::at(&b.url));
 
     let device = Device::new(&a.url, &signer.public, &["true"]);
     let id = enrol(&device, &on_a);
     let daemon = device.start();
     wait_until("the device's push stream on instance A", || {
-        on_a.metric("airlift_push_connections") == 1.0
+        a.metric("airlift_push_connections") == 1.0
     });
-    assert_eq!(on_b.metric("airlift_push_connections"), 0.0);
+    assert_eq!(b.metric("airlift_push_connections"), 0.0);
 
     let latency = deploy_and_time(&on_b, &signer, &id, "2.0.0");
     eprintln!("deployment created on B → device connected to A started: {latency:.3} s");
@@ -145,7 +156,7 @@ fn a_deployment_reaches_a_device_through_the_mqtt_broker() {
     // Subscribed means the SUBSCRIBE is sent; the server's publisher may
     // still be connecting. An operator's request goes the same way.
     wait_until("the server's MQTT connection", || {
-        operator.metric("airlift_push_mqtt_connected") == 1.0
+        server.metric("airlift_push_mqtt_connected") == 1.0
     });
     std::thread::sleep(Duration::from_millis(300));
     operator.request_check_in(&id);
@@ -167,9 +178,9 @@ fn a_forged_nudge_costs_a_check_in_and_nothing_more() {
     let operator = Operator::at(&server.url);
     let (device, id, daemon) = mqtt_device(&server.url, &signer, &broker, &prefix, &operator);
     wait_until("the first check-in to be recorded", || {
-        operator.metric("airlift_check_ins_total") >= 1.0
+        server.metric("airlift_check_ins_total") >= 1.0
     });
-    let before = operator.metric("airlift_check_ins_total");
+    let before = server.metric("airlift_check_ins_total");
     let slot_b = device.slot(airlift_agent::boot::Slot::B);
 
     // Someone with access to the broker, but not to the server's keys,
@@ -203,7 +214,7 @@ fn a_forged_nudge_costs_a_check_in_and_nothing_more() {
     let _ = forger.disconnect();
     let _ = pump.join();
 
-    let after = operator.metric("airlift_check_ins_total");
+    let after = server.metric("airlift_check_ins_total");
     let elapsed = started.elapsed().as_secs_f64();
     assert!(after > before, "the nudge made the device check in");
     // At most one nudged check-in a second, however many nudges.
@@ -278,16 +289,10 @@ impl Drop for Balancer {
 
 #[test]
 fn when_its_instance_dies_the_device_polls_and_reconnects_to_another() {
-    let Some(database) = postgres_schema() else {
-        eprintln!("AIRLIFT_TEST_POSTGRES_URL is not set: skipped (CI sets it)");
+    // Polling every 2 s here, to see the fallback.
+    let Some((signer, _data, a, b)) = two_instances(2) else {
         return;
     };
-    let signer = Signer::new();
-    let data = tempfile::tempdir().expect("data");
-    let flags = ["--database-url", database.as_str()];
-    // Polling every 2 s here, to see the fallback.
-    let a = instance(&signer, data.path(), 2, &flags);
-    let b = instance(&signer, data.path(), 2, &flags);
     let balancer = Balancer::start(vec![a.url.clone(), b.url.clone()]);
     let on_b = Operator::at(&b.url);
 
@@ -295,7 +300,7 @@ fn when_its_instance_dies_the_device_polls_and_reconnects_to_another() {
     let id = enrol(&device, &Operator::at(&a.url));
     let daemon = device.start();
     wait_until("the push stream on A", || {
-        Operator::at(&a.url).metric("airlift_push_connections") == 1.0
+        a.metric("airlift_push_connections") == 1.0
     });
     let checked_in = |operator: &Operator| {
         operator.device(&id)["last_check_in"]
@@ -311,7 +316,7 @@ fn when_its_instance_dies_the_device_polls_and_reconnects_to_another() {
     daemon.wait_for_log("push: stream lost; polling meanwhile", 1);
     wait_until("a check-in through B", || checked_in(&on_b) != seen);
     wait_until("the push stream on B", || {
-        on_b.metric("airlift_push_connections") == 1.0
+        b.metric("airlift_push_connections") == 1.0
     });
     assert!(daemon.log().contains("push: listening for nudges"));
 

@@ -11,6 +11,17 @@ pub fn number(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
+/// Waits (up to half an hour) until every device of `fleet` has checked in
+/// and is idle.
+pub fn wait_enrolled(fleet: &airlift_sim::Fleet, devices: usize) {
+    let enrolled = fleet.wait_until(std::time::Duration::from_secs(1800), |s| {
+        s.in_state("idle") == devices && s.checked_in == devices
+    });
+    if let Err(timed_out) = enrolled {
+        panic!("the fleet did not come up: {:?}", timed_out.0.states);
+    }
+}
+
 /// utime + stime of a process, in seconds.
 pub fn cpu_seconds(pid: u32) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
