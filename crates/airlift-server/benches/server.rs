@@ -1657,22 +1657,29 @@ fn print_download_table(out: &mut String, specs: &[DownloadSpec], results: &[Dow
     );
     let _ = writeln!(
         out,
-        "| download | bytes | best time | best MB/s | vs nginx | median MB/s | runs (s) | server CPU s/GiB | client CPU s/GiB | server max RSS |"
+        "| download | bytes | best time | best MB/s | vs nginx (best) | median MB/s | vs nginx (median) | runs (s) | server CPU s/GiB | client CPU s/GiB | server max RSS |"
     );
     let _ = writeln!(
         out,
-        "| --- | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: |"
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: |"
     );
     let mb_per_s = |bytes: u64, time: Duration| bytes as f64 / MB / time.as_secs_f64();
     for (spec, r) in specs.iter().zip(results) {
         let gib = spec.bytes as f64 * r.runs.len() as f64 / (1u64 << 30) as f64;
         let best = mb_per_s(spec.bytes, r.best());
-        let versus = match spec.baseline {
-            Some(b) => format!(
-                "{:.0} %",
-                100.0 * best / mb_per_s(specs[b].bytes, results[b].best())
+        let median = mb_per_s(spec.bytes, r.median());
+        let (versus_best, versus_median) = match spec.baseline {
+            Some(b) => (
+                format!(
+                    "{:.0} %",
+                    100.0 * best / mb_per_s(specs[b].bytes, results[b].best())
+                ),
+                format!(
+                    "{:.0} %",
+                    100.0 * median / mb_per_s(specs[b].bytes, results[b].median())
+                ),
             ),
-            None => "–".into(),
+            None => ("–".into(), "–".into()),
         };
         let times: Vec<String> = r
             .runs
@@ -1681,13 +1688,14 @@ fn print_download_table(out: &mut String, specs: &[DownloadSpec], results: &[Dow
             .collect();
         let _ = writeln!(
             out,
-            "| {} | {} | {:.3} s | {:.0} | {} | {:.0} | {} | {:.2} | {:.2} | {:.1} MiB |",
+            "| {} | {} | {:.3} s | {:.0} | {} | {:.0} | {} | {} | {:.2} | {:.2} | {:.1} MiB |",
             spec.name,
             spec.bytes,
             r.best().as_secs_f64(),
             best,
-            versus,
-            mb_per_s(spec.bytes, r.median()),
+            versus_best,
+            median,
+            versus_median,
             times.join(" "),
             r.server_cpu / gib,
             r.client_cpu / gib,

@@ -7,15 +7,15 @@ use airlift_package::{Limits, Manifest, PackageReader, TrustSet};
 use axum::body::Body;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path as BlobPath;
 use object_store::{GetOptions, GetRange, GetResultPayload, ObjectStore, WriteMultipart};
 use sha2::{Digest, Sha256};
-use std::io::Read;
+use std::io::{Read, Seek};
 use std::path::Path;
 use tempfile::TempPath;
-use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
-use tokio_util::io::ReaderStream;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Read size when serving a package from local disk.
 const FILE_CHUNK: usize = 1 << 20;
@@ -196,17 +196,7 @@ pub async fn serve(
         // stream reads 8 KiB per blocking task, several times slower.
         GetResultPayload::File(file, _) => {
             let range = result.range.clone();
-            let mut file = tokio::fs::File::from_std(file);
-            file.seek(std::io::SeekFrom::Start(range.start))
-                .await
-                .map_err(ApiError::internal)?;
-            // Buffers no larger than what is sent: a fleet downloading a
-            // small package at once must not hold a megabyte per download.
-            let length = range.end - range.start;
-            let chunk = usize::try_from(length).map_or(FILE_CHUNK, |l| l.clamp(1, FILE_CHUNK));
-            file.set_max_buf_size(chunk);
-            let limited = file.take(length);
-            Body::from_stream(ReaderStream::with_capacity(limited, chunk))
+            Body::from_stream(file_chunks(file, range.start, range.end - range.start))
         }
         GetResultPayload::Stream(stream) => {
             Body::from_stream(stream.map_err(std::io::Error::other))
@@ -242,6 +232,52 @@ pub async fn serve(
     Ok(response)
 }
 
+/// Streams `length` bytes of `file` from `start` in chunks of up to
+/// [`FILE_CHUNK`], each read on a blocking thread straight into the buffer
+/// that is sent (no second copy), and the next chunk read while the current
+/// one is being written to the socket.
+///
+/// One read is in flight at a time and it holds a blocking thread only for
+/// that read, so a fleet downloading at once cannot exhaust the pool.
+/// Buffers are no larger than what is left to send: a small package costs
+/// its size, not a megabyte, per download.
+fn file_chunks(
+    file: std::fs::File,
+    start: u64,
+    length: u64,
+) -> impl futures::Stream<Item = std::io::Result<Bytes>> + Send + 'static {
+    type Read = tokio::task::JoinHandle<std::io::Result<(std::fs::File, Bytes)>>;
+    fn read_next(mut file: std::fs::File, seek_to: Option<u64>, remaining: u64) -> Read {
+        tokio::task::spawn_blocking(move || {
+            if let Some(offset) = seek_to {
+                file.seek(std::io::SeekFrom::Start(offset))?;
+            }
+            let want = remaining.min(FILE_CHUNK as u64);
+            // Capacity without zeroing: read_to_end fills it directly.
+            let mut buffer = Vec::with_capacity(want as usize);
+            (&mut file).take(want).read_to_end(&mut buffer)?;
+            if (buffer.len() as u64) < want {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "package file is shorter than its recorded size",
+                ));
+            }
+            Ok((file, Bytes::from(buffer)))
+        })
+    }
+    let first = (length > 0).then(|| read_next(file, Some(start), length));
+    futures::stream::try_unfold((first, length), |(read, remaining)| async move {
+        let Some(read) = read else {
+            return Ok(None);
+        };
+        let (file, chunk) = read.await.map_err(std::io::Error::other)??;
+        let remaining = remaining - chunk.len() as u64;
+        // Start the next read now, while this chunk goes out.
+        let next = (remaining > 0).then(|| read_next(file, None, remaining));
+        Ok(Some((chunk, (next, remaining))))
+    })
+}
+
 fn unsatisfiable(size: u64) -> Response {
     let mut response = (
         StatusCode::RANGE_NOT_SATISFIABLE,
@@ -260,4 +296,52 @@ fn unsatisfiable(size: u64) -> Response {
 /// The blob key of a package.
 pub fn package_key(id: airlift_protocol::PackageId) -> BlobPath {
     BlobPath::from(format!("packages/{id}.airlift"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn collect(file: std::fs::File, start: u64, length: u64) -> std::io::Result<Vec<u8>> {
+        let mut out = Vec::new();
+        let mut chunks = std::pin::pin!(file_chunks(file, start, length));
+        while let Some(chunk) = chunks.next().await {
+            let chunk = chunk?;
+            assert!(
+                chunk.len() <= FILE_CHUNK,
+                "a chunk is never larger than FILE_CHUNK"
+            );
+            out.extend_from_slice(&chunk);
+        }
+        Ok(out)
+    }
+
+    #[tokio::test]
+    async fn file_chunks_stream_exactly_the_range_asked_for() {
+        let bytes: Vec<u8> = (0..(FILE_CHUNK * 2 + 12_345))
+            .map(|i| (i % 251) as u8)
+            .collect();
+        let temp = tempfile::NamedTempFile::new().expect("temp file");
+        std::fs::write(temp.path(), &bytes).expect("write");
+        let open = || std::fs::File::open(temp.path()).expect("open");
+
+        let whole = collect(open(), 0, bytes.len() as u64).await.expect("whole");
+        assert_eq!(whole, bytes);
+        let tail = collect(open(), 1_000_001, (bytes.len() - 1_000_001) as u64)
+            .await
+            .expect("tail");
+        assert_eq!(tail, bytes[1_000_001..]);
+        let middle = collect(open(), 7, 10).await.expect("middle");
+        assert_eq!(middle, bytes[7..17]);
+        assert!(collect(open(), 5, 0).await.expect("empty").is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_file_shorter_than_recorded_ends_the_stream_with_an_error() {
+        let temp = tempfile::NamedTempFile::new().expect("temp file");
+        std::fs::write(temp.path(), vec![1u8; 100]).expect("write");
+        let file = std::fs::File::open(temp.path()).expect("open");
+        let error = collect(file, 50, 100).await.expect_err("short file");
+        assert_eq!(error.kind(), std::io::ErrorKind::UnexpectedEof);
+    }
 }
