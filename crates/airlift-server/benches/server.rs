@@ -115,6 +115,10 @@ struct Params {
     client_threads: usize,
     package_mib: u64,
     download_runs: usize,
+    /// Servers on one core and the download client on another while
+    /// downloads are measured (`AIRLIFT_BENCH_PIN=0` turns it off; needs two
+    /// cores).
+    pin_downloads: bool,
     keep: bool,
 }
 
@@ -136,6 +140,8 @@ impl Params {
             client_threads: number("AIRLIFT_BENCH_CLIENT_THREADS", 2).max(1) as usize,
             package_mib: number("AIRLIFT_BENCH_PACKAGE_MIB", 256),
             download_runs: number("AIRLIFT_BENCH_DOWNLOAD_RUNS", 5).max(1) as usize,
+            pin_downloads: number("AIRLIFT_BENCH_PIN", 1) != 0
+                && std::thread::available_parallelism().is_ok_and(|n| n.get() >= 2),
             keep: std::env::var_os("AIRLIFT_BENCH_KEEP").is_some(),
         }
     }
@@ -1417,7 +1423,7 @@ async fn run(params: Params) -> Result<()> {
 
     if params.package_mib > 0 {
         let (specs, results) = downloads(&params, &server, &admin, &devices[0], dir.path()).await?;
-        print_download_table(&mut out, &specs, &results);
+        print_download_table(&mut out, &params, &specs, &results);
     }
     let warnings = server.warnings.load(Ordering::Relaxed);
     if warnings > 0 {
@@ -1564,12 +1570,59 @@ async fn downloads(
         params.download_runs
     );
     let runs = params.download_runs;
+    // One core each for the servers and the client, so that neither's copy
+    // competes with the other's and every run is scheduled alike (unpinned,
+    // nginx swung between two speeds from run to run).
+    let pinned = params.pin_downloads;
+    if pinned {
+        pin_process(nginx.pid(), SERVER_CPU)?;
+        pin_process(server.guard.pid(), SERVER_CPU)?;
+    }
     let (specs, results) = tokio::task::spawn_blocking(move || {
+        if pinned {
+            pin_this_thread(CLIENT_CPU)?;
+        }
         download_rounds(&specs, runs).map(|results| (specs, results))
     })
     .await??;
     drop(nginx);
     Ok((specs, results))
+}
+
+/// The core the servers run on while downloads are measured.
+const SERVER_CPU: usize = 0;
+/// The core the download client runs on.
+const CLIENT_CPU: usize = 1;
+
+/// Pins every thread of process `pid` (and threads it starts later) to `cpu`.
+fn pin_process(pid: u32, cpu: usize) -> Result<()> {
+    taskset(&["-a", "-p", "-c", &cpu.to_string(), &pid.to_string()])
+}
+
+/// Pins the calling thread to `cpu`.
+fn pin_this_thread(cpu: usize) -> Result<()> {
+    // "/proc/thread-self" links to "PID/task/TID".
+    let link = std::fs::read_link("/proc/thread-self")?;
+    let tid = link
+        .file_name()
+        .and_then(|name| name.to_str())
+        .with_context(|| format!("unexpected /proc/thread-self: {}", link.display()))?
+        .to_owned();
+    taskset(&["-p", "-c", &cpu.to_string(), &tid])
+}
+
+fn taskset(args: &[&str]) -> Result<()> {
+    let output = Command::new("taskset")
+        .args(args)
+        .output()
+        .context("running taskset (util-linux); AIRLIFT_BENCH_PIN=0 measures unpinned")?;
+    ensure!(
+        output.status.success(),
+        "taskset {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    Ok(())
 }
 
 // --- output ------------------------------------------------------------------------
@@ -1647,12 +1700,22 @@ fn print_components(out: &mut String, rows: &[Component]) {
     let _ = writeln!(out);
 }
 
-fn print_download_table(out: &mut String, specs: &[DownloadSpec], results: &[DownloadResult]) {
+fn print_download_table(
+    out: &mut String,
+    params: &Params,
+    specs: &[DownloadSpec],
+    results: &[DownloadResult],
+) {
     let runs = results.first().map_or(0, |r| r.runs.len());
+    let placement = if params.pin_downloads {
+        format!("servers pinned to CPU {SERVER_CPU} and the client to CPU {CLIENT_CPU}")
+    } else {
+        "unpinned".to_owned()
+    };
     let _ = writeln!(
         out,
         "Downloads: each on a fresh HTTP/1.1 connection, body read with 1 MiB `read`s and discarded; the four kinds \
-         take turns, {runs} rounds after an untimed one; best and median of the {runs}. \
+         take turns, {runs} rounds after an untimed one; best and median of the {runs}; {placement}. \
          MB = 10^6 bytes; CPU in seconds per GiB sent.\n"
     );
     let _ = writeln!(
