@@ -41,8 +41,10 @@ use airlift_package::{
     Compatibility, DeviceFacts, Limits, Manifest, PackageReader, PayloadType, PublicKey,
     Sha256Digest, TrustSet, Verified,
 };
-use airlift_protocol::device::{Inventory, UpdateOffer};
+use airlift_protocol::device::{Inventory, StatusReport, UpdateOffer};
+use airlift_protocol::install::InstallPermit;
 use airlift_protocol::state::UpdateState;
+use airlift_protocol::DeploymentId;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
@@ -213,6 +215,11 @@ pub struct Agent {
     last_failure: Option<String>,
     /// The package file of `install FILE`, while it runs.
     local_source: Option<PathBuf>,
+    /// What the server last said about installing, and for which
+    /// deployment: a downloaded update waits at `Downloaded` unless it said
+    /// `now` for that deployment (heard at every check-in, not persisted:
+    /// after a restart the update waits for the first check-in).
+    install_permit: Option<(DeploymentId, InstallPermit)>,
     /// Hears states, reports and downloads; `None` on a real device.
     observer: Option<Observer>,
 }
@@ -280,6 +287,7 @@ impl Agent {
             rebooting: false,
             last_failure: None,
             local_source: None,
+            install_permit: None,
             observer: None,
             config,
         })
@@ -351,6 +359,7 @@ impl Agent {
             Err(error) => return Ok(Poll::Unreachable(error.to_string())),
         };
         self.poll_interval = Duration::from_secs(response.poll_interval_secs.max(1));
+        self.hear_about_held_install(response.update.as_ref())?;
         if let Some(offer) = response.update {
             if matches!(self.state, State::Idle) {
                 self.take_offer(offer)?;
@@ -361,6 +370,67 @@ impl Agent {
         } else {
             Poll::Checked(self.poll_interval)
         })
+    }
+
+    /// While a downloaded update waits at `Downloaded`: takes the server's
+    /// word on installing from its offer for the same deployment and goes on
+    /// if it says `now`. Without such an offer, asks the server where the
+    /// deployment stands (a repeated `downloaded` report, which changes
+    /// nothing), and gives the update up if the server has ended it
+    /// (cancelled, timed out), so that the device is free for the next
+    /// offer; a paused deployment keeps it waiting.
+    fn hear_about_held_install(&mut self, offer: Option<&UpdateOffer>) -> Result<(), AgentError> {
+        let State::Downloaded { job } = &self.state else {
+            return Ok(());
+        };
+        let Some(deployment_id) = job.deployment_id else {
+            return Ok(());
+        };
+        match offer {
+            Some(offer) if offer.deployment_id == deployment_id => {
+                if let InstallPermit::Later { reason } = &offer.install {
+                    tracing::info!(%deployment_id, %reason, "downloaded and verified; the install waits");
+                }
+                self.install_permit = Some((deployment_id, offer.install.clone()));
+                self.proceed()
+            }
+            _ => {
+                let probe = StatusReport {
+                    state: UpdateState::Downloaded,
+                    progress: None,
+                    message: None,
+                };
+                let ended = match self.client.report(deployment_id, &probe) {
+                    Ok(ack) => ack.state.is_final().then(|| ack.state.as_str().to_owned()),
+                    // Cancelled (410), or the deployment is gone (404).
+                    Err(ClientError::Permanent {
+                        status, message, ..
+                    }) => Some(format!("{status}: {message}")),
+                    Err(_) => None,
+                };
+                match ended {
+                    Some(why) => {
+                        tracing::info!(%deployment_id, server = %why, "the server ended the waiting update; giving it up");
+                        self.feed(Event::Cancelled)
+                    }
+                    None => Ok(()),
+                }
+            }
+        }
+    }
+
+    /// Why the install of `job` must wait, if it must: the server's last
+    /// word for its deployment was `later`, or nothing has been heard since
+    /// the agent started. A local install never waits.
+    fn install_hold(&self, job: &Job) -> Option<String> {
+        let deployment_id = job.deployment_id?;
+        match &self.install_permit {
+            Some((id, InstallPermit::Now)) if *id == deployment_id => None,
+            Some((id, InstallPermit::Later { reason })) if *id == deployment_id => {
+                Some(reason.clone())
+            }
+            _ => Some("waiting for the server's word on installing".into()),
+        }
     }
 
     /// Installs a local package file through the same path as an offer,
@@ -451,7 +521,8 @@ impl Agent {
     }
 
     /// Feeds [`Event::Proceed`] while the machine rests (`Downloaded`,
-    /// `Installed`): today's policy is to go on at once.
+    /// `Installed`) — except that a downloaded update waits while the server
+    /// holds its install (a maintenance window, a download-only deployment).
     fn proceed(&mut self) -> Result<(), AgentError> {
         while !self.rebooting
             && matches!(
@@ -459,6 +530,12 @@ impl Agent {
                 State::Downloaded { .. } | State::Installed { .. }
             )
         {
+            if let State::Downloaded { job } = &self.state {
+                if let Some(reason) = self.install_hold(job) {
+                    tracing::debug!(%reason, "the install waits");
+                    break;
+                }
+            }
             let before = self.state.clone();
             self.feed(Event::Proceed)?;
             if self.state == before {
@@ -801,6 +878,7 @@ impl Agent {
             ..self.job_for(&manifest)?
         };
         tracing::info!(%deployment_id, %job, "update offered");
+        self.install_permit = Some((deployment_id, offer.install));
         self.save_offer(&head, Some(deployment_id))?;
         self.feed(Event::Offer(job))?;
         self.proceed()

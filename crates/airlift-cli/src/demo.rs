@@ -120,6 +120,7 @@ pub fn run(args: &DemoArgs, quiet: bool) -> Result<()> {
         package_id: good.id,
         target: target.clone(),
         strategy: staged(&canaries),
+        install: Default::default(),
     }))?;
     let done = follow(&runtime, &client, first.id, args.devices, quiet)?;
     report(&done);
@@ -133,6 +134,7 @@ pub fn run(args: &DemoArgs, quiet: bool) -> Result<()> {
         package_id: bad.id,
         target,
         strategy: staged(&canaries),
+        install: Default::default(),
     }))?;
     let stopped = follow(&runtime, &client, second.id, args.devices, quiet)?;
     report(&stopped);

@@ -115,6 +115,10 @@ pub struct UpdateOffer {
     pub size: u64,
     /// SHA-256 of the whole package file, hex; also its `ETag`.
     pub sha256: String,
+    /// Whether to install once downloaded, or wait at `downloaded` (a
+    /// maintenance window, a download-only deployment) [default: now].
+    #[serde(default)]
+    pub install: crate::install::InstallPermit,
 }
 
 /// A device's report on one step of an update.

@@ -4,6 +4,7 @@
 //!
 //! - [`device`]: `/api/device/v1`, what a device sends and receives.
 //! - [`management`]: `/api/v1`, what operators and scripts send and receive.
+//! - [`install`]: when devices may install (maintenance window, download-only).
 //! - [`state`]: the states of devices, deployments and a device's update.
 //! - [`auth`]: how a device signs its authentication request.
 //!
@@ -14,6 +15,7 @@
 pub mod auth;
 pub mod device;
 pub mod ids;
+pub mod install;
 pub mod management;
 pub mod push;
 pub mod state;

@@ -1,6 +1,7 @@
 //! `/api/v1`: what operators and scripts send and receive.
 
 use crate::ids::{DeploymentId, DeviceId, PackageId, TokenId};
+use crate::install::InstallPolicy;
 use crate::state::{DeploymentStatus, DeviceStatus, Role, UpdateState};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -158,6 +159,10 @@ pub struct CreateDeploymentRequest {
     /// How to roll out; all at once by default.
     #[serde(default = "default_strategy")]
     pub strategy: Strategy,
+    /// When devices may install: a daily window, download-only [default:
+    /// any time, at once].
+    #[serde(default)]
+    pub install: InstallPolicy,
 }
 
 fn default_strategy() -> Strategy {
@@ -177,6 +182,9 @@ pub struct Deployment {
     pub target: Target,
     /// How it rolls out.
     pub strategy: Strategy,
+    /// When devices may install.
+    #[serde(default)]
+    pub install: InstallPolicy,
     /// Overall status.
     pub status: DeploymentStatus,
     /// Where a phased rollout stands.

@@ -94,7 +94,7 @@ fn unsigned(column: &str, value: i64) -> StoreResult<u64> {
     u64::try_from(value).map_err(|_| corrupt(column, format!("{value} is negative")))
 }
 
-fn json<T: DeserializeOwned>(column: &str, text: &str) -> StoreResult<T> {
+pub(crate) fn json<T: DeserializeOwned>(column: &str, text: &str) -> StoreResult<T> {
     serde_json::from_str(text).map_err(|e| corrupt(column, format!("invalid JSON: {e}")))
 }
 
@@ -257,6 +257,7 @@ pub(crate) struct DeploymentRow {
     pub phase_met_at: Option<i64>,
     pub status_reason: Option<String>,
     pub acknowledged_failures: i64,
+    pub install_policy: String,
 }
 
 impl DeploymentRow {
@@ -267,6 +268,7 @@ impl DeploymentRow {
             package_id: parse("deployments.package_id", &self.package_id)?,
             target: json("deployments.target", &self.target)?,
             strategy: json("deployments.strategy", &self.strategy)?,
+            install: json("deployments.install_policy", &self.install_policy)?,
             status: parse("deployments.status", &self.status)?,
             created_at: time("deployments.created_at", self.created_at)?,
             finished_at: opt_time("deployments.finished_at", self.finished_at)?,

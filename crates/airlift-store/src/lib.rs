@@ -39,6 +39,7 @@
 //! # let _ = secret; Ok(()) }
 //! ```
 
+use airlift_protocol::install::InstallPolicy;
 use airlift_protocol::management::{
     ApiToken, AuditEntry, Device, DeviceUpdate, Strategy, Target, UpdateEvent,
 };
@@ -135,6 +136,8 @@ pub struct DeploymentRecord {
     pub target: Target,
     /// How it rolls out.
     pub strategy: Strategy,
+    /// When its devices may install.
+    pub install: InstallPolicy,
     /// Overall status.
     pub status: DeploymentStatus,
     /// When created.
@@ -351,6 +354,11 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// in a final state moves to `cancelled` (with a history event). False if
     /// it was not active.
     async fn cancel_deployment(&self, id: DeploymentId, at: DateTime<Utc>) -> StoreResult<bool>;
+    /// Releases the install of a download-only active or paused deployment:
+    /// `download_only` becomes false, and the devices waiting at
+    /// `downloaded` start their state's clock afresh at `at` (the wait was
+    /// the deployment's, not theirs). False if it was not held or not open.
+    async fn release_install(&self, id: DeploymentId, at: DateTime<Utc>) -> StoreResult<bool>;
     /// Deployments that are `active` or `paused`, oldest first.
     async fn open_deployments(&self) -> StoreResult<Vec<DeploymentRecord>>;
     /// Moves a deployment from status `from` to `status` with `rollout`,

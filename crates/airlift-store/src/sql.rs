@@ -39,7 +39,8 @@ macro_rules! columns {
     };
     (deployments) => {
         "id, name, package_id, target, strategy, status, created_at, finished_at, \
-         phase, phase_started_at, phase_met_at, status_reason, acknowledged_failures"
+         phase, phase_started_at, phase_met_at, status_reason, acknowledged_failures, \
+         install_policy"
     };
     (device_updates) => {
         "device_id, state, message, updated_at, phase"
@@ -58,6 +59,7 @@ pub(crate) const INSERT_CHUNK: usize = 200;
 macro_rules! impl_store {
     ($store:ident, $db:ty, $begin:literal) => {
         use airlift_protocol::device::Inventory;
+        use airlift_protocol::install::InstallPolicy;
         use airlift_protocol::management::{
             ApiToken, AuditEntry, Device, DeviceUpdate, UpdateEvent,
         };
@@ -923,7 +925,7 @@ macro_rules! impl_store {
                 sqlx::query::<$db>(concat!(
                     "INSERT INTO deployments (",
                     $crate::sql::columns!(deployments),
-                    ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
+                    ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"
                 ))
                 .bind(deployment_id.as_str())
                 .bind(deployment.name.as_str())
@@ -941,6 +943,7 @@ macro_rules! impl_store {
                     deployment.rollout.acknowledged_failures,
                     "acknowledged failures",
                 )?)
+                .bind(to_json(&deployment.install, "deployment install policy")?)
                 .execute(&mut *tx)
                 .await
                 .map_err(|e| classify(e, &format!("deployment {}", deployment.id), ""))?;
@@ -1068,6 +1071,50 @@ macro_rules! impl_store {
                     return Ok(false);
                 }
                 Self::cancel_open_devices(&mut tx, &deployment_id, at).await?;
+                self.commit_with(tx, &[StoreEvent::DeploymentChanged(id)])
+                    .await?;
+                Ok(true)
+            }
+
+            async fn release_install(
+                &self,
+                id: DeploymentId,
+                at: DateTime<Utc>,
+            ) -> StoreResult<bool> {
+                let deployment_id = id.to_string();
+                let mut tx = self.begin().await?;
+                let policy: Option<String> = sqlx::query_scalar::<$db, String>(
+                    "SELECT install_policy FROM deployments \
+                     WHERE id = $1 AND status IN ($2, $3)",
+                )
+                .bind(deployment_id.as_str())
+                .bind(DeploymentStatus::Active.as_str())
+                .bind(DeploymentStatus::Paused.as_str())
+                .fetch_optional(&mut *tx)
+                .await?;
+                let Some(policy) = policy else {
+                    return Ok(false);
+                };
+                let mut policy: InstallPolicy =
+                    $crate::codec::json("deployments.install_policy", &policy)?;
+                if !policy.download_only {
+                    return Ok(false);
+                }
+                policy.download_only = false;
+                sqlx::query::<$db>("UPDATE deployments SET install_policy = $2 WHERE id = $1")
+                    .bind(deployment_id.as_str())
+                    .bind(to_json(&policy, "deployment install policy")?)
+                    .execute(&mut *tx)
+                    .await?;
+                sqlx::query::<$db>(
+                    "UPDATE deployment_devices SET updated_at = $3 \
+                     WHERE deployment_id = $1 AND state = $2",
+                )
+                .bind(deployment_id.as_str())
+                .bind(UpdateState::Downloaded.as_str())
+                .bind(millis(at))
+                .execute(&mut *tx)
+                .await?;
                 self.commit_with(tx, &[StoreEvent::DeploymentChanged(id)])
                     .await?;
                 Ok(true)

@@ -202,16 +202,33 @@ impl Operator {
 
     /// Deploys a package to one device; returns the deployment id.
     pub fn deploy(&self, package_id: &str, device_id: &str) -> String {
+        self.deploy_with(package_id, device_id, serde_json::json!({}))
+    }
+
+    /// Deploys a package to one device with an install policy (a window,
+    /// download-only); returns the deployment id.
+    pub fn deploy_with(&self, package_id: &str, device_id: &str, install: Value) -> String {
         let body = serde_json::json!({
             "name": "test",
             "package_id": package_id,
             "target": {"devices": [device_id]},
+            "install": install,
         });
         let answer = self.send(
             self.http.post(self.url("/deployments")).json(&body),
             StatusCode::CREATED,
         );
         answer["id"].as_str().expect("deployment id").to_owned()
+    }
+
+    /// `POST /deployments/{id}/{action}` (cancel, install, …).
+    pub fn control(&self, deployment: &str, action: &str) -> Value {
+        self.send(
+            self.http
+                .post(self.url(&format!("/deployments/{deployment}/{action}")))
+                .json(&Value::Null),
+            StatusCode::OK,
+        )
     }
 
     /// A deployment's detail.

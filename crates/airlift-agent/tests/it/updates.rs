@@ -272,3 +272,80 @@ fn a_module_that_asks_for_its_reboot_step_gets_it_before_the_in_place_commit() {
         "no device reboot"
     );
 }
+
+#[test]
+fn a_download_only_update_waits_downloaded_until_released() {
+    let signer = Signer::new();
+    let server = TestServer::start_with(&signer.public, &["--poll-interval", "1"]);
+    let operator = Operator::new(&server);
+    let device = Device::new(&server.url, &signer.public, &["true"]);
+    let device_id = enrol(&device, &operator);
+    let package = operator.upload(signer.package("rootfs", "2.0.0", 1));
+    let deployment = operator.deploy_with(
+        &package,
+        &device_id,
+        serde_json::json!({"download_only": true}),
+    );
+
+    device.run_once(); // download into B and verify; the install waits
+    assert_eq!(device.status()["state"], "downloaded");
+    assert_eq!(device.slot(Slot::B), Signer::image("2.0.0"), "downloaded");
+    assert_eq!(operator.device_state(&deployment).0, "downloaded");
+    // A power cycle while waiting: the old version boots, nothing is armed,
+    // and the restarted agent still waits for the server's word.
+    let boot = device.power_up();
+    assert_eq!((boot.slot, boot.trial), (Slot::A, false));
+    device.run_once();
+    assert_eq!(device.status()["state"], "downloaded", "still held");
+
+    operator.control(&deployment, "install");
+    device.run_once(); // released: read back, arm the trial, "reboot"
+    assert_eq!(device.status()["state"], "rebooting");
+    let boot = device.power_up();
+    assert_eq!((boot.slot, boot.trial), (Slot::B, true));
+    device.run_once();
+    assert_eq!(operator.device_state(&deployment).0, "success");
+}
+
+#[test]
+fn an_update_waiting_for_its_window_is_given_up_when_its_deployment_is_cancelled() {
+    let signer = Signer::new();
+    let server = TestServer::start_with(&signer.public, &["--poll-interval", "1"]);
+    let operator = Operator::new(&server);
+    let device = Device::new(&server.url, &signer.public, &["true"]);
+    let device_id = enrol(&device, &operator);
+    let package = operator.upload(signer.package("rootfs", "2.0.0", 1));
+    // A two-hour window that opens twelve hours from now.
+    let hour = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_secs()
+        % 86_400
+        / 3600;
+    let (start, end) = ((hour + 12) % 24, (hour + 14) % 24);
+    let window = serde_json::json!({"window": {"start": format!("{start:02}:00"), "end": format!("{end:02}:00")}});
+    let deployment = operator.deploy_with(&package, &device_id, window);
+
+    device.run_once();
+    assert_eq!(device.status()["state"], "downloaded", "outside the window");
+    device.run_once();
+    assert_eq!(device.status()["state"], "downloaded");
+
+    operator.control(&deployment, "cancel");
+    device.run_once(); // no offer: the server says cancelled; give it up
+    assert_eq!(device.status()["state"], "idle");
+    assert_eq!(operator.device_state(&deployment).0, "cancelled");
+    let boot = device.power_up();
+    assert_eq!(
+        (boot.slot, boot.trial),
+        (Slot::A, false),
+        "the old version runs"
+    );
+
+    // Free for the next offer.
+    let next = operator.upload(signer.package("rootfs", "2.1.0", 1));
+    let second = operator.deploy(&next, &device_id);
+    device.run_once();
+    assert_eq!(device.status()["state"], "rebooting");
+    assert_eq!(operator.device_state(&second).0, "rebooting");
+}

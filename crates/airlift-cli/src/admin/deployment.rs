@@ -1,9 +1,10 @@
-//! `airlift deployment create|list|show|cancel|advance|pause|resume|abort`:
+//! `airlift deployment create|list|show|cancel|install|advance|pause|resume|abort`:
 //! roll a package out to devices — at once or in phases — and follow it.
 
 use super::{parse_deployment_id, parse_device_id, parse_package_id, parse_pair, unique_map};
 use crate::client::Client;
 use crate::output::{self, Table};
+use airlift_protocol::install::{InstallPolicy, InstallWindow};
 use airlift_protocol::management::{CreateDeploymentRequest, Deployment, Strategy, Target};
 use airlift_protocol::state::UpdateState;
 use airlift_protocol::{DeploymentId, DeviceId, PackageId};
@@ -35,7 +36,15 @@ pub enum DeploymentCommand {
   airlift deployment create --name 'rootfs 1.3.0' \\
       --package 0190d5e4-7c1b-7a4e-9f3a-2b8c1d0e4f56 --attribute device_type=rpi4 \\
       --phase tag=canary,soak=1h --phase percent=10,soak=1h --phase percent=50,soak=1h \\
-      --phase percent=100 --failure-threshold 5% --on-failure abort"
+      --phase percent=100 --failure-threshold 5% --on-failure abort
+
+  # Download now, install only between 02:00 and 04:00 UTC:
+  airlift deployment create --name 'rootfs 1.3.1' \\
+      --package 0190d5e4-7c1b-7a4e-9f3a-2b8c1d0e4f56 --tag fleet --install-window 02:00-04:00
+
+  # Download now, install when released with `airlift deployment install`:
+  airlift deployment create --name 'rootfs 1.3.1' \\
+      --package 0190d5e4-7c1b-7a4e-9f3a-2b8c1d0e4f56 --tag fleet --download-only"
     )]
     Create(CreateArgs),
 
@@ -60,6 +69,17 @@ pub enum DeploymentCommand {
   airlift deployment cancel 0190d5f0-1c2d-7e3f-8a4b-5c6d7e8f9a0b"
     )]
     Cancel(ControlArgs),
+
+    /// Release a download-only deployment: its devices install now.
+    #[command(
+        long_about = "Release a download-only deployment: its devices install what they have \
+            downloaded at their next check-in (connected devices are told to check in at once), \
+            inside the deployment's install window if it has one; devices still downloading \
+            install as soon as they finish. Needs an operator or admin token.",
+        after_help = "Examples:
+  airlift deployment install 0190d5f0-1c2d-7e3f-8a4b-5c6d7e8f9a0b"
+    )]
+    Install(ControlArgs),
 
     /// Start a phased rollout's next phase now.
     #[command(
@@ -134,6 +154,13 @@ pub struct CreateArgs {
     /// A device stuck this long in one state is timed out (a failure) [default: 6h].
     #[arg(long, value_name = "DURATION", value_parser = super::strategy::duration)]
     pub device_timeout: Option<std::time::Duration>,
+    /// Install only inside this daily window, UTC (HH:MM-HH:MM; it may run
+    /// over midnight, e.g. 22:00-04:00). Devices download at any time.
+    #[arg(long, value_name = "HH:MM-HH:MM")]
+    pub install_window: Option<InstallWindow>,
+    /// Download now, install only once released with `airlift deployment install`.
+    #[arg(long)]
+    pub download_only: bool,
     /// Print the deployment as JSON.
     #[arg(long)]
     pub json: bool,
@@ -187,6 +214,14 @@ pub async fn run(command: &DeploymentCommand, client: &Client) -> Result<()> {
         DeploymentCommand::Cancel(args) => {
             control(args, ("cancel", "cancelling", "cancelled"), client).await
         }
+        DeploymentCommand::Install(args) => {
+            control(
+                args,
+                ("install", "releasing", "released the install of"),
+                client,
+            )
+            .await
+        }
         DeploymentCommand::Advance(args) => {
             control(args, ("advance", "advancing", "advanced"), client).await
         }
@@ -227,6 +262,10 @@ async fn create(args: &CreateArgs, client: &Client) -> Result<()> {
         package_id: args.package,
         target,
         strategy,
+        install: InstallPolicy {
+            window: args.install_window,
+            download_only: args.download_only,
+        },
     };
     let deployment = client
         .create_deployment(&request)
@@ -326,6 +365,15 @@ fn print_deployment(deployment: &Deployment) {
     output::field("package", deployment.package_id);
     output::field("target", target(&deployment.target));
     output::field("strategy", strategy(&deployment.strategy));
+    if let Some(window) = &deployment.install.window {
+        output::field("install window", window);
+    }
+    if deployment.install.download_only {
+        output::field(
+            "install",
+            "download only: held until `airlift deployment install`",
+        );
+    }
     output::field("created", output::time(&deployment.created_at));
     if let Some(finished) = &deployment.finished_at {
         output::field("finished", output::time(finished));

@@ -60,6 +60,10 @@ pub async fn create_deployment(
         ));
     }
     super::rollouts::validate_strategy(&state, &request.strategy, &devices).await?;
+    request
+        .install
+        .validate()
+        .map_err(|e| ApiError::invalid(e.to_string()))?;
     super::rollouts::ensure_no_overlap(&state, &devices).await?;
     // Every device starts pending; those the package does not fit, or that
     // already run it, are then decided with the reason, which lands in the
@@ -89,6 +93,7 @@ pub async fn create_deployment(
         package_id: request.package_id,
         target: request.target,
         strategy: request.strategy,
+        install: request.install,
         status: DeploymentStatus::Active,
         created_at: now,
         finished_at: None,
@@ -247,6 +252,43 @@ pub async fn cancel_deployment(
     Ok(Json(with_counts(&state, find(&state, id).await?).await?))
 }
 
+/// Release the install of a download-only deployment: its devices install
+/// what they have downloaded at their next check-in (inside the install
+/// window, if the deployment has one). Connected devices are told to check
+/// in now.
+#[utoipa::path(post, path = "/api/v1/deployments/{deployment_id}/install", tag = "deployments", params(("deployment_id" = String, Path)), security(("api_token" = [])), responses((status = 200, body = Deployment), (status = 404, body = airlift_protocol::ErrorBody), (status = 409, description = "Not download-only, or not active or paused", body = airlift_protocol::ErrorBody)))]
+pub async fn release_install(
+    State(state): State<AppState>,
+    caller: ApiCaller,
+    ApiPath(id): ApiPath<DeploymentId>,
+) -> ApiResult<Json<Deployment>> {
+    caller.require_operator()?;
+    let record = find(&state, id).await?;
+    let released = state.store().release_install(id, Utc::now()).await?;
+    state.caches().deployments_changed();
+    if !released {
+        let why = if record.install.download_only {
+            format!(
+                "the deployment is {}; only an active or paused one can be released",
+                record.status
+            )
+        } else {
+            "the deployment is not download-only: its devices install as soon as they have downloaded (inside its install window, if it has one)".to_owned()
+        };
+        return Err(ApiError::Conflict("not_held", why));
+    }
+    audit(
+        &state,
+        &caller,
+        "deployment.install",
+        id,
+        serde_json::json!({"name": record.name}),
+    )
+    .await?;
+    tracing::info!(deployment_id = %id, "install released");
+    Ok(Json(with_counts(&state, find(&state, id).await?).await?))
+}
+
 async fn find(state: &AppState, id: DeploymentId) -> ApiResult<DeploymentRecord> {
     state
         .store()
@@ -273,6 +315,7 @@ pub(super) async fn with_counts(
         package_id: record.package_id,
         target: record.target,
         strategy: record.strategy,
+        install: record.install,
         status: record.status,
         rollout,
         counts,

@@ -70,6 +70,10 @@ pub fn routes() -> Router<AppState> {
             post(deployments::cancel_deployment),
         )
         .route(
+            "/deployments/{deployment_id}/install",
+            post(deployments::release_install),
+        )
+        .route(
             "/deployments/{deployment_id}/advance",
             post(rollouts::advance_deployment),
         )

@@ -144,7 +144,7 @@ async fn find_offer(
                 continue;
             }
         }
-        return Ok(Some(offer(deployment, package)));
+        return Ok(Some(offer(deployment, package, now)));
     }
     Ok(None)
 }
@@ -165,7 +165,11 @@ pub(crate) async fn finish_if_done(
     Ok(())
 }
 
-fn offer(deployment: &DeploymentRecord, package: &PackageRecord) -> UpdateOffer {
+fn offer(
+    deployment: &DeploymentRecord,
+    package: &PackageRecord,
+    now: DateTime<Utc>,
+) -> UpdateOffer {
     UpdateOffer {
         deployment_id: deployment.id,
         package_id: package.package.id,
@@ -175,6 +179,7 @@ fn offer(deployment: &DeploymentRecord, package: &PackageRecord) -> UpdateOffer 
         download_path: download_path(deployment.id),
         size: package.package.size,
         sha256: package.package.sha256.clone(),
+        install: deployment.install.permit(now),
     }
 }
 

@@ -50,8 +50,8 @@ pub async fn follow(mut feed: ChangeFeed, state: AppState) {
 }
 
 /// The devices a deployment's new state concerns, and why: on an active
-/// deployment, those it offers an update to and that have not started
-/// (of a phased one, those admitted); on a cancelled or aborted one, those
+/// deployment, those it offers an update to and that have not started or
+/// wait at `downloaded` (of a phased one, those admitted); on a cancelled or aborted one, those
 /// it cancelled. `None` when no device needs to hear (paused, finished).
 pub fn concerned(
     deployment: &DeploymentRecord,
@@ -59,8 +59,11 @@ pub fn concerned(
 ) -> Option<(NudgeReason, Vec<DeviceId>)> {
     let phased = matches!(deployment.strategy, Strategy::Phased(_));
     let (reason, wanted): (_, &dyn Fn(&DeviceUpdate) -> bool) = match deployment.status {
+        // Pending: there is an offer to take. Downloaded: the install may
+        // have been released.
         DeploymentStatus::Active => (NudgeReason::Deployment, &|d: &DeviceUpdate| {
-            d.state == UpdateState::Pending && (!phased || d.phase.is_some())
+            matches!(d.state, UpdateState::Pending | UpdateState::Downloaded)
+                && (!phased || d.phase.is_some())
         }),
         DeploymentStatus::Cancelled | DeploymentStatus::Aborted => {
             (NudgeReason::Cancelled, &|d: &DeviceUpdate| {
@@ -92,6 +95,7 @@ mod tests {
             package_id: PackageId::new(),
             target: airlift_protocol::management::Target::Devices(vec![]),
             strategy,
+            install: Default::default(),
             status,
             created_at: Utc::now(),
             finished_at: None,

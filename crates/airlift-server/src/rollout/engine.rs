@@ -109,6 +109,7 @@ impl RolloutEngine {
         } = plan(&View {
             deployment: deployment.id,
             strategy,
+            install: &deployment.install,
             status: deployment.status,
             rollout: &deployment.rollout,
             devices: &devices,

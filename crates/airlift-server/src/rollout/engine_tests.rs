@@ -3,6 +3,7 @@
 
 use super::engine::RolloutEngine;
 use super::plan::rank;
+use airlift_protocol::install::InstallPolicy;
 use airlift_protocol::management::{Device, Package, Target};
 use airlift_protocol::state::{DeploymentStatus, DeviceStatus, UpdateState};
 use airlift_protocol::strategy::{
@@ -102,6 +103,10 @@ fn staged(threshold: FailureThreshold, on_failure: BreakerAction) -> Phased {
 
 impl Fleet {
     async fn deploy(&self, strategy: Phased) -> Result<DeploymentId> {
+        self.deploy_with(strategy, InstallPolicy::default()).await
+    }
+
+    async fn deploy_with(&self, strategy: Phased, install: InstallPolicy) -> Result<DeploymentId> {
         let package = PackageRecord {
             package: Package {
                 id: PackageId::new(),
@@ -127,6 +132,7 @@ impl Fleet {
             package_id: package.package.id,
             target: Target::Devices(self.devices.clone()),
             strategy: Strategy::Phased(strategy),
+            install,
             status: DeploymentStatus::Active,
             created_at: t0(),
             finished_at: None,
@@ -435,6 +441,112 @@ async fn stuck_devices_time_out_and_count_as_failures() -> Result {
     assert_eq!(update.state, UpdateState::Pending);
     engine.tick(t0() + hours(6)).await?;
     assert_eq!(fleet.deployment(id).await?.status, DeploymentStatus::Paused);
+    Ok(())
+}
+
+/// Reports `states` for `device`, in order, at `at`.
+async fn walk(
+    fleet: &Fleet,
+    id: DeploymentId,
+    device: DeviceId,
+    states: &[UpdateState],
+    at: DateTime<Utc>,
+) -> Result {
+    for state in states {
+        fleet
+            .store
+            .record_update_state(id, device, *state, None, at)
+            .await?;
+    }
+    Ok(())
+}
+
+async fn state_of(fleet: &Fleet, id: DeploymentId, device: DeviceId) -> Result<UpdateState> {
+    Ok(fleet
+        .store
+        .device_update(id, device)
+        .await?
+        .ok_or("no update")?
+        .state)
+}
+
+#[tokio::test]
+async fn a_device_held_by_download_only_does_not_time_out_and_its_clock_restarts_on_release(
+) -> Result {
+    use UpdateState::{Downloaded, Downloading, TimedOut};
+    let fleet = fleet(10, 10).await?;
+    let held = InstallPolicy {
+        window: None,
+        download_only: true,
+    };
+    let id = fleet
+        .deploy_with(
+            staged(FailureThreshold::Count(5), BreakerAction::Pause),
+            held,
+        )
+        .await?;
+    let engine = RolloutEngine::new(fleet.store.clone());
+    engine.tick(t0()).await?;
+    let (waiting, downloading) = (fleet.canaries[0], fleet.canaries[1]);
+    walk(&fleet, id, waiting, &[Downloading, Downloaded], t0()).await?;
+    walk(&fleet, id, downloading, &[Downloading], t0()).await?;
+
+    engine.tick(t0() + hours(30)).await?;
+    assert_eq!(
+        state_of(&fleet, id, waiting).await?,
+        Downloaded,
+        "held, not stuck"
+    );
+    assert_eq!(
+        state_of(&fleet, id, downloading).await?,
+        TimedOut,
+        "timeouts still apply"
+    );
+
+    assert!(fleet.store.release_install(id, t0() + hours(30)).await?);
+    engine.tick(t0() + hours(35)).await?;
+    assert_eq!(
+        state_of(&fleet, id, waiting).await?,
+        Downloaded,
+        "the clock started at the release, not at the download"
+    );
+    engine.tick(t0() + hours(36)).await?;
+    assert_eq!(state_of(&fleet, id, waiting).await?, TimedOut);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_device_waiting_for_its_install_window_times_out_only_inside_it() -> Result {
+    use UpdateState::{Downloaded, Downloading, TimedOut};
+    // t0 is 08:00 UTC; the window opens at 10:00 for two hours; the device
+    // timeout is one hour.
+    let fleet = fleet(10, 10).await?;
+    let mut strategy = staged(FailureThreshold::Count(5), BreakerAction::Pause);
+    strategy.device_timeout_secs = 3600;
+    let window = InstallPolicy {
+        window: Some("10:00-12:00".parse()?),
+        download_only: false,
+    };
+    let id = fleet.deploy_with(strategy, window).await?;
+    let engine = RolloutEngine::new(fleet.store.clone());
+    engine.tick(t0()).await?;
+    let waiting = fleet.canaries[0];
+    walk(&fleet, id, waiting, &[Downloading, Downloaded], t0()).await?;
+
+    engine.tick(t0() + hours(1)).await?;
+    assert_eq!(
+        state_of(&fleet, id, waiting).await?,
+        Downloaded,
+        "before the window"
+    );
+    engine.tick(t0() + hours(2) + Duration::minutes(59)).await?;
+    assert_eq!(
+        state_of(&fleet, id, waiting).await?,
+        Downloaded,
+        "inside the window, the clock started when it opened"
+    );
+    engine.tick(t0() + hours(3)).await?;
+    assert_eq!(state_of(&fleet, id, waiting).await?, TimedOut);
     Ok(())
 }
 

@@ -11,6 +11,7 @@
 //! deployment and the device — so a phase is the same set on every look
 //! and after any restart.
 
+use airlift_protocol::install::{InstallPermit, InstallPolicy};
 use airlift_protocol::management::DeviceUpdate;
 use airlift_protocol::state::{DeploymentStatus, UpdateState};
 use airlift_protocol::strategy::{Advance, BreakerAction, PhaseDevices, Phased};
@@ -27,6 +28,8 @@ pub struct View<'a> {
     pub deployment: DeploymentId,
     /// Its strategy.
     pub strategy: &'a Phased,
+    /// When its devices may install.
+    pub install: &'a InstallPolicy,
     /// `active` or `paused`.
     pub status: DeploymentStatus,
     /// Where it stands.
@@ -56,6 +59,28 @@ pub struct Plan {
 /// States in which a device is working on the update (and can get stuck).
 fn in_progress(state: UpdateState) -> bool {
     !state.is_final() && state != UpdateState::Pending
+}
+
+/// When the device's clock for the device timeout started: when it reached
+/// its state, or for a device waiting at `downloaded` for its deployment's
+/// install window, when the window last opened. `None` while the wait is
+/// the deployment's (outside the window, or download-only and not
+/// released): such a device is not stuck.
+fn clock_started(
+    device: &DeviceUpdate,
+    install: &InstallPolicy,
+    now: DateTime<Utc>,
+) -> Option<DateTime<Utc>> {
+    if device.state != UpdateState::Downloaded {
+        return Some(device.updated_at);
+    }
+    if install.permit(now) != InstallPermit::Now {
+        return None;
+    }
+    Some(match &install.window {
+        Some(window) => device.updated_at.max(window.last_opened(now)),
+        None => device.updated_at,
+    })
 }
 
 /// Devices that do not count for shares: the package does not fit, they run
@@ -89,9 +114,8 @@ pub fn plan(view: &View<'_>) -> Plan {
     let mut states: Vec<(DeviceId, UpdateState, Option<u32>)> = Vec::new();
     for device in view.devices {
         let stuck = in_progress(device.state)
-            && device
-                .updated_at
-                .checked_add_signed(timeout)
+            && clock_started(device, view.install, view.now)
+                .and_then(|started| started.checked_add_signed(timeout))
                 .is_some_and(|deadline| deadline <= view.now);
         if stuck {
             plan.time_out.push(device.device_id);

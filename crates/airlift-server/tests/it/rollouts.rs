@@ -4,6 +4,7 @@
 //! controls work; and the engine, running in the server, advances phases.
 
 use crate::support::{accepted_device, json_status, Backend, TestServer};
+use airlift_protocol::install::InstallPermit;
 use airlift_protocol::state::UpdateState;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
@@ -54,6 +55,12 @@ async fn impossible_rollouts_are_refused_naming_the_field_and_nothing_is_stored(
                        "strategy": phased(json!([{"devices": {"tag": "nobody"}}, {"devices": {"percent": 100}}]), json!({"count": 1}))}),
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "strategy.phases[0].devices.tag",
+            ),
+            (
+                json!({"name": "x", "package_id": package.id, "target": {"devices": [id]},
+                       "install": {"window": {"start": "02:00", "end": "02:00"}}}),
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "install.window",
             ),
         ];
         for (body, status, field) in cases {
@@ -207,5 +214,130 @@ async fn only_admitted_devices_are_offered_and_the_operator_steers_the_rollout()
         assert_eq!(gone.status(), StatusCode::GONE);
         let again = server.admin_post(&control("resume"), Value::Null).await;
         assert_eq!(again.status(), StatusCode::CONFLICT);
+    }
+}
+
+/// The hour of the day now, UTC.
+fn hour_now() -> u64 {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_secs();
+    secs % 86_400 / 3600
+}
+
+#[tokio::test]
+async fn download_only_and_install_windows_hold_the_install_until_released() {
+    for backend in Backend::all().await {
+        let server = TestServer::start(backend).await;
+        let (package, _) = server.upload("os", "2.0.0", "pi4").await;
+        let held = accepted_device(&server, "SN-held", "pi4").await;
+        let held_id = held.id.expect("known");
+        let created = json_status(
+            server
+                .admin_post(
+                    "/deployments",
+                    json!({"name": "held", "package_id": package.id,
+                           "target": {"devices": [held_id]}, "install": {"download_only": true}}),
+                )
+                .await,
+            StatusCode::CREATED,
+        )
+        .await;
+        assert_eq!(created["install"]["download_only"], true, "{created}");
+        let deployment = created["id"].as_str().expect("id").to_owned();
+        let dep_id = deployment.parse().expect("uuid");
+
+        // Offered, to download; the install waits.
+        let offer = held.check_in(&server).await.update.expect("offered");
+        assert!(
+            matches!(&offer.install, InstallPermit::Later { reason } if reason.contains("download-only")),
+            "{:?}",
+            offer.install
+        );
+        for state in [UpdateState::Downloading, UpdateState::Downloaded] {
+            json_status(
+                held.report(&server, dep_id, state, None).await,
+                StatusCode::OK,
+            )
+            .await;
+        }
+        let offer = held
+            .check_in(&server)
+            .await
+            .update
+            .expect("still offered while waiting");
+        assert_ne!(offer.install, InstallPermit::Now);
+
+        // A viewer cannot release it; an operator can, once.
+        let viewer = json_status(
+            server
+                .admin_post("/tokens", json!({"name": "dashboard", "role": "viewer"}))
+                .await,
+            StatusCode::CREATED,
+        )
+        .await;
+        let release = server.api(&format!("/deployments/{deployment}/install"));
+        let refused = server
+            .client
+            .post(&release)
+            .bearer_auth(viewer["secret"].as_str().expect("secret"))
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(refused.status(), StatusCode::FORBIDDEN);
+        let path = format!("/deployments/{deployment}/install");
+        let released =
+            json_status(server.admin_post(&path, Value::Null).await, StatusCode::OK).await;
+        assert!(
+            released["install"].get("download_only").is_none(),
+            "{released}"
+        );
+        let offer = held.check_in(&server).await.update.expect("offered");
+        assert_eq!(offer.install, InstallPermit::Now, "released: install now");
+        let again = server.admin_post(&path, Value::Null).await;
+        let answer = json_status(again, StatusCode::CONFLICT).await;
+        assert!(
+            answer["message"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("not download-only"),
+            "{answer}"
+        );
+        let audit = server.admin_get("/audit").await;
+        assert!(audit.to_string().contains("deployment.install"), "{audit}");
+
+        // A window open now (for an hour at least) → install now; one that
+        // opens in 12 hours → later.
+        let hour = hour_now();
+        for (serial, start, now) in [
+            ("SN-open", hour, true),
+            ("SN-closed", (hour + 12) % 24, false),
+        ] {
+            let device = accepted_device(&server, serial, "pi4").await;
+            let window = json!({"start": format!("{start:02}:00"), "end": format!("{:02}:00", (start + 2) % 24)});
+            json_status(
+                server
+                    .admin_post(
+                        "/deployments",
+                        json!({"name": serial, "package_id": package.id,
+                               "target": {"devices": [device.id.expect("known")]},
+                               "install": {"window": window}}),
+                    )
+                    .await,
+                StatusCode::CREATED,
+            )
+            .await;
+            let offer = device.check_in(&server).await.update.expect("offered");
+            if now {
+                assert_eq!(offer.install, InstallPermit::Now, "{window}");
+            } else {
+                assert!(
+                    matches!(&offer.install, InstallPermit::Later { reason } if reason.contains("install window")),
+                    "{window}: {:?}",
+                    offer.install
+                );
+            }
+        }
     }
 }

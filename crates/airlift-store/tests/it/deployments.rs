@@ -14,6 +14,7 @@ conformance!(
     cancel_moves_non_final_devices_only,
     finish_only_when_every_device_is_final,
     add_device_once,
+    release_install_lifts_download_only_and_restarts_the_waiting_clock,
 );
 
 async fn round_trip(ctx: Ctx) {
@@ -360,4 +361,97 @@ async fn add_device_once(ctx: Ctx) {
             .expect_err("unknown");
         assert!(matches!(error, StoreError::NotFound(_)), "{error:?}");
     }
+}
+
+async fn release_install_lifts_download_only_and_restarts_the_waiting_clock(ctx: Ctx) {
+    let store = &ctx.store;
+    let ids = devices(store, 2).await;
+    let package_id = stored_package(store).await;
+    let mut record = deployment(package_id, 0);
+    record.install = airlift_protocol::install::InstallPolicy {
+        window: Some("02:00-04:00".parse().expect("window")),
+        download_only: true,
+    };
+    let targets: Vec<_> = ids.iter().map(|d| (*d, UpdateState::Pending)).collect();
+    store
+        .insert_deployment(&record, &targets)
+        .await
+        .expect("insert");
+    assert_eq!(
+        store
+            .deployment(record.id)
+            .await
+            .expect("get")
+            .expect("exists")
+            .install,
+        record.install,
+        "the policy round-trips"
+    );
+    for (device, state) in [
+        (ids[0], UpdateState::Downloading),
+        (ids[0], UpdateState::Downloaded),
+    ] {
+        store
+            .record_update_state(record.id, device, state, None, t(10))
+            .await
+            .expect("report");
+    }
+
+    assert!(store
+        .release_install(record.id, t(50))
+        .await
+        .expect("release"));
+    let released = store
+        .deployment(record.id)
+        .await
+        .expect("get")
+        .expect("exists");
+    assert!(!released.install.download_only);
+    assert_eq!(
+        released.install.window, record.install.window,
+        "the window stays"
+    );
+    let updates: BTreeMap<DeviceId, _> = store
+        .deployment_devices(record.id)
+        .await
+        .expect("devices")
+        .into_iter()
+        .map(|u| (u.device_id, u))
+        .collect();
+    assert_eq!(
+        updates[&ids[0]].updated_at,
+        t(50),
+        "the waiting device's clock restarts"
+    );
+    assert_eq!(
+        updates[&ids[1]].updated_at,
+        t(0),
+        "a pending device's does not"
+    );
+    assert!(
+        !store
+            .release_install(record.id, t(60))
+            .await
+            .expect("again"),
+        "a released deployment is not held"
+    );
+
+    assert!(store
+        .cancel_deployment(record.id, t(70))
+        .await
+        .expect("cancel"));
+    let mut held = deployment(package_id, 80);
+    held.install.download_only = true;
+    store.insert_deployment(&held, &[]).await.expect("insert");
+    store
+        .cancel_deployment(held.id, t(90))
+        .await
+        .expect("cancel");
+    assert!(
+        !store
+            .release_install(held.id, t(95))
+            .await
+            .expect("release"),
+        "a cancelled deployment is not released"
+    );
 }

@@ -220,6 +220,7 @@ pub fn deployment(package_id: PackageId, created: i64) -> DeploymentRecord {
         package_id,
         target: Target::Tag("fleet".into()),
         strategy: Strategy::All,
+        install: Default::default(),
         status: DeploymentStatus::Active,
         created_at: t(created),
         finished_at: None,
