@@ -58,6 +58,12 @@ use airlift_package::{
 use airlift_protocol::auth::{public_key_pem, sign_body};
 use airlift_protocol::device::{AuthRequest, AUTH_PATH, CHECK_IN_PATH, SIGNATURE_HEADER};
 use anyhow::{bail, ensure, Context, Result};
+
+// The ceiling server and the load client allocate with what airlift-server
+// allocates with, so that the ceiling measures the HTTP stack and the
+// comparison is not between allocators.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use bytes::Bytes;
 use futures::StreamExt;
 use http_body_util::{BodyExt, Full};

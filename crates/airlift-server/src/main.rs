@@ -7,6 +7,12 @@ use anyhow::Context;
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
+// Every request allocates and frees many small objects across the runtime's
+// threads; glibc's malloc spent a sixth of a loaded server's time in
+// allocation and consolidation (BENCHMARKS.md, session 5).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();

@@ -74,6 +74,8 @@ pub struct DeviceTokenKeys {
     pub encoding: EncodingKey,
     /// Checks tokens.
     pub decoding: DecodingKey,
+    /// Tokens that passed the check.
+    pub verified: std::sync::Arc<crate::auth::VerifiedTokens>,
 }
 
 impl std::fmt::Debug for DeviceTokenKeys {
@@ -88,6 +90,7 @@ impl DeviceTokenKeys {
         Self {
             encoding: EncodingKey::from_secret(secret),
             decoding: DecodingKey::from_secret(secret),
+            verified: std::sync::Arc::default(),
         }
     }
 }
