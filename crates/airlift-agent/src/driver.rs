@@ -368,8 +368,42 @@ impl Agent {
         Ok(if self.rebooting {
             Poll::Rebooting
         } else {
-            Poll::Checked(self.poll_interval)
+            Poll::Checked(self.next_check_in())
         })
+    }
+
+    /// The poll interval — or, while a downloaded update waits for its
+    /// install window, the time until the window opens if that is sooner,
+    /// plus a random spread of up to a tenth of it (a minute at most) so that
+    /// a fleet waiting for one window does not check in in the same second.
+    fn next_check_in(&self) -> Duration {
+        let until = match (&self.state, &self.install_permit) {
+            (
+                State::Downloaded { job },
+                Some((
+                    id,
+                    InstallPermit::Later {
+                        until: Some(until), ..
+                    },
+                )),
+            ) if job.deployment_id == Some(*id) => *until,
+            _ => return self.poll_interval,
+        };
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let secs = u64::try_from(until.timestamp())
+            .unwrap_or(0)
+            .saturating_sub(now);
+        let wait = Duration::from_secs(secs + random_below((secs / 10).clamp(1, 60)));
+        if wait >= self.poll_interval {
+            return self.poll_interval;
+        }
+        tracing::info!(
+            secs = wait.as_secs(),
+            "checking in again when the install window opens"
+        );
+        wait
     }
 
     /// While a downloaded update waits at `Downloaded`: takes the server's
@@ -388,7 +422,7 @@ impl Agent {
         };
         match offer {
             Some(offer) if offer.deployment_id == deployment_id => {
-                if let InstallPermit::Later { reason } = &offer.install {
+                if let InstallPermit::Later { reason, .. } = &offer.install {
                     tracing::info!(%deployment_id, %reason, "downloaded and verified; the install waits");
                 }
                 self.install_permit = Some((deployment_id, offer.install.clone()));
@@ -426,7 +460,7 @@ impl Agent {
         let deployment_id = job.deployment_id?;
         match &self.install_permit {
             Some((id, InstallPermit::Now)) if *id == deployment_id => None,
-            Some((id, InstallPermit::Later { reason })) if *id == deployment_id => {
+            Some((id, InstallPermit::Later { reason, .. })) if *id == deployment_id => {
                 Some(reason.clone())
             }
             _ => Some("waiting for the server's word on installing".into()),
@@ -1167,4 +1201,14 @@ fn device_identity(config: &AgentConfig) -> Result<BTreeMap<String, String>, Age
         .filter_map(|line| line.split_once('='))
         .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
         .collect())
+}
+
+/// A random number below `bound` (> 0), for spreading check-ins; 0 if the
+/// system has no randomness to give.
+fn random_below(bound: u64) -> u64 {
+    let mut bytes = [0u8; 8];
+    match getrandom::getrandom(&mut bytes) {
+        Ok(()) => u64::from_le_bytes(bytes) % bound.max(1),
+        Err(_) => 0,
+    }
 }

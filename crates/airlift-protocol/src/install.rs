@@ -65,6 +65,11 @@ pub enum InstallPermit {
     Later {
         /// Why, for logs and people.
         reason: String,
+        /// When the wait should end — the install window's next opening — so
+        /// the device can check in then rather than at its next poll. Absent
+        /// when the wait is for a person (download-only).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        until: Option<DateTime<Utc>>,
     },
 }
 
@@ -89,11 +94,13 @@ impl InstallPolicy {
             return InstallPermit::Later {
                 reason: "download-only deployment: the install waits for an operator to release it"
                     .into(),
+                until: None,
             };
         }
         match &self.window {
             Some(window) if !window.contains(now.time()) => InstallPermit::Later {
                 reason: format!("outside the install window {window}"),
+                until: Some(window.next_opening(now)),
             },
             _ => InstallPermit::Now,
         }
@@ -115,6 +122,11 @@ impl InstallWindow {
 }
 
 impl InstallWindow {
+    /// The first time after `now` that the window opens.
+    pub fn next_opening(&self, now: DateTime<Utc>) -> DateTime<Utc> {
+        self.last_opened(now) + chrono::Duration::days(1)
+    }
+
     /// The last time at or before `now` that the window opened.
     pub fn last_opened(&self, now: DateTime<Utc>) -> DateTime<Utc> {
         let today = now.date_naive().and_time(self.start).and_utc();
@@ -222,19 +234,36 @@ mod tests {
             ..policy
         };
         assert_eq!(released.permit(at(12, 0)), InstallPermit::Now);
+        assert_eq!(
+            released.permit(at(23, 59)),
+            InstallPermit::Later {
+                reason: "outside the install window 00:00–23:59 UTC".into(),
+                until: Some(at(0, 0) + chrono::Duration::days(1)),
+            },
+            "outside: wait until it next opens"
+        );
         assert!(
-            matches!(released.permit(at(23, 59)), InstallPermit::Later { reason } if reason.contains("23:59"))
+            matches!(
+                policy.permit(at(12, 0)),
+                InstallPermit::Later { until: None, .. }
+            ),
+            "download-only waits for a person, not a time"
         );
     }
 
     #[test]
-    fn last_opened_is_today_or_yesterday() {
+    fn a_window_last_opened_today_or_yesterday_and_opens_next_within_a_day() {
         let w = window("22:00-04:00");
         assert_eq!(w.last_opened(at(23, 0)), at(22, 0));
         assert_eq!(w.last_opened(at(22, 0)), at(22, 0));
         assert_eq!(
             w.last_opened(at(3, 0)),
             at(22, 0) - chrono::Duration::days(1)
+        );
+        assert_eq!(w.next_opening(at(5, 0)), at(22, 0));
+        assert_eq!(
+            w.next_opening(at(23, 0)),
+            at(22, 0) + chrono::Duration::days(1)
         );
     }
 

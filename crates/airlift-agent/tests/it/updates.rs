@@ -308,26 +308,45 @@ fn a_download_only_update_waits_downloaded_until_released() {
 }
 
 #[test]
-fn an_update_waiting_for_its_window_is_given_up_when_its_deployment_is_cancelled() {
+fn an_update_waiting_for_its_window_checks_in_when_it_opens_and_is_given_up_when_cancelled() {
     let signer = Signer::new();
-    let server = TestServer::start_with(&signer.public, &["--poll-interval", "1"]);
+    // Polls a day apart: only the window's opening brings the device back.
+    let server = TestServer::start_with(&signer.public, &["--poll-interval", "86400"]);
     let operator = Operator::new(&server);
     let device = Device::new(&server.url, &signer.public, &["true"]);
     let device_id = enrol(&device, &operator);
     let package = operator.upload(signer.package("rootfs", "2.0.0", 1));
-    // A two-hour window that opens twelve hours from now.
-    let hour = std::time::SystemTime::now()
+    // A two-hour window that opens at the start of the hour after next.
+    let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .expect("after 1970")
-        .as_secs()
-        % 86_400
-        / 3600;
-    let (start, end) = ((hour + 12) % 24, (hour + 14) % 24);
-    let window = serde_json::json!({"window": {"start": format!("{start:02}:00"), "end": format!("{end:02}:00")}});
+        .as_secs();
+    let start = (now % 86_400 / 3600 + 2) % 24;
+    let opens_in = (start * 3600 + 86_400 - now % 86_400) % 86_400;
+    let window = serde_json::json!({"window": {
+        "start": format!("{start:02}:00"),
+        "end": format!("{:02}:00", (start + 2) % 24),
+    }});
     let deployment = operator.deploy_with(&package, &device_id, window);
 
-    device.run_once();
+    let output = device.agent(&["run", "--once"]);
+    assert!(output.status.success());
     assert_eq!(device.status()["state"], "downloaded", "outside the window");
+    let log = String::from_utf8_lossy(&output.stderr);
+    let line = log
+        .lines()
+        .find(|l| l.contains("checking in again when the install window opens"))
+        .unwrap_or_else(|| panic!("no wake-up for the window in:\n{log}"));
+    let secs: u64 = line
+        .split("secs=")
+        .nth(1)
+        .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|digits| digits.parse().ok())
+        .unwrap_or_else(|| panic!("no secs in {line}"));
+    assert!(
+        secs + 10 >= opens_in && secs <= opens_in + 60,
+        "wakes {secs} s from now; the window opens in {opens_in} s"
+    );
     device.run_once();
     assert_eq!(device.status()["state"], "downloaded");
 

@@ -251,7 +251,7 @@ async fn download_only_and_install_windows_hold_the_install_until_released() {
         // Offered, to download; the install waits.
         let offer = held.check_in(&server).await.update.expect("offered");
         assert!(
-            matches!(&offer.install, InstallPermit::Later { reason } if reason.contains("download-only")),
+            matches!(&offer.install, InstallPermit::Later { reason, until: None } if reason.contains("download-only")),
             "{:?}",
             offer.install
         );
@@ -333,7 +333,7 @@ async fn download_only_and_install_windows_hold_the_install_until_released() {
                 assert_eq!(offer.install, InstallPermit::Now, "{window}");
             } else {
                 assert!(
-                    matches!(&offer.install, InstallPermit::Later { reason } if reason.contains("install window")),
+                    matches!(&offer.install, InstallPermit::Later { reason, until: Some(until) } if reason.contains("install window") && *until > chrono::Utc::now()),
                     "{window}: {:?}",
                     offer.install
                 );
