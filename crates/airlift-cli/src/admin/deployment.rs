@@ -75,7 +75,7 @@ pub enum DeploymentCommand {
         long_about = "Release a download-only deployment: its devices install what they have \
             downloaded at their next check-in (connected devices are told to check in at once), \
             inside the deployment's install window if it has one; devices still downloading \
-            install as soon as they finish. Needs an operator or admin token.",
+            install at their first check-in after they finish. Needs an operator or admin token.",
         after_help = "Examples:
   airlift deployment install 0190d5f0-1c2d-7e3f-8a4b-5c6d7e8f9a0b"
     )]
