@@ -1092,20 +1092,30 @@ macro_rules! impl_store {
                 .bind(DeploymentStatus::Paused.as_str())
                 .fetch_optional(&mut *tx)
                 .await?;
-                let Some(policy) = policy else {
+                let Some(stored) = policy else {
                     return Ok(false);
                 };
                 let mut policy: InstallPolicy =
-                    $crate::codec::json("deployments.install_policy", &policy)?;
+                    $crate::codec::json("deployments.install_policy", &stored)?;
                 if !policy.download_only {
                     return Ok(false);
                 }
                 policy.download_only = false;
-                sqlx::query::<$db>("UPDATE deployments SET install_policy = $2 WHERE id = $1")
-                    .bind(deployment_id.as_str())
-                    .bind(to_json(&policy, "deployment install policy")?)
-                    .execute(&mut *tx)
-                    .await?;
+                // Only if nobody changed it since the read: of two racing
+                // releases, one wins.
+                let swapped = sqlx::query::<$db>(
+                    "UPDATE deployments SET install_policy = $2 \
+                     WHERE id = $1 AND install_policy = $3",
+                )
+                .bind(deployment_id.as_str())
+                .bind(to_json(&policy, "deployment install policy")?)
+                .bind(stored.as_str())
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+                if swapped == 0 {
+                    return Ok(false);
+                }
                 sqlx::query::<$db>(
                     "UPDATE deployment_devices SET updated_at = $3 \
                      WHERE deployment_id = $1 AND state = $2",

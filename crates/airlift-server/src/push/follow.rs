@@ -130,22 +130,32 @@ mod tests {
     }
 
     #[test]
-    fn an_active_deployment_concerns_the_devices_it_may_offer_to_and_that_have_not_started() {
+    fn an_active_deployment_concerns_the_devices_it_may_offer_to_that_have_not_started_or_wait_to_install(
+    ) {
         let devices = [
             update(UpdateState::Pending, None),
             update(UpdateState::Pending, Some(0)),
             update(UpdateState::Downloading, Some(0)),
             update(UpdateState::Success, Some(0)),
             update(UpdateState::Incompatible, None),
+            // Waiting for its install: a release concerns it.
+            update(UpdateState::Downloaded, Some(0)),
         ];
         let all = deployment(Strategy::All, DeploymentStatus::Active);
         let (reason, ids) = concerned(&all, &devices).expect("some");
         assert_eq!(reason, NudgeReason::Deployment);
-        assert_eq!(ids, vec![devices[0].device_id, devices[1].device_id]);
+        assert_eq!(
+            ids,
+            vec![
+                devices[0].device_id,
+                devices[1].device_id,
+                devices[5].device_id
+            ]
+        );
         // Of a phased one, only the admitted.
         let staged = deployment(phased(), DeploymentStatus::Active);
         let (_, ids) = concerned(&staged, &devices).expect("some");
-        assert_eq!(ids, vec![devices[1].device_id]);
+        assert_eq!(ids, vec![devices[1].device_id, devices[5].device_id]);
     }
 
     #[test]
