@@ -58,12 +58,6 @@ use airlift_package::{
 use airlift_protocol::auth::{public_key_pem, sign_body};
 use airlift_protocol::device::{AuthRequest, AUTH_PATH, CHECK_IN_PATH, SIGNATURE_HEADER};
 use anyhow::{bail, ensure, Context, Result};
-
-// The ceiling server and the load client allocate with what airlift-server
-// allocates with, so that the ceiling measures the HTTP stack and the
-// comparison is not between allocators.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use bytes::Bytes;
 use futures::StreamExt;
 use http_body_util::{BodyExt, Full};
@@ -80,6 +74,12 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
+
+// The ceiling server and the load client allocate with what airlift-server
+// allocates with, so that the ceiling measures the HTTP stack and the
+// comparison is not between allocators.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const ADMIN_TOKEN: &str = "alt_bench_admin_token_0123456789";
 const DEVICE_TYPE: &str = "bench-board";
