@@ -246,10 +246,9 @@ pub async fn serve(
 }
 
 /// Where a file cannot be mapped: streams `length` bytes of `file` from
-/// `start` in chunks of up to
-/// [`FILE_CHUNK`], each read on a blocking thread straight into the buffer
-/// that is sent (no second copy), and the next chunk read while the current
-/// one is being written to the socket.
+/// `start` in chunks of up to [`FILE_CHUNK`], each read on a blocking thread
+/// straight into the buffer that is sent (no second copy), and the next
+/// chunk read while the current one is being written to the socket.
 ///
 /// One read is in flight at a time and it holds a blocking thread only for
 /// that read, so a fleet downloading at once cannot exhaust the pool.
