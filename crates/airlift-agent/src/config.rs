@@ -59,6 +59,9 @@ pub struct AgentConfig {
     /// Checks that decide whether a trial boot is healthy.
     #[serde(default)]
     pub health_checks: Vec<HealthCheck>,
+    /// What a trial boot must show besides the health checks.
+    #[serde(default)]
+    pub trial: TrialConfig,
     /// The command that reboots the device [default: `systemctl reboot`].
     #[serde(default = "default_reboot")]
     pub reboot_command: Vec<String>,
@@ -82,6 +85,33 @@ pub struct SlotPair {
     pub a: PathBuf,
     /// Slot B.
     pub b: PathBuf,
+}
+
+/// The trial boot's built-in check: the new version reaches the server.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrialConfig {
+    /// Seconds the new version of an update from the server has to reach
+    /// the server (authenticate and check in) during its trial boot; after
+    /// them the trial fails and the device rolls back, since a version that
+    /// cannot reach the server can never be updated again. Tried after the
+    /// health checks, again and again (with backoff) until the time is up,
+    /// as a network may come up slowly after a boot. `0` leaves it out; a
+    /// local install (`airlift-agent install`) never has it [default: 300].
+    #[serde(default = "default_reach_server")]
+    pub reach_server_timeout_secs: u64,
+}
+
+impl Default for TrialConfig {
+    fn default() -> Self {
+        Self {
+            reach_server_timeout_secs: default_reach_server(),
+        }
+    }
+}
+
+fn default_reach_server() -> u64 {
+    300
 }
 
 /// Which bootloader interface to use.
@@ -257,6 +287,7 @@ command = ["/usr/bin/app", "--self-test"]
         assert_eq!(config.poll_interval_secs, 60);
         assert_eq!(config.reboot_command, ["systemctl", "reboot"]);
         assert_eq!(config.health_checks[0].timeout_secs, 60);
+        assert_eq!(config.trial.reach_server_timeout_secs, 300);
         assert_eq!(
             config.boot,
             BootConfig::File {

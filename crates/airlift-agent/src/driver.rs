@@ -496,6 +496,26 @@ impl Agent {
         }
     }
 
+    /// The trial boot's verdict: the configured health checks, then — for
+    /// an update from the server — a check-in of the new version (an answer
+    /// that the device is not accepted counts too: the server was reached
+    /// and knew the device). An offer in that answer waits for the next poll.
+    fn check_health(&mut self, job: Option<&Job>) -> Result<(), crate::health::Unhealthy> {
+        crate::health::run_all(&self.config.health_checks)?;
+        let timeout = self.config.trial.reach_server_timeout_secs;
+        if timeout == 0 || job.and_then(|job| job.deployment_id).is_none() {
+            return Ok(());
+        }
+        let inventory = self.inventory();
+        let client = &mut self.client;
+        crate::health::reach_server(Duration::from_secs(timeout), || {
+            match client.check_in(&inventory) {
+                Ok(_) | Err(ClientError::NotAccepted(_)) => Ok(()),
+                Err(error) => Err(error.to_string()),
+            }
+        })
+    }
+
     /// `airlift-agent commit`: commits the running trial without waiting
     /// for the health checks.
     pub fn commit(&mut self) -> Result<(), AgentError> {
@@ -596,17 +616,15 @@ impl Agent {
             },
             (Effect::Reboot, _) => self.reboot(),
             (Effect::InspectBoot, _) => self.inspect_boot(),
-            (Effect::RunHealthChecks, _) => {
-                match crate::health::run_all(&self.config.health_checks) {
-                    Ok(()) => Outcome::Then(Event::HealthPassed),
-                    Err(unhealthy) => {
-                        tracing::warn!(check = %unhealthy.name, reason = %unhealthy.reason, "unhealthy");
-                        Outcome::Then(Event::HealthFailed {
-                            output: unhealthy.to_string(),
-                        })
-                    }
+            (Effect::RunHealthChecks, job) => match self.check_health(job.as_ref()) {
+                Ok(()) => Outcome::Then(Event::HealthPassed),
+                Err(unhealthy) => {
+                    tracing::warn!(check = %unhealthy.name, reason = %unhealthy.reason, "unhealthy");
+                    Outcome::Then(Event::HealthFailed {
+                        output: unhealthy.to_string(),
+                    })
                 }
-            }
+            },
             (Effect::CommitBoot, job) => self.commit_boot(job.as_ref())?,
             (Effect::AbandonTrial { previous }, _) => {
                 self.revert_install();

@@ -1,11 +1,14 @@
 //! Health checks after a trial boot: configured commands, each with a
-//! timeout. Any failure or timeout means the new version is not healthy.
+//! timeout, and — for an update from the server — the built-in check that
+//! the new version reaches the server. Any failure or timeout means the new
+//! version is not healthy.
 
+use backon::{BackoffBuilder, ExponentialBuilder};
 use serde::Deserialize;
 use std::io::Read;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use wait_timeout::ChildExt;
 
 /// One check: a command that exits 0 when the system is healthy.
@@ -91,6 +94,49 @@ pub fn run(check: &HealthCheck) -> Result<(), Unhealthy> {
     }
 }
 
+/// The name reports give the built-in server check.
+pub const SERVER_CHECK: &str = "server";
+
+/// The built-in check: `attempt` (one authenticated exchange with the
+/// server, saying why it failed) succeeds within `timeout`. Tries are
+/// spaced by exponential backoff with jitter, from ½ s up to 10 s, and the
+/// last one is made when the time is up, so a network that comes up late in
+/// the boot still counts.
+pub fn reach_server(
+    timeout: Duration,
+    mut attempt: impl FnMut() -> Result<(), String>,
+) -> Result<(), Unhealthy> {
+    let deadline = Instant::now() + timeout;
+    let mut delays = ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(500))
+        .with_max_delay(Duration::from_secs(10))
+        .without_max_times()
+        .with_jitter()
+        .build();
+    let mut tries = 0u32;
+    loop {
+        tries += 1;
+        let error = match attempt() {
+            Ok(()) => return Ok(()),
+            Err(error) => error,
+        };
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(Unhealthy {
+                name: SERVER_CHECK.into(),
+                reason: format!(
+                    "the new version could not reach the server within {} s ({tries} tries)",
+                    timeout.as_secs()
+                ),
+                output: format!("last error: {error}"),
+            });
+        }
+        tracing::info!(%error, left_secs = left.as_secs(), "the server is not reached yet");
+        let delay = delays.next().unwrap_or(Duration::from_secs(10));
+        std::thread::sleep(delay.min(left));
+    }
+}
+
 fn tail(mut log: std::fs::File) -> String {
     use std::io::{Seek, SeekFrom};
     let len = log.seek(SeekFrom::End(0)).unwrap_or(0);
@@ -137,6 +183,41 @@ mod tests {
         assert!(error.reason.contains("timed out"), "{error}");
         assert!(error.output.contains("started"));
         assert!(started.elapsed() < Duration::from_secs(10));
+    }
+
+    #[test]
+    fn the_server_check_passes_once_an_attempt_gets_through() {
+        let mut attempts = 0;
+        let verdict = reach_server(Duration::from_secs(60), || {
+            attempts += 1;
+            if attempts < 3 {
+                Err("connection refused".into())
+            } else {
+                Ok(())
+            }
+        });
+        assert_eq!(verdict, Ok(()));
+        assert_eq!(attempts, 3);
+    }
+
+    #[test]
+    fn the_server_check_fails_with_the_last_error_when_time_is_up() {
+        let mut attempts = 0;
+        let error = reach_server(Duration::from_millis(1200), || {
+            attempts += 1;
+            Err(format!("attempt {attempts}: connection refused"))
+        })
+        .expect_err("never reached");
+        assert_eq!(error.name, SERVER_CHECK);
+        assert!(
+            error.reason.contains("could not reach the server"),
+            "{error}"
+        );
+        assert!(attempts >= 2, "tried again before giving up: {attempts}");
+        assert!(
+            error.output.contains(&format!("attempt {attempts}:")),
+            "{error}"
+        );
     }
 
     #[test]

@@ -16,7 +16,7 @@ use crate::config::FleetConfig;
 use crate::image;
 use crate::select::{fraction, Mix};
 use airlift_agent::boot::{BootError, FileBootEnv, Slot};
-use airlift_agent::config::{AgentConfig, BootConfig, SlotPair};
+use airlift_agent::config::{AgentConfig, BootConfig, SlotPair, TrialConfig};
 use airlift_agent::health::HealthCheck;
 use airlift_agent::identity::{self, IdentityError};
 use std::collections::BTreeMap;
@@ -224,6 +224,8 @@ impl Layout {
             boot: BootConfig::File {
                 path: self.bootenv(),
             },
+            // As a device has it: the new version must reach the server.
+            trial: TrialConfig::default(),
             // A real check, as a device has: it fails while the marker
             // the power-up step wrote is there.
             health_checks: vec![HealthCheck {

@@ -91,6 +91,7 @@ impl Signer {
     /// A signed image package for the test device type.
     pub fn package(&self, name: &str, version: &str, security_version: u64) -> Vec<u8> {
         self.image_package(
+            DEVICE_TYPE,
             name,
             version,
             security_version,
@@ -103,7 +104,8 @@ impl Signer {
     /// an interrupted download resumes at the byte).
     pub fn raw_package(&self, version: &str, size: usize) -> (Vec<u8>, Vec<u8>) {
         let image = Self::sized_image(version, size);
-        let package = self.image_package("rootfs", version, 1, &image, Compression::None);
+        let package =
+            self.image_package(DEVICE_TYPE, "rootfs", version, 1, &image, Compression::None);
         (package, image)
     }
 
@@ -117,8 +119,15 @@ impl Signer {
             .collect()
     }
 
+    /// A signed image package for another device type.
+    pub fn package_for(&self, device_type: &str, version: &str) -> Vec<u8> {
+        let image = Self::image(version);
+        self.image_package(device_type, "rootfs", version, 1, &image, Compression::Zstd)
+    }
+
     fn image_package(
         &self,
+        device_type: &str,
         name: &str,
         version: &str,
         security_version: u64,
@@ -129,7 +138,7 @@ impl Signer {
         let mut stored = Vec::new();
         let entry =
             encode_payload(image, &spec, &EncodeOptions::default(), &mut stored).expect("encode");
-        let manifest = Manifest::builder(name, version.parse().expect("semver"), [DEVICE_TYPE])
+        let manifest = Manifest::builder(name, version.parse().expect("semver"), [device_type])
             .security_version(security_version)
             .payload(entry)
             .build();
@@ -398,6 +407,31 @@ timeout_secs = 30
         std::fs::write(&self.config, config).expect("agent.toml");
     }
 
+    /// Sets how long a trial boot may take to reach the server.
+    pub fn set_reach_server_timeout(&self, secs: u64) {
+        let config = std::fs::read_to_string(&self.config).expect("agent.toml");
+        let config = config.replacen(
+            "[boot]",
+            &format!("[trial]\nreach_server_timeout_secs = {secs}\n[boot]"),
+            1,
+        );
+        std::fs::write(&self.config, config).expect("agent.toml");
+    }
+
+    /// Points the agent at another server URL; returns the one it had.
+    pub fn set_server_url(&self, url: &str) -> String {
+        let config = std::fs::read_to_string(&self.config).expect("agent.toml");
+        let line = config
+            .lines()
+            .find(|l| l.starts_with("server_url = "))
+            .expect("server_url line")
+            .to_owned();
+        let old = line["server_url = ".len()..].trim_matches('"').to_owned();
+        let config = config.replacen(&line, &format!("server_url = {url:?}"), 1);
+        std::fs::write(&self.config, config).expect("agent.toml");
+        old
+    }
+
     /// `airlift-agent run --once`, which must succeed.
     pub fn run_once(&self) {
         let output = self.agent(&["run", "--once"]);
@@ -526,6 +560,12 @@ pub struct Proxy {
     /// Download requests seen, and answer bytes forwarded for them.
     pub downloads: std::sync::Arc<std::sync::atomic::AtomicUsize>,
     pub download_bytes: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    /// A man in the middle: in every offer passing through, the first
+    /// occurrence of `.0` in the signed package head is replaced by `.1`
+    /// (same length) and the signatures are left as they were.
+    pub tamper: std::sync::Arc<std::sync::Mutex<Option<(Vec<u8>, Vec<u8>)>>>,
+    /// Offers altered so far.
+    pub tampered: std::sync::Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl Proxy {
@@ -538,7 +578,14 @@ impl Proxy {
         let plan = Arc::new(Mutex::new(plan.into_iter().collect()));
         let downloads = Arc::new(AtomicUsize::new(0));
         let download_bytes = Arc::new(AtomicUsize::new(0));
-        let shared = (plan.clone(), downloads.clone(), download_bytes.clone());
+        let tamper = Arc::new(Mutex::new(None));
+        let tampered = Arc::new(AtomicUsize::new(0));
+        let shared = (
+            plan.clone(),
+            downloads.clone(),
+            download_bytes.clone(),
+            (tamper.clone(), tampered.clone()),
+        );
         std::thread::spawn(move || {
             for client in listener.incoming() {
                 let Ok(client) = client else { return };
@@ -554,6 +601,8 @@ impl Proxy {
             plan,
             downloads,
             download_bytes,
+            tamper,
+            tampered,
         }
     }
 
@@ -567,7 +616,37 @@ type ProxyShared = (
     std::sync::Arc<std::sync::Mutex<std::collections::VecDeque<NetFault>>>,
     std::sync::Arc<std::sync::atomic::AtomicUsize>,
     std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    (
+        std::sync::Arc<std::sync::Mutex<Option<(Vec<u8>, Vec<u8>)>>>,
+        std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    ),
 );
+
+/// Rewrites the signed head of an offer in `answer` (an HTTP response read
+/// whole, as the small check-in answers are): base64-decodes it, replaces
+/// `from` by `to` once, encodes it again. Returns whether it did.
+fn tamper_offer(answer: &mut [u8], from: &[u8], to: &[u8]) -> bool {
+    use base64::Engine as _;
+    const KEY: &[u8] = b"\"signed_manifest\":\"";
+    let Some(start) = answer.windows(KEY.len()).position(|w| w == KEY) else {
+        return false;
+    };
+    let start = start + KEY.len();
+    let Some(len) = answer[start..].iter().position(|&b| b == b'"') else {
+        return false;
+    };
+    let engine = base64::engine::general_purpose::STANDARD;
+    let Ok(mut head) = engine.decode(&answer[start..start + len]) else {
+        return false;
+    };
+    let Some(at) = head.windows(from.len()).position(|w| w == from) else {
+        return false;
+    };
+    head[at..at + to.len()].copy_from_slice(to);
+    let encoded = engine.encode(head);
+    answer[start..start + len].copy_from_slice(encoded.as_bytes());
+    true
+}
 
 /// Client → server: request by request (head, then a `content-length`
 /// body), deciding each download's fault; server → client: bytes, with the
@@ -575,7 +654,7 @@ type ProxyShared = (
 fn proxy_connection(
     client: std::net::TcpStream,
     server: std::net::TcpStream,
-    (plan, downloads, download_bytes): ProxyShared,
+    (plan, downloads, download_bytes, (tamper, tampered)): ProxyShared,
 ) {
     use std::io::{BufRead, BufReader, Read, Write};
     use std::sync::atomic::Ordering;
@@ -610,6 +689,11 @@ fn proxy_connection(
                 if let Some((NetFault::Corrupt(at), sent)) = *guard {
                     if (sent..sent + n).contains(&at) {
                         buf[at - sent] ^= 0xFF;
+                    }
+                }
+                if let Some((from, to)) = tamper.lock().expect("tamper").as_ref() {
+                    if guard.is_none() && tamper_offer(&mut buf[..n], from, to) {
+                        tampered.fetch_add(1, Ordering::SeqCst);
                     }
                 }
                 if client.write_all(&buf[..n]).is_err() {

@@ -1,5 +1,6 @@
 //! Network faults between the agent and the server: a loopback proxy cuts
-//! downloads, stalls them, answers 503 or damages a byte in transit.
+//! downloads, stalls them, answers 503, damages a byte in transit or, as a
+//! man in the middle, alters the package an offer describes.
 
 use crate::harness::{enrol, Device, NetFault, Operator, Proxy, Signer, SPARE_IMAGE};
 use crate::server::TestServer;
@@ -70,5 +71,38 @@ fn a_byte_damaged_in_transit_fails_the_update_and_nothing_is_armed() {
         SPARE_IMAGE,
         "written, but never booted"
     );
+    assert_eq!(device.status()["state"], "idle");
+}
+
+#[test]
+fn a_package_altered_in_transit_is_refused_before_a_byte_is_downloaded() {
+    let signer = Signer::new();
+    let server = TestServer::start_with(&signer.public, &["--poll-interval", "1"]);
+    let proxy = Proxy::start(&server.url, Vec::new());
+    let device = Device::new(&proxy.url, &signer.public, &["true"]);
+    let operator = Operator::new(&server);
+    let device_id = enrol(&device, &operator);
+    let (file, _) = signer.raw_package("2.0.0", IMAGE_SIZE);
+    let package = operator.upload(file);
+    let deployment = operator.deploy(&package, &device_id);
+    // The package's signed manifest now claims another version.
+    *proxy.tamper.lock().expect("tamper") = Some((b"2.0.0".to_vec(), b"9.0.0".to_vec()));
+
+    device.run_once();
+    assert!(
+        proxy.tampered.load(Ordering::SeqCst) >= 1,
+        "an offer was altered"
+    );
+    let (state, message) = operator.device_state(&deployment);
+    assert_eq!(state, "failure");
+    assert!(message.contains("signature"), "{message}");
+    assert_eq!(
+        proxy.downloads.load(Ordering::SeqCst),
+        0,
+        "nothing downloaded"
+    );
+    assert_eq!(device.slot(Slot::B), SPARE_IMAGE, "slot B untouched");
+    let boot = device.power_up();
+    assert_eq!((boot.slot, boot.trial), (Slot::A, false));
     assert_eq!(device.status()["state"], "idle");
 }

@@ -104,6 +104,67 @@ fn an_older_security_version_is_refused() {
 }
 
 #[test]
+fn a_new_version_that_cannot_reach_the_server_rolls_back_and_says_so_later() {
+    let signer = Signer::new();
+    let server = TestServer::start_with(&signer.public, &["--poll-interval", "1"]);
+    let operator = Operator::new(&server);
+    let device = Device::new(&server.url, &signer.public, &["true"]);
+    device.set_reach_server_timeout(2);
+    let device_id = enrol(&device, &operator);
+    let package = operator.upload(signer.package("rootfs", "2.0.0", 1));
+    let deployment = operator.deploy(&package, &device_id);
+
+    device.run_once(); // download, install into B, arm the trial, "reboot"
+    assert_eq!(device.power_up().slot, Slot::B);
+    // The new version's network is broken: nothing answers where it looks.
+    let working = device.set_server_url("http://127.0.0.1:9");
+    device.run_once(); // the health check passes, the server check does not
+    let boot = device.power_up();
+    assert_eq!((boot.slot, boot.trial), (Slot::A, false), "rolled back");
+    assert_eq!(
+        operator.device_state(&deployment).0,
+        "rebooting",
+        "not told yet"
+    );
+
+    device.set_server_url(&working); // the old version reaches it
+    device.run_once(); // the queued report goes out
+    let (state, message) = operator.device_state(&deployment);
+    assert_eq!(state, "rolled_back");
+    assert!(message.contains("could not reach the server"), "{message}");
+    assert_eq!(device.status()["state"], "idle");
+    assert_eq!(device.slot(Slot::A), FACTORY_IMAGE);
+}
+
+#[test]
+fn a_package_for_another_device_type_is_refused() {
+    let signer = Signer::new();
+    let server = TestServer::start_with(&signer.public, &["--poll-interval", "1"]);
+    let operator = Operator::new(&server);
+    let device = Device::new(&server.url, &signer.public, &["true"]);
+    let device_id = enrol(&device, &operator);
+    let foreign = signer.package_for("other-board", "2.0.0");
+    let package = operator.upload(foreign.clone());
+    let deployment = operator.deploy(&package, &device_id);
+
+    // The server knows the device's type: it never offers the package.
+    device.run_once();
+    let (state, message) = operator.device_state(&deployment);
+    assert_eq!(state, "incompatible");
+    assert!(message.contains("other-board"), "{message}");
+
+    // Handed to the agent directly, the agent refuses it on its own.
+    let file = device.dir.path().join("foreign.airlift");
+    std::fs::write(&file, foreign).expect("package file");
+    let output = device.agent(&["install", file.to_str().expect("utf-8 path")]);
+    assert!(!output.status.success(), "{output:?}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("other-board"), "{stderr}");
+    assert_eq!(device.slot(Slot::B), SPARE_IMAGE, "slot B untouched");
+    assert_eq!(device.status()["state"], "idle");
+}
+
+#[test]
 fn a_local_install_goes_through_the_same_trial_without_a_server() {
     let signer = Signer::new();
     let device = Device::new("http://127.0.0.1:9", &signer.public, &["true"]);
