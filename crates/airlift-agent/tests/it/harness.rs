@@ -563,7 +563,7 @@ pub struct Proxy {
     /// A man in the middle: in every offer passing through, the first
     /// occurrence of `.0` in the signed package head is replaced by `.1`
     /// (same length) and the signatures are left as they were.
-    pub tamper: std::sync::Arc<std::sync::Mutex<Option<(Vec<u8>, Vec<u8>)>>>,
+    pub tamper: Tamper,
     /// Offers altered so far.
     pub tampered: std::sync::Arc<std::sync::atomic::AtomicUsize>,
 }
@@ -617,10 +617,13 @@ type ProxyShared = (
     std::sync::Arc<std::sync::atomic::AtomicUsize>,
     std::sync::Arc<std::sync::atomic::AtomicUsize>,
     (
-        std::sync::Arc<std::sync::Mutex<Option<(Vec<u8>, Vec<u8>)>>>,
+        Tamper,
         std::sync::Arc<std::sync::atomic::AtomicUsize>,
     ),
 );
+
+/// What a man in the middle replaces in offers: (these bytes, by those).
+pub type Tamper = std::sync::Arc<std::sync::Mutex<Option<(Vec<u8>, Vec<u8>)>>>;
 
 /// Rewrites the signed head of an offer in `answer` (an HTTP response read
 /// whole, as the small check-in answers are): base64-decodes it, replaces
