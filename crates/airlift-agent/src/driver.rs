@@ -28,7 +28,8 @@ use crate::config::{AgentConfig, BootConfig};
 use crate::download::{DownloadEvent, ResumableDownload};
 use crate::identity::{self, IdentityError};
 use crate::install::{
-    FileInstaller, ImageInstaller, Installer, Installers, ModuleInstaller, PayloadRef, SlotDevices,
+    ArchiveInstaller, FileInstaller, ImageInstaller, Installer, Installers, ModuleInstaller,
+    PayloadRef, SlotDevices,
 };
 use crate::machine::{
     step, Activation, Decline, Effect, Event, Job, Outbox, OutboxError, Report, State, StateError,
@@ -271,6 +272,7 @@ impl Agent {
         let installers = Installers {
             image: ImageInstaller::new(slot_sets, Slot::B),
             file: FileInstaller::new(work_dir(&data, "file")).with_root(&config.root),
+            archive: ArchiveInstaller::new(work_dir(&data, "archive")).with_root(&config.root),
             module: ModuleInstaller::new(&config.modules_dir, work_dir(&data, "module")),
         };
         Ok(Self {

@@ -90,6 +90,21 @@ pub enum InstallError {
         /// What it is instead (a directory, a symbolic link, …).
         found: &'static str,
     },
+    /// An archive target exists but is not a directory.
+    #[error("{} is not a directory; an archive payload replaces a directory", path.display())]
+    NotDirectory {
+        /// The target path.
+        path: PathBuf,
+    },
+    /// An archive payload that cannot be unpacked safely: not a tar
+    /// archive, or an entry of a refused kind or outside its directory.
+    #[error("archive payload {target}: {reason}; the directory was not changed")]
+    Archive {
+        /// The payload's target.
+        target: String,
+        /// What is wrong, naming the entry.
+        reason: String,
+    },
     /// A file target's directory does not exist.
     #[error("directory {} does not exist; a file payload does not create directories", path.display())]
     MissingDirectory {

@@ -7,6 +7,7 @@
 //! |-----------------|----------------------|------------------------------------------------|----------------------------|-----------------------------------|
 //! | `image`         | [`ImageInstaller`]   | raw bytes into the inactive A/B slot, read back | nothing (boot control's)   | nothing (boot control's)          |
 //! | `file`          | [`FileInstaller`]    | atomic replace, old file kept as a backup      | delete the backups         | put the backups back              |
+//! | `archive`       | [`ArchiveInstaller`] | tar unpacked beside the directory, then swapped in; old one kept | delete the backups | put the backups back |
 //! | `module:<name>` | [`ModuleInstaller`]  | run the module's `download` and `install`      | run the module's `commit`  | run the module's `rollback`       |
 //!
 //! The bytes an installer receives come from
@@ -37,6 +38,7 @@
 //!
 //! The update module protocol is documented in [`module`].
 
+mod archive;
 mod error;
 mod file;
 mod image;
@@ -47,6 +49,7 @@ mod sys;
 #[cfg(test)]
 mod testutil;
 
+pub use archive::ArchiveInstaller;
 pub use error::InstallError;
 pub use file::FileInstaller;
 pub use image::{ImageInstaller, SlotDevices, SlotWrite, DEFAULT_SLOT_SET};
@@ -170,6 +173,8 @@ pub struct Installers {
     pub image: ImageInstaller,
     /// For `file` payloads.
     pub file: FileInstaller,
+    /// For `archive` payloads.
+    pub archive: ArchiveInstaller,
     /// For `module:<name>` payloads.
     pub module: ModuleInstaller,
 }
@@ -180,15 +185,18 @@ impl Installers {
         match kind {
             PayloadType::Image => Ok(&mut self.image),
             PayloadType::File => Ok(&mut self.file),
+            PayloadType::Archive => Ok(&mut self.archive),
             PayloadType::Module(_) => Ok(&mut self.module),
-            PayloadType::Archive => Err(InstallError::Unsupported {
-                kind: kind.to_string(),
-            }),
         }
     }
 
-    fn all(&mut self) -> [&mut dyn Installer; 3] {
-        [&mut self.image, &mut self.file, &mut self.module]
+    fn all(&mut self) -> [&mut dyn Installer; 4] {
+        [
+            &mut self.image,
+            &mut self.file,
+            &mut self.archive,
+            &mut self.module,
+        ]
     }
 }
 
@@ -246,6 +254,7 @@ mod tests {
         let mut installers = Installers {
             image: ImageInstaller::new(BTreeMap::from([("rootfs".into(), slots.clone())]), Slot::B),
             file: FileInstaller::new(dir.path().join("work")).with_root(&root),
+            archive: ArchiveInstaller::new(dir.path().join("work")).with_root(&root),
             module: ModuleInstaller::new(dir.path().join("modules"), dir.path().join("work")),
         };
         let package = testutil::package(&[
@@ -261,12 +270,18 @@ mod tests {
         installers.rollback()?;
         assert!(!root.join("etc/motd").exists());
 
-        let archive = testutil::package(&[Spec::plain(PayloadType::Archive, "/opt", b"tar")])?;
-        let error = archive.install_all(&mut installers).err();
-        assert!(
-            matches!(error, Some(InstallError::Unsupported { .. })),
-            "{error:?}"
-        );
+        std::fs::create_dir_all(root.join("opt/app"))?;
+        let mut tar = tar::Builder::new(Vec::new());
+        let mut header = tar::Header::new_gnu();
+        header.set_size(2);
+        header.set_mode(0o644);
+        tar.append_data(&mut header, "version", &b"v2"[..])?;
+        let tar = tar.into_inner()?;
+        let archive = testutil::package(&[Spec::plain(PayloadType::Archive, "/opt/app", &tar)])?;
+        archive.install_all(&mut installers)?;
+        assert_eq!(std::fs::read(root.join("opt/app/version"))?, b"v2");
+        installers.rollback()?;
+        assert!(!root.join("opt/app/version").exists());
         Ok(())
     }
 

@@ -64,7 +64,18 @@ impl Signer {
 
     /// A signed package replacing `/etc/app.conf` (under the root) in place.
     pub fn file_package(&self, version: &str, content: &[u8]) -> Vec<u8> {
-        let spec = PayloadSpec::new(PayloadType::File, "/etc/app.conf", Compression::None);
+        self.in_place_package(PayloadType::File, "/etc/app.conf", version, content)
+    }
+
+    /// A signed package of one payload changed in place: `kind` at `target`.
+    pub fn in_place_package(
+        &self,
+        kind: PayloadType,
+        target: &str,
+        version: &str,
+        content: &[u8],
+    ) -> Vec<u8> {
+        let spec = PayloadSpec::new(kind, target, Compression::None);
         let mut stored = Vec::new();
         let entry =
             encode_payload(content, &spec, &EncodeOptions::default(), &mut stored).expect("encode");
@@ -616,10 +627,7 @@ type ProxyShared = (
     std::sync::Arc<std::sync::Mutex<std::collections::VecDeque<NetFault>>>,
     std::sync::Arc<std::sync::atomic::AtomicUsize>,
     std::sync::Arc<std::sync::atomic::AtomicUsize>,
-    (
-        Tamper,
-        std::sync::Arc<std::sync::atomic::AtomicUsize>,
-    ),
+    (Tamper, std::sync::Arc<std::sync::atomic::AtomicUsize>),
 );
 
 /// What a man in the middle replaces in offers: (these bytes, by those).

@@ -296,6 +296,53 @@ fn a_file_update_is_replaced_in_place_and_committed_without_a_reboot() {
 }
 
 #[test]
+fn an_archive_update_replaces_its_directory_in_place_and_commits() {
+    let signer = Signer::new();
+    let server = TestServer::start_with(&signer.public, &["--poll-interval", "1"]);
+    let operator = Operator::new(&server);
+    let device = Device::new(&server.url, &signer.public, &["true"]);
+    let app = device.dir.path().join("root/opt/app");
+    std::fs::create_dir_all(app.join("plugins")).expect("old directory");
+    std::fs::write(app.join("version"), b"1.0\n").expect("old file");
+    std::fs::write(app.join("plugins/legacy.so"), b"old").expect("old plugin");
+    let device_id = enrol(&device, &operator);
+    let mut tar = tar::Builder::new(Vec::new());
+    for (path, content) in [("version", &b"2.0\n"[..]), ("bin/app", &b"#!/bin/sh\n"[..])] {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(content.len() as u64);
+        header.set_mode(0o755);
+        tar.append_data(&mut header, path, content)
+            .expect("tar entry");
+    }
+    let tar = tar.into_inner().expect("tar");
+    let package = operator.upload(signer.in_place_package(
+        airlift_package::PayloadType::Archive,
+        "/opt/app",
+        "2.0.0",
+        &tar,
+    ));
+    let deployment = operator.deploy(&package, &device_id);
+
+    device.run_once();
+    assert_eq!(operator.device_state(&deployment).0, "success");
+    assert_eq!(std::fs::read(app.join("version")).expect("new"), b"2.0\n");
+    assert!(app.join("bin/app").is_file());
+    assert!(
+        !app.join("plugins").exists(),
+        "the directory is replaced whole"
+    );
+    let mut left: Vec<_> = std::fs::read_dir(device.dir.path().join("root/opt"))
+        .expect("opt")
+        .map(|e| e.expect("entry").file_name())
+        .collect();
+    left.sort();
+    assert_eq!(left, ["app"], "the old directory is gone once committed");
+    assert_eq!(device.status()["state"], "idle");
+    let boot = device.power_up();
+    assert_eq!((boot.slot, boot.trial), (Slot::A, false), "no slot switch");
+}
+
+#[test]
 fn a_module_that_asks_for_its_reboot_step_gets_it_before_the_in_place_commit() {
     use std::os::unix::fs::PermissionsExt;
     let signer = Signer::new();
