@@ -68,8 +68,9 @@ fn main() -> anyhow::Result<()> {
         .with(
             tracing_subscriber::fmt::layer()
                 .with_writer(std::io::stderr)
-                // Colours only for a person at a terminal, not for journald.
-                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())),
+                // Plain text: the log goes to journald, and the device
+                // build leaves out tracing-subscriber's colour support.
+                .with_ansi(false),
         )
         .with(filter)
         .init();

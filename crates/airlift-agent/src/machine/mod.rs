@@ -48,7 +48,7 @@
 //!    │                          ▼
 //!    │                      Installed ◀───┐ Proceed: ArmTrial (rests until Proceed)
 //!    │                       │      │ └───┘
-//!    │     in place: Proceed │      │ TrialArmed  (or Booted in the new slot: a
+//!    │in place: HealthPassed │      │ TrialArmed  (or Booted in the new slot: a
 //!    │                       │      │              power cut after arming)
 //!    │                       │      ▼
 //!    │                       │   Rebooting ───────── Booted in the old slot ────┐
@@ -66,6 +66,8 @@
 //!    │                          │               │                               │
 //!    └──────────────────────────┴── CleanedUp ──┴───────────────────────────────┘
 //!
+//!   In place (no reboot), Proceed in Installed runs the health checks;
+//!   HealthPassed or CommitRequested commits, HealthFailed fails and undoes.
 //!   Failed comes from every state before the new version runs: a permanent
 //!   DownloadFailed, Refused, InstallFailed, Cancelled (up to Installed),
 //!   RollbackRequested, and a BootControlFailed while arming or rebooting;
@@ -87,7 +89,8 @@
 //! Every transition a server should hear about emits an [`Effect::Report`]
 //! (none for a local install). `success` is only ever reported on
 //! [`Event::BootCommitted`] — after the bootloader committed — or, for a job
-//! without a reboot, when it is installed and the driver proceeds.
+//! without a reboot, once it is installed and the health checks passed (or
+//! a person committed it by hand).
 //!
 //! # Decisions that rest on the running slot
 //!

@@ -149,13 +149,24 @@ fn installed(job: Job, event: Event) -> Step {
     };
     match event {
         Event::Resume => (State::Installed { job }, Vec::new()),
-        // In place: the new version is already what runs. Nothing to switch.
-        Event::Proceed => {
+        // In place: the new version is already what runs. Nothing to
+        // switch, but it must prove healthy before it is kept — after a
+        // restart the checks simply run again.
+        Event::Proceed => (State::Installed { job }, vec![Effect::RunHealthChecks]),
+        Event::HealthPassed | Event::CommitRequested => {
             let mut effects = Vec::new();
             effects.extend(report(&job, UpdateState::Success, None));
             effects.push(Effect::Cleanup);
             (State::Committed { job }, effects)
         }
+        // Undone like any failure before a commit: the installers roll back.
+        Event::HealthFailed { output } => fail(
+            job,
+            format!(
+                "a health check failed after the change was made in place, so it was undone: {}",
+                cap(output)
+            ),
+        ),
         Event::Cancelled => fail(job, CANCELLED),
         Event::RollbackRequested => fail(job, ABANDONED),
         other => ignore(State::Installed { job }, &other),

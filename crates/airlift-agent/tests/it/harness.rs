@@ -418,6 +418,23 @@ timeout_secs = 30
         std::fs::write(&self.config, config).expect("agent.toml");
     }
 
+    /// Replaces the health check's command.
+    pub fn set_health(&self, command: &[&str]) {
+        let config = std::fs::read_to_string(&self.config).expect("agent.toml");
+        let line = config
+            .lines()
+            .find(|l| l.starts_with("command = "))
+            .expect("health check command")
+            .to_owned();
+        // The whole line: `reboot_command = …` ends the same way.
+        let config = config.replacen(
+            &format!("\n{line}\n"),
+            &format!("\ncommand = {command:?}\n"),
+            1,
+        );
+        std::fs::write(&self.config, config).expect("agent.toml");
+    }
+
     /// Sets how long a trial boot may take to reach the server.
     pub fn set_reach_server_timeout(&self, secs: u64) {
         let config = std::fs::read_to_string(&self.config).expect("agent.toml");

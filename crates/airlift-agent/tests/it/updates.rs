@@ -296,6 +296,35 @@ fn a_file_update_is_replaced_in_place_and_committed_without_a_reboot() {
 }
 
 #[test]
+fn a_file_update_that_leaves_the_device_unhealthy_is_undone() {
+    let signer = Signer::new();
+    let server = TestServer::start_with(&signer.public, &["--poll-interval", "1"]);
+    let operator = Operator::new(&server);
+    let device = Device::new(&server.url, &signer.public, &["true"]);
+    let conf = device.dir.path().join("root/etc/app.conf");
+    std::fs::write(&conf, b"old = true\n").expect("old file");
+    // The check fails while the new configuration is in place.
+    let script = format!("! grep -q broken {}", conf.display());
+    device.set_health(&["/bin/sh", "-c", &script]);
+    let device_id = enrol(&device, &operator);
+    let package = operator.upload(signer.file_package("1.1.0", b"broken = true\n"));
+    let deployment = operator.deploy(&package, &device_id);
+
+    device.run_once();
+    let (state, message) = operator.device_state(&deployment);
+    assert_eq!(state, "failure");
+    assert!(message.contains("undone"), "{message}");
+    assert_eq!(std::fs::read(&conf).expect("file"), b"old = true\n");
+    assert_eq!(device.status()["state"], "idle");
+    let record =
+        std::fs::read_to_string(device.dir.path().join("data/installed.json")).unwrap_or_default();
+    assert!(
+        !record.contains("1.1.0"),
+        "not recorded as installed: {record}"
+    );
+}
+
+#[test]
 fn an_archive_update_replaces_its_directory_in_place_and_commits() {
     let signer = Signer::new();
     let server = TestServer::start_with(&signer.public, &["--poll-interval", "1"]);

@@ -153,7 +153,7 @@ fn an_image_goes_through_a_trial_boot_and_success_is_reported_after_the_commit()
 }
 
 #[test]
-fn an_in_place_job_commits_without_a_reboot() {
+fn an_in_place_job_commits_without_a_reboot_once_healthy() {
     use Event::*;
     let (state, names, effects) = run(
         State::Idle,
@@ -163,6 +163,7 @@ fn an_in_place_job_commits_without_a_reboot() {
             Proceed,
             Installed,
             Proceed,
+            HealthPassed,
             CleanedUp,
         ],
     );
@@ -174,6 +175,7 @@ fn an_in_place_job_commits_without_a_reboot() {
             "downloaded",
             "installing",
             "installed",
+            "installed", // the health checks run
             "committed",
             "idle"
         ]
@@ -187,10 +189,60 @@ fn an_in_place_job_commits_without_a_reboot() {
             report(UpdateState::Installing),
             Effect::Install,
             report(UpdateState::Installed),
+            Effect::RunHealthChecks,
             report(UpdateState::Success),
             Effect::Cleanup,
         ]
     );
+}
+
+#[test]
+fn an_unhealthy_in_place_job_is_undone_and_reported() {
+    use Event::*;
+    let (state, names, effects) = run(
+        State::Idle,
+        [
+            Offer(in_place_job()),
+            DownloadComplete,
+            Proceed,
+            Installed,
+            Proceed,
+            Resume, // a restart during the checks: they run again
+            Proceed,
+            HealthFailed {
+                output: "app exited 3".into(),
+            },
+            CleanedUp,
+        ],
+    );
+    assert_eq!(state, State::Idle);
+    assert_eq!(
+        names,
+        [
+            "downloading",
+            "downloaded",
+            "installing",
+            "installed",
+            "installed",
+            "installed",
+            "installed",
+            "failed",
+            "idle"
+        ]
+    );
+    let tail = &effects[effects.len() - 5..];
+    assert_eq!(tail[0], Effect::RunHealthChecks);
+    assert_eq!(tail[1], Effect::RunHealthChecks);
+    let Effect::Report(failure) = &tail[2] else {
+        panic!("a report: {tail:?}")
+    };
+    assert_eq!(failure.state, UpdateState::Failure);
+    let message = failure.message.as_deref().unwrap_or_default();
+    assert!(
+        message.contains("undone") && message.contains("app exited 3"),
+        "{message}"
+    );
+    assert_eq!(tail[3..], [Effect::RevertInstall, Effect::Cleanup]);
 }
 
 #[test]
@@ -229,7 +281,14 @@ fn local_installs_are_never_reported() {
         ),
         (
             local_in_place_job(),
-            vec![DownloadComplete, Proceed, Installed, Proceed, CleanedUp],
+            vec![
+                DownloadComplete,
+                Proceed,
+                Installed,
+                Proceed,
+                HealthPassed,
+                CleanedUp,
+            ],
         ),
         (
             local_in_place_job(),

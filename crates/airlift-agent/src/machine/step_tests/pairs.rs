@@ -27,11 +27,14 @@ fn check_step(state: &State, event: &Event, next: &State, effects: &[Effect]) {
         let length = report.message.as_ref().map_or(0, String::len);
         assert!(length <= MAX_STATUS_MESSAGE, "{}", context());
         // Success only after the bootloader committed — or for an in-place
-        // job, once installed — or when repeating a committed state's report.
+        // job, once healthy (or committed by hand) — or when repeating a
+        // committed state's report.
         if report.state == UpdateState::Success {
             let allowed = match (state, event) {
                 (State::Verifying { .. }, Event::BootCommitted) => true,
-                (State::Installed { job }, Event::Proceed) => !job.needs_reboot(),
+                (State::Installed { job }, Event::HealthPassed | Event::CommitRequested) => {
+                    !job.needs_reboot()
+                }
                 (State::Committed { .. }, Event::Resume) => true,
                 _ => false,
             };
