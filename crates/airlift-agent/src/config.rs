@@ -169,7 +169,7 @@ fn default_fw_env() -> PathBuf {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// Unreadable file.
-    #[error("reading {path}: {source}")]
+    #[error("cannot read the agent configuration {path} (pass --config PATH if it is elsewhere)")]
     Read {
         /// The file.
         path: PathBuf,
