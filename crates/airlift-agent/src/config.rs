@@ -43,6 +43,10 @@ pub struct AgentConfig {
     /// Seconds between check-ins until the server says otherwise [default: 60].
     #[serde(default = "sixty")]
     pub poll_interval_secs: u64,
+    /// Seconds between download progress reports to the server; 0: none
+    /// [default: 30].
+    #[serde(default = "thirty")]
+    pub progress_interval_secs: u64,
     /// Download rate cap in bytes per second.
     #[serde(default)]
     pub bandwidth_limit: Option<u64>,
@@ -148,6 +152,9 @@ fn one() -> usize {
 }
 fn sixty() -> u64 {
     60
+}
+fn thirty() -> u64 {
+    30
 }
 fn default_reboot() -> Vec<String> {
     vec!["systemctl".into(), "reboot".into()]

@@ -35,6 +35,7 @@ use crate::machine::{
     step, Activation, Decline, Effect, Event, Job, Outbox, OutboxError, Report, State, StateError,
     StateFile, TrialBoot,
 };
+use crate::progress::ProgressReporter;
 use crate::push::{PushListener, Ring, STREAM_TIMEOUT};
 use crate::stream::{Source, Stream, StreamError};
 use airlift_package::encryption::{Identity as AgeIdentity, IdentityTrait};
@@ -743,27 +744,35 @@ impl Agent {
             .observer
             .as_mut()
             .map(|observer| move |event| observer(Observed::Download(event)));
-        let source =
-            match (job.deployment_id, self.local_source.clone()) {
-                (Some(deployment), _) => {
-                    let sha256 = job.sha256.to_string();
-                    let observer = forward
-                        .as_mut()
-                        .map(|f| f as &mut (dyn FnMut(DownloadEvent) + Send));
-                    let download =
-                        ResumableDownload::new(&mut self.client, deployment, &sha256, job.size)
-                            .limit(self.config.bandwidth_limit)
-                            .observe(observer);
-                    Source::Server(Box::new(download))
-                }
-                (None, Some(path)) => Source::File(path),
-                (None, None) => return Ok(Outcome::Failed(Event::DownloadFailed {
+        let source = match (job.deployment_id, self.local_source.clone()) {
+            (Some(deployment), _) => {
+                let sha256 = job.sha256.to_string();
+                let observer = forward
+                    .as_mut()
+                    .map(|f| f as &mut (dyn FnMut(DownloadEvent) + Send));
+                let every = Duration::from_secs(self.config.progress_interval_secs);
+                let mut progress = ProgressReporter::new(&self.client, deployment, job.size, every);
+                let download =
+                    ResumableDownload::new(&mut self.client, deployment, &sha256, job.size)
+                        .limit(self.config.bandwidth_limit)
+                        .observe(observer)
+                        .on_progress(move |done| {
+                            if let Some(progress) = progress.as_mut() {
+                                progress.reached(done);
+                            }
+                        });
+                Source::Server(Box::new(download))
+            }
+            (None, Some(path)) => Source::File(path),
+            (None, None) => {
+                return Ok(Outcome::Failed(Event::DownloadFailed {
                     permanent: true,
                     reason:
                         "a local install was interrupted; run `airlift-agent install FILE` again"
                             .into(),
-                })),
-            };
+                }))
+            }
+        };
         let identities: Vec<&dyn IdentityTrait> = self
             .identities
             .iter()

@@ -31,5 +31,6 @@ pub mod health;
 pub mod identity;
 pub mod install;
 pub mod machine;
+pub mod progress;
 pub mod push;
 pub mod stream;

@@ -225,6 +225,9 @@ pub struct DeviceUpdate {
     /// absent until it is admitted).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<u32>,
+    /// While `downloading`: how far, as the device last reported it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<crate::device::Progress>,
 }
 
 /// Create a management API token.

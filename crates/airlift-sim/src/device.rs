@@ -212,6 +212,7 @@ impl Layout {
             trust_threshold: 1,
             age_identity: None,
             poll_interval_secs: config.poll_interval.map_or(1, |p| p.as_secs().max(1)),
+            progress_interval_secs: 30,
             bandwidth_limit: None,
             network_timeout_secs: 10,
             slots: BTreeMap::from([(

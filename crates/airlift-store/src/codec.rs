@@ -8,10 +8,11 @@
 use crate::{
     ApiTokenRecord, DeploymentRecord, DeviceRecord, PackageRecord, StoreError, StoreResult,
 };
-use airlift_protocol::device::Inventory;
+use airlift_protocol::device::{Inventory, Progress};
 use airlift_protocol::management::{
     ApiToken, AuditEntry, Device, DeviceUpdate, Package, UpdateEvent,
 };
+use airlift_protocol::state::UpdateState;
 use chrono::{DateTime, Utc};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -293,16 +294,29 @@ pub(crate) struct DeviceUpdateRow {
     pub message: Option<String>,
     pub updated_at: i64,
     pub phase: Option<i64>,
+    pub progress_done: Option<i64>,
+    pub progress_total: Option<i64>,
 }
 
 impl DeviceUpdateRow {
     pub(crate) fn into_update(self) -> StoreResult<DeviceUpdate> {
+        let state: UpdateState = parse("deployment_devices.state", &self.state)?;
+        // Progress belongs to the download: once the device is past it, it
+        // is no longer shown.
+        let progress = match (state, self.progress_done, self.progress_total) {
+            (UpdateState::Downloading, Some(done), Some(total)) => Some(Progress {
+                done: u64::try_from(done).unwrap_or_default(),
+                total: u64::try_from(total).unwrap_or_default(),
+            }),
+            _ => None,
+        };
         Ok(DeviceUpdate {
             device_id: parse("deployment_devices.device_id", &self.device_id)?,
-            state: parse("deployment_devices.state", &self.state)?,
+            state,
             message: self.message,
             updated_at: time("deployment_devices.updated_at", self.updated_at)?,
             phase: self.phase.and_then(|p| u32::try_from(p).ok()),
+            progress,
         })
     }
 }

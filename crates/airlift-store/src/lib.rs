@@ -39,12 +39,13 @@
 //! # let _ = secret; Ok(()) }
 //! ```
 
+use airlift_protocol::device::{Inventory, Progress};
 use airlift_protocol::install::InstallPolicy;
 use airlift_protocol::management::{
     ApiToken, AuditEntry, Device, DeviceUpdate, Strategy, Target, UpdateEvent,
 };
 use airlift_protocol::state::{DeploymentStatus, DeviceStatus, UpdateState};
-use airlift_protocol::{device::Inventory, DeploymentId, DeviceId, PackageId, TokenId};
+use airlift_protocol::{DeploymentId, DeviceId, PackageId, TokenId};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use std::collections::BTreeMap;
@@ -431,6 +432,16 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         message: Option<&str>,
         at: DateTime<Utc>,
     ) -> StoreResult<ReportOutcome>;
+    /// Keeps a downloading device's latest progress (bytes done of total),
+    /// for operators to see. Not history, no change-feed event, and nothing
+    /// else changes (the state's clock included); `false` if the device is
+    /// not `downloading` in the deployment.
+    async fn record_progress(
+        &self,
+        deployment: DeploymentId,
+        device: DeviceId,
+        progress: Progress,
+    ) -> StoreResult<bool>;
     /// Forces a state decided by the server (incompatible, already_installed,
     /// cancelled) regardless of ordering, unless the current state is final,
     /// and records it in history.

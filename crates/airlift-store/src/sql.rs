@@ -43,7 +43,7 @@ macro_rules! columns {
          install_policy"
     };
     (device_updates) => {
-        "device_id, state, message, updated_at, phase"
+        "device_id, state, message, updated_at, phase, progress_done, progress_total"
     };
     (events) => {
         "deployment_id, device_id, state, applied, message, at"
@@ -58,7 +58,7 @@ pub(crate) const INSERT_CHUNK: usize = 200;
 /// `pool: sqlx::Pool<$db>` field; `$begin` starts a write transaction.
 macro_rules! impl_store {
     ($store:ident, $db:ty, $begin:literal) => {
-        use airlift_protocol::device::Inventory;
+        use airlift_protocol::device::{Inventory, Progress};
         use airlift_protocol::install::InstallPolicy;
         use airlift_protocol::management::{
             ApiToken, AuditEntry, Device, DeviceUpdate, UpdateEvent,
@@ -1345,6 +1345,28 @@ macro_rules! impl_store {
                     .collect();
                 self.move_device(deployment, device, state, &from, message, at)
                     .await
+            }
+
+            async fn record_progress(
+                &self,
+                deployment: DeploymentId,
+                device: DeviceId,
+                progress: Progress,
+            ) -> StoreResult<bool> {
+                let clamp = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+                let rows = sqlx::query::<$db>(
+                    "UPDATE deployment_devices SET progress_done = $3, progress_total = $4 \
+                     WHERE deployment_id = $1 AND device_id = $2 AND state = $5",
+                )
+                .bind(deployment.to_string())
+                .bind(device.to_string())
+                .bind(clamp(progress.done))
+                .bind(clamp(progress.total))
+                .bind(UpdateState::Downloading.as_str())
+                .execute(&self.pool)
+                .await?
+                .rows_affected();
+                Ok(rows > 0)
             }
 
             async fn decide_update_state(

@@ -409,12 +409,13 @@ timeout_secs = 30
 
     /// Sets how long the agent waits on a silent connection.
     pub fn set_network_timeout(&self, secs: u64) {
+        self.set_option(&format!("network_timeout_secs = {secs}"));
+    }
+
+    /// Adds a top-level `key = value` line to the agent's configuration.
+    pub fn set_option(&self, line: &str) {
         let config = std::fs::read_to_string(&self.config).expect("agent.toml");
-        let config = config.replacen(
-            "reboot_command",
-            &format!("network_timeout_secs = {secs}\nreboot_command"),
-            1,
-        );
+        let config = config.replacen("reboot_command", &format!("{line}\nreboot_command"), 1);
         std::fs::write(&self.config, config).expect("agent.toml");
     }
 

@@ -106,3 +106,41 @@ fn a_package_altered_in_transit_is_refused_before_a_byte_is_downloaded() {
     assert_eq!((boot.slot, boot.trial), (Slot::A, false));
     assert_eq!(device.status()["state"], "idle");
 }
+
+#[test]
+fn a_slow_download_shows_its_progress_on_the_server() {
+    let signer = Signer::new();
+    let server = TestServer::start_with(&signer.public, &["--poll-interval", "1"]);
+    let device = Device::new(&server.url, &signer.public, &["true"]);
+    device.set_option("bandwidth_limit = 262144"); // a 1 MiB image: 4 s
+    device.set_option("progress_interval_secs = 1");
+    let operator = Operator::new(&server);
+    let device_id = enrol(&device, &operator);
+    let (file, _) = signer.raw_package("2.0.0", IMAGE_SIZE);
+    let total = file.len() as u64;
+    let package = operator.upload(file);
+    let deployment = operator.deploy(&package, &device_id);
+
+    let daemon = device.start();
+    let started = std::time::Instant::now();
+    let mut seen = Vec::new();
+    while started.elapsed() < Duration::from_secs(30) {
+        let detail = operator.deployment(&deployment);
+        let shown = &detail["devices"][0];
+        if let Some(done) = shown["progress"]["done"].as_u64() {
+            assert_eq!(shown["state"], "downloading");
+            assert_eq!(shown["progress"]["total"].as_u64(), Some(total));
+            seen.push(done);
+        }
+        if shown["state"] != "downloading" && shown["state"] != "pending" {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    drop(daemon);
+    assert!(
+        seen.iter().any(|&done| done > 0 && done < total),
+        "progress seen part-way: {seen:?}"
+    );
+    assert!(seen.windows(2).all(|w| w[0] <= w[1]), "{seen:?}");
+}

@@ -327,7 +327,7 @@ async fn show(args: &ShowArgs, client: &Client) -> Result<()> {
     for device in &detail.devices {
         table.row(vec![
             device.device_id.to_string(),
-            device.state.to_string(),
+            state_with_progress(device),
             output::time(&device.updated_at),
             device
                 .message
@@ -338,6 +338,18 @@ async fn show(args: &ShowArgs, client: &Client) -> Result<()> {
     }
     table.print();
     Ok(())
+}
+
+/// The device's state; while downloading, with how far it got
+/// ("downloading 43 %").
+fn state_with_progress(device: &airlift_protocol::management::DeviceUpdate) -> String {
+    match device.progress {
+        Some(progress) if progress.total > 0 => {
+            let percent = u128::from(progress.done) * 100 / u128::from(progress.total);
+            format!("{} {percent} %", device.state)
+        }
+        _ => device.state.to_string(),
+    }
 }
 
 /// `POST /deployments/{id}/{action}`, then the deployment as it is now.
@@ -441,6 +453,28 @@ fn counts(counts: &BTreeMap<UpdateState, u64>) -> String {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_download_shows_how_far_it_got() {
+        use airlift_protocol::device::Progress;
+        use airlift_protocol::management::DeviceUpdate;
+        use airlift_protocol::state::UpdateState;
+        let mut device = DeviceUpdate {
+            device_id: airlift_protocol::DeviceId::new(),
+            state: UpdateState::Downloading,
+            message: None,
+            updated_at: chrono::Utc::now(),
+            phase: None,
+            progress: Some(Progress {
+                done: 433,
+                total: 1000,
+            }),
+        };
+        assert_eq!(super::state_with_progress(&device), "downloading 43 %");
+        device.progress = None;
+        assert_eq!(super::state_with_progress(&device), "downloading");
+    }
+
     use super::*;
 
     #[test]

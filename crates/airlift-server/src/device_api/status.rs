@@ -4,7 +4,7 @@ use crate::error::{ApiError, ApiResult};
 use crate::extract::{ApiJson, ApiPath};
 use crate::state::AppState;
 use airlift_protocol::device::{StatusAck, StatusReport, MAX_STATUS_MESSAGE};
-use airlift_protocol::state::DeploymentStatus;
+use airlift_protocol::state::{DeploymentStatus, UpdateState};
 use airlift_protocol::DeploymentId;
 use axum::extract::State;
 use axum::Json;
@@ -51,8 +51,22 @@ pub async fn report_status(
     if ended && !current.state.is_final() {
         return Err(cancelled());
     }
-    // Progress within a state changes nothing worth a write.
+    if let Some(progress) = report.progress {
+        if progress.done > progress.total {
+            return Err(ApiError::bad_request(format!(
+                "progress: done ({}) is more than total ({})",
+                progress.done, progress.total
+            )));
+        }
+    }
+    // A repeated state changes nothing worth a history entry; a download's
+    // progress is kept (the latest only) for operators to see.
     if current.state == report.state {
+        if let (UpdateState::Downloading, Some(progress)) = (report.state, report.progress) {
+            store
+                .record_progress(deployment_id, caller.device_id, progress)
+                .await?;
+        }
         return Ok(Json(StatusAck {
             state: current.state,
             applied: false,

@@ -110,6 +110,7 @@ mod tests {
             message: None,
             updated_at: Utc::now(),
             phase,
+            progress: None,
         }
     }
 

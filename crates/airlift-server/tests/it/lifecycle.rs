@@ -117,6 +117,9 @@ async fn upload_to_success(backend: Backend) {
     ] {
         let ack = json_ok(device.report(&server, deployment, state, None).await).await;
         assert_eq!(ack["state"], state.as_str());
+        if state == UpdateState::Downloading {
+            download_progress_is_shown(&server, &device, deployment).await;
+        }
     }
     // Installed is not success: the deployment is still running.
     let detail = server
@@ -403,4 +406,42 @@ async fn devices_joining_a_tag_later_are_included() {
             "joined the tag, joins the deployment"
         );
     }
+}
+
+/// While downloading, the device's progress reports show in the
+/// deployment's detail, the latest one only; a report that cannot be true
+/// is refused.
+async fn download_progress_is_shown(
+    server: &TestServer,
+    device: &TestDevice,
+    deployment: airlift_protocol::DeploymentId,
+) {
+    use airlift_protocol::device::{Progress, StatusReport};
+    for done in [100, 700] {
+        let report = StatusReport {
+            state: UpdateState::Downloading,
+            progress: Some(Progress { done, total: 1000 }),
+            message: None,
+        };
+        let ack = json_ok(device.send_report(server, deployment, &report).await).await;
+        assert_eq!(
+            ack,
+            serde_json::json!({"state": "downloading", "applied": false})
+        );
+    }
+    let detail = server
+        .admin_get(&format!("/deployments/{deployment}"))
+        .await;
+    assert_eq!(
+        detail["devices"][0]["progress"],
+        serde_json::json!({"done": 700, "total": 1000}),
+        "{detail}"
+    );
+    let impossible = StatusReport {
+        state: UpdateState::Downloading,
+        progress: Some(Progress { done: 2, total: 1 }),
+        message: None,
+    };
+    let refused = device.send_report(server, deployment, &impossible).await;
+    assert_eq!(refused.status(), StatusCode::BAD_REQUEST);
 }

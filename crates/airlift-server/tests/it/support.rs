@@ -399,11 +399,24 @@ impl TestDevice {
         state: UpdateState,
         message: Option<&str>,
     ) -> Response {
-        let report = StatusReport {
-            state,
-            progress: None,
-            message: message.map(str::to_owned),
-        };
+        self.send_report(
+            server,
+            deployment,
+            &StatusReport {
+                state,
+                progress: None,
+                message: message.map(str::to_owned),
+            },
+        )
+        .await
+    }
+
+    pub async fn send_report(
+        &self,
+        server: &TestServer,
+        deployment: DeploymentId,
+        report: &StatusReport,
+    ) -> Response {
         server
             .client
             .post(format!(
@@ -412,7 +425,7 @@ impl TestDevice {
                 airlift_protocol::device::status_path(deployment)
             ))
             .bearer_auth(self.token())
-            .json(&report)
+            .json(report)
             .send()
             .await
             .expect("status report")

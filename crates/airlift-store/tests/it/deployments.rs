@@ -15,6 +15,7 @@ conformance!(
     finish_only_when_every_device_is_final,
     add_device_once,
     release_install_lifts_download_only_and_restarts_the_waiting_clock,
+    download_progress_is_kept_while_downloading_only,
 );
 
 async fn round_trip(ctx: Ctx) {
@@ -454,4 +455,67 @@ async fn release_install_lifts_download_only_and_restarts_the_waiting_clock(ctx:
             .expect("release"),
         "a cancelled deployment is not released"
     );
+}
+
+async fn download_progress_is_kept_while_downloading_only(ctx: Ctx) {
+    use airlift_protocol::device::Progress;
+    let store = &ctx.store;
+    let ids = devices(store, 1).await;
+    let package_id = stored_package(store).await;
+    let record = deployment(package_id, 0);
+    store
+        .insert_deployment(&record, &[(ids[0], UpdateState::Pending)])
+        .await
+        .expect("insert");
+    let progress = |done| Progress { done, total: 1000 };
+    let shown = || async {
+        store
+            .device_update(record.id, ids[0])
+            .await
+            .expect("get")
+            .expect("in the deployment")
+    };
+
+    assert!(
+        !store
+            .record_progress(record.id, ids[0], progress(10))
+            .await
+            .expect("progress"),
+        "not downloading yet"
+    );
+    store
+        .record_update_state(record.id, ids[0], UpdateState::Downloading, None, t(10))
+        .await
+        .expect("report");
+    assert_eq!(shown().await.progress, None);
+    for done in [250, 600] {
+        assert!(store
+            .record_progress(record.id, ids[0], progress(done))
+            .await
+            .expect("progress"));
+    }
+    let downloading = shown().await;
+    assert_eq!(downloading.progress, Some(progress(600)), "the latest");
+    assert_eq!(
+        downloading.updated_at,
+        t(10),
+        "the state's clock is not moved"
+    );
+    let history = store.device_history(ids[0]).await.expect("history");
+    assert_eq!(history.len(), 1, "progress is not history: {history:?}");
+
+    store
+        .record_update_state(record.id, ids[0], UpdateState::Downloaded, None, t(20))
+        .await
+        .expect("report");
+    assert_eq!(shown().await.progress, None, "past the download");
+    assert!(!store
+        .record_progress(record.id, ids[0], progress(700))
+        .await
+        .expect("progress"));
+    let unknown = DeploymentId::new();
+    assert!(!store
+        .record_progress(unknown, ids[0], progress(1))
+        .await
+        .expect("progress"));
 }
