@@ -228,6 +228,9 @@ pub struct DeviceUpdate {
     /// While `downloading`: how far, as the device last reported it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub progress: Option<crate::device::Progress>,
+    /// When that progress was reported.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress_at: Option<DateTime<Utc>>,
 }
 
 /// Create a management API token.

@@ -52,8 +52,8 @@ pub struct Phased {
     #[serde(default)]
     pub advance: Advance,
     /// A device that stays in one unfinished state (downloading, rebooting,
-    /// …) this long is marked `timed_out`, which counts as a failure
-    /// [default: 6 hours].
+    /// …) this long is marked `timed_out`, which counts as a failure; a
+    /// download counts from its latest progress report [default: 6 hours].
     #[serde(default = "six_hours")]
     pub device_timeout_secs: u64,
 }

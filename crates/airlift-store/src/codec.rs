@@ -296,6 +296,7 @@ pub(crate) struct DeviceUpdateRow {
     pub phase: Option<i64>,
     pub progress_done: Option<i64>,
     pub progress_total: Option<i64>,
+    pub progress_at: Option<i64>,
 }
 
 impl DeviceUpdateRow {
@@ -303,12 +304,20 @@ impl DeviceUpdateRow {
         let state: UpdateState = parse("deployment_devices.state", &self.state)?;
         // Progress belongs to the download: once the device is past it, it
         // is no longer shown.
-        let progress = match (state, self.progress_done, self.progress_total) {
-            (UpdateState::Downloading, Some(done), Some(total)) => Some(Progress {
-                done: u64::try_from(done).unwrap_or_default(),
-                total: u64::try_from(total).unwrap_or_default(),
-            }),
-            _ => None,
+        let (progress, progress_at) = match (
+            state,
+            self.progress_done,
+            self.progress_total,
+            self.progress_at,
+        ) {
+            (UpdateState::Downloading, Some(done), Some(total), Some(at)) => (
+                Some(Progress {
+                    done: u64::try_from(done).unwrap_or_default(),
+                    total: u64::try_from(total).unwrap_or_default(),
+                }),
+                Some(time("deployment_devices.progress_at", at)?),
+            ),
+            _ => (None, None),
         };
         Ok(DeviceUpdate {
             device_id: parse("deployment_devices.device_id", &self.device_id)?,
@@ -317,6 +326,7 @@ impl DeviceUpdateRow {
             updated_at: time("deployment_devices.updated_at", self.updated_at)?,
             phase: self.phase.and_then(|p| u32::try_from(p).ok()),
             progress,
+            progress_at,
         })
     }
 }

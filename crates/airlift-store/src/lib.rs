@@ -432,15 +432,17 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         message: Option<&str>,
         at: DateTime<Utc>,
     ) -> StoreResult<ReportOutcome>;
-    /// Keeps a downloading device's latest progress (bytes done of total),
-    /// for operators to see. Not history, no change-feed event, and nothing
-    /// else changes (the state's clock included); `false` if the device is
-    /// not `downloading` in the deployment.
+    /// Keeps a downloading device's latest progress (bytes done of total)
+    /// and when it came, for operators to see and for the rollout's device
+    /// timeout (a download still moving is not stuck). Not history, no
+    /// change-feed event, and the state and `updated_at` stay as they are;
+    /// `false` if the device is not `downloading` in the deployment.
     async fn record_progress(
         &self,
         deployment: DeploymentId,
         device: DeviceId,
         progress: Progress,
+        at: DateTime<Utc>,
     ) -> StoreResult<bool>;
     /// Forces a state decided by the server (incompatible, already_installed,
     /// cancelled) regardless of ordering, unless the current state is final,

@@ -43,7 +43,8 @@ macro_rules! columns {
          install_policy"
     };
     (device_updates) => {
-        "device_id, state, message, updated_at, phase, progress_done, progress_total"
+        "device_id, state, message, updated_at, phase, progress_done, progress_total, \
+         progress_at"
     };
     (events) => {
         "deployment_id, device_id, state, applied, message, at"
@@ -1352,16 +1353,19 @@ macro_rules! impl_store {
                 deployment: DeploymentId,
                 device: DeviceId,
                 progress: Progress,
+                at: DateTime<Utc>,
             ) -> StoreResult<bool> {
                 let clamp = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
                 let rows = sqlx::query::<$db>(
-                    "UPDATE deployment_devices SET progress_done = $3, progress_total = $4 \
-                     WHERE deployment_id = $1 AND device_id = $2 AND state = $5",
+                    "UPDATE deployment_devices \
+                     SET progress_done = $3, progress_total = $4, progress_at = $5 \
+                     WHERE deployment_id = $1 AND device_id = $2 AND state = $6",
                 )
                 .bind(deployment.to_string())
                 .bind(device.to_string())
                 .bind(clamp(progress.done))
                 .bind(clamp(progress.total))
+                .bind(millis(at))
                 .bind(UpdateState::Downloading.as_str())
                 .execute(&self.pool)
                 .await?

@@ -469,6 +469,7 @@ mod tests {
                 done: 433,
                 total: 1000,
             }),
+            progress_at: None,
         };
         assert_eq!(super::state_with_progress(&device), "downloading 43 %");
         device.progress = None;

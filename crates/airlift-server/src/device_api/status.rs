@@ -64,7 +64,7 @@ pub async fn report_status(
     if current.state == report.state {
         if let (UpdateState::Downloading, Some(progress)) = (report.state, report.progress) {
             store
-                .record_progress(deployment_id, caller.device_id, progress)
+                .record_progress(deployment_id, caller.device_id, progress, Utc::now())
                 .await?;
         }
         return Ok(Json(StatusAck {

@@ -111,6 +111,7 @@ mod tests {
             updated_at: Utc::now(),
             phase,
             progress: None,
+            progress_at: None,
         }
     }
 

@@ -444,6 +444,39 @@ async fn stuck_devices_time_out_and_count_as_failures() -> Result {
     Ok(())
 }
 
+#[tokio::test]
+async fn a_download_that_still_moves_does_not_time_out() -> Result {
+    use airlift_protocol::device::Progress;
+    let fleet = fleet(10, 10).await?;
+    let id = fleet
+        .deploy(staged(FailureThreshold::Count(5), BreakerAction::Pause))
+        .await?;
+    let engine = RolloutEngine::new(fleet.store.clone());
+    engine.tick(t0()).await?;
+    let (slow, silent) = (fleet.canaries[3], fleet.canaries[4]);
+    walk(&fleet, id, slow, &[UpdateState::Downloading], t0()).await?;
+    walk(&fleet, id, silent, &[UpdateState::Downloading], t0()).await?;
+    let progress = Progress { done: 1, total: 10 };
+    fleet
+        .store
+        .record_progress(id, slow, progress, t0() + hours(5))
+        .await?;
+    engine.tick(t0() + hours(6)).await?;
+    assert_eq!(state_of(&fleet, id, silent).await?, UpdateState::TimedOut);
+    assert_eq!(
+        state_of(&fleet, id, slow).await?,
+        UpdateState::Downloading,
+        "moving an hour ago"
+    );
+    engine.tick(t0() + hours(11)).await?;
+    assert_eq!(
+        state_of(&fleet, id, slow).await?,
+        UpdateState::TimedOut,
+        "silent for six hours since"
+    );
+    Ok(())
+}
+
 /// Reports `states` for `device`, in order, at `at`.
 async fn walk(
     fleet: &Fleet,

@@ -62,15 +62,23 @@ fn in_progress(state: UpdateState) -> bool {
 }
 
 /// When the device's clock for the device timeout started: when it reached
-/// its state, or for a device waiting at `downloaded` for its deployment's
-/// install window, when the window last opened. `None` while the wait is
-/// the deployment's (outside the window, or download-only and not
-/// released): such a device is not stuck.
+/// its state, or last reported download progress (a download still moving
+/// is not stuck), or for a device waiting at `downloaded` for its
+/// deployment's install window, when the window last opened. `None` while
+/// the wait is the deployment's (outside the window, or download-only and
+/// not released): such a device is not stuck.
 fn clock_started(
     device: &DeviceUpdate,
     install: &InstallPolicy,
     now: DateTime<Utc>,
 ) -> Option<DateTime<Utc>> {
+    if device.state == UpdateState::Downloading {
+        return Some(
+            device
+                .updated_at
+                .max(device.progress_at.unwrap_or(device.updated_at)),
+        );
+    }
     if device.state != UpdateState::Downloaded {
         return Some(device.updated_at);
     }

@@ -437,6 +437,7 @@ async fn download_progress_is_shown(
         serde_json::json!({"done": 700, "total": 1000}),
         "{detail}"
     );
+    assert!(detail["devices"][0]["progress_at"].is_string(), "{detail}");
     let impossible = StatusReport {
         state: UpdateState::Downloading,
         progress: Some(Progress { done: 2, total: 1 }),

@@ -478,7 +478,7 @@ async fn download_progress_is_kept_while_downloading_only(ctx: Ctx) {
 
     assert!(
         !store
-            .record_progress(record.id, ids[0], progress(10))
+            .record_progress(record.id, ids[0], progress(10), t(5))
             .await
             .expect("progress"),
         "not downloading yet"
@@ -488,14 +488,15 @@ async fn download_progress_is_kept_while_downloading_only(ctx: Ctx) {
         .await
         .expect("report");
     assert_eq!(shown().await.progress, None);
-    for done in [250, 600] {
+    for (done, at) in [(250, 12), (600, 15)] {
         assert!(store
-            .record_progress(record.id, ids[0], progress(done))
+            .record_progress(record.id, ids[0], progress(done), t(at))
             .await
             .expect("progress"));
     }
     let downloading = shown().await;
     assert_eq!(downloading.progress, Some(progress(600)), "the latest");
+    assert_eq!(downloading.progress_at, Some(t(15)));
     assert_eq!(
         downloading.updated_at,
         t(10),
@@ -510,12 +511,12 @@ async fn download_progress_is_kept_while_downloading_only(ctx: Ctx) {
         .expect("report");
     assert_eq!(shown().await.progress, None, "past the download");
     assert!(!store
-        .record_progress(record.id, ids[0], progress(700))
+        .record_progress(record.id, ids[0], progress(700), t(25))
         .await
         .expect("progress"));
     let unknown = DeploymentId::new();
     assert!(!store
-        .record_progress(unknown, ids[0], progress(1))
+        .record_progress(unknown, ids[0], progress(1), t(25))
         .await
         .expect("progress"));
 }
