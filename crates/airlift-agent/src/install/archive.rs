@@ -6,7 +6,6 @@ use super::journal::{self, Journal, Phase};
 use super::{InstallError, InstallOutcome, Installer, PayloadRef, Reboot};
 use rustix::fs::{renameat_with, RenameFlags, CWD};
 use serde::{Deserialize, Serialize};
-use std::ffi::OsStr;
 use std::fs::{self, File};
 use std::io::{self, Read};
 use std::os::unix::fs::MetadataExt;
@@ -14,11 +13,6 @@ use std::path::{Path, PathBuf};
 
 /// The journal's file name in the work directory.
 const JOURNAL: &str = "archives.json";
-/// Appended to a target's name for the old directory.
-const BACKUP_SUFFIX: &str = ".airlift-backup";
-/// Appended (after a leading `.`) to a target's name for the new directory
-/// while it is unpacked.
-const STAGING_SUFFIX: &str = ".airlift-new";
 
 /// Replaces whole directories with the content of tar archives, keeping the
 /// old ones until commit.
@@ -118,24 +112,17 @@ impl ArchiveInstaller {
     }
 
     fn new_entry(&self, target: &str) -> Result<ArchiveEntry, InstallError> {
-        let path = self.root.join(target.trim_start_matches('/'));
-        let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
-            return Err(InstallError::MissingDirectory { path });
-        };
-        if !dir.is_dir() {
-            return Err(InstallError::MissingDirectory {
-                path: dir.to_owned(),
-            });
-        }
+        let place = journal::Place::of(&self.root, target)?;
+        let path = place.path;
         let backup = match fs::symlink_metadata(&path) {
-            Ok(meta) if meta.is_dir() => Some(dir.join(with_affixes("", name, BACKUP_SUFFIX))),
+            Ok(meta) if meta.is_dir() => Some(place.backup),
             Ok(_) => return Err(InstallError::NotDirectory { path: path.clone() }),
             Err(e) if e.kind() == io::ErrorKind::NotFound => None,
             Err(e) => return Err(InstallError::io("inspecting", &path)(e)),
         };
         Ok(ArchiveEntry {
             target: target.to_owned(),
-            staging: dir.join(with_affixes(".", name, STAGING_SUFFIX)),
+            staging: place.staging,
             backup,
             path,
             unpacked: None,
@@ -460,13 +447,6 @@ fn remove_dir_if_exists(path: &Path) -> Result<(), InstallError> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(InstallError::io("removing", path)(e)),
     }
-}
-
-fn with_affixes(prefix: &str, name: &OsStr, suffix: &str) -> std::ffi::OsString {
-    let mut out = std::ffi::OsString::from(prefix);
-    out.push(name);
-    out.push(suffix);
-    out
 }
 
 #[cfg(test)]

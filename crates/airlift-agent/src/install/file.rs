@@ -4,7 +4,6 @@
 use super::journal::{self, Journal, Phase};
 use super::{InstallError, InstallOutcome, Installer, PayloadRef, Reboot};
 use serde::{Deserialize, Serialize};
-use std::ffi::OsStr;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -12,11 +11,6 @@ use std::path::{Path, PathBuf};
 
 /// The journal's file name in the work directory.
 const JOURNAL: &str = "files.json";
-/// Appended to a target's name for the copy of its old content.
-const BACKUP_SUFFIX: &str = ".airlift-backup";
-/// Appended (after a leading `.`) to a target's name for the new content
-/// before it is renamed into place.
-const STAGING_SUFFIX: &str = ".airlift-new";
 
 /// Replaces single files atomically, keeping the old ones until commit.
 ///
@@ -81,27 +75,14 @@ impl FileInstaller {
         self.work_dir.join(JOURNAL)
     }
 
-    fn resolve(&self, target: &str) -> PathBuf {
-        self.root.join(target.trim_start_matches('/'))
-    }
-
     fn new_entry(&self, target: &str) -> Result<(FileEntry, Option<fs::Metadata>), InstallError> {
-        let path = self.resolve(target);
-        let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
-            return Err(InstallError::MissingDirectory { path });
-        };
-        if !dir.is_dir() {
-            return Err(InstallError::MissingDirectory {
-                path: dir.to_owned(),
-            });
-        }
+        let place = journal::Place::of(&self.root, target)?;
+        let path = place.path;
         let old = existing_file(&path)?;
         let entry = FileEntry {
             target: target.to_owned(),
-            staging: dir.join(with_affixes(".", name, STAGING_SUFFIX)),
-            backup: old
-                .is_some()
-                .then(|| dir.join(with_affixes("", name, BACKUP_SUFFIX))),
+            staging: place.staging,
+            backup: old.is_some().then_some(place.backup),
             path,
         };
         Ok((entry, old))
@@ -228,13 +209,6 @@ fn existing_file(path: &Path) -> Result<Option<fs::Metadata>, InstallError> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(InstallError::io("inspecting", path)(e)),
     }
-}
-
-fn with_affixes(prefix: &str, name: &OsStr, suffix: &str) -> std::ffi::OsString {
-    let mut out = std::ffi::OsString::from(prefix);
-    out.push(name);
-    out.push(suffix);
-    out
 }
 
 /// Streams the installed bytes into the staging file with the old file's

@@ -233,6 +233,49 @@ pub(crate) fn parent(path: &Path) -> &Path {
     }
 }
 
+/// Appended to a target's name for what it held before the update, kept
+/// until commit.
+pub(crate) const BACKUP_SUFFIX: &str = ".airlift-backup";
+/// Appended (after a leading `.`) to a target's name for the new content
+/// before it is renamed into place.
+pub(crate) const STAGING_SUFFIX: &str = ".airlift-new";
+
+/// Where an in-place payload for `target` goes below `root`, and the names
+/// beside it for its new content and its backup; its directory must exist.
+pub(crate) struct Place {
+    /// The target under the root.
+    pub path: PathBuf,
+    /// `.<name>.airlift-new` beside it.
+    pub staging: PathBuf,
+    /// `<name>.airlift-backup` beside it.
+    pub backup: PathBuf,
+}
+
+impl Place {
+    pub(crate) fn of(root: &Path, target: &str) -> Result<Self, InstallError> {
+        let path = root.join(target.trim_start_matches('/'));
+        let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+            return Err(InstallError::MissingDirectory { path });
+        };
+        if !dir.is_dir() {
+            return Err(InstallError::MissingDirectory {
+                path: dir.to_owned(),
+            });
+        }
+        let beside = |prefix: &str, suffix: &str| {
+            let mut out = std::ffi::OsString::from(prefix);
+            out.push(name);
+            out.push(suffix);
+            dir.join(out)
+        };
+        Ok(Self {
+            staging: beside(".", STAGING_SUFFIX),
+            backup: beside("", BACKUP_SUFFIX),
+            path,
+        })
+    }
+}
+
 /// `path` with `suffix` appended to its file name.
 pub(crate) fn sibling(path: &Path, suffix: &str) -> PathBuf {
     let mut name = path.as_os_str().to_owned();

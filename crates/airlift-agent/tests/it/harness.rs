@@ -421,19 +421,24 @@ timeout_secs = 30
 
     /// Replaces the health check's command.
     pub fn set_health(&self, command: &[&str]) {
+        self.replace_line("command = ", &format!("{command:?}"));
+    }
+
+    /// Replaces the value of the configuration line starting with `key`
+    /// (`server_url = `); returns the old value.
+    fn replace_line(&self, key: &str, value: &str) -> String {
         let config = std::fs::read_to_string(&self.config).expect("agent.toml");
         let line = config
             .lines()
-            .find(|l| l.starts_with("command = "))
-            .expect("health check command")
+            .find(|l| l.starts_with(key))
+            .unwrap_or_else(|| panic!("no {key:?} line"))
             .to_owned();
-        // The whole line: `reboot_command = …` ends the same way.
-        let config = config.replacen(
-            &format!("\n{line}\n"),
-            &format!("\ncommand = {command:?}\n"),
-            1,
-        );
-        std::fs::write(&self.config, config).expect("agent.toml");
+        // The whole line (`reboot_command = …` ends like `command = …`),
+        // the first one too.
+        let config =
+            format!("\n{config}").replacen(&format!("\n{line}\n"), &format!("\n{key}{value}\n"), 1);
+        std::fs::write(&self.config, &config[1..]).expect("agent.toml");
+        line[key.len()..].to_owned()
     }
 
     /// Sets how long a trial boot may take to reach the server.
@@ -449,16 +454,8 @@ timeout_secs = 30
 
     /// Points the agent at another server URL; returns the one it had.
     pub fn set_server_url(&self, url: &str) -> String {
-        let config = std::fs::read_to_string(&self.config).expect("agent.toml");
-        let line = config
-            .lines()
-            .find(|l| l.starts_with("server_url = "))
-            .expect("server_url line")
-            .to_owned();
-        let old = line["server_url = ".len()..].trim_matches('"').to_owned();
-        let config = config.replacen(&line, &format!("server_url = {url:?}"), 1);
-        std::fs::write(&self.config, config).expect("agent.toml");
-        old
+        let old = self.replace_line("server_url = ", &format!("{url:?}"));
+        old.trim_matches('"').to_owned()
     }
 
     /// `airlift-agent run --once`, which must succeed.
