@@ -229,17 +229,17 @@ fn restore(entry: &ArchiveEntry) -> Result<(), InstallError> {
         return remove_dir_if_exists(&entry.staging);
     };
     let is_new = |path: &Path| -> Result<bool, InstallError> { Ok(DirId::of(path)? == Some(new)) };
-    // The old directory is at the backup name, or — stopped between the
-    // exchange and the rename — still at the staging name.
-    let old = [entry.backup.as_deref(), Some(entry.staging.as_path())]
-        .into_iter()
-        .flatten()
-        .find_map(|p| match DirId::of(p) {
-            Ok(Some(id)) if id != new && entry.backup.is_some() => Some(Ok(p)),
-            Ok(_) => None,
-            Err(e) => Some(Err(e)),
-        })
-        .transpose()?;
+    // If there was an old directory, it is at the backup name or — stopped
+    // between the exchange and the rename — still at the staging name.
+    let mut old = None;
+    if let Some(backup) = &entry.backup {
+        for place in [backup.as_path(), entry.staging.as_path()] {
+            if DirId::of(place)?.is_some_and(|id| id != new) {
+                old = Some(place);
+                break;
+            }
+        }
+    }
     if is_new(&entry.path)? {
         match old {
             Some(old) => exchange(old, &entry.path)?,

@@ -75,8 +75,8 @@ fn clock_started(
     if device.state == UpdateState::Downloading {
         return Some(
             device
-                .updated_at
-                .max(device.progress_at.unwrap_or(device.updated_at)),
+                .progress_at
+                .map_or(device.updated_at, |at| at.max(device.updated_at)),
         );
     }
     if device.state != UpdateState::Downloaded {
