@@ -28,6 +28,7 @@ pub fn status_path(deployment: DeploymentId) -> String {
 #[serde(deny_unknown_fields)]
 pub struct AuthRequest {
     /// What identifies the device to people: serial number, MAC address, ….
+    #[schema(schema_with = identity_schema)]
     pub identity: BTreeMap<String, String>,
     /// The device's Ed25519 public key, SPKI PEM.
     pub public_key: String,
@@ -35,7 +36,57 @@ pub struct AuthRequest {
     /// from the server's clock are refused.
     pub timestamp: i64,
     /// A random value used once; a repeated nonce is a replay.
+    #[schema(min_length = 16, max_length = 128)]
     pub nonce: String,
+}
+
+/// The schema of a device's `identity`: 1–32 attributes, names of 1–128
+/// bytes, values up to 1024 bytes.
+pub(crate) fn identity_schema() -> utoipa::openapi::Object {
+    string_map(
+        "What identifies the device to people: serial number, MAC address, …; 1–32 attributes, names of 1–128 bytes, values up to 1024 bytes.",
+        1..=32,
+        128,
+        1024,
+    )
+}
+
+/// The schema of an inventory map (`installed`, `attributes`).
+fn inventory_map_schema(description: &str) -> utoipa::openapi::Object {
+    string_map(
+        &format!("{description}; at most {MAX_INVENTORY_ENTRIES} entries, names of 1–{MAX_INVENTORY_NAME} bytes, values up to {MAX_INVENTORY_VALUE} bytes."),
+        0..=MAX_INVENTORY_ENTRIES,
+        MAX_INVENTORY_NAME,
+        MAX_INVENTORY_VALUE,
+    )
+}
+
+fn installed_schema() -> utoipa::openapi::Object {
+    inventory_map_schema("Installed software name → version")
+}
+
+fn attributes_schema() -> utoipa::openapi::Object {
+    inventory_map_schema("Free attributes for targeting and people: kernel, region, …")
+}
+
+/// An object of strings with `entries` properties, names of 1–`name` and
+/// values of up to `value` characters (the server counts bytes).
+pub(crate) fn string_map(
+    description: &str,
+    entries: std::ops::RangeInclusive<usize>,
+    name: usize,
+    value: usize,
+) -> utoipa::openapi::Object {
+    use utoipa::openapi::schema::{ObjectBuilder, Type};
+    let string = || ObjectBuilder::new().schema_type(Type::String);
+    ObjectBuilder::new()
+        .schema_type(Type::Object)
+        .description(Some(description))
+        .additional_properties(Some(string().max_length(Some(value))))
+        .property_names(Some(string().min_length(Some(1)).max_length(Some(name))))
+        .min_properties((*entries.start() > 0).then_some(*entries.start()))
+        .max_properties(Some(*entries.end()))
+        .build()
 }
 
 /// The server's answer to an [`AuthRequest`].
@@ -69,18 +120,21 @@ pub enum AuthResponse {
 #[serde(deny_unknown_fields)]
 pub struct Inventory {
     /// Device type, matched against packages' `compatible.device_types`.
+    #[schema(min_length = 1, max_length = 128)]
     pub device_type: String,
     /// Hardware revision, if the device knows it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hardware_revision: Option<String>,
     /// Installed software name → version.
     #[serde(default)]
+    #[schema(schema_with = installed_schema)]
     pub installed: BTreeMap<String, String>,
     /// The anti-rollback counter of the running software.
     #[serde(default)]
     pub security_version: u64,
     /// Free attributes for targeting and people: kernel, region, ….
     #[serde(default)]
+    #[schema(schema_with = attributes_schema)]
     pub attributes: BTreeMap<String, String>,
 }
 
@@ -126,6 +180,7 @@ pub struct UpdateOffer {
 #[serde(deny_unknown_fields)]
 pub struct StatusReport {
     /// The step reached.
+    #[schema(schema_with = reportable_state_schema)]
     pub state: UpdateState,
     /// Download progress, for `downloading`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -135,8 +190,33 @@ pub struct StatusReport {
     pub message: Option<String>,
 }
 
+/// The states a device reports: [`UpdateState`]s the server does not
+/// decide itself.
+fn reportable_state_schema() -> utoipa::openapi::Object {
+    use utoipa::openapi::schema::{ObjectBuilder, Type};
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .description(Some("The step reached: an update state devices report."))
+        .enum_values(Some(
+            UpdateState::ALL
+                .iter()
+                .filter(|state| state.is_reportable())
+                .map(|state| state.as_str()),
+        ))
+        .build()
+}
+
 /// Largest `message` the server keeps, in bytes; longer ones are cut from the front.
 pub const MAX_STATUS_MESSAGE: usize = 16 * 1024;
+
+/// Longest device type a device may report, in bytes.
+pub const MAX_DEVICE_TYPE: usize = 128;
+/// Most entries in each of an inventory's maps (`installed`, `attributes`).
+pub const MAX_INVENTORY_ENTRIES: usize = 256;
+/// Longest name in an inventory map, in bytes.
+pub const MAX_INVENTORY_NAME: usize = 128;
+/// Longest value in an inventory map, in bytes.
+pub const MAX_INVENTORY_VALUE: usize = 1024;
 
 /// Bytes done out of bytes total.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]

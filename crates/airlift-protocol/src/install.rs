@@ -45,11 +45,11 @@ pub struct InstallPolicy {
 pub struct InstallWindow {
     /// When it opens, UTC, `"HH:MM"`.
     #[serde(with = "hh_mm")]
-    #[schema(value_type = String, example = "02:00")]
+    #[schema(value_type = String, example = "02:00", pattern = "^([01][0-9]|2[0-3]):[0-5][0-9]$")]
     pub start: NaiveTime,
     /// When it closes, UTC, `"HH:MM"` (not included).
     #[serde(with = "hh_mm")]
-    #[schema(value_type = String, example = "04:00")]
+    #[schema(value_type = String, example = "04:00", pattern = "^([01][0-9]|2[0-3]):[0-5][0-9]$")]
     pub end: NaiveTime,
 }
 

@@ -115,11 +115,13 @@ pub struct Page<T> {
 #[serde(deny_unknown_fields)]
 pub struct PreauthorizeRequest {
     /// Identity attributes the device will send.
+    #[schema(schema_with = crate::device::identity_schema)]
     pub identity: BTreeMap<String, String>,
     /// Its Ed25519 public key, SPKI PEM.
     pub public_key: String,
     /// Tags to start with.
     #[serde(default)]
+    #[schema(schema_with = tags_schema)]
     pub tags: Vec<String>,
 }
 
@@ -128,8 +130,33 @@ pub struct PreauthorizeRequest {
 #[serde(deny_unknown_fields)]
 pub struct SetTagsRequest {
     /// The new tags.
+    #[schema(schema_with = tags_schema)]
     pub tags: Vec<String>,
 }
+
+/// The schema of a device's tags: at most 64, each 1–64 characters of
+/// A–Z, a–z, 0–9, `-`, `_`, `.`, `:`.
+fn tags_schema() -> utoipa::openapi::Array {
+    use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, Type};
+    ArrayBuilder::new()
+        .description(Some(
+            "Tags: at most 64, each 1–64 characters of A–Z, a–z, 0–9, '-', '_', '.', ':'.",
+        ))
+        .items(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .pattern(Some("^[A-Za-z0-9._:-]{1,64}$")),
+        )
+        .max_items(Some(64))
+        .build()
+}
+
+/// Most `key=value` pairs one filter on inventory attributes or installed
+/// software may hold (a device list's query, a deployment's
+/// `target.attributes`): each is a join the database must do.
+pub const MAX_FILTER_PAIRS: usize = 16;
+/// Longest tag, in bytes.
+pub const MAX_TAG: usize = 64;
 
 /// Which devices a deployment is for.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -150,7 +177,8 @@ pub use crate::strategy::Strategy;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateDeploymentRequest {
-    /// A name for people.
+    /// A name for people: 1–128 bytes, not only spaces.
+    #[schema(min_length = 1, max_length = 128, pattern = r"\S")]
     pub name: String,
     /// The package to install.
     pub package_id: PackageId,
@@ -237,7 +265,8 @@ pub struct DeviceUpdate {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateTokenRequest {
-    /// A name for people (who or what uses it).
+    /// A name for people (who or what uses it): 1–128 bytes, not only spaces.
+    #[schema(min_length = 1, max_length = 128, pattern = r"\S")]
     pub name: String,
     /// What it may do.
     pub role: Role,

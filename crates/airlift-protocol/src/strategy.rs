@@ -40,6 +40,7 @@ pub enum Strategy {
 pub struct Phased {
     /// The phases, in order. The last must admit the whole target
     /// (`{"percent": 100}`).
+    #[schema(min_items = 1, max_items = 20)]
     pub phases: Vec<Phase>,
     /// When failures trip the circuit breaker: more failed, rolled-back or
     /// timed-out devices than this, among the devices admitted so far.
@@ -55,6 +56,7 @@ pub struct Phased {
     /// …) this long is marked `timed_out`, which counts as a failure; a
     /// download counts from its latest progress report [default: 6 hours].
     #[serde(default = "six_hours")]
+    #[schema(minimum = 1)]
     pub device_timeout_secs: u64,
 }
 
@@ -78,10 +80,12 @@ pub struct Phase {
     /// The share of the phase's devices (those the package fits) that must
     /// have confirmed a healthy boot of the new version [default: 100].
     #[serde(default = "hundred")]
+    #[schema(maximum = 100)]
     pub success_percent: u8,
     /// If the success threshold is not met this long after the phase
     /// started, the rollout pauses for an operator [default: none].
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1)]
     pub deadline_secs: Option<u64>,
 }
 

@@ -2,7 +2,7 @@
 
 use crate::error::ApiError;
 use crate::state::AppState;
-use airlift_protocol::state::Role;
+use airlift_protocol::state::{DeviceStatus, Role};
 use airlift_protocol::{DeviceId, TokenId};
 use axum::extract::FromRequestParts;
 use axum::http::header::AUTHORIZATION;
@@ -139,13 +139,29 @@ pub fn issue_device_token(state: &AppState, device: DeviceId) -> Result<String, 
     .map_err(ApiError::internal)
 }
 
-/// A device, authenticated by its token. Checking it needs no database.
+/// A device token that passed verification: whom it names, until when.
 #[derive(Debug, Clone, Copy)]
+pub struct VerifiedToken {
+    /// The device.
+    pub device_id: DeviceId,
+    /// When the token expires (Unix seconds).
+    pub expires_at: i64,
+}
+
+/// An accepted device, authenticated by its token, with its record as this
+/// instance knows it. A token outlives a rejection or a decommissioning by
+/// up to its lifetime, so every device route asks the device record too:
+/// from memory, kept true across instances by the store's change feed
+/// (stale for the feed's latency, milliseconds), so a refused device is
+/// refused on every route at once.
+#[derive(Debug, Clone)]
 pub struct DeviceCaller {
     /// The device.
     pub device_id: DeviceId,
     /// When its token expires (Unix seconds).
     pub expires_at: i64,
+    /// Its record, which says it is accepted.
+    pub record: std::sync::Arc<airlift_store::DeviceRecord>,
 }
 
 impl FromRequestParts<AppState> for DeviceCaller {
@@ -155,30 +171,61 @@ impl FromRequestParts<AppState> for DeviceCaller {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        let token = bearer(parts)?;
-        let keys = state.device_keys();
-        if let Some(caller) = keys.verified.get(token, Utc::now().timestamp()) {
-            return Ok(caller);
-        }
-        let mut validation = Validation::new(Algorithm::HS256);
-        validation.set_audience(&[DEVICE_AUDIENCE]);
-        validation.leeway = DEVICE_TOKEN_LEEWAY_SECS;
-        let data = jsonwebtoken::decode::<DeviceClaims>(token, &keys.decoding, &validation)
-            .map_err(|e| {
-                ApiError::Unauthorized(format!("device token refused ({e}); authenticate again"))
+        let token = verify_device_token(bearer(parts)?, state)?;
+        let record = state
+            .caches()
+            .device(state.store(), token.device_id)
+            .await?
+            .filter(|r| r.device.status == DeviceStatus::Accepted)
+            .ok_or_else(|| {
+                ApiError::Unauthorized(
+                    "device is not accepted any more; authenticate again".into(),
+                )
             })?;
-        let device_id = data
-            .claims
-            .sub
-            .parse()
-            .map_err(|_| ApiError::Unauthorized("device token names no device".into()))?;
-        let caller = DeviceCaller {
-            device_id,
-            expires_at: data.claims.exp,
-        };
-        keys.verified.insert(token, caller);
-        Ok(caller)
+        Ok(DeviceCaller {
+            device_id: token.device_id,
+            expires_at: token.expires_at,
+            record,
+        })
     }
+}
+
+/// Checks a device token's signature, audience and expiry — and that it
+/// claims no longer a life than this server gives, so a token minted under
+/// a longer lifetime, or with a stolen secret for years ahead, is not
+/// honoured past what the configuration allows.
+fn verify_device_token(token: &str, state: &AppState) -> Result<VerifiedToken, ApiError> {
+    let keys = state.device_keys();
+    let now = Utc::now().timestamp();
+    if let Some(verified) = keys.verified.get(token, now) {
+        return Ok(verified);
+    }
+    let mut validation = Validation::new(Algorithm::HS256);
+    validation.set_audience(&[DEVICE_AUDIENCE]);
+    validation.leeway = DEVICE_TOKEN_LEEWAY_SECS;
+    let data = jsonwebtoken::decode::<DeviceClaims>(token, &keys.decoding, &validation).map_err(
+        |e| ApiError::Unauthorized(format!("device token refused ({e}); authenticate again")),
+    )?;
+    let longest = state.settings().device_token_ttl.as_secs() as i64
+        + DEVICE_TOKEN_LEEWAY_SECS as i64;
+    if data.claims.exp.saturating_sub(now) > longest
+        || data.claims.exp.saturating_sub(data.claims.iat) > longest
+    {
+        return Err(ApiError::Unauthorized(
+            "device token lives longer than this server allows; authenticate again".into(),
+        ));
+    }
+    let device_id = data
+        .claims
+        .sub
+        .parse()
+        .map_err(|_| ApiError::Unauthorized("device token names no device".into()))?;
+    let verified = VerifiedToken {
+        device_id,
+        expires_at: data.claims.exp,
+    };
+    keys.verified.insert(token, verified);
+    Ok(verified)
 }
 
 /// Seconds a device token is still taken after its expiry (clock skew
@@ -191,7 +238,7 @@ const DEVICE_TOKEN_LEEWAY_SECS: u64 = 5;
 /// tenth of a loaded server's time: BENCHMARKS.md, session 5). Only the
 /// identical string hits, and its expiry is checked on every use. Bounded:
 /// a fleet larger than the cache only loses part of the saving.
-pub struct VerifiedTokens(quick_cache::sync::Cache<String, DeviceCaller>);
+pub struct VerifiedTokens(quick_cache::sync::Cache<String, VerifiedToken>);
 
 /// Most tokens kept (a few hundred bytes each).
 const VERIFIED_TOKENS: usize = 32_768;
@@ -205,7 +252,7 @@ impl Default for VerifiedTokens {
 impl VerifiedTokens {
     /// The caller `token` verified as, if it did and has not expired at `now`
     /// (Unix seconds).
-    pub fn get(&self, token: &str, now: i64) -> Option<DeviceCaller> {
+    pub fn get(&self, token: &str, now: i64) -> Option<VerifiedToken> {
         let leeway = DEVICE_TOKEN_LEEWAY_SECS as i64;
         self.0
             .get(token)
@@ -213,7 +260,7 @@ impl VerifiedTokens {
     }
 
     /// Remembers that `token` verified as `caller`.
-    pub fn insert(&self, token: &str, caller: DeviceCaller) {
+    pub fn insert(&self, token: &str, caller: VerifiedToken) {
         self.0.insert(token.to_owned(), caller);
     }
 }
@@ -232,7 +279,7 @@ mod tests {
     #[test]
     fn a_verified_token_is_honoured_until_it_expires_and_only_as_written() {
         let tokens = VerifiedTokens::default();
-        let caller = DeviceCaller {
+        let caller = VerifiedToken {
             device_id: DeviceId::new(),
             expires_at: 1_000,
         };

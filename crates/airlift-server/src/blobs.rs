@@ -18,6 +18,7 @@ use tempfile::TempPath;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 mod mapped;
+pub mod sweep;
 
 /// Read size when serving a package from local disk.
 const FILE_CHUNK: usize = 1 << 20;
@@ -36,21 +37,27 @@ pub struct Spooled {
 /// Writes `body` to a temporary file in `dir`, hashing it; refuses more
 /// than `max` bytes. Never holds the whole body in memory.
 pub async fn spool(body: Body, dir: &Path, max: u64) -> Result<Spooled, ApiError> {
-    tokio::fs::create_dir_all(dir)
-        .await
-        .map_err(ApiError::internal)?;
+    tokio::fs::create_dir_all(dir).await.map_err(ApiError::io)?;
     let dir = dir.to_owned();
-    let temp = tokio::task::spawn_blocking(move || tempfile::NamedTempFile::new_in(dir))
-        .await
-        .map_err(ApiError::internal)?
-        .map_err(ApiError::internal)?;
+    // Named so that a sweep can tell an abandoned one (blobs::sweep).
+    let temp = tokio::task::spawn_blocking(move || {
+        tempfile::Builder::new()
+            .prefix(sweep::SPOOL_PREFIX)
+            .suffix(sweep::SPOOL_SUFFIX)
+            .tempfile_in(dir)
+    })
+    .await
+    .map_err(ApiError::internal)?
+    .map_err(ApiError::io)?;
     let (file, path) = temp.into_parts();
     let mut file = tokio::fs::File::from_std(file);
     let mut hasher = Sha256::new();
     let mut size: u64 = 0;
     let mut stream = body.into_data_stream();
     while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| ApiError::bad_request(format!("reading the upload: {e}")))?;
+        let chunk = chunk.map_err(|e| {
+            ApiError::bad_request(format!("reading the upload: {e}; nothing was kept"))
+        })?;
         size += chunk.len() as u64;
         if size > max {
             return Err(ApiError::TooLarge(format!(
@@ -58,9 +65,9 @@ pub async fn spool(body: Body, dir: &Path, max: u64) -> Result<Spooled, ApiError
             )));
         }
         hasher.update(&chunk);
-        file.write_all(&chunk).await.map_err(ApiError::internal)?;
+        file.write_all(&chunk).await.map_err(ApiError::io)?;
     }
-    file.flush().await.map_err(ApiError::internal)?;
+    file.flush().await.map_err(ApiError::io)?;
     Ok(Spooled {
         path,
         size,
@@ -121,31 +128,37 @@ fn refused(error: airlift_package::Error) -> ApiError {
     ApiError::Unprocessable("package_refused", format!("package refused: {error}"))
 }
 
-/// Copies a local file into the blob store under `key`, in parts.
+/// Copies a local file into the blob store under `key`, in parts. On
+/// failure the unfinished upload is aborted, so no part stays behind.
 pub async fn put_file(
     blobs: &dyn ObjectStore,
     key: &BlobPath,
     path: &Path,
 ) -> Result<(), ApiError> {
-    let upload = blobs.put_multipart(key).await.map_err(ApiError::internal)?;
+    let upload = blobs.put_multipart(key).await.map_err(ApiError::blob)?;
     let mut writer = WriteMultipart::new_with_chunk_size(upload, 8 << 20);
-    let mut file = tokio::fs::File::open(path)
-        .await
-        .map_err(ApiError::internal)?;
+    match copy_into(&mut writer, path).await {
+        Ok(()) => writer.finish().await.map(drop).map_err(ApiError::blob),
+        Err(error) => {
+            if let Err(abort) = writer.abort().await {
+                tracing::warn!(error = %abort, %key, "aborting an unfinished blob upload failed");
+            }
+            Err(error)
+        }
+    }
+}
+
+async fn copy_into(writer: &mut WriteMultipart, path: &Path) -> Result<(), ApiError> {
+    let mut file = tokio::fs::File::open(path).await.map_err(ApiError::io)?;
     let mut buf = vec![0u8; 1 << 20];
     loop {
-        let n = file.read(&mut buf).await.map_err(ApiError::internal)?;
+        let n = file.read(&mut buf).await.map_err(ApiError::io)?;
         if n == 0 {
-            break;
+            return Ok(());
         }
-        writer
-            .wait_for_capacity(4)
-            .await
-            .map_err(ApiError::internal)?;
+        writer.wait_for_capacity(4).await.map_err(ApiError::blob)?;
         writer.write(&buf[..n]);
     }
-    writer.finish().await.map_err(ApiError::internal)?;
-    Ok(())
 }
 
 /// Serves a stored package file, honouring `Range` and `If-Range`.
@@ -164,22 +177,11 @@ pub async fn serve(
         Some(value) => value.as_bytes() == etag.as_bytes(),
     };
     let range = match request.get(header::RANGE) {
-        Some(value) if range_applies => {
-            let text = value
-                .to_str()
-                .map_err(|_| ApiError::bad_request("Range header is not text"))?;
-            match http_range_header::parse_range_header(text)
-                .and_then(|parsed| parsed.validate(size))
-            {
-                Ok(ranges) if ranges.len() == 1 => Some(ranges[0].clone()),
-                Ok(_) => {
-                    return Err(ApiError::bad_request(
-                        "only a single byte range per request is supported",
-                    ))
-                }
-                Err(_) => return Ok(unsatisfiable(size)),
-            }
-        }
+        Some(value) if range_applies => match requested_range(value, size) {
+            RangeRequest::One(range) => Some(range),
+            RangeRequest::Whole => None,
+            RangeRequest::Unsatisfiable => return Ok(unsatisfiable(size)),
+        },
         _ => None,
     };
 
@@ -291,6 +293,46 @@ fn file_chunks(
     })
 }
 
+/// What a `Range` header asks of a body of `size` bytes, as RFC 9110
+/// (§14.2) has a server read it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum RangeRequest {
+    /// One satisfiable byte range: 206 with it.
+    One(std::ops::RangeInclusive<u64>),
+    /// The whole body, 200: the header is unreadable, of a unit other than
+    /// bytes, or asks for several ranges (which a server may answer
+    /// whole) — a server ignores a Range it does not understand.
+    Whole,
+    /// Well-formed byte ranges none of which overlaps the body: 416.
+    Unsatisfiable,
+}
+
+fn requested_range(value: &HeaderValue, size: u64) -> RangeRequest {
+    let Ok(text) = value.to_str() else {
+        return RangeRequest::Whole;
+    };
+    use http_range_header::{EndPosition, StartPosition};
+    let Ok(parsed) = http_range_header::parse_range_header(text) else {
+        return RangeRequest::Whole;
+    };
+    let [only] = parsed.ranges.as_slice() else {
+        return RangeRequest::Whole;
+    };
+    // `5-1` is no range at all (RFC 9110 §14.1.1), not one outside the body.
+    if let (StartPosition::Index(first), EndPosition::Index(last)) = (only.start, only.end) {
+        if last < first {
+            return RangeRequest::Whole;
+        }
+    }
+    match parsed.validate(size) {
+        Ok(ranges) => ranges
+            .first()
+            .cloned()
+            .map_or(RangeRequest::Whole, RangeRequest::One),
+        Err(_) => RangeRequest::Unsatisfiable,
+    }
+}
+
 fn unsatisfiable(size: u64) -> Response {
     let mut response = (
         StatusCode::RANGE_NOT_SATISFIABLE,
@@ -327,6 +369,20 @@ mod tests {
             out.extend_from_slice(&chunk);
         }
         Ok(out)
+    }
+
+    #[test]
+    fn range_headers_are_read_as_rfc_9110_says() {
+        let read = |text: &'static str| requested_range(&HeaderValue::from_static(text), 1000);
+        assert_eq!(read("bytes=0-99"), RangeRequest::One(0..=99));
+        assert_eq!(read("bytes=900-"), RangeRequest::One(900..=999));
+        assert_eq!(read("bytes=-10"), RangeRequest::One(990..=999));
+        assert_eq!(read("bytes=990-5000"), RangeRequest::One(990..=999));
+        for ignored in ["bytes=abc", "items=0-5", "bytes=5-1", "", "bytes=0-1,5-9"] {
+            assert_eq!(read(ignored), RangeRequest::Whole, "{ignored:?}");
+        }
+        assert_eq!(read("bytes=1000-"), RangeRequest::Unsatisfiable);
+        assert_eq!(read("bytes=5000-6000"), RangeRequest::Unsatisfiable);
     }
 
     #[tokio::test]

@@ -3,6 +3,7 @@
 //! has no side effects; secrets never show in `Debug`.
 
 use airlift_protocol::push::{MqttBroker, DEFAULT_TOPIC_PREFIX};
+use crate::listen::ConnectionLimits;
 use airlift_store::DatabaseUrl;
 use clap::Parser;
 use serde::Deserialize;
@@ -67,6 +68,33 @@ pub struct Args {
     /// MQTT topic prefix [default: airlift].
     #[arg(long, env = "AIRLIFT_MQTT_TOPIC_PREFIX")]
     pub mqtt_topic_prefix: Option<String>,
+    /// Most client connections open at once; one more is closed at once
+    /// [default: the open-file limit less 256, at most 10000].
+    #[arg(long, env = "AIRLIFT_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+    /// Seconds a connection may take to send a request head, and may stay
+    /// idle between requests; also bounds a TLS handshake [default: 30].
+    #[arg(long, env = "AIRLIFT_IDLE_TIMEOUT")]
+    pub idle_timeout: Option<u64>,
+    /// Seconds a request body (an upload) may send nothing [default: 30].
+    #[arg(long, env = "AIRLIFT_BODY_TIMEOUT")]
+    pub body_timeout: Option<u64>,
+    /// Seconds a write to a client (a download, a push stream) may make no
+    /// progress before the connection is closed [default: 60].
+    #[arg(long, env = "AIRLIFT_WRITE_TIMEOUT")]
+    pub write_timeout: Option<u64>,
+    /// Seconds one database statement may run before PostgreSQL cancels it [default: 30].
+    #[arg(long, env = "AIRLIFT_DATABASE_STATEMENT_TIMEOUT")]
+    pub database_statement_timeout: Option<u64>,
+    /// Authentications of unknown devices (first contact) one source address
+    /// may make per minute; 0 turns the limit off [default: 60].
+    #[arg(long, env = "AIRLIFT_FIRST_CONTACT_PER_MINUTE")]
+    pub first_contact_per_minute: Option<u32>,
+    /// Most devices waiting in the admission queue (pending); first contact
+    /// of another is refused with 429 until some are accepted or rejected
+    /// [default: 10000].
+    #[arg(long, env = "AIRLIFT_MAX_PENDING_DEVICES")]
+    pub max_pending_devices: Option<u64>,
 }
 
 /// How log lines look.
@@ -97,6 +125,13 @@ struct FileConfig {
     log_format: Option<LogFormat>,
     mqtt_url: Option<String>,
     mqtt_topic_prefix: Option<String>,
+    max_connections: Option<usize>,
+    idle_timeout: Option<u64>,
+    body_timeout: Option<u64>,
+    write_timeout: Option<u64>,
+    database_statement_timeout: Option<u64>,
+    first_contact_per_minute: Option<u32>,
+    max_pending_devices: Option<u64>,
 }
 
 /// Validated configuration.
@@ -126,6 +161,21 @@ pub struct Config {
     pub admin_token: Option<String>,
     /// The MQTT broker nudges go to, and the topic prefix, if configured.
     pub mqtt: Option<(MqttBroker, String)>,
+    /// Bounds on client connections.
+    pub connections: ConnectionLimits,
+    /// Longest a database statement may run (PostgreSQL).
+    pub statement_timeout: Duration,
+    /// Bounds on devices making first contact.
+    pub admission: AdmissionLimits,
+}
+
+/// Bounds on devices the server does not know yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AdmissionLimits {
+    /// First contacts per source address per minute; `None`: unlimited.
+    pub first_contact_per_minute: Option<std::num::NonZeroU32>,
+    /// Most pending devices.
+    pub max_pending_devices: u64,
 }
 
 impl std::fmt::Debug for Config {
@@ -145,6 +195,9 @@ impl std::fmt::Debug for Config {
                 &self.admin_token.as_ref().map(|_| "<redacted>"),
             )
             .field("mqtt", &self.mqtt)
+            .field("connections", &self.connections)
+            .field("statement_timeout", &self.statement_timeout)
+            .field("admission", &self.admission)
             .finish()
     }
 }
@@ -255,7 +308,61 @@ impl Config {
             )),
             None => None,
         };
+        let defaults = ConnectionLimits::defaults(crate::listen::open_file_limit());
+        let seconds = |name: &str, value: Option<u64>, default: Duration| match value {
+            None => Ok(default),
+            Some(0) => Err(ConfigError::Invalid(format!(
+                "{name} must be at least 1 second"
+            ))),
+            Some(secs) => Ok(Duration::from_secs(secs)),
+        };
+        let connections = ConnectionLimits {
+            max_connections: match args.max_connections.or(file.max_connections) {
+                Some(0) => {
+                    return Err(ConfigError::Invalid(
+                        "max_connections must be at least 1".into(),
+                    ))
+                }
+                Some(n) => n,
+                None => defaults.max_connections,
+            },
+            idle_timeout: seconds(
+                "idle_timeout",
+                args.idle_timeout.or(file.idle_timeout),
+                defaults.idle_timeout,
+            )?,
+            body_timeout: seconds(
+                "body_timeout",
+                args.body_timeout.or(file.body_timeout),
+                defaults.body_timeout,
+            )?,
+            write_timeout: seconds(
+                "write_timeout",
+                args.write_timeout.or(file.write_timeout),
+                defaults.write_timeout,
+            )?,
+        };
+        let statement_timeout = seconds(
+            "database_statement_timeout",
+            args.database_statement_timeout
+                .or(file.database_statement_timeout),
+            airlift_store::OpenOptions::default().statement_timeout,
+        )?;
+        let admission = AdmissionLimits {
+            first_contact_per_minute: std::num::NonZeroU32::new(
+                args.first_contact_per_minute
+                    .or(file.first_contact_per_minute)
+                    .unwrap_or(60),
+            ),
+            max_pending_devices: args
+                .max_pending_devices
+                .or(file.max_pending_devices)
+                .unwrap_or(10_000),
+        };
         Ok(Self {
+            connections,
+            statement_timeout,
+            admission,
             mqtt,
             data_dir,
             listen,

@@ -35,9 +35,19 @@ pub enum ApiError {
     /// 422: well-formed but not acceptable (an unverifiable package, an empty target).
     #[error("{1}")]
     Unprocessable(&'static str, String),
+    /// 429: too many requests of this kind; try again after the seconds given.
+    #[error("{1}")]
+    TooManyRequests(u64, String),
     /// 500: our fault; the detail is logged, not sent.
     #[error("internal error: {0}")]
     Internal(String),
+    /// 503: a dependency (the database) is slow or away; try again after the
+    /// seconds given. The detail is logged, not sent.
+    #[error("unavailable: {1}")]
+    Unavailable(u64, String),
+    /// 507: the server's disk is full; nothing was kept. The detail is logged.
+    #[error("insufficient storage: {0}")]
+    InsufficientStorage(String),
 }
 
 impl ApiError {
@@ -56,6 +66,24 @@ impl ApiError {
         Self::Internal(detail.to_string())
     }
 
+    /// A failed file operation: 507 when the disk is full, else 500.
+    pub fn io(error: std::io::Error) -> Self {
+        if is_disk_full(&error) {
+            Self::InsufficientStorage(error.to_string())
+        } else {
+            Self::internal(error)
+        }
+    }
+
+    /// A failed blob store operation: 507 when its disk is full, else 500.
+    pub fn blob(error: object_store::Error) -> Self {
+        if source_chain(&error).any(|e| e.downcast_ref().is_some_and(is_disk_full)) {
+            Self::InsufficientStorage(error.to_string())
+        } else {
+            Self::internal(error)
+        }
+    }
+
     fn parts(&self) -> (StatusCode, &'static str) {
         match self {
             Self::BadRequest(code, _) => (StatusCode::BAD_REQUEST, code),
@@ -66,7 +94,10 @@ impl ApiError {
             Self::Gone(code, _) => (StatusCode::GONE, code),
             Self::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
             Self::Unprocessable(code, _) => (StatusCode::UNPROCESSABLE_ENTITY, code),
+            Self::TooManyRequests(..) => (StatusCode::TOO_MANY_REQUESTS, "too_many_requests"),
             Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+            Self::Unavailable(..) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            Self::InsufficientStorage(_) => (StatusCode::INSUFFICIENT_STORAGE, "disk_full"),
         }
     }
 }
@@ -79,6 +110,8 @@ impl From<StoreError> for ApiError {
             }
             StoreError::NotFound(what) => Self::NotFound(format!("not found: {what}")),
             StoreError::InUse(what) => Self::Conflict("in_use", format!("in use: {what}")),
+            StoreError::Unavailable(detail) => Self::Unavailable(5, detail),
+            StoreError::Full(detail) => Self::InsufficientStorage(detail),
             other => Self::internal(other),
         }
     }
@@ -92,18 +125,51 @@ impl IntoResponse for ApiError {
                 tracing::error!(error = %detail, "request failed");
                 "internal server error; the server log has the details".to_owned()
             }
+            Self::Unavailable(_, detail) => {
+                tracing::warn!(error = %detail, "request failed: the database is unavailable");
+                "the database is slow or unavailable; try again shortly".to_owned()
+            }
+            Self::InsufficientStorage(detail) => {
+                tracing::error!(error = %detail, "request failed: the disk is full");
+                "the server's disk is full, so nothing was stored; free space on it and try again"
+                    .to_owned()
+            }
             other => other.to_string(),
         };
-        (
+        let retry_after = match &self {
+            Self::TooManyRequests(secs, _) | Self::Unavailable(secs, _) => Some(*secs),
+            _ => None,
+        };
+        let mut response = (
             status,
             Json(ErrorBody {
                 code: code.to_owned(),
                 message,
             }),
         )
-            .into_response()
+            .into_response();
+        if let Some(secs) = retry_after {
+            response
+                .headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, secs.max(1).into());
+        }
+        response
     }
 }
 
 /// Handler result.
 pub type ApiResult<T> = Result<T, ApiError>;
+
+/// Whether `error` says the disk (or a quota) is full.
+fn is_disk_full(error: &std::io::Error) -> bool {
+    const ENOSPC: i32 = 28;
+    const EDQUOT: i32 = 122;
+    matches!(error.kind(), std::io::ErrorKind::StorageFull)
+        || matches!(error.raw_os_error(), Some(ENOSPC | EDQUOT))
+}
+
+fn source_chain<'a>(
+    error: &'a (dyn std::error::Error + 'static),
+) -> impl Iterator<Item = &'a (dyn std::error::Error + 'static)> {
+    std::iter::successors(Some(error), |e| e.source())
+}

@@ -13,6 +13,7 @@
 //! memory ([`cache`]) and kept true across instances by the store's change
 //! feed, which [`startup::prepare`] subscribes to before serving.
 
+pub mod admission;
 pub mod api;
 pub mod auth;
 pub mod blobs;
@@ -21,6 +22,7 @@ pub mod config;
 pub mod device_api;
 pub mod error;
 pub mod extract;
+pub mod listen;
 pub mod observability;
 pub mod openapi;
 pub mod push;
@@ -45,15 +47,20 @@ pub fn app(state: AppState) -> Router {
         .nest(airlift_protocol::MANAGEMENT_API, api::routes())
         .merge(observability::routes())
         .merge(openapi::routes())
+        .fallback(|| async { error::ApiError::NotFound("no such route".into()) })
+        .layer(axum::middleware::from_fn(extract::json_errors))
         .layer(axum::middleware::from_fn(observability::track_requests))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
 }
 
-/// Serves `state` on `listener` (plain HTTP) until `shutdown` resolves, then
-/// finishes the requests in flight.
+/// Serves `state` on `listener` — plain HTTP, or HTTPS with `tls` — within
+/// the connection limits of its settings, until `shutdown` resolves; then
+/// finishes the requests in flight and writes the check-in times still
+/// queued.
 pub async fn serve(
     listener: TcpListener,
+    tls: listen::Tls,
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
@@ -62,29 +69,10 @@ pub async fn serve(
         shutdown.await;
         push.close();
     };
-    // A make-service: the router is built with its state once, not per connection.
-    axum::serve(listener, app(state).into_make_service())
-        .with_graceful_shutdown(shutdown)
-        .await
-}
-
-/// Serves `state` over HTTPS with rustls until `shutdown` resolves.
-pub async fn serve_tls(
-    listener: std::net::TcpListener,
-    state: AppState,
-    tls: axum_server::tls_rustls::RustlsConfig,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    let handle = axum_server::Handle::new();
-    let stopper = handle.clone();
-    let push = state.push().clone();
-    tokio::spawn(async move {
-        shutdown.await;
-        push.close();
-        stopper.graceful_shutdown(Some(std::time::Duration::from_secs(30)));
-    });
-    axum_server::from_tcp_rustls(listener, tls)
-        .handle(handle)
-        .serve(app(state).into_make_service())
-        .await
+    let limits = state.settings().connections;
+    listen::serve_connections(listener, tls, app(state.clone()), limits, shutdown).await?;
+    if let Err(error) = state.caches().flush_check_ins(state.store()).await {
+        tracing::warn!(%error, "writing the last check-in times failed");
+    }
+    Ok(())
 }

@@ -1,6 +1,7 @@
 //! `airlift-server`: parse flags, set up logging, run until a signal.
 
 use airlift_server::config::LogFormat;
+use airlift_server::listen;
 use airlift_server::startup::{self, AdminToken};
 use airlift_server::{Args, Config};
 use anyhow::Context;
@@ -16,12 +17,18 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    // Before the configuration reads it: the default connection limit
+    // follows from it.
+    listen::raise_open_file_limit();
     let config = Config::from_args(args, std::env::var("AIRLIFT_ADMIN_TOKEN").ok())
         .context("invalid configuration")?;
     init_logging(config.log_format);
     let _ = rustls::crypto::ring::default_provider().install_default();
 
     let (state, admin) = startup::prepare(&config).await?;
+    if let AdminToken::Revoked = &admin {
+        tracing::warn!("AIRLIFT_ADMIN_TOKEN names a token that was revoked; it stays revoked (set a new secret to install a new admin token)");
+    }
     if let AdminToken::Created(secret) = &admin {
         // Printed once, to the terminal, never to the log.
         println!("Created the first admin API token (shown only now; it is stored hashed):\n\n    {secret}\n");
@@ -31,37 +38,21 @@ async fn main() -> anyhow::Result<()> {
         );
     }
 
-    let shutdown = shutdown_signal();
-    let flush = state.clone();
-    match &config.tls {
-        Some((cert, key)) => {
-            let tls = axum_server::tls_rustls::RustlsConfig::from_pem_file(cert, key)
-                .await
-                .with_context(|| {
-                    format!(
-                        "loading TLS certificate {} and key {}",
-                        cert.display(),
-                        key.display()
-                    )
-                })?;
-            let listener = std::net::TcpListener::bind(config.listen)
-                .with_context(|| format!("listening on {}", config.listen))?;
-            listener.set_nonblocking(true)?;
-            tracing::info!(listen = %listener.local_addr()?, tls = true, "airlift-server ready");
-            airlift_server::serve_tls(listener, state, tls, shutdown).await?;
-        }
-        None => {
-            let listener = tokio::net::TcpListener::bind(config.listen)
-                .await
-                .with_context(|| format!("listening on {}", config.listen))?;
-            tracing::info!(listen = %listener.local_addr()?, tls = false, "airlift-server ready");
-            airlift_server::serve(listener, state, shutdown).await?;
-        }
-    }
-    // Check-in times still queued for writing behind.
-    if let Err(error) = flush.caches().flush_check_ins(flush.store()).await {
-        tracing::warn!(%error, "writing the last check-in times failed");
-    }
+    let tls = match &config.tls {
+        Some((cert, key)) => Some(listen::tls_acceptor(cert, key)?),
+        None => None,
+    };
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("listening on {}", config.listen))?;
+    let limits = state.settings().connections;
+    tracing::info!(
+        listen = %listener.local_addr()?,
+        tls = tls.is_some(),
+        max_connections = limits.max_connections,
+        "airlift-server ready"
+    );
+    airlift_server::serve(listener, tls, state, shutdown_signal()).await?;
     tracing::info!("stopped");
     Ok(())
 }

@@ -9,7 +9,7 @@ use axum::routing::get;
 use axum::Router;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use std::sync::OnceLock;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// The process-wide Prometheus recorder (one per process, however many
 /// servers a test starts).
@@ -37,25 +37,112 @@ pub fn routes() -> Router<AppState> {
 }
 
 /// The process is up.
-#[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, description = "Alive")))]
+#[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, description = "Alive", content_type = "text/plain", body = String, example = "ok\n")))]
 pub async fn healthz() -> &'static str {
     "ok\n"
 }
 
-/// The process can serve: the database answers.
-#[utoipa::path(get, path = "/readyz", tag = "operations", responses((status = 200, description = "Ready"), (status = 503, description = "The database does not answer")))]
-pub async fn readyz(State(state): State<AppState>) -> Response {
-    match state.store().count_api_tokens().await {
-        Ok(_) => "ready\n".into_response(),
-        Err(error) => {
-            tracing::warn!(%error, "readiness check failed");
-            (StatusCode::SERVICE_UNAVAILABLE, "database unavailable\n").into_response()
+/// Longest a readiness check waits for any one dependency, so the probe
+/// itself answers within a second when one hangs.
+const READY_CHECK_TIMEOUT: Duration = Duration::from_millis(800);
+
+/// What `/readyz` found, one entry per dependency.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct Readiness {
+    /// `ready`, or `unavailable` when the database or the blob store fails.
+    pub status: &'static str,
+    /// The database answered a query.
+    pub database: Check,
+    /// The blob store answered a lookup.
+    pub blobs: Check,
+    /// The store's change feed is listening. When it is not, this instance
+    /// still serves correctly, only without its caches (slower), so it
+    /// stays ready.
+    pub change_feed: Check,
+}
+
+/// One dependency's state.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct Check {
+    /// `ok` or `failed`.
+    pub status: &'static str,
+    /// Why it failed, if it did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl Check {
+    fn of<E: std::fmt::Display>(result: Result<Result<(), E>, tokio::time::error::Elapsed>) -> Self {
+        let error = match result {
+            Ok(Ok(())) => None,
+            Ok(Err(error)) => Some(error.to_string()),
+            Err(_) => Some(format!(
+                "no answer within {} ms",
+                READY_CHECK_TIMEOUT.as_millis()
+            )),
+        };
+        Self {
+            status: if error.is_none() { "ok" } else { "failed" },
+            error,
         }
+    }
+
+    fn ok(&self) -> bool {
+        self.error.is_none()
     }
 }
 
+/// The process can serve: the database and the blob store answer (each
+/// within 800 ms); says also whether the change feed listens.
+#[utoipa::path(get, path = "/readyz", tag = "operations", responses((status = 200, description = "Ready", body = Readiness), (status = 503, description = "The database or the blob store does not answer", body = Readiness)))]
+pub async fn readyz(State(state): State<AppState>) -> Response {
+    let database = tokio::time::timeout(READY_CHECK_TIMEOUT, async {
+        state.store().count_api_tokens().await.map(drop)
+    });
+    let blobs = tokio::time::timeout(READY_CHECK_TIMEOUT, async {
+        // A key that never exists: "not found" is an answer.
+        match state.blobs().head(&"readyz-probe".into()).await {
+            Ok(_) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(error) => Err(error),
+        }
+    });
+    let (database, blobs) = tokio::join!(database, blobs);
+    let readiness = Readiness {
+        database: Check::of(database),
+        blobs: Check::of(blobs),
+        change_feed: if state.caches().listening() {
+            Check::of::<String>(Ok(Ok(())))
+        } else {
+            Check::of(Ok(Err("interrupted: reconnecting")))
+        },
+        status: "ready",
+    };
+    let ready = readiness.database.ok() && readiness.blobs.ok();
+    if !ready {
+        tracing::warn!(?readiness, "readiness check failed");
+    }
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let readiness = Readiness {
+        status: if ready { "ready" } else { "unavailable" },
+        ..readiness
+    };
+    (status, axum::Json(readiness)).into_response()
+}
+
 /// Prometheus text format.
-#[utoipa::path(get, path = "/metrics", tag = "operations", responses((status = 200, description = "Prometheus metrics", content_type = "text/plain")))]
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "operations",
+    responses(
+        (status = 200, description = "Prometheus metrics, text format 0.0.4", content_type = "text/plain", body = String),
+        (status = 404, description = "Metrics are disabled", body = airlift_protocol::ErrorBody),
+    )
+)]
 pub async fn metrics_text(State(state): State<AppState>) -> Response {
     let Some(handle) = state.metrics() else {
         return (StatusCode::NOT_FOUND, "metrics are disabled\n").into_response();

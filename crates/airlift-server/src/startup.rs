@@ -59,6 +59,9 @@ pub enum AdminToken {
     FromEnvironment,
     /// Tokens exist already.
     Existing,
+    /// `AIRLIFT_ADMIN_TOKEN` names a token that was revoked: it stays
+    /// revoked; set a new secret to get an admin token back.
+    Revoked,
 }
 
 /// Prepares everything the server needs from `config`.
@@ -71,7 +74,13 @@ pub async fn prepare(config: &Config) -> Result<(AppState, AdminToken), StartupE
         })?;
     }
     let trust = load_trust(config)?;
-    let store = airlift_store::open(&config.database).await?;
+    let store = airlift_store::open_with(
+        &config.database,
+        airlift_store::OpenOptions {
+            statement_timeout: config.statement_timeout,
+        },
+    )
+    .await?;
     let blobs = LocalFileSystem::new_with_prefix(&blob_dir).map_err(|e| StartupError::Blobs {
         path: blob_dir.clone(),
         message: e.to_string(),
@@ -105,6 +114,21 @@ pub async fn prepare(config: &Config) -> Result<(AppState, AdminToken), StartupE
     tokio::spawn(crate::cache::follow_changes(changes, state.clone()));
     tokio::spawn(crate::push::follow::follow(push_changes, state.clone()));
     tokio::spawn(flush_check_ins(state.clone()));
+    tokio::spawn(forget_idle_addresses(state.clone()));
+    let (spool_dir, swept_blobs) = (state.settings().spool_dir.clone(), blob_dir.clone());
+    let cutoff = std::time::SystemTime::now() - crate::blobs::sweep::ABANDONED_AFTER;
+    let swept = tokio::task::spawn_blocking(move || {
+        crate::blobs::sweep::sweep(&spool_dir, &swept_blobs, cutoff)
+    })
+    .await
+    .map_err(|e| StartupError::Other(e.to_string()))?;
+    if !swept.files.is_empty() {
+        tracing::info!(
+            files = swept.files.len(),
+            bytes = swept.bytes,
+            "removed what interrupted uploads left behind"
+        );
+    }
     tokio::spawn(crate::rollout::RolloutEngine::new(state.shared_store()).run(ROLLOUT_INTERVAL));
     Ok((state, admin))
 }
@@ -121,6 +145,18 @@ async fn flush_check_ins(state: AppState) {
         tick.tick().await;
         if let Err(error) = state.caches().flush_check_ins(state.store()).await {
             tracing::warn!(%error, "flushing check-in times failed");
+        }
+    }
+}
+
+/// Forgets, every minute, the addresses whose first-contact share is full
+/// again.
+async fn forget_idle_addresses(state: AppState) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
+    loop {
+        tick.tick().await;
+        if let Some(limiter) = state.first_contacts() {
+            limiter.forget_idle();
         }
     }
 }
@@ -162,13 +198,22 @@ async fn ensure_admin_token(
         secret_sha256: hash_secret(secret),
     };
     if let Some(secret) = from_env {
-        if store
-            .api_token_by_hash(&hash_secret(secret))
-            .await?
-            .is_none()
-        {
+        let hash = hash_secret(secret);
+        // Settings are never deleted, so this marks for good that this
+        // secret was installed: once its token is gone, it was revoked,
+        // and a restart with the same variable must not bring it back.
+        let marker = format!("admin_token_from_environment.{}", hex::encode(hash));
+        let present = store.api_token_by_hash(&hash).await?.is_some();
+        let installed_before = store.setting(&marker).await?.is_some();
+        if !present && installed_before {
+            return Ok(AdminToken::Revoked);
+        }
+        if !present {
             store.insert_api_token(&install(secret)).await?;
         }
+        store
+            .setting_or_insert(&marker, &Utc::now().to_rfc3339())
+            .await?;
         return Ok(AdminToken::FromEnvironment);
     }
     if store.count_api_tokens().await? > 0 {

@@ -39,6 +39,7 @@ struct Inner {
     caches: Caches,
     push: PushHub,
     mqtt: Option<MqttPublisher>,
+    first_contacts: Option<crate::admission::FirstContactLimiter>,
 }
 
 /// The tunables handlers need.
@@ -52,6 +53,10 @@ pub struct Settings {
     pub max_package_bytes: u64,
     /// Where uploads are spooled while they are verified.
     pub spool_dir: PathBuf,
+    /// Bounds on client connections.
+    pub connections: crate::listen::ConnectionLimits,
+    /// Bounds on devices making first contact.
+    pub admission: crate::config::AdmissionLimits,
 }
 
 impl Settings {
@@ -62,6 +67,8 @@ impl Settings {
             device_token_ttl: config.device_token_ttl,
             max_package_bytes: config.max_package_bytes,
             spool_dir: config.data_dir.join("spool"),
+            connections: config.connections,
+            admission: config.admission,
         }
     }
 }
@@ -106,8 +113,13 @@ impl AppState {
         metrics: Option<PrometheusHandle>,
         mqtt: Option<MqttPublisher>,
     ) -> Self {
+        let first_contacts = settings
+            .admission
+            .first_contact_per_minute
+            .map(crate::admission::FirstContactLimiter::new);
         Self {
             inner: Arc::new(Inner {
+                first_contacts,
                 store,
                 blobs,
                 trust,
@@ -159,6 +171,11 @@ impl AppState {
     /// The devices connected to this instance's push stream.
     pub fn push(&self) -> &PushHub {
         &self.inner.push
+    }
+
+    /// The rate limit on first contacts, unless it is off.
+    pub fn first_contacts(&self) -> Option<&crate::admission::FirstContactLimiter> {
+        self.inner.first_contacts.as_ref()
     }
 
     /// The MQTT broker nudges are published to, if one is configured.

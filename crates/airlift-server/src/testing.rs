@@ -64,7 +64,7 @@ impl TestServer {
                 ready_tx
                     .send(address)
                     .expect("the test waits for the address");
-                crate::serve(listener, state, async {
+                crate::serve(listener, None, state, async {
                     let _ = stop_rx.await;
                 })
                 .await

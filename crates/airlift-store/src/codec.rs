@@ -365,7 +365,7 @@ pub(crate) fn classify(error: sqlx::Error, conflict: &str, missing: &str) -> Sto
         sqlx::Error::Database(e) if e.is_foreign_key_violation() => {
             StoreError::NotFound(missing.to_owned())
         }
-        _ => StoreError::Database(error),
+        _ => StoreError::from(error),
     }
 }
 

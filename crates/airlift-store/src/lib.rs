@@ -59,7 +59,7 @@ mod sql;
 mod sqlite;
 pub use codec::inventory_digest;
 pub use feed::{ChangeFeed, Heard, StoreEvent};
-pub use open::{open, DatabaseUrl, InvalidDatabaseUrl};
+pub use open::{open, open_with, DatabaseUrl, InvalidDatabaseUrl, OpenOptions};
 
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -79,9 +79,45 @@ pub enum StoreError {
     /// Connecting or migrating failed.
     #[error("database setup: {0}")]
     Setup(String),
+    /// The database did not answer in time or is away: the pool had no
+    /// connection to give, a statement ran past its timeout, the connection
+    /// broke. Worth trying again shortly.
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    /// A row kept changing under a conditional update, more often than it
+    /// is retried.
+    #[error("contention: {0}")]
+    Contention(String),
+    /// The database's disk is full: nothing was written.
+    #[error("database disk full: {0}")]
+    Full(String),
     /// Any other database error.
     #[error("database error: {0}")]
-    Database(#[from] sqlx::Error),
+    Database(sqlx::Error),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(error: sqlx::Error) -> Self {
+        match &error {
+            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
+                Self::Unavailable(error.to_string())
+            }
+            sqlx::Error::Database(db) => match db.code().as_deref() {
+                // query_canceled (statement_timeout), admin_shutdown,
+                // crash_shutdown, cannot_connect_now, connection exceptions.
+                Some(code)
+                    if matches!(code, "57014" | "57P01" | "57P02" | "57P03")
+                        || code.starts_with("08") =>
+                {
+                    Self::Unavailable(error.to_string())
+                }
+                // PostgreSQL disk_full; SQLite SQLITE_FULL.
+                Some("53100" | "13") => Self::Full(error.to_string()),
+                _ => Self::Database(error),
+            },
+            _ => Self::Database(error),
+        }
+    }
 }
 
 /// Result of a store operation.

@@ -4,6 +4,7 @@ use crate::{postgres, sqlite, SharedStore, StoreError, StoreResult};
 use sqlx::postgres::PgConnectOptions;
 use std::path::PathBuf;
 use std::str::FromStr;
+use std::time::Duration;
 
 /// Which database to use, parsed from configuration.
 ///
@@ -100,18 +101,43 @@ impl std::fmt::Debug for DatabaseUrl {
     }
 }
 
-/// Connects to the database and brings its schema up to date.
+/// How a store is opened, beyond its URL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OpenOptions {
+    /// The longest any one statement may run on PostgreSQL before the
+    /// database cancels it (`statement_timeout`); migrations are exempt.
+    /// SQLite has no such setting: its statements are bounded by the
+    /// sizes the server accepts.
+    pub statement_timeout: Duration,
+}
+
+impl Default for OpenOptions {
+    fn default() -> Self {
+        Self {
+            statement_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Connects to the database and brings its schema up to date, with the
+/// default [`OpenOptions`].
 ///
 /// SQLite: the file is created if missing (its directory must exist), with
 /// a WAL journal, `synchronous=NORMAL`, foreign keys on, a 5 s busy timeout
-/// and a pool of 4 connections. PostgreSQL: a pool of 10 connections.
+/// and a pool of 4 connections. PostgreSQL: a pool of 10 connections, each
+/// statement cancelled by the database after 30 s.
 pub async fn open(url: &DatabaseUrl) -> StoreResult<SharedStore> {
+    open_with(url, OpenOptions::default()).await
+}
+
+/// [`open`] with options of the caller's.
+pub async fn open_with(url: &DatabaseUrl, options: OpenOptions) -> StoreResult<SharedStore> {
     match url {
         DatabaseUrl::Sqlite(path) => sqlite::open(path).await,
         DatabaseUrl::Postgres(url) => {
-            let options = PgConnectOptions::from_str(url)
+            let connect = PgConnectOptions::from_str(url)
                 .map_err(|e| StoreError::Setup(format!("unreadable PostgreSQL URL: {e}")))?;
-            postgres::open(options).await
+            postgres::open(connect, options.statement_timeout).await
         }
     }
 }

@@ -54,17 +54,37 @@ impl Drop for Tasks {
 
 /// Connects to and migrates the database `options` point to, and starts
 /// listening for changes.
-pub(crate) async fn open(options: PgConnectOptions) -> crate::StoreResult<SharedStore> {
-    let pool = PgPoolOptions::new()
-        .max_connections(MAX_CONNECTIONS)
+pub(crate) async fn open(
+    options: PgConnectOptions,
+    statement_timeout: Duration,
+) -> crate::StoreResult<SharedStore> {
+    // Migrations run without the statement timeout: on a large database
+    // one may rightly take longer than any request should.
+    let migrator = PgPoolOptions::new()
+        .max_connections(1)
         .acquire_timeout(ACQUIRE_TIMEOUT)
         .connect_with(options.clone())
         .await
         .map_err(|e| crate::StoreError::Setup(format!("connecting to PostgreSQL: {e}")))?;
     sqlx::migrate!("./migrations/postgres")
-        .run(&pool)
+        .run(&migrator)
         .await
         .map_err(|e| crate::StoreError::Setup(format!("migrating PostgreSQL database: {e}")))?;
+    migrator.close().await;
+    // Every statement of a request is bounded, so one that runs away (a
+    // client's filter, a missing index) gives its connection back instead
+    // of holding it while the pool runs dry.
+    let timeout_ms = statement_timeout.as_millis().max(1).to_string();
+    let pool = PgPoolOptions::new()
+        .max_connections(MAX_CONNECTIONS)
+        .acquire_timeout(ACQUIRE_TIMEOUT)
+        .connect_with(
+            options
+                .clone()
+                .options([("statement_timeout", timeout_ms.as_str())]),
+        )
+        .await
+        .map_err(|e| crate::StoreError::Setup(format!("connecting to PostgreSQL: {e}")))?;
     let schema: String = sqlx::query_scalar("SELECT COALESCE(current_schema(), 'public')")
         .fetch_one(&pool)
         .await

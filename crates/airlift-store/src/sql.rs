@@ -349,9 +349,9 @@ macro_rules! impl_store {
                     }
                 }
                 let Some(outcome) = outcome else {
-                    return Err(StoreError::Database(sqlx::Error::Protocol(format!(
+                    return Err(StoreError::Contention(format!(
                         "device {device} in deployment {deployment} kept changing state"
-                    ))));
+                    )));
                 };
                 Self::insert_events(
                     &mut tx,

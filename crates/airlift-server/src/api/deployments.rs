@@ -5,7 +5,7 @@ use crate::extract::{ApiJson, ApiPath};
 use crate::rollout::{self, DEVICE_TYPE_ATTRIBUTE};
 use crate::state::AppState;
 use airlift_protocol::management::{
-    CreateDeploymentRequest, Deployment, DeploymentDetail, Device, Target,
+    CreateDeploymentRequest, Deployment, DeploymentDetail, Device, Target, MAX_TAG,
 };
 use airlift_protocol::state::{DeploymentStatus, DeviceStatus, UpdateState};
 use airlift_protocol::{DeploymentId, DeviceId};
@@ -27,9 +27,12 @@ const MAX_TARGET_DEVICES: usize = 10_000;
     request_body = CreateDeploymentRequest,
     security(("api_token" = [])),
     responses(
-        (status = 201, body = Deployment),
-        (status = 400, body = airlift_protocol::ErrorBody),
+        (status = 201, description = "Created", body = Deployment),
+        (status = 400, description = "A body that is not a CreateDeploymentRequest in JSON (unknown keys included), a NUL character, a target tag over 64 bytes, target attributes of more than 16 pairs or with names or values too long", body = airlift_protocol::ErrorBody),
+        (status = 401, description = "No API token, or an unknown or revoked one", body = airlift_protocol::ErrorBody),
+        (status = 403, description = "A viewer token: an operator or admin token is needed", body = airlift_protocol::ErrorBody),
         (status = 409, description = "Devices of the target are still updating in another deployment", body = airlift_protocol::ErrorBody),
+        (status = 413, description = "The body is over 1 MiB", body = airlift_protocol::ErrorBody),
         (status = 422, description = "Unknown package, empty target, unknown devices, a strategy that cannot be carried out (the message names the field)", body = airlift_protocol::ErrorBody),
     )
 )]
@@ -137,6 +140,10 @@ fn validate_target(target: &Target) -> ApiResult<()> {
         Target::Attributes(attrs) if attrs.is_empty() => Err(ApiError::invalid(
             "target.attributes: give at least one attribute to match",
         )),
+        Target::Attributes(attrs) => super::devices::check_filter_pairs("target.attributes", attrs),
+        Target::Tag(tag) if tag.len() > MAX_TAG => Err(ApiError::bad_request(format!(
+            "target.tag: at most {MAX_TAG} bytes"
+        ))),
         _ => Ok(()),
     }
 }
@@ -193,7 +200,16 @@ async fn all_devices(state: &AppState, filter: DeviceFilter) -> ApiResult<Vec<De
 }
 
 /// List deployments, newest first, with counts per state.
-#[utoipa::path(get, path = "/api/v1/deployments", tag = "deployments", security(("api_token" = [])), responses((status = 200, body = Vec<Deployment>)))]
+#[utoipa::path(
+    get,
+    path = "/api/v1/deployments",
+    tag = "deployments",
+    security(("api_token" = [])),
+    responses(
+        (status = 200, body = Vec<Deployment>),
+        (status = 401, description = "No API token, or an unknown or revoked one", body = airlift_protocol::ErrorBody),
+    )
+)]
 pub async fn list_deployments(
     State(state): State<AppState>,
     _caller: ApiCaller,
@@ -206,7 +222,19 @@ pub async fn list_deployments(
 }
 
 /// One deployment with counts and every device's state.
-#[utoipa::path(get, path = "/api/v1/deployments/{deployment_id}", tag = "deployments", params(("deployment_id" = String, Path)), security(("api_token" = [])), responses((status = 200, body = DeploymentDetail), (status = 404, body = airlift_protocol::ErrorBody)))]
+#[utoipa::path(
+    get,
+    path = "/api/v1/deployments/{deployment_id}",
+    tag = "deployments",
+    params(("deployment_id" = uuid::Uuid, Path, description = "The deployment's id")),
+    security(("api_token" = [])),
+    responses(
+        (status = 200, body = DeploymentDetail),
+        (status = 400, description = "A malformed deployment id", body = airlift_protocol::ErrorBody),
+        (status = 401, description = "No API token, or an unknown or revoked one", body = airlift_protocol::ErrorBody),
+        (status = 404, description = "No such deployment", body = airlift_protocol::ErrorBody),
+    )
+)]
 pub async fn get_deployment(
     State(state): State<AppState>,
     _caller: ApiCaller,
@@ -222,7 +250,21 @@ pub async fn get_deployment(
 
 /// Cancel a deployment: devices not yet done are not offered it any more,
 /// and a device mid-download is told to stop.
-#[utoipa::path(post, path = "/api/v1/deployments/{deployment_id}/cancel", tag = "deployments", params(("deployment_id" = String, Path)), security(("api_token" = [])), responses((status = 200, body = Deployment), (status = 404, body = airlift_protocol::ErrorBody), (status = 409, description = "Not active", body = airlift_protocol::ErrorBody)))]
+#[utoipa::path(
+    post,
+    path = "/api/v1/deployments/{deployment_id}/cancel",
+    tag = "deployments",
+    params(("deployment_id" = uuid::Uuid, Path, description = "The deployment's id")),
+    security(("api_token" = [])),
+    responses(
+        (status = 200, body = Deployment),
+        (status = 400, description = "A malformed deployment id", body = airlift_protocol::ErrorBody),
+        (status = 401, description = "No API token, or an unknown or revoked one", body = airlift_protocol::ErrorBody),
+        (status = 403, description = "A viewer token: an operator or admin token is needed", body = airlift_protocol::ErrorBody),
+        (status = 404, description = "No such deployment", body = airlift_protocol::ErrorBody),
+        (status = 409, description = "Not active", body = airlift_protocol::ErrorBody),
+    )
+)]
 pub async fn cancel_deployment(
     State(state): State<AppState>,
     caller: ApiCaller,
@@ -256,7 +298,21 @@ pub async fn cancel_deployment(
 /// what they have downloaded at their next check-in (inside the install
 /// window, if the deployment has one). Connected devices are told to check
 /// in now.
-#[utoipa::path(post, path = "/api/v1/deployments/{deployment_id}/install", tag = "deployments", params(("deployment_id" = String, Path)), security(("api_token" = [])), responses((status = 200, body = Deployment), (status = 404, body = airlift_protocol::ErrorBody), (status = 409, description = "Not download-only, or not active or paused", body = airlift_protocol::ErrorBody)))]
+#[utoipa::path(
+    post,
+    path = "/api/v1/deployments/{deployment_id}/install",
+    tag = "deployments",
+    params(("deployment_id" = uuid::Uuid, Path, description = "The deployment's id")),
+    security(("api_token" = [])),
+    responses(
+        (status = 200, body = Deployment),
+        (status = 400, description = "A malformed deployment id", body = airlift_protocol::ErrorBody),
+        (status = 401, description = "No API token, or an unknown or revoked one", body = airlift_protocol::ErrorBody),
+        (status = 403, description = "A viewer token: an operator or admin token is needed", body = airlift_protocol::ErrorBody),
+        (status = 404, description = "No such deployment", body = airlift_protocol::ErrorBody),
+        (status = 409, description = "Not download-only, or not active or paused", body = airlift_protocol::ErrorBody),
+    )
+)]
 pub async fn release_install(
     State(state): State<AppState>,
     caller: ApiCaller,

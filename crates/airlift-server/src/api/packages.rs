@@ -21,13 +21,17 @@ use chrono::Utc;
     post,
     path = "/api/v1/packages",
     tag = "packages",
-    request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "The package file"),
+    request_body(content = inline(crate::openapi::PackageFile), content_type = "application/octet-stream", description = "The package file, as `airlift package build` wrote it"),
     security(("api_token" = [])),
     responses(
-        (status = 201, body = Package),
+        (status = 201, description = "Verified and stored", body = Package),
+        (status = 400, description = "The upload broke off before its end; nothing was kept", body = airlift_protocol::ErrorBody),
+        (status = 401, description = "No API token, or an unknown or revoked one", body = airlift_protocol::ErrorBody),
+        (status = 403, description = "A viewer token: an operator or admin token is needed", body = airlift_protocol::ErrorBody),
         (status = 409, description = "A package with this name and version exists", body = airlift_protocol::ErrorBody),
-        (status = 413, description = "Larger than the server's limit", body = airlift_protocol::ErrorBody),
-        (status = 422, description = "Not a valid package, or not signed by a trusted key", body = airlift_protocol::ErrorBody),
+        (status = 413, description = "Larger than the server's limit (--max-package-mib)", body = airlift_protocol::ErrorBody),
+        (status = 422, description = "Not a valid package, not signed by a trusted key, or the server trusts no key", body = airlift_protocol::ErrorBody),
+        (status = 507, description = "The server's disk is full; nothing was kept", body = airlift_protocol::ErrorBody),
     )
 )]
 pub async fn upload_package(
@@ -46,6 +50,10 @@ pub async fn upload_package(
     let spooled = blobs::spool(body, &settings.spool_dir, settings.max_package_bytes).await?;
     let verified = blobs::verify(&spooled.path, trust).await?;
     let manifest = &verified.manifest;
+    let manifest_json = serde_json::to_value(manifest).map_err(ApiError::internal)?;
+    crate::extract::refuse_nul("manifest", &manifest_json).map_err(|e| {
+        ApiError::Unprocessable("package_refused", format!("package refused: {e}"))
+    })?;
 
     let id = PackageId::new();
     let key = blobs::package_key(id);
@@ -60,7 +68,7 @@ pub async fn upload_package(
             size: spooled.size,
             sha256: spooled.sha256.clone(),
             signed_by: verified.signed_by.clone(),
-            manifest: serde_json::to_value(manifest).map_err(ApiError::internal)?,
+            manifest: manifest_json,
             created_at: Utc::now(),
         },
         blob_key: key.to_string(),
@@ -98,7 +106,16 @@ pub async fn upload_package(
 }
 
 /// List packages, newest first.
-#[utoipa::path(get, path = "/api/v1/packages", tag = "packages", security(("api_token" = [])), responses((status = 200, body = Vec<Package>)))]
+#[utoipa::path(
+    get,
+    path = "/api/v1/packages",
+    tag = "packages",
+    security(("api_token" = [])),
+    responses(
+        (status = 200, body = Vec<Package>),
+        (status = 401, description = "No API token, or an unknown or revoked one", body = airlift_protocol::ErrorBody),
+    )
+)]
 pub async fn list_packages(
     State(state): State<AppState>,
     _caller: ApiCaller,
@@ -108,7 +125,19 @@ pub async fn list_packages(
 }
 
 /// One package.
-#[utoipa::path(get, path = "/api/v1/packages/{package_id}", tag = "packages", params(("package_id" = String, Path)), security(("api_token" = [])), responses((status = 200, body = Package), (status = 404, body = airlift_protocol::ErrorBody)))]
+#[utoipa::path(
+    get,
+    path = "/api/v1/packages/{package_id}",
+    tag = "packages",
+    params(("package_id" = uuid::Uuid, Path, description = "The package's id")),
+    security(("api_token" = [])),
+    responses(
+        (status = 200, body = Package),
+        (status = 400, description = "A malformed package id", body = airlift_protocol::ErrorBody),
+        (status = 401, description = "No API token, or an unknown or revoked one", body = airlift_protocol::ErrorBody),
+        (status = 404, description = "No such package", body = airlift_protocol::ErrorBody),
+    )
+)]
 pub async fn get_package(
     State(state): State<AppState>,
     _caller: ApiCaller,
@@ -118,7 +147,25 @@ pub async fn get_package(
 }
 
 /// Download a package file.
-#[utoipa::path(get, path = "/api/v1/packages/{package_id}/download", tag = "packages", params(("package_id" = String, Path)), security(("api_token" = [])), responses((status = 200, content_type = "application/octet-stream"), (status = 206, content_type = "application/octet-stream"), (status = 404, body = airlift_protocol::ErrorBody)))]
+#[utoipa::path(
+    get,
+    path = "/api/v1/packages/{package_id}/download",
+    tag = "packages",
+    params(
+        ("package_id" = uuid::Uuid, Path, description = "The package's id"),
+        ("Range" = Option<String>, Header, nullable = false, description = "One byte range, `bytes=START-END` (RFC 9110); a header the server cannot read, or several ranges, get the whole file"),
+        ("If-Range" = Option<String>, Header, nullable = false, description = "The ETag of an earlier answer: the Range applies only if the package is still that one"),
+    ),
+    security(("api_token" = [])),
+    responses(
+        (status = 200, description = "The whole package file", content_type = "application/octet-stream", body = inline(crate::openapi::PackageFile), headers(("ETag" = String, description = "The package's SHA-256, quoted: the validator for If-Range"), ("Accept-Ranges" = String, description = "bytes"), ("Content-Disposition" = String, description = "attachment; filename=\"NAME-VERSION.airlift\""))),
+        (status = 206, description = "The requested range", content_type = "application/octet-stream", body = inline(crate::openapi::PackageFile), headers(("ETag" = String, description = "The package's SHA-256, quoted: the validator for If-Range"), ("Accept-Ranges" = String, description = "bytes"), ("Content-Disposition" = String, description = "attachment; filename=\"NAME-VERSION.airlift\""), ("Content-Range" = String, description = "bytes START-END/SIZE"))),
+        (status = 400, description = "A malformed package id", body = airlift_protocol::ErrorBody),
+        (status = 401, description = "No API token, or an unknown or revoked one", body = airlift_protocol::ErrorBody),
+        (status = 404, description = "No such package", body = airlift_protocol::ErrorBody),
+        (status = 416, description = "The range lies outside the package", body = airlift_protocol::ErrorBody, headers(("Content-Range" = String, description = "bytes */SIZE"))),
+    )
+)]
 pub async fn download_package(
     State(state): State<AppState>,
     _caller: ApiCaller,
@@ -140,7 +187,21 @@ pub async fn download_package(
 }
 
 /// Delete a package; refused while an active deployment uses it.
-#[utoipa::path(delete, path = "/api/v1/packages/{package_id}", tag = "packages", params(("package_id" = String, Path)), security(("api_token" = [])), responses((status = 204), (status = 404, body = airlift_protocol::ErrorBody), (status = 409, description = "An active deployment uses it", body = airlift_protocol::ErrorBody)))]
+#[utoipa::path(
+    delete,
+    path = "/api/v1/packages/{package_id}",
+    tag = "packages",
+    params(("package_id" = uuid::Uuid, Path, description = "The package's id")),
+    security(("api_token" = [])),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 400, description = "A malformed package id", body = airlift_protocol::ErrorBody),
+        (status = 401, description = "No API token, or an unknown or revoked one", body = airlift_protocol::ErrorBody),
+        (status = 403, description = "A viewer token: an operator or admin token is needed", body = airlift_protocol::ErrorBody),
+        (status = 404, description = "No such package", body = airlift_protocol::ErrorBody),
+        (status = 409, description = "An active deployment uses it", body = airlift_protocol::ErrorBody),
+    )
+)]
 pub async fn delete_package(
     State(state): State<AppState>,
     caller: ApiCaller,

@@ -249,7 +249,21 @@ async fn control(
 }
 
 /// Start the next phase now, whatever the current one's conditions.
-#[utoipa::path(post, path = "/api/v1/deployments/{deployment_id}/advance", tag = "deployments", params(("deployment_id" = String, Path)), security(("api_token" = [])), responses((status = 200, body = Deployment), (status = 409, description = "Not phased, not active, or in its last phase", body = airlift_protocol::ErrorBody)))]
+#[utoipa::path(
+    post,
+    path = "/api/v1/deployments/{deployment_id}/advance",
+    tag = "deployments",
+    params(("deployment_id" = uuid::Uuid, Path, description = "The deployment's id")),
+    security(("api_token" = [])),
+    responses(
+        (status = 200, body = Deployment),
+        (status = 400, description = "A malformed deployment id", body = airlift_protocol::ErrorBody),
+        (status = 401, description = "No API token, or an unknown or revoked one", body = airlift_protocol::ErrorBody),
+        (status = 403, description = "A viewer token: an operator or admin token is needed", body = airlift_protocol::ErrorBody),
+        (status = 404, description = "No such deployment", body = airlift_protocol::ErrorBody),
+        (status = 409, description = "Not phased, not active, or in its last phase, or changed meanwhile", body = airlift_protocol::ErrorBody),
+    )
+)]
 pub async fn advance_deployment(
     State(state): State<AppState>,
     caller: ApiCaller,
@@ -259,7 +273,21 @@ pub async fn advance_deployment(
 }
 
 /// Stop admitting devices; devices already updating finish.
-#[utoipa::path(post, path = "/api/v1/deployments/{deployment_id}/pause", tag = "deployments", params(("deployment_id" = String, Path)), security(("api_token" = [])), responses((status = 200, body = Deployment), (status = 409, body = airlift_protocol::ErrorBody)))]
+#[utoipa::path(
+    post,
+    path = "/api/v1/deployments/{deployment_id}/pause",
+    tag = "deployments",
+    params(("deployment_id" = uuid::Uuid, Path, description = "The deployment's id")),
+    security(("api_token" = [])),
+    responses(
+        (status = 200, body = Deployment),
+        (status = 400, description = "A malformed deployment id", body = airlift_protocol::ErrorBody),
+        (status = 401, description = "No API token, or an unknown or revoked one", body = airlift_protocol::ErrorBody),
+        (status = 403, description = "A viewer token: an operator or admin token is needed", body = airlift_protocol::ErrorBody),
+        (status = 404, description = "No such deployment", body = airlift_protocol::ErrorBody),
+        (status = 409, description = "Not phased, or not active, or changed meanwhile", body = airlift_protocol::ErrorBody),
+    )
+)]
 pub async fn pause_deployment(
     State(state): State<AppState>,
     caller: ApiCaller,
@@ -270,7 +298,21 @@ pub async fn pause_deployment(
 
 /// Go on after a pause; the failures seen so far no longer count for the
 /// circuit breaker.
-#[utoipa::path(post, path = "/api/v1/deployments/{deployment_id}/resume", tag = "deployments", params(("deployment_id" = String, Path)), security(("api_token" = [])), responses((status = 200, body = Deployment), (status = 409, body = airlift_protocol::ErrorBody)))]
+#[utoipa::path(
+    post,
+    path = "/api/v1/deployments/{deployment_id}/resume",
+    tag = "deployments",
+    params(("deployment_id" = uuid::Uuid, Path, description = "The deployment's id")),
+    security(("api_token" = [])),
+    responses(
+        (status = 200, body = Deployment),
+        (status = 400, description = "A malformed deployment id", body = airlift_protocol::ErrorBody),
+        (status = 401, description = "No API token, or an unknown or revoked one", body = airlift_protocol::ErrorBody),
+        (status = 403, description = "A viewer token: an operator or admin token is needed", body = airlift_protocol::ErrorBody),
+        (status = 404, description = "No such deployment", body = airlift_protocol::ErrorBody),
+        (status = 409, description = "Not phased, or not paused, or changed meanwhile", body = airlift_protocol::ErrorBody),
+    )
+)]
 pub async fn resume_deployment(
     State(state): State<AppState>,
     caller: ApiCaller,
@@ -280,7 +322,21 @@ pub async fn resume_deployment(
 }
 
 /// End the rollout: devices not yet done are never offered it.
-#[utoipa::path(post, path = "/api/v1/deployments/{deployment_id}/abort", tag = "deployments", params(("deployment_id" = String, Path)), security(("api_token" = [])), responses((status = 200, body = Deployment), (status = 409, body = airlift_protocol::ErrorBody)))]
+#[utoipa::path(
+    post,
+    path = "/api/v1/deployments/{deployment_id}/abort",
+    tag = "deployments",
+    params(("deployment_id" = uuid::Uuid, Path, description = "The deployment's id")),
+    security(("api_token" = [])),
+    responses(
+        (status = 200, body = Deployment),
+        (status = 400, description = "A malformed deployment id", body = airlift_protocol::ErrorBody),
+        (status = 401, description = "No API token, or an unknown or revoked one", body = airlift_protocol::ErrorBody),
+        (status = 403, description = "A viewer token: an operator or admin token is needed", body = airlift_protocol::ErrorBody),
+        (status = 404, description = "No such deployment", body = airlift_protocol::ErrorBody),
+        (status = 409, description = "Not phased, or neither active nor paused, or changed meanwhile", body = airlift_protocol::ErrorBody),
+    )
+)]
 pub async fn abort_deployment(
     State(state): State<AppState>,
     caller: ApiCaller,

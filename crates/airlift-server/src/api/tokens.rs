@@ -13,7 +13,16 @@ use axum::Json;
 use chrono::Utc;
 
 /// Who the calling token is: its id, name and role. Any role may ask.
-#[utoipa::path(get, path = "/api/v1/whoami", tag = "tokens", security(("api_token" = [])), responses((status = 200, body = ApiToken), (status = 401, body = airlift_protocol::ErrorBody)))]
+#[utoipa::path(
+    get,
+    path = "/api/v1/whoami",
+    tag = "tokens",
+    security(("api_token" = [])),
+    responses(
+        (status = 200, body = ApiToken),
+        (status = 401, description = "No API token, or an unknown or revoked one", body = airlift_protocol::ErrorBody),
+    )
+)]
 pub async fn whoami(State(state): State<AppState>, caller: ApiCaller) -> ApiResult<Json<ApiToken>> {
     let tokens = state.store().list_api_tokens().await?;
     tokens
@@ -24,7 +33,21 @@ pub async fn whoami(State(state): State<AppState>, caller: ApiCaller) -> ApiResu
 }
 
 /// Create an API token (admin only). The secret is in this answer only.
-#[utoipa::path(post, path = "/api/v1/tokens", tag = "tokens", request_body = CreateTokenRequest, security(("api_token" = [])), responses((status = 201, body = CreatedToken), (status = 403, body = airlift_protocol::ErrorBody)))]
+#[utoipa::path(
+    post,
+    path = "/api/v1/tokens",
+    tag = "tokens",
+    request_body = CreateTokenRequest,
+    security(("api_token" = [])),
+    responses(
+        (status = 201, description = "Created; the secret is shown only now", body = CreatedToken),
+        (status = 400, description = "A body that is not a CreateTokenRequest in JSON, or holds a NUL character", body = airlift_protocol::ErrorBody),
+        (status = 401, description = "No API token, or an unknown or revoked one", body = airlift_protocol::ErrorBody),
+        (status = 403, description = "Not an admin token", body = airlift_protocol::ErrorBody),
+        (status = 413, description = "The body is over 1 MiB", body = airlift_protocol::ErrorBody),
+        (status = 422, description = "A name that is empty or longer than 128 bytes", body = airlift_protocol::ErrorBody),
+    )
+)]
 pub async fn create_token(
     State(state): State<AppState>,
     caller: ApiCaller,
@@ -60,7 +83,17 @@ pub async fn create_token(
 }
 
 /// List API tokens (admin only), without secrets.
-#[utoipa::path(get, path = "/api/v1/tokens", tag = "tokens", security(("api_token" = [])), responses((status = 200, body = Vec<ApiToken>)))]
+#[utoipa::path(
+    get,
+    path = "/api/v1/tokens",
+    tag = "tokens",
+    security(("api_token" = [])),
+    responses(
+        (status = 200, body = Vec<ApiToken>),
+        (status = 401, description = "No API token, or an unknown or revoked one", body = airlift_protocol::ErrorBody),
+        (status = 403, description = "Not an admin token", body = airlift_protocol::ErrorBody),
+    )
+)]
 pub async fn list_tokens(
     State(state): State<AppState>,
     caller: ApiCaller,
@@ -70,7 +103,21 @@ pub async fn list_tokens(
 }
 
 /// Revoke an API token (admin only).
-#[utoipa::path(delete, path = "/api/v1/tokens/{token_id}", tag = "tokens", params(("token_id" = String, Path)), security(("api_token" = [])), responses((status = 204), (status = 404, body = airlift_protocol::ErrorBody)))]
+#[utoipa::path(
+    delete,
+    path = "/api/v1/tokens/{token_id}",
+    tag = "tokens",
+    params(("token_id" = uuid::Uuid, Path, description = "The token's id")),
+    security(("api_token" = [])),
+    responses(
+        (status = 204, description = "Revoked"),
+        (status = 400, description = "A malformed token id", body = airlift_protocol::ErrorBody),
+        (status = 401, description = "No API token, or an unknown or revoked one", body = airlift_protocol::ErrorBody),
+        (status = 403, description = "Not an admin token", body = airlift_protocol::ErrorBody),
+        (status = 404, description = "No such token", body = airlift_protocol::ErrorBody),
+        (status = 409, description = "The last admin token: create another admin token first", body = airlift_protocol::ErrorBody),
+    )
+)]
 pub async fn delete_token(
     State(state): State<AppState>,
     caller: ApiCaller,

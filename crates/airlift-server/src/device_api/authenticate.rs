@@ -7,7 +7,11 @@ use airlift_protocol::management::Device;
 use airlift_protocol::state::DeviceStatus;
 use airlift_protocol::DeviceId;
 use axum::body::Bytes;
-use axum::extract::State;
+use airlift_store::{DeviceFilter, PageRequest};
+use axum::extract::{ConnectInfo, State};
+use axum::Extension;
+use std::net::{IpAddr, SocketAddr};
+use crate::extract::refuse_nul_in_json;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -20,17 +24,21 @@ use std::collections::BTreeMap;
     post,
     path = "/api/device/v1/auth",
     tag = "device",
-    request_body = AuthRequest,
+    request_body(content = AuthRequest, description = "Signed as sent: the signature covers these exact bytes"),
     params(("x-airlift-signature" = String, Header, description = "base64 Ed25519 signature of the exact body bytes")),
     responses(
         (status = 200, description = "Accepted: a token", body = AuthResponse),
         (status = 202, description = "Pending an operator's decision", body = AuthResponse),
+        (status = 400, description = "A body that is not an AuthRequest in JSON, a public key that is not Ed25519 SPKI PEM, an empty or oversized identity, a nonce not of 16–128 characters, a NUL character", body = airlift_protocol::ErrorBody),
+        (status = 401, description = "No signature header, a bad signature, a stale timestamp or a replayed nonce", body = airlift_protocol::ErrorBody),
         (status = 403, description = "Rejected or decommissioned", body = AuthResponse),
-        (status = 401, description = "Bad signature, stale timestamp or replayed nonce", body = airlift_protocol::ErrorBody),
+        (status = 413, description = "The body is over 64 KiB", body = airlift_protocol::ErrorBody),
+        (status = 429, description = "A device never seen before, while its address has made too many first contacts lately or the admission queue is full", body = airlift_protocol::ErrorBody, headers(("Retry-After" = u64, description = "Seconds to wait before trying again"))),
     )
 )]
 pub async fn authenticate(
     State(state): State<AppState>,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
     headers: HeaderMap,
     body: Bytes,
 ) -> ApiResult<Response> {
@@ -44,6 +52,7 @@ pub async fn authenticate(
         parse_public_key(&request.public_key).map_err(|e| ApiError::bad_request(e.to_string()))?;
     verify_body(&key, &body, signature).map_err(|e| ApiError::Unauthorized(e.to_string()))?;
     validate_identity(&request.identity)?;
+    refuse_nul_in_json(&body)?;
 
     let now = Utc::now();
     if (now.timestamp() - request.timestamp).abs() > MAX_CLOCK_SKEW_SECS {
@@ -73,6 +82,7 @@ pub async fn authenticate(
     let device = match state.store().device_by_public_key(&public_key).await? {
         Some(device) => device,
         None => {
+            admit_newcomer(&state, peer.map(|Extension(ConnectInfo(peer))| peer.ip())).await?;
             let device = Device {
                 id: DeviceId::new(),
                 status: DeviceStatus::Pending,
@@ -140,6 +150,23 @@ pub async fn authenticate(
         )
             .into_response(),
     })
+}
+
+/// Refuses a device never seen before when its address has made too many
+/// first contacts lately, or the admission queue is full.
+async fn admit_newcomer(state: &AppState, peer: Option<IpAddr>) -> ApiResult<()> {
+    if let (Some(limiter), Some(peer)) = (state.first_contacts(), peer) {
+        limiter.check(peer)?;
+    }
+    let pending = DeviceFilter {
+        status: Some(DeviceStatus::Pending),
+        ..DeviceFilter::default()
+    };
+    let (_, waiting) = state
+        .store()
+        .list_devices(&pending, PageRequest { page: 1, per_page: 1 })
+        .await?;
+    crate::admission::check_queue(&state.settings().admission, waiting)
 }
 
 fn pending(device_id: DeviceId) -> Response {

@@ -3,9 +3,12 @@ use crate::error::{ApiError, ApiResult};
 use crate::extract::ApiJson;
 use crate::rollout;
 use crate::state::AppState;
-use airlift_protocol::device::{download_path, CheckInResponse, Inventory, UpdateOffer};
+use airlift_protocol::device::{
+    download_path, CheckInResponse, Inventory, UpdateOffer, MAX_DEVICE_TYPE, MAX_INVENTORY_ENTRIES,
+    MAX_INVENTORY_NAME, MAX_INVENTORY_VALUE,
+};
 use airlift_protocol::management::Device;
-use airlift_protocol::state::{DeviceStatus, UpdateState};
+use airlift_protocol::state::UpdateState;
 use airlift_protocol::strategy::Strategy;
 use airlift_store::{DeploymentRecord, DeviceRecord, PackageRecord};
 use axum::extract::State;
@@ -23,7 +26,9 @@ use chrono::{DateTime, Utc};
     security(("device_token" = [])),
     responses(
         (status = 200, body = CheckInResponse),
-        (status = 401, description = "Token expired or device no longer accepted: authenticate again", body = airlift_protocol::ErrorBody),
+        (status = 400, description = "A body that is not an Inventory in JSON, a device type not of 1–128 bytes, more than 256 entries in a map or names and values too long, a NUL character", body = airlift_protocol::ErrorBody),
+        (status = 401, description = "No device token, an invalid or expired one, or the device is no longer accepted: authenticate again", body = airlift_protocol::ErrorBody),
+        (status = 413, description = "The body is over 64 KiB", body = airlift_protocol::ErrorBody),
     )
 )]
 pub async fn check_in(
@@ -35,13 +40,7 @@ pub async fn check_in(
     let now = Utc::now();
     let store = state.store();
     let caches = state.caches();
-    let record = caches
-        .device(store, caller.device_id)
-        .await?
-        .filter(|r| r.device.status == DeviceStatus::Accepted)
-        .ok_or_else(|| {
-            ApiError::Unauthorized("device is not accepted any more; authenticate again".into())
-        })?;
+    let record = caller.record;
     let id = record.device.id;
     let digest = airlift_store::inventory_digest(&inventory)?;
     if record.inventory_sha256 == Some(digest) {
@@ -184,21 +183,21 @@ fn offer(
 }
 
 fn validate_inventory(inventory: &Inventory) -> ApiResult<()> {
-    if inventory.device_type.is_empty() || inventory.device_type.len() > 128 {
-        return Err(ApiError::bad_request(
-            "device_type must be 1–128 characters",
-        ));
+    if inventory.device_type.is_empty() || inventory.device_type.len() > MAX_DEVICE_TYPE {
+        return Err(ApiError::bad_request(format!(
+            "device_type must be 1–{MAX_DEVICE_TYPE} bytes"
+        )));
     }
     let too_big = |map: &std::collections::BTreeMap<String, String>| {
-        map.len() > 256
-            || map
-                .iter()
-                .any(|(k, v)| k.is_empty() || k.len() > 128 || v.len() > 1024)
+        map.len() > MAX_INVENTORY_ENTRIES
+            || map.iter().any(|(k, v)| {
+                k.is_empty() || k.len() > MAX_INVENTORY_NAME || v.len() > MAX_INVENTORY_VALUE
+            })
     };
     if too_big(&inventory.installed) || too_big(&inventory.attributes) {
-        return Err(ApiError::bad_request(
-            "installed and attributes: at most 256 entries each, names of 1–128 bytes, values up to 1024 bytes",
-        ));
+        return Err(ApiError::bad_request(format!(
+            "installed and attributes: at most {MAX_INVENTORY_ENTRIES} entries each, names of 1–{MAX_INVENTORY_NAME} bytes, values up to {MAX_INVENTORY_VALUE} bytes"
+        )));
     }
     Ok(())
 }

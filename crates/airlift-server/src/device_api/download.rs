@@ -16,13 +16,20 @@ use axum::response::Response;
     get,
     path = "/api/device/v1/deployments/{deployment_id}/download",
     tag = "device",
-    params(("deployment_id" = String, Path, description = "The deployment of the offer")),
+    params(
+        ("deployment_id" = uuid::Uuid, Path, description = "The deployment of the offer"),
+        ("Range" = Option<String>, Header, nullable = false, description = "One byte range, `bytes=START-END` (RFC 9110); a header the server cannot read, or several ranges, get the whole package"),
+        ("If-Range" = Option<String>, Header, nullable = false, description = "The ETag of an earlier answer: the Range applies only if the package is still that one"),
+    ),
     security(("device_token" = [])),
     responses(
-        (status = 200, description = "The whole package", content_type = "application/octet-stream"),
-        (status = 206, description = "The requested range", content_type = "application/octet-stream"),
+        (status = 200, description = "The whole package", content_type = "application/octet-stream", body = inline(crate::openapi::PackageFile), headers(("ETag" = String, description = "The package's SHA-256, quoted: the validator for If-Range"), ("Accept-Ranges" = String, description = "bytes"))),
+        (status = 206, description = "The requested range", content_type = "application/octet-stream", body = inline(crate::openapi::PackageFile), headers(("ETag" = String, description = "The package's SHA-256, quoted: the validator for If-Range"), ("Accept-Ranges" = String, description = "bytes"), ("Content-Range" = String, description = "bytes START-END/SIZE"))),
+        (status = 400, description = "A malformed deployment id", body = airlift_protocol::ErrorBody),
+        (status = 401, description = "No device token, an invalid or expired one, or the device is no longer accepted: authenticate again", body = airlift_protocol::ErrorBody),
         (status = 404, description = "Not offered to this device", body = airlift_protocol::ErrorBody),
-        (status = 410, description = "The deployment was cancelled: stop, do not retry", body = airlift_protocol::ErrorBody),
+        (status = 410, description = "The deployment was cancelled or aborted, this device's update in it is finished, or its package was deleted: stop, do not retry", body = airlift_protocol::ErrorBody),
+        (status = 416, description = "The range lies outside the package", body = airlift_protocol::ErrorBody, headers(("Content-Range" = String, description = "bytes */SIZE"))),
     )
 )]
 pub async fn download(

@@ -16,13 +16,16 @@ use chrono::Utc;
     post,
     path = "/api/device/v1/deployments/{deployment_id}/status",
     tag = "device",
-    params(("deployment_id" = String, Path, description = "The deployment being reported on")),
+    params(("deployment_id" = uuid::Uuid, Path, description = "The deployment being reported on")),
     request_body = StatusReport,
     security(("device_token" = [])),
     responses(
         (status = 200, body = StatusAck),
+        (status = 400, description = "A malformed deployment id, a body that is not a StatusReport in JSON, a state devices do not report, progress done beyond its total, a NUL character", body = airlift_protocol::ErrorBody),
+        (status = 401, description = "No device token, an invalid or expired one, or the device is no longer accepted: authenticate again", body = airlift_protocol::ErrorBody),
         (status = 404, description = "This device is not in that deployment", body = airlift_protocol::ErrorBody),
         (status = 410, description = "The deployment was cancelled", body = airlift_protocol::ErrorBody),
+        (status = 413, description = "The body is over 64 KiB", body = airlift_protocol::ErrorBody),
     )
 )]
 pub async fn report_status(

@@ -3,10 +3,9 @@
 //! server shuts down.
 
 use crate::auth::DeviceCaller;
-use crate::error::{ApiError, ApiResult};
+use crate::error::ApiResult;
 use crate::state::AppState;
 use airlift_protocol::push::{Nudge, KEEPALIVE_SECS, NUDGE_EVENT};
-use airlift_protocol::state::DeviceStatus;
 use axum::extract::State;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use futures::{Stream, StreamExt};
@@ -25,22 +24,14 @@ use std::time::Duration;
     tag = "device",
     security(("device_token" = [])),
     responses(
-        (status = 200, description = "A stream of server-sent events", content_type = "text/event-stream", body = airlift_protocol::push::Nudge),
-        (status = 401, description = "Token expired or device no longer accepted: authenticate again", body = airlift_protocol::ErrorBody),
+        (status = 200, description = "A stream of server-sent events, each a nudge (the schema is one event's)", content_type = "text/event-stream", body = crate::openapi::NudgeEvent),
+        (status = 401, description = "No device token, an invalid or expired one, or the device is no longer accepted: authenticate again", body = airlift_protocol::ErrorBody),
     )
 )]
 pub async fn push(
     State(state): State<AppState>,
     caller: DeviceCaller,
 ) -> ApiResult<Sse<impl Stream<Item = Result<Event, Infallible>>>> {
-    state
-        .caches()
-        .device(state.store(), caller.device_id)
-        .await?
-        .filter(|r| r.device.status == DeviceStatus::Accepted)
-        .ok_or_else(|| {
-            ApiError::Unauthorized("device is not accepted any more; authenticate again".into())
-        })?;
     let (registration, nudges) = state.push().register(caller.device_id);
     let token_left = caller.expires_at - chrono::Utc::now().timestamp();
     let expired = tokio::time::sleep(Duration::from_secs(token_left.max(0) as u64));

@@ -65,6 +65,7 @@ pub struct TestServer {
     pub signer: SigningKey,
     pub backend: Backend,
     child: Child,
+    extra: Vec<String>,
     pub client: Client,
 }
 
@@ -82,6 +83,7 @@ impl TestServer {
         let mut server = Self {
             url: String::new(),
             child: spawn(&dir, &backend, None, extra),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
             dir,
             signer,
             backend,
@@ -96,7 +98,8 @@ impl TestServer {
         self.child.kill().expect("kill -9");
         let _ = self.child.wait();
         let port = self.url.rsplit(':').next().map(str::to_owned);
-        self.child = spawn(&self.dir, &self.backend, port.as_deref(), &[]);
+        let extra: Vec<&str> = self.extra.iter().map(String::as_str).collect();
+        self.child = spawn(&self.dir, &self.backend, port.as_deref(), &extra);
         self.url = wait_ready(&mut self.child);
     }
 }
@@ -270,10 +273,28 @@ pub fn build_package(
     device_type: &str,
     security_version: u64,
 ) -> Vec<u8> {
-    let image: Vec<u8> = (0..300_000u32)
+    build_package_sized(key, name, version, device_type, security_version, 300_000)
+}
+
+/// A package whose image is `image_bytes` long and stored uncompressed, so
+/// the file is about that large.
+pub fn build_package_sized(
+    key: &SigningKey,
+    name: &str,
+    version: &str,
+    device_type: &str,
+    security_version: u64,
+    image_bytes: u32,
+) -> Vec<u8> {
+    let image: Vec<u8> = (0..image_bytes)
         .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
         .collect();
-    let spec = PayloadSpec::new(PayloadType::Image, "rootfs", Compression::Zstd);
+    let compression = if image_bytes > 1_000_000 {
+        Compression::None
+    } else {
+        Compression::Zstd
+    };
+    let spec = PayloadSpec::new(PayloadType::Image, "rootfs", compression);
     let mut stored = Vec::new();
     let entry =
         encode_payload(&image[..], &spec, &EncodeOptions::default(), &mut stored).expect("encode");
@@ -463,4 +484,26 @@ pub async fn accepted_device(server: &TestServer, serial: &str, device_type: &st
 
 pub fn data_dir(server: &TestServer) -> PathBuf {
     server.dir.path().join("data")
+}
+
+impl TestServer {
+    /// The value of one sample in `/metrics`, e.g.
+    /// `airlift_connections_refused_total{reason="limit"}`; 0 when absent.
+    pub async fn metric(&self, sample: &str) -> f64 {
+        let text = self
+            .client
+            .get(format!("{}/metrics", self.url))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("metrics text");
+        text.lines()
+            .find_map(|line| {
+                let (name, value) = line.rsplit_once(' ')?;
+                (name == sample).then(|| value.parse().ok()).flatten()
+            })
+            .unwrap_or(0.0)
+    }
 }

@@ -31,3 +31,64 @@ async fn missing_directory_is_a_setup_error() {
         "{error}"
     );
 }
+
+/// PostgreSQL only: a statement that runs past the store's statement
+/// timeout — here one waiting on a lock another session holds — is
+/// cancelled by the database, reported as `Unavailable`, and gives its
+/// connection back, so the pool does not run dry behind it.
+#[tokio::test]
+async fn a_statement_past_its_timeout_is_cancelled_and_the_store_goes_on() {
+    use sqlx::Connection;
+    let Ok(base) = std::env::var(crate::support::POSTGRES_URL_VAR) else {
+        eprintln!("PostgreSQL not tested");
+        return;
+    };
+    let mut admin = sqlx::PgConnection::connect(&base)
+        .await
+        .expect("PostgreSQL is reachable");
+    let schema = format!("t_{}", uuid::Uuid::new_v4().simple());
+    sqlx::raw_sql(&format!("CREATE SCHEMA {schema}"))
+        .execute(&mut admin)
+        .await
+        .expect("schema");
+    let separator = if base.contains('?') { '&' } else { '?' };
+    let url = format!("{base}{separator}options=-csearch_path%3D{schema}");
+    let options = airlift_store::OpenOptions {
+        statement_timeout: std::time::Duration::from_millis(300),
+    };
+    let store = airlift_store::open_with(&DatabaseUrl::parse(&url).expect("url"), options)
+        .await
+        .expect("open");
+    let mut locker = sqlx::PgConnection::connect(&url).await.expect("connect");
+    sqlx::raw_sql("BEGIN; LOCK TABLE devices IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut locker)
+        .await
+        .expect("lock");
+    let filter = airlift_store::DeviceFilter::default();
+    let page = airlift_store::PageRequest {
+        page: 1,
+        per_page: 10,
+    };
+    // More waits than the pool has connections: each must give its back.
+    for _ in 0..12 {
+        let started = std::time::Instant::now();
+        let error = store
+            .list_devices(&filter, page)
+            .await
+            .expect_err("the table is locked");
+        assert!(matches!(error, StoreError::Unavailable(_)), "{error:?}");
+        assert!(started.elapsed() < std::time::Duration::from_secs(3));
+    }
+    sqlx::raw_sql("ROLLBACK")
+        .execute(&mut locker)
+        .await
+        .expect("unlock");
+    let (devices, total) = store.list_devices(&filter, page).await.expect("answers again");
+    assert!(devices.is_empty() && total == 0);
+    drop(store);
+    drop(locker);
+    sqlx::raw_sql(&format!("DROP SCHEMA {schema} CASCADE"))
+        .execute(&mut admin)
+        .await
+        .expect("drop schema");
+}
