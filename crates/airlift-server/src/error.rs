@@ -173,3 +173,35 @@ fn source_chain<'a>(
 ) -> impl Iterator<Item = &'a (dyn std::error::Error + 'static)> {
     std::iter::successors(Some(error), |e| e.source())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_disk_is_507_with_words_and_other_failures_stay_500() {
+        let full = ApiError::io(std::io::Error::from_raw_os_error(28));
+        let response = full.into_response();
+        assert_eq!(response.status(), StatusCode::INSUFFICIENT_STORAGE);
+        let quota = ApiError::io(std::io::Error::from(std::io::ErrorKind::StorageFull));
+        assert!(matches!(quota, ApiError::InsufficientStorage(_)));
+        let other = ApiError::io(std::io::Error::from(std::io::ErrorKind::PermissionDenied));
+        assert!(matches!(other, ApiError::Internal(_)));
+        let database = ApiError::from(StoreError::Full("SQLITE_FULL".into()));
+        assert_eq!(
+            database.into_response().status(),
+            StatusCode::INSUFFICIENT_STORAGE
+        );
+    }
+
+    #[test]
+    fn an_unavailable_database_says_when_to_try_again() {
+        let response =
+            ApiError::from(StoreError::Unavailable("pool timed out".into())).into_response();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            response.headers().get(axum::http::header::RETRY_AFTER),
+            Some(&axum::http::HeaderValue::from_static("5"))
+        );
+    }
+}
