@@ -95,7 +95,10 @@ mod tests {
         let ApiError::TooManyRequests(wait, _) = refused else {
             panic!("429 expected, got {refused:?}");
         };
-        assert!((1..=21).contains(&wait), "a third of a minute at most: {wait}");
+        assert!(
+            (1..=21).contains(&wait),
+            "a third of a minute at most: {wait}"
+        );
         limiter.check(b).expect("another address is not held back");
     }
 

@@ -178,9 +178,7 @@ impl FromRequestParts<AppState> for DeviceCaller {
             .await?
             .filter(|r| r.device.status == DeviceStatus::Accepted)
             .ok_or_else(|| {
-                ApiError::Unauthorized(
-                    "device is not accepted any more; authenticate again".into(),
-                )
+                ApiError::Unauthorized("device is not accepted any more; authenticate again".into())
             })?;
         Ok(DeviceCaller {
             device_id: token.device_id,
@@ -203,11 +201,12 @@ fn verify_device_token(token: &str, state: &AppState) -> Result<VerifiedToken, A
     let mut validation = Validation::new(Algorithm::HS256);
     validation.set_audience(&[DEVICE_AUDIENCE]);
     validation.leeway = DEVICE_TOKEN_LEEWAY_SECS;
-    let data = jsonwebtoken::decode::<DeviceClaims>(token, &keys.decoding, &validation).map_err(
-        |e| ApiError::Unauthorized(format!("device token refused ({e}); authenticate again")),
-    )?;
-    let longest = state.settings().device_token_ttl.as_secs() as i64
-        + DEVICE_TOKEN_LEEWAY_SECS as i64;
+    let data =
+        jsonwebtoken::decode::<DeviceClaims>(token, &keys.decoding, &validation).map_err(|e| {
+            ApiError::Unauthorized(format!("device token refused ({e}); authenticate again"))
+        })?;
+    let longest =
+        state.settings().device_token_ttl.as_secs() as i64 + DEVICE_TOKEN_LEEWAY_SECS as i64;
     if data.claims.exp.saturating_sub(now) > longest
         || data.claims.exp.saturating_sub(data.claims.iat) > longest
     {

@@ -2,8 +2,8 @@
 //! `AIRLIFT_*` environment → flags, then a validated [`Config`]. Loading
 //! has no side effects; secrets never show in `Debug`.
 
-use airlift_protocol::push::{MqttBroker, DEFAULT_TOPIC_PREFIX};
 use crate::listen::ConnectionLimits;
+use airlift_protocol::push::{MqttBroker, DEFAULT_TOPIC_PREFIX};
 use airlift_store::DatabaseUrl;
 use clap::Parser;
 use serde::Deserialize;

@@ -240,12 +240,18 @@ mod tests {
     fn a_nul_anywhere_in_json_is_refused_by_its_field() {
         let error = refuse_nul_in_json(br#"{"attributes":{"site":"a\u0000b"}}"#)
             .expect_err("a NUL in a value");
-        assert!(error.to_string().starts_with("attributes.site: "), "{error}");
+        assert!(
+            error.to_string().starts_with("attributes.site: "),
+            "{error}"
+        );
         let error = refuse_nul_in_json(br#"{"tags":["ok","x\u0000"]}"#).expect_err("in a list");
         assert!(error.to_string().starts_with("tags[1]: "), "{error}");
         let error = refuse_nul_in_json(br#"{"identity":{"k\u0000":"v"}}"#).expect_err("in a key");
         assert!(error.to_string().starts_with("identity.k\\0: "), "{error}");
-        assert!(refuse_nul_in_json(br#"{"path":"C:\\u0000"}"#).is_ok(), "an escaped backslash, then u0000");
+        assert!(
+            refuse_nul_in_json(br#"{"path":"C:\\u0000"}"#).is_ok(),
+            "an escaped backslash, then u0000"
+        );
         assert!(refuse_nul_in_json(br#"{"name":"plain"}"#).is_ok());
     }
     use axum::http::{header::CONTENT_TYPE, HeaderMap, HeaderValue};

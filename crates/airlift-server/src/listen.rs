@@ -157,8 +157,7 @@ pub async fn serve_connections(
             let transport: Box<dyn TransportBox> = match tls {
                 None => Box::new(stream),
                 Some(acceptor) => {
-                    match tokio::time::timeout(limits.idle_timeout, acceptor.accept(stream)).await
-                    {
+                    match tokio::time::timeout(limits.idle_timeout, acceptor.accept(stream)).await {
                         Ok(Ok(tls)) => Box::new(tls),
                         Ok(Err(error)) => {
                             tracing::debug!(%error, %peer, "TLS handshake failed");
@@ -267,7 +266,13 @@ pub fn tls_acceptor(
     let mut config = rustls::ServerConfig::builder()
         .with_no_client_auth()
         .with_single_cert(chain, private)
-        .map_err(|e| TlsError(format!("certificate {} and key {}: {e}", cert.display(), key.display())))?;
+        .map_err(|e| {
+            TlsError(format!(
+                "certificate {} and key {}: {e}",
+                cert.display(),
+                key.display()
+            ))
+        })?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
 }

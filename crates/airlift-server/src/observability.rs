@@ -72,7 +72,9 @@ pub struct Check {
 }
 
 impl Check {
-    fn of<E: std::fmt::Display>(result: Result<Result<(), E>, tokio::time::error::Elapsed>) -> Self {
+    fn of<E: std::fmt::Display>(
+        result: Result<Result<(), E>, tokio::time::error::Elapsed>,
+    ) -> Self {
         let error = match result {
             Ok(Ok(())) => None,
             Ok(Err(error)) => Some(error.to_string()),

@@ -51,9 +51,8 @@ pub async fn upload_package(
     let verified = blobs::verify(&spooled.path, trust).await?;
     let manifest = &verified.manifest;
     let manifest_json = serde_json::to_value(manifest).map_err(ApiError::internal)?;
-    crate::extract::refuse_nul("manifest", &manifest_json).map_err(|e| {
-        ApiError::Unprocessable("package_refused", format!("package refused: {e}"))
-    })?;
+    crate::extract::refuse_nul("manifest", &manifest_json)
+        .map_err(|e| ApiError::Unprocessable("package_refused", format!("package refused: {e}")))?;
 
     let id = PackageId::new();
     let key = blobs::package_key(id);

@@ -127,7 +127,13 @@ mod tests {
         removed.sort();
         assert_eq!(removed, vec![old_staging.clone(), old_spool.clone()]);
         assert_eq!(swept.bytes, 2 * b"partial".len() as u64);
-        for kept in [&fresh_spool, &other_in_spool, &fresh_staging, &package, &odd_name] {
+        for kept in [
+            &fresh_spool,
+            &other_in_spool,
+            &fresh_staging,
+            &package,
+            &odd_name,
+        ] {
             assert!(kept.exists(), "{} must stay", kept.display());
         }
         assert!(!old_spool.exists() && !old_staging.exists());
@@ -136,7 +142,11 @@ mod tests {
     #[test]
     fn missing_directories_are_nothing_to_sweep() {
         let root = tempfile::tempdir().expect("tempdir");
-        let swept = sweep(&root.path().join("a"), &root.path().join("b"), SystemTime::now());
+        let swept = sweep(
+            &root.path().join("a"),
+            &root.path().join("b"),
+            SystemTime::now(),
+        );
         assert_eq!(swept, Swept::default());
     }
 }

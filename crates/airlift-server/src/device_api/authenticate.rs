@@ -1,22 +1,22 @@
 use crate::auth::issue_device_token;
 use crate::error::{ApiError, ApiResult};
+use crate::extract::refuse_nul_in_json;
 use crate::state::AppState;
 use airlift_protocol::auth::{parse_public_key, public_key_pem, verify_body, MAX_CLOCK_SKEW_SECS};
 use airlift_protocol::device::{AuthRequest, AuthResponse, SIGNATURE_HEADER};
 use airlift_protocol::management::Device;
 use airlift_protocol::state::DeviceStatus;
 use airlift_protocol::DeviceId;
-use axum::body::Bytes;
 use airlift_store::{DeviceFilter, PageRequest};
+use axum::body::Bytes;
 use axum::extract::{ConnectInfo, State};
-use axum::Extension;
-use std::net::{IpAddr, SocketAddr};
-use crate::extract::refuse_nul_in_json;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
+use axum::Extension;
 use axum::Json;
 use chrono::{Duration, Utc};
 use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
 
 /// Authenticate a device: a request signed with its key, answered with a
 /// token (accepted), `pending` (202) or `rejected` (403).
@@ -164,7 +164,13 @@ async fn admit_newcomer(state: &AppState, peer: Option<IpAddr>) -> ApiResult<()>
     };
     let (_, waiting) = state
         .store()
-        .list_devices(&pending, PageRequest { page: 1, per_page: 1 })
+        .list_devices(
+            &pending,
+            PageRequest {
+                page: 1,
+                per_page: 1,
+            },
+        )
         .await?;
     crate::admission::check_queue(&state.settings().admission, waiting)
 }

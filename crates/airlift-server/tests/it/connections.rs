@@ -24,17 +24,13 @@ fn time_until_closed(socket: TcpStream, within: Duration) -> Duration {
 
 /// Reads until the server closes the socket; how long after `started`.
 fn closed_since(mut socket: TcpStream, started: Instant, within: Duration) -> Duration {
-    socket
-        .set_read_timeout(Some(within))
-        .expect("read timeout");
+    socket.set_read_timeout(Some(within)).expect("read timeout");
     let mut buffer = [0u8; 64 * 1024];
     loop {
         match socket.read(&mut buffer) {
             Ok(0) => return started.elapsed(),
             Ok(_) => continue,
-            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {
-                return started.elapsed()
-            }
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return started.elapsed(),
             Err(e) => panic!(
                 "the server kept the socket open for {:?}: {e}",
                 started.elapsed()
@@ -101,11 +97,10 @@ async fn a_connection_past_the_limit_is_closed_at_once_and_the_server_recovers()
     // Accepted in order: give the server a moment to take all eight.
     tokio::time::sleep(Duration::from_millis(300)).await;
     let one_more = TcpStream::connect(&addr).expect("the kernel still accepts");
-    let took = tokio::task::spawn_blocking(move || {
-        time_until_closed(one_more, Duration::from_secs(5))
-    })
-    .await
-    .expect("socket");
+    let took =
+        tokio::task::spawn_blocking(move || time_until_closed(one_more, Duration::from_secs(5)))
+            .await
+            .expect("socket");
     assert!(took < Duration::from_secs(2), "closed after {took:?}");
     drop(held);
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -126,11 +121,7 @@ async fn a_connection_past_the_limit_is_closed_at_once_and_the_server_recovers()
 
 #[tokio::test]
 async fn a_download_nobody_reads_is_closed_after_the_write_timeout() {
-    let server = TestServer::start_with(
-        Backend::Sqlite,
-        &["--write-timeout", "1"],
-    )
-    .await;
+    let server = TestServer::start_with(Backend::Sqlite, &["--write-timeout", "1"]).await;
     let file = build_package_sized(&server.signer, "big", "1.0.0", "pi4", 0, 48 << 20);
     let uploaded = server
         .client

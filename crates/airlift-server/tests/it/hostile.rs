@@ -81,7 +81,12 @@ async fn a_nul_character_is_refused_by_name_on_both_databases() {
             .admin_post("/tokens", json!({"name": "a\u{0}b", "role": "viewer"}))
             .await;
         let body = json_status(refused, StatusCode::BAD_REQUEST).await;
-        assert!(body["message"].as_str().is_some_and(|m| m.starts_with("name: ")), "{body}");
+        assert!(
+            body["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("name: ")),
+            "{body}"
+        );
 
         let filtered = server
             .client
@@ -91,7 +96,10 @@ async fn a_nul_character_is_refused_by_name_on_both_databases() {
             .await
             .expect("list");
         let body = json_status(filtered, StatusCode::BAD_REQUEST).await;
-        assert!(body["message"].as_str().is_some_and(|m| m.contains("tag")), "{body}");
+        assert!(
+            body["message"].as_str().is_some_and(|m| m.contains("tag")),
+            "{body}"
+        );
 
         let (package, _) = server.upload("os", "2.0.0", "pi4").await;
         let refused = server
@@ -102,7 +110,9 @@ async fn a_nul_character_is_refused_by_name_on_both_databases() {
             .await;
         let body = json_status(refused, StatusCode::BAD_REQUEST).await;
         assert!(
-            body["message"].as_str().is_some_and(|m| m.starts_with("target.tag: ")),
+            body["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("target.tag: ")),
             "{body}"
         );
 
@@ -130,7 +140,11 @@ async fn a_nul_character_is_refused_by_name_on_both_databases() {
             }
             let response = server
                 .client
-                .post(format!("{}{}", server.url, airlift_protocol::device::CHECK_IN_PATH))
+                .post(format!(
+                    "{}{}",
+                    server.url,
+                    airlift_protocol::device::CHECK_IN_PATH
+                ))
                 .bearer_auth(device.token.as_deref().expect("token"))
                 .json(&device.inventory)
                 .send()
@@ -138,7 +152,9 @@ async fn a_nul_character_is_refused_by_name_on_both_databases() {
                 .expect("check-in");
             let body = json_status(response, StatusCode::BAD_REQUEST).await;
             assert!(
-                body["message"].as_str().is_some_and(|m| m.starts_with(&format!("{field}: "))),
+                body["message"]
+                    .as_str()
+                    .is_some_and(|m| m.starts_with(&format!("{field}: "))),
                 "{field}: {body}"
             );
             device.inventory = good;
@@ -182,7 +198,9 @@ async fn a_refused_device_can_neither_download_nor_report_with_the_token_it_stil
             assert_eq!(report.status(), StatusCode::UNAUTHORIZED, "{action}");
         }
         // Its failure was never counted: the deployment goes on for the other.
-        let detail = server.admin_get(&format!("/deployments/{deployment}")).await;
+        let detail = server
+            .admin_get(&format!("/deployments/{deployment}"))
+            .await;
         assert_eq!(detail["status"], "active", "{detail}");
         assert_eq!(
             other.download(&server, deployment, &[]).await.status(),
@@ -234,8 +252,15 @@ async fn new_devices_are_rate_limited_per_address_and_the_queue_is_capped() {
         let body = flood.auth_body();
         let response = server
             .client
-            .post(format!("{}{}", server.url, airlift_protocol::device::AUTH_PATH))
-            .header(airlift_protocol::device::SIGNATURE_HEADER, flood.sign(&body))
+            .post(format!(
+                "{}{}",
+                server.url,
+                airlift_protocol::device::AUTH_PATH
+            ))
+            .header(
+                airlift_protocol::device::SIGNATURE_HEADER,
+                flood.sign(&body),
+            )
             .header("content-type", "application/json")
             .body(body)
             .send()
@@ -317,7 +342,11 @@ async fn every_error_has_the_json_body_the_framework_ones_too() {
     let cases = [
         server
             .client
-            .post(format!("{}{}", server.url, airlift_protocol::device::AUTH_PATH))
+            .post(format!(
+                "{}{}",
+                server.url,
+                airlift_protocol::device::AUTH_PATH
+            ))
             .header("content-type", "application/json")
             .body(huge)
             .send()
@@ -387,8 +416,10 @@ async fn stored_setting(server: &TestServer, key: &str) -> String {
                 .await
                 .expect("setting")
         }
-        Backend::Postgres(url) => {
-            let mut conn = sqlx::PgConnection::connect(url).await.expect("connect");
+        Backend::Postgres(schema) => {
+            let mut conn = sqlx::PgConnection::connect(schema.url())
+                .await
+                .expect("connect");
             sqlx::query_scalar(query)
                 .bind(key)
                 .fetch_one(&mut conn)
@@ -416,16 +447,28 @@ async fn a_device_token_claiming_a_longer_life_than_the_server_gives_is_refused(
         let check_in = |token: String| {
             server
                 .client
-                .post(format!("{}{}", server.url, airlift_protocol::device::CHECK_IN_PATH))
+                .post(format!(
+                    "{}{}",
+                    server.url,
+                    airlift_protocol::device::CHECK_IN_PATH
+                ))
                 .bearer_auth(token)
                 .json(&device.inventory)
                 .send()
         };
         let fair = check_in(forge(now, now + 3600)).await.expect("check-in");
-        assert_eq!(fair.status(), StatusCode::OK, "a token as the server issues them");
+        assert_eq!(
+            fair.status(),
+            StatusCode::OK,
+            "a token as the server issues them"
+        );
         for (iat, exp) in [(now, now + 30 * 86_400), (now - 86_400 * 365, now + 60)] {
             let refused = check_in(forge(iat, exp)).await.expect("check-in");
-            assert_eq!(refused.status(), StatusCode::UNAUTHORIZED, "iat {iat} exp {exp}");
+            assert_eq!(
+                refused.status(),
+                StatusCode::UNAUTHORIZED,
+                "iat {iat} exp {exp}"
+            );
         }
     }
 }
@@ -459,7 +502,10 @@ async fn what_an_upload_killed_mid_way_left_is_swept_at_the_next_start() {
         for path in &leftovers {
             assert!(!path.exists(), "{} was swept", path.display());
         }
-        assert!(fresh.exists(), "an upload that may still be running is left");
+        assert!(
+            fresh.exists(),
+            "an upload that may still be running is left"
+        );
         // The packages themselves are untouched.
         let device = accepted_device(&server, "SN-SW", "pi4").await;
         let deployment = server.deploy(&package, &[&device]).await;

@@ -19,7 +19,10 @@ async fn two_instances() -> Option<(TestServer, TestServer)> {
         .into_iter()
         .find(|b| matches!(b, Backend::Postgres(_)));
     let Some(backend) = backend else {
-        eprintln!("{POSTGRES_URL_VAR} is not set: several instances not tested");
+        eprintln!(
+            "{} is not set: several instances not tested",
+            airlift_testkit::postgres::URL_VAR
+        );
         return None;
     };
     let a = TestServer::start(backend.clone()).await;

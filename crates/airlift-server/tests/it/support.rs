@@ -13,23 +13,25 @@ use airlift_protocol::device::{
 use airlift_protocol::management::Package;
 use airlift_protocol::state::UpdateState;
 use airlift_protocol::DeploymentId;
+use airlift_testkit::postgres::FreshSchema;
 use reqwest::{Client, Response, StatusCode};
 use serde_json::Value;
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
+use std::sync::Arc;
 use std::time::Duration;
 use tempfile::TempDir;
 
 pub const ADMIN_TOKEN: &str = "alt_test_admin_token_0123456789";
-pub const POSTGRES_URL_VAR: &str = "AIRLIFT_TEST_POSTGRES_URL";
 
 /// Which database a test server uses.
 #[derive(Debug, Clone)]
 pub enum Backend {
     Sqlite,
-    Postgres(String),
+    /// A schema of its own, dropped when the last clone goes.
+    Postgres(Arc<FreshSchema>),
 }
 
 impl Backend {
@@ -37,25 +39,11 @@ impl Backend {
     /// A set variable with an unreachable server fails the test.
     pub async fn all() -> Vec<Backend> {
         let mut backends = vec![Backend::Sqlite];
-        if let Ok(base) = std::env::var(POSTGRES_URL_VAR) {
-            backends.push(Backend::Postgres(fresh_schema(&base).await));
+        if let Some(schema) = FreshSchema::create("srv") {
+            backends.push(Backend::Postgres(Arc::new(schema)));
         }
         backends
     }
-}
-
-async fn fresh_schema(base: &str) -> String {
-    use sqlx::Connection;
-    let schema = format!("srv_{}", uuid::Uuid::new_v4().simple());
-    let mut conn = sqlx::PgConnection::connect(base).await.unwrap_or_else(|e| {
-        panic!("{POSTGRES_URL_VAR} is set but PostgreSQL cannot be reached: {e}")
-    });
-    sqlx::query(&format!("CREATE SCHEMA {schema}"))
-        .execute(&mut conn)
-        .await
-        .expect("create schema");
-    let separator = if base.contains('?') { '&' } else { '?' };
-    format!("{base}{separator}options=-csearch_path%3D{schema}")
 }
 
 /// One `airlift-server` process with its own data directory.
@@ -214,8 +202,8 @@ fn spawn(dir: &TempDir, backend: &Backend, port: Option<&str>, extra: &[&str]) -
         .env("AIRLIFT_LOG", "info")
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
-    if let Backend::Postgres(url) = backend {
-        command.arg("--database-url").arg(url);
+    if let Backend::Postgres(schema) = backend {
+        command.arg("--database-url").arg(schema.url());
     }
     command.spawn().expect("start airlift-server")
 }

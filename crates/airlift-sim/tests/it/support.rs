@@ -19,6 +19,8 @@ pub struct World {
     pub server: TestServer,
     http: Client,
     _dir: TempDir,
+    /// Dropped after the server has stopped (fields drop in order).
+    schema: Option<airlift_testkit::postgres::FreshSchema>,
 }
 
 impl World {
@@ -29,17 +31,10 @@ impl World {
     /// A world whose server keeps its data on PostgreSQL, in a schema of
     /// its own, if `AIRLIFT_TEST_POSTGRES_URL` is set.
     pub fn on_postgres() -> Option<Self> {
-        let base = std::env::var("AIRLIFT_TEST_POSTGRES_URL").ok()?;
-        let schema = format!("sim_{}", uuid_like());
-        let status = std::process::Command::new("psql")
-            .arg(&base)
-            .args(["-qtAc", &format!("CREATE SCHEMA {schema}")])
-            .status()
-            .expect("run psql (AIRLIFT_TEST_POSTGRES_URL is set)");
-        assert!(status.success(), "creating schema {schema} on {base}");
-        let separator = if base.contains('?') { '&' } else { '?' };
-        let url = format!("{base}{separator}options=-csearch_path%3D{schema}");
-        Some(Self::on(&["--database-url", &url]))
+        let schema = airlift_testkit::postgres::FreshSchema::create("sim")?;
+        let mut world = Self::on(&["--database-url", schema.url()]);
+        world.schema = Some(schema);
+        Some(world)
     }
 
     fn on(flags: &[&str]) -> Self {
@@ -56,6 +51,7 @@ impl World {
             server,
             http: Client::new(),
             _dir: dir,
+            schema: None,
         }
     }
 
@@ -229,11 +225,4 @@ pub fn settled(fleet: &Fleet, devices: usize, timeout: Duration) -> Snapshot {
                 && s.running.values().sum::<usize>() == devices
         })
         .unwrap_or_else(|s| panic!("the fleet did not settle: {s}"))
-}
-
-/// 32 random hex digits.
-fn uuid_like() -> String {
-    let mut bytes = [0u8; 16];
-    getrandom::getrandom(&mut bytes).expect("random bytes");
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

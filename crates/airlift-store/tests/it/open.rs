@@ -39,20 +39,11 @@ async fn missing_directory_is_a_setup_error() {
 #[tokio::test]
 async fn a_statement_past_its_timeout_is_cancelled_and_the_store_goes_on() {
     use sqlx::Connection;
-    let Ok(base) = std::env::var(crate::support::POSTGRES_URL_VAR) else {
+    let Some(schema) = crate::support::FreshSchema::create("t") else {
         eprintln!("PostgreSQL not tested");
         return;
     };
-    let mut admin = sqlx::PgConnection::connect(&base)
-        .await
-        .expect("PostgreSQL is reachable");
-    let schema = format!("t_{}", uuid::Uuid::new_v4().simple());
-    sqlx::raw_sql(&format!("CREATE SCHEMA {schema}"))
-        .execute(&mut admin)
-        .await
-        .expect("schema");
-    let separator = if base.contains('?') { '&' } else { '?' };
-    let url = format!("{base}{separator}options=-csearch_path%3D{schema}");
+    let url = schema.url().to_owned();
     let options = airlift_store::OpenOptions {
         statement_timeout: std::time::Duration::from_millis(300),
     };
@@ -83,12 +74,12 @@ async fn a_statement_past_its_timeout_is_cancelled_and_the_store_goes_on() {
         .execute(&mut locker)
         .await
         .expect("unlock");
-    let (devices, total) = store.list_devices(&filter, page).await.expect("answers again");
+    let (devices, total) = store
+        .list_devices(&filter, page)
+        .await
+        .expect("answers again");
     assert!(devices.is_empty() && total == 0);
     drop(store);
     drop(locker);
-    sqlx::raw_sql(&format!("DROP SCHEMA {schema} CASCADE"))
-        .execute(&mut admin)
-        .await
-        .expect("drop schema");
+    drop(schema);
 }

@@ -8,14 +8,14 @@ use airlift_store::{DatabaseUrl, DeploymentRecord, PackageRecord, SharedStore};
 use chrono::{DateTime, Utc};
 use sqlx::postgres::PgPoolOptions;
 use sqlx::sqlite::SqliteConnectOptions;
-use sqlx::{Connection, PgConnection, PgPool, SqlitePool};
+use sqlx::{PgPool, SqlitePool};
 use std::any::Any;
 use std::collections::BTreeMap;
 use std::future::Future;
 
 /// The environment variable naming the PostgreSQL database to test against,
 /// e.g. `postgres://postgres@127.0.0.1:5432/test`.
-pub const POSTGRES_URL_VAR: &str = "AIRLIFT_TEST_POSTGRES_URL";
+pub use airlift_testkit::postgres::{FreshSchema, URL_VAR as POSTGRES_URL_VAR};
 
 /// What a test gets: the store under test, and a side door to its tables
 /// (to plant corrupt rows).
@@ -88,22 +88,11 @@ where
     F: FnOnce(Ctx) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
 {
-    let Ok(base) = std::env::var(POSTGRES_URL_VAR) else {
+    let Some(schema) = FreshSchema::create("t") else {
         eprintln!("{POSTGRES_URL_VAR} is not set: PostgreSQL not tested");
         return;
     };
-    let mut admin = PgConnection::connect(&base)
-        .await
-        .unwrap_or_else(|e| panic!("{POSTGRES_URL_VAR} is set but PostgreSQL is unreachable: {e}"));
-    let schema = format!("t_{}", uuid::Uuid::new_v4().simple());
-    sqlx::raw_sql(&format!("CREATE SCHEMA {schema}"))
-        .execute(&mut admin)
-        .await
-        .expect("create test schema");
-    // libpq's way to set a session parameter from the URL; the store passes
-    // it on, so its tables and migration history live in the schema.
-    let separator = if base.contains('?') { '&' } else { '?' };
-    let url = format!("{base}{separator}options=-csearch_path%3D{schema}");
+    let url = schema.url().to_owned();
     let opened = async {
         let parsed = DatabaseUrl::parse(&url)?;
         let store = airlift_store::open(&parsed).await?;
@@ -122,10 +111,7 @@ where
         Ok(ctx) => tokio::spawn(test(ctx)).await.map_err(|e| e.into_panic()),
         Err(e) => Err(Box::new(format!("open PostgreSQL store: {e}")) as Box<dyn Any + Send>),
     };
-    sqlx::raw_sql(&format!("DROP SCHEMA {schema} CASCADE"))
-        .execute(&mut admin)
-        .await
-        .expect("drop test schema");
+    drop(schema);
     if let Err(panic) = result {
         std::panic::resume_unwind(panic);
     }
