@@ -1679,6 +1679,27 @@ fn print_load_table(out: &mut String, params: &Params, results: &[LoadResult]) {
         .map(|r| r.response_bytes.to_string())
         .collect();
     let _ = writeln!(out, "\nAnswer body sizes (bytes): {}.\n", sizes.join(", "));
+    let _ = writeln!(
+        out,
+        "The ceiling, to run alone: this bench's binary (`target/release/deps/server-*`) with `--ceiling-server`, an axum route answering a fixed body; it prints the address it listens on.\n"
+    );
+    // For scripts/bench, which keeps the table at the top of BENCHMARKS.md.
+    for r in results.iter().skip(1) {
+        let _ = writeln!(
+            out,
+            "bench-result: {}",
+            json!({
+                "goal": format!("check-ins, {}", r.name),
+                "baseline": "ceiling server (axum, fixed answer)",
+                "ratio": r.rate() / ceiling,
+                "target": 0.5,
+                "load": format!(
+                    "best case: {} devices back to back on {} connections, caches hot",
+                    params.devices, params.concurrency
+                ),
+            })
+        );
+    }
 }
 
 fn print_components(out: &mut String, rows: &[Component]) {
@@ -1755,6 +1776,19 @@ fn print_download_table(
             .iter()
             .map(|d| format!("{:.3}", d.as_secs_f64()))
             .collect();
+        if let Some(b) = spec.baseline {
+            let _ = writeln!(
+                out,
+                "bench-result: {}",
+                json!({
+                    "goal": format!("download, {}", spec.name),
+                    "baseline": "nginx (sendfile on, one worker), same file",
+                    "ratio": median / mb_per_s(specs[b].bytes, results[b].median()),
+                    "target": 0.9,
+                    "load": format!("{} bytes, fresh connection, median of {}", spec.bytes, r.runs.len()),
+                })
+            );
+        }
         let _ = writeln!(
             out,
             "| {} | {} | {:.3} s | {:.0} | {} | {:.0} | {} | {} | {:.2} | {:.2} | {:.1} MiB |",
