@@ -646,7 +646,7 @@ fn print_table(rows: &[Row], plain_len: u64, zstd_len: u64, cores: u32) {
                     "baseline": "openssl dgst -sha256 PACKAGE",
                     "ratio": ratio,
                     "target": 0.9,
-                    "load": "1 GiB uncompressed package, hot page cache",
+                    "load": format!("{} MiB uncompressed package, hot page cache", plain_len / MIB),
                 })
             );
         }
