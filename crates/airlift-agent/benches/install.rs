@@ -243,7 +243,10 @@ fn main() {
         }
         std::thread::sleep(Duration::from_millis(200));
     }
-    assert!(seen.len() >= 2, "the daemon did not check in twice within 30 s");
+    assert!(
+        seen.len() >= 2,
+        "the daemon did not check in twice within 30 s"
+    );
     std::thread::sleep(Duration::from_millis(500)); // back to sleep between polls
     let pss = proc_kb(daemon.id(), "smaps_rollup", "Pss:");
     let rss = proc_kb(daemon.id(), "status", "VmRSS:");

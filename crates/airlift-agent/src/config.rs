@@ -261,9 +261,9 @@ impl AgentConfig {
         Ok(config)
     }
 
-    /// The device key file.
+    /// The device key file (see [`DataDir`](crate::driver::DataDir)).
     pub fn key_path(&self) -> PathBuf {
-        self.data_dir.join("device.key")
+        crate::driver::DataDir::new(&self.data_dir).key_file()
     }
 }
 

@@ -3,13 +3,12 @@
 //! the new version reaches the server. Any failure or timeout means the new
 //! version is not healthy.
 
+use crate::process::{self, Run, RunError};
 use backon::{BackoffBuilder, ExponentialBuilder};
 use serde::Deserialize;
-use std::io::Read;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
-use wait_timeout::ChildExt;
 
 /// One check: a command that exits 0 when the system is healthy.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -48,7 +47,9 @@ pub fn run_all(checks: &[HealthCheck]) -> Result<(), Unhealthy> {
     checks.iter().try_for_each(run)
 }
 
-/// Runs one check.
+/// Runs one check: no standard input, its standard output and error kept
+/// together (their last [`OUTPUT_TAIL`] bytes), its process group killed
+/// when it overruns its timeout. Anything but exit status 0 is unhealthy.
 pub fn run(check: &HealthCheck) -> Result<(), Unhealthy> {
     let unhealthy = |reason: String, output: String| Unhealthy {
         name: check.name.clone(),
@@ -58,39 +59,30 @@ pub fn run(check: &HealthCheck) -> Result<(), Unhealthy> {
     let Some((program, args)) = check.command.split_first() else {
         return Err(unhealthy("the check has no command".into(), String::new()));
     };
-    let log = tempfile::tempfile()
-        .map_err(|e| unhealthy(format!("cannot make a log file: {e}"), String::new()))?;
-    let log_err = log
-        .try_clone()
-        .map_err(|e| unhealthy(format!("cannot make a log file: {e}"), String::new()))?;
-    let mut child = Command::new(PathBuf::from(program))
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(
-            log.try_clone()
-                .map_err(|e| unhealthy(e.to_string(), String::new()))?,
-        )
-        .stderr(log_err)
-        .spawn()
-        .map_err(|e| unhealthy(format!("cannot start {program}: {e}"), String::new()))?;
-    let waited = child
-        .wait_timeout(Duration::from_secs(check.timeout_secs))
-        .map_err(|e| unhealthy(format!("waiting for {program}: {e}"), String::new()))?;
-    let status = match waited {
-        Some(status) => status,
-        None => {
-            let _ = child.kill();
-            let _ = child.wait();
-            return Err(unhealthy(
-                format!("timed out after {} s", check.timeout_secs),
-                tail(log),
-            ));
-        }
-    };
-    if status.success() {
-        Ok(())
-    } else {
-        Err(unhealthy(format!("exited with {status}"), tail(log)))
+    let mut command = Command::new(PathBuf::from(program));
+    command.args(args);
+    let timeout = Duration::from_secs(check.timeout_secs);
+    let ran = process::run(
+        Run::new(command)
+            .timeout(timeout)
+            .merge_stderr()
+            .capture(OUTPUT_TAIL),
+    );
+    match ran {
+        Ok(finished) if finished.status.success() => Ok(()),
+        Ok(finished) => Err(unhealthy(
+            format!("exited with {}", finished.status),
+            finished.stdout.text(),
+        )),
+        Err(RunError::TimedOut { stdout, .. }) => Err(unhealthy(
+            format!("timed out after {} s", check.timeout_secs),
+            stdout.text(),
+        )),
+        Err(RunError::Spawn { source, .. }) => Err(unhealthy(
+            format!("cannot start {program}: {source}"),
+            String::new(),
+        )),
+        Err(error) => Err(unhealthy(error.to_string(), String::new())),
     }
 }
 
@@ -135,17 +127,6 @@ pub fn reach_server(
         let delay = delays.next().unwrap_or(Duration::from_secs(10));
         std::thread::sleep(delay.min(left));
     }
-}
-
-fn tail(mut log: std::fs::File) -> String {
-    use std::io::{Seek, SeekFrom};
-    let len = log.seek(SeekFrom::End(0)).unwrap_or(0);
-    let start = len.saturating_sub(OUTPUT_TAIL as u64);
-    let mut bytes = Vec::new();
-    if log.seek(SeekFrom::Start(start)).is_ok() {
-        let _ = log.read_to_end(&mut bytes);
-    }
-    String::from_utf8_lossy(&bytes).into_owned()
 }
 
 #[cfg(test)]
@@ -218,6 +199,25 @@ mod tests {
             error.output.contains(&format!("attempt {attempts}:")),
             "{error}"
         );
+    }
+
+    #[test]
+    fn a_hanging_check_is_killed_with_what_it_started() {
+        let error = run(&check("sleep 30 & echo $!; wait", 1)).expect_err("timed out");
+        let pid = error.output.trim();
+        let gone = || {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            let state = stat.rsplit_once(')').map(|(_, rest)| rest.trim_start());
+            stat.is_empty() || state.is_some_and(|s| s.starts_with(['Z', 'X']))
+        };
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !gone() {
+            assert!(
+                Instant::now() < deadline,
+                "the background sleep {pid} survived"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     #[test]

@@ -17,6 +17,9 @@
 //! - [`client`], [`download`], [`identity`]: the device API from the
 //!   device's side — a signed authentication with the device's own key,
 //!   check-ins, reports, and downloads that resume with `Range`.
+//! - `process`: the one way a child process is run (health checks, update
+//!   modules, bootloader tools): its own process group killed on timeout,
+//!   bounded output.
 //!
 //! This crate must not know the server's internals or its store: it speaks
 //! only the device API of `airlift-protocol`.
@@ -31,6 +34,7 @@ pub mod health;
 pub mod identity;
 pub mod install;
 pub mod machine;
+mod process;
 pub mod progress;
 pub mod push;
 pub mod stream;

@@ -1,7 +1,7 @@
 //! `airlift-agent`: the device agent's command line.
 
 use airlift_agent::config::AgentConfig;
-use airlift_agent::driver::{Agent, Poll};
+use airlift_agent::driver::{Agent, DataDir, Poll};
 use airlift_agent::machine::{State, StateFile};
 use airlift_agent::push::Doorbell;
 use anyhow::Context as _;
@@ -143,7 +143,7 @@ fn run(config: AgentConfig, once: bool) -> anyhow::Result<()> {
 }
 
 fn status(config: &AgentConfig, json: bool) -> anyhow::Result<()> {
-    let path = config.data_dir.join("state");
+    let path = DataDir::new(&config.data_dir).state_file();
     let state = StateFile::new(&path)
         .load()
         .with_context(|| format!("reading {}", path.display()))?

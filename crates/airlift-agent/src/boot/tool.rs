@@ -2,11 +2,13 @@
 //! shell), output captured, failures reported with the command line and
 //! what the tool said.
 
-use std::ffi::{OsStr, OsString};
+use std::ffi::OsString;
+use std::io;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use super::BootError;
+use crate::process::{self, display, Run, RunError};
 
 /// A finished, successful run.
 #[derive(Debug)]
@@ -19,8 +21,13 @@ pub(crate) struct Ran {
     pub stderr: String,
 }
 
+/// Most a tool may print on standard output: the whole of an environment
+/// listing is needed, so more is an error rather than a tail.
+const MAX_STDOUT: usize = 1024 * 1024;
+
 /// Runs `program args...` with no standard input and `LC_ALL=C` (so what it
-/// prints does not depend on the locale). A non-zero exit is an error that
+/// prints does not depend on the locale), through [`crate::process`] (its
+/// own process group; no timeout). A non-zero exit is an error that
 /// carries the command line and standard error. `package` is the Debian
 /// package providing `program`, for the message when it is missing.
 pub(crate) fn run(
@@ -30,17 +37,27 @@ pub(crate) fn run(
 ) -> Result<Ran, BootError> {
     let command = display(program, args);
     tracing::debug!(%command, "running bootloader tool");
-    let output = Command::new(program)
-        .args(args)
-        .env("LC_ALL", "C")
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|source| BootError::Spawn {
-            program: program.to_owned(),
-            package,
-            source,
-        })?;
-    let stderr = String::from_utf8_lossy(&output.stderr).trim().to_owned();
+    let mut tool = Command::new(program);
+    tool.args(args).env("LC_ALL", "C");
+    let output = match process::run(Run::new(tool).capture(MAX_STDOUT)) {
+        Ok(output) => output,
+        Err(RunError::Spawn { source, .. }) => {
+            return Err(BootError::Spawn {
+                program: program.to_owned(),
+                package,
+                source,
+            })
+        }
+        // No input and no timeout: only waiting can fail.
+        Err(other) => {
+            return Err(BootError::Io {
+                action: "running",
+                path: program.to_owned(),
+                source: io::Error::other(other.to_string()),
+            })
+        }
+    };
+    let stderr = output.stderr.text().trim().to_owned();
     if !output.status.success() {
         return Err(BootError::Tool {
             command,
@@ -52,7 +69,13 @@ pub(crate) fn run(
             },
         });
     }
-    let stdout = String::from_utf8(output.stdout).map_err(|_| BootError::InvalidEnv {
+    if output.stdout.truncated {
+        return Err(BootError::InvalidEnv {
+            location: format!("listed by `{command}`"),
+            reason: format!("the output is longer than {MAX_STDOUT} bytes"),
+        });
+    }
+    let stdout = String::from_utf8(output.stdout.bytes).map_err(|_| BootError::InvalidEnv {
         location: format!("listed by `{command}`"),
         reason: "the output is not UTF-8".to_owned(),
     })?;
@@ -63,43 +86,9 @@ pub(crate) fn run(
     })
 }
 
-/// `program arg...` as a person would type it, quoting what needs quoting.
-pub(crate) fn display(program: &Path, args: &[OsString]) -> String {
-    std::iter::once(program.as_os_str())
-        .chain(args.iter().map(OsString::as_os_str))
-        .map(quote)
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
-fn quote(word: &OsStr) -> String {
-    let word = word.to_string_lossy();
-    let plain = !word.is_empty()
-        && word
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-_./=:,+@%".contains(&b));
-    if plain {
-        word.into_owned()
-    } else {
-        format!("'{}'", word.replace('\'', r"'\''"))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn displays_a_command_a_person_can_paste() {
-        let args: Vec<OsString> = ["/boot/grub/grubenv", "set", "a=1", "it's here", ""]
-            .into_iter()
-            .map(OsString::from)
-            .collect();
-        assert_eq!(
-            display(Path::new("grub-editenv"), &args),
-            r#"grub-editenv /boot/grub/grubenv set a=1 'it'\''s here' ''"#
-        );
-    }
 
     #[test]
     fn a_missing_program_says_which_package_brings_it() {

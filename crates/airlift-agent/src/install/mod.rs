@@ -44,7 +44,6 @@ mod file;
 mod image;
 pub mod journal;
 pub mod module;
-mod process;
 mod sys;
 #[cfg(test)]
 mod testutil;

@@ -81,8 +81,8 @@
 //! ```
 
 use super::journal::{self, Journal, PackageId, Phase};
-use super::process::{self, Finished, Run, RunError};
 use super::{InstallError, InstallOutcome, Installer, PayloadRef, Reboot};
+use crate::process::{self, Finished, Run, RunError};
 use airlift_package::{PayloadType, Sha256Digest};
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -100,6 +100,10 @@ pub const DEFAULT_MODULE_TIMEOUT: Duration = Duration::from_secs(10 * 60);
 const JOURNAL: &str = "modules.json";
 /// The line a module prints in `install` to ask for its `reboot` step.
 const REBOOT_MARKER: &str = "reboot";
+/// Lines of standard error kept for error messages.
+const STDERR_TAIL_LINES: usize = 20;
+/// Characters of one stderr line kept for error messages.
+const MAX_TAIL_LINE_CHARS: usize = 300;
 
 /// The states a module is called for; the protocol is in the [module
 /// documentation](self).
@@ -242,41 +246,41 @@ impl ModuleInstaller {
             .env("AIRLIFT_PACKAGE_VERSION", &package.version)
             .env("AIRLIFT_PAYLOAD_SIZE", entry.size.to_string())
             .env("AIRLIFT_PAYLOAD_SHA256", entry.sha256.to_string());
-        let finished = process::run(Run {
-            command,
-            input,
-            timeout: self.timeout,
-            marker: REBOOT_MARKER,
-            label: format!("{} {state}", entry.module),
-        })
-        .map_err(|e| match e {
-            RunError::Spawn(source) => InstallError::Io {
+        let ran = process::run(
+            Run::new(command)
+                .input(input)
+                .timeout(self.timeout)
+                .marker(REBOOT_MARKER)
+                .log_lines(format!("{} {state}", entry.module)),
+        );
+        let finished = ran.map_err(|e| match e {
+            RunError::Spawn { source, .. } => InstallError::Io {
                 action: "running update module",
                 path: program.clone(),
                 source,
             },
-            RunError::Wait(source) => InstallError::Io {
+            RunError::Wait { source, .. } => InstallError::Io {
                 action: "waiting for update module",
                 path: program.clone(),
                 source,
             },
-            RunError::Input(source) => InstallError::Payload {
+            RunError::Input { source, .. } => InstallError::Payload {
                 index: entry.index,
                 target: entry.target.clone(),
                 source,
             },
-            RunError::TimedOut { stderr_tail } => InstallError::ModuleTimeout {
+            RunError::TimedOut { stderr, .. } => InstallError::ModuleTimeout {
                 module: entry.module.clone(),
                 state: state.as_str(),
                 timeout: self.timeout,
-                stderr: stderr_tail,
+                stderr: stderr_tail(&stderr),
             },
         })?;
         let failed = |status: String| InstallError::ModuleFailed {
             module: entry.module.clone(),
             state: state.as_str(),
             status,
-            stderr: finished.stderr_tail.clone(),
+            stderr: stderr_tail(&finished.stderr),
         };
         if !finished.status.success() {
             return Err(failed(finished.status.to_string()));
@@ -326,6 +330,12 @@ impl ModuleInstaller {
         }
         journal::remove(&path)
     }
+}
+
+/// What a failing module said: the last [`STDERR_TAIL_LINES`] lines of its
+/// standard error, each cut to [`MAX_TAIL_LINE_CHARS`] characters.
+fn stderr_tail(stderr: &process::Captured) -> String {
+    process::last_lines(&stderr.text(), STDERR_TAIL_LINES, MAX_TAIL_LINE_CHARS)
 }
 
 fn remove_work_dir(dir: &Path) -> Result<(), InstallError> {

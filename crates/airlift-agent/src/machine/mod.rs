@@ -132,7 +132,11 @@
 //!   Deliver the outbox before each check-in. Download progress for the
 //!   server is the driver's own best-effort business, never queued.
 //! - **Resting states.** In `Downloaded` and `Installed`, feed
-//!   [`Event::Proceed`] when the policy allows (today: at once).
+//!   [`Event::Proceed`] when the policy allows: in `Installed` at once; in
+//!   `Downloaded` once [`install_hold`] says nothing holds the install (the
+//!   server's word on installing, a [`HeardPermit`]). While it waits, check
+//!   in when [`next_check_in`] says, and let [`held_install`] say what each
+//!   check-in's answer means for it.
 //! - **Progress.** Feed [`Event::Progress`] only for checkpoints whose bytes
 //!   are already synced to disk, and not for every chunk: each one is a save.
 //! - **Final states.** `Committed`, `RolledBack` and `Failed` end with
@@ -147,6 +151,7 @@
 
 mod job;
 mod outbox;
+mod permit;
 mod record;
 mod step;
 mod store;
@@ -159,6 +164,9 @@ pub(crate) mod test_support;
 
 pub use job::{Activation, Job, JobKind, TrialBoot, TrialJob};
 pub use outbox::{EntryId, Outbox, OutboxError, Report};
+pub use permit::{
+    held_install, install_hold, next_check_in, HeardPermit, HeldInstall, NextCheckIn,
+};
 pub use step::{step, FELL_BACK_BEFORE_AGENT, FELL_BACK_DURING_TRIAL};
 pub use store::{StateError, StateFile};
 pub use types::{Decline, Effect, Event, State};

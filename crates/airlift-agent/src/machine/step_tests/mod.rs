@@ -2,9 +2,11 @@
 //!
 //! This file: each rule on its own. [`pairs`]: every state against every
 //! event, and random walks. [`power_cuts`]: a whole update on an in-memory
-//! device, stopped once at every point.
+//! device, stopped once at every point. [`permits`]: when a downloaded
+//! update may install, and when to check in next.
 
 mod pairs;
+mod permits;
 mod power_cuts;
 
 use super::test_support::{

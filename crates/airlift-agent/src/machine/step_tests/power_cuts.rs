@@ -76,6 +76,10 @@ fn restart(device: &mut Device, events: &mut VecDeque<Event>, reboot: bool) {
 /// Runs the update of `job` on `device` as a driver would, stopping once at
 /// operation `stop_at` (a step or a performed effect). Returns the last
 /// final state, the reports sent, and whether the stop happened.
+///
+/// One function on purpose, over 100 lines: it is the driver's loop and its
+/// `perform` match in one place, so that the operation count `stop_at`
+/// runs over steps and effects alike, in the order a driver meets them.
 fn drive(device: &mut Device, job: Job, stop_at: usize, stop: Stop) -> (State, Vec<Report>, bool) {
     let mut saved = State::Idle;
     let mut events = VecDeque::from([Event::Offer(job)]);

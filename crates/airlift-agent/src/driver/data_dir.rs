@@ -1,0 +1,216 @@
+//! The agent's data directory: where each file lives, and the small files
+//! the driver keeps beside the state file.
+//!
+//! ```text
+//! <data_dir>/
+//!   state            the machine's state (StateFile: checksummed, atomic)
+//!   outbox/          reports the server could not take yet (Outbox)
+//!   device.key       the device's Ed25519 key
+//!   package.head     the head of the package under way (header, manifest,
+//!                    signatures), saved when the offer is taken
+//!   offer.json       its deployment, kept apart from the state file so a
+//!                    corrupt state file can still be reported
+//!   installed.json   what the agent installed and committed itself
+//!   work/<installer> each installer's journal and work files
+//! ```
+
+use super::{io_error, AgentError};
+use crate::machine::Job;
+use airlift_protocol::DeploymentId;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::io;
+use std::path::{Path, PathBuf};
+
+/// The layout of the agent's data directory (`data_dir` in `agent.toml`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DataDir {
+    root: PathBuf,
+}
+
+impl DataDir {
+    /// The layout under `root`; touches nothing.
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Self { root: root.into() }
+    }
+
+    /// Creates the directory and those the agent writes into from the start.
+    pub(super) fn create(&self) -> Result<(), AgentError> {
+        for dir in [
+            self.root.clone(),
+            self.outbox_dir(),
+            self.work_dir("file"),
+            self.work_dir("module"),
+        ] {
+            std::fs::create_dir_all(&dir).map_err(io_error("creating", &dir))?;
+        }
+        Ok(())
+    }
+
+    /// The data directory itself.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The machine's state file.
+    pub fn state_file(&self) -> PathBuf {
+        self.root.join("state")
+    }
+
+    /// The queue of reports waiting for the server.
+    pub fn outbox_dir(&self) -> PathBuf {
+        self.root.join("outbox")
+    }
+
+    /// The device key.
+    pub fn key_file(&self) -> PathBuf {
+        self.root.join("device.key")
+    }
+
+    /// The head (header, manifest, signatures) of the package being
+    /// installed, saved when the offer was taken: streams start from it.
+    pub fn head_path(&self) -> PathBuf {
+        self.root.join("package.head")
+    }
+
+    /// The deployment of the update under way, kept apart from the state
+    /// file so that a corrupt state file can still be reported.
+    pub fn offer_path(&self) -> PathBuf {
+        self.root.join("offer.json")
+    }
+
+    /// What the agent installed and committed itself.
+    pub fn record_path(&self) -> PathBuf {
+        self.root.join("installed.json")
+    }
+
+    /// The work directory of an installer (`file`, `archive`, `module`).
+    pub fn work_dir(&self, installer: &str) -> PathBuf {
+        self.root.join("work").join(installer)
+    }
+
+    /// Saves what a stream and a corrupt-state report need, before the
+    /// offer is fed to the machine.
+    pub(super) fn save_offer(
+        &self,
+        head: &[u8],
+        deployment_id: Option<DeploymentId>,
+    ) -> Result<(), AgentError> {
+        let head_path = self.head_path();
+        crate::boot::atomic_write(&head_path, head).map_err(io_error("saving", &head_path))?;
+        let offer = serde_json::to_vec(&SavedOffer { deployment_id })
+            .map_err(|e| AgentError::Setup(format!("encoding the offer: {e}")))?;
+        let offer_path = self.offer_path();
+        crate::boot::atomic_write(&offer_path, &offer).map_err(io_error("saving", &offer_path))
+    }
+
+    /// The saved offer, if there is one that can be read.
+    pub(super) fn saved_offer(&self) -> Option<SavedOffer> {
+        let bytes = std::fs::read(self.offer_path()).ok()?;
+        serde_json::from_slice(&bytes).ok()
+    }
+
+    /// Removes the saved head and offer (once the job is over).
+    pub(super) fn remove_offer(&self) -> Result<(), AgentError> {
+        for path in [self.head_path(), self.offer_path()] {
+            match std::fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io_error("removing", &path)(e)),
+            }
+        }
+        Ok(())
+    }
+
+    /// What the agent committed itself; empty if unreadable.
+    pub(super) fn record(&self) -> InstalledRecord {
+        std::fs::read(self.record_path())
+            .ok()
+            .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+            .unwrap_or_default()
+    }
+
+    /// Adds `job` (its package and what it provides) to the record.
+    pub(super) fn record_installed(&self, job: &Job) -> Result<(), AgentError> {
+        let mut record = self.record();
+        record
+            .installed
+            .insert(job.name.clone(), job.version.to_string());
+        for (name, version) in &job.provides {
+            record.installed.insert(name.clone(), version.to_string());
+        }
+        record.security_version = record.security_version.max(job.security_version);
+        let bytes = serde_json::to_vec_pretty(&record)
+            .map_err(|e| AgentError::Setup(format!("encoding the installed record: {e}")))?;
+        let path = self.record_path();
+        crate::boot::atomic_write(&path, &bytes).map_err(io_error("saving", &path))
+    }
+}
+
+/// What is kept of an offer beside the state file.
+#[derive(Debug, Serialize, Deserialize)]
+pub(super) struct SavedOffer {
+    pub(super) deployment_id: Option<DeploymentId>,
+}
+
+/// What the agent installed and committed itself, over `config.installed`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub(super) struct InstalledRecord {
+    pub(super) installed: BTreeMap<String, String>,
+    pub(super) security_version: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::machine::test_support::image_job;
+
+    #[test]
+    fn the_layout_is_the_documented_one() {
+        let data = DataDir::new("/var/lib/airlift");
+        let paths = [
+            (data.state_file(), "state"),
+            (data.outbox_dir(), "outbox"),
+            (data.key_file(), "device.key"),
+            (data.head_path(), "package.head"),
+            (data.offer_path(), "offer.json"),
+            (data.record_path(), "installed.json"),
+            (data.work_dir("module"), "work/module"),
+        ];
+        for (path, relative) in paths {
+            assert_eq!(path, Path::new("/var/lib/airlift").join(relative));
+        }
+    }
+
+    #[test]
+    fn an_offer_is_saved_and_removed() -> Result<(), AgentError> {
+        let dir = tempfile::tempdir().map_err(io_error("creating", Path::new("tmp")))?;
+        let data = DataDir::new(dir.path().join("data"));
+        data.create()?;
+        let id = image_job().deployment_id;
+        data.save_offer(b"head", id)?;
+        assert_eq!(std::fs::read(data.head_path()).ok(), Some(b"head".to_vec()));
+        assert_eq!(data.saved_offer().and_then(|o| o.deployment_id), id);
+        data.remove_offer()?;
+        data.remove_offer()?;
+        assert!(data.saved_offer().is_none());
+        assert!(!data.head_path().exists());
+        Ok(())
+    }
+
+    #[test]
+    fn the_record_keeps_what_was_committed() -> Result<(), AgentError> {
+        let dir = tempfile::tempdir().map_err(io_error("creating", Path::new("tmp")))?;
+        let data = DataDir::new(dir.path());
+        assert!(data.record().installed.is_empty());
+        let job = image_job();
+        data.record_installed(&job)?;
+        let record = data.record();
+        assert_eq!(
+            record.installed.get("rootfs"),
+            Some(&job.version.to_string())
+        );
+        assert_eq!(record.security_version, job.security_version);
+        Ok(())
+    }
+}
