@@ -178,15 +178,12 @@ pub enum ConfigError {
     /// Unreadable file.
     #[error("cannot read the agent configuration {path} (pass --config PATH if it is elsewhere)")]
     Read {
-        /// The file.
         path: PathBuf,
-        /// Why.
         source: std::io::Error,
     },
     /// Not valid TOML for the agent.
     #[error("{path}: {message}")]
     Parse {
-        /// The file.
         path: PathBuf,
         /// What is wrong, with the line.
         message: String,
@@ -194,9 +191,7 @@ pub enum ConfigError {
     /// A value out of range.
     #[error("{path}: {message}")]
     Invalid {
-        /// The file.
         path: PathBuf,
-        /// What is wrong.
         message: String,
     },
 }

@@ -34,7 +34,6 @@ const OUTPUT_TAIL: usize = 4096;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("health check '{name}' failed: {reason}\n{output}")]
 pub struct Unhealthy {
-    /// The check.
     pub name: String,
     /// Exit status, timeout, or why it could not run.
     pub reason: String,

@@ -13,7 +13,6 @@ pub enum IdentityError {
     /// The key file exists but cannot be read or parsed.
     #[error("device key {path}: {reason}; restore it from a backup or, to re-enroll the device, delete it (an operator must accept the new key)")]
     Unreadable {
-        /// The file.
         path: String,
         /// What failed.
         reason: String,
@@ -21,7 +20,6 @@ pub enum IdentityError {
     /// A new key could not be written.
     #[error("writing device key {path}: {reason}")]
     Write {
-        /// The file.
         path: String,
         /// What failed.
         reason: String,

@@ -40,7 +40,6 @@ enum Command {
     },
     /// Install a local package file (nothing is reported to a server).
     Install {
-        /// The package.
         file: PathBuf,
     },
     /// Commit the running trial without waiting for the health checks.

@@ -35,7 +35,6 @@ pub enum Error {
         start: u64,
         /// Offset one past its last byte.
         end: u64,
-        /// What is wrong.
         reason: ManifestError,
     },
     /// The header's and the manifest's format versions differ.

@@ -221,7 +221,6 @@ pub enum ManifestError {
     Sizes {
         /// Position of the payload in the manifest.
         index: usize,
-        /// What is wrong.
         reason: String,
     },
     /// The JSON did not parse into a manifest.

@@ -142,7 +142,6 @@ pub fn issue_device_token(state: &AppState, device: DeviceId) -> Result<String, 
 /// A device token that passed verification: whom it names, until when.
 #[derive(Debug, Clone, Copy)]
 pub struct VerifiedToken {
-    /// The device.
     pub device_id: DeviceId,
     /// When the token expires (Unix seconds).
     pub expires_at: i64,
@@ -156,7 +155,6 @@ pub struct VerifiedToken {
 /// refused on every route at once.
 #[derive(Debug, Clone)]
 pub struct DeviceCaller {
-    /// The device.
     pub device_id: DeviceId,
     /// When its token expires (Unix seconds).
     pub expires_at: i64,

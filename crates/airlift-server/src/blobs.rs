@@ -28,7 +28,6 @@ const FILE_CHUNK: usize = 1 << 20;
 pub struct Spooled {
     /// The file; deleted when dropped.
     pub path: TempPath,
-    /// Its length.
     pub size: u64,
     /// SHA-256 of the whole file, hex.
     pub sha256: String,

@@ -221,17 +221,13 @@ pub enum ConfigError {
     /// The file could not be read.
     #[error("reading config file {path}: {source}")]
     Read {
-        /// The file.
         path: PathBuf,
-        /// Why.
         source: std::io::Error,
     },
     /// The file is not valid TOML for this server.
     #[error("config file {path}: {message}")]
     Parse {
-        /// The file.
         path: PathBuf,
-        /// What is wrong.
         message: String,
     },
     /// A value is out of range.

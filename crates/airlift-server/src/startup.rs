@@ -21,9 +21,7 @@ pub enum StartupError {
     /// The data directory cannot be made.
     #[error("creating data directory {path}: {source}")]
     DataDir {
-        /// The directory.
         path: PathBuf,
-        /// Why.
         source: std::io::Error,
     },
     /// The database cannot be opened or migrated.
@@ -32,17 +30,13 @@ pub enum StartupError {
     /// The blob directory cannot be used.
     #[error("opening the blob directory {path}: {message}")]
     Blobs {
-        /// The directory.
         path: PathBuf,
-        /// Why.
         message: String,
     },
     /// A trusted key file is unreadable or not a public key.
     #[error("trusted key {path}: {message}")]
     TrustKey {
-        /// The file.
         path: PathBuf,
-        /// Why.
         message: String,
     },
     /// Something else.

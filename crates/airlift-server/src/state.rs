@@ -133,7 +133,6 @@ impl AppState {
         }
     }
 
-    /// The database.
     pub fn store(&self) -> &dyn airlift_store::Store {
         self.inner.store.as_ref()
     }

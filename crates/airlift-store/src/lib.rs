@@ -163,11 +163,9 @@ pub struct PackageRecord {
 /// A stored deployment, without counts.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeploymentRecord {
-    /// Its id.
     pub id: DeploymentId,
     /// Name for people.
     pub name: String,
-    /// The package.
     pub package_id: PackageId,
     /// Which devices.
     pub target: Target,
@@ -214,7 +212,6 @@ pub struct DeviceRecord {
 /// A check-in whose inventory was unchanged: only its time is to be stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CheckInTime {
-    /// The device.
     pub device: DeviceId,
     /// [`inventory_digest`] of the inventory it reported.
     pub inventory_sha256: [u8; 32],

@@ -85,7 +85,6 @@ impl FileBootEnv {
         Ok(env)
     }
 
-    /// The file.
     pub fn path(&self) -> &Path {
         &self.path
     }

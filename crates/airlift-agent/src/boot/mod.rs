@@ -314,20 +314,16 @@ pub enum BootError {
     Io {
         /// What was being done, e.g. "reading the boot environment".
         action: &'static str,
-        /// The file.
         path: PathBuf,
-        /// The cause.
         #[source]
         source: std::io::Error,
     },
     /// A bootloader tool could not be started at all.
     #[error("cannot run `{}`: {source}; is it installed (Debian: `{package}`) and on PATH, or configured with its full path?", program.display())]
     Spawn {
-        /// The program.
         program: PathBuf,
         /// The Debian package that provides it.
         package: &'static str,
-        /// The cause.
         #[source]
         source: std::io::Error,
     },
@@ -349,7 +345,6 @@ pub enum BootError {
     InvalidEnv {
         /// The file or command it came from.
         location: String,
-        /// What is wrong.
         reason: String,
     },
     /// The running slot cannot be read from the kernel command line.

@@ -92,9 +92,7 @@ pub enum AgentError {
     Io {
         /// What was being done.
         what: &'static str,
-        /// The file.
         path: PathBuf,
-        /// The cause.
         #[source]
         source: io::Error,
     },

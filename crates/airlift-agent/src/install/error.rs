@@ -108,7 +108,6 @@ pub enum InstallError {
     /// A file target's directory does not exist.
     #[error("directory {} does not exist; a file payload does not create directories", path.display())]
     MissingDirectory {
-        /// The directory.
         path: PathBuf,
     },
     /// A journal exists but cannot be read. It is left in place: it lists

@@ -88,7 +88,6 @@ pub enum OutboxError {
         action: &'static str,
         /// The file or directory.
         path: PathBuf,
-        /// The cause.
         #[source]
         source: io::Error,
     },
@@ -113,7 +112,6 @@ impl Outbox {
         }
     }
 
-    /// The directory.
     pub fn dir(&self) -> &Path {
         &self.dir
     }

@@ -41,7 +41,6 @@ use std::time::{Duration, SystemTime};
 pub struct HeardPermit {
     /// The deployment the word is for.
     pub deployment_id: DeploymentId,
-    /// The word.
     pub permit: InstallPermit,
 }
 

@@ -36,9 +36,7 @@ pub enum StateError {
     Io {
         /// What was being done, e.g. "saving".
         action: &'static str,
-        /// The file.
         path: PathBuf,
-        /// The cause.
         #[source]
         source: io::Error,
     },
@@ -46,7 +44,6 @@ pub enum StateError {
     /// damaged, or of an unknown format version. It is left as it is.
     #[error("the agent state {} is corrupt: {detail}", path.display())]
     Corrupt {
-        /// The file.
         path: PathBuf,
         /// What is wrong with it.
         detail: String,

@@ -22,7 +22,6 @@ pub enum State {
     Idle,
     /// Streaming the package through its verification into the installers.
     Downloading {
-        /// The update.
         job: Job,
         /// The last checkpoint: the package byte up to which everything is
         /// written and synced; a restart goes on from here.
@@ -31,47 +30,39 @@ pub enum State {
     /// Every payload is written and matched its signed digests on the way.
     /// Waits for [`Event::Proceed`] to finish the install.
     Downloaded {
-        /// The update.
         job: Job,
     },
     /// Reading the image slots back against their signed digests (and
     /// running installers' own reboot steps for an in-place update).
     Installing {
-        /// The update.
         job: Job,
     },
     /// Written and read back. Waits for [`Event::Proceed`] to arm the trial
     /// boot and reboot, or for an in-place job, to commit.
     Installed {
-        /// The update.
         job: Job,
     },
     /// The trial boot is armed and the device is rebooting into it.
     Rebooting {
-        /// The update.
         job: TrialJob,
     },
     /// Running the new version on trial; health checks decide.
     Verifying {
-        /// The update.
         job: TrialJob,
     },
     /// Final: the new version runs and is committed.
     Committed {
-        /// The update.
         job: Job,
     },
     /// Final: the new version failed its trial and the device goes (or went)
     /// back to the previous slot.
     RolledBack {
-        /// The update.
         job: TrialJob,
         /// Why, for people: the failing check's output, the fallback.
         reason: String,
     },
     /// Final: the update stopped before the switch; the old version runs.
     Failed {
-        /// The update.
         job: Job,
         /// Why, for people.
         reason: String,
@@ -163,7 +154,6 @@ pub enum Event {
     OfferDeclined {
         /// The deployment offering it.
         deployment_id: DeploymentId,
-        /// Why.
         decline: Decline,
     },
     /// A checkpoint: everything up to package byte `offset` is written and
@@ -186,7 +176,6 @@ pub enum Event {
     /// The package cannot be installed here — incompatible, untrusted, an
     /// older security version — found before any byte was written.
     Refused {
-        /// Why.
         reason: String,
     },
     /// The server cancelled the deployment (HTTP 410).
@@ -264,7 +253,6 @@ pub enum Decline {
     AlreadyInstalled,
     /// The manifest did not verify or does not fit this device.
     Refused {
-        /// Why.
         reason: String,
     },
 }

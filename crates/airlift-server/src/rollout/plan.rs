@@ -24,9 +24,7 @@ use std::collections::BTreeSet;
 /// A deployment's rollout at one instant.
 #[derive(Debug)]
 pub struct View<'a> {
-    /// The deployment.
     pub deployment: DeploymentId,
-    /// Its strategy.
     pub strategy: &'a Phased,
     /// When its devices may install.
     pub install: &'a InstallPolicy,
