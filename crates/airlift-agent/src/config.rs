@@ -190,10 +190,7 @@ pub enum ConfigError {
     },
     /// A value out of range.
     #[error("{path}: {message}")]
-    Invalid {
-        path: PathBuf,
-        message: String,
-    },
+    Invalid { path: PathBuf, message: String },
 }
 
 impl AgentConfig {

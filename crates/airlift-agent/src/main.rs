@@ -39,9 +39,7 @@ enum Command {
         json: bool,
     },
     /// Install a local package file (nothing is reported to a server).
-    Install {
-        file: PathBuf,
-    },
+    Install { file: PathBuf },
     /// Commit the running trial without waiting for the health checks.
     Commit,
     /// Abandon the update or the trial under way.

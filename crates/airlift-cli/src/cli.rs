@@ -58,14 +58,17 @@ pub enum Command {
     },
     /// See the whole system work: a server, a simulated fleet, a staged
     /// rollout, and a broken release stopped by the circuit breaker.
+    #[cfg(feature = "demo")]
     #[command(
-        long_about = "See the whole system work, in about a minute: starts an airlift-server on a \
+        long_about = "See the whole system work, in about half a minute: starts an airlift-server on a \
             temporary SQLite database, makes a signing key and two signed packages, starts a \
             fleet of simulated devices running the real agent, rolls the good package out in \
             phases (canary, 10 %, 50 %, 100 %), then a broken one whose health check fails on \
             40 % of devices — the circuit breaker aborts it after the canaries, which roll back \
-            by themselves. Needs the airlift-server binary beside this one (cargo build --bin \
-            airlift-server) or --server-bin.",
+            by themselves. Needs the airlift-server binary beside this one (`cargo install \
+            --path crates/airlift-server` puts it there for an installed airlift, `cargo build \
+            --release` for target/release/airlift) or --server-bin. Only in an airlift built \
+            with its default `demo` feature.",
         after_help = "Examples:
   airlift demo
   airlift demo --keep            # then look around with the commands it prints

@@ -170,34 +170,33 @@ pub fn run(args: &DemoArgs, quiet: bool) -> Result<()> {
     for (version, count) in &snapshot.running {
         println!("    {version:<8} {count} devices");
     }
-    println!();
-    println!("Look around:");
-    println!("  server       {}", server.url);
-    println!("  admin token  {token}");
-    println!(
-        "  airlift --server {} --token {token} deployment list",
-        server.url
-    );
-    println!(
-        "  airlift --server {} --token {token} deployment show {}",
-        server.url, second.id
-    );
-    println!(
-        "  airlift --server {} --token {token} device list",
-        server.url
-    );
-    println!("  curl {}/metrics", server.url);
-    if args.keep {
+    if !args.keep {
         println!();
-        println!("The server and the fleet keep running; stop with Ctrl-C.");
-        loop {
-            std::thread::sleep(Duration::from_secs(3600));
-        }
+        println!(
+            "Stopping the server and the fleet and removing their files (`airlift demo --keep` leaves them running, to look around with the CLI)."
+        );
+        drop(fleet);
+        drop(server);
+        return Ok(());
     }
-    println!("(run `airlift demo --keep` to keep them running and try those commands)");
-    drop(fleet);
-    drop(server);
-    Ok(())
+    println!();
+    print_look_around(&server.url, &token, second.id);
+    println!();
+    println!("The server and the fleet keep running; stop with Ctrl-C.");
+    loop {
+        std::thread::sleep(Duration::from_secs(3600));
+    }
+}
+
+/// The commands to look around a demo that keeps running (`--keep`): only
+/// then is there a server to point them at.
+fn print_look_around(url: &str, token: &str, broken: DeploymentId) {
+    println!("Look around, from another terminal:");
+    println!("  export AIRLIFT_SERVER={url} AIRLIFT_TOKEN={token}");
+    println!("  airlift deployment list");
+    println!("  airlift deployment show {broken}");
+    println!("  airlift device list");
+    println!("  curl {url}/metrics");
 }
 
 fn step(number: &str, what: &str) {

@@ -97,7 +97,7 @@ pub fn generate_encryption(args: &GenerateEncryptionArgs) -> Result<()> {
 
 /// `airlift key id`.
 pub fn id(file: &Path) -> Result<()> {
-    let text = read_text(file, "key file")?;
+    let text = read_pem(file, "key file")?;
     let key_id = if text.contains("PRIVATE KEY-----") {
         SigningKey::from_pem(&text)
             .with_context(|| format!("reading private key {}", file.display()))?
@@ -114,16 +114,25 @@ pub fn id(file: &Path) -> Result<()> {
 
 /// Reads a PKCS#8 PEM signing key.
 pub fn load_signing_key(path: &Path) -> Result<SigningKey> {
-    let context = || format!("reading signing key {}", path.display());
-    let text = fs::read_to_string(path).with_context(context)?;
-    SigningKey::from_pem(&text).with_context(context)
+    let text = read_pem(path, "signing key")?;
+    SigningKey::from_pem(&text).with_context(|| format!("reading signing key {}", path.display()))
 }
 
 /// Reads an SPKI PEM public key.
 pub fn load_public_key(path: &Path) -> Result<PublicKey> {
-    let context = || format!("reading trusted key {}", path.display());
-    let text = fs::read_to_string(path).with_context(context)?;
-    PublicKey::from_pem(&text).with_context(context)
+    let text = read_pem(path, "trusted key")?;
+    PublicKey::from_pem(&text).with_context(|| format!("reading trusted key {}", path.display()))
+}
+
+/// Reads a PEM file without the whitespace around it: the blank lines or
+/// indentation an editor or a copy-paste leaves, which the PEM parser
+/// refuses (trimmed in place, so a private key is not copied).
+pub fn read_pem(path: &Path, what: &str) -> Result<String> {
+    let mut text = read_text(path, what)?;
+    text.truncate(text.trim_end().len());
+    let start = text.len() - text.trim_start().len();
+    text.drain(..start);
+    Ok(text)
 }
 
 /// Turns one `--encrypt-to` value into recipients: an `age1…` recipient

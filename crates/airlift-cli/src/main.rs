@@ -23,6 +23,7 @@ mod admin;
 mod cli;
 mod client;
 mod config;
+#[cfg(feature = "demo")]
 mod demo;
 mod keys;
 mod output;
@@ -42,6 +43,7 @@ fn main() -> ExitCode {
             KeyCommand::GenerateEncryption(args) => keys::generate_encryption(args),
             KeyCommand::Id { file } => keys::id(file),
         },
+        #[cfg(feature = "demo")]
         Command::Demo(args) => demo::run(args, cli.quiet),
         Command::Package { command } => package::run(command, &cli.connection, cli.quiet),
         Command::Server { command } => {

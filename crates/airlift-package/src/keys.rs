@@ -104,7 +104,9 @@ impl SigningKey {
 
     /// Reads a PKCS#8 PEM private key (what `openssl genpkey -algorithm ed25519` writes).
     pub fn from_pem(pem: &str) -> Result<Self, KeyError> {
-        if !pem.trim_start().starts_with("-----BEGIN PRIVATE KEY-----") {
+        // Whitespace around the PEM (an editor's extra newline, CRLF) is no error.
+        let pem = pem.trim();
+        if !pem.starts_with("-----BEGIN PRIVATE KEY-----") {
             return Err(KeyError::PrivatePem(
                 "the text does not start with -----BEGIN PRIVATE KEY-----".into(),
             ));
@@ -148,7 +150,8 @@ impl fmt::Debug for PublicKey {
 impl PublicKey {
     /// Reads an SPKI PEM public key (what `openssl pkey -pubout` writes).
     pub fn from_pem(pem: &str) -> Result<Self, KeyError> {
-        ed25519_dalek::VerifyingKey::from_public_key_pem(pem)
+        // Whitespace around the PEM (an editor's extra newline, CRLF) is no error.
+        ed25519_dalek::VerifyingKey::from_public_key_pem(pem.trim())
             .map(Self)
             .map_err(|e| KeyError::PublicPem(e.to_string()))
     }
@@ -331,5 +334,26 @@ mod tests {
         assert!(TrustSet::new([a.public_key()], 0).is_err());
         assert!(TrustSet::new([a.public_key(), a.public_key()], 2).is_err());
         assert!(TrustSet::new([], 1).is_err());
+    }
+
+    #[test]
+    fn keys_with_whitespace_around_their_pem_are_read() {
+        let key = SigningKey::generate().expect("key");
+        let public = key.public_key().to_pem().expect("pem");
+        let padded = format!("\n  {}\n\n", public.replace('\n', "\r\n"));
+        assert_eq!(
+            PublicKey::from_pem(&padded)
+                .expect("padded public key")
+                .key_id(),
+            key.public_key().key_id()
+        );
+        let private = format!("{}\n\n", key.to_pem().expect("pem").as_str());
+        assert_eq!(
+            SigningKey::from_pem(&private)
+                .expect("padded private key")
+                .public_key()
+                .key_id(),
+            key.public_key().key_id()
+        );
     }
 }

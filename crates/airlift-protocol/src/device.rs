@@ -209,6 +209,10 @@ fn reportable_state_schema() -> utoipa::openapi::Object {
 /// Largest `message` the server keeps, in bytes; longer ones are cut from the front.
 pub const MAX_STATUS_MESSAGE: usize = 16 * 1024;
 
+/// Largest whole number a device may send (a security version, a download's
+/// size): what a signed 64-bit database column holds.
+pub const MAX_STORED_INTEGER: u64 = i64::MAX as u64;
+
 /// Longest device type a device may report, in bytes.
 pub const MAX_DEVICE_TYPE: usize = 128;
 /// Most entries in each of an inventory's maps (`installed`, `attributes`).

@@ -226,10 +226,7 @@ pub enum ConfigError {
     },
     /// The file is not valid TOML for this server.
     #[error("config file {path}: {message}")]
-    Parse {
-        path: PathBuf,
-        message: String,
-    },
+    Parse { path: PathBuf, message: String },
     /// A value is out of range.
     #[error("{0}")]
     Invalid(String),

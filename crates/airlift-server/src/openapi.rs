@@ -27,7 +27,7 @@ use utoipa::{Modify, OpenApi};
         observability::healthz, observability::readyz, observability::metrics_text,
     ),
     components(schemas(airlift_protocol::push::Nudge)),
-    modifiers(&BearerSchemes, &ClosedEnums),
+    modifiers(&BearerSchemes, &ClosedEnums, &VariantBounds, &DatabaseUnavailable),
     tags(
         (name = "device", description = "What devices call"),
         (name = "packages", description = "Signed update packages"),
@@ -56,7 +56,10 @@ pub struct NudgeEvent {
     #[schema(pattern = "^check-in$", example = "check-in")]
     pub event: String,
     /// A `Nudge` as JSON text, e.g. `{"reason":"deployment"}`.
-    #[schema(content_media_type = "application/json", example = r#"{"reason":"deployment"}"#)]
+    #[schema(
+        content_media_type = "application/json",
+        example = r#"{"reason":"deployment"}"#
+    )]
     pub data: String,
 }
 
@@ -137,10 +140,130 @@ fn closed(variant: RefOr<Schema>, schemas: &BTreeMap<String, RefOr<Schema>>) -> 
     RefOr::T(Schema::Object(object))
 }
 
+/// The bounds the server puts on the values of enum variants, which utoipa
+/// has no attribute for: a target's tag and attributes, percentages (a `u8`
+/// would otherwise read as any non-negative 32-bit integer).
+struct VariantBounds;
+
+impl Modify for VariantBounds {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use airlift_protocol::device::{MAX_INVENTORY_NAME, MAX_INVENTORY_VALUE};
+        use airlift_protocol::management::{MAX_FILTER_PAIRS, MAX_TAG};
+        let Some(components) = openapi.components.as_mut() else {
+            return;
+        };
+        let string = |max_length| {
+            let mut string = Object::with_type(Type::String);
+            string.max_length = Some(max_length);
+            string
+        };
+        for (schema, property, bound) in [
+            ("Target", "tag", Bound::MaxLength(MAX_TAG)),
+            ("Target", "attributes", Bound::Map(MAX_FILTER_PAIRS)),
+            ("PhaseDevices", "percent", Bound::Range(1, 100)),
+            ("FailureThreshold", "percent", Bound::Range(0, 100)),
+        ] {
+            let Some(RefOr::T(Schema::OneOf(one_of))) = components.schemas.get_mut(schema) else {
+                continue;
+            };
+            for variant in &mut one_of.items {
+                let RefOr::T(Schema::Object(variant)) = variant else {
+                    continue;
+                };
+                let Some(RefOr::T(Schema::Object(value))) = variant.properties.get_mut(property)
+                else {
+                    continue;
+                };
+                match bound {
+                    Bound::MaxLength(max) => value.max_length = Some(max),
+                    Bound::Range(min, max) => {
+                        value.minimum = Some(min.into());
+                        value.maximum = Some(max.into());
+                    }
+                    Bound::Map(entries) => {
+                        let mut name = string(MAX_INVENTORY_NAME);
+                        name.min_length = Some(1);
+                        value.max_properties = Some(entries);
+                        value.property_names = Some(Box::new(Schema::Object(name)));
+                        value.additional_properties = Some(Box::new(AdditionalProperties::RefOr(
+                            RefOr::T(Schema::Object(string(MAX_INVENTORY_VALUE))),
+                        )));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A bound [`VariantBounds`] puts on a variant's value.
+#[derive(Clone, Copy)]
+enum Bound {
+    /// A string of at most this many characters.
+    MaxLength(usize),
+    /// An integer within these.
+    Range(u8, u8),
+    /// A map of strings of at most this many entries, with inventory-sized
+    /// names and values.
+    Map(usize),
+}
+
 /// `GET /api/openapi.json`.
 pub fn routes() -> Router<AppState> {
     Router::new().route(
         "/api/openapi.json",
         get(|| async { Json(ApiDoc::openapi()) }),
     )
+}
+
+/// Says on every operation that reads or writes the database that it may
+/// answer 503 with `Retry-After`: the database is slow (a statement past
+/// its timeout, no free connection) or away. Only the probes that do not
+/// ask it (`/healthz`, `/metrics`, the document itself) are left out;
+/// `/readyz` documents its own 503.
+struct DatabaseUnavailable;
+
+const WITHOUT_DATABASE: &[&str] = &["/healthz", "/metrics", "/readyz", "/api/openapi.json"];
+
+impl Modify for DatabaseUnavailable {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::header::HeaderBuilder;
+        use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+        let response = ResponseBuilder::new()
+            .description("The database is slow or unavailable; try again after Retry-After seconds")
+            .content(
+                "application/json",
+                ContentBuilder::new()
+                    .schema(Some(Ref::from_schema_name("ErrorBody")))
+                    .build(),
+            )
+            .header(
+                "Retry-After",
+                HeaderBuilder::new()
+                    .schema(utoipa::openapi::ObjectBuilder::new().schema_type(Type::Integer))
+                    .description(Some("Seconds to wait before trying again"))
+                    .build(),
+            )
+            .build();
+        for (path, item) in openapi.paths.paths.iter_mut() {
+            if WITHOUT_DATABASE.contains(&path.as_str()) {
+                continue;
+            }
+            for operation in [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+                &mut item.patch,
+            ]
+            .into_iter()
+            .flatten()
+            {
+                operation
+                    .responses
+                    .responses
+                    .entry("503".to_owned())
+                    .or_insert_with(|| RefOr::T(response.clone()));
+            }
+        }
+    }
 }

@@ -29,16 +29,10 @@ pub enum StartupError {
     Store(#[from] airlift_store::StoreError),
     /// The blob directory cannot be used.
     #[error("opening the blob directory {path}: {message}")]
-    Blobs {
-        path: PathBuf,
-        message: String,
-    },
+    Blobs { path: PathBuf, message: String },
     /// A trusted key file is unreadable or not a public key.
     #[error("trusted key {path}: {message}")]
-    TrustKey {
-        path: PathBuf,
-        message: String,
-    },
+    TrustKey { path: PathBuf, message: String },
     /// Something else.
     #[error("{0}")]
     Other(String),

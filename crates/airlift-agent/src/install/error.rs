@@ -107,9 +107,7 @@ pub enum InstallError {
     },
     /// A file target's directory does not exist.
     #[error("directory {} does not exist; a file payload does not create directories", path.display())]
-    MissingDirectory {
-        path: PathBuf,
-    },
+    MissingDirectory { path: PathBuf },
     /// A journal exists but cannot be read. It is left in place: it lists
     /// what must still be committed or rolled back.
     #[error("journal {} is unreadable ({reason}); it lists changes still to commit or roll back — inspect it, finish them by hand, then remove it", path.display())]

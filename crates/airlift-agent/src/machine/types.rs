@@ -29,31 +29,19 @@ pub enum State {
     },
     /// Every payload is written and matched its signed digests on the way.
     /// Waits for [`Event::Proceed`] to finish the install.
-    Downloaded {
-        job: Job,
-    },
+    Downloaded { job: Job },
     /// Reading the image slots back against their signed digests (and
     /// running installers' own reboot steps for an in-place update).
-    Installing {
-        job: Job,
-    },
+    Installing { job: Job },
     /// Written and read back. Waits for [`Event::Proceed`] to arm the trial
     /// boot and reboot, or for an in-place job, to commit.
-    Installed {
-        job: Job,
-    },
+    Installed { job: Job },
     /// The trial boot is armed and the device is rebooting into it.
-    Rebooting {
-        job: TrialJob,
-    },
+    Rebooting { job: TrialJob },
     /// Running the new version on trial; health checks decide.
-    Verifying {
-        job: TrialJob,
-    },
+    Verifying { job: TrialJob },
     /// Final: the new version runs and is committed.
-    Committed {
-        job: Job,
-    },
+    Committed { job: Job },
     /// Final: the new version failed its trial and the device goes (or went)
     /// back to the previous slot.
     RolledBack {
@@ -175,9 +163,7 @@ pub enum Event {
     },
     /// The package cannot be installed here — incompatible, untrusted, an
     /// older security version — found before any byte was written.
-    Refused {
-        reason: String,
-    },
+    Refused { reason: String },
     /// The server cancelled the deployment (HTTP 410).
     Cancelled,
     /// Go on from a resting state: install what was downloaded, or arm the
@@ -252,9 +238,7 @@ pub enum Decline {
     /// The device already runs what the package provides.
     AlreadyInstalled,
     /// The manifest did not verify or does not fit this device.
-    Refused {
-        reason: String,
-    },
+    Refused { reason: String },
 }
 
 /// What the driver must do, in the order given.

@@ -4,12 +4,13 @@ use super::{parse_device_id, parse_filter_pair, parse_pair, unique_map};
 use crate::client::{Client, DeviceAction, DeviceQuery};
 use crate::output::{self, Table};
 use airlift_package::PublicKey;
-use airlift_protocol::management::{Device, PreauthorizeRequest, SetTagsRequest};
+use airlift_protocol::management::{Device, DeviceDetail, PreauthorizeRequest, SetTagsRequest};
 use airlift_protocol::state::DeviceStatus;
 use airlift_protocol::DeviceId;
 use anyhow::{Context, Result};
 use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{Args, Subcommand};
+use serde::Serialize;
 use std::path::PathBuf;
 
 /// `airlift device …`
@@ -129,7 +130,7 @@ pub struct ShowArgs {
     /// The device's id (`airlift device list` shows them).
     #[arg(value_parser = parse_device_id)]
     pub id: DeviceId,
-    /// Print the device and its history as JSON.
+    /// Print the device, its key id and its history as JSON.
     #[arg(long)]
     pub json: bool,
 }
@@ -269,7 +270,10 @@ async fn show(args: &ShowArgs, client: &Client) -> Result<()> {
         .await
         .with_context(|| format!("reading device {}", args.id))?;
     if args.json {
-        return output::print_json(&detail);
+        return output::print_json(&ShowJson {
+            key_id: key_id(&detail.device.public_key),
+            detail: &detail,
+        });
     }
     print_device(&detail.device);
     println!();
@@ -325,11 +329,29 @@ fn print_device(device: &Device) {
     );
 }
 
+/// `device show --json`: the device and its history as the server sends
+/// them, and the key id the text output shows.
+#[derive(Debug, Serialize)]
+struct ShowJson<'a> {
+    #[serde(flatten)]
+    detail: &'a DeviceDetail,
+    /// The id of the device's public key; null if it is not an Ed25519
+    /// key this airlift reads.
+    key_id: Option<String>,
+}
+
+/// The key id of an Ed25519 public key in PEM form.
+fn key_id(pem: &str) -> Option<String> {
+    PublicKey::from_pem(pem.trim())
+        .ok()
+        .map(|key| key.key_id().to_string())
+}
+
 /// `key id 3f2a…` for an Ed25519 PEM, else a note.
 fn key_summary(pem: &str) -> String {
-    match PublicKey::from_pem(pem) {
-        Ok(key) => format!("Ed25519, key id {}", key.key_id()),
-        Err(_) => "not an Ed25519 key this airlift reads".into(),
+    match key_id(pem) {
+        Some(id) => format!("Ed25519, key id {id}"),
+        None => "not an Ed25519 key this airlift reads".into(),
     }
 }
 
@@ -367,8 +389,7 @@ fn verb(action: DeviceAction) -> &'static str {
 
 async fn preauthorize(args: &PreauthorizeArgs, client: &Client) -> Result<()> {
     let path = &args.public_key;
-    let pem = std::fs::read_to_string(path)
-        .with_context(|| format!("reading public key {}", path.display()))?;
+    let pem = crate::keys::read_pem(path, "public key")?;
     if pem.contains("PRIVATE KEY") {
         anyhow::bail!(
             "{} is a private key; give the device's public key (SPKI PEM, `-----BEGIN PUBLIC KEY-----`)",

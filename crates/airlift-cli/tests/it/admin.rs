@@ -544,3 +544,37 @@ fn devices_and_deployments() {
     let stderr = failure_of(fleet.cli().args(["device", "accept", &device_id]));
     assert!(stderr.contains("stays retired"), "{stderr}");
 }
+
+#[test]
+fn device_show_names_the_key_id_in_text_and_json() {
+    let fleet = Fleet::new();
+    fleet.login_as_admin();
+    let device_key = fleet.scratch.signing_key("rpi-00018");
+    let key_id = stdout_of(airlift().args(["key", "id"]).arg(&device_key.public))
+        .trim()
+        .to_owned();
+    // A public key file with a blank line after the PEM is read all the same.
+    let padded = fleet.scratch.path("rpi-00018-padded.pub");
+    let pem = fs::read_to_string(&device_key.public).expect("public key");
+    fs::write(&padded, format!("{pem}\n")).expect("write public key");
+    let device = json_of(
+        fleet
+            .cli()
+            .args(["device", "preauthorize", "--identity", "serial=RPI-00018"])
+            .arg("--public-key")
+            .arg(&padded)
+            .arg("--json"),
+    );
+    let device_id = str_of(&device["id"]);
+
+    let stdout = stdout_of(fleet.cli().args(["device", "show", &device_id]));
+    assert!(stdout.contains(&format!("key id {key_id}")), "{stdout}");
+    let detail = json_of(fleet.cli().args(["device", "show", &device_id, "--json"]));
+    assert_eq!(detail["key_id"], key_id.as_str(), "{detail}");
+    // Beside what the server sends, not instead of it.
+    assert_eq!(detail["id"], device_id.as_str());
+    assert!(detail["public_key"]
+        .as_str()
+        .is_some_and(|pem| pem.contains("BEGIN PUBLIC KEY")));
+    assert!(detail["history"].is_array(), "{detail}");
+}

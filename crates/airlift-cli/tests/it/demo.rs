@@ -35,11 +35,23 @@ fn the_demo_rolls_out_a_good_release_and_stops_a_broken_one() {
         "→ aborted",
         "circuit breaker:",
         "the other 190 devices were never offered it",
-        "admin token  alt_demo",
+        "airlift demo --keep",
     ] {
         assert!(
             stdout.contains(expected),
             "missing {expected:?} in:\n{stdout}"
+        );
+    }
+    // Without --keep the server is gone at the end: no commands to point at it.
+    for unexpected in [
+        "Look around",
+        "AIRLIFT_TOKEN=",
+        "deployment list",
+        "/metrics",
+    ] {
+        assert!(
+            !stdout.contains(unexpected),
+            "{unexpected:?} printed for a stopped server:\n{stdout}"
         );
     }
     // Everyone runs 2.0.0 but the healthy canaries (at most 10).

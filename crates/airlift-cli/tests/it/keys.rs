@@ -1,6 +1,6 @@
 //! `airlift key …`.
 
-use crate::support::{airlift, Scratch};
+use crate::support::{airlift, build, payload, verify, KeyPair, Scratch};
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -111,4 +111,43 @@ fn key_id_explains_a_file_that_is_not_a_key() {
         .assert()
         .code(1)
         .stderr(predicates::str::contains("not an Ed25519 public key"));
+}
+
+#[test]
+fn key_files_may_have_whitespace_around_the_pem() {
+    let scratch = Scratch::new();
+    let keys = scratch.signing_key("release");
+    let id = key_id(&keys.public);
+    // What editors and copy-pastes leave: a blank line at the end, an
+    // indented or blank start, Windows line ends.
+    let padded = |source: &Path, name: &str| {
+        let pem = fs::read_to_string(source).expect("key");
+        let windows = pem.replace('\n', "\r\n");
+        let path = scratch.path(name);
+        fs::write(&path, format!("\n  {windows}\n\n \t\n")).expect("write key");
+        path
+    };
+    let public = padded(&keys.public, "padded.pub");
+    let private = padded(&keys.private, "padded.key");
+    let trailing = scratch.path("trailing.pub");
+    fs::write(
+        &trailing,
+        fs::read_to_string(&keys.public).expect("key") + "\n",
+    )
+    .expect("write key");
+    assert_eq!(key_id(&trailing), id);
+    assert_eq!(key_id(&public), id);
+    assert_eq!(key_id(&private), id);
+
+    // The package commands read key files the same way.
+    let image = scratch.text_file("rootfs.img", "rootfs\n", 100);
+    let out = scratch.path("rootfs.airlift");
+    let padded_keys = KeyPair {
+        private,
+        public: public.clone(),
+    };
+    let mut command = build(&padded_keys, &out);
+    payload(&mut command, "image:rootfs", &image);
+    command.assert().success();
+    verify(&out, &[&public]).assert().success();
 }

@@ -4,6 +4,7 @@
 
 mod admin;
 mod bad_input;
+#[cfg(feature = "demo")]
 mod demo;
 mod help;
 mod keys;

@@ -127,9 +127,12 @@ pub async fn list_devices(
         installed: pairs("installed", query.installed.as_deref())?,
     };
     let page = PageRequest {
-        page: query.page.unwrap_or(1).max(1),
+        page: query.page.unwrap_or(1),
         per_page: query.per_page.unwrap_or(100),
     };
+    if page.page == 0 {
+        return Err(ApiError::bad_request("page is 1-based: at least 1"));
+    }
     if !(1..=1000).contains(&page.per_page) {
         return Err(ApiError::bad_request("per_page must be between 1 and 1000"));
     }

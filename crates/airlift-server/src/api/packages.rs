@@ -152,7 +152,7 @@ pub async fn get_package(
     tag = "packages",
     params(
         ("package_id" = uuid::Uuid, Path, description = "The package's id"),
-        ("Range" = Option<String>, Header, nullable = false, description = "One byte range, `bytes=START-END` (RFC 9110); a header the server cannot read, or several ranges, get the whole file"),
+        ("Range" = Option<String>, Header, nullable = false, example = "bytes=0-65535", description = "One byte range, `bytes=START-END` (RFC 9110); a header the server cannot read, or several ranges, get the whole file"),
         ("If-Range" = Option<String>, Header, nullable = false, description = "The ETag of an earlier answer: the Range applies only if the package is still that one"),
     ),
     security(("api_token" = [])),

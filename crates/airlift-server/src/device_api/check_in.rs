@@ -5,7 +5,7 @@ use crate::rollout;
 use crate::state::AppState;
 use airlift_protocol::device::{
     download_path, CheckInResponse, Inventory, UpdateOffer, MAX_DEVICE_TYPE, MAX_INVENTORY_ENTRIES,
-    MAX_INVENTORY_NAME, MAX_INVENTORY_VALUE,
+    MAX_INVENTORY_NAME, MAX_INVENTORY_VALUE, MAX_STORED_INTEGER,
 };
 use airlift_protocol::management::Device;
 use airlift_protocol::state::UpdateState;
@@ -194,6 +194,11 @@ fn validate_inventory(inventory: &Inventory) -> ApiResult<()> {
                 k.is_empty() || k.len() > MAX_INVENTORY_NAME || v.len() > MAX_INVENTORY_VALUE
             })
     };
+    if inventory.security_version > MAX_STORED_INTEGER {
+        return Err(ApiError::bad_request(format!(
+            "security_version: at most {MAX_STORED_INTEGER}"
+        )));
+    }
     if too_big(&inventory.installed) || too_big(&inventory.attributes) {
         return Err(ApiError::bad_request(format!(
             "installed and attributes: at most {MAX_INVENTORY_ENTRIES} entries each, names of 1–{MAX_INVENTORY_NAME} bytes, values up to {MAX_INVENTORY_VALUE} bytes"

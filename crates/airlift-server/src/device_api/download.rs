@@ -18,7 +18,7 @@ use axum::response::Response;
     tag = "device",
     params(
         ("deployment_id" = uuid::Uuid, Path, description = "The deployment of the offer"),
-        ("Range" = Option<String>, Header, nullable = false, description = "One byte range, `bytes=START-END` (RFC 9110); a header the server cannot read, or several ranges, get the whole package"),
+        ("Range" = Option<String>, Header, nullable = false, example = "bytes=0-65535", description = "One byte range, `bytes=START-END` (RFC 9110); a header the server cannot read, or several ranges, get the whole package"),
         ("If-Range" = Option<String>, Header, nullable = false, description = "The ETag of an earlier answer: the Range applies only if the package is still that one"),
     ),
     security(("device_token" = [])),

@@ -3,7 +3,7 @@ use crate::auth::DeviceCaller;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{ApiJson, ApiPath};
 use crate::state::AppState;
-use airlift_protocol::device::{StatusAck, StatusReport, MAX_STATUS_MESSAGE};
+use airlift_protocol::device::{StatusAck, StatusReport, MAX_STATUS_MESSAGE, MAX_STORED_INTEGER};
 use airlift_protocol::state::{DeploymentStatus, UpdateState};
 use airlift_protocol::DeploymentId;
 use axum::extract::State;
@@ -55,6 +55,11 @@ pub async fn report_status(
         return Err(cancelled());
     }
     if let Some(progress) = report.progress {
+        if progress.total > MAX_STORED_INTEGER {
+            return Err(ApiError::bad_request(format!(
+                "progress.total: at most {MAX_STORED_INTEGER}"
+            )));
+        }
         if progress.done > progress.total {
             return Err(ApiError::bad_request(format!(
                 "progress: done ({}) is more than total ({})",

@@ -518,3 +518,113 @@ async fn what_an_upload_killed_mid_way_left_is_swept_at_the_next_start() {
         assert_eq!(&body[..], &file[..]);
     }
 }
+
+/// A TCP relay to PostgreSQL that can go silent, as a database does whose
+/// host hangs: connections stay open and nothing comes back.
+struct FreezableRelay {
+    port: u16,
+    frozen: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl FreezableRelay {
+    async fn start(target: std::net::SocketAddr) -> Self {
+        use std::sync::atomic::Ordering;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind the relay");
+        let port = listener.local_addr().expect("relay address").port();
+        let frozen = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let gate = std::sync::Arc::clone(&frozen);
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let gate = std::sync::Arc::clone(&gate);
+                tokio::spawn(async move {
+                    let Ok(server) = tokio::net::TcpStream::connect(target).await else {
+                        return;
+                    };
+                    let (client_read, client_write) = client.into_split();
+                    let (server_read, server_write) = server.into_split();
+                    let pump = |mut from: tokio::net::tcp::OwnedReadHalf,
+                                mut to: tokio::net::tcp::OwnedWriteHalf,
+                                gate: std::sync::Arc<std::sync::atomic::AtomicBool>| async move {
+                        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                        let mut buffer = vec![0u8; 16 * 1024];
+                        loop {
+                            while gate.load(Ordering::SeqCst) {
+                                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                            }
+                            match from.read(&mut buffer).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => {
+                                    while gate.load(Ordering::SeqCst) {
+                                        tokio::time::sleep(std::time::Duration::from_millis(20))
+                                            .await;
+                                    }
+                                    if to.write_all(&buffer[..n]).await.is_err() {
+                                        return;
+                                    }
+                                }
+                            }
+                        }
+                    };
+                    let up = pump(client_read, server_write, std::sync::Arc::clone(&gate));
+                    let down = pump(server_read, client_write, gate);
+                    tokio::join!(up, down);
+                });
+            }
+        });
+        Self { port, frozen }
+    }
+
+    fn freeze(&self, frozen: bool) {
+        self.frozen
+            .store(frozen, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+// Multi-threaded: starting the server blocks a thread while the relay's
+// tasks must run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_says_within_a_second_that_a_hanging_database_is_unavailable() {
+    let Some(schema) = airlift_testkit::postgres::FreshSchema::create("srv") else {
+        eprintln!("PostgreSQL not tested");
+        return;
+    };
+    let relay = FreezableRelay::start("127.0.0.1:5432".parse().expect("address")).await;
+    let url = schema
+        .url()
+        .replacen("127.0.0.1:5432", &format!("127.0.0.1:{}", relay.port), 1);
+    assert_ne!(url, schema.url(), "the test database is on 127.0.0.1:5432");
+    let server = TestServer::start_with(Backend::Sqlite, &["--database-url", &url]).await;
+    let ready = |server: &TestServer| {
+        let request = server.client.get(format!("{}/readyz", server.url)).send();
+        async move {
+            let started = std::time::Instant::now();
+            let response = request.await.expect("readyz answers");
+            let status = response.status();
+            let body: Value = response.json().await.expect("json");
+            (status, body, started.elapsed())
+        }
+    };
+    let (status, _, _) = ready(&server).await;
+    assert_eq!(status, StatusCode::OK);
+    relay.freeze(true);
+    let (status, body, took) = ready(&server).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert!(took < std::time::Duration::from_secs(1), "{took:?}");
+    assert_eq!(body["database"]["status"], "failed", "{body}");
+    assert_eq!(body["blobs"]["status"], "ok", "{body}");
+    relay.freeze(false);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let (status, body, _) = ready(&server).await;
+        if status == StatusCode::OK {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still unavailable after the database came back: {body}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}

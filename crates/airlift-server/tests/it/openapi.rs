@@ -49,9 +49,10 @@ fn parameters<'a>(doc: &'a Value, operation: &'a Value) -> Vec<&'a Value> {
 }
 
 fn has_security(operation: &Value) -> bool {
-    operation["security"]
-        .as_array()
-        .is_some_and(|list| list.iter().any(|r| r.as_object().is_some_and(|r| !r.is_empty())))
+    operation["security"].as_array().is_some_and(|list| {
+        list.iter()
+            .any(|r| r.as_object().is_some_and(|r| !r.is_empty()))
+    })
 }
 
 fn statuses(operation: &Value) -> BTreeSet<String> {
@@ -71,8 +72,7 @@ fn path_template_names(path: &str) -> BTreeSet<String> {
 /// The JSON schema of an error answer is `ErrorBody`.
 fn is_error_body(doc: &Value, response: &Value) -> bool {
     let response = resolve(doc, response);
-    response["content"]["application/json"]["schema"]["$ref"]
-        == "#/components/schemas/ErrorBody"
+    response["content"]["application/json"]["schema"]["$ref"] == "#/components/schemas/ErrorBody"
 }
 
 #[test]
@@ -121,7 +121,9 @@ fn role_checked_operations_document_403_and_only_they_do() {
             .get("403")
             .is_some_and(|r| is_error_body(&doc, r));
         if checked != documented {
-            wrong.push(format!("{label}: role check {checked}, 403 documented {documented}"));
+            wrong.push(format!(
+                "{label}: role check {checked}, 403 documented {documented}"
+            ));
         }
     }
     assert!(wrong.is_empty(), "{wrong:#?}");
@@ -138,10 +140,14 @@ fn path_parameters_are_exactly_the_path_template() {
             let name = parameter["name"].as_str().expect("named").to_owned();
             if parameter["in"] == "path" {
                 if !template.contains(&name) {
-                    wrong.push(format!("{method} {path}: {name} is in: path but not in the path"));
+                    wrong.push(format!(
+                        "{method} {path}: {name} is in: path but not in the path"
+                    ));
                 }
                 if parameter["required"] != true {
-                    wrong.push(format!("{method} {path}: path parameter {name} is not required"));
+                    wrong.push(format!(
+                        "{method} {path}: path parameter {name} is not required"
+                    ));
                 }
                 in_path.insert(name);
             }
@@ -173,7 +179,9 @@ fn path_ids_are_uuids_and_a_malformed_one_is_400() {
                 .get("400")
                 .is_some_and(|r| is_error_body(&doc, r))
             {
-                wrong.push(format!("{method} {path}: no 400 (ErrorBody) for a malformed {name}"));
+                wrong.push(format!(
+                    "{method} {path}: no 400 (ErrorBody) for a malformed {name}"
+                ));
             }
         }
     }
@@ -237,7 +245,13 @@ fn list_filters_and_paging_are_query_parameters_with_bounds() {
 
 /// Objects reachable from `schema` that list properties but do not say
 /// `additionalProperties: false`.
-fn open_objects(doc: &Value, schema: &Value, at: &str, seen: &mut BTreeSet<String>, out: &mut Vec<String>) {
+fn open_objects(
+    doc: &Value,
+    schema: &Value,
+    at: &str,
+    seen: &mut BTreeSet<String>,
+    out: &mut Vec<String>,
+) {
     if let Some(reference) = schema["$ref"].as_str() {
         if seen.insert(reference.to_owned()) {
             open_objects(doc, resolve(doc, schema), reference, seen, out);
@@ -348,7 +362,10 @@ fn package_bytes_are_binary() {
             .filter(|p| p["in"] == "header")
             .map(|p| p["name"].as_str().unwrap_or_default().to_ascii_lowercase())
             .collect();
-        assert!(headers.contains("range") && headers.contains("if-range"), "{path}: {headers:?}");
+        assert!(
+            headers.contains("range") && headers.contains("if-range"),
+            "{path}: {headers:?}"
+        );
     }
 }
 
