@@ -57,6 +57,7 @@ use airlift_package::{
 };
 use airlift_protocol::auth::{public_key_pem, sign_body};
 use airlift_protocol::device::{AuthRequest, AUTH_PATH, CHECK_IN_PATH, SIGNATURE_HEADER};
+use airlift_testkit::procfs;
 use anyhow::{bail, ensure, Context, Result};
 use bytes::Bytes;
 use futures::StreamExt;
@@ -428,79 +429,7 @@ fn find_nginx() -> Result<PathBuf> {
 
 // --- process accounting ---------------------------------------------------------
 
-/// CPU time (user + system) of a process and its direct children, in seconds.
-fn cpu_seconds(pid: u32) -> f64 {
-    let ticks = clock_ticks();
-    let mut total = 0.0;
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return 0.0;
-    };
-    for entry in entries.flatten() {
-        let Some(other) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        if let Some(stat) = proc_stat(other) {
-            if other == pid || stat.ppid == pid {
-                total += (stat.utime + stat.stime) as f64 / ticks;
-            }
-        }
-    }
-    total
-}
-
-struct ProcStat {
-    ppid: u32,
-    utime: u64,
-    stime: u64,
-}
-
-fn proc_stat(pid: u32) -> Option<ProcStat> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name is in parentheses and may hold spaces.
-    let rest = &text[text.rfind(')')? + 2..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    // Fields 4, 14 and 15 of proc(5), counted from `state` (field 3).
-    Some(ProcStat {
-        ppid: fields.get(1)?.parse().ok()?,
-        utime: fields.get(11)?.parse().ok()?,
-        stime: fields.get(12)?.parse().ok()?,
-    })
-}
-
-fn clock_ticks() -> f64 {
-    static TICKS: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
-    *TICKS.get_or_init(|| {
-        Command::new("getconf")
-            .arg("CLK_TCK")
-            .output()
-            .ok()
-            .and_then(|o| String::from_utf8(o.stdout).ok())
-            .and_then(|s| s.trim().parse().ok())
-            .unwrap_or(100.0)
-    })
-}
-
-/// Context switches (voluntary and involuntary) of all of a process's live threads.
-fn context_switches(pid: u32) -> u64 {
-    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-        return 0;
-    };
-    tasks
-        .flatten()
-        .filter_map(|task| std::fs::read_to_string(task.path().join("status")).ok())
-        .flat_map(|status| {
-            status
-                .lines()
-                .filter(|l| l.contains("ctxt_switches:"))
-                .filter_map(|l| l.split(':').nth(1)?.trim().parse::<u64>().ok())
-                .collect::<Vec<_>>()
-        })
-        .sum()
-}
+// CPU time, context switches and peak memory come from airlift_testkit::procfs.
 
 /// How idle the machine was over `span`, in per cent of all cores, from
 /// `/proc/stat`: other work on the machine skews every number here.
@@ -526,19 +455,6 @@ fn machine_idle(span: Duration) -> f64 {
         return f64::NAN;
     };
     100.0 * (idle_1 - idle_0) as f64 / (total_1 - total_0).max(1) as f64
-}
-
-/// Peak resident set size (`VmHWM`) of a process, in MiB.
-fn max_rss_mib(pid: u32) -> f64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|status| {
-            status
-                .lines()
-                .find_map(|l| l.strip_prefix("VmHWM:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        })
-        .map_or(f64::NAN, |kib| kib / 1024.0)
 }
 
 // --- devices and the management API -----------------------------------------------
@@ -865,12 +781,18 @@ async fn load(
         }));
     }
     tokio::time::sleep_until(measure_start.into()).await;
-    let (server_cpu_0, client_cpu_0) = (cpu_seconds(server_pid), own_cpu_seconds());
-    let switches_0 = context_switches(server_pid);
+    let (server_cpu_0, client_cpu_0) = (
+        procfs::cpu_seconds_with_children(server_pid),
+        own_cpu_seconds(),
+    );
+    let switches_0 = procfs::context_switches(server_pid).unwrap_or(0);
     let measured_from = Instant::now();
     tokio::time::sleep_until(measure_end.into()).await;
-    let (server_cpu_1, client_cpu_1) = (cpu_seconds(server_pid), own_cpu_seconds());
-    let switches_1 = context_switches(server_pid);
+    let (server_cpu_1, client_cpu_1) = (
+        procfs::cpu_seconds_with_children(server_pid),
+        own_cpu_seconds(),
+    );
+    let switches_1 = procfs::context_switches(server_pid).unwrap_or(0);
     let cpu_window = measured_from.elapsed().as_secs_f64();
     let mut latencies = Vec::new();
     let mut errors = 0;
@@ -891,13 +813,13 @@ async fn load(
         server_cpu: (server_cpu_1 - server_cpu_0) / cpu_window,
         client_cpu: (client_cpu_1 - client_cpu_0) / cpu_window,
         server_switches: switches_1.saturating_sub(switches_0),
-        server_rss_mib: max_rss_mib(server_pid),
+        server_rss_mib: procfs::peak_rss_mib(server_pid).unwrap_or(f64::NAN),
         response_bytes,
     })
 }
 
 fn own_cpu_seconds() -> f64 {
-    proc_stat(std::process::id()).map_or(0.0, |s| (s.utime + s.stime) as f64 / clock_ticks())
+    procfs::cpu_seconds(std::process::id()).unwrap_or(0.0)
 }
 
 // --- downloads --------------------------------------------------------------------
@@ -950,7 +872,10 @@ fn download_once(spec: &DownloadSpec) -> Result<(Duration, f64, f64)> {
     let mut stream = std::net::TcpStream::connect(spec.addr)?;
     stream.set_nodelay(true)?;
     let mut buf = vec![0u8; 1 << 20];
-    let (server_cpu, client_cpu) = (cpu_seconds(spec.server_pid), own_cpu_seconds());
+    let (server_cpu, client_cpu) = (
+        procfs::cpu_seconds_with_children(spec.server_pid),
+        own_cpu_seconds(),
+    );
     let started = Instant::now();
     stream.write_all(request.as_bytes())?;
     let mut filled = 0;
@@ -999,7 +924,7 @@ fn download_once(spec: &DownloadSpec) -> Result<(Duration, f64, f64)> {
     );
     Ok((
         elapsed,
-        cpu_seconds(spec.server_pid) - server_cpu,
+        procfs::cpu_seconds_with_children(spec.server_pid) - server_cpu,
         own_cpu_seconds() - client_cpu,
     ))
 }
@@ -1020,7 +945,7 @@ fn download_rounds(specs: &[DownloadSpec], runs: usize) -> Result<Vec<DownloadRe
         }
     }
     for (spec, result) in specs.iter().zip(&mut results) {
-        result.server_rss_mib = max_rss_mib(spec.server_pid);
+        result.server_rss_mib = procfs::peak_rss_mib(spec.server_pid).unwrap_or(f64::NAN);
     }
     Ok(results)
 }

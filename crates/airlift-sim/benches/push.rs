@@ -32,7 +32,7 @@ use airlift_agent::push::PushConfig;
 use airlift_package::SigningKey;
 use airlift_sim::server::ServerProcess;
 use airlift_sim::{Fleet, FleetConfig};
-use common::{cpu_seconds, number, raise_open_files, status_mib};
+use common::{cpu_seconds, number, raise_open_files, rss_mib};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -90,7 +90,7 @@ fn run(binary: &Path, devices: usize, poll: u64, push: PushConfig) -> Outcome {
     );
     // Let the enrolment's bursts settle into steady polling.
     std::thread::sleep(Duration::from_secs(5));
-    let rss_mib = status_mib(server.pid(), "VmRSS");
+    let rss_mib = rss_mib(server.pid());
 
     let cpu_before = cpu_seconds(server.pid());
     let update = deploy(&http, &server.url, &key, &fleet, devices);

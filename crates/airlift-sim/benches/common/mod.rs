@@ -1,5 +1,6 @@
 //! What the fleet benchmarks share: settings from the environment and a
-//! server process's CPU time and memory from `/proc`.
+//! server process's CPU time and memory (from `airlift_testkit::procfs`,
+//! read as 0 once the process is gone).
 
 #![allow(dead_code)] // each bench uses its own share
 
@@ -22,39 +23,19 @@ pub fn wait_enrolled(fleet: &airlift_sim::Fleet, devices: usize) {
     }
 }
 
-/// utime + stime of a process, in seconds.
+/// utime + stime of a process, in seconds (0 once it is gone).
 pub fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    // Fields 14 and 15 of stat; `after` starts at field 3.
-    (ticks(11) + ticks(12)) / 100.0
+    airlift_testkit::procfs::cpu_seconds(pid).unwrap_or(0.0)
 }
 
-/// A `/proc/PID/status` size field (`VmHWM`, `VmRSS`), in MiB.
-pub fn status_mib(pid: u32, field: &str) -> f64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
-        .and_then(|v| {
-            v.split_whitespace()
-                .next()
-                .and_then(|n| n.parse::<f64>().ok())
-        })
-        .unwrap_or(0.0)
-        / 1024.0
+/// Resident memory of a process now (`VmRSS`), in MiB (0 once it is gone).
+pub fn rss_mib(pid: u32) -> f64 {
+    airlift_testkit::procfs::rss_mib(pid).unwrap_or(0.0)
 }
 
-/// Peak resident memory of a process, in MiB.
+/// Peak resident memory of a process (`VmHWM`), in MiB (0 once it is gone).
 pub fn peak_rss_mib(pid: u32) -> f64 {
-    status_mib(pid, "VmHWM")
+    airlift_testkit::procfs::peak_rss_mib(pid).unwrap_or(0.0)
 }
 
 /// Raises this process's open-file limit (children inherit it): a fleet
