@@ -82,29 +82,75 @@ pub async fn authenticate(
     let device = match state.store().device_by_public_key(&public_key).await? {
         Some(device) => device,
         None => {
-            admit_newcomer(&state, peer.map(|Extension(ConnectInfo(peer))| peer.ip())).await?;
-            let device = Device {
-                id: DeviceId::new(),
-                status: DeviceStatus::Pending,
-                identity: request.identity.clone(),
-                public_key: public_key.clone(),
-                tags: Vec::new(),
-                device_type: None,
-                hardware_revision: None,
-                installed: BTreeMap::new(),
-                security_version: 0,
-                attributes: BTreeMap::new(),
-                created_at: now,
-                last_check_in: None,
-            };
-            state.store().insert_device(&device).await?;
-            tracing::info!(device_id = %device.id, "new device is pending acceptance");
-            metrics::counter!("airlift_device_auth_total", "result" => "pending").increment(1);
-            return Ok(pending(device.id));
+            let peer = peer.map(|Extension(ConnectInfo(peer))| peer.ip());
+            let id = register_newcomer(&state, peer, &request, public_key, now).await?;
+            return Ok(pending(id));
         }
     };
+    let status = status_on_contact(&state, &device, &request).await?;
+    state.caches().forget_device(device.id);
+    let result = status.as_str();
+    metrics::counter!("airlift_device_auth_total", "result" => result).increment(1);
+    Ok(match status {
+        DeviceStatus::Accepted => {
+            let token = issue_device_token(&state, device.id)?;
+            Json(AuthResponse::Accepted {
+                device_id: device.id,
+                token,
+                expires_in_secs: state.settings().device_token_ttl.as_secs(),
+            })
+            .into_response()
+        }
+        DeviceStatus::Pending | DeviceStatus::Preauthorized => pending(device.id),
+        DeviceStatus::Rejected | DeviceStatus::Decommissioned => (
+            StatusCode::FORBIDDEN,
+            Json(AuthResponse::Rejected {
+                device_id: device.id,
+            }),
+        )
+            .into_response(),
+    })
+}
 
-    let status = match device.status {
+/// Records a device never seen before as pending, within the admission
+/// limits.
+async fn register_newcomer(
+    state: &AppState,
+    peer: Option<IpAddr>,
+    request: &AuthRequest,
+    public_key: String,
+    now: chrono::DateTime<Utc>,
+) -> ApiResult<DeviceId> {
+    admit_newcomer(state, peer).await?;
+    let device = Device {
+        id: DeviceId::new(),
+        status: DeviceStatus::Pending,
+        identity: request.identity.clone(),
+        public_key,
+        tags: Vec::new(),
+        device_type: None,
+        hardware_revision: None,
+        installed: BTreeMap::new(),
+        security_version: 0,
+        attributes: BTreeMap::new(),
+        created_at: now,
+        last_check_in: None,
+    };
+    state.store().insert_device(&device).await?;
+    tracing::info!(device_id = %device.id, "new device is pending acceptance");
+    metrics::counter!("airlift_device_auth_total", "result" => "pending").increment(1);
+    Ok(device.id)
+}
+
+/// A known device's status once it made contact: a pre-authorised one is
+/// accepted if it presents the identity it was pre-authorised with, and
+/// goes to the queue if it presents another.
+async fn status_on_contact(
+    state: &AppState,
+    device: &Device,
+    request: &AuthRequest,
+) -> ApiResult<DeviceStatus> {
+    Ok(match device.status {
         DeviceStatus::Preauthorized if device.identity == request.identity => {
             state
                 .store()
@@ -127,28 +173,6 @@ pub async fn authenticate(
             DeviceStatus::Pending
         }
         other => other,
-    };
-    state.caches().forget_device(device.id);
-    let result = status.as_str();
-    metrics::counter!("airlift_device_auth_total", "result" => result).increment(1);
-    Ok(match status {
-        DeviceStatus::Accepted => {
-            let token = issue_device_token(&state, device.id)?;
-            Json(AuthResponse::Accepted {
-                device_id: device.id,
-                token,
-                expires_in_secs: state.settings().device_token_ttl.as_secs(),
-            })
-            .into_response()
-        }
-        DeviceStatus::Pending | DeviceStatus::Preauthorized => pending(device.id),
-        DeviceStatus::Rejected | DeviceStatus::Decommissioned => (
-            StatusCode::FORBIDDEN,
-            Json(AuthResponse::Rejected {
-                device_id: device.id,
-            }),
-        )
-            .into_response(),
     })
 }
 
