@@ -169,9 +169,18 @@ mod hh_mm {
     use chrono::NaiveTime;
     use serde::{Deserialize, Deserializer, Serializer};
 
+    /// Exactly `HH:MM`, as the API documents it: chrono alone also takes
+    /// `2:5` and `02: 00`.
     pub fn parse(text: &str) -> Result<NaiveTime, String> {
-        NaiveTime::parse_from_str(text, "%H:%M")
-            .map_err(|_| format!("{text:?} is not a time of day: expected HH:MM (00:00 to 23:59)"))
+        let refused = || format!("{text:?} is not a time of day: expected HH:MM (00:00 to 23:59)");
+        let bytes = text.as_bytes();
+        let shaped = bytes.len() == 5
+            && bytes[2] == b':'
+            && [0, 1, 3, 4].iter().all(|&i| bytes[i].is_ascii_digit());
+        if !shaped {
+            return Err(refused());
+        }
+        NaiveTime::parse_from_str(text, "%H:%M").map_err(|_| refused())
     }
 
     pub fn serialize<S: Serializer>(time: &NaiveTime, serializer: S) -> Result<S::Ok, S::Error> {
@@ -197,6 +206,17 @@ mod tests {
 
     fn window(text: &str) -> InstallWindow {
         text.parse().expect("a window")
+    }
+
+    #[test]
+    fn times_are_exactly_hh_mm() {
+        assert!(hh_mm::parse("02:05").is_ok());
+        assert!(hh_mm::parse("23:59").is_ok());
+        for bad in [
+            "2:05", " 2:5", "02: 00", "24:00", "02:60", "0205", "02:05:00", "",
+        ] {
+            assert!(hh_mm::parse(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]
