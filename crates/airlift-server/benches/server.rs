@@ -276,6 +276,9 @@ fn start_server(dir: &Path) -> Result<Server> {
         .arg("--trust")
         .arg(&trust)
         .args(["--poll-interval", "60", "--max-package-mib", "4096"])
+        // The bench enrols its whole fleet from one address, faster than
+        // the first-contact limit a public server keeps.
+        .args(["--first-contact-per-minute", "0"])
         .env("AIRLIFT_ADMIN_TOKEN", ADMIN_TOKEN)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
