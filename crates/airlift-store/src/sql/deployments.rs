@@ -1,0 +1,388 @@
+//! Deployments and their rollouts: the SQL of these [`Store`](crate::Store)
+//! methods, written once for both backends as inherent methods of the
+//! store, which the `Store` impl of [`impl_store!`](super::impl_store)
+//! calls. Expanded inside `impl_store!`, so it sees that macro's imports.
+
+/// The deployments and their rollouts, for `$store` on `$db`.
+macro_rules! sql_deployments {
+    ($store:ident, $db:ty, $begin:literal) => {
+        impl $store {
+            async fn insert_deployment(
+                &self,
+                deployment: &DeploymentRecord,
+                devices: &[(DeviceId, UpdateState)],
+            ) -> StoreResult<()> {
+                let deployment_id = deployment.id.to_string();
+                let mut tx = self.begin().await?;
+                // Lock the package against a concurrent delete_package.
+                let package =
+                    sqlx::query::<$db>("UPDATE packages SET blob_key = blob_key WHERE id = $1")
+                        .bind(deployment.package_id.to_string())
+                        .execute(&mut *tx)
+                        .await?
+                        .rows_affected();
+                if package == 0 {
+                    return Err(StoreError::NotFound(format!(
+                        "package {}",
+                        deployment.package_id
+                    )));
+                }
+                sqlx::query::<$db>(concat!(
+                    "INSERT INTO deployments (",
+                    $crate::sql::columns!(deployments),
+                    ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"
+                ))
+                .bind(deployment_id.as_str())
+                .bind(deployment.name.as_str())
+                .bind(deployment.package_id.to_string())
+                .bind(to_json(&deployment.target, "deployment target")?)
+                .bind(to_json(&deployment.strategy, "deployment strategy")?)
+                .bind(deployment.status.as_str())
+                .bind(millis(deployment.created_at))
+                .bind(deployment.finished_at.map(millis))
+                .bind(i64::from(deployment.rollout.phase))
+                .bind(deployment.rollout.phase_started_at.map(millis))
+                .bind(deployment.rollout.phase_met_at.map(millis))
+                .bind(deployment.rollout.reason.as_deref())
+                .bind(to_i64(
+                    deployment.rollout.acknowledged_failures,
+                    "acknowledged failures",
+                )?)
+                .bind(to_json(&deployment.install, "deployment install policy")?)
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| classify(e, &format!("deployment {}", deployment.id), ""))?;
+                for chunk in devices.chunks(INSERT_CHUNK) {
+                    let mut query = QueryBuilder::<$db>::new(
+                        "INSERT INTO deployment_devices \
+                         (deployment_id, device_id, state, message, updated_at) ",
+                    );
+                    query.push_values(chunk, |mut row, (device, state)| {
+                        row.push_bind(deployment_id.as_str())
+                            .push_bind(device.to_string())
+                            .push_bind(state.as_str())
+                            .push("NULL")
+                            .push_bind(millis(deployment.created_at));
+                    });
+                    query.build().execute(&mut *tx).await.map_err(|e| {
+                        classify(
+                            e,
+                            &format!("a device listed twice in deployment {}", deployment.id),
+                            &format!("a device of deployment {}", deployment.id),
+                        )
+                    })?;
+                }
+                self.commit_with(tx, &[StoreEvent::DeploymentChanged(deployment.id)])
+                    .await
+            }
+
+            async fn deployment(&self, id: DeploymentId) -> StoreResult<Option<DeploymentRecord>> {
+                sqlx::query_as::<$db, DeploymentRow>(concat!(
+                    "SELECT ",
+                    $crate::sql::columns!(deployments),
+                    " FROM deployments WHERE id = $1"
+                ))
+                .bind(id.to_string())
+                .fetch_optional(&self.pool)
+                .await?
+                .map(DeploymentRow::into_record)
+                .transpose()
+            }
+
+            async fn list_deployments(&self) -> StoreResult<Vec<DeploymentRecord>> {
+                sqlx::query_as::<$db, DeploymentRow>(concat!(
+                    "SELECT ",
+                    $crate::sql::columns!(deployments),
+                    " FROM deployments ORDER BY created_at DESC, id DESC"
+                ))
+                .fetch_all(&self.pool)
+                .await?
+                .into_iter()
+                .map(DeploymentRow::into_record)
+                .collect()
+            }
+
+            async fn active_deployments(&self) -> StoreResult<Vec<DeploymentRecord>> {
+                sqlx::query_as::<$db, DeploymentRow>(concat!(
+                    "SELECT ",
+                    $crate::sql::columns!(deployments),
+                    " FROM deployments WHERE status = $1 ORDER BY created_at, id"
+                ))
+                .bind(DeploymentStatus::Active.as_str())
+                .fetch_all(&self.pool)
+                .await?
+                .into_iter()
+                .map(DeploymentRow::into_record)
+                .collect()
+            }
+
+            async fn deployment_counts(
+                &self,
+                id: DeploymentId,
+            ) -> StoreResult<BTreeMap<UpdateState, u64>> {
+                let rows = sqlx::query_as::<$db, (String, i64)>(
+                    "SELECT state, COUNT(*) FROM deployment_devices \
+                     WHERE deployment_id = $1 GROUP BY state",
+                )
+                .bind(id.to_string())
+                .fetch_all(&self.pool)
+                .await?;
+                rows.into_iter()
+                    .map(|(state, count)| {
+                        Ok((
+                            parse("deployment_devices.state", &state)?,
+                            u64::try_from(count).unwrap_or(0),
+                        ))
+                    })
+                    .collect()
+            }
+
+            async fn deployment_devices(&self, id: DeploymentId) -> StoreResult<Vec<DeviceUpdate>> {
+                sqlx::query_as::<$db, DeviceUpdateRow>(concat!(
+                    "SELECT ",
+                    $crate::sql::columns!(device_updates),
+                    " FROM deployment_devices \
+                     WHERE deployment_id = $1 ORDER BY device_id"
+                ))
+                .bind(id.to_string())
+                .fetch_all(&self.pool)
+                .await?
+                .into_iter()
+                .map(DeviceUpdateRow::into_update)
+                .collect()
+            }
+
+            async fn cancel_deployment(
+                &self,
+                id: DeploymentId,
+                at: DateTime<Utc>,
+            ) -> StoreResult<bool> {
+                let deployment_id = id.to_string();
+                let mut tx = self.begin().await?;
+                let cancelled = sqlx::query::<$db>(
+                    "UPDATE deployments SET status = $2, finished_at = $3 \
+                     WHERE id = $1 AND status IN ($4, $5)",
+                )
+                .bind(deployment_id.as_str())
+                .bind(DeploymentStatus::Cancelled.as_str())
+                .bind(millis(at))
+                .bind(DeploymentStatus::Active.as_str())
+                .bind(DeploymentStatus::Paused.as_str())
+                .execute(&mut *tx)
+                .await?
+                .rows_affected()
+                    > 0;
+                if !cancelled {
+                    return Ok(false);
+                }
+                Self::cancel_open_devices(&mut tx, &deployment_id, at).await?;
+                self.commit_with(tx, &[StoreEvent::DeploymentChanged(id)])
+                    .await?;
+                Ok(true)
+            }
+
+            async fn release_install(
+                &self,
+                id: DeploymentId,
+                at: DateTime<Utc>,
+            ) -> StoreResult<bool> {
+                let deployment_id = id.to_string();
+                let mut tx = self.begin().await?;
+                let policy: Option<String> = sqlx::query_scalar::<$db, String>(
+                    "SELECT install_policy FROM deployments \
+                     WHERE id = $1 AND status IN ($2, $3)",
+                )
+                .bind(deployment_id.as_str())
+                .bind(DeploymentStatus::Active.as_str())
+                .bind(DeploymentStatus::Paused.as_str())
+                .fetch_optional(&mut *tx)
+                .await?;
+                let Some(stored) = policy else {
+                    return Ok(false);
+                };
+                let mut policy: InstallPolicy =
+                    $crate::codec::json("deployments.install_policy", &stored)?;
+                if !policy.download_only {
+                    return Ok(false);
+                }
+                policy.download_only = false;
+                // Only if nobody changed it since the read: of two racing
+                // releases, one wins.
+                let swapped = sqlx::query::<$db>(
+                    "UPDATE deployments SET install_policy = $2 \
+                     WHERE id = $1 AND install_policy = $3",
+                )
+                .bind(deployment_id.as_str())
+                .bind(to_json(&policy, "deployment install policy")?)
+                .bind(stored.as_str())
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+                if swapped == 0 {
+                    return Ok(false);
+                }
+                sqlx::query::<$db>(
+                    "UPDATE deployment_devices SET updated_at = $3 \
+                     WHERE deployment_id = $1 AND state = $2",
+                )
+                .bind(deployment_id.as_str())
+                .bind(UpdateState::Downloaded.as_str())
+                .bind(millis(at))
+                .execute(&mut *tx)
+                .await?;
+                self.commit_with(tx, &[StoreEvent::DeploymentChanged(id)])
+                    .await?;
+                Ok(true)
+            }
+
+            async fn open_deployments(&self) -> StoreResult<Vec<DeploymentRecord>> {
+                sqlx::query_as::<$db, DeploymentRow>(concat!(
+                    "SELECT ",
+                    $crate::sql::columns!(deployments),
+                    " FROM deployments WHERE status IN ($1, $2) ORDER BY created_at, id"
+                ))
+                .bind(DeploymentStatus::Active.as_str())
+                .bind(DeploymentStatus::Paused.as_str())
+                .fetch_all(&self.pool)
+                .await?
+                .into_iter()
+                .map(DeploymentRow::into_record)
+                .collect()
+            }
+
+            async fn update_rollout(
+                &self,
+                id: DeploymentId,
+                from: DeploymentStatus,
+                status: DeploymentStatus,
+                rollout: &$crate::RolloutState,
+                at: DateTime<Utc>,
+            ) -> StoreResult<bool> {
+                let deployment_id = id.to_string();
+                let ends = matches!(
+                    status,
+                    DeploymentStatus::Aborted
+                        | DeploymentStatus::Cancelled
+                        | DeploymentStatus::Finished
+                );
+                let mut tx = self.begin().await?;
+                let updated = sqlx::query::<$db>(
+                    "UPDATE deployments SET status = $2, phase = $3, phase_started_at = $4, \
+                     phase_met_at = $5, status_reason = $6, acknowledged_failures = $7, \
+                     finished_at = $8 WHERE id = $1 AND status = $9",
+                )
+                .bind(deployment_id.as_str())
+                .bind(status.as_str())
+                .bind(i64::from(rollout.phase))
+                .bind(rollout.phase_started_at.map(millis))
+                .bind(rollout.phase_met_at.map(millis))
+                .bind(rollout.reason.as_deref())
+                .bind(to_i64(
+                    rollout.acknowledged_failures,
+                    "acknowledged failures",
+                )?)
+                .bind(ends.then(|| millis(at)))
+                .bind(from.as_str())
+                .execute(&mut *tx)
+                .await?
+                .rows_affected()
+                    > 0;
+                if !updated {
+                    return Ok(false);
+                }
+                if status == DeploymentStatus::Aborted {
+                    Self::cancel_open_devices(&mut tx, &deployment_id, at).await?;
+                }
+                self.commit_with(tx, &[StoreEvent::DeploymentChanged(id)])
+                    .await?;
+                Ok(true)
+            }
+
+            async fn admit_devices(
+                &self,
+                id: DeploymentId,
+                phase: u32,
+                devices: &[DeviceId],
+            ) -> StoreResult<u64> {
+                let deployment_id = id.to_string();
+                let mut tx = self.begin().await?;
+                let mut admitted = 0;
+                for chunk in devices.chunks(INSERT_CHUNK) {
+                    let sql = format!(
+                        "UPDATE deployment_devices SET phase = $2 \
+                         WHERE deployment_id = $1 AND phase IS NULL AND device_id IN ({})",
+                        placeholders(3, chunk.len()),
+                    );
+                    let mut query = sqlx::query::<$db>(&sql)
+                        .bind(deployment_id.as_str())
+                        .bind(i64::from(phase));
+                    for device in chunk {
+                        query = query.bind(device.to_string());
+                    }
+                    admitted += query.execute(&mut *tx).await?.rows_affected();
+                }
+                self.commit_with(tx, &[StoreEvent::DeploymentChanged(id)])
+                    .await?;
+                Ok(admitted)
+            }
+
+            async fn take_rollout_lease(
+                &self,
+                id: DeploymentId,
+                owner: &str,
+                now: DateTime<Utc>,
+                until: DateTime<Utc>,
+            ) -> StoreResult<bool> {
+                let taken = sqlx::query::<$db>(
+                    "UPDATE deployments SET lease_owner = $2, lease_until = $3 \
+                     WHERE id = $1 AND (lease_owner IS NULL OR lease_owner = $2 \
+                     OR lease_until IS NULL OR lease_until < $4)",
+                )
+                .bind(id.to_string())
+                .bind(owner)
+                .bind(millis(until))
+                .bind(millis(now))
+                .execute(&self.pool)
+                .await?
+                .rows_affected();
+                Ok(taken > 0)
+            }
+
+            async fn finish_deployment_if_done(
+                &self,
+                id: DeploymentId,
+                at: DateTime<Utc>,
+            ) -> StoreResult<bool> {
+                let open: Vec<UpdateState> = UpdateState::ALL
+                    .iter()
+                    .copied()
+                    .filter(|s| !s.is_final())
+                    .collect();
+                let sql = format!(
+                    "UPDATE deployments SET status = $2, finished_at = $3 \
+                     WHERE id = $1 AND status = $4 \
+                     AND NOT EXISTS (SELECT 1 FROM deployment_devices \
+                     WHERE deployment_id = $1 AND state IN ({}))",
+                    placeholders(5, open.len()),
+                );
+                let mut query = sqlx::query::<$db>(&sql)
+                    .bind(id.to_string())
+                    .bind(DeploymentStatus::Finished.as_str())
+                    .bind(millis(at))
+                    .bind(DeploymentStatus::Active.as_str());
+                for state in &open {
+                    query = query.bind(state.as_str());
+                }
+                let mut tx = self.begin().await?;
+                let finished = query.execute(&mut *tx).await?.rows_affected() > 0;
+                if finished {
+                    self.commit_with(tx, &[StoreEvent::DeploymentChanged(id)])
+                        .await?;
+                }
+                Ok(finished)
+            }
+        }
+    };
+}
+
+pub(crate) use sql_deployments;

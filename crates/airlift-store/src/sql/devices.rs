@@ -1,0 +1,284 @@
+//! Devices: admission, identity, tags, inventory and check-ins, and authentication nonces: the SQL of these [`Store`](crate::Store)
+//! methods, written once for both backends as inherent methods of the
+//! store, which the `Store` impl of [`impl_store!`](super::impl_store)
+//! calls. Expanded inside `impl_store!`, so it sees that macro's imports.
+
+/// The devices: admission, identity, tags, inventory and check-ins, and authentication nonces, for `$store` on `$db`.
+macro_rules! sql_devices {
+    ($store:ident, $db:ty, $begin:literal) => {
+        impl $store {
+            async fn request_check_in(&self, id: DeviceId) -> StoreResult<()> {
+                let tx = self.begin().await?;
+                self.commit_with(tx, &[StoreEvent::CheckInRequested(id)])
+                    .await
+            }
+
+            async fn insert_device(&self, device: &Device) -> StoreResult<()> {
+                let device_id = device.id.to_string();
+                let conflict = || format!("device {} or its public key", device.id);
+                let mut tx = self.begin().await?;
+                sqlx::query::<$db>(concat!(
+                    "INSERT INTO devices (",
+                    $crate::sql::columns!(devices),
+                    ") \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+                ))
+                .bind(device_id.as_str())
+                .bind(device.status.as_str())
+                .bind(to_json(&device.identity, "device identity")?)
+                .bind(device.public_key.as_str())
+                .bind(device.device_type.as_deref())
+                .bind(device.hardware_revision.as_deref())
+                .bind(to_i64(device.security_version, "device security version")?)
+                .bind(millis(device.created_at))
+                .bind(device.last_check_in.map(millis))
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| classify(e, &conflict(), ""))?;
+                Self::insert_tags(&mut tx, &device_id, &device.tags).await?;
+                Self::insert_installed(&mut tx, &device_id, &device.installed).await?;
+                Self::insert_attributes(&mut tx, &device_id, &device.attributes).await?;
+                self.commit_with(tx, &[StoreEvent::DeviceChanged(device.id)])
+                    .await
+            }
+
+            async fn device(&self, id: DeviceId) -> StoreResult<Option<Device>> {
+                Ok(self.device_record(id).await?.map(|record| record.device))
+            }
+
+            async fn device_record(&self, id: DeviceId) -> StoreResult<Option<DeviceRecord>> {
+                sqlx::query_as::<$db, DeviceRecordRow>(concat!(
+                    "SELECT ",
+                    $crate::sql::columns!(device_records),
+                    " FROM device_records WHERE id = $1"
+                ))
+                .bind(id.to_string())
+                .fetch_optional(&self.pool)
+                .await?
+                .map(DeviceRecordRow::into_record)
+                .transpose()
+            }
+
+            async fn device_by_public_key(&self, public_key: &str) -> StoreResult<Option<Device>> {
+                sqlx::query_as::<$db, DeviceRecordRow>(concat!(
+                    "SELECT ",
+                    $crate::sql::columns!(device_records),
+                    " FROM device_records WHERE public_key = $1"
+                ))
+                .bind(public_key)
+                .fetch_optional(&self.pool)
+                .await?
+                .map(|row| Ok(row.into_record()?.device))
+                .transpose()
+            }
+
+            async fn list_devices(
+                &self,
+                filter: &DeviceFilter,
+                page: PageRequest,
+            ) -> StoreResult<(Vec<Device>, u64)> {
+                let per_page = i64::from(page.per_page.clamp(1, 1000));
+                let offset = i64::from(page.page.max(1) - 1) * per_page;
+
+                let mut count = Self::device_query("SELECT COUNT(*) FROM devices", filter);
+                let total = count
+                    .build_query_scalar::<i64>()
+                    .fetch_one(&self.pool)
+                    .await?;
+
+                // The view under the table's name, so the filter's clauses
+                // read the same on both.
+                let mut select = Self::device_query(
+                    concat!(
+                        "SELECT ",
+                        $crate::sql::columns!(device_records),
+                        " FROM device_records AS devices"
+                    ),
+                    filter,
+                );
+                select
+                    .push(" ORDER BY created_at, id LIMIT ")
+                    .push_bind(per_page);
+                select.push(" OFFSET ").push_bind(offset);
+                let devices = select
+                    .build_query_as::<DeviceRecordRow>()
+                    .fetch_all(&self.pool)
+                    .await?
+                    .into_iter()
+                    .map(|row| Ok(row.into_record()?.device))
+                    .collect::<StoreResult<Vec<Device>>>()?;
+                Ok((devices, u64::try_from(total).unwrap_or(0)))
+            }
+
+            async fn set_device_status(
+                &self,
+                id: DeviceId,
+                status: DeviceStatus,
+            ) -> StoreResult<bool> {
+                let mut tx = self.begin().await?;
+                let found = sqlx::query::<$db>("UPDATE devices SET status = $2 WHERE id = $1")
+                    .bind(id.to_string())
+                    .bind(status.as_str())
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected()
+                    > 0;
+                if found {
+                    self.commit_with(tx, &[StoreEvent::DeviceChanged(id)])
+                        .await?;
+                }
+                Ok(found)
+            }
+
+            async fn set_device_identity(
+                &self,
+                id: DeviceId,
+                identity: &BTreeMap<String, String>,
+            ) -> StoreResult<bool> {
+                let mut tx = self.begin().await?;
+                let found = sqlx::query::<$db>("UPDATE devices SET identity = $2 WHERE id = $1")
+                    .bind(id.to_string())
+                    .bind(to_json(identity, "device identity")?)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected()
+                    > 0;
+                if found {
+                    self.commit_with(tx, &[StoreEvent::DeviceChanged(id)])
+                        .await?;
+                }
+                Ok(found)
+            }
+
+            async fn set_device_tags(&self, id: DeviceId, tags: &[String]) -> StoreResult<bool> {
+                let device_id = id.to_string();
+                let mut tx = self.begin().await?;
+                // Lock the device so concurrent replacements run one after the other.
+                let found =
+                    sqlx::query::<$db>("UPDATE devices SET identity = identity WHERE id = $1")
+                        .bind(device_id.as_str())
+                        .execute(&mut *tx)
+                        .await?
+                        .rows_affected()
+                        > 0;
+                if !found {
+                    return Ok(false);
+                }
+                sqlx::query::<$db>("DELETE FROM device_tags WHERE device_id = $1")
+                    .bind(device_id.as_str())
+                    .execute(&mut *tx)
+                    .await?;
+                Self::insert_tags(&mut tx, &device_id, tags).await?;
+                self.commit_with(tx, &[StoreEvent::DeviceChanged(id)])
+                    .await?;
+                Ok(true)
+            }
+
+            async fn record_check_in(
+                &self,
+                id: DeviceId,
+                inventory: &Inventory,
+                at: DateTime<Utc>,
+            ) -> StoreResult<()> {
+                let device_id = id.to_string();
+                let digest = inventory_sha256(inventory)?;
+                // The common case: nothing changed but the time.
+                let unchanged = sqlx::query::<$db>(
+                    "UPDATE devices SET last_check_in = $2 \
+                     WHERE id = $1 AND inventory_sha256 = $3",
+                )
+                .bind(device_id.as_str())
+                .bind(millis(at))
+                .bind(digest.as_slice())
+                .execute(&self.pool)
+                .await?
+                .rows_affected()
+                    > 0;
+                if unchanged {
+                    return Ok(());
+                }
+                let mut tx = self.begin().await?;
+                let found = sqlx::query::<$db>(
+                    "UPDATE devices SET device_type = $2, hardware_revision = $3, \
+                     security_version = $4, \
+                     inventory_sha256 = $5, last_check_in = $6 WHERE id = $1",
+                )
+                .bind(device_id.as_str())
+                .bind(inventory.device_type.as_str())
+                .bind(inventory.hardware_revision.as_deref())
+                .bind(to_i64(
+                    inventory.security_version,
+                    "device security version",
+                )?)
+                .bind(digest.as_slice())
+                .bind(millis(at))
+                .execute(&mut *tx)
+                .await?
+                .rows_affected()
+                    > 0;
+                if !found {
+                    return Err(StoreError::NotFound(format!("device {id}")));
+                }
+                sqlx::query::<$db>("DELETE FROM device_installed WHERE device_id = $1")
+                    .bind(device_id.as_str())
+                    .execute(&mut *tx)
+                    .await?;
+                sqlx::query::<$db>("DELETE FROM device_attributes WHERE device_id = $1")
+                    .bind(device_id.as_str())
+                    .execute(&mut *tx)
+                    .await?;
+                Self::insert_installed(&mut tx, &device_id, &inventory.installed).await?;
+                Self::insert_attributes(&mut tx, &device_id, &inventory.attributes).await?;
+                self.commit_with(tx, &[StoreEvent::InventoryChanged(id)])
+                    .await
+            }
+
+            async fn record_check_in_times(&self, times: &[CheckInTime]) -> StoreResult<u64> {
+                if times.is_empty() {
+                    return Ok(0);
+                }
+                let mut tx = self.begin().await?;
+                let mut moved = 0;
+                for time in times {
+                    moved += sqlx::query::<$db>(
+                        "UPDATE devices SET last_check_in = $2 \
+                         WHERE id = $1 AND inventory_sha256 = $3 \
+                         AND (last_check_in IS NULL OR last_check_in < $2)",
+                    )
+                    .bind(time.device.to_string())
+                    .bind(millis(time.at))
+                    .bind(&time.inventory_sha256[..])
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                }
+                tx.commit().await?;
+                Ok(moved)
+            }
+
+            async fn use_nonce(
+                &self,
+                nonce: &str,
+                expires_at: DateTime<Utc>,
+                now: DateTime<Utc>,
+            ) -> StoreResult<bool> {
+                sqlx::query::<$db>("DELETE FROM auth_nonces WHERE expires_at <= $1")
+                    .bind(millis(now))
+                    .execute(&self.pool)
+                    .await?;
+                let inserted = sqlx::query::<$db>(
+                    "INSERT INTO auth_nonces (nonce, expires_at) VALUES ($1, $2) \
+                     ON CONFLICT (nonce) DO NOTHING",
+                )
+                .bind(nonce)
+                .bind(millis(expires_at))
+                .execute(&self.pool)
+                .await?
+                .rows_affected();
+                Ok(inserted > 0)
+            }
+        }
+    };
+}
+
+pub(crate) use sql_devices;

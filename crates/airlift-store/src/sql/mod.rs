@@ -1,0 +1,393 @@
+//! The one implementation of [`Store`](crate::Store) in SQL, instantiated
+//! for each backend by [`impl_store!`].
+//!
+//! Every query is written once, with `$1, $2, …` placeholders (the SQLite
+//! driver reads `$N` as the N-th argument) or built by `sqlx::QueryBuilder`,
+//! and run at run time: there is no database at build time. Where the
+//! dialects differ, the difference lives in the migrations.
+//!
+//! Rules that must hold under concurrency are kept without long
+//! transactions:
+//!
+//! - a report is one conditional `UPDATE … WHERE state IN (states it may
+//!   advance from)`, so a late report can never move a device backwards;
+//! - a statement that must see the outcome of a concurrent one first locks
+//!   the row they share with a no-op `UPDATE … SET column = column` (a row
+//!   lock on PostgreSQL; on SQLite every write transaction starts with
+//!   `BEGIN IMMEDIATE` and so holds the write lock): deleting a package
+//!   against creating a deployment for it, replacing a device's tags.
+
+/// Column lists, as literals so `concat!` can build constant SQL.
+macro_rules! columns {
+    (tokens) => {
+        "id, name, role, created_at, secret_sha256"
+    };
+    (audit) => {
+        "id, at, actor, action, object, details"
+    };
+    (packages) => {
+        "id, name, version, description, device_types, security_version, size, sha256, \
+         signed_by, manifest, provides, blob_key, head, created_at"
+    };
+    (devices) => {
+        "id, status, identity, public_key, device_type, hardware_revision, security_version, \
+         created_at, last_check_in"
+    };
+    (device_records) => {
+        "id, status, identity, public_key, device_type, hardware_revision, security_version, \
+         created_at, last_check_in, inventory_sha256, tags, installed, attributes"
+    };
+    (deployments) => {
+        "id, name, package_id, target, strategy, status, created_at, finished_at, \
+         phase, phase_started_at, phase_met_at, status_reason, acknowledged_failures, \
+         install_policy"
+    };
+    (device_updates) => {
+        "device_id, state, message, updated_at, phase, progress_done, progress_total, \
+         progress_at"
+    };
+    (events) => {
+        "deployment_id, device_id, state, applied, message, at"
+    };
+}
+
+/// Rows per multi-row `INSERT`, well below either backend's limit on bound
+/// values.
+pub(crate) const INSERT_CHUNK: usize = 200;
+
+/// Implements [`Store`](crate::Store) for `$store`, a struct with a
+/// `pool: sqlx::Pool<$db>` field; `$begin` starts a write transaction.
+macro_rules! impl_store {
+    ($store:ident, $db:ty, $begin:literal) => {
+        use airlift_protocol::device::{Inventory, Progress};
+        use airlift_protocol::install::InstallPolicy;
+        use airlift_protocol::management::{
+            ApiToken, AuditEntry, Device, DeviceUpdate, UpdateEvent,
+        };
+        use airlift_protocol::state::{DeploymentStatus, DeviceStatus, Transition, UpdateState};
+        use airlift_protocol::{DeploymentId, DeviceId, PackageId, TokenId};
+        use chrono::{DateTime, Utc};
+        use sqlx::QueryBuilder;
+        use std::collections::BTreeMap;
+        use $crate::codec::{
+            classify, inventory_sha256, millis, normalise_tags, parse, placeholders, to_i64,
+            to_json, AuditRow, DeploymentRow, DeviceRecordRow, DeviceUpdateRow, EventRow,
+            PackageRow, TokenRow,
+        };
+        use $crate::sql::INSERT_CHUNK;
+        use $crate::{
+            ApiTokenRecord, ChangeFeed, CheckInTime, DeploymentRecord, DeviceFilter, DeviceRecord,
+            NewAuditEntry, PackageRecord, PageRequest, ReportOutcome, Store, StoreError,
+            StoreEvent, StoreResult,
+        };
+
+        type Conn = <$db as sqlx::Database>::Connection;
+
+        $crate::sql::sql_common!($store, $db, $begin);
+        $crate::sql::sql_tokens!($store, $db, $begin);
+        $crate::sql::sql_packages!($store, $db, $begin);
+        $crate::sql::sql_devices!($store, $db, $begin);
+        $crate::sql::sql_deployments!($store, $db, $begin);
+        $crate::sql::sql_updates!($store, $db, $begin);
+
+        // Each method is the inherent method of the same name, which its
+        // area's macro defines (inherent methods win over trait methods).
+        #[async_trait::async_trait]
+        impl Store for $store {
+            fn changes(&self) -> ChangeFeed {
+                self.hub.subscribe()
+            }
+
+            async fn request_check_in(&self, id: DeviceId) -> StoreResult<()> {
+                self.request_check_in(id).await
+            }
+
+            async fn setting(&self, key: &str) -> StoreResult<Option<String>> {
+                self.setting(key).await
+            }
+
+            async fn setting_or_insert(&self, key: &str, value: &str) -> StoreResult<String> {
+                self.setting_or_insert(key, value).await
+            }
+
+            async fn count_api_tokens(&self) -> StoreResult<u64> {
+                self.count_api_tokens().await
+            }
+
+            async fn insert_api_token(&self, token: &ApiTokenRecord) -> StoreResult<()> {
+                self.insert_api_token(token).await
+            }
+
+            async fn api_token_by_hash(
+                &self,
+                secret_sha256: &[u8; 32],
+            ) -> StoreResult<Option<ApiTokenRecord>> {
+                self.api_token_by_hash(secret_sha256).await
+            }
+
+            async fn list_api_tokens(&self) -> StoreResult<Vec<ApiToken>> {
+                self.list_api_tokens().await
+            }
+
+            async fn delete_api_token(&self, id: TokenId) -> StoreResult<bool> {
+                self.delete_api_token(id).await
+            }
+
+            async fn append_audit(&self, entry: &NewAuditEntry) -> StoreResult<()> {
+                self.append_audit(entry).await
+            }
+
+            async fn list_audit(
+                &self,
+                limit: u32,
+                before: Option<i64>,
+            ) -> StoreResult<Vec<AuditEntry>> {
+                self.list_audit(limit, before).await
+            }
+
+            async fn insert_package(&self, record: &PackageRecord) -> StoreResult<()> {
+                self.insert_package(record).await
+            }
+
+            async fn package(&self, id: PackageId) -> StoreResult<Option<PackageRecord>> {
+                self.package(id).await
+            }
+
+            async fn list_packages(&self) -> StoreResult<Vec<PackageRecord>> {
+                self.list_packages().await
+            }
+
+            async fn delete_package(&self, id: PackageId) -> StoreResult<PackageRecord> {
+                self.delete_package(id).await
+            }
+
+            async fn insert_device(&self, device: &Device) -> StoreResult<()> {
+                self.insert_device(device).await
+            }
+
+            async fn device(&self, id: DeviceId) -> StoreResult<Option<Device>> {
+                self.device(id).await
+            }
+
+            async fn device_record(&self, id: DeviceId) -> StoreResult<Option<DeviceRecord>> {
+                self.device_record(id).await
+            }
+
+            async fn device_by_public_key(&self, public_key: &str) -> StoreResult<Option<Device>> {
+                self.device_by_public_key(public_key).await
+            }
+
+            async fn list_devices(
+                &self,
+                filter: &DeviceFilter,
+                page: PageRequest,
+            ) -> StoreResult<(Vec<Device>, u64)> {
+                self.list_devices(filter, page).await
+            }
+
+            async fn set_device_status(
+                &self,
+                id: DeviceId,
+                status: DeviceStatus,
+            ) -> StoreResult<bool> {
+                self.set_device_status(id, status).await
+            }
+
+            async fn set_device_identity(
+                &self,
+                id: DeviceId,
+                identity: &BTreeMap<String, String>,
+            ) -> StoreResult<bool> {
+                self.set_device_identity(id, identity).await
+            }
+
+            async fn set_device_tags(&self, id: DeviceId, tags: &[String]) -> StoreResult<bool> {
+                self.set_device_tags(id, tags).await
+            }
+
+            async fn record_check_in(
+                &self,
+                id: DeviceId,
+                inventory: &Inventory,
+                at: DateTime<Utc>,
+            ) -> StoreResult<()> {
+                self.record_check_in(id, inventory, at).await
+            }
+
+            async fn record_check_in_times(&self, times: &[CheckInTime]) -> StoreResult<u64> {
+                self.record_check_in_times(times).await
+            }
+
+            async fn use_nonce(
+                &self,
+                nonce: &str,
+                expires_at: DateTime<Utc>,
+                now: DateTime<Utc>,
+            ) -> StoreResult<bool> {
+                self.use_nonce(nonce, expires_at, now).await
+            }
+
+            async fn insert_deployment(
+                &self,
+                deployment: &DeploymentRecord,
+                devices: &[(DeviceId, UpdateState)],
+            ) -> StoreResult<()> {
+                self.insert_deployment(deployment, devices).await
+            }
+
+            async fn deployment(&self, id: DeploymentId) -> StoreResult<Option<DeploymentRecord>> {
+                self.deployment(id).await
+            }
+
+            async fn list_deployments(&self) -> StoreResult<Vec<DeploymentRecord>> {
+                self.list_deployments().await
+            }
+
+            async fn active_deployments(&self) -> StoreResult<Vec<DeploymentRecord>> {
+                self.active_deployments().await
+            }
+
+            async fn deployment_counts(
+                &self,
+                id: DeploymentId,
+            ) -> StoreResult<BTreeMap<UpdateState, u64>> {
+                self.deployment_counts(id).await
+            }
+
+            async fn deployment_devices(&self, id: DeploymentId) -> StoreResult<Vec<DeviceUpdate>> {
+                self.deployment_devices(id).await
+            }
+
+            async fn cancel_deployment(
+                &self,
+                id: DeploymentId,
+                at: DateTime<Utc>,
+            ) -> StoreResult<bool> {
+                self.cancel_deployment(id, at).await
+            }
+
+            async fn release_install(
+                &self,
+                id: DeploymentId,
+                at: DateTime<Utc>,
+            ) -> StoreResult<bool> {
+                self.release_install(id, at).await
+            }
+
+            async fn open_deployments(&self) -> StoreResult<Vec<DeploymentRecord>> {
+                self.open_deployments().await
+            }
+
+            async fn update_rollout(
+                &self,
+                id: DeploymentId,
+                from: DeploymentStatus,
+                status: DeploymentStatus,
+                rollout: &$crate::RolloutState,
+                at: DateTime<Utc>,
+            ) -> StoreResult<bool> {
+                self.update_rollout(id, from, status, rollout, at).await
+            }
+
+            async fn admit_devices(
+                &self,
+                id: DeploymentId,
+                phase: u32,
+                devices: &[DeviceId],
+            ) -> StoreResult<u64> {
+                self.admit_devices(id, phase, devices).await
+            }
+
+            async fn take_rollout_lease(
+                &self,
+                id: DeploymentId,
+                owner: &str,
+                now: DateTime<Utc>,
+                until: DateTime<Utc>,
+            ) -> StoreResult<bool> {
+                self.take_rollout_lease(id, owner, now, until).await
+            }
+
+            async fn finish_deployment_if_done(
+                &self,
+                id: DeploymentId,
+                at: DateTime<Utc>,
+            ) -> StoreResult<bool> {
+                self.finish_deployment_if_done(id, at).await
+            }
+
+            async fn device_update(
+                &self,
+                deployment: DeploymentId,
+                device: DeviceId,
+            ) -> StoreResult<Option<DeviceUpdate>> {
+                self.device_update(deployment, device).await
+            }
+
+            async fn add_device_to_deployment(
+                &self,
+                deployment: DeploymentId,
+                device: DeviceId,
+                state: UpdateState,
+                message: Option<&str>,
+                at: DateTime<Utc>,
+            ) -> StoreResult<DeviceUpdate> {
+                self.add_device_to_deployment(deployment, device, state, message, at)
+                    .await
+            }
+
+            async fn record_update_state(
+                &self,
+                deployment: DeploymentId,
+                device: DeviceId,
+                state: UpdateState,
+                message: Option<&str>,
+                at: DateTime<Utc>,
+            ) -> StoreResult<ReportOutcome> {
+                self.record_update_state(deployment, device, state, message, at)
+                    .await
+            }
+
+            async fn record_progress(
+                &self,
+                deployment: DeploymentId,
+                device: DeviceId,
+                progress: Progress,
+                at: DateTime<Utc>,
+            ) -> StoreResult<bool> {
+                self.record_progress(deployment, device, progress, at).await
+            }
+
+            async fn decide_update_state(
+                &self,
+                deployment: DeploymentId,
+                device: DeviceId,
+                state: UpdateState,
+                message: Option<&str>,
+                at: DateTime<Utc>,
+            ) -> StoreResult<ReportOutcome> {
+                self.decide_update_state(deployment, device, state, message, at)
+                    .await
+            }
+
+            async fn device_history(&self, device: DeviceId) -> StoreResult<Vec<UpdateEvent>> {
+                self.device_history(device).await
+            }
+        }
+    };
+}
+
+mod common;
+mod deployments;
+mod devices;
+mod packages;
+mod tokens;
+mod updates;
+
+pub(crate) use common::sql_common;
+pub(crate) use deployments::sql_deployments;
+pub(crate) use devices::sql_devices;
+pub(crate) use packages::sql_packages;
+pub(crate) use tokens::sql_tokens;
+pub(crate) use updates::sql_updates;
+pub(crate) use {columns, impl_store};

@@ -1,0 +1,153 @@
+//! Settings, management API tokens and the audit log: the SQL of these [`Store`](crate::Store)
+//! methods, written once for both backends as inherent methods of the
+//! store, which the `Store` impl of [`impl_store!`](super::impl_store)
+//! calls. Expanded inside `impl_store!`, so it sees that macro's imports.
+
+/// The settings, management API tokens and the audit log, for `$store` on `$db`.
+macro_rules! sql_tokens {
+    ($store:ident, $db:ty, $begin:literal) => {
+        impl $store {
+            async fn setting(&self, key: &str) -> StoreResult<Option<String>> {
+                Ok(
+                    sqlx::query_scalar::<$db, String>("SELECT value FROM settings WHERE key = $1")
+                        .bind(key)
+                        .fetch_optional(&self.pool)
+                        .await?,
+                )
+            }
+
+            async fn setting_or_insert(&self, key: &str, value: &str) -> StoreResult<String> {
+                sqlx::query::<$db>(
+                    "INSERT INTO settings (key, value) VALUES ($1, $2) \
+                     ON CONFLICT (key) DO NOTHING",
+                )
+                .bind(key)
+                .bind(value)
+                .execute(&self.pool)
+                .await?;
+                // Settings are never deleted: the row is there now.
+                Ok(
+                    sqlx::query_scalar::<$db, String>("SELECT value FROM settings WHERE key = $1")
+                        .bind(key)
+                        .fetch_one(&self.pool)
+                        .await?,
+                )
+            }
+
+            async fn count_api_tokens(&self) -> StoreResult<u64> {
+                let count = sqlx::query_scalar::<$db, i64>("SELECT COUNT(*) FROM api_tokens")
+                    .fetch_one(&self.pool)
+                    .await?;
+                Ok(u64::try_from(count).unwrap_or(0))
+            }
+
+            async fn insert_api_token(&self, token: &ApiTokenRecord) -> StoreResult<()> {
+                sqlx::query::<$db>(concat!(
+                    "INSERT INTO api_tokens (",
+                    $crate::sql::columns!(tokens),
+                    ") VALUES ($1, $2, $3, $4, $5)"
+                ))
+                .bind(token.token.id.to_string())
+                .bind(token.token.name.as_str())
+                .bind(token.token.role.as_str())
+                .bind(millis(token.token.created_at))
+                .bind(&token.secret_sha256[..])
+                .execute(&self.pool)
+                .await
+                .map_err(|e| {
+                    classify(
+                        e,
+                        &format!("API token {} or its secret hash", token.token.id),
+                        "",
+                    )
+                })?;
+                Ok(())
+            }
+
+            async fn api_token_by_hash(
+                &self,
+                secret_sha256: &[u8; 32],
+            ) -> StoreResult<Option<ApiTokenRecord>> {
+                sqlx::query_as::<$db, TokenRow>(concat!(
+                    "SELECT ",
+                    $crate::sql::columns!(tokens),
+                    " FROM api_tokens WHERE secret_sha256 = $1"
+                ))
+                .bind(&secret_sha256[..])
+                .fetch_optional(&self.pool)
+                .await?
+                .map(TokenRow::into_record)
+                .transpose()
+            }
+
+            async fn list_api_tokens(&self) -> StoreResult<Vec<ApiToken>> {
+                sqlx::query_as::<$db, TokenRow>(concat!(
+                    "SELECT ",
+                    $crate::sql::columns!(tokens),
+                    " FROM api_tokens ORDER BY created_at, id"
+                ))
+                .fetch_all(&self.pool)
+                .await?
+                .into_iter()
+                .map(|row| Ok(row.into_record()?.token))
+                .collect()
+            }
+
+            async fn delete_api_token(&self, id: TokenId) -> StoreResult<bool> {
+                let result = sqlx::query::<$db>("DELETE FROM api_tokens WHERE id = $1")
+                    .bind(id.to_string())
+                    .execute(&self.pool)
+                    .await?;
+                Ok(result.rows_affected() > 0)
+            }
+
+            async fn append_audit(&self, entry: &NewAuditEntry) -> StoreResult<()> {
+                sqlx::query::<$db>(
+                    "INSERT INTO audit_log (at, actor, action, object, details) \
+                     VALUES ($1, $2, $3, $4, $5)",
+                )
+                .bind(millis(entry.at))
+                .bind(entry.actor.as_str())
+                .bind(entry.action.as_str())
+                .bind(entry.object.as_str())
+                .bind(to_json(&entry.details, "audit details")?)
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
+            async fn list_audit(
+                &self,
+                limit: u32,
+                before: Option<i64>,
+            ) -> StoreResult<Vec<AuditEntry>> {
+                let rows = match before {
+                    Some(before) => {
+                        sqlx::query_as::<$db, AuditRow>(concat!(
+                            "SELECT ",
+                            $crate::sql::columns!(audit),
+                            " FROM audit_log WHERE id < $1 ORDER BY id DESC LIMIT $2"
+                        ))
+                        .bind(before)
+                        .bind(i64::from(limit))
+                        .fetch_all(&self.pool)
+                        .await?
+                    }
+                    None => {
+                        sqlx::query_as::<$db, AuditRow>(concat!(
+                            "SELECT ",
+                            $crate::sql::columns!(audit),
+                            " FROM audit_log ORDER BY id DESC LIMIT $1"
+                        ))
+                        .bind(i64::from(limit))
+                        .fetch_all(&self.pool)
+                        .await?
+                    }
+                };
+                rows.into_iter().map(AuditRow::into_entry).collect()
+            }
+        }
+    };
+}
+
+pub(crate) use sql_tokens;
