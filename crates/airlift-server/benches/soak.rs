@@ -81,8 +81,8 @@
 //! 30 s) and in requests (three times what the schedule needs).
 //!
 //! Helpers that duplicate `benches/server.rs` (the package builder, the
-//! `/proc` readers, the server process start) are copies until a shared test
-//! kit exists.
+//! server process start) are copies until they move into `airlift-testkit`,
+//! which already gives the `/proc` readers.
 
 #[path = "soak/fleet.rs"]
 mod fleet;
@@ -606,7 +606,10 @@ async fn sample(
         }
         jiffies = now;
         let look = |process: usize, pid: u32| {
-            let (rss_kib, cpu_secs) = match (procs::rss_kib(pid), procs::cpu_seconds(pid)) {
+            let (rss_kib, cpu_secs) = match (
+                airlift_testkit::procfs::status_kib(pid, "VmRSS"),
+                airlift_testkit::procfs::cpu_seconds(pid),
+            ) {
                 (Some(rss), Some(cpu)) if pid != 0 => (rss, cpu),
                 _ => (0, 0.0),
             };
