@@ -109,17 +109,19 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
         }
     });
     let (database, blobs) = tokio::join!(database, blobs);
-    let readiness = Readiness {
-        database: Check::of(database),
-        blobs: Check::of(blobs),
-        change_feed: if state.caches().listening() {
-            Check::of::<String>(Ok(Ok(())))
-        } else {
-            Check::of(Ok(Err("interrupted: reconnecting")))
-        },
-        status: "ready",
+    let (database, blobs) = (Check::of(database), Check::of(blobs));
+    let change_feed = if state.caches().listening() {
+        Check::of::<String>(Ok(Ok(())))
+    } else {
+        Check::of(Ok(Err("interrupted: reconnecting")))
     };
-    let ready = readiness.database.ok() && readiness.blobs.ok();
+    let ready = database.ok() && blobs.ok();
+    let readiness = Readiness {
+        status: if ready { "ready" } else { "unavailable" },
+        database,
+        blobs,
+        change_feed,
+    };
     if !ready {
         tracing::warn!(?readiness, "readiness check failed");
     }
@@ -127,10 +129,6 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
-    };
-    let readiness = Readiness {
-        status: if ready { "ready" } else { "unavailable" },
-        ..readiness
     };
     (status, axum::Json(readiness)).into_response()
 }
