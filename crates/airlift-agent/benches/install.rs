@@ -38,8 +38,8 @@
 mod harness;
 use airlift_server::testing as server;
 
-use harness::{enrol, Device, Operator, Signer};
-use server::{TestServer, ADMIN_TOKEN};
+use harness::{enrol, Device, Operator, Packages, Signer};
+use server::{InProcessServer, ADMIN_TOKEN};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -144,7 +144,7 @@ fn main() {
     eprintln!("agent binary: {}", agent.display());
 
     let signer = Signer::new();
-    let server = TestServer::start_with(&signer.public, &["--poll-interval", "60"]);
+    let server = InProcessServer::start_with(signer.public_key_file(), &["--poll-interval", "60"]);
     let operator = Operator::new(&server);
     eprintln!("building a {image_mib} MiB raw image package…");
     let (package, _image) = signer.raw_package("2.0.0", image_mib * 1024 * 1024);
@@ -157,7 +157,7 @@ fn main() {
     let (mut agent_secs, mut peaks, mut tee_secs, mut synced_secs) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for round in 0..=runs {
-        let device = Device::new(&server.url, &signer.public, &["true"]);
+        let device = Device::new(&server.url, signer.public_key_file(), &["true"]);
         let id = enrol(&device, &operator);
         operator.deploy(&package_id, &id);
         let (secs, peak) = install_once(&agent, &device);
@@ -220,9 +220,10 @@ fn main() {
 
     // Idle footprint, read once the daemon has checked in twice: on a
     // server that polls every 2 s, so that takes seconds, not minutes.
-    let idle_server = TestServer::start_with(&signer.public, &["--poll-interval", "2"]);
+    let idle_server =
+        InProcessServer::start_with(signer.public_key_file(), &["--poll-interval", "2"]);
     let idle_operator = Operator::new(&idle_server);
-    let device = Device::new(&idle_server.url, &signer.public, &["true"]);
+    let device = Device::new(&idle_server.url, signer.public_key_file(), &["true"]);
     let idle_id = enrol(&device, &idle_operator);
     let mut daemon = Command::new(&agent)
         .arg("--config")

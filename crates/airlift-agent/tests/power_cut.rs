@@ -20,8 +20,8 @@ mod harness;
 use airlift_server::testing as server;
 
 use airlift_agent::boot::{FileBootEnv, Slot};
-use harness::{enrol, Device, Operator, Signer, FACTORY_IMAGE};
-use server::TestServer;
+use harness::{enrol, Device, Operator, Packages, Signer, FACTORY_IMAGE};
+use server::InProcessServer;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::Instant;
@@ -101,7 +101,7 @@ fn mix(seed: u64) -> u64 {
 }
 
 struct Fleet<'s> {
-    server: &'s TestServer,
+    server: &'s InProcessServer,
     signer: &'s Signer,
     package_id: String,
     image: Vec<u8>,
@@ -124,7 +124,7 @@ impl Fleet<'_> {
             Health::Good => "true",
             Health::Bad => "false",
         };
-        let device = Device::new(&self.server.url, &self.signer.public, &[check]);
+        let device = Device::new(&self.server.url, self.signer.public_key_file(), &[check]);
         let device_id = enrol(&device, &operator);
         let deployment = operator.deploy(&self.package_id, &device_id);
 
@@ -225,8 +225,8 @@ fn main() {
     let signer = Signer::new();
     // Every trial enrols a new device from 127.0.0.1: more than the
     // server's default first-contact limit (60 a minute per address) allows.
-    let server = TestServer::start_with(
-        &signer.public,
+    let server = InProcessServer::start_with(
+        signer.public_key_file(),
         &["--poll-interval", "1", "--first-contact-per-minute", "0"],
     );
     let (package, image) = signer.raw_package("2.0.0", IMAGE_SIZE);

@@ -191,9 +191,9 @@ impl Client {
 
     // Packages.
 
-    /// `GET /packages`: every package, newest first.
+    /// `GET /packages`: every package, newest first (page after page).
     pub async fn list_packages(&self) -> Result<Vec<Package>> {
-        self.json(self.request(Method::GET, "/packages")?).await
+        self.every_page("/packages").await
     }
 
     /// `GET /packages/{id}`.
@@ -294,9 +294,28 @@ impl Client {
             .await
     }
 
-    /// `GET /deployments`: every deployment, newest first.
+    /// `GET /deployments`: every deployment, newest first (page after page).
     pub async fn list_deployments(&self) -> Result<Vec<Deployment>> {
-        self.json(self.request(Method::GET, "/deployments")?).await
+        self.every_page("/deployments").await
+    }
+
+    /// Every item of a paged list, read a full page at a time.
+    async fn every_page<T: DeserializeOwned>(&self, path: &str) -> Result<Vec<T>> {
+        const PER_PAGE: u32 = 1000;
+        let mut items = Vec::new();
+        for page in 1u32.. {
+            let request = self
+                .request(Method::GET, path)?
+                .query(&[("page", page), ("per_page", PER_PAGE)]);
+            let answer: Page<T> = self.json(request).await?;
+            let last = answer.items.len() < PER_PAGE as usize
+                || u64::from(page) * u64::from(PER_PAGE) >= answer.total;
+            items.extend(answer.items);
+            if last {
+                break;
+            }
+        }
+        Ok(items)
     }
 
     /// `GET /deployments/{id}`: counts and every device's state.

@@ -11,14 +11,14 @@
 use crate::client::{Client, DeviceQuery};
 use crate::server_url::ServerUrl;
 use airlift_package::SigningKey;
-use airlift_protocol::management::{CreateDeploymentRequest, Deployment, Target};
+use airlift_protocol::management::{CreateDeploymentRequest, Deployment, Package, Target};
 use airlift_protocol::state::DeploymentStatus;
 use airlift_protocol::strategy::{
     Advance, BreakerAction, FailureThreshold, Phase, PhaseDevices, Phased, Strategy,
 };
-use airlift_protocol::{DeploymentId, DeviceId};
+use airlift_protocol::{DeploymentId, DeviceId, PackageId};
 use airlift_sim::server::ServerProcess;
-use airlift_sim::{Fleet, FleetConfig, Share};
+use airlift_sim::{Fleet, FleetConfig, Share, Snapshot};
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -54,11 +54,7 @@ pub fn run(args: &DemoArgs, quiet: bool) -> Result<()> {
     let dir = tempfile::tempdir().context("making a temporary directory")?;
     let token = format!("alt_demo{}", uuid_hex());
     step("1/6", "a signing key");
-    let key = SigningKey::generate().context("generating a signing key")?;
-    let public = dir.path().join("release.pub");
-    std::fs::write(&public, key.public_key().to_pem()?)
-        .with_context(|| format!("writing {}", public.display()))?;
-    println!("      key id {}", key.public_key().key_id());
+    let (key, public) = signing_key(dir.path())?;
 
     step("2/6", "an airlift-server on a temporary SQLite database");
     let server = start_server(args, dir.path(), &public, &token)?;
@@ -73,17 +69,7 @@ pub fn run(args: &DemoArgs, quiet: bool) -> Result<()> {
         .context("starting the async runtime")?;
     let url: ServerUrl = server.url.parse().map_err(|e: String| anyhow::anyhow!(e))?;
     let client = Client::new(url, token.clone())?;
-    let upload = |bytes: Vec<u8>| {
-        let len = bytes.len() as u64;
-        runtime.block_on(client.upload_package(reqwest::Body::from(bytes), len))
-    };
-    let good = upload(good).context("uploading rootfs 2.0.0")?;
-    let bad = upload(bad).context("uploading rootfs 2.1.0")?;
-    println!("      rootfs 2.0.0  {}", good.id);
-    println!(
-        "      rootfs {BAD_VERSION}  {}  (its health check fails on {} % of devices)",
-        bad.id, args.unhealthy_percent
-    );
+    let (good, bad) = upload_packages(&runtime, &client, good, bad, args.unhealthy_percent)?;
 
     step(
         "4/6",
@@ -92,8 +78,92 @@ pub fn run(args: &DemoArgs, quiet: bool) -> Result<()> {
             args.devices
         ),
     );
-    let mut config = FleetConfig::new(&server.url, public.clone(), args.devices, DEVICE_TYPE);
-    config.admin_token = Some(token.clone());
+    let fleet = start_fleet(args, &server.url, &public, &token)?;
+    let canaries = canaries(&runtime, &client, &fleet)?;
+
+    step(
+        "5/6",
+        "a staged rollout of rootfs 2.0.0: canary → 10 % → 50 % → 100 %",
+    );
+    let rollout = Rollout {
+        runtime: &runtime,
+        client: &client,
+        canaries: &canaries,
+        devices: args.devices,
+        quiet,
+    };
+    let done = rollout.deploy("rootfs 2.0.0".into(), good.id)?;
+
+    step(
+        "6/6",
+        &format!("a staged rollout of rootfs {BAD_VERSION}, which is broken"),
+    );
+    let stopped = rollout.deploy(format!("rootfs {BAD_VERSION}"), bad.id)?;
+    // Let the canaries' rollbacks settle before counting.
+    let snapshot = fleet
+        .wait_until(Duration::from_secs(30), |s| {
+            s.in_state("idle") == args.devices && s.with_outcome("none") == 0
+        })
+        .unwrap_or_else(|s| *s.0);
+
+    print_what_happened(started, args.devices, &done, &stopped, &snapshot);
+    if !args.keep {
+        println!();
+        println!(
+            "Stopping the server and the fleet and removing their files (`airlift demo --keep` leaves them running, to look around with the CLI)."
+        );
+        drop(fleet);
+        drop(server);
+        return Ok(());
+    }
+    println!();
+    print_look_around(&server.url, &token, stopped.id);
+    println!();
+    println!("The server and the fleet keep running; stop with Ctrl-C.");
+    loop {
+        std::thread::sleep(Duration::from_secs(3600));
+    }
+}
+
+/// Generates the demo's signing key and writes its public half into `dir`,
+/// where the server and the fleet read it.
+fn signing_key(dir: &Path) -> Result<(SigningKey, PathBuf)> {
+    let key = SigningKey::generate().context("generating a signing key")?;
+    let public = dir.join("release.pub");
+    std::fs::write(&public, key.public_key().to_pem()?)
+        .with_context(|| format!("writing {}", public.display()))?;
+    println!("      key id {}", key.public_key().key_id());
+    Ok((key, public))
+}
+
+/// Uploads the good and the bad package; returns them as the server knows
+/// them.
+fn upload_packages(
+    runtime: &tokio::runtime::Runtime,
+    client: &Client,
+    good: Vec<u8>,
+    bad: Vec<u8>,
+    unhealthy_percent: f64,
+) -> Result<(Package, Package)> {
+    let upload = |bytes: Vec<u8>| {
+        let len = bytes.len() as u64;
+        runtime.block_on(client.upload_package(reqwest::Body::from(bytes), len))
+    };
+    let good = upload(good).context("uploading rootfs 2.0.0")?;
+    let bad = upload(bad).context("uploading rootfs 2.1.0")?;
+    println!("      rootfs 2.0.0  {}", good.id);
+    println!(
+        "      rootfs {BAD_VERSION}  {}  (its health check fails on {unhealthy_percent} % of devices)",
+        bad.id
+    );
+    Ok((good, bad))
+}
+
+/// Starts the simulated fleet, whose health check fails on the bad version
+/// on a share of devices, and waits until every device checks in.
+fn start_fleet(args: &DemoArgs, url: &str, public: &Path, token: &str) -> Result<Fleet> {
+    let mut config = FleetConfig::new(url, public.to_path_buf(), args.devices, DEVICE_TYPE);
+    config.admin_token = Some(token.to_owned());
     config.poll_interval = Some(Duration::from_secs(1));
     config.faults.fail_health_on = Some(BAD_VERSION.into());
     config.faults.fail_health_share =
@@ -108,43 +178,53 @@ pub fn run(args: &DemoArgs, quiet: bool) -> Result<()> {
         "      all {} devices accepted and checking in every second",
         args.devices
     );
+    Ok(fleet)
+}
 
-    let canaries = canaries(&runtime, &client, &fleet)?;
-    let target = Target::Attributes([("device_type".to_owned(), DEVICE_TYPE.to_owned())].into());
-    step(
-        "5/6",
-        "a staged rollout of rootfs 2.0.0: canary → 10 % → 50 % → 100 %",
-    );
-    let first = runtime.block_on(client.create_deployment(&CreateDeploymentRequest {
-        name: "rootfs 2.0.0".into(),
-        package_id: good.id,
-        target: target.clone(),
-        strategy: staged(&canaries),
-        install: Default::default(),
-    }))?;
-    let done = follow(&runtime, &client, first.id, args.devices, quiet)?;
-    report(&done);
+/// What the demo's two staged rollouts share.
+struct Rollout<'a> {
+    runtime: &'a tokio::runtime::Runtime,
+    client: &'a Client,
+    canaries: &'a [DeviceId],
+    devices: usize,
+    quiet: bool,
+}
 
-    step(
-        "6/6",
-        &format!("a staged rollout of rootfs {BAD_VERSION}, which is broken"),
-    );
-    let second = runtime.block_on(client.create_deployment(&CreateDeploymentRequest {
-        name: format!("rootfs {BAD_VERSION}"),
-        package_id: bad.id,
-        target,
-        strategy: staged(&canaries),
-        install: Default::default(),
-    }))?;
-    let stopped = follow(&runtime, &client, second.id, args.devices, quiet)?;
-    report(&stopped);
-    // Let the canaries' rollbacks settle before counting.
-    let snapshot = fleet
-        .wait_until(Duration::from_secs(30), |s| {
-            s.in_state("idle") == args.devices && s.with_outcome("none") == 0
-        })
-        .unwrap_or_else(|s| *s.0);
+impl Rollout<'_> {
+    /// Deploys a package to the whole fleet in stages, follows the
+    /// deployment until it ends and reports it; returns it as it ended.
+    fn deploy(&self, name: String, package_id: PackageId) -> Result<Deployment> {
+        let target =
+            Target::Attributes([("device_type".to_owned(), DEVICE_TYPE.to_owned())].into());
+        let created =
+            self.runtime
+                .block_on(self.client.create_deployment(&CreateDeploymentRequest {
+                    name,
+                    package_id,
+                    target,
+                    strategy: staged(self.canaries),
+                    install: Default::default(),
+                }))?;
+        let ended = follow(
+            self.runtime,
+            self.client,
+            created.id,
+            self.devices,
+            self.quiet,
+        )?;
+        report(&ended);
+        Ok(ended)
+    }
+}
 
+/// The demo's summary: how far each rollout went, and what the fleet runs.
+fn print_what_happened(
+    started: Instant,
+    devices: usize,
+    done: &Deployment,
+    stopped: &Deployment,
+    snapshot: &Snapshot,
+) {
     println!();
     println!(
         "What happened, in {:.0} s:",
@@ -163,28 +243,12 @@ pub fn run(args: &DemoArgs, quiet: bool) -> Result<()> {
         );
         println!(
             "  the circuit breaker aborted it there: the other {} devices were never offered it.",
-            args.devices as u64 - canary.map_or(0, |p| p.admitted)
+            devices as u64 - canary.map_or(0, |p| p.admitted)
         );
     }
     println!("  The fleet now runs (healthy canaries keep {BAD_VERSION}):");
     for (version, count) in &snapshot.running {
         println!("    {version:<8} {count} devices");
-    }
-    if !args.keep {
-        println!();
-        println!(
-            "Stopping the server and the fleet and removing their files (`airlift demo --keep` leaves them running, to look around with the CLI)."
-        );
-        drop(fleet);
-        drop(server);
-        return Ok(());
-    }
-    println!();
-    print_look_around(&server.url, &token, second.id);
-    println!();
-    println!("The server and the fleet keep running; stop with Ctrl-C.");
-    loop {
-        std::thread::sleep(Duration::from_secs(3600));
     }
 }
 

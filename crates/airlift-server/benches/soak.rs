@@ -84,6 +84,8 @@
 //! server process start) are copies until they move into `airlift-testkit`,
 //! which already gives the `/proc` readers.
 
+#[path = "soak/dispatch.rs"]
+mod dispatch;
 #[path = "soak/fleet.rs"]
 mod fleet;
 #[path = "soak/procs.rs"]
@@ -446,7 +448,7 @@ async fn soak(
     ));
     let poll = params.poll;
     let count = params.devices;
-    let end = fleet::run(
+    let end = dispatch::run(
         Arc::clone(&ctx),
         devices,
         move |i| start + poll.mul_f64(i as f64 / count as f64),

@@ -1,6 +1,14 @@
-//! Package files: spooling an upload while hashing it, verifying it, moving
+//! Package files: spooling an upload while hashing it, verifying it, putting
 //! it into the blob store, and serving it back with `Range`, `ETag` and
 //! `If-Range` so interrupted downloads resume.
+//!
+//! The blob store is local disk (the default: files under the data
+//! directory, served from memory maps) or an S3-compatible object store
+//! ([`s3`]: streamed through the server). Either is reached through
+//! `object_store`, and on either a package's file is stored only after the
+//! whole package verified, as one multipart upload that is committed last
+//! and aborted on any failure — so a refused or interrupted upload leaves
+//! no object behind.
 
 use crate::error::ApiError;
 use airlift_package::{Limits, Manifest, PackageReader, TrustSet};
@@ -8,17 +16,79 @@ use axum::body::Body;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use futures::{StreamExt, TryStreamExt};
+use futures::stream::BoxStream;
+use futures::StreamExt;
+use object_store::local::LocalFileSystem;
 use object_store::path::Path as BlobPath;
-use object_store::{GetOptions, GetRange, GetResultPayload, ObjectStore, WriteMultipart};
+use object_store::{
+    GetOptions, GetRange, GetResultPayload, MultipartUpload, ObjectStore, PutPayload,
+};
 use sha2::{Digest, Sha256};
 use std::io::{Read, Seek};
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
 use tempfile::TempPath;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 mod mapped;
+pub mod s3;
 pub mod sweep;
+
+/// Where package files are kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BlobBackend {
+    /// Files under this directory (the default, `DATA_DIR/blobs`).
+    Local(PathBuf),
+    /// An S3-compatible object store.
+    S3(s3::S3Config),
+}
+
+impl BlobBackend {
+    /// Whether package files are on local disk.
+    pub fn is_local(&self) -> bool {
+        matches!(self, Self::Local(_))
+    }
+}
+
+/// Opens the blob store. A local directory is made if missing; an S3
+/// bucket is probed ([`s3::probe`]), so that a store the server cannot use
+/// stops it now, with one line naming the setting to fix.
+pub async fn open(backend: &BlobBackend) -> Result<Arc<dyn ObjectStore>, String> {
+    match backend {
+        BlobBackend::Local(dir) => {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| format!("creating the blob directory {}: {e}", dir.display()))?;
+            let store = LocalFileSystem::new_with_prefix(dir)
+                .map_err(|e| format!("opening the blob directory {}: {e}", dir.display()))?;
+            Ok(Arc::new(store))
+        }
+        BlobBackend::S3(config) => {
+            let store = s3::open(config)?;
+            s3::probe(store.as_ref(), config).await?;
+            Ok(store)
+        }
+    }
+}
+
+/// Longest a download waits for the blob store's next bytes (or for its
+/// answer), and a deletion for the store. A stalled store ends the one
+/// download with an error; the device resumes with `Range`.
+pub const STALL: Duration = Duration::from_secs(60);
+
+/// Longest an upload into the blob store waits for any part to be stored,
+/// and for the store to start or commit the upload; it is then aborted.
+pub const PART_STALL: Duration = Duration::from_secs(300);
+
+/// Smallest part of a multipart upload (S3 needs at least 5 MiB for every
+/// part but the last).
+const MIN_PART: u64 = 8 << 20;
+
+/// Most parts one multipart upload may have (S3's limit).
+const MAX_PARTS: u64 = 10_000;
+
+/// Parts being sent at once, per upload: four parts' memory.
+const PARTS_IN_FLIGHT: usize = 4;
 
 /// Read size when serving a package from local disk.
 const FILE_CHUNK: usize = 1 << 20;
@@ -127,36 +197,120 @@ fn refused(error: airlift_package::Error) -> ApiError {
     ApiError::Unprocessable("package_refused", format!("package refused: {error}"))
 }
 
-/// Copies a local file into the blob store under `key`, in parts. On
-/// failure the unfinished upload is aborted, so no part stays behind.
+/// Puts a verified spool file into the blob store under `key` as one
+/// multipart upload: parts read from the file, a few in flight at once,
+/// committed only when every part is stored. On any failure — or when the
+/// store makes no progress for [`PART_STALL`] — the upload is aborted (and
+/// the key deleted, should the commit have landed unbeknown), so no object
+/// and no part stays behind.
 pub async fn put_file(
     blobs: &dyn ObjectStore,
     key: &BlobPath,
     path: &Path,
 ) -> Result<(), ApiError> {
-    let upload = blobs.put_multipart(key).await.map_err(ApiError::blob)?;
-    let mut writer = WriteMultipart::new_with_chunk_size(upload, 8 << 20);
-    match copy_into(&mut writer, path).await {
-        Ok(()) => writer.finish().await.map(drop).map_err(ApiError::blob),
-        Err(error) => {
-            if let Err(abort) = writer.abort().await {
-                tracing::warn!(error = %abort, %key, "aborting an unfinished blob upload failed");
-            }
-            Err(error)
+    let mut file = tokio::fs::File::open(path).await.map_err(ApiError::io)?;
+    let size = file.metadata().await.map_err(ApiError::io)?.len();
+    let mut upload = bounded(PART_STALL, "starting an upload", blobs.put_multipart(key))
+        .await
+        .map_err(ApiError::blob)?;
+    let mut committing = false;
+    let mut result = send_parts(upload.as_mut(), &mut file, size).await;
+    if result.is_ok() {
+        committing = true;
+        result = bounded(PART_STALL, "committing an upload", upload.complete())
+            .await
+            .map(drop)
+            .map_err(ApiError::blob);
+    }
+    if result.is_err() {
+        if let Err(error) = bounded(PART_STALL, "aborting an upload", upload.abort()).await {
+            tracing::warn!(%error, %key, "aborting an unfinished blob upload failed");
         }
+        if committing {
+            delete(blobs, key).await;
+        }
+    }
+    result
+}
+
+/// The part size for a file of `size` bytes: [`MIN_PART`], or larger where
+/// the file would need more than [`MAX_PARTS`] parts.
+fn part_size(size: u64) -> u64 {
+    let needed = size.div_ceil(MAX_PARTS).next_multiple_of(1 << 20);
+    needed.max(MIN_PART)
+}
+
+async fn send_parts(
+    upload: &mut dyn MultipartUpload,
+    file: &mut tokio::fs::File,
+    size: u64,
+) -> Result<(), ApiError> {
+    let part = part_size(size);
+    // Dropped on error: parts still in flight are cancelled.
+    let mut in_flight = tokio::task::JoinSet::new();
+    let mut remaining = size;
+    while remaining > 0 {
+        while in_flight.len() >= PARTS_IN_FLIGHT {
+            part_stored(&mut in_flight).await?;
+        }
+        let want = remaining.min(part);
+        let mut buffer = Vec::with_capacity(want as usize);
+        (&mut *file)
+            .take(want)
+            .read_to_end(&mut buffer)
+            .await
+            .map_err(ApiError::io)?;
+        if buffer.len() as u64 != want {
+            return Err(ApiError::internal(
+                "the spool file shrank while it was stored",
+            ));
+        }
+        remaining -= want;
+        in_flight.spawn(upload.put_part(PutPayload::from(buffer)));
+    }
+    while !in_flight.is_empty() {
+        part_stored(&mut in_flight).await?;
+    }
+    Ok(())
+}
+
+/// Waits for one part in flight to be stored.
+async fn part_stored(
+    in_flight: &mut tokio::task::JoinSet<object_store::Result<()>>,
+) -> Result<(), ApiError> {
+    match tokio::time::timeout(PART_STALL, in_flight.join_next()).await {
+        Ok(Some(Ok(stored))) => stored.map_err(ApiError::blob),
+        Ok(Some(Err(join))) => Err(ApiError::internal(join)),
+        Ok(None) => Ok(()),
+        Err(_) => Err(ApiError::internal(format!(
+            "the blob store stored no part of an upload for {} s",
+            PART_STALL.as_secs()
+        ))),
     }
 }
 
-async fn copy_into(writer: &mut WriteMultipart, path: &Path) -> Result<(), ApiError> {
-    let mut file = tokio::fs::File::open(path).await.map_err(ApiError::io)?;
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = file.read(&mut buf).await.map_err(ApiError::io)?;
-        if n == 0 {
-            return Ok(());
-        }
-        writer.wait_for_capacity(4).await.map_err(ApiError::blob)?;
-        writer.write(&buf[..n]);
+/// `work`, or an error when it takes longer than `limit`.
+async fn bounded<T>(
+    limit: Duration,
+    what: &'static str,
+    work: impl std::future::Future<Output = object_store::Result<T>>,
+) -> object_store::Result<T> {
+    match tokio::time::timeout(limit, work).await {
+        Ok(result) => result,
+        Err(_) => Err(object_store::Error::Generic {
+            store: "blobs",
+            source: format!("{what}: no answer for {} s", limit.as_secs()).into(),
+        }),
+    }
+}
+
+/// Deletes `key` from the blob store (waiting at most [`STALL`]); a
+/// failure is logged and counted (`airlift_blob_errors_total{kind="delete"}`),
+/// never returned: the object is garbage by now, and its row is gone.
+pub async fn delete(blobs: &dyn ObjectStore, key: &BlobPath) {
+    if let Err(error) = bounded(STALL, "deleting an object", blobs.delete(key)).await {
+        metrics::counter!("airlift_blob_errors_total", "kind" => "delete").increment(1);
+        tracing::warn!(%error, %key, "deleting a package's file from the blob store failed; it stays as garbage");
     }
 }
 
@@ -190,10 +344,17 @@ pub async fn serve(
             .map(|r| GetRange::Bounded(*r.start()..*r.end() + 1)),
         ..GetOptions::default()
     };
-    let result = blobs
-        .get_opts(key, options)
-        .await
-        .map_err(ApiError::internal)?;
+    let result = match bounded(STALL, "reading a package", blobs.get_opts(key, options)).await {
+        Ok(result) => result,
+        Err(error) => return Ok(blob_failure(&error, key)),
+    };
+    if result.meta.size != size {
+        let error = format!(
+            "the package's file holds {} bytes, its record says {size}",
+            result.meta.size
+        );
+        return Ok(failure(BlobFailure::Mismatch, &error, key));
+    }
     let body = match result.payload {
         // A local file: send it from memory maps (one copy fewer than
         // reading it), or in large reads where it cannot be mapped.
@@ -212,9 +373,7 @@ pub async fn serve(
                 }
             }
         }
-        GetResultPayload::Stream(stream) => {
-            Body::from_stream(stream.map_err(std::io::Error::other))
-        }
+        GetResultPayload::Stream(stream) => Body::from_stream(guarded(stream, key.clone())),
     };
 
     let mut response = Response::new(body);
@@ -244,6 +403,133 @@ pub async fn serve(
         }
     }
     Ok(response)
+}
+
+/// A stream of the blob store's bytes that ends with an error — logged
+/// and counted (`airlift_blob_errors_total{kind="interrupted"}`) — when the
+/// store fails or sends nothing for [`STALL`]. Polled only when the client
+/// takes more, so a slow device is not a stall.
+fn guarded(
+    stream: BoxStream<'static, object_store::Result<Bytes>>,
+    key: BlobPath,
+) -> impl futures::Stream<Item = std::io::Result<Bytes>> + Send + 'static {
+    futures::stream::unfold(Some((stream, key)), |state| async move {
+        let (mut stream, key) = state?;
+        let error = match tokio::time::timeout(STALL, stream.next()).await {
+            Ok(None) => return None,
+            Ok(Some(Ok(bytes))) => return Some((Ok(bytes), Some((stream, key)))),
+            Ok(Some(Err(error))) => error.to_string(),
+            Err(_) => format!("the blob store sent nothing for {} s", STALL.as_secs()),
+        };
+        metrics::counter!("airlift_blob_errors_total", "kind" => "interrupted").increment(1);
+        tracing::warn!(%error, %key, "a download from the blob store broke off");
+        Some((Err(std::io::Error::other(error)), None))
+    })
+}
+
+/// What went wrong reading a package from the blob store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BlobFailure {
+    /// No object under the package's key.
+    Missing,
+    /// The object's size is not the package's.
+    Mismatch,
+    /// The store cannot be reached, or is too slow.
+    Unavailable,
+    /// The store answered with another error.
+    Failed,
+}
+
+/// The answer to a failed read: logged, counted in
+/// `airlift_blob_errors_total{kind}`, and a 5xx with a code the device can
+/// act on (503 with `Retry-After` for what may pass).
+fn blob_failure(error: &object_store::Error, key: &BlobPath) -> Response {
+    let kind = match error {
+        object_store::Error::NotFound { .. } => BlobFailure::Missing,
+        error if is_unreachable(error) => BlobFailure::Unavailable,
+        _ => BlobFailure::Failed,
+    };
+    failure(kind, error, key)
+}
+
+fn failure(kind: BlobFailure, error: &dyn std::fmt::Display, key: &BlobPath) -> Response {
+    let (status, code, label, message) = match kind {
+        BlobFailure::Missing => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "package_file_missing",
+            "missing",
+            "the package's file is missing from the server's blob store; the server log says which",
+        ),
+        BlobFailure::Mismatch => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "package_file_mismatch",
+            "mismatch",
+            "the package's file in the server's blob store is not the package; the server log says which",
+        ),
+        BlobFailure::Unavailable => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "blob_store_unavailable",
+            "unavailable",
+            "the server's blob store is slow or unavailable; try again shortly",
+        ),
+        BlobFailure::Failed => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "blob_store_failed",
+            "failed",
+            "the server's blob store failed to read the package; the server log has the details",
+        ),
+    };
+    metrics::counter!("airlift_blob_errors_total", "kind" => label).increment(1);
+    match kind {
+        BlobFailure::Missing | BlobFailure::Mismatch => tracing::error!(
+            %error,
+            %key,
+            "a package's file is missing or damaged in the blob store: restore it, or delete the package"
+        ),
+        _ => tracing::error!(%error, %key, "reading a package's file from the blob store failed"),
+    }
+    let mut response = (
+        status,
+        axum::Json(airlift_protocol::ErrorBody {
+            code: code.into(),
+            message: message.into(),
+        }),
+    )
+        .into_response();
+    if kind == BlobFailure::Unavailable {
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+    }
+    response
+}
+
+/// Whether `error` says the store could not be reached or did not answer in
+/// time (rather than that it answered with an error).
+pub(crate) fn is_unreachable(error: &object_store::Error) -> bool {
+    use object_store::client::{HttpError, HttpErrorKind};
+    if matches!(error, object_store::Error::Generic { store: "blobs", .. }) {
+        return true;
+    }
+    std::iter::successors(Some(error as &(dyn std::error::Error + 'static)), |e| {
+        e.source()
+    })
+    .any(|e| {
+        // object_store's own wrapper forwards to the source transparently,
+        // so the kind is not always to be found: its words are.
+        let text = e.to_string();
+        text.contains("error sending request")
+            || text.contains("connect error")
+            || e.downcast_ref::<HttpError>().is_some_and(|e| {
+                matches!(
+                    e.kind(),
+                    HttpErrorKind::Connect
+                        | HttpErrorKind::Request
+                        | HttpErrorKind::Timeout
+                        | HttpErrorKind::Interrupted
+                )
+            })
+    })
 }
 
 /// Where a file cannot be mapped: streams `length` bytes of `file` from
@@ -368,6 +654,17 @@ mod tests {
             out.extend_from_slice(&chunk);
         }
         Ok(out)
+    }
+
+    #[test]
+    fn parts_are_large_enough_for_s3_and_few_enough() {
+        assert_eq!(part_size(0), MIN_PART);
+        assert_eq!(part_size(16 << 30), MIN_PART, "16 GiB in 2048 parts");
+        for size in [80u64 << 30, (200 << 30) + 1, 5 << 40] {
+            let part = part_size(size);
+            assert!(size.div_ceil(part) <= MAX_PARTS, "{size}: {part}");
+            assert_eq!(part % (1 << 20), 0);
+        }
     }
 
     #[test]

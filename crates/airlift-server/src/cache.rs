@@ -15,27 +15,38 @@
 //! - an unchanged inventory is not written at each check-in: its
 //!   `last_check_in` time is written behind, once per [`FLUSH_PERIOD`], in
 //!   one transaction, by [`Caches::flush_check_ins`]. A changed inventory is
-//!   written at once.
+//!   written at once. The same flush adds this instance's check-ins per
+//!   minute to the store's counts, which every instance adds to (the
+//!   dashboard's check-ins per minute).
 //!
 //! A read that started before an invalidation never puts its (possibly
 //! older) result into the cache after it: every invalidation moves an epoch,
 //! and a result is kept only if the epoch is still the one seen before the
 //! read.
+//!
+//! Device records and final states are bounded ([`CacheLimits`]): an
+//! instance in front of a million devices keeps the most used ones (quick_cache's
+//! CLOCK-Pro eviction) and reads the rest from the store; `/metrics` counts
+//! hits and misses and shows how many are held.
 
 use crate::error::{ApiError, ApiResult};
 use airlift_package::Manifest;
 use airlift_protocol::state::UpdateState;
 use airlift_protocol::{DeploymentId, DeviceId, PackageId};
 use airlift_store::{
-    ChangeFeed, CheckInTime, DeploymentRecord, DeviceRecord, PackageRecord, Store, StoreEvent,
+    ChangeFeed, CheckInCount, CheckInTime, DeploymentRecord, DeviceRecord, PackageRecord, Store,
+    StoreEvent,
 };
 use chrono::{DateTime, Utc};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 /// How often unchanged inventories' check-in times are written.
 pub const FLUSH_PERIOD: Duration = Duration::from_secs(1);
+
+/// How long the store keeps check-ins per minute.
+pub const CHECK_IN_COUNTS_KEPT: chrono::TimeDelta = chrono::TimeDelta::hours(48);
 
 /// A stored package with its manifest parsed once.
 #[derive(Debug)]
@@ -46,13 +57,40 @@ pub struct CachedPackage {
     pub manifest: Manifest,
 }
 
+/// How much the caches may hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CacheLimits {
+    /// Device records (about 1 KiB each with a typical inventory).
+    pub devices: usize,
+    /// Final per-device deployment states (a few dozen bytes each).
+    pub final_states: usize,
+}
+
+impl Default for CacheLimits {
+    fn default() -> Self {
+        Self {
+            devices: 100_000,
+            final_states: 1_000_000,
+        }
+    }
+}
+
 /// Caches shared by all requests of one instance.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Caches {
     packages: RwLock<HashMap<PackageId, Arc<CachedPackage>>>,
-    final_states: RwLock<HashMap<(DeploymentId, DeviceId), UpdateState>>,
+    final_states: quick_cache::sync::Cache<(DeploymentId, DeviceId), UpdateState>,
     derived: RwLock<Derived>,
     pending: Mutex<HashMap<DeviceId, QueuedTime>>,
+    /// Check-ins not yet counted in the store, by the start of their
+    /// minute (milliseconds since the epoch).
+    check_ins: Mutex<BTreeMap<i64, u64>>,
+}
+
+impl Default for Caches {
+    fn default() -> Self {
+        Self::new(CacheLimits::default())
+    }
 }
 
 /// A check-in time waiting to be written: the digest of the inventory it
@@ -60,13 +98,13 @@ pub struct Caches {
 type QueuedTime = ([u8; 32], DateTime<Utc>);
 
 /// What is kept only while the change feed listens.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Derived {
     /// Whether the change feed hears changes now.
     listening: bool,
     /// Moves at every invalidation.
     epoch: u64,
-    devices: HashMap<DeviceId, Arc<DeviceRecord>>,
+    devices: quick_cache::sync::Cache<DeviceId, Arc<DeviceRecord>>,
     active: Option<Arc<Vec<DeploymentRecord>>>,
 }
 
@@ -80,6 +118,28 @@ impl Derived {
 }
 
 impl Caches {
+    /// Empty caches that hold at most `limits`.
+    pub fn new(limits: CacheLimits) -> Self {
+        metrics::gauge!("airlift_cache_device_records_capacity").set(limits.devices as f64);
+        Self {
+            packages: RwLock::default(),
+            final_states: quick_cache::sync::Cache::new(limits.final_states.max(1)),
+            derived: RwLock::new(Derived {
+                listening: false,
+                epoch: 0,
+                devices: quick_cache::sync::Cache::new(limits.devices.max(1)),
+                active: None,
+            }),
+            pending: Mutex::default(),
+            check_ins: Mutex::default(),
+        }
+    }
+
+    /// How many device records are held now.
+    pub fn devices_held(&self) -> usize {
+        self.derived.read().map(|d| d.devices.len()).unwrap_or(0)
+    }
+
     /// A package by id, from memory when seen before.
     pub async fn package(
         &self,
@@ -142,8 +202,10 @@ impl Caches {
         id: DeviceId,
     ) -> ApiResult<Option<Arc<DeviceRecord>>> {
         if let Some(hit) = self.derived.read().map_err(poisoned)?.devices.get(&id) {
-            return Ok(Some(Arc::clone(hit)));
+            metrics::counter!("airlift_cache_device_lookups_total", "result" => "hit").increment(1);
+            return Ok(Some(hit));
         }
+        metrics::counter!("airlift_cache_device_lookups_total", "result" => "miss").increment(1);
         let epoch = self.epoch()?;
         let Some(record) = store.device_record(id).await? else {
             return Ok(None);
@@ -156,9 +218,13 @@ impl Caches {
     /// Keeps a record read from the store unless something was invalidated
     /// since the read began (at `epoch`) or the feed is deaf.
     fn keep_device(&self, epoch: Option<u64>, record: Arc<DeviceRecord>) -> ApiResult<()> {
-        let mut derived = self.derived.write().map_err(poisoned)?;
+        // A read lock is enough: the cache inserts through `&self`, and an
+        // invalidation (which takes the write lock) cannot slip in between
+        // the epoch check and the insert.
+        let derived = self.derived.read().map_err(poisoned)?;
         if epoch == Some(derived.epoch) && derived.listening {
             derived.devices.insert(record.device.id, record);
+            metrics::gauge!("airlift_cache_device_records").set(derived.devices.len() as f64);
         }
         Ok(())
     }
@@ -187,7 +253,9 @@ impl Caches {
                 self.forget_device(id)
             }
             StoreEvent::DeploymentChanged(_) => self.deployments_changed(),
-            StoreEvent::CheckInRequested(_) => {}
+            // Neither changes what the cache holds: an update's final state
+            // is cached only once it is final, and never moves after.
+            StoreEvent::CheckInRequested(_) | StoreEvent::UpdateChanged { .. } => {}
             StoreEvent::Listening | StoreEvent::Interrupted => {
                 if let Ok(mut derived) = self.derived.write() {
                     derived.clear();
@@ -211,19 +279,13 @@ impl Caches {
 
     /// A device's final state in a deployment, if known to be final.
     pub fn final_state(&self, deployment: DeploymentId, device: DeviceId) -> Option<UpdateState> {
-        self.final_states
-            .read()
-            .ok()?
-            .get(&(deployment, device))
-            .copied()
+        self.final_states.get(&(deployment, device))
     }
 
     /// Remembers a final state (it never changes again).
     pub fn remember_final(&self, deployment: DeploymentId, device: DeviceId, state: UpdateState) {
         if state.is_final() {
-            if let Ok(mut states) = self.final_states.write() {
-                states.insert((deployment, device), state);
-            }
+            self.final_states.insert((deployment, device), state);
         }
     }
 
@@ -235,6 +297,38 @@ impl Caches {
         }
     }
 
+    /// Counts a check-in (any: its time written behind or at once) for
+    /// [`Caches::flush_check_ins`] to add to the store's per-minute counts.
+    pub fn count_check_in(&self, at: DateTime<Utc>) {
+        let minute = at.timestamp_millis().div_euclid(60_000) * 60_000;
+        if let Ok(mut counts) = self.check_ins.lock() {
+            *counts.entry(minute).or_insert(0) += 1;
+        }
+    }
+
+    /// The check-ins counted since the last call, per minute.
+    fn take_check_in_counts(&self) -> ApiResult<Vec<CheckInCount>> {
+        let counts = std::mem::take(&mut *self.check_ins.lock().map_err(poisoned)?);
+        Ok(counts
+            .into_iter()
+            .filter_map(|(minute, check_ins)| {
+                Some(CheckInCount {
+                    minute: DateTime::from_timestamp_millis(minute)?,
+                    check_ins,
+                })
+            })
+            .collect())
+    }
+
+    /// Puts counts that could not be stored back, to be tried again.
+    fn restore_check_in_counts(&self, counts: &[CheckInCount]) {
+        if let Ok(mut kept) = self.check_ins.lock() {
+            for count in counts {
+                *kept.entry(count.minute.timestamp_millis()).or_insert(0) += count.check_ins;
+            }
+        }
+    }
+
     /// Drops a queued time (the device's inventory was just written in full).
     pub fn unqueue_check_in(&self, id: DeviceId) {
         if let Ok(mut pending) = self.pending.lock() {
@@ -243,7 +337,10 @@ impl Caches {
     }
 
     /// Writes the queued check-in times in one transaction. The store moves
-    /// only those whose inventory is still the one queued with them.
+    /// only those whose inventory is still the one queued with them. Then
+    /// adds the check-ins counted per minute to the store's counts (and
+    /// forgets the counts older than [`CHECK_IN_COUNTS_KEPT`]); counts that
+    /// could not be stored are kept for the next flush.
     pub async fn flush_check_ins(&self, store: &dyn Store) -> ApiResult<usize> {
         let pending = std::mem::take(&mut *self.pending.lock().map_err(poisoned)?);
         let times: Vec<CheckInTime> = pending
@@ -255,6 +352,14 @@ impl Caches {
             })
             .collect();
         store.record_check_in_times(&times).await?;
+        let counts = self.take_check_in_counts()?;
+        if !counts.is_empty() {
+            let forget_before = Utc::now() - CHECK_IN_COUNTS_KEPT;
+            if let Err(error) = store.add_check_ins(&counts, forget_before).await {
+                self.restore_check_in_counts(&counts);
+                return Err(error.into());
+            }
+        }
         Ok(times.len())
     }
 }
@@ -318,6 +423,27 @@ mod tests {
     fn cached(caches: &Caches, id: DeviceId) -> Option<DeviceStatus> {
         let derived = caches.derived.read().expect("lock");
         derived.devices.get(&id).map(|r| r.device.status)
+    }
+
+    #[test]
+    fn device_records_stay_within_their_limit() {
+        let caches = Caches::new(CacheLimits {
+            devices: 100,
+            final_states: 100,
+        });
+        caches.apply(StoreEvent::Listening);
+        let ids: Vec<DeviceId> = (0..1_000).map(|_| DeviceId::new()).collect();
+        for id in &ids {
+            let epoch = caches.epoch().expect("lock");
+            keep(&caches, epoch, record(*id, DeviceStatus::Accepted));
+        }
+        let held = caches.devices_held();
+        assert!(held <= 100, "{held} records held past a limit of 100");
+        assert!(held > 0, "the most recent records are kept");
+        for (n, id) in ids.iter().enumerate() {
+            caches.remember_final(DeploymentId::new(), *id, UpdateState::Success);
+            assert!(n < 100 || caches.final_states.len() <= 100);
+        }
     }
 
     #[test]
@@ -390,6 +516,27 @@ mod tests {
         caches.derived.write().expect("lock").active = Some(Arc::new(Vec::new()));
         caches.apply(StoreEvent::DeploymentChanged(DeploymentId::new()));
         assert!(caches.derived.read().expect("lock").active.is_none());
+    }
+
+    #[test]
+    fn check_ins_are_counted_per_minute_and_restored_when_not_stored() {
+        let caches = Caches::default();
+        let at = |secs: i64| DateTime::from_timestamp(1_700_000_040 + secs, 0).expect("time");
+        caches.count_check_in(at(0));
+        caches.count_check_in(at(59));
+        caches.count_check_in(at(60));
+        let counts = caches.take_check_in_counts().expect("counts");
+        let minutes: Vec<(i64, u64)> = counts
+            .iter()
+            .map(|c| (c.minute.timestamp(), c.check_ins))
+            .collect();
+        assert_eq!(minutes, vec![(1_700_000_040, 2), (1_700_000_100, 1)]);
+        assert!(caches.take_check_in_counts().expect("none").is_empty());
+        caches.restore_check_in_counts(&counts);
+        caches.count_check_in(at(1));
+        let again = caches.take_check_in_counts().expect("again");
+        assert_eq!(again[0].check_ins, 3);
+        assert_eq!(again[1].check_ins, 1);
     }
 
     #[test]

@@ -4,6 +4,8 @@
 //! of `Args` and a line where `Config` reads it. Loading has no side
 //! effects; secrets never show in `Debug`.
 
+use crate::blobs::s3::{S3Config, S3Settings};
+use crate::blobs::BlobBackend;
 use crate::listen::ConnectionLimits;
 use airlift_protocol::push::{MqttBroker, DEFAULT_TOPIC_PREFIX};
 use airlift_store::DatabaseUrl;
@@ -29,6 +31,8 @@ use std::time::Duration;
       --tls-cert cert.pem --tls-key key.pem
   airlift-server --database-url postgres://airlift@db/airlift \\
       --data-dir /var/lib/airlift
+  AWS_ACCESS_KEY_ID=... AWS_SECRET_ACCESS_KEY=... airlift-server \\
+      --trust keys/release.pub --blob-url s3://airlift-packages/fleet
 
 With no flags: SQLite and package blobs under ./airlift-data — relative to
 the directory the server is started in — on http://127.0.0.1:8080.
@@ -135,6 +139,82 @@ pub struct Args {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[arg(long, env = "AIRLIFT_MAX_PENDING_DEVICES")]
     pub max_pending_devices: Option<u64>,
+    /// Most device records kept in memory for check-ins; the least used are
+    /// read from the database again (about 1 KiB each) [default: 100000].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[arg(long, env = "AIRLIFT_DEVICE_CACHE_CAPACITY")]
+    pub device_cache_capacity: Option<usize>,
+    /// Where package files are kept: s3://BUCKET[/PREFIX] for an S3-compatible
+    /// object store [default: DATA_DIR/blobs on local disk].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[arg(long, env = "AIRLIFT_BLOB_URL", help_heading = "Blob storage")]
+    pub blob_url: Option<String>,
+    /// S3 endpoint for a store other than AWS (MinIO, Ceph, s3s-fs, …):
+    /// http(s)://HOST[:PORT] [default: AWS's endpoint for the region].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[arg(long, env = "AWS_ENDPOINT_URL", help_heading = "Blob storage")]
+    pub blob_endpoint: Option<String>,
+    /// S3 region [default: us-east-1].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[arg(long, env = "AWS_REGION", help_heading = "Blob storage")]
+    pub blob_region: Option<String>,
+    /// Name the bucket in the path (http://HOST/BUCKET/KEY) rather than in
+    /// the host name (http://BUCKET.HOST/KEY), as most S3-compatible stores
+    /// other than AWS need [default: false].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[arg(long, env = "AIRLIFT_BLOB_PATH_STYLE", num_args = 0..=1, default_missing_value = "true", help_heading = "Blob storage")]
+    pub blob_path_style: Option<bool>,
+    /// S3 access key id; with the secret key [default: the instance's role,
+    /// from the metadata service].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[arg(long, env = "AWS_ACCESS_KEY_ID", help_heading = "Blob storage")]
+    pub blob_access_key_id: Option<String>,
+    /// S3 secret access key; never logged. Prefer the environment variable
+    /// to the flag, which other users can see in the process list.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[arg(
+        long,
+        env = "AWS_SECRET_ACCESS_KEY",
+        hide_env_values = true,
+        help_heading = "Blob storage"
+    )]
+    pub blob_secret_access_key: Option<Secret>,
+    /// S3 session token, for temporary credentials; never logged.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[arg(
+        long,
+        env = "AWS_SESSION_TOKEN",
+        hide_env_values = true,
+        help_heading = "Blob storage"
+    )]
+    pub blob_session_token: Option<Secret>,
+}
+
+/// A secret setting (a key, a password): `Debug` shows `<redacted>`; only
+/// [`Secret::expose`] gives the value, to the one place that needs it.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// The secret itself.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+impl std::str::FromStr for Secret {
+    type Err = std::convert::Infallible;
+
+    fn from_str(value: &str) -> Result<Self, Self::Err> {
+        Ok(Self(value.to_owned()))
+    }
 }
 
 /// How log lines look.
@@ -180,6 +260,10 @@ pub struct Config {
     pub statement_timeout: Duration,
     /// Bounds on devices making first contact.
     pub admission: AdmissionLimits,
+    /// How much the check-in caches hold.
+    pub cache_limits: crate::cache::CacheLimits,
+    /// Where package files are kept.
+    pub blobs: BlobBackend,
 }
 
 /// Bounds on devices the server does not know yet.
@@ -211,6 +295,7 @@ impl std::fmt::Debug for Config {
             .field("connections", &self.connections)
             .field("statement_timeout", &self.statement_timeout)
             .field("admission", &self.admission)
+            .field("blobs", &self.blobs)
             .finish()
     }
 }
@@ -290,6 +375,8 @@ impl Config {
                 ),
                 max_pending_devices: raw.max_pending_devices.unwrap_or(10_000),
             },
+            cache_limits: cache_limits(raw.device_cache_capacity)?,
+            blobs: blobs(&raw, &data_dir)?,
             trust: raw.trust,
             data_dir,
         })
@@ -326,6 +413,21 @@ fn seconds(name: &str, value: Option<u64>, default: u64) -> Result<Duration, Con
     }
 }
 
+fn cache_limits(devices: Option<usize>) -> Result<crate::cache::CacheLimits, ConfigError> {
+    let default = crate::cache::CacheLimits::default();
+    match devices {
+        None => Ok(default),
+        Some(0) => Err(ConfigError::Invalid(
+            "--device-cache-capacity must be at least 1".into(),
+        )),
+        Some(devices) => Ok(crate::cache::CacheLimits {
+            devices,
+            // Several deployments' final states per device.
+            final_states: devices.saturating_mul(10),
+        }),
+    }
+}
+
 fn tls(raw: &Args) -> Result<Option<(PathBuf, PathBuf)>, ConfigError> {
     match (&raw.tls_cert, &raw.tls_key) {
         (Some(cert), Some(key)) => Ok(Some((cert.clone(), key.clone()))),
@@ -353,6 +455,26 @@ fn mqtt(raw: &Args) -> Result<Option<(MqttBroker, String)>, ConfigError> {
         .parse::<MqttBroker>()
         .map_err(|e| ConfigError::Invalid(e.to_string()))?;
     Ok(Some((broker, prefix)))
+}
+
+/// Local disk under the data directory, or the S3 bucket `blob_url` names
+/// with the other `blob_*` settings (which local disk ignores: the AWS
+/// variables may be set for other programs).
+fn blobs(raw: &Args, data_dir: &std::path::Path) -> Result<BlobBackend, ConfigError> {
+    let Some(url) = &raw.blob_url else {
+        return Ok(BlobBackend::Local(data_dir.join("blobs")));
+    };
+    S3Config::new(S3Settings {
+        url,
+        endpoint: raw.blob_endpoint.as_deref(),
+        region: raw.blob_region.as_deref(),
+        path_style: raw.blob_path_style.unwrap_or(false),
+        access_key_id: raw.blob_access_key_id.as_deref(),
+        secret_access_key: raw.blob_secret_access_key.as_ref(),
+        session_token: raw.blob_session_token.as_ref(),
+    })
+    .map(BlobBackend::S3)
+    .map_err(ConfigError::Invalid)
 }
 
 fn connections(raw: &Args) -> Result<ConnectionLimits, ConfigError> {
@@ -453,6 +575,62 @@ mod tests {
         );
         let error = Config::from_args(args(&["--poll-interval", "0"]), None).expect_err("zero");
         assert!(error.to_string().contains("poll_interval"), "{error}");
+    }
+
+    #[test]
+    fn blobs_stay_on_disk_unless_an_s3_url_is_given_and_secrets_never_show() {
+        let config = Config::from_args(args(&["--blob-region", "eu-west-1"]), None).expect("valid");
+        assert_eq!(
+            config.blobs,
+            BlobBackend::Local(PathBuf::from("airlift-data/blobs"))
+        );
+        let config = Config::from_args(
+            args(&[
+                "--blob-url",
+                "s3://packages/fleet",
+                "--blob-endpoint",
+                "http://127.0.0.1:9000",
+                "--blob-path-style",
+                "--blob-access-key-id",
+                "AKIDEXAMPLE",
+                "--blob-secret-access-key",
+                "s3-secret-never-shown",
+                "--blob-session-token",
+                "s3-session-never-shown",
+            ]),
+            None,
+        )
+        .expect("valid");
+        let BlobBackend::S3(s3) = &config.blobs else {
+            panic!("S3 expected: {:?}", config.blobs);
+        };
+        assert_eq!(s3.bucket, "packages");
+        assert!(s3.path_style);
+        assert_eq!(
+            s3.credentials
+                .as_ref()
+                .map(|c| c.secret_access_key.expose()),
+            Some("s3-secret-never-shown")
+        );
+        let shown = format!("{config:?}");
+        assert!(shown.contains("AKIDEXAMPLE"), "{shown}");
+        assert!(!shown.contains("never-shown"), "{shown}");
+        let raw = args(&["--blob-secret-access-key", "raw-never-shown"]);
+        assert!(!format!("{raw:?}").contains("never-shown"));
+
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("server.toml");
+        std::fs::write(
+            &file,
+            "blob_url = \"s3://packages\"\nblob_path_style = true\nblob_endpoint = \"http://10.0.0.1:9000\"\n",
+        )
+        .expect("write");
+        let path = file.to_string_lossy().into_owned();
+        let config = Config::from_args(args(&["--config", &path]), None).expect("valid");
+        assert!(matches!(config.blobs, BlobBackend::S3(ref s3) if s3.path_style));
+        let error =
+            Config::from_args(args(&["--blob-url", "/srv/blobs"]), None).expect_err("not s3://");
+        assert!(error.to_string().contains("AIRLIFT_BLOB_URL"), "{error}");
     }
 
     #[test]

@@ -166,13 +166,27 @@ pub async fn json_errors(
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> axum::response::Response {
+    // The dashboard answers people, in pages (and its upload script in
+    // plain words): its errors are not the API's.
+    let dashboard = request
+        .uri()
+        .path()
+        .starts_with(&format!("{}/", crate::dashboard::BASE));
     let response = next.run(request).await;
+    if dashboard {
+        return response;
+    }
     let status = response.status();
     let is_json_already = response
         .headers()
         .get(axum::http::header::CONTENT_TYPE)
         .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
-    if !(status.is_client_error() || status.is_server_error()) || is_json_already {
+    // The dashboard's error pages are for people: HTML, as they are.
+    let is_page = response
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"text/html"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json_already || is_page {
         return response;
     }
     let (mut parts, body) = response.into_parts();

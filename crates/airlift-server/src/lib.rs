@@ -19,6 +19,7 @@ pub mod auth;
 pub mod blobs;
 pub mod cache;
 pub mod config;
+pub mod dashboard;
 pub mod device_api;
 pub mod error;
 pub mod extract;
@@ -47,6 +48,7 @@ pub fn app(state: AppState) -> Router {
         .nest(airlift_protocol::MANAGEMENT_API, api::routes())
         .merge(observability::routes())
         .merge(openapi::routes())
+        .merge(dashboard::routes())
         .fallback(|| async { error::ApiError::NotFound("no such route".into()) })
         .layer(axum::middleware::from_fn(extract::json_errors))
         .layer(axum::middleware::from_fn(observability::track_requests))

@@ -1,6 +1,6 @@
 //! From a [`Config`] to a ready [`AppState`]: open the store, the blob
-//! directory and the trusted keys; make the device-token secret and the
-//! first admin token.
+//! store (a directory, or an S3 bucket probed first) and the trusted keys;
+//! make the device-token secret and the first admin token.
 
 use crate::auth::{hash_secret, new_api_secret, random_hex};
 use crate::config::Config;
@@ -11,9 +11,7 @@ use airlift_protocol::state::Role;
 use airlift_protocol::TokenId;
 use airlift_store::{ApiTokenRecord, SharedStore};
 use chrono::Utc;
-use object_store::local::LocalFileSystem;
 use std::path::PathBuf;
-use std::sync::Arc;
 
 /// Why the server cannot start; each says what to fix.
 #[derive(Debug, thiserror::Error)]
@@ -27,9 +25,9 @@ pub enum StartupError {
     /// The database cannot be opened or migrated.
     #[error("opening the database: {0}")]
     Store(#[from] airlift_store::StoreError),
-    /// The blob directory cannot be used.
-    #[error("opening the blob directory {path}: {message}")]
-    Blobs { path: PathBuf, message: String },
+    /// The blob store cannot be used: the message names the setting to fix.
+    #[error("blob store: {0}")]
+    Blobs(String),
     /// A trusted key file is unreadable or not a public key.
     #[error("trusted key {path}: {message}")]
     TrustKey { path: PathBuf, message: String },
@@ -54,14 +52,16 @@ pub enum AdminToken {
 
 /// Prepares everything the server needs from `config`.
 pub async fn prepare(config: &Config) -> Result<(AppState, AdminToken), StartupError> {
-    let blob_dir = config.data_dir.join("blobs");
-    for dir in [&config.data_dir, &blob_dir] {
-        std::fs::create_dir_all(dir).map_err(|source| StartupError::DataDir {
-            path: dir.clone(),
-            source,
-        })?;
-    }
+    std::fs::create_dir_all(&config.data_dir).map_err(|source| StartupError::DataDir {
+        path: config.data_dir.clone(),
+        source,
+    })?;
     let trust = load_trust(config)?;
+    // Before the database: a bucket that cannot be used stops the server
+    // at once, with the setting to fix.
+    let blobs = crate::blobs::open(&config.blobs)
+        .await
+        .map_err(StartupError::Blobs)?;
     let store = airlift_store::open_with(
         &config.database,
         airlift_store::OpenOptions {
@@ -69,10 +69,6 @@ pub async fn prepare(config: &Config) -> Result<(AppState, AdminToken), StartupE
         },
     )
     .await?;
-    let blobs = LocalFileSystem::new_with_prefix(&blob_dir).map_err(|e| StartupError::Blobs {
-        path: blob_dir.clone(),
-        message: e.to_string(),
-    })?;
 
     let secret = random_hex(32).map_err(|e| StartupError::Other(e.to_string()))?;
     let secret = store
@@ -92,7 +88,7 @@ pub async fn prepare(config: &Config) -> Result<(AppState, AdminToken), StartupE
     });
     let state = AppState::new(
         store,
-        Arc::new(blobs),
+        blobs,
         trust,
         device_keys,
         Settings::from_config(config),
@@ -103,7 +99,14 @@ pub async fn prepare(config: &Config) -> Result<(AppState, AdminToken), StartupE
     tokio::spawn(crate::push::follow::follow(push_changes, state.clone()));
     tokio::spawn(flush_check_ins(state.clone()));
     tokio::spawn(forget_idle_addresses(state.clone()));
-    let (spool_dir, swept_blobs) = (state.settings().spool_dir.clone(), blob_dir.clone());
+    // Staging files of the local blob store (on S3 an unfinished upload is
+    // aborted, not left as a file; the directory is swept all the same, in
+    // case the server kept its blobs there before).
+    let blob_dir = match &config.blobs {
+        crate::blobs::BlobBackend::Local(dir) => dir.clone(),
+        crate::blobs::BlobBackend::S3(_) => config.data_dir.join("blobs"),
+    };
+    let (spool_dir, swept_blobs) = (state.settings().spool_dir.clone(), blob_dir);
     let cutoff = std::time::SystemTime::now() - crate::blobs::sweep::ABANDONED_AFTER;
     let swept = tokio::task::spawn_blocking(move || {
         crate::blobs::sweep::sweep(&spool_dir, &swept_blobs, cutoff)

@@ -38,6 +38,7 @@ struct Inner {
     metrics: Option<PrometheusHandle>,
     caches: Caches,
     push: PushHub,
+    live: crate::dashboard::live::LiveHub,
     mqtt: Option<MqttPublisher>,
     first_contacts: Option<crate::admission::FirstContactLimiter>,
 }
@@ -57,6 +58,10 @@ pub struct Settings {
     pub connections: crate::listen::ConnectionLimits,
     /// Bounds on devices making first contact.
     pub admission: crate::config::AdmissionLimits,
+    /// Whether the dashboard's session cookie is `Secure` (served over TLS).
+    pub secure_cookies: bool,
+    /// How much the check-in caches hold.
+    pub cache_limits: crate::cache::CacheLimits,
 }
 
 impl Settings {
@@ -69,6 +74,8 @@ impl Settings {
             spool_dir: config.data_dir.join("spool"),
             connections: config.connections,
             admission: config.admission,
+            secure_cookies: config.tls.is_some(),
+            cache_limits: config.cache_limits,
         }
     }
 }
@@ -113,6 +120,7 @@ impl AppState {
         metrics: Option<PrometheusHandle>,
         mqtt: Option<MqttPublisher>,
     ) -> Self {
+        let caches = Caches::new(settings.cache_limits);
         let first_contacts = settings
             .admission
             .first_contact_per_minute
@@ -126,8 +134,9 @@ impl AppState {
                 device_keys,
                 settings,
                 metrics,
-                caches: Caches::default(),
+                caches,
                 push: PushHub::default(),
+                live: Default::default(),
                 mqtt,
             }),
         }
@@ -170,6 +179,11 @@ impl AppState {
     /// The devices connected to this instance's push stream.
     pub fn push(&self) -> &PushHub {
         &self.inner.push
+    }
+
+    /// The dashboard's live topics.
+    pub fn live(&self) -> &crate::dashboard::live::LiveHub {
+        &self.inner.live
     }
 
     /// The rate limit on first contacts, unless it is off.

@@ -3,6 +3,10 @@
 //! `serve` on a runtime in a background thread, bound to 127.0.0.1:0 before
 //! the address is handed out (no waiting for readiness), with a fresh data
 //! directory, one trusted signing key and a known admin token.
+//!
+//! Named `InProcessServer` because it is not the process: tests of the
+//! real binary, its flags and its log use
+//! `airlift_testkit::server::ServerProcess`.
 
 use crate::{Args, Config};
 use clap::Parser;
@@ -17,7 +21,7 @@ pub const ADMIN_TOKEN: &str = "alt_0000test0000admin0000token0000";
 
 /// A running server; stopped and deleted when dropped.
 #[derive(Debug)]
-pub struct TestServer {
+pub struct InProcessServer {
     /// `http://127.0.0.1:PORT`.
     pub url: String,
     stop: Option<oneshot::Sender<()>>,
@@ -25,7 +29,7 @@ pub struct TestServer {
     _data: TempDir,
 }
 
-impl TestServer {
+impl InProcessServer {
     /// Starts a server that trusts `trusted`, with more `airlift-server` flags.
     ///
     /// # Panics
@@ -83,7 +87,7 @@ impl TestServer {
     }
 }
 
-impl Drop for TestServer {
+impl Drop for InProcessServer {
     fn drop(&mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());

@@ -32,6 +32,7 @@ use airlift_agent::push::PushConfig;
 use airlift_package::SigningKey;
 use airlift_sim::server::ServerProcess;
 use airlift_sim::{Fleet, FleetConfig};
+use airlift_testkit::packages::Signer;
 use common::{cpu_seconds, number, raise_open_files, rss_mib};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
@@ -57,9 +58,8 @@ struct Outcome {
 fn run(binary: &Path, devices: usize, poll: u64, push: PushConfig) -> Outcome {
     let pushing = push != PushConfig::Off;
     let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("scratch directory");
-    let key = SigningKey::generate().expect("signing key");
-    let public = dir.path().join("release.pub");
-    std::fs::write(&public, key.public_key().to_pem().expect("pem")).expect("public key");
+    let signer = Signer::new();
+    let public = signer.public_key_file().to_owned();
     let server = ServerProcess::start(binary, &dir.path().join("server"), &public, TOKEN, poll)
         .unwrap_or_else(|e| panic!("{e}"));
     let http = reqwest::blocking::Client::new();
@@ -93,7 +93,7 @@ fn run(binary: &Path, devices: usize, poll: u64, push: PushConfig) -> Outcome {
     let rss_mib = rss_mib(server.pid());
 
     let cpu_before = cpu_seconds(server.pid());
-    let update = deploy(&http, &server.url, &key, &fleet, devices);
+    let update = deploy(&http, &server.url, signer.key(), &fleet, devices);
     let cpu = cpu_seconds(server.pid()) - cpu_before;
     let summary = fleet.stop();
     eprintln!("{summary}");
@@ -161,7 +161,7 @@ fn deploy(
         else {
             continue;
         };
-        let Some(detail) = list
+        let Some(detail) = list["items"]
             .as_array()
             .and_then(|all| all.iter().find(|d| d["id"] == id.as_str()))
         else {

@@ -24,9 +24,9 @@
 #[path = "common/mod.rs"]
 mod common;
 
-use airlift_package::SigningKey;
 use airlift_sim::server::ServerProcess;
 use airlift_sim::{Fleet, FleetConfig};
+use airlift_testkit::packages::Signer;
 use common::{cpu_seconds, number, peak_rss_mib};
 use serde_json::{json, Value};
 use std::path::PathBuf;
@@ -108,9 +108,8 @@ fn main() {
             PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/release/airlift-server")
         });
     let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("scratch directory");
-    let key = SigningKey::generate().expect("signing key");
-    let public = dir.path().join("release.pub");
-    std::fs::write(&public, key.public_key().to_pem().expect("pem")).expect("public key");
+    let signer = Signer::new();
+    let public = signer.public_key_file().to_owned();
     let server = ServerProcess::start(&binary, &dir.path().join("server"), &public, TOKEN, poll)
         .unwrap_or_else(|e| panic!("{e}"));
     let http = reqwest::blocking::Client::new();
@@ -120,8 +119,8 @@ fn main() {
         server.url
     );
 
-    let package =
-        airlift_sim::image::signed_package(&key, "2.0.0", 16 * 1024, DEVICE_TYPE).expect("package");
+    let package = airlift_sim::image::signed_package(signer.key(), "2.0.0", 16 * 1024, DEVICE_TYPE)
+        .expect("package");
     let uploaded: Value = http
         .post(api("/packages"))
         .bearer_auth(TOKEN)

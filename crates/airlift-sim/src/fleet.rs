@@ -16,7 +16,6 @@
 use crate::admin::Admin;
 use crate::config::{ConfigError, FleetConfig};
 use crate::device::{Layout, Plan};
-use crate::proxy::FlakyProxy;
 use crate::schedule::Schedule;
 use crate::summary::{DeviceReport, Snapshot, Summary};
 use airlift_agent::download::DownloadEvent;
@@ -24,6 +23,7 @@ use airlift_agent::driver::{Agent, Observed, Poll};
 use airlift_agent::push::PushListener;
 use airlift_protocol::state::UpdateState;
 use airlift_protocol::DeploymentId;
+use airlift_testkit::proxy::{Faults, FlakyProxy};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -40,7 +40,7 @@ pub enum SimError {
     /// The configuration cannot work.
     #[error(transparent)]
     Config(#[from] ConfigError),
-    /// The fleet's directory, runtime or proxy.
+    /// The fleet's directory, threads or proxy.
     #[error("{what}: {source}")]
     Setup {
         /// What was being set up.
@@ -151,7 +151,6 @@ pub struct Fleet {
     shared: Arc<Shared>,
     workers: Vec<JoinHandle<()>>,
     proxy: Option<FlakyProxy>,
-    runtime: Option<tokio::runtime::Runtime>,
     started: Instant,
     _temp: Option<tempfile::TempDir>,
 }
@@ -188,18 +187,13 @@ impl Fleet {
             }
         };
         let plans: Vec<Plan> = (0..config.devices).map(|i| Plan::of(&config, i)).collect();
-        let (runtime, proxy) = if plans.iter().any(|p| p.flaky_network) {
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(1)
-                .thread_name("airlift-sim-proxy")
-                .enable_all()
-                .build()
-                .map_err(setup("starting the proxy's runtime"))?;
-            let proxy = FlakyProxy::start(&runtime, &config.server_url, config.seed)
+        let proxy = if plans.iter().any(|p| p.flaky_network) {
+            let faults = Faults::Random { seed: config.seed };
+            let proxy = FlakyProxy::start(&config.server_url, faults)
                 .map_err(setup("starting the flaky-network proxy"))?;
-            (Some(runtime), Some(proxy))
+            Some(proxy)
         } else {
-            (None, None)
+            None
         };
         let started = Instant::now();
         let mut queue = Schedule::new(plans.len());
@@ -242,7 +236,7 @@ impl Fleet {
             stop: AtomicBool::new(false),
             polls: AtomicU64::new(0),
             nudges: AtomicU64::new(0),
-            proxy_url: proxy.as_ref().map(|p| p.url.clone()),
+            proxy_url: proxy.as_ref().map(|p| p.url().to_owned()),
             root,
             config,
         });
@@ -259,7 +253,6 @@ impl Fleet {
             shared,
             workers,
             proxy,
-            runtime,
             started,
             _temp: temp,
         })
@@ -297,7 +290,7 @@ impl Fleet {
 
     /// The summary so far.
     pub fn summary(&self) -> Summary {
-        let proxy = self.proxy.as_ref().map(|p| p.stats.as_ref());
+        let proxy = self.proxy.as_ref().map(FlakyProxy::stats);
         Summary::of(&self.shared, self.started.elapsed(), proxy)
     }
 
@@ -316,8 +309,8 @@ impl Fleet {
             let _ = worker.join();
         }
         self.shared.queue().clear();
-        if let Some(runtime) = self.runtime.take() {
-            runtime.shutdown_background();
+        if let Some(proxy) = self.proxy.as_mut() {
+            proxy.stop();
         }
     }
 }

@@ -8,8 +8,12 @@
 //! package them as usual (`airlift package build --payload
 //! image:rootfs=FILE …`). A slot holding anything else runs `unknown`.
 
+use airlift_testkit::packages::PackageBuilder;
 use std::io::Read;
 use std::path::Path;
+
+/// Why [`signed_package`] could not build a package.
+pub use airlift_testkit::packages::PackageError;
 
 /// The first bytes of every simulator image.
 pub const MAGIC: &str = "airlift-sim image ";
@@ -46,41 +50,23 @@ pub fn signed_package(
     size: usize,
     device_type: &str,
 ) -> Result<Vec<u8>, PackageError> {
-    use airlift_package::{
-        encode_payload, Compression, EncodeOptions, Limits, Manifest, PackageWriter, PayloadSpec,
-        PayloadType, SignedManifest,
-    };
+    use airlift_package::{Compression, PayloadSpec, PayloadType};
+    // Parsed first so that the image names the version as the manifest
+    // will (`2.0.0`, whatever spelling it was given in).
     let version: semver::Version = version
         .parse()
         .map_err(|e| PackageError::Version(format!("{version:?}: {e}")))?;
-    let image = build(&version.to_string(), size);
+    let version = version.to_string();
     let spec = PayloadSpec::new(
         PayloadType::Image,
         crate::device::SLOT_TARGET,
         Compression::None,
     );
-    let mut stored = Vec::new();
-    let entry = encode_payload(&image[..], &spec, &EncodeOptions::default(), &mut stored)?;
-    let manifest = Manifest::builder("rootfs", version, [device_type])
-        .payload(entry)
-        .build();
-    let signed = SignedManifest::sign(&manifest, &[key], &Limits::default())?;
-    let mut file = Vec::new();
-    let mut writer = PackageWriter::new(&mut file, &signed)?;
-    writer.write_payload(&stored[..])?;
-    writer.finish()?;
-    Ok(file)
-}
-
-/// Why [`signed_package`] could not build a package.
-#[derive(Debug, thiserror::Error)]
-pub enum PackageError {
-    /// The version is not semver.
-    #[error("not a version: {0}")]
-    Version(String),
-    /// Encoding, signing or writing failed.
-    #[error(transparent)]
-    Package(#[from] airlift_package::Error),
+    PackageBuilder::new("rootfs", &version)
+        .signed_by(key)
+        .device_type(device_type)
+        .payload(spec, &build(&version, size))
+        .try_build()
 }
 
 /// The version an image's first line names, if it is a simulator image.

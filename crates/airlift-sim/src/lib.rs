@@ -9,7 +9,9 @@
 //! simulator plays what is not the agent: the bootloader's power-up step
 //! after each reboot, power cuts, a flaky network, and a health check that
 //! fails on a chosen version — each fault for a stable share of devices
-//! picked by a hash of (seed, serial), so runs are reproducible.
+//! picked by a hash of (seed, serial), so runs are reproducible. The flaky
+//! network is the test kit's proxy
+//! ([`airlift_testkit::proxy::FlakyProxy`], by seeded chance).
 //!
 //! Devices wait in a queue ordered by their next poll time and a few worker
 //! threads step the ones that are due, so ten thousand devices need no ten
@@ -49,7 +51,6 @@ pub mod config;
 pub mod device;
 pub mod fleet;
 pub mod image;
-pub mod proxy;
 mod schedule;
 pub mod select;
 pub mod server;

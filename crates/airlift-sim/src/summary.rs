@@ -3,8 +3,8 @@
 //! (a table for people, JSON for scripts).
 
 use crate::fleet::Shared;
-use crate::proxy::ProxyStats;
 use airlift_protocol::state::UpdateState;
+use airlift_testkit::proxy::ProxyStats;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::fmt;
@@ -204,9 +204,9 @@ impl Summary {
             failures: BTreeMap::new(),
             faults: BTreeMap::new(),
             proxy: proxy.map(|p| ProxySummary {
-                requests: p.requests.load(Ordering::Relaxed),
-                cuts: p.cuts.load(Ordering::Relaxed),
-                refusals: p.refusals.load(Ordering::Relaxed),
+                requests: p.requests(),
+                cuts: p.cuts(),
+                refusals: p.refusals(),
             }),
             errors_by_message: BTreeMap::new(),
         };

@@ -129,6 +129,25 @@ impl TokenRow {
     }
 }
 
+/// `dashboard_sessions` joined with its `api_tokens` row.
+#[derive(Debug, sqlx::FromRow)]
+pub(crate) struct SessionRow {
+    #[sqlx(flatten)]
+    pub token: TokenRow,
+    pub csrf: String,
+    pub expires_at: i64,
+}
+
+impl SessionRow {
+    pub(crate) fn into_record(self) -> StoreResult<crate::SessionRecord> {
+        Ok(crate::SessionRecord {
+            token: self.token.into_record()?.token,
+            csrf: self.csrf,
+            expires_at: time("dashboard_sessions.expires_at", self.expires_at)?,
+        })
+    }
+}
+
 /// `audit_log`.
 #[derive(Debug, sqlx::FromRow)]
 pub(crate) struct AuditRow {

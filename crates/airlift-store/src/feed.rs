@@ -36,6 +36,14 @@ pub enum StoreEvent {
     DeploymentChanged(DeploymentId),
     /// Someone asked the device to check in now; nothing was written.
     CheckInRequested(DeviceId),
+    /// A device's update in a deployment moved to another state (a report,
+    /// or the server's own decision such as a timeout).
+    UpdateChanged {
+        /// The deployment.
+        deployment: DeploymentId,
+        /// The device.
+        device: DeviceId,
+    },
     /// The feed hears nothing from now until the next
     /// [`Listening`](Self::Listening): trust nothing derived from the store.
     Interrupted,
@@ -54,6 +62,9 @@ impl StoreEvent {
             Self::InventoryChanged(id) => ("inventory", id.to_string()),
             Self::DeploymentChanged(id) => ("deployment", id.to_string()),
             Self::CheckInRequested(id) => ("check-in", id.to_string()),
+            Self::UpdateChanged { deployment, device } => {
+                ("update", format!("{deployment},{device}"))
+            }
             Self::Interrupted | Self::Listening => return None,
         };
         Some(format!("{kind}:{id}@{origin}"))
@@ -70,6 +81,13 @@ impl StoreEvent {
             "inventory" => Self::InventoryChanged(id.parse().ok()?),
             "deployment" => Self::DeploymentChanged(id.parse().ok()?),
             "check-in" => Self::CheckInRequested(id.parse().ok()?),
+            "update" => {
+                let (deployment, device) = id.split_once(',')?;
+                Self::UpdateChanged {
+                    deployment: deployment.parse().ok()?,
+                    device: device.parse().ok()?,
+                }
+            }
             _ => return None,
         };
         Some((event, origin))
@@ -201,6 +219,10 @@ mod tests {
             StoreEvent::InventoryChanged(DeviceId::new()),
             StoreEvent::DeploymentChanged(DeploymentId::new()),
             StoreEvent::CheckInRequested(DeviceId::new()),
+            StoreEvent::UpdateChanged {
+                deployment: DeploymentId::new(),
+                device: DeviceId::new(),
+            },
         ] {
             let payload = event.payload("0a1b").expect("a change has a payload");
             assert_eq!(StoreEvent::from_payload(&payload), Some((event, "0a1b")));
@@ -217,6 +239,7 @@ mod tests {
             "device:",
             "device:not-a-uuid",
             "package:x",
+            "update:not-a-pair",
             "heartbeat",
             "@x",
         ] {

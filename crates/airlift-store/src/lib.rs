@@ -132,6 +132,33 @@ pub struct ApiTokenRecord {
     pub secret_sha256: [u8; 32],
 }
 
+/// A dashboard sign-in to store: the browser holds the secret, the store
+/// only its hash.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewSession {
+    /// SHA-256 of the cookie's secret.
+    pub secret_sha256: [u8; 32],
+    /// The API token the browser signed in with; its role is the session's.
+    pub token_id: TokenId,
+    /// The form token that state-changing requests of this session carry.
+    pub csrf: String,
+    /// When it was made.
+    pub created_at: DateTime<Utc>,
+    /// When it stops being accepted.
+    pub expires_at: DateTime<Utc>,
+}
+
+/// A live dashboard session, with the token it stands for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionRecord {
+    /// The API token (its role decides what the session may do).
+    pub token: ApiToken,
+    /// The form token of this session.
+    pub csrf: String,
+    /// When it stops being accepted.
+    pub expires_at: DateTime<Utc>,
+}
+
 /// A change to record in the audit log.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NewAuditEntry {
@@ -232,6 +259,131 @@ pub struct DeviceFilter {
     pub attributes: BTreeMap<String, String>,
     /// Reported installed software equal to all of these (name → version).
     pub installed: BTreeMap<String, String>,
+    /// Identity text (names and values) containing this, ignoring ASCII
+    /// case; or the device with exactly this id.
+    pub search: Option<String>,
+    /// Last heard of (its last check-in, or its first contact if it never
+    /// checked in) before this: silent since then.
+    pub silent_since: Option<DateTime<Utc>>,
+    /// Last heard of at or after this.
+    pub heard_since: Option<DateTime<Utc>>,
+    /// Has an update matching this (in one deployment's row).
+    pub update: Option<UpdateFilter>,
+    /// The order of the listing (ties: creation, then id).
+    pub sort: DeviceSort,
+    /// Whether that order is reversed.
+    pub descending: bool,
+}
+
+/// Which of a device's updates (its rows in deployments) a device listing
+/// asks for; every condition given holds for the same update.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UpdateFilter {
+    /// In this deployment.
+    pub deployment: Option<DeploymentId>,
+    /// In one of these states; empty means any.
+    pub states: Vec<UpdateState>,
+    /// Whose last message (a failure's reason) is exactly this.
+    pub message: Option<String>,
+}
+
+/// What a device listing is ordered by.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum DeviceSort {
+    /// When it first made contact or was pre-authorised.
+    #[default]
+    CreatedAt,
+    /// Its identity (as stored: names and values, the first 128 characters).
+    Identity,
+    /// Its reported device type; devices that reported none come last.
+    DeviceType,
+    /// Its admission status.
+    Status,
+    /// Its last check-in; devices that never checked in come first.
+    LastCheckIn,
+}
+
+/// Devices per admission status, and how many accepted ones are silent.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DeviceCounts {
+    /// Devices per status; statuses no device has are absent.
+    pub by_status: BTreeMap<DeviceStatus, u64>,
+    /// Accepted devices not heard of since the time asked about.
+    pub offline: u64,
+}
+
+/// How many devices report one version of one installed software name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VersionCount {
+    /// The software's name (`rootfs`, `app`, …).
+    pub name: String,
+    /// One of its versions.
+    pub version: String,
+    /// Devices reporting this version.
+    pub devices: u64,
+    /// Devices reporting any version of this name.
+    pub name_devices: u64,
+}
+
+/// How many devices of an open deployment are in one state, by the phase
+/// that admitted them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UpdateCount {
+    /// The deployment (active or paused).
+    pub deployment: DeploymentId,
+    /// The state.
+    pub state: UpdateState,
+    /// The rollout phase that admitted them; `None`: not admitted.
+    pub phase: Option<u32>,
+    /// How many devices.
+    pub devices: u64,
+}
+
+/// Failures that gave the same reason.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FailureGroup {
+    /// The reason the device or the server gave; `None` if none.
+    pub reason: Option<String>,
+    /// How many failures (failed, rolled back or timed out).
+    pub failures: u64,
+    /// Of how many devices.
+    pub devices: u64,
+    /// In how many deployments.
+    pub deployments: u64,
+    /// The latest.
+    pub last_at: DateTime<Utc>,
+}
+
+/// Successful installs of one package version on one day (UTC).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstallCount {
+    /// Midnight UTC of the day.
+    pub day: DateTime<Utc>,
+    /// The package's name; `None` once the package is deleted.
+    pub name: Option<String>,
+    /// The package's version; `None` once the package is deleted.
+    pub version: Option<String>,
+    /// Devices that confirmed a healthy boot of it that day.
+    pub installs: u64,
+}
+
+/// Check-ins in one minute, counted by every server instance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CheckInCount {
+    /// The minute's start.
+    pub minute: DateTime<Utc>,
+    /// How many check-ins it saw.
+    pub check_ins: u64,
+}
+
+/// A device's update that tells where it stands: the one of a deployment
+/// still under way, else its latest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CurrentUpdate {
+    /// Its deployment.
+    pub deployment: DeploymentId,
+    /// The device's state there.
+    pub update: DeviceUpdate,
 }
 
 /// Which page of a listing.
@@ -241,6 +393,42 @@ pub struct PageRequest {
     pub page: u32,
     /// 1..=1000.
     pub per_page: u32,
+}
+
+/// Filters for listing deployments; `None` means "any".
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DeploymentFilter {
+    /// Overall status.
+    pub status: Option<DeploymentStatus>,
+}
+
+/// Which of a deployment's devices to list.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DeploymentDevicesFilter {
+    /// In one of these states; empty means any.
+    pub states: Vec<UpdateState>,
+    /// Whose last message (a failure's reason) matches this.
+    pub reason: Option<ReasonMatch>,
+}
+
+/// How a device's last message is matched.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReasonMatch {
+    /// It has none.
+    Missing,
+    /// It starts with this (a reason may be a 16 KiB log tail, too long
+    /// to carry whole in a link).
+    StartsWith(String),
+}
+
+/// Filters for the audit log; `None` means "any".
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AuditFilter {
+    /// Who: the whole actor (`name (token id)`) or just the token's name.
+    pub actor: Option<String>,
+    /// What: exactly this action (`deployment.create`), or every action of
+    /// a family when it ends with a dot (`deployment.`).
+    pub action: Option<String>,
 }
 
 /// What a status report did.
@@ -295,8 +483,31 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     async fn delete_api_token(&self, id: TokenId) -> StoreResult<bool>;
     /// Appends to the audit log.
     async fn append_audit(&self, entry: &NewAuditEntry) -> StoreResult<()>;
-    /// Audit entries, newest first, at most `limit`, with id below `before` if given.
-    async fn list_audit(&self, limit: u32, before: Option<i64>) -> StoreResult<Vec<AuditEntry>>;
+    /// Audit entries matching `filter`, newest first, at most `limit`, with
+    /// id below `before` if given.
+    async fn list_audit(
+        &self,
+        filter: &AuditFilter,
+        limit: u32,
+        before: Option<i64>,
+    ) -> StoreResult<Vec<AuditEntry>>;
+
+    // --- dashboard sessions -------------------------------------------------
+
+    /// Stores a session. `Conflict` if its hash exists, `NotFound`-like
+    /// failure if its token does not.
+    async fn insert_session(&self, session: &NewSession) -> StoreResult<()>;
+    /// The unexpired session whose secret hashes to `secret_sha256`, with the
+    /// token it stands for; none once that token is revoked.
+    async fn session_by_hash(
+        &self,
+        secret_sha256: &[u8; 32],
+        now: DateTime<Utc>,
+    ) -> StoreResult<Option<SessionRecord>>;
+    /// Ends a session (sign-out); false if there was none.
+    async fn delete_session(&self, secret_sha256: &[u8; 32]) -> StoreResult<bool>;
+    /// Forgets sessions expired by `now`; how many.
+    async fn delete_expired_sessions(&self, now: DateTime<Utc>) -> StoreResult<u64>;
 
     // --- packages ---------------------------------------------------------
 
@@ -306,6 +517,10 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     async fn package(&self, id: PackageId) -> StoreResult<Option<PackageRecord>>;
     /// Every package, newest first.
     async fn list_packages(&self) -> StoreResult<Vec<PackageRecord>>;
+    /// One page of packages, newest first, and how many there are.
+    /// Page 0 reads as page 1; `per_page` is clamped to 1..=1000.
+    async fn list_packages_page(&self, page: PageRequest)
+        -> StoreResult<(Vec<PackageRecord>, u64)>;
     /// Deletes a package. `InUse` while a deployment that is not cancelled or
     /// finished uses it; `NotFound` if absent. Returns the deleted record (for its blob).
     async fn delete_package(&self, id: PackageId) -> StoreResult<PackageRecord>;
@@ -321,7 +536,8 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     async fn device_record(&self, id: DeviceId) -> StoreResult<Option<DeviceRecord>>;
     /// The device with this public key (PEM, exactly as stored).
     async fn device_by_public_key(&self, public_key: &str) -> StoreResult<Option<Device>>;
-    /// Devices matching `filter`, oldest first, one page, and the total count.
+    /// Devices matching `filter`, in its order (oldest first by default),
+    /// one page, and the total count.
     /// Page 0 reads as page 1; `per_page` is clamped to 1..=1000.
     async fn list_devices(
         &self,
@@ -353,6 +569,42 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// check-in there compares against the new inventory. Announces nothing.
     async fn record_check_in_times(&self, times: &[CheckInTime]) -> StoreResult<u64>;
 
+    // --- fleet aggregates (the dashboard; one query each) ---------------------
+
+    /// Devices per status, and the accepted ones last heard of before
+    /// `silent_since` (their last check-in, or first contact if none).
+    async fn device_counts(&self, silent_since: DateTime<Utc>) -> StoreResult<DeviceCounts>;
+    /// The `names` installed software names most devices report, each with
+    /// its `versions` most reported versions, most devices first.
+    async fn installed_versions(&self, names: u32, versions: u32)
+        -> StoreResult<Vec<VersionCount>>;
+    /// Devices per state and admitting phase of every active or paused
+    /// deployment.
+    async fn open_deployment_counts(&self) -> StoreResult<Vec<UpdateCount>>;
+    /// Failures (failed, rolled back, timed out) recorded since `since`,
+    /// grouped by reason, the `limit` largest groups first.
+    async fn recent_failures(
+        &self,
+        since: DateTime<Utc>,
+        limit: u32,
+    ) -> StoreResult<Vec<FailureGroup>>;
+    /// Successful installs per UTC day and package version since `since`.
+    async fn installs_per_day(&self, since: DateTime<Utc>) -> StoreResult<Vec<InstallCount>>;
+    /// Adds check-ins to their minutes' counts, and forgets the minutes
+    /// before `forget_before`, in one transaction.
+    async fn add_check_ins(
+        &self,
+        counts: &[CheckInCount],
+        forget_before: DateTime<Utc>,
+    ) -> StoreResult<()>;
+    /// Check-ins per minute since `since`, oldest first; minutes without
+    /// any are absent.
+    async fn check_ins_per_minute(&self, since: DateTime<Utc>) -> StoreResult<Vec<CheckInCount>>;
+    /// Where each of these devices stands: its update in a deployment still
+    /// under way (the latest changed, if several), else its latest update;
+    /// devices never targeted are absent.
+    async fn current_updates(&self, devices: &[DeviceId]) -> StoreResult<Vec<CurrentUpdate>>;
+
     // --- device authentication ---------------------------------------------
 
     /// Remembers `nonce` until `expires_at`; false if it was already seen
@@ -378,6 +630,40 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     async fn deployment(&self, id: DeploymentId) -> StoreResult<Option<DeploymentRecord>>;
     /// Every deployment, newest first.
     async fn list_deployments(&self) -> StoreResult<Vec<DeploymentRecord>>;
+    /// One page of the deployments matching `filter`, newest first, and
+    /// how many match. Page 0 reads as page 1; `per_page` is clamped to
+    /// 1..=1000.
+    async fn list_deployments_page(
+        &self,
+        filter: &DeploymentFilter,
+        page: PageRequest,
+    ) -> StoreResult<(Vec<DeploymentRecord>, u64)>;
+    /// Devices per state and admitting phase of each of these deployments,
+    /// in one query (a page of deployments is counted at once).
+    async fn deployment_tallies(&self, ids: &[DeploymentId]) -> StoreResult<Vec<UpdateCount>>;
+    /// A deployment's devices in a failed state (failed, rolled back,
+    /// timed out) grouped by their last message, the `limit` largest
+    /// groups first.
+    async fn deployment_failures(
+        &self,
+        id: DeploymentId,
+        limit: u32,
+    ) -> StoreResult<Vec<FailureGroup>>;
+    /// One page of a deployment's devices matching `filter`, by device id.
+    /// Page 0 reads as page 1; `per_page` is clamped to 1..=1000.
+    async fn deployment_devices_page(
+        &self,
+        id: DeploymentId,
+        filter: &DeploymentDevicesFilter,
+        page: PageRequest,
+    ) -> StoreResult<Vec<DeviceUpdate>>;
+    /// How many of a deployment's devices match `filter` (without a reason
+    /// to match, [`Store::deployment_tallies`] already says).
+    async fn count_deployment_devices(
+        &self,
+        id: DeploymentId,
+        filter: &DeploymentDevicesFilter,
+    ) -> StoreResult<u64>;
     /// Deployments with status `active`, oldest first.
     async fn active_deployments(&self) -> StoreResult<Vec<DeploymentRecord>>;
     /// Devices per state; states no device is in are absent.

@@ -1,13 +1,13 @@
 //! A simulated device (slot files, a file boot environment, an agent
-//! config) around the real `airlift-agent` binary, signed packages, and the
-//! server's management API as an operator uses it.
+//! config) around the real `airlift-agent` binary, the packages it is
+//! offered (signed by the test kit's `Signer`), and the server's
+//! management API as an operator uses it.
 
-use crate::server::{TestServer, ADMIN_TOKEN};
+use crate::server::{InProcessServer, ADMIN_TOKEN};
 use airlift_agent::boot::{BootOutcome, FileBootEnv, Slot};
-use airlift_package::{
-    encode_payload, Compression, EncodeOptions, Limits, Manifest, PackageWriter, PayloadSpec,
-    PayloadType, SignedManifest, SigningKey,
-};
+use airlift_package::{Compression, PayloadSpec, PayloadType};
+use airlift_testkit::packages;
+pub use airlift_testkit::packages::Signer;
 use reqwest::blocking::Client;
 use reqwest::StatusCode;
 use serde_json::Value;
@@ -23,137 +23,86 @@ pub const FACTORY_IMAGE: &[u8] = b"the factory image in slot A";
 /// What slot B holds at the factory.
 pub const SPARE_IMAGE: &[u8] = b"whatever slot B held before";
 
-/// A release signing key and its public key file.
-pub struct Signer {
-    pub key: SigningKey,
-    pub public: PathBuf,
-    _dir: TempDir,
+/// The image a package of `version` made by [`Packages::image_package`]
+/// installs.
+pub fn image(version: &str) -> Vec<u8> {
+    packages::image(version, 200_000)
 }
 
-impl Signer {
-    pub fn new() -> Self {
-        let dir = tempfile::tempdir().expect("key directory");
-        let key = SigningKey::generate().expect("signing key");
-        let public = dir.path().join("release.pub");
-        std::fs::write(&public, key.public_key().to_pem().expect("pem")).expect("write key");
-        Self {
-            key,
-            public,
-            _dir: dir,
-        }
-    }
-
-    /// The image a package of `version` installs.
-    pub fn image(version: &str) -> Vec<u8> {
-        (0..200_000u32)
-            .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
-            .chain(version.bytes())
-            .collect()
-    }
-
-    /// The package file of `manifest`, signed, with its one stored payload.
-    fn signed(&self, manifest: &Manifest, stored: &[u8]) -> Vec<u8> {
-        let signed =
-            SignedManifest::sign(manifest, &[&self.key], &Limits::default()).expect("sign");
-        let mut file = Vec::new();
-        let mut writer = PackageWriter::new(&mut file, &signed).expect("header");
-        writer.write_payload(stored).expect("payload");
-        writer.finish().expect("finish");
-        file
-    }
-
+/// The packages these tests deploy, signed by the test kit's [`Signer`].
+pub trait Packages {
+    /// A signed image package for the test device type, of [`image`].
+    fn image_package(&self, name: &str, version: &str, security_version: u64) -> Vec<u8>;
+    /// A signed package of one image payload, `size` bytes, stored raw (so
+    /// an interrupted download resumes at the byte); returns the image too.
+    fn raw_package(&self, version: &str, size: usize) -> (Vec<u8>, Vec<u8>);
+    /// A signed image package for another device type.
+    fn package_for(&self, device_type: &str, version: &str) -> Vec<u8>;
     /// A signed package replacing `/etc/app.conf` (under the root) in place.
-    pub fn file_package(&self, version: &str, content: &[u8]) -> Vec<u8> {
+    fn file_package(&self, version: &str, content: &[u8]) -> Vec<u8>;
+    /// A signed package of one payload changed in place: `kind` at `target`.
+    fn in_place_package(
+        &self,
+        kind: PayloadType,
+        target: &str,
+        version: &str,
+        content: &[u8],
+    ) -> Vec<u8>;
+    /// A signed package of one `module:<module>` payload.
+    fn module_package(&self, module: &str, version: &str, content: &[u8]) -> Vec<u8>;
+}
+
+impl Packages for Signer {
+    fn image_package(&self, name: &str, version: &str, security_version: u64) -> Vec<u8> {
+        self.package(name, version)
+            .device_type(DEVICE_TYPE)
+            .security_version(security_version)
+            .image(&image(version), Compression::Zstd)
+            .build()
+    }
+
+    fn raw_package(&self, version: &str, size: usize) -> (Vec<u8>, Vec<u8>) {
+        let image = packages::image(version, size);
+        let package = self
+            .package("rootfs", version)
+            .device_type(DEVICE_TYPE)
+            .security_version(1)
+            .image(&image, Compression::None)
+            .build();
+        (package, image)
+    }
+
+    fn package_for(&self, device_type: &str, version: &str) -> Vec<u8> {
+        self.package("rootfs", version)
+            .device_type(device_type)
+            .security_version(1)
+            .image(&image(version), Compression::Zstd)
+            .build()
+    }
+
+    fn file_package(&self, version: &str, content: &[u8]) -> Vec<u8> {
         self.in_place_package(PayloadType::File, "/etc/app.conf", version, content)
     }
 
-    /// A signed package of one payload changed in place: `kind` at `target`.
-    pub fn in_place_package(
+    fn in_place_package(
         &self,
         kind: PayloadType,
         target: &str,
         version: &str,
         content: &[u8],
     ) -> Vec<u8> {
-        let spec = PayloadSpec::new(kind, target, Compression::None);
-        let mut stored = Vec::new();
-        let entry =
-            encode_payload(content, &spec, &EncodeOptions::default(), &mut stored).expect("encode");
-        let manifest = Manifest::builder("app", version.parse().expect("semver"), [DEVICE_TYPE])
-            .payload(entry)
-            .build();
-        self.signed(&manifest, &stored)
+        self.package("app", version)
+            .device_type(DEVICE_TYPE)
+            .payload(PayloadSpec::new(kind, target, Compression::None), content)
+            .build()
     }
 
-    /// A signed package of one `module:<module>` payload.
-    pub fn module_package(&self, module: &str, version: &str, content: &[u8]) -> Vec<u8> {
+    fn module_package(&self, module: &str, version: &str, content: &[u8]) -> Vec<u8> {
         let kind = PayloadType::Module(module.into());
-        let spec = PayloadSpec::new(kind, "mcu0", Compression::Zstd);
-        let mut stored = Vec::new();
-        let entry =
-            encode_payload(content, &spec, &EncodeOptions::default(), &mut stored).expect("encode");
-        let manifest =
-            Manifest::builder("firmware", version.parse().expect("semver"), [DEVICE_TYPE])
-                .payload(entry)
-                .build();
-        self.signed(&manifest, &stored)
-    }
-
-    /// A signed image package for the test device type.
-    pub fn package(&self, name: &str, version: &str, security_version: u64) -> Vec<u8> {
-        self.image_package(
-            DEVICE_TYPE,
-            name,
-            version,
-            security_version,
-            &Self::image(version),
-            Compression::Zstd,
-        )
-    }
-
-    /// A signed package of one image payload, `size` bytes, stored raw (so
-    /// an interrupted download resumes at the byte).
-    pub fn raw_package(&self, version: &str, size: usize) -> (Vec<u8>, Vec<u8>) {
-        let image = Self::sized_image(version, size);
-        let package =
-            self.image_package(DEVICE_TYPE, "rootfs", version, 1, &image, Compression::None);
-        (package, image)
-    }
-
-    /// `size` bytes of image for `version`, none alike nearby.
-    pub fn sized_image(version: &str, size: usize) -> Vec<u8> {
-        let seed = version
-            .bytes()
-            .fold(0u32, |h, b| h.wrapping_mul(31).wrapping_add(b.into()));
-        (0..size as u32)
-            .map(|i| (i.wrapping_add(seed).wrapping_mul(2654435761) >> 13) as u8)
-            .collect()
-    }
-
-    /// A signed image package for another device type.
-    pub fn package_for(&self, device_type: &str, version: &str) -> Vec<u8> {
-        let image = Self::image(version);
-        self.image_package(device_type, "rootfs", version, 1, &image, Compression::Zstd)
-    }
-
-    fn image_package(
-        &self,
-        device_type: &str,
-        name: &str,
-        version: &str,
-        security_version: u64,
-        image: &[u8],
-        compression: Compression,
-    ) -> Vec<u8> {
-        let spec = PayloadSpec::new(PayloadType::Image, "rootfs", compression);
-        let mut stored = Vec::new();
-        let entry =
-            encode_payload(image, &spec, &EncodeOptions::default(), &mut stored).expect("encode");
-        let manifest = Manifest::builder(name, version.parse().expect("semver"), [device_type])
-            .security_version(security_version)
-            .payload(entry)
-            .build();
-        self.signed(&manifest, &stored)
+        self.package("firmware", version)
+            .device_type(DEVICE_TYPE)
+            .payload(PayloadSpec::new(kind, "mcu0", Compression::Zstd), content)
+            .build()
     }
 }
 
@@ -164,7 +113,7 @@ pub struct Operator {
 }
 
 impl Operator {
-    pub fn new(server: &TestServer) -> Self {
+    pub fn new(server: &InProcessServer) -> Self {
         Self::at(&server.url)
     }
 
@@ -559,243 +508,6 @@ fn field(line: &str, name: &str) -> Option<u64> {
         .take_while(char::is_ascii_digit)
         .collect();
     digits.parse().ok()
-}
-
-/// What the [`Proxy`] does to a download request it sees.
-#[derive(Debug, Clone, Copy)]
-pub enum NetFault {
-    /// Pass it through.
-    Pass,
-    /// Forward this many bytes of the answer, then cut the connection.
-    CutAfter(usize),
-    /// Forward this many bytes, then send nothing more (and keep the
-    /// connection open) for this long.
-    StallAfter(usize, std::time::Duration),
-    /// Answer `503 Service Unavailable` without asking the server.
-    Unavailable,
-    /// Flip the bits of the answer's byte at this position.
-    Corrupt(usize),
-}
-
-/// A loopback TCP proxy in front of the server that sees each request on a
-/// connection and applies the next planned fault to download requests.
-pub struct Proxy {
-    pub url: String,
-    /// Faults for the next download requests, in order; `Pass` after.
-    plan: std::sync::Arc<std::sync::Mutex<std::collections::VecDeque<NetFault>>>,
-    /// Download requests seen, and answer bytes forwarded for them.
-    pub downloads: std::sync::Arc<std::sync::atomic::AtomicUsize>,
-    pub download_bytes: std::sync::Arc<std::sync::atomic::AtomicUsize>,
-    /// A man in the middle: in every offer passing through, the first
-    /// occurrence of `.0` in the signed package head is replaced by `.1`
-    /// (same length) and the signatures are left as they were.
-    pub tamper: Tamper,
-    /// Offers altered so far.
-    pub tampered: std::sync::Arc<std::sync::atomic::AtomicUsize>,
-}
-
-impl Proxy {
-    pub fn start(upstream: &str, plan: Vec<NetFault>) -> Self {
-        use std::sync::atomic::AtomicUsize;
-        use std::sync::{Arc, Mutex};
-        let upstream = upstream.trim_start_matches("http://").to_owned();
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind proxy");
-        let url = format!("http://{}", listener.local_addr().expect("proxy address"));
-        let plan = Arc::new(Mutex::new(plan.into_iter().collect()));
-        let downloads = Arc::new(AtomicUsize::new(0));
-        let download_bytes = Arc::new(AtomicUsize::new(0));
-        let tamper = Arc::new(Mutex::new(None));
-        let tampered = Arc::new(AtomicUsize::new(0));
-        let shared = (
-            plan.clone(),
-            downloads.clone(),
-            download_bytes.clone(),
-            (tamper.clone(), tampered.clone()),
-        );
-        std::thread::spawn(move || {
-            for client in listener.incoming() {
-                let Ok(client) = client else { return };
-                let Ok(server) = std::net::TcpStream::connect(&upstream) else {
-                    continue;
-                };
-                let shared = shared.clone();
-                std::thread::spawn(move || proxy_connection(client, server, shared));
-            }
-        });
-        Self {
-            url,
-            plan,
-            downloads,
-            download_bytes,
-            tamper,
-            tampered,
-        }
-    }
-
-    /// Faults not used yet.
-    pub fn unused(&self) -> usize {
-        self.plan.lock().map(|p| p.len()).unwrap_or_default()
-    }
-}
-
-type ProxyShared = (
-    std::sync::Arc<std::sync::Mutex<std::collections::VecDeque<NetFault>>>,
-    std::sync::Arc<std::sync::atomic::AtomicUsize>,
-    std::sync::Arc<std::sync::atomic::AtomicUsize>,
-    (Tamper, std::sync::Arc<std::sync::atomic::AtomicUsize>),
-);
-
-/// What a man in the middle replaces in offers: (these bytes, by those).
-pub type Tamper = std::sync::Arc<std::sync::Mutex<Option<(Vec<u8>, Vec<u8>)>>>;
-
-/// Rewrites the signed head of an offer in `answer` (an HTTP response read
-/// whole, as the small check-in answers are): base64-decodes it, replaces
-/// `from` by `to` once, encodes it again. Returns whether it did.
-fn tamper_offer(answer: &mut [u8], from: &[u8], to: &[u8]) -> bool {
-    use base64::Engine as _;
-    const KEY: &[u8] = b"\"signed_manifest\":\"";
-    let Some(start) = answer.windows(KEY.len()).position(|w| w == KEY) else {
-        return false;
-    };
-    let start = start + KEY.len();
-    let Some(len) = answer[start..].iter().position(|&b| b == b'"') else {
-        return false;
-    };
-    let engine = base64::engine::general_purpose::STANDARD;
-    let Ok(mut head) = engine.decode(&answer[start..start + len]) else {
-        return false;
-    };
-    let Some(at) = head.windows(from.len()).position(|w| w == from) else {
-        return false;
-    };
-    head[at..at + to.len()].copy_from_slice(to);
-    let encoded = engine.encode(head);
-    answer[start..start + len].copy_from_slice(encoded.as_bytes());
-    true
-}
-
-/// Client → server: request by request (head, then a `content-length`
-/// body), deciding each download's fault; server → client: bytes, with the
-/// fault of the request being answered applied.
-fn proxy_connection(
-    client: std::net::TcpStream,
-    server: std::net::TcpStream,
-    (plan, downloads, download_bytes, (tamper, tampered)): ProxyShared,
-) {
-    use std::io::{BufRead, BufReader, Read, Write};
-    use std::sync::atomic::Ordering;
-    // The fault of the download being answered, and its bytes forwarded.
-    let fault = std::sync::Arc::new(std::sync::Mutex::new(None::<(NetFault, usize)>));
-    let (mut to_server, mut to_client) = (
-        server.try_clone().expect("clone"),
-        client.try_clone().expect("clone"),
-    );
-    let (answers, answer_fault, answer_client) = (
-        server.try_clone().expect("clone"),
-        fault.clone(),
-        client.try_clone().expect("clone"),
-    );
-    let bytes = download_bytes.clone();
-    std::thread::spawn(move || {
-        let mut answers = answers;
-        let mut buf = [0u8; 16 * 1024];
-        let mut client = answer_client;
-        while let Ok(n) = answers.read(&mut buf) {
-            if n == 0 {
-                break;
-            }
-            let (current, sent) = {
-                let mut guard = answer_fault.lock().expect("fault");
-                let n = match *guard {
-                    Some((NetFault::CutAfter(k) | NetFault::StallAfter(k, _), sent)) => {
-                        n.min(k.saturating_sub(sent))
-                    }
-                    _ => n,
-                };
-                if let Some((NetFault::Corrupt(at), sent)) = *guard {
-                    if (sent..sent + n).contains(&at) {
-                        buf[at - sent] ^= 0xFF;
-                    }
-                }
-                if let Some((from, to)) = tamper.lock().expect("tamper").as_ref() {
-                    if guard.is_none() && tamper_offer(&mut buf[..n], from, to) {
-                        tampered.fetch_add(1, Ordering::SeqCst);
-                    }
-                }
-                if client.write_all(&buf[..n]).is_err() {
-                    break;
-                }
-                if let Some((_, sent)) = guard.as_mut() {
-                    *sent += n;
-                    bytes.fetch_add(n, Ordering::SeqCst);
-                }
-                match *guard {
-                    Some((fault, sent)) => (Some(fault), sent),
-                    None => (None, 0),
-                }
-            };
-            match current {
-                Some(NetFault::CutAfter(k)) if sent >= k => break,
-                Some(NetFault::StallAfter(k, pause)) if sent >= k => {
-                    std::thread::sleep(pause);
-                    break;
-                }
-                _ => {}
-            }
-        }
-        let _ = client.shutdown(std::net::Shutdown::Both);
-        let _ = answers.shutdown(std::net::Shutdown::Both);
-    });
-    let mut requests = BufReader::new(client);
-    loop {
-        let mut head = Vec::new();
-        loop {
-            let mut line = Vec::new();
-            match requests.read_until(b'\n', &mut line) {
-                Ok(0) | Err(_) => return,
-                Ok(_) => {}
-            }
-            head.extend_from_slice(&line);
-            if line == b"\r\n" {
-                break;
-            }
-        }
-        let text = String::from_utf8_lossy(&head).to_ascii_lowercase();
-        let length: usize = text
-            .lines()
-            .find_map(|l| l.strip_prefix("content-length:"))
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or(0);
-        let mut body = vec![0u8; length];
-        if requests.read_exact(&mut body).is_err() {
-            return;
-        }
-        let is_download = text
-            .lines()
-            .next()
-            .is_some_and(|l| l.starts_with("get ") && l.contains("/download"));
-        let planned = if is_download {
-            downloads.fetch_add(1, Ordering::SeqCst);
-            plan.lock()
-                .expect("plan")
-                .pop_front()
-                .unwrap_or(NetFault::Pass)
-        } else {
-            NetFault::Pass
-        };
-        if let NetFault::Unavailable = planned {
-            let _ = to_client.write_all(
-                b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
-            );
-            let _ = to_client.shutdown(std::net::Shutdown::Both);
-            let _ = to_server.shutdown(std::net::Shutdown::Both);
-            return;
-        }
-        *fault.lock().expect("fault") = is_download.then_some((planned, 0));
-        if to_server.write_all(&head).is_err() || to_server.write_all(&body).is_err() {
-            return;
-        }
-    }
 }
 
 /// `airlift-agent run`, the daemon, as a child process with its log in a

@@ -2,20 +2,25 @@
 //! downloads, stalls them, answers 503, damages a byte in transit or, as a
 //! man in the middle, alters the package an offer describes.
 
-use crate::harness::{enrol, Device, NetFault, Operator, Proxy, Signer, SPARE_IMAGE};
-use crate::server::TestServer;
+use crate::harness::{enrol, Device, Operator, Packages, Signer, SPARE_IMAGE};
+use crate::server::InProcessServer;
 use airlift_agent::boot::Slot;
-use std::sync::atomic::Ordering;
+use airlift_testkit::proxy::{Faults, FlakyProxy, NetFault};
 use std::time::Duration;
+
+/// A proxy in front of `server` meeting download requests with `plan`.
+fn flaky(server: &InProcessServer, plan: Vec<NetFault>) -> FlakyProxy {
+    FlakyProxy::start(&server.url, Faults::Planned(plan)).expect("proxy")
+}
 
 const IMAGE_SIZE: usize = 1024 * 1024;
 
 #[test]
 fn a_download_survives_cuts_stalls_and_server_errors_in_one_run() {
     let signer = Signer::new();
-    let server = TestServer::start_with(&signer.public, &["--poll-interval", "1"]);
-    let proxy = Proxy::start(
-        &server.url,
+    let server = InProcessServer::start_with(signer.public_key_file(), &["--poll-interval", "1"]);
+    let proxy = flaky(
+        &server,
         vec![
             NetFault::CutAfter(100_000),
             NetFault::Unavailable,
@@ -24,20 +29,20 @@ fn a_download_survives_cuts_stalls_and_server_errors_in_one_run() {
             NetFault::Unavailable,
         ],
     );
-    let device = Device::new(&proxy.url, &signer.public, &["true"]);
+    let device = Device::new(proxy.url(), signer.public_key_file(), &["true"]);
     device.set_network_timeout(2);
     let operator = Operator::new(&server);
     let device_id = enrol(&device, &operator);
     let (file, image) = signer.raw_package("2.0.0", IMAGE_SIZE);
-    let package_len = file.len();
+    let package_len = file.len() as u64;
     let package = operator.upload(file);
     let deployment = operator.deploy(&package, &device_id);
 
     let run = device.run_faulted("save:0"); // all faults weathered in one run
     assert!(run.success, "{}", run.log);
     assert_eq!(proxy.unused(), 0, "every fault was met");
-    assert!(proxy.downloads.load(Ordering::SeqCst) >= 6);
-    let forwarded = proxy.download_bytes.load(Ordering::SeqCst);
+    assert!(proxy.stats().downloads() >= 6);
+    let forwarded = proxy.stats().download_bytes();
     assert!(
         forwarded < package_len + package_len / 10,
         "resumed, not restarted: {forwarded} bytes for a {package_len}-byte package"
@@ -51,9 +56,9 @@ fn a_download_survives_cuts_stalls_and_server_errors_in_one_run() {
 #[test]
 fn a_byte_damaged_in_transit_fails_the_update_and_nothing_is_armed() {
     let signer = Signer::new();
-    let server = TestServer::start_with(&signer.public, &["--poll-interval", "1"]);
-    let proxy = Proxy::start(&server.url, vec![NetFault::Corrupt(500_000)]);
-    let device = Device::new(&proxy.url, &signer.public, &["true"]);
+    let server = InProcessServer::start_with(signer.public_key_file(), &["--poll-interval", "1"]);
+    let proxy = flaky(&server, vec![NetFault::Corrupt(500_000)]);
+    let device = Device::new(proxy.url(), signer.public_key_file(), &["true"]);
     let operator = Operator::new(&server);
     let device_id = enrol(&device, &operator);
     let (file, _) = signer.raw_package("2.0.0", IMAGE_SIZE);
@@ -77,30 +82,23 @@ fn a_byte_damaged_in_transit_fails_the_update_and_nothing_is_armed() {
 #[test]
 fn a_package_altered_in_transit_is_refused_before_a_byte_is_downloaded() {
     let signer = Signer::new();
-    let server = TestServer::start_with(&signer.public, &["--poll-interval", "1"]);
-    let proxy = Proxy::start(&server.url, Vec::new());
-    let device = Device::new(&proxy.url, &signer.public, &["true"]);
+    let server = InProcessServer::start_with(signer.public_key_file(), &["--poll-interval", "1"]);
+    let proxy = flaky(&server, Vec::new());
+    let device = Device::new(proxy.url(), signer.public_key_file(), &["true"]);
     let operator = Operator::new(&server);
     let device_id = enrol(&device, &operator);
     let (file, _) = signer.raw_package("2.0.0", IMAGE_SIZE);
     let package = operator.upload(file);
     let deployment = operator.deploy(&package, &device_id);
     // The package's signed manifest now claims another version.
-    *proxy.tamper.lock().expect("tamper") = Some((b"2.0.0".to_vec(), b"9.0.0".to_vec()));
+    proxy.tamper(b"2.0.0", b"9.0.0");
 
     device.run_once();
-    assert!(
-        proxy.tampered.load(Ordering::SeqCst) >= 1,
-        "an offer was altered"
-    );
+    assert!(proxy.stats().tampered() >= 1, "an offer was altered");
     let (state, message) = operator.device_state(&deployment);
     assert_eq!(state, "failure");
     assert!(message.contains("signature"), "{message}");
-    assert_eq!(
-        proxy.downloads.load(Ordering::SeqCst),
-        0,
-        "nothing downloaded"
-    );
+    assert_eq!(proxy.stats().downloads(), 0, "nothing downloaded");
     assert_eq!(device.slot(Slot::B), SPARE_IMAGE, "slot B untouched");
     let boot = device.power_up();
     assert_eq!((boot.slot, boot.trial), (Slot::A, false));
@@ -110,8 +108,8 @@ fn a_package_altered_in_transit_is_refused_before_a_byte_is_downloaded() {
 #[test]
 fn a_slow_download_shows_its_progress_on_the_server() {
     let signer = Signer::new();
-    let server = TestServer::start_with(&signer.public, &["--poll-interval", "1"]);
-    let device = Device::new(&server.url, &signer.public, &["true"]);
+    let server = InProcessServer::start_with(signer.public_key_file(), &["--poll-interval", "1"]);
+    let device = Device::new(&server.url, signer.public_key_file(), &["true"]);
     device.set_option("bandwidth_limit = 262144"); // a 1 MiB image: 4 s
     device.set_option("progress_interval_secs = 1");
     let operator = Operator::new(&server);

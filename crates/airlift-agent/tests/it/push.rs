@@ -7,9 +7,10 @@
 //! acts within the test's time did so because it was nudged. The latencies
 //! are printed, not asserted.
 
-use crate::harness::{enrol, Daemon, Device, Operator, Signer};
+use crate::harness::{enrol, Daemon, Device, Operator, Packages, Signer};
 use crate::server::ADMIN_TOKEN;
-use airlift_sim::server::ServerProcess;
+use airlift_testkit::postgres::FreshSchema;
+use airlift_testkit::server::{self as process, ServerProcess};
 use serde_json::Value;
 use std::net::{TcpListener, TcpStream};
 use std::path::Path;
@@ -19,44 +20,47 @@ use std::time::{Duration, Instant};
 
 const HOUR: u64 = 3600;
 
-/// An `airlift-server` process, built beside the agent.
+/// An `airlift-server` process, built beside the agent (the workspace's
+/// tests build it: `cargo test --workspace`).
 fn instance(signer: &Signer, data: &Path, poll_secs: u64, flags: &[&str]) -> ServerProcess {
-    let binary = Path::new(env!("CARGO_BIN_EXE_airlift-agent")).with_file_name("airlift-server");
-    ServerProcess::start_with(&binary, data, &signer.public, ADMIN_TOKEN, poll_secs, flags)
-        .unwrap_or_else(|e| panic!("{e} (the workspace's tests build it: cargo test --workspace)"))
-}
-
-/// A fresh schema on the test PostgreSQL, as a database URL; `None` when
-/// `AIRLIFT_TEST_POSTGRES_URL` is not set (CI always sets it).
-fn postgres_schema() -> Option<String> {
-    let base = std::env::var("AIRLIFT_TEST_POSTGRES_URL").ok()?;
-    let schema = format!("push_{}", uuid::Uuid::new_v4().simple());
-    let status = std::process::Command::new("psql")
-        .arg(&base)
-        .args(["-qtAc", &format!("CREATE SCHEMA {schema}")])
-        .status()
-        .expect("run psql");
-    assert!(status.success(), "creating schema {schema}");
-    let separator = if base.contains('?') { '&' } else { '?' };
-    Some(format!("{base}{separator}options=-csearch_path%3D{schema}"))
+    ServerProcess::builder(process::binary(), data)
+        .trust(signer.public_key_file())
+        .admin_token(ADMIN_TOKEN)
+        .args(["--poll-interval", &poll_secs.to_string()])
+        .args(flags)
+        .start()
+        .unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// Two instances on one fresh PostgreSQL schema, sharing the package
-/// store (the directory, kept while it lives), telling devices to poll
-/// every `poll_secs`; `None` without PostgreSQL.
-fn two_instances(
-    poll_secs: u64,
-) -> Option<(Signer, tempfile::TempDir, ServerProcess, ServerProcess)> {
-    let Some(database) = postgres_schema() else {
+/// store (the directory), telling devices to poll every `poll_secs`.
+struct TwoInstances {
+    signer: Signer,
+    a: ServerProcess,
+    b: ServerProcess,
+    _data: tempfile::TempDir,
+    /// Dropped after the instances (fields drop in order).
+    _schema: FreshSchema,
+}
+
+/// [`TwoInstances`]; `None` without PostgreSQL (CI always has it).
+fn two_instances(poll_secs: u64) -> Option<TwoInstances> {
+    let Some(schema) = FreshSchema::create("push") else {
         eprintln!("AIRLIFT_TEST_POSTGRES_URL is not set: skipped (CI sets it)");
         return None;
     };
     let signer = Signer::new();
     let data = tempfile::tempdir().expect("data");
-    let flags = ["--database-url", database.as_str()];
+    let flags = ["--database-url", schema.url()];
     let a = instance(&signer, data.path(), poll_secs, &flags);
     let b = instance(&signer, data.path(), poll_secs, &flags);
-    Some((signer, data, a, b))
+    Some(TwoInstances {
+        signer,
+        a,
+        b,
+        _data: data,
+        _schema: schema,
+    })
 }
 
 /// The local broker, as CI provides it.
@@ -80,7 +84,7 @@ fn deploy_and_time(operator: &Operator, signer: &Signer, device: &str, version: 
     // just checked in (at start): let that second pass, as it would have
     // on a device up for a while.
     std::thread::sleep(Duration::from_millis(1100));
-    let package = operator.upload(signer.package("rootfs", version, 0));
+    let package = operator.upload(signer.image_package("rootfs", version, 0));
     let deployment = operator.deploy(&package, device);
     let mut detail = Value::Null;
     wait_until("the device to start on the deployment", || {
@@ -98,20 +102,20 @@ fn deploy_and_time(operator: &Operator, signer: &Signer, device: &str, version: 
 
 #[test]
 fn a_deployment_created_on_one_instance_reaches_a_device_connected_to_another() {
-    let Some((signer, _data, a, b)) = two_instances(HOUR) else {
+    let Some(pair) = two_instances(HOUR) else {
         return;
     };
-    let (on_a, on_b) = (Operator::at(&a.url), Operator::at(&b.url));
+    let (on_a, on_b) = (Operator::at(pair.a.url()), Operator::at(pair.b.url()));
 
-    let device = Device::new(&a.url, &signer.public, &["true"]);
+    let device = Device::new(pair.a.url(), pair.signer.public_key_file(), &["true"]);
     let id = enrol(&device, &on_a);
     let daemon = device.start();
     wait_until("the device's push stream on instance A", || {
-        a.metric("airlift_push_connections") == 1.0
+        pair.a.metric("airlift_push_connections") == 1.0
     });
-    assert_eq!(b.metric("airlift_push_connections"), 0.0);
+    assert_eq!(pair.b.metric("airlift_push_connections"), 0.0);
 
-    let latency = deploy_and_time(&on_b, &signer, &id, "2.0.0");
+    let latency = deploy_and_time(&on_b, &pair.signer, &id, "2.0.0");
     eprintln!("deployment created on B → device connected to A started: {latency:.3} s");
     assert!(
         daemon.log().contains("push: checking in now"),
@@ -129,7 +133,7 @@ fn mqtt_device(
     prefix: &str,
     operator: &Operator,
 ) -> (Device, String, Daemon) {
-    let device = Device::new(url, &signer.public, &["true"]);
+    let device = Device::new(url, signer.public_key_file(), &["true"]);
     device.set_push(&format!(
         "transport = \"mqtt\"\nurl = \"{broker}\"\ntopic_prefix = \"{prefix}\""
     ));
@@ -151,8 +155,8 @@ fn a_deployment_reaches_a_device_through_the_mqtt_broker() {
         HOUR,
         &["--mqtt-url", &broker, "--mqtt-topic-prefix", &prefix],
     );
-    let operator = Operator::at(&server.url);
-    let (_device, id, daemon) = mqtt_device(&server.url, &signer, &broker, &prefix, &operator);
+    let operator = Operator::at(server.url());
+    let (_device, id, daemon) = mqtt_device(server.url(), &signer, &broker, &prefix, &operator);
     // Subscribed means the SUBSCRIBE is sent; the server's publisher may
     // still be connecting. An operator's request goes the same way.
     wait_until("the server's MQTT connection", || {
@@ -175,8 +179,8 @@ fn a_forged_nudge_costs_a_check_in_and_nothing_more() {
     let broker = broker();
     // The server publishes nothing here: the nudges come from elsewhere.
     let server = instance(&signer, data.path(), HOUR, &[]);
-    let operator = Operator::at(&server.url);
-    let (device, id, daemon) = mqtt_device(&server.url, &signer, &broker, &prefix, &operator);
+    let operator = Operator::at(server.url());
+    let (device, id, daemon) = mqtt_device(server.url(), &signer, &broker, &prefix, &operator);
     wait_until("the first check-in to be recorded", || {
         server.metric("airlift_check_ins_total") >= 1.0
     });
@@ -290,17 +294,17 @@ impl Drop for Balancer {
 #[test]
 fn when_its_instance_dies_the_device_polls_and_reconnects_to_another() {
     // Polling every 2 s here, to see the fallback.
-    let Some((signer, _data, a, b)) = two_instances(2) else {
+    let Some(mut pair) = two_instances(2) else {
         return;
     };
-    let balancer = Balancer::start(vec![a.url.clone(), b.url.clone()]);
-    let on_b = Operator::at(&b.url);
+    let balancer = Balancer::start(vec![pair.a.url().to_owned(), pair.b.url().to_owned()]);
+    let on_b = Operator::at(pair.b.url());
 
-    let device = Device::new(&balancer.url, &signer.public, &["true"]);
-    let id = enrol(&device, &Operator::at(&a.url));
+    let device = Device::new(&balancer.url, pair.signer.public_key_file(), &["true"]);
+    let id = enrol(&device, &Operator::at(pair.a.url()));
     let daemon = device.start();
     wait_until("the push stream on A", || {
-        a.metric("airlift_push_connections") == 1.0
+        pair.a.metric("airlift_push_connections") == 1.0
     });
     let checked_in = |operator: &Operator| {
         operator.device(&id)["last_check_in"]
@@ -311,12 +315,12 @@ fn when_its_instance_dies_the_device_polls_and_reconnects_to_another() {
 
     // A dies (SIGKILL). The device keeps polling — through B, which the
     // balancer now picks — and opens its push stream there.
-    drop(a);
+    pair.a.kill();
     let seen = checked_in(&on_b);
     daemon.wait_for_log("push: stream lost; polling meanwhile", 1);
     wait_until("a check-in through B", || checked_in(&on_b) != seen);
     wait_until("the push stream on B", || {
-        b.metric("airlift_push_connections") == 1.0
+        pair.b.metric("airlift_push_connections") == 1.0
     });
     assert!(daemon.log().contains("push: listening for nudges"));
 
@@ -325,7 +329,7 @@ fn when_its_instance_dies_the_device_polls_and_reconnects_to_another() {
         .backends
         .lock()
         .expect("backends")
-        .retain(|u| *u == b.url);
-    let latency = deploy_and_time(&on_b, &signer, &id, "2.0.0");
+        .retain(|u| u == pair.b.url());
+    let latency = deploy_and_time(&on_b, &pair.signer, &id, "2.0.0");
     eprintln!("after the failover, deployment → device started: {latency:.3} s");
 }

@@ -1,21 +1,23 @@
 //! Updates from the server through a trial boot, as a device lives them.
 
-use crate::harness::{enrol, Device, Operator, Signer, FACTORY_IMAGE, SPARE_IMAGE};
-use crate::server::TestServer;
+use crate::harness::{
+    enrol, image, Device, Operator, Packages, Signer, FACTORY_IMAGE, SPARE_IMAGE,
+};
+use crate::server::InProcessServer;
 use airlift_agent::boot::Slot;
 
 #[test]
 fn a_good_update_is_installed_trial_booted_and_committed() {
     let signer = Signer::new();
-    let server = TestServer::start_with(&signer.public, &["--poll-interval", "1"]);
+    let server = InProcessServer::start_with(signer.public_key_file(), &["--poll-interval", "1"]);
     let operator = Operator::new(&server);
-    let device = Device::new(&server.url, &signer.public, &["true"]);
+    let device = Device::new(&server.url, signer.public_key_file(), &["true"]);
     let device_id = enrol(&device, &operator);
-    let package = operator.upload(signer.package("rootfs", "2.0.0", 1));
+    let package = operator.upload(signer.image_package("rootfs", "2.0.0", 1));
     let deployment = operator.deploy(&package, &device_id);
 
     device.run_once(); // download, install into B, arm the trial, "reboot"
-    assert_eq!(device.slot(Slot::B), Signer::image("2.0.0"));
+    assert_eq!(device.slot(Slot::B), image("2.0.0"));
     assert_eq!(device.slot(Slot::A), FACTORY_IMAGE);
     assert_eq!(device.status()["state"], "rebooting");
     let boot = device.power_up();
@@ -31,11 +33,11 @@ fn a_good_update_is_installed_trial_booted_and_committed() {
 #[test]
 fn a_failing_health_check_rolls_back_with_its_reason() {
     let signer = Signer::new();
-    let server = TestServer::start_with(&signer.public, &["--poll-interval", "1"]);
+    let server = InProcessServer::start_with(signer.public_key_file(), &["--poll-interval", "1"]);
     let operator = Operator::new(&server);
-    let device = Device::new(&server.url, &signer.public, &["false"]);
+    let device = Device::new(&server.url, signer.public_key_file(), &["false"]);
     let device_id = enrol(&device, &operator);
-    let package = operator.upload(signer.package("rootfs", "2.0.0", 1));
+    let package = operator.upload(signer.image_package("rootfs", "2.0.0", 1));
     let deployment = operator.deploy(&package, &device_id);
 
     device.run_once();
@@ -60,11 +62,11 @@ fn a_failing_health_check_rolls_back_with_its_reason() {
 fn a_package_the_device_does_not_trust_is_refused_before_the_slot_is_touched() {
     let release = Signer::new();
     let other = Signer::new();
-    let server = TestServer::start_with(&release.public, &["--poll-interval", "1"]);
+    let server = InProcessServer::start_with(release.public_key_file(), &["--poll-interval", "1"]);
     let operator = Operator::new(&server);
-    let device = Device::new(&server.url, &other.public, &["true"]);
+    let device = Device::new(&server.url, other.public_key_file(), &["true"]);
     let device_id = enrol(&device, &operator);
-    let package = operator.upload(release.package("rootfs", "2.0.0", 1));
+    let package = operator.upload(release.image_package("rootfs", "2.0.0", 1));
     let deployment = operator.deploy(&package, &device_id);
 
     device.run_once();
@@ -80,12 +82,12 @@ fn a_package_the_device_does_not_trust_is_refused_before_the_slot_is_touched() {
 #[test]
 fn an_older_security_version_is_refused() {
     let signer = Signer::new();
-    let server = TestServer::start_with(&signer.public, &["--poll-interval", "1"]);
+    let server = InProcessServer::start_with(signer.public_key_file(), &["--poll-interval", "1"]);
     let operator = Operator::new(&server);
-    let device = Device::new(&server.url, &signer.public, &["true"]);
+    let device = Device::new(&server.url, signer.public_key_file(), &["true"]);
     device.set_record(5);
     let device_id = enrol(&device, &operator);
-    let old = signer.package("rootfs", "2.0.0", 1);
+    let old = signer.image_package("rootfs", "2.0.0", 1);
     let package = operator.upload(old.clone());
     let deployment = operator.deploy(&package, &device_id);
 
@@ -106,12 +108,12 @@ fn an_older_security_version_is_refused() {
 #[test]
 fn a_new_version_that_cannot_reach_the_server_rolls_back_and_says_so_later() {
     let signer = Signer::new();
-    let server = TestServer::start_with(&signer.public, &["--poll-interval", "1"]);
+    let server = InProcessServer::start_with(signer.public_key_file(), &["--poll-interval", "1"]);
     let operator = Operator::new(&server);
-    let device = Device::new(&server.url, &signer.public, &["true"]);
+    let device = Device::new(&server.url, signer.public_key_file(), &["true"]);
     device.set_reach_server_timeout(2);
     let device_id = enrol(&device, &operator);
-    let package = operator.upload(signer.package("rootfs", "2.0.0", 1));
+    let package = operator.upload(signer.image_package("rootfs", "2.0.0", 1));
     let deployment = operator.deploy(&package, &device_id);
 
     device.run_once(); // download, install into B, arm the trial, "reboot"
@@ -139,9 +141,9 @@ fn a_new_version_that_cannot_reach_the_server_rolls_back_and_says_so_later() {
 #[test]
 fn a_package_for_another_device_type_is_refused() {
     let signer = Signer::new();
-    let server = TestServer::start_with(&signer.public, &["--poll-interval", "1"]);
+    let server = InProcessServer::start_with(signer.public_key_file(), &["--poll-interval", "1"]);
     let operator = Operator::new(&server);
-    let device = Device::new(&server.url, &signer.public, &["true"]);
+    let device = Device::new(&server.url, signer.public_key_file(), &["true"]);
     let device_id = enrol(&device, &operator);
     let foreign = signer.package_for("other-board", "2.0.0");
     let package = operator.upload(foreign.clone());
@@ -167,16 +169,16 @@ fn a_package_for_another_device_type_is_refused() {
 #[test]
 fn a_local_install_goes_through_the_same_trial_without_a_server() {
     let signer = Signer::new();
-    let device = Device::new("http://127.0.0.1:9", &signer.public, &["true"]);
+    let device = Device::new("http://127.0.0.1:9", signer.public_key_file(), &["true"]);
     let file = device.dir.path().join("new.airlift");
-    std::fs::write(&file, signer.package("rootfs", "3.0.0", 2)).expect("package file");
+    std::fs::write(&file, signer.image_package("rootfs", "3.0.0", 2)).expect("package file");
     let output = device.agent(&["install", file.to_str().expect("utf-8 path")]);
     assert!(
         output.status.success(),
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    assert_eq!(device.slot(Slot::B), Signer::image("3.0.0"));
+    assert_eq!(device.slot(Slot::B), image("3.0.0"));
     assert_eq!(device.power_up().slot, Slot::B);
 
     let output = device.agent(&["commit"]);
@@ -192,10 +194,10 @@ fn a_local_install_goes_through_the_same_trial_without_a_server() {
 
 /// A device whose download of a raw 1 MiB image was cut by a power cut
 /// (the agent killed at package byte 600 000, the device powered up again).
-fn interrupted_download() -> (Signer, TestServer, Device, String, Vec<u8>) {
+fn interrupted_download() -> (Signer, InProcessServer, Device, String, Vec<u8>) {
     let signer = Signer::new();
-    let server = TestServer::start_with(&signer.public, &["--poll-interval", "1"]);
-    let device = Device::new(&server.url, &signer.public, &["true"]);
+    let server = InProcessServer::start_with(signer.public_key_file(), &["--poll-interval", "1"]);
+    let device = Device::new(&server.url, signer.public_key_file(), &["true"]);
     let operator = Operator::new(&server);
     let device_id = enrol(&device, &operator);
     let (file, image) = signer.raw_package("2.0.0", 1024 * 1024);
@@ -248,11 +250,11 @@ fn a_slot_damaged_while_the_agent_was_down_fails_its_digest_and_is_never_armed()
 #[test]
 fn a_corrupt_state_during_the_trial_boot_rolls_back() {
     let signer = Signer::new();
-    let server = TestServer::start_with(&signer.public, &["--poll-interval", "1"]);
+    let server = InProcessServer::start_with(signer.public_key_file(), &["--poll-interval", "1"]);
     let operator = Operator::new(&server);
-    let device = Device::new(&server.url, &signer.public, &["true"]);
+    let device = Device::new(&server.url, signer.public_key_file(), &["true"]);
     let device_id = enrol(&device, &operator);
-    let package = operator.upload(signer.package("rootfs", "2.0.0", 1));
+    let package = operator.upload(signer.image_package("rootfs", "2.0.0", 1));
     let deployment = operator.deploy(&package, &device_id);
 
     device.run_once();
@@ -275,9 +277,9 @@ fn a_corrupt_state_during_the_trial_boot_rolls_back() {
 #[test]
 fn a_file_update_is_replaced_in_place_and_committed_without_a_reboot() {
     let signer = Signer::new();
-    let server = TestServer::start_with(&signer.public, &["--poll-interval", "1"]);
+    let server = InProcessServer::start_with(signer.public_key_file(), &["--poll-interval", "1"]);
     let operator = Operator::new(&server);
-    let device = Device::new(&server.url, &signer.public, &["true"]);
+    let device = Device::new(&server.url, signer.public_key_file(), &["true"]);
     let conf = device.dir.path().join("root/etc/app.conf");
     std::fs::write(&conf, b"old = true\n").expect("old file");
     let device_id = enrol(&device, &operator);
@@ -298,9 +300,9 @@ fn a_file_update_is_replaced_in_place_and_committed_without_a_reboot() {
 #[test]
 fn a_file_update_that_leaves_the_device_unhealthy_is_undone() {
     let signer = Signer::new();
-    let server = TestServer::start_with(&signer.public, &["--poll-interval", "1"]);
+    let server = InProcessServer::start_with(signer.public_key_file(), &["--poll-interval", "1"]);
     let operator = Operator::new(&server);
-    let device = Device::new(&server.url, &signer.public, &["true"]);
+    let device = Device::new(&server.url, signer.public_key_file(), &["true"]);
     let conf = device.dir.path().join("root/etc/app.conf");
     std::fs::write(&conf, b"old = true\n").expect("old file");
     // The check fails while the new configuration is in place.
@@ -327,9 +329,9 @@ fn a_file_update_that_leaves_the_device_unhealthy_is_undone() {
 #[test]
 fn an_archive_update_replaces_its_directory_in_place_and_commits() {
     let signer = Signer::new();
-    let server = TestServer::start_with(&signer.public, &["--poll-interval", "1"]);
+    let server = InProcessServer::start_with(signer.public_key_file(), &["--poll-interval", "1"]);
     let operator = Operator::new(&server);
-    let device = Device::new(&server.url, &signer.public, &["true"]);
+    let device = Device::new(&server.url, signer.public_key_file(), &["true"]);
     let app = device.dir.path().join("root/opt/app");
     std::fs::create_dir_all(app.join("plugins")).expect("old directory");
     std::fs::write(app.join("version"), b"1.0\n").expect("old file");
@@ -375,9 +377,9 @@ fn an_archive_update_replaces_its_directory_in_place_and_commits() {
 fn a_module_that_asks_for_its_reboot_step_gets_it_before_the_in_place_commit() {
     use std::os::unix::fs::PermissionsExt;
     let signer = Signer::new();
-    let server = TestServer::start_with(&signer.public, &["--poll-interval", "1"]);
+    let server = InProcessServer::start_with(signer.public_key_file(), &["--poll-interval", "1"]);
     let operator = Operator::new(&server);
-    let device = Device::new(&server.url, &signer.public, &["true"]);
+    let device = Device::new(&server.url, signer.public_key_file(), &["true"]);
     let log = device.dir.path().join("mcu.log");
     // A module that flashes a "microcontroller" (a file) and restarts it in
     // its reboot step; every call is logged with its state.
@@ -413,11 +415,11 @@ fn a_module_that_asks_for_its_reboot_step_gets_it_before_the_in_place_commit() {
 #[test]
 fn a_download_only_update_waits_downloaded_until_released() {
     let signer = Signer::new();
-    let server = TestServer::start_with(&signer.public, &["--poll-interval", "1"]);
+    let server = InProcessServer::start_with(signer.public_key_file(), &["--poll-interval", "1"]);
     let operator = Operator::new(&server);
-    let device = Device::new(&server.url, &signer.public, &["true"]);
+    let device = Device::new(&server.url, signer.public_key_file(), &["true"]);
     let device_id = enrol(&device, &operator);
-    let package = operator.upload(signer.package("rootfs", "2.0.0", 1));
+    let package = operator.upload(signer.image_package("rootfs", "2.0.0", 1));
     let deployment = operator.deploy_with(
         &package,
         &device_id,
@@ -426,7 +428,7 @@ fn a_download_only_update_waits_downloaded_until_released() {
 
     device.run_once(); // download into B and verify; the install waits
     assert_eq!(device.status()["state"], "downloaded");
-    assert_eq!(device.slot(Slot::B), Signer::image("2.0.0"), "downloaded");
+    assert_eq!(device.slot(Slot::B), image("2.0.0"), "downloaded");
     assert_eq!(operator.device_state(&deployment).0, "downloaded");
     // A power cycle while waiting: the old version boots, nothing is armed,
     // and the restarted agent still waits for the server's word.
@@ -448,11 +450,12 @@ fn a_download_only_update_waits_downloaded_until_released() {
 fn an_update_waiting_for_its_window_checks_in_when_it_opens_and_is_given_up_when_cancelled() {
     let signer = Signer::new();
     // Polls a day apart: only the window's opening brings the device back.
-    let server = TestServer::start_with(&signer.public, &["--poll-interval", "86400"]);
+    let server =
+        InProcessServer::start_with(signer.public_key_file(), &["--poll-interval", "86400"]);
     let operator = Operator::new(&server);
-    let device = Device::new(&server.url, &signer.public, &["true"]);
+    let device = Device::new(&server.url, signer.public_key_file(), &["true"]);
     let device_id = enrol(&device, &operator);
-    let package = operator.upload(signer.package("rootfs", "2.0.0", 1));
+    let package = operator.upload(signer.image_package("rootfs", "2.0.0", 1));
     // A two-hour window that opens at the start of the hour after next.
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -499,7 +502,7 @@ fn an_update_waiting_for_its_window_checks_in_when_it_opens_and_is_given_up_when
     );
 
     // Free for the next offer.
-    let next = operator.upload(signer.package("rootfs", "2.1.0", 1));
+    let next = operator.upload(signer.image_package("rootfs", "2.1.0", 1));
     let second = operator.deploy(&next, &device_id);
     device.run_once();
     assert_eq!(device.status()["state"], "rebooting");

@@ -369,107 +369,178 @@ fn entity_tag(package: &Package) -> String {
 /// checks the whole file's size and SHA-256. A bad file is deleted. Returns
 /// how many bytes were already there and kept.
 async fn download_to(client: &Client, package: &Package, part: &Path, quiet: bool) -> Result<u64> {
-    let size = package.size;
-    let mut hasher = Sha256::new();
-    let mut offset = match std::fs::metadata(part) {
-        Ok(metadata) if metadata.len() <= size => metadata.len(),
-        _ => 0,
-    };
-    if offset > 0 {
-        // Hash what is there already; if that fails, start over.
-        match hash_prefix(part, offset, &mut hasher) {
-            Ok(()) => {}
-            Err(_) => {
-                offset = 0;
-                hasher = Sha256::new();
-            }
-        }
-    }
-    let mut file = tokio::fs::OpenOptions::new()
-        .create(true)
-        .write(true)
-        .truncate(false)
-        .open(part)
-        .await
-        .with_context(|| format!("opening {}", part.display()))?;
-    file.set_len(offset).await?;
-
-    if offset < size {
-        let resume = (offset > 0).then(|| Resume {
-            offset,
+    let mut part = Part::open(part, package.size).await?;
+    let mut kept = part.len;
+    if kept < package.size {
+        let resume = (kept > 0).then(|| Resume {
+            offset: kept,
             if_range: entity_tag(package),
         });
         let response = client.download_package(package.id, resume.as_ref()).await?;
-        match response.status() {
-            StatusCode::PARTIAL_CONTENT => {
-                check_content_range(&response, offset, size)?;
-                let etag = response.headers().get(ETAG).and_then(|v| v.to_str().ok());
-                if etag != Some(entity_tag(package).as_str()) {
-                    bail!(
-                        "the server sent part of a different file (ETag {etag:?}); delete {} and run again",
-                        part.display()
-                    );
+        if !sends_the_rest(&response, package, part.path, kept)? {
+            // The whole file: the package changed, or the server ignores ranges.
+            part.restart().await?;
+            kept = 0;
+        }
+        part = part.receive(response, package, quiet).await?;
+    }
+    part.finish(package).await?;
+    Ok(kept)
+}
+
+/// Whether the server's answer to a download from `offset` is the rest of
+/// the same file (206), rather than the whole file (200). Anything else,
+/// or a range or entity tag that does not continue the partial file, is an
+/// error.
+fn sends_the_rest(
+    response: &reqwest::Response,
+    package: &Package,
+    part: &Path,
+    offset: u64,
+) -> Result<bool> {
+    match response.status() {
+        StatusCode::PARTIAL_CONTENT => {
+            check_content_range(response, offset, package.size)?;
+            let etag = response.headers().get(ETAG).and_then(|v| v.to_str().ok());
+            if etag != Some(entity_tag(package).as_str()) {
+                bail!(
+                    "the server sent part of a different file (ETag {etag:?}); delete {} and run again",
+                    part.display()
+                );
+            }
+            Ok(true)
+        }
+        StatusCode::OK => Ok(false),
+        other => bail!("the server answered {other} to a download"),
+    }
+}
+
+/// The partial file of a download: what it holds, and the hash of that.
+#[derive(Debug)]
+struct Part<'a> {
+    path: &'a Path,
+    file: tokio::fs::File,
+    /// Bytes it holds.
+    len: u64,
+    /// SHA-256 of those bytes.
+    hasher: Sha256,
+}
+
+impl<'a> Part<'a> {
+    /// Opens (or creates) the partial file and hashes what it holds of a
+    /// file of `size` bytes; if it holds more, or cannot be read, it starts
+    /// over empty.
+    async fn open(path: &'a Path, size: u64) -> Result<Part<'a>> {
+        let mut hasher = Sha256::new();
+        let mut len = match std::fs::metadata(path) {
+            Ok(metadata) if metadata.len() <= size => metadata.len(),
+            _ => 0,
+        };
+        if len > 0 {
+            // Hash what is there already; if that fails, start over.
+            match hash_prefix(path, len, &mut hasher) {
+                Ok(()) => {}
+                Err(_) => {
+                    len = 0;
+                    hasher = Sha256::new();
                 }
             }
-            StatusCode::OK => {
-                // The whole file: the package changed, or the server ignores ranges.
-                offset = 0;
-                hasher = Sha256::new();
-                file.set_len(0).await?;
-            }
-            other => bail!("the server answered {other} to a download"),
         }
-        file.seek(std::io::SeekFrom::Start(offset)).await?;
+        let file = tokio::fs::OpenOptions::new()
+            .create(true)
+            .write(true)
+            .truncate(false)
+            .open(path)
+            .await
+            .with_context(|| format!("opening {}", path.display()))?;
+        file.set_len(len).await?;
+        Ok(Part {
+            path,
+            file,
+            len,
+            hasher,
+        })
+    }
 
+    /// Empties the partial file, for a download of the whole file.
+    async fn restart(&mut self) -> Result<()> {
+        self.len = 0;
+        self.hasher = Sha256::new();
+        self.file.set_len(0).await?;
+        Ok(())
+    }
+
+    /// Appends the response's body, with a progress bar, up to the
+    /// package's size. What arrived before the body broke off is kept, for
+    /// the next run to resume; a body longer than the package deletes the
+    /// file.
+    async fn receive(
+        mut self,
+        response: reqwest::Response,
+        package: &Package,
+        quiet: bool,
+    ) -> Result<Part<'a>> {
+        let size = package.size;
+        self.file.seek(std::io::SeekFrom::Start(self.len)).await?;
         let bar = output::byte_progress(
             size,
             quiet,
             format!("downloading {} {}", package.name, package.version),
         );
-        bar.set_position(offset);
-        let mut written = offset;
+        bar.set_position(self.len);
         let mut body = response.bytes_stream();
         while let Some(chunk) = body.next().await {
             let chunk = match chunk {
                 Ok(chunk) => chunk,
                 Err(error) => {
                     // Keep what arrived: the next run resumes from there.
-                    let _ = file.flush().await;
+                    let _ = self.file.flush().await;
                     return Err(error)
                         .context("the download broke off; run the command again to resume it");
                 }
             };
-            written += chunk.len() as u64;
-            if written > size {
-                drop(file);
-                let _ = std::fs::remove_file(part);
+            self.len += chunk.len() as u64;
+            if self.len > size {
+                let path = self.path;
+                drop(self);
+                let _ = std::fs::remove_file(path);
                 bail!("the server sent more than the package's {size} bytes");
             }
-            hasher.update(&chunk);
-            file.write_all(&chunk)
+            self.hasher.update(&chunk);
+            self.file
+                .write_all(&chunk)
                 .await
-                .with_context(|| format!("writing {}", part.display()))?;
+                .with_context(|| format!("writing {}", self.path.display()))?;
             bar.inc(chunk.len() as u64);
         }
         bar.finish_and_clear();
-        if written < size {
+        if self.len < size {
             bail!(
-                "the download stopped after {written} of {size} bytes; run the command again to resume"
+                "the download stopped after {} of {size} bytes; run the command again to resume",
+                self.len
             );
         }
+        Ok(self)
     }
-    file.sync_all().await?;
-    drop(file);
 
-    let digest = hex::encode(hasher.finalize());
-    if digest != package.sha256 {
-        let _ = std::fs::remove_file(part);
-        bail!(
-            "the downloaded file's SHA-256 is {digest}, not the server's {}; it was deleted, run the command again",
-            package.sha256
-        );
+    /// Syncs the file and checks its SHA-256 against the package's; a file
+    /// that does not match is deleted.
+    async fn finish(self, package: &Package) -> Result<()> {
+        let Part {
+            path, file, hasher, ..
+        } = self;
+        file.sync_all().await?;
+        drop(file);
+        let digest = hex::encode(hasher.finalize());
+        if digest != package.sha256 {
+            let _ = std::fs::remove_file(path);
+            bail!(
+                "the downloaded file's SHA-256 is {digest}, not the server's {}; it was deleted, run the command again",
+                package.sha256
+            );
+        }
+        Ok(())
     }
-    Ok(offset)
 }
 
 /// A 206 must continue exactly where the partial file ends.

@@ -1,7 +1,7 @@
 //! The admin commands against a real airlift-server: login, packages,
 //! roles, devices, deployments and tokens, as an operator would run them.
 
-use crate::server::{TestServer, ADMIN_TOKEN};
+use crate::server::{InProcessServer, ADMIN_TOKEN};
 use crate::support::{airlift, failure_of, json_of, payload, KeyPair, Scratch, MIB};
 use assert_cmd::Command;
 use serde_json::Value;
@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 struct Fleet {
     scratch: Scratch,
     key: KeyPair,
-    server: TestServer,
+    server: InProcessServer,
 }
 
 impl Fleet {
@@ -26,7 +26,7 @@ impl Fleet {
     fn with_server_flags(flags: &[&str]) -> Self {
         let scratch = Scratch::new();
         let key = scratch.signing_key("release");
-        let server = TestServer::start_with(&key.public, flags);
+        let server = InProcessServer::start_with(&key.public, flags);
         Self {
             scratch,
             key,

@@ -2,11 +2,8 @@
 //! message that says what is wrong and where.
 
 use crate::support::{airlift, build, failure_of, json_of, payload, verify, KeyPair, Scratch};
-use airlift_package::{
-    encode_payload, Compression, EncodeOptions, Limits, Manifest, PackageReader, PackageWriter,
-    PayloadEntry, PayloadSpec, PayloadType, SignedManifest, SigningKey, HEADER_LEN,
-    SIGNATURE_ENTRY_LEN,
-};
+use airlift_package::{Compression, Limits, PackageReader, PayloadEntry, HEADER_LEN};
+use airlift_testkit::packages::Signer;
 use std::fs;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
@@ -336,36 +333,18 @@ fn one_signature_does_not_meet_a_threshold_of_two() {
 
 /// A package whose manifest was signed after `edit` changed the payload
 /// entry, followed by the real stored bytes: what a hostile build server
-/// could produce. Written without `PackageWriter::write_payload`, which
-/// would refuse the mismatch.
+/// could produce (the test kit writes it past the writer's checks, which
+/// would refuse the mismatch). Returns it and its signer's public key.
 fn hostile_package(scratch: &Scratch, edit: impl FnOnce(&mut PayloadEntry)) -> (PathBuf, PathBuf) {
-    let key = SigningKey::generate().expect("key");
+    let signer = Signer::new();
     let public = scratch.path("hostile.pub");
-    fs::write(&public, key.public_key().to_pem().expect("PEM")).expect("write key");
-
+    fs::copy(signer.public_key_file(), &public).expect("copy the public key");
     let content = "the same line over and over\n".repeat(4000);
-    let spec = PayloadSpec::new(PayloadType::Image, "rootfs", Compression::Zstd);
-    let mut stored = Vec::new();
-    let mut entry = encode_payload(
-        content.as_bytes(),
-        &spec,
-        &EncodeOptions::default(),
-        &mut stored,
-    )
-    .expect("encodes");
-    edit(&mut entry);
-    let manifest = Manifest::builder("rootfs", "1.0.0".parse().expect("version"), ["rpi4"])
-        .payload(entry)
-        .build();
-    let signed = SignedManifest::sign(&manifest, &[&key], &Limits::default()).expect("signs");
-    let mut file = Vec::new();
-    // Writes the header, manifest and signatures; the payload bytes follow by hand.
-    PackageWriter::new(&mut file, &signed).expect("writes the header");
-    assert_eq!(
-        file.len(),
-        HEADER_LEN + signed.bytes().len() + SIGNATURE_ENTRY_LEN
-    );
-    file.extend_from_slice(&stored);
+    let file = signer
+        .package("rootfs", "1.0.0")
+        .device_type("rpi4")
+        .image(content.as_bytes(), Compression::Zstd)
+        .build_hostile(|entries| edit(&mut entries[0]));
     let path = scratch.path("hostile.airlift");
     fs::write(&path, file).expect("write package");
     (path, public)

@@ -1,19 +1,23 @@
 use super::audit;
 use crate::auth::ApiCaller;
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{ApiJson, ApiPath};
+use crate::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::rollout::{self, DEVICE_TYPE_ATTRIBUTE};
 use crate::state::AppState;
 use airlift_protocol::management::{
-    CreateDeploymentRequest, Deployment, DeploymentDetail, Device, Target, MAX_TAG,
+    CreateDeploymentRequest, Deployment, DeploymentDetail, Device, Page, Target, MAX_TAG,
 };
 use airlift_protocol::state::{DeploymentStatus, DeviceStatus, UpdateState};
 use airlift_protocol::{DeploymentId, DeviceId};
-use airlift_store::{DeploymentRecord, DeviceFilter, RolloutState};
+use airlift_store::{
+    DeploymentFilter, DeploymentRecord, DeviceFilter, PageRequest, RolloutState, UpdateCount,
+};
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use chrono::Utc;
+use serde::Deserialize;
+use std::collections::BTreeMap;
 
 /// Most devices named one by one in a target.
 const MAX_TARGET_DEVICES: usize = 10_000;
@@ -199,26 +203,80 @@ async fn all_devices(state: &AppState, filter: DeviceFilter) -> ApiResult<Vec<De
     Ok(crate::rollout::engine::accepted(state.store(), filter).await?)
 }
 
-/// List deployments, newest first, with counts per state.
+/// Filters and paging for listing deployments.
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct DeploymentQuery {
+    /// active, paused, aborted, cancelled or finished.
+    pub status: Option<DeploymentStatus>,
+    /// 1-based page [default: 1].
+    #[param(minimum = 1, maximum = 4294967295_u64, format = Int64)]
+    pub page: Option<u32>,
+    /// Items per page, 1–1000 [default: 100].
+    #[param(minimum = 1, maximum = 1000)]
+    pub per_page: Option<u32>,
+}
+
+/// The page a list's `page` and `per_page` ask for (the same bounds on
+/// every list of the API).
+pub(crate) fn page_request(page: Option<u32>, per_page: Option<u32>) -> ApiResult<PageRequest> {
+    let page = PageRequest {
+        page: page.unwrap_or(1),
+        per_page: per_page.unwrap_or(100),
+    };
+    if page.page == 0 {
+        return Err(ApiError::bad_request("page is 1-based: at least 1"));
+    }
+    if !(1..=1000).contains(&page.per_page) {
+        return Err(ApiError::bad_request("per_page must be between 1 and 1000"));
+    }
+    Ok(page)
+}
+
+/// List deployments, newest first, with counts per state, a page at a time.
 #[utoipa::path(
     get,
     path = "/api/v1/deployments",
     tag = "deployments",
+    params(DeploymentQuery),
     security(("api_token" = [])),
     responses(
-        (status = 200, body = Vec<Deployment>),
+        (status = 200, body = Page<Deployment>),
+        (status = 400, description = "A malformed or unknown query parameter, an unknown status, page 0, or per_page out of range", body = airlift_protocol::ErrorBody),
         (status = 401, description = "No API token, or an unknown or revoked one", body = airlift_protocol::ErrorBody),
     )
 )]
 pub async fn list_deployments(
     State(state): State<AppState>,
     _caller: ApiCaller,
-) -> ApiResult<Json<Vec<Deployment>>> {
-    let mut out = Vec::new();
-    for record in state.store().list_deployments().await? {
-        out.push(with_counts(&state, record).await?);
+    ApiQuery(query): ApiQuery<DeploymentQuery>,
+) -> ApiResult<Json<Page<Deployment>>> {
+    let page = page_request(query.page, query.per_page)?;
+    let filter = DeploymentFilter {
+        status: query.status,
+    };
+    let store = state.store();
+    let (records, total) = store.list_deployments_page(&filter, page).await?;
+    // The whole page counted in one query, not one per deployment.
+    let ids: Vec<DeploymentId> = records.iter().map(|r| r.id).collect();
+    let mut tallies: BTreeMap<DeploymentId, Vec<UpdateCount>> = BTreeMap::new();
+    for count in store.deployment_tallies(&ids).await? {
+        tallies.entry(count.deployment).or_default().push(count);
     }
-    Ok(Json(out))
+    let items = records
+        .into_iter()
+        .map(|record| {
+            let counts = tallies.remove(&record.id).unwrap_or_default();
+            summarise(record, &counts)
+        })
+        .collect();
+    Ok(Json(Page {
+        items,
+        total,
+        page: page.page,
+        per_page: page.per_page,
+    }))
 }
 
 /// One deployment with counts and every device's state.
@@ -353,19 +411,24 @@ async fn find(state: &AppState, id: DeploymentId) -> ApiResult<DeploymentRecord>
         .ok_or_else(|| ApiError::NotFound(format!("no deployment {id}")))
 }
 
-pub(super) async fn with_counts(
+/// A deployment as the API shows it: counts per state and, for a phased
+/// rollout, where each phase stands (two queries however many devices).
+pub(crate) async fn with_counts(
     state: &AppState,
     record: DeploymentRecord,
 ) -> ApiResult<Deployment> {
-    let counts = state.store().deployment_counts(record.id).await?;
-    let rollout = match record.strategy {
-        airlift_protocol::strategy::Strategy::Phased(_) => {
-            let devices = state.store().deployment_devices(record.id).await?;
-            super::rollouts::progress(&record, &devices)
-        }
-        airlift_protocol::strategy::Strategy::All => None,
-    };
-    Ok(Deployment {
+    let counts = state.store().deployment_tallies(&[record.id]).await?;
+    Ok(summarise(record, &counts))
+}
+
+/// A deployment from its record and its devices counted by state and phase.
+fn summarise(record: DeploymentRecord, counts: &[UpdateCount]) -> Deployment {
+    let mut by_state: BTreeMap<UpdateState, u64> = BTreeMap::new();
+    for count in counts {
+        *by_state.entry(count.state).or_default() += count.devices;
+    }
+    let rollout = super::rollouts::progress(&record, counts);
+    Deployment {
         id: record.id,
         name: record.name,
         package_id: record.package_id,
@@ -374,8 +437,8 @@ pub(super) async fn with_counts(
         install: record.install,
         status: record.status,
         rollout,
-        counts,
+        counts: by_state,
         created_at: record.created_at,
         finished_at: record.finished_at,
-    })
+    }
 }

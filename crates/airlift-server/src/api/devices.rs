@@ -5,13 +5,15 @@ use crate::error::{ApiError, ApiResult};
 use crate::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::state::AppState;
 use airlift_protocol::auth::{parse_public_key, public_key_pem};
-use airlift_protocol::device::{MAX_DEVICE_TYPE, MAX_INVENTORY_NAME, MAX_INVENTORY_VALUE};
+use airlift_protocol::device::{
+    MAX_DEVICE_TYPE, MAX_INVENTORY_NAME, MAX_INVENTORY_VALUE, MAX_STATUS_MESSAGE,
+};
 use airlift_protocol::management::{
     Device, DeviceDetail, Page, PreauthorizeRequest, SetTagsRequest, MAX_FILTER_PAIRS, MAX_TAG,
 };
-use airlift_protocol::state::DeviceStatus;
-use airlift_protocol::DeviceId;
-use airlift_store::{DeviceFilter, PageRequest};
+use airlift_protocol::state::{DeviceStatus, UpdateState};
+use airlift_protocol::{DeploymentId, DeviceId};
+use airlift_store::{DeviceFilter, DeviceSort, PageRequest, UpdateFilter};
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
@@ -20,36 +22,137 @@ use serde::Deserialize;
 use std::collections::BTreeMap;
 
 /// Filters and paging for listing devices.
-#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct DeviceQuery {
     /// pending, accepted, rejected, preauthorized or decommissioned.
-    status: Option<DeviceStatus>,
+    pub status: Option<DeviceStatus>,
     /// Reported device type (at most 128 bytes).
     #[param(max_length = 128, pattern = r"^[^\x00]*$")]
-    device_type: Option<String>,
+    pub device_type: Option<String>,
     /// Carries this tag (at most 64 bytes).
     #[param(max_length = 64, pattern = r"^[^\x00]*$")]
-    tag: Option<String>,
+    pub tag: Option<String>,
     /// Inventory attributes, `key=value` pairs separated by commas; all must
     /// match. At most 16 pairs; names of 1–128 bytes, values up to 1024.
     #[param(
         pattern = r"^,*(?:[^,=\x00]*[^,=\x00\s][^,=\x00]*=[^,\x00]*,+){0,15}(?:[^,=\x00]*[^,=\x00\s][^,=\x00]*=[^,\x00]*,*)?$"
     )]
-    attributes: Option<String>,
+    pub attributes: Option<String>,
     /// Installed software, `name=version` pairs separated by commas; all
     /// must match. At most 16 pairs; names of 1–128 bytes, values up to 1024.
     #[param(
         pattern = r"^,*(?:[^,=\x00]*[^,=\x00\s][^,=\x00]*=[^,\x00]*,+){0,15}(?:[^,=\x00]*[^,=\x00\s][^,=\x00]*=[^,\x00]*,*)?$"
     )]
-    installed: Option<String>,
+    pub installed: Option<String>,
+    /// Identity text (attribute names and values) containing this, ignoring
+    /// ASCII case, or a device id (at most 256 bytes).
+    #[param(max_length = 256, pattern = r"^[^\x00]*$")]
+    pub search: Option<String>,
+    /// `offline`: accepted devices not heard of (no check-in, or no first
+    /// contact if they never checked in) for three poll intervals;
+    /// `online`: accepted devices heard of within them. Implies
+    /// `status=accepted`.
+    #[param(inline)]
+    pub connectivity: Option<Connectivity>,
+    /// Devices with an update in this deployment (combines with
+    /// `update_state` and `reason`: all hold for that update).
+    #[param(value_type = Option<uuid::Uuid>)]
+    pub deployment: Option<DeploymentId>,
+    /// Devices with an update in one of these states, separated by commas
+    /// (e.g. `failure,rolled_back,timed_out`).
+    #[param(max_length = 256, pattern = r"^[a-z_,]*$")]
+    pub update_state: Option<String>,
+    /// Devices with an update whose last message (a failure's reason) is
+    /// exactly this (at most 16 KiB).
+    #[param(max_length = 16384, pattern = r"^[^\x00]*$")]
+    pub reason: Option<String>,
+    /// Order: `created_at` (the default), `identity`, `device_type`,
+    /// `status` or `last_check_in`; a leading `-` reverses it. Devices that
+    /// never checked in come first by `last_check_in`; devices that
+    /// reported no type come last by `device_type`.
+    #[param(pattern = r"^-?(created_at|identity|device_type|status|last_check_in)$")]
+    pub sort: Option<String>,
     /// 1-based page [default: 1].
     #[param(minimum = 1, maximum = 4294967295_u64, format = Int64)]
-    page: Option<u32>,
+    pub page: Option<u32>,
     /// Items per page, 1–1000 [default: 100].
     #[param(minimum = 1, maximum = 1000)]
-    per_page: Option<u32>,
+    pub per_page: Option<u32>,
+}
+
+/// Whether devices are heard from, as `GET /devices` filters them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Connectivity {
+    /// Heard of within [`OFFLINE_POLLS`] poll intervals.
+    Online,
+    /// Not heard of for [`OFFLINE_POLLS`] poll intervals.
+    Offline,
+}
+
+/// Poll intervals without a word from an accepted device after which it
+/// counts as offline.
+pub const OFFLINE_POLLS: u32 = 3;
+
+/// The time before which an accepted device last heard of is offline now.
+pub fn offline_cutoff(state: &AppState) -> chrono::DateTime<Utc> {
+    let silence = state.settings().poll_interval * OFFLINE_POLLS;
+    Utc::now() - chrono::TimeDelta::from_std(silence).unwrap_or(chrono::TimeDelta::MAX)
+}
+
+/// `sort`: the order and whether it is reversed.
+fn sort_of(text: Option<&str>) -> ApiResult<(DeviceSort, bool)> {
+    let Some(text) = text else {
+        return Ok((DeviceSort::CreatedAt, false));
+    };
+    let (descending, name) = match text.strip_prefix('-') {
+        Some(name) => (true, name),
+        None => (false, text),
+    };
+    let sort = match name {
+        "created_at" => DeviceSort::CreatedAt,
+        "identity" => DeviceSort::Identity,
+        "device_type" => DeviceSort::DeviceType,
+        "status" => DeviceSort::Status,
+        "last_check_in" => DeviceSort::LastCheckIn,
+        _ => {
+            return Err(ApiError::bad_request(
+                "sort: one of created_at, identity, device_type, status, last_check_in, \
+                 each reversed by a leading '-'",
+            ))
+        }
+    };
+    Ok((sort, descending))
+}
+
+/// `deployment`, `update_state` and `reason`: the update a device must have.
+fn update_filter(query: &DeviceQuery) -> ApiResult<Option<UpdateFilter>> {
+    check_filter_text("reason", query.reason.as_deref(), MAX_STATUS_MESSAGE)?;
+    let mut states = Vec::new();
+    for word in query
+        .update_state
+        .as_deref()
+        .unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+        .filter(|w| !w.is_empty())
+    {
+        let state: UpdateState = word.parse().map_err(|_| {
+            let shown: String = word.chars().take(32).collect();
+            ApiError::bad_request(format!("update_state: {shown:?} is not an update state"))
+        })?;
+        if !states.contains(&state) {
+            states.push(state);
+        }
+    }
+    let filter = UpdateFilter {
+        deployment: query.deployment,
+        states,
+        message: query.reason.clone(),
+    };
+    Ok((filter != UpdateFilter::default()).then_some(filter))
 }
 
 fn pairs(field: &str, text: Option<&str>) -> ApiResult<BTreeMap<String, String>> {
@@ -99,7 +202,8 @@ fn check_filter_text(field: &str, text: Option<&str>, max: usize) -> ApiResult<(
     }
 }
 
-/// List devices with filters and pagination, oldest first.
+/// List devices with filters and pagination, oldest first unless `sort`
+/// says otherwise.
 #[utoipa::path(
     get,
     path = "/api/v1/devices",
@@ -108,7 +212,7 @@ fn check_filter_text(field: &str, text: Option<&str>, max: usize) -> ApiResult<(
     security(("api_token" = [])),
     responses(
         (status = 200, body = Page<Device>),
-        (status = 400, description = "A malformed or unknown query parameter, a filter that is not key=value pairs or holds more than 16 of them, a value too long or with a NUL character, per_page out of range", body = airlift_protocol::ErrorBody),
+        (status = 400, description = "A malformed or unknown query parameter, a filter that is not key=value pairs or holds more than 16 of them, a value too long or with a NUL character, an unknown update state or sort order, connectivity with a status other than accepted, per_page out of range", body = airlift_protocol::ErrorBody),
         (status = 401, description = "No API token, or an unknown or revoked one", body = airlift_protocol::ErrorBody),
     )
 )]
@@ -119,13 +223,34 @@ pub async fn list_devices(
 ) -> ApiResult<Json<Page<Device>>> {
     check_filter_text("device_type", query.device_type.as_deref(), MAX_DEVICE_TYPE)?;
     check_filter_text("tag", query.tag.as_deref(), MAX_TAG)?;
-    let filter = DeviceFilter {
+    check_filter_text("search", query.search.as_deref(), 256)?;
+    let (sort, descending) = sort_of(query.sort.as_deref())?;
+    let update = update_filter(&query)?;
+    let mut filter = DeviceFilter {
         status: query.status,
         device_type: query.device_type,
         tag: query.tag,
         attributes: pairs("attributes", query.attributes.as_deref())?,
         installed: pairs("installed", query.installed.as_deref())?,
+        search: query.search.filter(|s| !s.trim().is_empty()),
+        update,
+        sort,
+        descending,
+        ..DeviceFilter::default()
     };
+    if let Some(connectivity) = query.connectivity {
+        if filter.status.is_some_and(|s| s != DeviceStatus::Accepted) {
+            return Err(ApiError::bad_request(
+                "connectivity: only accepted devices are online or offline; leave status out or make it accepted",
+            ));
+        }
+        filter.status = Some(DeviceStatus::Accepted);
+        let cutoff = offline_cutoff(&state);
+        match connectivity {
+            Connectivity::Offline => filter.silent_since = Some(cutoff),
+            Connectivity::Online => filter.heard_since = Some(cutoff),
+        }
+    }
     let page = PageRequest {
         page: query.page.unwrap_or(1),
         per_page: query.per_page.unwrap_or(100),

@@ -13,10 +13,12 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use axum::Json;
 use chrono::Utc;
+use object_store::path::Path as BlobPath;
 
 /// Upload a package: the raw `.airlift` file as the body. It is streamed to
 /// disk, verified against the server's trusted keys (signatures and every
-/// payload digest), and only then stored.
+/// payload digest), and only then stored: its file put into the blob store
+/// and its row written, both or neither.
 #[utoipa::path(
     post,
     path = "/api/v1/packages",
@@ -55,7 +57,6 @@ pub async fn upload_package(
         .map_err(|e| ApiError::Unprocessable("package_refused", format!("package refused: {e}")))?;
 
     let id = PackageId::new();
-    let key = blobs::package_key(id);
     let record = PackageRecord {
         package: Package {
             id,
@@ -70,7 +71,7 @@ pub async fn upload_package(
             manifest: manifest_json,
             created_at: Utc::now(),
         },
-        blob_key: key.to_string(),
+        blob_key: blobs::package_key(id).to_string(),
         head: verified.head.clone(),
         provides: manifest
             .provides
@@ -78,16 +79,35 @@ pub async fn upload_package(
             .map(|(name, version)| (name.clone(), version.to_string()))
             .collect(),
     };
+    // On a task of its own: a client that goes away now cannot cut the
+    // store off between the blob and the row.
+    tokio::spawn(store_package(state, caller, record, spooled))
+        .await
+        .map_err(ApiError::internal)?
+        .map(|package| (StatusCode::CREATED, Json(package)))
+}
+
+/// Puts a verified package's file into the blob store (committed only once
+/// whole), then writes its row; a row that cannot be written takes the
+/// file with it, so a failed upload leaves neither behind.
+async fn store_package(
+    state: AppState,
+    caller: ApiCaller,
+    record: PackageRecord,
+    spooled: blobs::Spooled,
+) -> ApiResult<Package> {
+    let key = BlobPath::from(record.blob_key.as_str());
     blobs::put_file(state.blobs().as_ref(), &key, &spooled.path).await?;
+    let package = &record.package;
     if let Err(error) = state.store().insert_package(&record).await {
         // The row is the source of truth; without it the blob is garbage.
-        let _ = state.blobs().delete(&key).await;
+        blobs::delete(state.blobs().as_ref(), &key).await;
         return Err(match error {
             airlift_store::StoreError::Conflict(_) => ApiError::Conflict(
                 "conflict",
                 format!(
                     "package {} {} already exists; bump the version or delete the old one",
-                    manifest.name, manifest.version
+                    package.name, package.version
                 ),
             ),
             other => other.into(),
@@ -97,30 +117,52 @@ pub async fn upload_package(
         &state,
         &caller,
         "package.upload",
-        id,
-        serde_json::json!({"name": manifest.name, "version": manifest.version.to_string(), "sha256": spooled.sha256}),
+        package.id,
+        serde_json::json!({"name": package.name, "version": package.version, "sha256": spooled.sha256}),
     )
     .await?;
-    Ok((StatusCode::CREATED, Json(record.package)))
+    Ok(record.package)
 }
 
-/// List packages, newest first.
+/// Paging for listing packages.
+#[derive(Debug, Default, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct PackageQuery {
+    /// 1-based page [default: 1].
+    #[param(minimum = 1, maximum = 4294967295_u64, format = Int64)]
+    pub page: Option<u32>,
+    /// Items per page, 1–1000 [default: 100].
+    #[param(minimum = 1, maximum = 1000)]
+    pub per_page: Option<u32>,
+}
+
+/// List packages, newest first, a page at a time.
 #[utoipa::path(
     get,
     path = "/api/v1/packages",
     tag = "packages",
+    params(PackageQuery),
     security(("api_token" = [])),
     responses(
-        (status = 200, body = Vec<Package>),
+        (status = 200, body = airlift_protocol::management::Page<Package>),
+        (status = 400, description = "A malformed or unknown query parameter, page 0, or per_page out of range", body = airlift_protocol::ErrorBody),
         (status = 401, description = "No API token, or an unknown or revoked one", body = airlift_protocol::ErrorBody),
     )
 )]
 pub async fn list_packages(
     State(state): State<AppState>,
     _caller: ApiCaller,
-) -> ApiResult<Json<Vec<Package>>> {
-    let packages = state.store().list_packages().await?;
-    Ok(Json(packages.into_iter().map(|p| p.package).collect()))
+    crate::extract::ApiQuery(query): crate::extract::ApiQuery<PackageQuery>,
+) -> ApiResult<Json<airlift_protocol::management::Page<Package>>> {
+    let page = super::deployments::page_request(query.page, query.per_page)?;
+    let (packages, total) = state.store().list_packages_page(page).await?;
+    Ok(Json(airlift_protocol::management::Page {
+        items: packages.into_iter().map(|p| p.package).collect(),
+        total,
+        page: page.page,
+        per_page: page.per_page,
+    }))
 }
 
 /// One package.
@@ -162,6 +204,7 @@ pub async fn get_package(
         (status = 400, description = "A malformed package id", body = airlift_protocol::ErrorBody),
         (status = 401, description = "No API token, or an unknown or revoked one", body = airlift_protocol::ErrorBody),
         (status = 404, description = "No such package", body = airlift_protocol::ErrorBody),
+        (status = 500, description = "The package's file is missing from the blob store or is not the package (codes `package_file_missing`, `package_file_mismatch`, `blob_store_failed`); the server log and `airlift_blob_errors_total` tell the operator", body = airlift_protocol::ErrorBody),
         (status = 416, description = "The range lies outside the package", body = airlift_protocol::ErrorBody, headers(("Content-Range" = String, description = "bytes */SIZE"))),
     )
 )]
@@ -219,9 +262,7 @@ pub async fn delete_package(
             other => other.into(),
         })?;
     state.caches().forget_package(id);
-    if let Err(error) = state.blobs().delete(&record.blob_key.as_str().into()).await {
-        tracing::warn!(%error, package_id = %id, "package row deleted but its blob remains");
-    }
+    blobs::delete(state.blobs().as_ref(), &record.blob_key.as_str().into()).await;
     audit(
         &state,
         &caller,

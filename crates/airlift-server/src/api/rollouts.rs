@@ -8,11 +8,11 @@ use crate::error::{ApiError, ApiResult};
 use crate::extract::ApiPath;
 use crate::rollout::plan::advanced;
 use crate::state::AppState;
-use airlift_protocol::management::{Deployment, Device, DeviceUpdate};
+use airlift_protocol::management::{Deployment, Device};
 use airlift_protocol::state::{DeploymentStatus, UpdateState};
 use airlift_protocol::strategy::{PhaseDevices, PhaseProgress, RolloutProgress, Strategy};
 use airlift_protocol::{DeploymentId, DeviceId};
-use airlift_store::{DeploymentRecord, RolloutState};
+use airlift_store::{DeploymentRecord, RolloutState, UpdateCount};
 use axum::extract::State;
 use axum::Json;
 use chrono::Utc;
@@ -86,10 +86,11 @@ pub(super) async fn ensure_no_overlap(state: &AppState, devices: &[Device]) -> A
     Ok(())
 }
 
-/// Where a phased deployment's rollout stands, per phase.
+/// Where a phased deployment's rollout stands, per phase, from its devices
+/// counted by state and admitting phase.
 pub(super) fn progress(
     record: &DeploymentRecord,
-    devices: &[DeviceUpdate],
+    counts: &[UpdateCount],
 ) -> Option<RolloutProgress> {
     let Strategy::Phased(phased) = &record.strategy else {
         return None;
@@ -99,26 +100,25 @@ pub(super) fn progress(
         .iter()
         .enumerate()
         .map(|(i, phase)| {
-            let own = devices.iter().filter(|d| d.phase == Some(i as u32));
-            let mut counts = PhaseProgress {
+            let mut progress = PhaseProgress {
                 name: phase.display_name(),
                 admitted: 0,
                 succeeded: 0,
                 failed: 0,
                 skipped: 0,
             };
-            for device in own {
-                counts.admitted += 1;
-                match device.state {
-                    UpdateState::Success => counts.succeeded += 1,
-                    state if state.is_failure() => counts.failed += 1,
+            for count in counts.iter().filter(|c| c.phase == Some(i as u32)) {
+                progress.admitted += count.devices;
+                match count.state {
+                    UpdateState::Success => progress.succeeded += count.devices,
+                    state if state.is_failure() => progress.failed += count.devices,
                     UpdateState::Incompatible
                     | UpdateState::AlreadyInstalled
-                    | UpdateState::Cancelled => counts.skipped += 1,
+                    | UpdateState::Cancelled => progress.skipped += count.devices,
                     _ => {}
                 }
             }
-            counts
+            progress
         })
         .collect();
     Some(RolloutProgress {

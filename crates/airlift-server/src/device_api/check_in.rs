@@ -52,6 +52,7 @@ pub async fn check_in(
         caches.forget_device(id);
     }
     metrics::counter!("airlift_check_ins_total").increment(1);
+    caches.count_check_in(now);
 
     let update = find_offer(&state, &record, &inventory, now).await?;
     Ok(Json(CheckInResponse {

@@ -29,6 +29,7 @@ use axum::response::Response;
         (status = 401, description = "No device token, an invalid or expired one, or the device is no longer accepted: authenticate again", body = airlift_protocol::ErrorBody),
         (status = 404, description = "Not offered to this device", body = airlift_protocol::ErrorBody),
         (status = 410, description = "The deployment was cancelled or aborted, this device's update in it is finished, or its package was deleted: stop, do not retry", body = airlift_protocol::ErrorBody),
+        (status = 500, description = "The package's file is missing from the blob store or is not the package (codes `package_file_missing`, `package_file_mismatch`, `blob_store_failed`); the server log and `airlift_blob_errors_total` tell the operator", body = airlift_protocol::ErrorBody),
         (status = 416, description = "The range lies outside the package", body = airlift_protocol::ErrorBody, headers(("Content-Range" = String, description = "bytes */SIZE"))),
     )
 )]

@@ -14,7 +14,7 @@
 use airlift_protocol::install::{InstallPermit, InstallPolicy};
 use airlift_protocol::management::DeviceUpdate;
 use airlift_protocol::state::{DeploymentStatus, UpdateState};
-use airlift_protocol::strategy::{Advance, BreakerAction, PhaseDevices, Phased};
+use airlift_protocol::strategy::{Advance, BreakerAction, Phase, PhaseDevices, Phased};
 use airlift_protocol::{DeploymentId, DeviceId};
 use airlift_store::RolloutState;
 use chrono::{DateTime, Duration, Utc};
@@ -112,116 +112,35 @@ pub fn rank(deployment: DeploymentId, device: DeviceId) -> u64 {
 
 /// Decides what the rollout does at `view.now`.
 pub fn plan(view: &View<'_>) -> Plan {
-    let mut plan = Plan::default();
-    let strategy = view.strategy;
-    let timeout =
-        Duration::seconds(i64::try_from(strategy.device_timeout_secs).unwrap_or(i64::MAX));
-    // States as they will be once the stuck devices are timed out.
-    let mut states: Vec<(DeviceId, UpdateState, Option<u32>)> = Vec::new();
-    for device in view.devices {
-        let stuck = in_progress(device.state)
-            && clock_started(device, view.install, view.now)
-                .and_then(|started| started.checked_add_signed(timeout))
-                .is_some_and(|deadline| deadline <= view.now);
-        if stuck {
-            plan.time_out.push(device.device_id);
-        }
-        let state = if stuck {
-            UpdateState::TimedOut
-        } else {
-            device.state
-        };
-        states.push((device.device_id, state, device.phase));
+    let (time_out, mut states) = time_out_stuck(view);
+    let mut plan = Plan {
+        time_out,
+        ..Plan::default()
+    };
+    if let Some(tripped) = trip_breaker(view, &states) {
+        plan.next = Some(tripped);
+        return plan;
     }
-
+    if view.status != DeploymentStatus::Active {
+        return plan;
+    }
     let mut rollout = view.rollout.clone();
-    let mut status = view.status;
-
-    // The circuit breaker, over every device admitted so far.
-    let admitted: Vec<_> = states
-        .iter()
-        .filter(|(_, _, phase)| phase.is_some())
-        .collect();
-    let counted = admitted.iter().filter(|(_, s, _)| !skipped(*s)).count() as u64;
-    let failed = admitted.iter().filter(|(_, s, _)| s.is_failure()).count() as u64;
-    let new_failures = failed.saturating_sub(rollout.acknowledged_failures);
-    if status == DeploymentStatus::Active
-        && strategy.failure_threshold.crossed(new_failures, counted)
-    {
-        let (next_status, verb) = match strategy.on_failure {
-            BreakerAction::Pause => (DeploymentStatus::Paused, "paused"),
-            BreakerAction::Abort => (DeploymentStatus::Aborted, "aborted"),
-        };
-        rollout.reason = Some(format!(
-            "circuit breaker: {new_failures} of {counted} admitted devices failed, rolled back or timed out (threshold {}); rollout {verb} in phase {} ({})",
-            threshold_text(strategy),
-            rollout.phase + 1,
-            phase_name(strategy, rollout.phase),
-        ));
-        plan.next = Some((next_status, rollout));
-        return plan;
-    }
-    if status != DeploymentStatus::Active {
-        return plan;
-    }
-
-    let last = strategy.phases.len().saturating_sub(1) as u32;
     // Admission for the phase under way; after an advance, for the next one too.
     for _ in 0..2 {
-        let wanted = admission(view, &states, rollout.phase);
-        if !wanted.is_empty() {
-            for (device, _, phase) in states.iter_mut() {
-                if wanted.contains(device) {
-                    *phase = Some(rollout.phase);
-                }
-            }
-            plan.admit_phase = rollout.phase;
-            plan.admit.extend(wanted);
-        }
-        let Some(phase) = strategy.phases.get(rollout.phase as usize) else {
+        admit(view, &mut states, rollout.phase, &mut plan);
+        let Some(phase) = view.strategy.phases.get(rollout.phase as usize) else {
             break;
         };
-        // Success of the phase's own devices.
-        let own: Vec<_> = states
-            .iter()
-            .filter(|(_, s, p)| *p == Some(rollout.phase) && !skipped(*s))
-            .collect();
-        let succeeded = own
-            .iter()
-            .filter(|(_, s, _)| *s == UpdateState::Success)
-            .count() as u64;
-        let met = succeeded * 100 >= u64::from(phase.success_percent) * own.len() as u64;
-        if !met {
-            if rollout.phase_met_at.take().is_some() {
-                // A device that joined the phase undid its success: soak again.
-                changed(&mut plan, status, &rollout);
-            }
-            let started = rollout.phase_started_at.unwrap_or(view.now);
-            let missed = phase.deadline_secs.is_some_and(|secs| {
-                started + Duration::seconds(i64::try_from(secs).unwrap_or(i64::MAX)) <= view.now
-            });
-            if missed {
-                status = DeploymentStatus::Paused;
-                rollout.reason = Some(format!(
-                    "phase {} ({}) missed its deadline: {succeeded} of {} devices succeeded, {} % needed",
-                    rollout.phase + 1,
-                    phase.display_name(),
-                    own.len(),
-                    phase.success_percent
-                ));
-                changed(&mut plan, status, &rollout);
-            }
+        let tally = Tally::of(&states, rollout.phase);
+        if !tally.met(phase) {
+            phase_unmet(view, phase, &tally, &mut rollout, &mut plan);
             break;
         }
-        let met_at = *rollout.phase_met_at.get_or_insert(view.now);
-        changed(&mut plan, status, &rollout);
-        let soaked = met_at + Duration::seconds(i64::try_from(phase.soak_secs).unwrap_or(i64::MAX))
-            <= view.now;
-        if !soaked || rollout.phase >= last || strategy.advance == Advance::Manual {
+        if !phase_met(view, phase, &mut rollout, &mut plan) {
             break;
         }
         rollout = advanced(&rollout, view.now);
-        changed(&mut plan, status, &rollout);
+        changed(&mut plan, DeploymentStatus::Active, &rollout);
     }
     // Nothing to write if nothing changed.
     if plan
@@ -232,6 +151,151 @@ pub fn plan(view: &View<'_>) -> Plan {
         plan.next = None;
     }
     plan
+}
+
+/// A device's id, its state, and the phase that admitted it (if one has).
+type Row = (DeviceId, UpdateState, Option<u32>);
+
+/// Finds the devices stuck past the device timeout, and returns them with
+/// every device's row as it will be once they are timed out.
+fn time_out_stuck(view: &View<'_>) -> (Vec<DeviceId>, Vec<Row>) {
+    let timeout =
+        Duration::seconds(i64::try_from(view.strategy.device_timeout_secs).unwrap_or(i64::MAX));
+    let mut time_out = Vec::new();
+    let mut states = Vec::with_capacity(view.devices.len());
+    for device in view.devices {
+        let stuck = in_progress(device.state)
+            && clock_started(device, view.install, view.now)
+                .and_then(|started| started.checked_add_signed(timeout))
+                .is_some_and(|deadline| deadline <= view.now);
+        if stuck {
+            time_out.push(device.device_id);
+        }
+        let state = if stuck {
+            UpdateState::TimedOut
+        } else {
+            device.state
+        };
+        states.push((device.device_id, state, device.phase));
+    }
+    (time_out, states)
+}
+
+/// The circuit breaker, over every device admitted so far: the
+/// deployment's new status and rollout state if an active rollout trips it.
+fn trip_breaker(view: &View<'_>, states: &[Row]) -> Option<(DeploymentStatus, RolloutState)> {
+    let strategy = view.strategy;
+    let admitted: Vec<_> = states
+        .iter()
+        .filter(|(_, _, phase)| phase.is_some())
+        .collect();
+    let counted = admitted.iter().filter(|(_, s, _)| !skipped(*s)).count() as u64;
+    let failed = admitted.iter().filter(|(_, s, _)| s.is_failure()).count() as u64;
+    let new_failures = failed.saturating_sub(view.rollout.acknowledged_failures);
+    if view.status != DeploymentStatus::Active
+        || !strategy.failure_threshold.crossed(new_failures, counted)
+    {
+        return None;
+    }
+    let (next_status, verb) = match strategy.on_failure {
+        BreakerAction::Pause => (DeploymentStatus::Paused, "paused"),
+        BreakerAction::Abort => (DeploymentStatus::Aborted, "aborted"),
+    };
+    let mut rollout = view.rollout.clone();
+    rollout.reason = Some(format!(
+        "circuit breaker: {new_failures} of {counted} admitted devices failed, rolled back or timed out (threshold {}); rollout {verb} in phase {} ({})",
+        threshold_text(strategy),
+        rollout.phase + 1,
+        phase_name(strategy, rollout.phase),
+    ));
+    Some((next_status, rollout))
+}
+
+/// Admits the devices phase `phase` wants and has not admitted yet: into
+/// the plan, and into `states` so that the phase's success counts them.
+fn admit(view: &View<'_>, states: &mut [Row], phase: u32, plan: &mut Plan) {
+    let wanted = admission(view, states, phase);
+    if wanted.is_empty() {
+        return;
+    }
+    for (device, _, admitted_by) in states.iter_mut() {
+        if wanted.contains(device) {
+            *admitted_by = Some(phase);
+        }
+    }
+    plan.admit_phase = phase;
+    plan.admit.extend(wanted);
+}
+
+/// How a phase's own devices (those that count for shares) are doing.
+#[derive(Debug)]
+struct Tally {
+    devices: u64,
+    succeeded: u64,
+}
+
+impl Tally {
+    fn of(states: &[Row], phase: u32) -> Tally {
+        let own: Vec<_> = states
+            .iter()
+            .filter(|(_, s, p)| *p == Some(phase) && !skipped(*s))
+            .collect();
+        let succeeded = own
+            .iter()
+            .filter(|(_, s, _)| *s == UpdateState::Success)
+            .count() as u64;
+        Tally {
+            devices: own.len() as u64,
+            succeeded,
+        }
+    }
+
+    /// Whether the phase's success share is reached.
+    fn met(&self, phase: &Phase) -> bool {
+        self.succeeded * 100 >= u64::from(phase.success_percent) * self.devices
+    }
+}
+
+/// The phase under way has not reached its success share: if it had (a
+/// device that joined it undid its success), it soaks again once it does;
+/// past its deadline, the rollout pauses.
+fn phase_unmet(
+    view: &View<'_>,
+    phase: &Phase,
+    tally: &Tally,
+    rollout: &mut RolloutState,
+    plan: &mut Plan,
+) {
+    if rollout.phase_met_at.take().is_some() {
+        changed(plan, DeploymentStatus::Active, rollout);
+    }
+    let started = rollout.phase_started_at.unwrap_or(view.now);
+    let missed = phase.deadline_secs.is_some_and(|secs| {
+        started + Duration::seconds(i64::try_from(secs).unwrap_or(i64::MAX)) <= view.now
+    });
+    if missed {
+        rollout.reason = Some(format!(
+            "phase {} ({}) missed its deadline: {} of {} devices succeeded, {} % needed",
+            rollout.phase + 1,
+            phase.display_name(),
+            tally.succeeded,
+            tally.devices,
+            phase.success_percent
+        ));
+        changed(plan, DeploymentStatus::Paused, rollout);
+    }
+}
+
+/// The phase under way has reached its success share: its soak starts if it
+/// had not. Returns whether the rollout now moves on to the next phase —
+/// soaked, not the last phase, and advancing automatically.
+fn phase_met(view: &View<'_>, phase: &Phase, rollout: &mut RolloutState, plan: &mut Plan) -> bool {
+    let met_at = *rollout.phase_met_at.get_or_insert(view.now);
+    changed(plan, DeploymentStatus::Active, rollout);
+    let soaked =
+        met_at + Duration::seconds(i64::try_from(phase.soak_secs).unwrap_or(i64::MAX)) <= view.now;
+    let last = view.strategy.phases.len().saturating_sub(1) as u32;
+    soaked && rollout.phase < last && view.strategy.advance != Advance::Manual
 }
 
 /// The rollout moved on to the next phase at `now`.
@@ -250,11 +314,7 @@ fn changed(plan: &mut Plan, status: DeploymentStatus, rollout: &RolloutState) {
 }
 
 /// The devices phase `phase` admits that are not admitted yet, in order.
-fn admission(
-    view: &View<'_>,
-    states: &[(DeviceId, UpdateState, Option<u32>)],
-    phase: u32,
-) -> Vec<DeviceId> {
+fn admission(view: &View<'_>, states: &[Row], phase: u32) -> Vec<DeviceId> {
     let upto = (phase as usize + 1).min(view.strategy.phases.len());
     let phases = &view.strategy.phases[..upto];
     let canaries: BTreeSet<DeviceId> = phases

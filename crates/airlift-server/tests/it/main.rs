@@ -1,13 +1,21 @@
 //! End-to-end tests: the real `airlift-server` binary on a loopback port,
 //! driven over HTTP like an operator and a device would. Every scenario runs
-//! on SQLite, and on PostgreSQL when `AIRLIFT_TEST_POSTGRES_URL` is set.
+//! on SQLite, and on PostgreSQL when `AIRLIFT_TEST_POSTGRES_URL` is set;
+//! the SQLite servers keep package files on local disk, the PostgreSQL
+//! ones in S3 (`s3s-fs`, from `.ci/install-packages`), and
+//! `AIRLIFT_TEST_BLOBS=s3` or `=disk` puts every server on one (`support`).
 
 mod connections;
+mod dashboard_admin;
+mod dashboard_deployments;
+mod dashboard_devices;
+mod dashboard_packages;
 mod hostile;
 mod instances;
 mod lifecycle;
 mod openapi;
 mod operations;
 mod rollouts;
+mod s3;
 mod security;
 mod support;

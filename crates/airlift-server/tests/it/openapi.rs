@@ -213,13 +213,24 @@ fn list_filters_and_paging_are_query_parameters_with_bounds() {
             "tag",
             "attributes",
             "installed",
+            "search",
+            "connectivity",
+            "deployment",
+            "update_state",
+            "reason",
+            "sort",
             "page",
             "per_page"
         ]
         .map(str::to_owned)
         .into()
     );
-    assert_eq!(names(&audit), ["limit", "before"].map(str::to_owned).into());
+    assert_eq!(
+        names(&audit),
+        ["limit", "before", "actor", "action"]
+            .map(str::to_owned)
+            .into()
+    );
     for parameter in devices.iter().chain(&audit) {
         assert_eq!(parameter["in"], "query", "{parameter}");
         assert_ne!(parameter["required"], true, "{parameter}");

@@ -70,7 +70,7 @@ async fn impossible_rollouts_are_refused_naming_the_field_and_nothing_is_stored(
             assert!(message.contains(field), "{body}: {message}");
         }
         assert_eq!(
-            server.admin_get("/deployments").await,
+            server.admin_get("/deployments").await["items"],
             json!([]),
             "nothing stored"
         );
@@ -93,9 +93,7 @@ async fn impossible_rollouts_are_refused_naming_the_field_and_nothing_is_stored(
             "{answer}"
         );
         assert_eq!(
-            server
-                .admin_get("/deployments")
-                .await
+            server.admin_get("/deployments").await["items"]
                 .as_array()
                 .map(Vec::len),
             Some(1)

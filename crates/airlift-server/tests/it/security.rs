@@ -68,7 +68,7 @@ async fn management_api_requires_the_right_token() {
             .expect("request");
         assert_eq!(token.status(), StatusCode::FORBIDDEN);
         assert_eq!(
-            server.admin_get("/packages").await,
+            server.admin_get("/packages").await["items"],
             json!([]),
             "nothing stored"
         );
@@ -353,7 +353,7 @@ async fn bad_input_gets_a_clear_4xx_and_stores_nothing() {
         let damaged = upload(damaged).await.expect("request");
         assert_eq!(damaged.status(), StatusCode::UNPROCESSABLE_ENTITY);
         assert_eq!(
-            server.admin_get("/packages").await,
+            server.admin_get("/packages").await["items"],
             json!([]),
             "nothing stored"
         );
@@ -373,7 +373,7 @@ async fn bad_input_gets_a_clear_4xx_and_stores_nothing() {
         assert_eq!(duplicate.status(), StatusCode::CONFLICT);
 
         // Deployments that cannot be carried out.
-        let packages = server.admin_get("/packages").await;
+        let packages = &server.admin_get("/packages").await["items"];
         let package_id = packages[0]["id"].as_str().expect("id").to_owned();
         let empty = server
             .admin_post(
@@ -403,7 +403,7 @@ async fn bad_input_gets_a_clear_4xx_and_stores_nothing() {
                 .starts_with("package_id"),
             "{message}"
         );
-        assert_eq!(server.admin_get("/deployments").await, json!([]));
+        assert_eq!(server.admin_get("/deployments").await["items"], json!([]));
     }
 }
 
@@ -435,6 +435,6 @@ async fn packages_in_use_cannot_be_deleted() {
             delete().await.expect("request").status(),
             StatusCode::NO_CONTENT
         );
-        assert_eq!(server.admin_get("/packages").await, json!([]));
+        assert_eq!(server.admin_get("/packages").await["items"], json!([]));
     }
 }

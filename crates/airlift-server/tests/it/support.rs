@@ -1,30 +1,22 @@
-//! A server process per test, a package signer, and a device that speaks
-//! the device API.
+//! A server process per test (the test kit's `ServerProcess`, on SQLite or
+//! a fresh PostgreSQL schema), the packages it is given, and the operator's
+//! side of its API; devices are the test kit's `TestDevice`.
 
-use airlift_package::{
-    encode_payload, Compression, EncodeOptions, Limits, Manifest, PackageWriter, PayloadSpec,
-    PayloadType, SignedManifest, SigningKey,
-};
-use airlift_protocol::auth::{public_key_pem, sign_body};
-use airlift_protocol::device::{
-    AuthRequest, AuthResponse, CheckInResponse, Inventory, StatusReport, AUTH_PATH, CHECK_IN_PATH,
-    SIGNATURE_HEADER,
-};
+use airlift_package::{Compression, SigningKey};
 use airlift_protocol::management::Package;
-use airlift_protocol::state::UpdateState;
 use airlift_protocol::DeploymentId;
+use airlift_testkit::device::{fresh_client, DeviceApi};
+use airlift_testkit::packages::{image, PackageBuilder};
 use airlift_testkit::postgres::FreshSchema;
+use airlift_testkit::server::ServerProcess;
 use reqwest::{Client, Response, StatusCode};
 use serde_json::Value;
-use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::sync::Arc;
-use std::time::Duration;
 use tempfile::TempDir;
 
-pub const ADMIN_TOKEN: &str = "alt_test_admin_token_0123456789";
+pub use airlift_testkit::device::TestDevice;
+pub use airlift_testkit::server::ADMIN_TOKEN;
 
 /// Which database a test server uses.
 #[derive(Debug, Clone)]
@@ -48,13 +40,15 @@ impl Backend {
 
 /// One `airlift-server` process with its own data directory.
 pub struct TestServer {
+    /// `http://127.0.0.1:PORT`, the same after a restart.
     pub url: String,
     pub dir: TempDir,
     pub signer: SigningKey,
     pub backend: Backend,
-    child: Child,
-    extra: Vec<String>,
+    process: ServerProcess,
     pub client: Client,
+    /// Where its package files are, when on S3 (see `blob_store`).
+    pub s3: Option<S3Blobs>,
 }
 
 impl TestServer {
@@ -68,37 +62,56 @@ impl TestServer {
         let signer = SigningKey::generate().expect("key");
         let trust = dir.path().join("release.pub");
         std::fs::write(&trust, signer.public_key().to_pem().expect("pem")).expect("write key");
-        let mut server = Self {
-            url: String::new(),
-            child: spawn(&dir, &backend, None, extra),
-            extra: extra.iter().map(|s| s.to_string()).collect(),
+        let s3 = blob_store(&backend, &dir, extra);
+        let extra: Vec<&str> = extra
+            .iter()
+            .copied()
+            .chain(s3.iter().flat_map(S3Blobs::flags))
+            .collect();
+        let mut builder = ServerProcess::builder(
+            env!("CARGO_BIN_EXE_airlift-server"),
+            dir.path().join("data"),
+        )
+        .trust(&trust)
+        .admin_token(ADMIN_TOKEN)
+        .env("AIRLIFT_LOG", "info")
+        .args(["--poll-interval", "1", "--max-package-mib", "64"])
+        .args(&extra);
+        if let Backend::Postgres(schema) = &backend {
+            builder = builder.arg("--database-url").arg(schema.url());
+        }
+        let process = builder.start().unwrap_or_else(|e| panic!("{e}"));
+        Self {
+            url: process.url().to_owned(),
+            process,
             dir,
             signer,
             backend,
+            // One connection per request: a refused upload or a killed
+            // server must not poison the next request through a pooled
+            // socket.
             client: fresh_client(),
-        };
-        server.url = wait_ready(&mut server.child);
-        server
+            s3,
+        }
     }
 
     /// `kill -9`, then start again on the same data, database and port.
     pub fn crash_and_restart(&mut self) {
-        self.child.kill().expect("kill -9");
-        let _ = self.child.wait();
-        let port = self.url.rsplit(':').next().map(str::to_owned);
-        let extra: Vec<&str> = self.extra.iter().map(String::as_str).collect();
-        self.child = spawn(&self.dir, &self.backend, port.as_deref(), &extra);
-        self.url = wait_ready(&mut self.child);
+        self.process
+            .crash_and_restart()
+            .unwrap_or_else(|e| panic!("{e}"));
+        self.url = self.process.url().to_owned();
     }
 }
 
-/// A client that opens a connection per request: a refused upload or a
-/// killed server must not poison the next request through a pooled socket.
-fn fresh_client() -> Client {
-    Client::builder()
-        .pool_max_idle_per_host(0)
-        .build()
-        .expect("http client")
+impl DeviceApi for TestServer {
+    fn base_url(&self) -> &str {
+        &self.url
+    }
+
+    fn http(&self) -> &Client {
+        &self.client
+    }
 }
 
 impl TestServer {
@@ -173,72 +186,9 @@ impl TestServer {
 }
 
 impl Drop for TestServer {
+    /// Stops the server before its data directory and database go.
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn spawn(dir: &TempDir, backend: &Backend, port: Option<&str>, extra: &[&str]) -> Child {
-    let listen = format!("127.0.0.1:{}", port.unwrap_or("0"));
-    let mut command = Command::new(env!("CARGO_BIN_EXE_airlift-server"));
-    command
-        .arg("--data-dir")
-        .arg(dir.path().join("data"))
-        .arg("--listen")
-        .arg(listen)
-        .arg("--trust")
-        .arg(dir.path().join("release.pub"))
-        .args([
-            "--log-format",
-            "json",
-            "--poll-interval",
-            "1",
-            "--max-package-mib",
-            "64",
-        ])
-        .args(extra)
-        .env("AIRLIFT_ADMIN_TOKEN", ADMIN_TOKEN)
-        .env("AIRLIFT_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    if let Backend::Postgres(schema) = backend {
-        command.arg("--database-url").arg(schema.url());
-    }
-    command.spawn().expect("start airlift-server")
-}
-
-/// Reads the server's log until it says where it listens. No sleeping.
-fn wait_ready(child: &mut Child) -> String {
-    let stderr = child.stderr.take().expect("piped stderr");
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Ok(entry) = serde_json::from_str::<Value>(&line) {
-                if entry["fields"]["message"] == "airlift-server ready" {
-                    let scheme = if entry["fields"]["tls"] == true {
-                        "https"
-                    } else {
-                        "http"
-                    };
-                    let addr = entry["fields"]["listen"].as_str().unwrap_or_default();
-                    let _ = tx.send(Ok(format!("{scheme}://{addr}")));
-                    continue;
-                }
-            }
-            if std::env::var_os("AIRLIFT_TEST_SERVER_LOG").is_some() {
-                eprintln!("server: {line}");
-            }
-            let _ = tx.send(Err(line));
-        }
-    });
-    let mut log = Vec::new();
-    loop {
-        match rx.recv_timeout(Duration::from_secs(60)) {
-            Ok(Ok(url)) => return url,
-            Ok(Err(line)) => log.push(line),
-            Err(_) => panic!("server did not become ready:\n{}", log.join("\n")),
-        }
+        self.process.kill();
     }
 }
 
@@ -264,8 +214,8 @@ pub fn build_package(
     build_package_sized(key, name, version, device_type, security_version, 300_000)
 }
 
-/// A package whose image is `image_bytes` long and stored uncompressed, so
-/// the file is about that large.
+/// A package whose image is `image_bytes` long and stored uncompressed
+/// above 1 MB, so the file is about that large.
 pub fn build_package_sized(
     key: &SigningKey,
     name: &str,
@@ -274,191 +224,17 @@ pub fn build_package_sized(
     security_version: u64,
     image_bytes: u32,
 ) -> Vec<u8> {
-    let image: Vec<u8> = (0..image_bytes)
-        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
-        .collect();
     let compression = if image_bytes > 1_000_000 {
         Compression::None
     } else {
         Compression::Zstd
     };
-    let spec = PayloadSpec::new(PayloadType::Image, "rootfs", compression);
-    let mut stored = Vec::new();
-    let entry =
-        encode_payload(&image[..], &spec, &EncodeOptions::default(), &mut stored).expect("encode");
-    let manifest = Manifest::builder(name, version.parse().expect("semver"), [device_type])
+    PackageBuilder::new(name, version)
+        .signed_by(key)
+        .device_type(device_type)
         .security_version(security_version)
-        .payload(entry)
-        .build();
-    let signed = SignedManifest::sign(&manifest, &[key], &Limits::default()).expect("sign");
-    let mut file = Vec::new();
-    let mut writer = PackageWriter::new(&mut file, &signed).expect("header");
-    writer.write_payload(&stored[..]).expect("payload");
-    writer.finish().expect("finish");
-    file
-}
-
-/// A device: a key pair, an identity, and what it reports.
-pub struct TestDevice {
-    key: ed25519_dalek::SigningKey,
-    pub serial: String,
-    pub id: Option<airlift_protocol::DeviceId>,
-    pub token: Option<String>,
-    pub inventory: Inventory,
-}
-
-impl TestDevice {
-    pub fn new(serial: &str, device_type: &str) -> Self {
-        let mut seed = [0u8; 32];
-        getrandom::getrandom(&mut seed).expect("random");
-        Self {
-            key: ed25519_dalek::SigningKey::from_bytes(&seed),
-            serial: serial.into(),
-            id: None,
-            token: None,
-            inventory: Inventory {
-                device_type: device_type.into(),
-                installed: [("os".to_owned(), "1.0.0".to_owned())].into(),
-                ..Inventory::default()
-            },
-        }
-    }
-
-    pub fn public_key(&self) -> String {
-        public_key_pem(&self.key.verifying_key())
-    }
-
-    pub fn auth_body(&self) -> Vec<u8> {
-        let mut nonce = [0u8; 16];
-        getrandom::getrandom(&mut nonce).expect("random");
-        let request = AuthRequest {
-            identity: [("serial".to_owned(), self.serial.clone())].into(),
-            public_key: self.public_key(),
-            timestamp: chrono::Utc::now().timestamp(),
-            nonce: hex::encode(nonce),
-        };
-        serde_json::to_vec(&request).expect("json")
-    }
-
-    /// Sends a signed auth request; returns the HTTP status and the answer.
-    pub async fn send_auth(
-        &self,
-        server: &TestServer,
-        body: &[u8],
-        signature: &str,
-    ) -> (StatusCode, Value) {
-        let response = server
-            .client
-            .post(format!("{}{AUTH_PATH}", server.url))
-            .header(SIGNATURE_HEADER, signature)
-            .header("content-type", "application/json")
-            .body(body.to_vec())
-            .send()
-            .await
-            .expect("auth request");
-        let status = response.status();
-        (status, response.json().await.unwrap_or(Value::Null))
-    }
-
-    pub async fn authenticate(&mut self, server: &TestServer) -> StatusCode {
-        let body = self.auth_body();
-        let signature = sign_body(&self.key, &body);
-        let (status, answer) = self.send_auth(server, &body, &signature).await;
-        if let Ok(parsed) = serde_json::from_value::<AuthResponse>(answer) {
-            match parsed {
-                AuthResponse::Accepted {
-                    device_id, token, ..
-                } => {
-                    self.id = Some(device_id);
-                    self.token = Some(token);
-                }
-                AuthResponse::Pending { device_id } | AuthResponse::Rejected { device_id } => {
-                    self.id = Some(device_id);
-                    self.token = None;
-                }
-            }
-        }
-        status
-    }
-
-    pub fn sign(&self, body: &[u8]) -> String {
-        sign_body(&self.key, body)
-    }
-
-    fn token(&self) -> &str {
-        self.token.as_deref().expect("device is authenticated")
-    }
-
-    pub async fn check_in(&self, server: &TestServer) -> CheckInResponse {
-        let response = server
-            .client
-            .post(format!("{}{CHECK_IN_PATH}", server.url))
-            .bearer_auth(self.token())
-            .json(&self.inventory)
-            .send()
-            .await
-            .expect("check-in");
-        serde_json::from_value(json_ok(response).await).expect("check-in response")
-    }
-
-    pub async fn report(
-        &self,
-        server: &TestServer,
-        deployment: DeploymentId,
-        state: UpdateState,
-        message: Option<&str>,
-    ) -> Response {
-        self.send_report(
-            server,
-            deployment,
-            &StatusReport {
-                state,
-                progress: None,
-                message: message.map(str::to_owned),
-            },
-        )
-        .await
-    }
-
-    pub async fn send_report(
-        &self,
-        server: &TestServer,
-        deployment: DeploymentId,
-        report: &StatusReport,
-    ) -> Response {
-        server
-            .client
-            .post(format!(
-                "{}{}",
-                server.url,
-                airlift_protocol::device::status_path(deployment)
-            ))
-            .bearer_auth(self.token())
-            .json(report)
-            .send()
-            .await
-            .expect("status report")
-    }
-
-    pub async fn download(
-        &self,
-        server: &TestServer,
-        deployment: DeploymentId,
-        headers: &[(&str, String)],
-    ) -> Response {
-        let mut request = server
-            .client
-            .get(format!(
-                "{}{}",
-                server.url,
-                airlift_protocol::device::download_path(deployment)
-            ))
-            .bearer_auth(self.token());
-        for (name, value) in headers {
-            request = request.header(*name, value);
-        }
-        request.send().await.expect("download")
-    }
+        .image(&image(version, image_bytes as usize), compression)
+        .build()
 }
 
 /// A device the server has accepted and that holds a token.
@@ -487,11 +263,97 @@ impl TestServer {
             .text()
             .await
             .expect("metrics text");
-        text.lines()
-            .find_map(|line| {
-                let (name, value) = line.rsplit_once(' ')?;
-                (name == sample).then(|| value.parse().ok()).flatten()
-            })
-            .unwrap_or(0.0)
+        airlift_testkit::server::metric_sample(&text, sample).unwrap_or(0.0)
     }
+}
+
+// --- The blob store dimension (issue 17) ---------------------------------
+//
+// SQLite servers keep package files on local disk and PostgreSQL servers in
+// S3 (`s3s-fs`, shared by the servers running at once, a prefix per
+// database: instances on one schema share their packages as they would in
+// production), so that with AIRLIFT_TEST_POSTGRES_URL set every scenario
+// runs on both blob stores. AIRLIFT_TEST_BLOBS=s3 or =disk puts every
+// server on one. A test that gives --blob-url itself is left alone.
+
+/// The variable that puts every test server's blobs on one store.
+pub const BLOBS_VAR: &str = "AIRLIFT_TEST_BLOBS";
+
+/// A test server's package files in S3.
+#[derive(Clone)]
+pub struct S3Blobs {
+    pub server: Arc<airlift_testkit::s3::S3Server>,
+    /// The key prefix in the bucket.
+    pub prefix: String,
+    flags: Vec<String>,
+}
+
+impl S3Blobs {
+    /// On the shared `s3s-fs`, under `prefix`.
+    pub fn new(prefix: &str) -> Self {
+        Self::on(shared_s3(), prefix)
+    }
+
+    /// On `server`, under `prefix`.
+    pub fn on(server: Arc<airlift_testkit::s3::S3Server>, prefix: &str) -> Self {
+        let flags = [
+            "--blob-url",
+            &server.url(prefix),
+            "--blob-endpoint",
+            server.endpoint(),
+            "--blob-path-style",
+            "--blob-access-key-id",
+            airlift_testkit::s3::ACCESS_KEY_ID,
+            "--blob-secret-access-key",
+            airlift_testkit::s3::SECRET_ACCESS_KEY,
+        ]
+        .map(str::to_owned)
+        .to_vec();
+        Self {
+            server,
+            prefix: prefix.to_owned(),
+            flags,
+        }
+    }
+
+    /// The `airlift-server` flags that keep blobs here.
+    pub fn flags(&self) -> impl Iterator<Item = &str> {
+        self.flags.iter().map(String::as_str)
+    }
+}
+
+fn blob_store(backend: &Backend, dir: &TempDir, extra: &[&str]) -> Option<S3Blobs> {
+    if extra.iter().any(|a| a.starts_with("--blob-url")) {
+        return None;
+    }
+    let on_s3 = match std::env::var(BLOBS_VAR).as_deref() {
+        Ok("s3") => true,
+        Ok("disk") => false,
+        Ok(other) => panic!("{BLOBS_VAR}={other:?}: expected s3 or disk"),
+        Err(_) => matches!(backend, Backend::Postgres(_)),
+    };
+    let prefix = match backend {
+        Backend::Postgres(schema) => schema.name().to_owned(),
+        Backend::Sqlite => dir
+            .path()
+            .file_name()?
+            .to_str()?
+            .trim_start_matches('.')
+            .to_owned(),
+    };
+    on_s3.then(|| S3Blobs::new(&prefix))
+}
+
+/// The `s3s-fs` of the servers running now: started by the first, stopped
+/// when the last is dropped.
+fn shared_s3() -> Arc<airlift_testkit::s3::S3Server> {
+    static SHARED: std::sync::Mutex<std::sync::Weak<airlift_testkit::s3::S3Server>> =
+        std::sync::Mutex::new(std::sync::Weak::new());
+    let mut shared = SHARED.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(server) = shared.upgrade() {
+        return server;
+    }
+    let server = Arc::new(airlift_testkit::s3::S3Server::start());
+    *shared = Arc::downgrade(&server);
+    server
 }

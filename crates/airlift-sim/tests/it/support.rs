@@ -1,24 +1,20 @@
 //! A release key, simulator packages, and the operator's side of the server.
 
-use crate::server::{TestServer, ADMIN_TOKEN};
-use airlift_package::SigningKey;
+use crate::server::{InProcessServer, ADMIN_TOKEN};
 use airlift_sim::{Fleet, FleetConfig, Snapshot};
+use airlift_testkit::packages::Signer;
 use reqwest::blocking::Client;
 use serde_json::Value;
-use std::path::PathBuf;
 use std::time::Duration;
-use tempfile::TempDir;
 
 /// The device type of every simulated device here.
 pub const DEVICE_TYPE: &str = "sim-board";
 
 /// A release key, a server that trusts it, and an operator.
 pub struct World {
-    pub key: SigningKey,
-    pub public: PathBuf,
-    pub server: TestServer,
+    pub signer: Signer,
+    pub server: InProcessServer,
     http: Client,
-    _dir: TempDir,
     /// Dropped after the server has stopped (fields drop in order).
     schema: Option<airlift_testkit::postgres::FreshSchema>,
 }
@@ -38,19 +34,14 @@ impl World {
     }
 
     fn on(flags: &[&str]) -> Self {
-        let dir = tempfile::tempdir().expect("key directory");
-        let key = SigningKey::generate().expect("signing key");
-        let public = dir.path().join("release.pub");
-        std::fs::write(&public, key.public_key().to_pem().expect("pem")).expect("write key");
+        let signer = Signer::new();
         let mut all = vec!["--poll-interval", "1"];
         all.extend_from_slice(flags);
-        let server = TestServer::start_with(&public, &all);
+        let server = InProcessServer::start_with(signer.public_key_file(), &all);
         Self {
-            key,
-            public,
+            signer,
             server,
             http: Client::new(),
-            _dir: dir,
             schema: None,
         }
     }
@@ -58,8 +49,8 @@ impl World {
     /// A fleet of `devices` simulated devices of [`DEVICE_TYPE`], polling
     /// every second, pre-authorised with the admin token.
     pub fn fleet_config(&self, devices: usize) -> FleetConfig {
-        let mut config =
-            FleetConfig::new(&self.server.url, self.public.clone(), devices, DEVICE_TYPE);
+        let public = self.signer.public_key_file().to_owned();
+        let mut config = FleetConfig::new(&self.server.url, public, devices, DEVICE_TYPE);
         config.admin_token = Some(ADMIN_TOKEN.into());
         config.poll_interval = Some(Duration::from_secs(1));
         config.workers = 8;
@@ -69,7 +60,8 @@ impl World {
     /// A signed package named `rootfs` of one raw image payload saying it
     /// is `version`.
     pub fn package(&self, version: &str, size: usize) -> Vec<u8> {
-        airlift_sim::image::signed_package(&self.key, version, size, DEVICE_TYPE).expect("package")
+        airlift_sim::image::signed_package(self.signer.key(), version, size, DEVICE_TYPE)
+            .expect("package")
     }
 
     fn api(&self, method: reqwest::Method, path: &str) -> reqwest::blocking::RequestBuilder {
@@ -156,11 +148,9 @@ impl World {
             let text = reqwest::blocking::get(format!("{}/metrics", self.server.url))
                 .and_then(|r| r.text())
                 .unwrap_or_default();
-            let connected = text
-                .lines()
-                .find_map(|l| l.strip_prefix("airlift_push_connections "))
-                .and_then(|v| v.trim().parse::<f64>().ok())
-                .unwrap_or(0.0);
+            let connected =
+                airlift_testkit::server::metric_sample(&text, "airlift_push_connections")
+                    .unwrap_or(0.0);
             if connected >= n as f64 {
                 return;
             }

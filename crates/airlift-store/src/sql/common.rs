@@ -286,7 +286,12 @@ macro_rules! sql_common {
                     at,
                 )
                 .await?;
-                tx.commit().await?;
+                if outcome.applied {
+                    self.commit_with(tx, &[StoreEvent::UpdateChanged { deployment, device }])
+                        .await?;
+                } else {
+                    tx.commit().await?;
+                }
                 Ok(outcome)
             }
         }

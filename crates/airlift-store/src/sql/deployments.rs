@@ -152,6 +152,189 @@ macro_rules! sql_deployments {
                 .collect()
             }
 
+            async fn list_deployments_page(
+                &self,
+                filter: &$crate::DeploymentFilter,
+                page: PageRequest,
+            ) -> StoreResult<(Vec<DeploymentRecord>, u64)> {
+                let per_page = i64::from(page.per_page.clamp(1, 1000));
+                let offset = i64::from(page.page.max(1) - 1) * per_page;
+                let filtered = |query: &mut QueryBuilder<'_, $db>| {
+                    if let Some(status) = filter.status {
+                        query.push(" WHERE status = ").push_bind(status.as_str());
+                    }
+                };
+                let mut count = QueryBuilder::<$db>::new("SELECT COUNT(*) FROM deployments");
+                filtered(&mut count);
+                let total = count
+                    .build_query_scalar::<i64>()
+                    .fetch_one(&self.pool)
+                    .await?;
+                let mut select = QueryBuilder::<$db>::new(concat!(
+                    "SELECT ",
+                    $crate::sql::columns!(deployments),
+                    " FROM deployments"
+                ));
+                filtered(&mut select);
+                select
+                    .push(" ORDER BY created_at DESC, id DESC LIMIT ")
+                    .push_bind(per_page)
+                    .push(" OFFSET ")
+                    .push_bind(offset);
+                let records = select
+                    .build_query_as::<DeploymentRow>()
+                    .fetch_all(&self.pool)
+                    .await?
+                    .into_iter()
+                    .map(DeploymentRow::into_record)
+                    .collect::<StoreResult<Vec<_>>>()?;
+                Ok((records, u64::try_from(total).unwrap_or(0)))
+            }
+
+            async fn deployment_tallies(
+                &self,
+                ids: &[DeploymentId],
+            ) -> StoreResult<Vec<$crate::UpdateCount>> {
+                let mut out = Vec::new();
+                // A page is at most 1000 deployments; chunks keep the bound
+                // values well inside either backend's limit.
+                for chunk in ids.chunks(INSERT_CHUNK) {
+                    let mut query = QueryBuilder::<$db>::new(
+                        "SELECT deployment_id, state, phase, COUNT(*) FROM deployment_devices \
+                         WHERE deployment_id IN (",
+                    );
+                    let mut listed = query.separated(", ");
+                    for id in chunk {
+                        listed.push_bind(id.to_string());
+                    }
+                    query.push(") GROUP BY deployment_id, state, phase");
+                    let rows = query
+                        .build_query_as::<(String, String, Option<i64>, i64)>()
+                        .fetch_all(&self.pool)
+                        .await?;
+                    for (deployment, state, phase, devices) in rows {
+                        out.push($crate::UpdateCount {
+                            deployment: parse("deployment_devices.deployment_id", &deployment)?,
+                            state: parse("deployment_devices.state", &state)?,
+                            phase: phase.and_then(|p| u32::try_from(p).ok()),
+                            devices: u64::try_from(devices).unwrap_or(0),
+                        });
+                    }
+                }
+                Ok(out)
+            }
+
+            async fn deployment_failures(
+                &self,
+                id: DeploymentId,
+                limit: u32,
+            ) -> StoreResult<Vec<$crate::FailureGroup>> {
+                let mut query = QueryBuilder::<$db>::new(
+                    "SELECT message, COUNT(*), MAX(updated_at) FROM deployment_devices \
+                     WHERE deployment_id = ",
+                );
+                query.push_bind(id.to_string()).push(" AND state IN (");
+                let mut states = query.separated(", ");
+                for state in UpdateState::ALL.iter().filter(|s| s.is_failure()) {
+                    states.push_bind(state.as_str());
+                }
+                query
+                    .push(") GROUP BY message ORDER BY COUNT(*) DESC, MAX(updated_at) DESC LIMIT ")
+                    .push_bind(i64::from(limit));
+                let rows = query
+                    .build_query_as::<(Option<String>, i64, i64)>()
+                    .fetch_all(&self.pool)
+                    .await?;
+                rows.into_iter()
+                    .map(|(reason, devices, last_at)| {
+                        let devices = u64::try_from(devices).unwrap_or(0);
+                        Ok($crate::FailureGroup {
+                            reason,
+                            failures: devices,
+                            devices,
+                            deployments: 1,
+                            last_at: $crate::codec::time("deployment_devices.updated_at", last_at)?,
+                        })
+                    })
+                    .collect()
+            }
+
+            /// ` WHERE …` for a deployment's devices matching `filter`.
+            fn push_devices_filter(
+                query: &mut QueryBuilder<'_, $db>,
+                id: DeploymentId,
+                filter: &$crate::DeploymentDevicesFilter,
+            ) {
+                query
+                    .push(" WHERE deployment_id = ")
+                    .push_bind(id.to_string());
+                if !filter.states.is_empty() {
+                    query.push(" AND state IN (");
+                    let mut states = query.separated(", ");
+                    for state in &filter.states {
+                        states.push_bind(state.as_str());
+                    }
+                    query.push(")");
+                }
+                match &filter.reason {
+                    Some($crate::ReasonMatch::Missing) => {
+                        query.push(" AND message IS NULL");
+                    }
+                    Some($crate::ReasonMatch::StartsWith(start)) => {
+                        // substr, not LIKE: a reason's own % and _ are not
+                        // wildcards.
+                        query
+                            .push(" AND substr(message, 1, ")
+                            .push_bind(i32::try_from(start.chars().count()).unwrap_or(i32::MAX))
+                            .push(") = ")
+                            .push_bind(start.clone());
+                    }
+                    None => {}
+                }
+            }
+
+            async fn deployment_devices_page(
+                &self,
+                id: DeploymentId,
+                filter: &$crate::DeploymentDevicesFilter,
+                page: PageRequest,
+            ) -> StoreResult<Vec<DeviceUpdate>> {
+                let per_page = i64::from(page.per_page.clamp(1, 1000));
+                let offset = i64::from(page.page.max(1) - 1) * per_page;
+                let mut select = QueryBuilder::<$db>::new(concat!(
+                    "SELECT ",
+                    $crate::sql::columns!(device_updates),
+                    " FROM deployment_devices"
+                ));
+                Self::push_devices_filter(&mut select, id, filter);
+                select
+                    .push(" ORDER BY device_id LIMIT ")
+                    .push_bind(per_page)
+                    .push(" OFFSET ")
+                    .push_bind(offset);
+                select
+                    .build_query_as::<DeviceUpdateRow>()
+                    .fetch_all(&self.pool)
+                    .await?
+                    .into_iter()
+                    .map(DeviceUpdateRow::into_update)
+                    .collect()
+            }
+
+            async fn count_deployment_devices(
+                &self,
+                id: DeploymentId,
+                filter: &$crate::DeploymentDevicesFilter,
+            ) -> StoreResult<u64> {
+                let mut count = QueryBuilder::<$db>::new("SELECT COUNT(*) FROM deployment_devices");
+                Self::push_devices_filter(&mut count, id, filter);
+                let total = count
+                    .build_query_scalar::<i64>()
+                    .fetch_one(&self.pool)
+                    .await?;
+                Ok(u64::try_from(total).unwrap_or(0))
+            }
+
             async fn cancel_deployment(
                 &self,
                 id: DeploymentId,

@@ -81,33 +81,151 @@ macro_rules! sql_devices {
                 let offset = i64::from(page.page.max(1) - 1) * per_page;
 
                 let mut count = Self::device_query("SELECT COUNT(*) FROM devices", filter);
+                Self::push_listing_filter(&mut count, filter);
                 let total = count
                     .build_query_scalar::<i64>()
                     .fetch_one(&self.pool)
                     .await?;
 
-                // The view under the table's name, so the filter's clauses
-                // read the same on both.
+                if offset >= total {
+                    return Ok((Vec::new(), u64::try_from(total).unwrap_or(0)));
+                }
+                // A page past the middle is read from the other end, in the
+                // reverse order, so that no page skips more than half the
+                // rows (the last page of 100 000 skips none).
+                let reversed = offset * 2 > total;
+                let (offset, per_page) = if reversed {
+                    let limit = per_page.min(total - offset);
+                    (total - offset - limit, limit)
+                } else {
+                    (offset, per_page)
+                };
+                // The page's ids first, from the table and its indexes; then
+                // only those devices through the view, whose per-device
+                // aggregates must not run for the rows an OFFSET skips.
+                let order = Self::device_order(filter.sort, filter.descending != reversed);
                 let mut select = Self::device_query(
                     concat!(
                         "SELECT ",
                         $crate::sql::columns!(device_records),
-                        " FROM device_records AS devices"
+                        " FROM device_records WHERE id IN (SELECT id FROM devices"
                     ),
                     filter,
                 );
+                Self::push_listing_filter(&mut select, filter);
                 select
-                    .push(" ORDER BY created_at, id LIMIT ")
+                    .push(" ORDER BY ")
+                    .push(order)
+                    .push(" LIMIT ")
                     .push_bind(per_page);
-                select.push(" OFFSET ").push_bind(offset);
-                let devices = select
+                select
+                    .push(" OFFSET ")
+                    .push_bind(offset)
+                    .push(") ORDER BY ")
+                    .push(order);
+                let mut devices = select
                     .build_query_as::<DeviceRecordRow>()
                     .fetch_all(&self.pool)
                     .await?
                     .into_iter()
                     .map(|row| Ok(row.into_record()?.device))
                     .collect::<StoreResult<Vec<Device>>>()?;
+                if reversed {
+                    devices.reverse();
+                }
                 Ok((devices, u64::try_from(total).unwrap_or(0)))
+            }
+
+            /// The `ORDER BY` terms of a listing, unqualified so that they
+            /// read the same on the table and on the view. Each order ends
+            /// with the id, and its descending form is its exact reverse.
+            fn device_order(sort: $crate::DeviceSort, descending: bool) -> &'static str {
+                use $crate::DeviceSort;
+                match (sort, descending) {
+                    (DeviceSort::CreatedAt, false) => "created_at, id",
+                    (DeviceSort::CreatedAt, true) => "created_at DESC, id DESC",
+                    // The expression of the devices_identity index.
+                    (DeviceSort::Identity, false) => "substr(identity, 1, 128), id",
+                    (DeviceSort::Identity, true) => "substr(identity, 1, 128) DESC, id DESC",
+                    (DeviceSort::DeviceType, false) => "device_type ASC NULLS LAST, created_at, id",
+                    (DeviceSort::DeviceType, true) => {
+                        "device_type DESC NULLS FIRST, created_at DESC, id DESC"
+                    }
+                    (DeviceSort::Status, false) => "status, created_at, id",
+                    (DeviceSort::Status, true) => "status DESC, created_at DESC, id DESC",
+                    (DeviceSort::LastCheckIn, false) => {
+                        "last_check_in ASC NULLS FIRST, created_at, id"
+                    }
+                    (DeviceSort::LastCheckIn, true) => {
+                        "last_check_in DESC NULLS LAST, created_at DESC, id DESC"
+                    }
+                }
+            }
+
+            /// The clauses of a listing's filter beyond [`device_query`]'s:
+            /// identity search, silence, and updates.
+            fn push_listing_filter<'a>(
+                query: &mut QueryBuilder<'a, $db>,
+                filter: &'a DeviceFilter,
+            ) {
+                if let Some(search) = filter.search.as_deref() {
+                    let mut pattern = String::with_capacity(search.len() + 2);
+                    pattern.push('%');
+                    for c in search.to_ascii_lowercase().chars() {
+                        if matches!(c, '%' | '_' | '\\') {
+                            pattern.push('\\');
+                        }
+                        pattern.push(c);
+                    }
+                    pattern.push('%');
+                    query
+                        .push(" AND (LOWER(identity) LIKE ")
+                        .push_bind(pattern)
+                        .push(" ESCAPE '\\' OR id = ")
+                        .push_bind(search.trim().to_ascii_lowercase())
+                        .push(")");
+                }
+                if let Some(at) = filter.silent_since {
+                    let at = millis(at);
+                    query
+                        .push(" AND (last_check_in < ")
+                        .push_bind(at)
+                        .push(" OR (last_check_in IS NULL AND created_at < ")
+                        .push_bind(at)
+                        .push("))");
+                }
+                if let Some(at) = filter.heard_since {
+                    let at = millis(at);
+                    query
+                        .push(" AND (last_check_in >= ")
+                        .push_bind(at)
+                        .push(" OR (last_check_in IS NULL AND created_at >= ")
+                        .push_bind(at)
+                        .push("))");
+                }
+                if let Some(update) = &filter.update {
+                    query.push(
+                        " AND EXISTS (SELECT 1 FROM deployment_devices u \
+                         WHERE u.device_id = devices.id",
+                    );
+                    if let Some(deployment) = update.deployment {
+                        query
+                            .push(" AND u.deployment_id = ")
+                            .push_bind(deployment.to_string());
+                    }
+                    if !update.states.is_empty() {
+                        query.push(" AND u.state IN (");
+                        let mut states = query.separated(", ");
+                        for state in &update.states {
+                            states.push_bind(state.as_str());
+                        }
+                        query.push(")");
+                    }
+                    if let Some(message) = &update.message {
+                        query.push(" AND u.message = ").push_bind(message.as_str());
+                    }
+                    query.push(")");
+                }
             }
 
             async fn set_device_status(

@@ -72,13 +72,17 @@ macro_rules! impl_store {
         use $crate::codec::{
             classify, inventory_sha256, millis, normalise_tags, parse, placeholders, to_i64,
             to_json, AuditRow, DeploymentRow, DeviceRecordRow, DeviceUpdateRow, EventRow,
-            PackageRow, TokenRow,
+            PackageRow, SessionRow, TokenRow,
         };
         use $crate::sql::INSERT_CHUNK;
         use $crate::{
             ApiTokenRecord, ChangeFeed, CheckInTime, DeploymentRecord, DeviceFilter, DeviceRecord,
-            NewAuditEntry, PackageRecord, PageRequest, ReportOutcome, Store, StoreError,
-            StoreEvent, StoreResult,
+            NewAuditEntry, NewSession, PackageRecord, PageRequest, ReportOutcome, SessionRecord,
+            Store, StoreError, StoreEvent, StoreResult,
+        };
+        use $crate::{
+            CheckInCount, CurrentUpdate, DeviceCounts, FailureGroup, InstallCount, UpdateCount,
+            VersionCount,
         };
 
         type Conn = <$db as sqlx::Database>::Connection;
@@ -87,8 +91,10 @@ macro_rules! impl_store {
         $crate::sql::sql_tokens!($store, $db, $begin);
         $crate::sql::sql_packages!($store, $db, $begin);
         $crate::sql::sql_devices!($store, $db, $begin);
+        $crate::sql::sql_fleet!($store, $db, $begin);
         $crate::sql::sql_deployments!($store, $db, $begin);
         $crate::sql::sql_updates!($store, $db, $begin);
+        $crate::sql::sql_sessions!($store, $db, $begin);
 
         // Each method is the inherent method of the same name, which its
         // area's macro defines (inherent methods win over trait methods).
@@ -139,10 +145,31 @@ macro_rules! impl_store {
 
             async fn list_audit(
                 &self,
+                filter: &$crate::AuditFilter,
                 limit: u32,
                 before: Option<i64>,
             ) -> StoreResult<Vec<AuditEntry>> {
-                self.list_audit(limit, before).await
+                self.list_audit(filter, limit, before).await
+            }
+
+            async fn insert_session(&self, session: &NewSession) -> StoreResult<()> {
+                self.insert_session(session).await
+            }
+
+            async fn session_by_hash(
+                &self,
+                secret_sha256: &[u8; 32],
+                now: DateTime<Utc>,
+            ) -> StoreResult<Option<SessionRecord>> {
+                self.session_by_hash(secret_sha256, now).await
+            }
+
+            async fn delete_session(&self, secret_sha256: &[u8; 32]) -> StoreResult<bool> {
+                self.delete_session(secret_sha256).await
+            }
+
+            async fn delete_expired_sessions(&self, now: DateTime<Utc>) -> StoreResult<u64> {
+                self.delete_expired_sessions(now).await
             }
 
             async fn insert_package(&self, record: &PackageRecord) -> StoreResult<()> {
@@ -155,6 +182,13 @@ macro_rules! impl_store {
 
             async fn list_packages(&self) -> StoreResult<Vec<PackageRecord>> {
                 self.list_packages().await
+            }
+
+            async fn list_packages_page(
+                &self,
+                page: PageRequest,
+            ) -> StoreResult<(Vec<PackageRecord>, u64)> {
+                self.list_packages_page(page).await
             }
 
             async fn delete_package(&self, id: PackageId) -> StoreResult<PackageRecord> {
@@ -218,6 +252,62 @@ macro_rules! impl_store {
                 self.record_check_in_times(times).await
             }
 
+            async fn device_counts(
+                &self,
+                silent_since: DateTime<Utc>,
+            ) -> StoreResult<DeviceCounts> {
+                self.device_counts(silent_since).await
+            }
+
+            async fn installed_versions(
+                &self,
+                names: u32,
+                versions: u32,
+            ) -> StoreResult<Vec<VersionCount>> {
+                self.installed_versions(names, versions).await
+            }
+
+            async fn open_deployment_counts(&self) -> StoreResult<Vec<UpdateCount>> {
+                self.open_deployment_counts().await
+            }
+
+            async fn recent_failures(
+                &self,
+                since: DateTime<Utc>,
+                limit: u32,
+            ) -> StoreResult<Vec<FailureGroup>> {
+                self.recent_failures(since, limit).await
+            }
+
+            async fn installs_per_day(
+                &self,
+                since: DateTime<Utc>,
+            ) -> StoreResult<Vec<InstallCount>> {
+                self.installs_per_day(since).await
+            }
+
+            async fn add_check_ins(
+                &self,
+                counts: &[CheckInCount],
+                forget_before: DateTime<Utc>,
+            ) -> StoreResult<()> {
+                self.add_check_ins(counts, forget_before).await
+            }
+
+            async fn check_ins_per_minute(
+                &self,
+                since: DateTime<Utc>,
+            ) -> StoreResult<Vec<CheckInCount>> {
+                self.check_ins_per_minute(since).await
+            }
+
+            async fn current_updates(
+                &self,
+                devices: &[DeviceId],
+            ) -> StoreResult<Vec<CurrentUpdate>> {
+                self.current_updates(devices).await
+            }
+
             async fn use_nonce(
                 &self,
                 nonce: &str,
@@ -241,6 +331,46 @@ macro_rules! impl_store {
 
             async fn list_deployments(&self) -> StoreResult<Vec<DeploymentRecord>> {
                 self.list_deployments().await
+            }
+
+            async fn list_deployments_page(
+                &self,
+                filter: &$crate::DeploymentFilter,
+                page: PageRequest,
+            ) -> StoreResult<(Vec<DeploymentRecord>, u64)> {
+                self.list_deployments_page(filter, page).await
+            }
+
+            async fn deployment_tallies(
+                &self,
+                ids: &[DeploymentId],
+            ) -> StoreResult<Vec<$crate::UpdateCount>> {
+                self.deployment_tallies(ids).await
+            }
+
+            async fn deployment_failures(
+                &self,
+                id: DeploymentId,
+                limit: u32,
+            ) -> StoreResult<Vec<$crate::FailureGroup>> {
+                self.deployment_failures(id, limit).await
+            }
+
+            async fn deployment_devices_page(
+                &self,
+                id: DeploymentId,
+                filter: &$crate::DeploymentDevicesFilter,
+                page: PageRequest,
+            ) -> StoreResult<Vec<DeviceUpdate>> {
+                self.deployment_devices_page(id, filter, page).await
+            }
+
+            async fn count_deployment_devices(
+                &self,
+                id: DeploymentId,
+                filter: &$crate::DeploymentDevicesFilter,
+            ) -> StoreResult<u64> {
+                self.count_deployment_devices(id, filter).await
             }
 
             async fn active_deployments(&self) -> StoreResult<Vec<DeploymentRecord>> {
@@ -380,14 +510,18 @@ macro_rules! impl_store {
 mod common;
 mod deployments;
 mod devices;
+mod fleet;
 mod packages;
+mod sessions;
 mod tokens;
 mod updates;
 
 pub(crate) use common::sql_common;
 pub(crate) use deployments::sql_deployments;
 pub(crate) use devices::sql_devices;
+pub(crate) use fleet::sql_fleet;
 pub(crate) use packages::sql_packages;
+pub(crate) use sessions::sql_sessions;
 pub(crate) use tokens::sql_tokens;
 pub(crate) use updates::sql_updates;
 pub(crate) use {columns, impl_store};

@@ -73,6 +73,30 @@ macro_rules! sql_packages {
                 .collect()
             }
 
+            async fn list_packages_page(
+                &self,
+                page: PageRequest,
+            ) -> StoreResult<(Vec<PackageRecord>, u64)> {
+                let per_page = i64::from(page.per_page.clamp(1, 1000));
+                let offset = i64::from(page.page.max(1) - 1) * per_page;
+                let total = sqlx::query_scalar::<$db, i64>("SELECT COUNT(*) FROM packages")
+                    .fetch_one(&self.pool)
+                    .await?;
+                let packages = sqlx::query_as::<$db, PackageRow>(concat!(
+                    "SELECT ",
+                    $crate::sql::columns!(packages),
+                    " FROM packages ORDER BY created_at DESC, id DESC LIMIT $1 OFFSET $2"
+                ))
+                .bind(per_page)
+                .bind(offset)
+                .fetch_all(&self.pool)
+                .await?
+                .into_iter()
+                .map(PackageRow::into_record)
+                .collect::<StoreResult<Vec<_>>>()?;
+                Ok((packages, u64::try_from(total).unwrap_or(0)))
+            }
+
             async fn delete_package(&self, id: PackageId) -> StoreResult<PackageRecord> {
                 let package_id = id.to_string();
                 let mut tx = self.begin().await?;

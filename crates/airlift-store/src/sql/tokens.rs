@@ -118,32 +118,52 @@ macro_rules! sql_tokens {
 
             async fn list_audit(
                 &self,
+                filter: &$crate::AuditFilter,
                 limit: u32,
                 before: Option<i64>,
             ) -> StoreResult<Vec<AuditEntry>> {
-                let rows = match before {
-                    Some(before) => {
-                        sqlx::query_as::<$db, AuditRow>(concat!(
-                            "SELECT ",
-                            $crate::sql::columns!(audit),
-                            " FROM audit_log WHERE id < $1 ORDER BY id DESC LIMIT $2"
-                        ))
-                        .bind(before)
-                        .bind(i64::from(limit))
-                        .fetch_all(&self.pool)
-                        .await?
+                let mut query = QueryBuilder::<$db>::new(concat!(
+                    "SELECT ",
+                    $crate::sql::columns!(audit),
+                    " FROM audit_log WHERE 1 = 1"
+                ));
+                if let Some(before) = before {
+                    query.push(" AND id < ").push_bind(before);
+                }
+                if let Some(actor) = &filter.actor {
+                    // The whole actor, or the token's name before " (id)":
+                    // compared by prefix with substr, as LIKE would read
+                    // the name's own % and _ as wildcards.
+                    let named = format!("{actor} (");
+                    query
+                        .push(" AND (actor = ")
+                        .push_bind(actor.clone())
+                        .push(" OR substr(actor, 1, ")
+                        .push_bind(i32::try_from(named.chars().count()).unwrap_or(i32::MAX))
+                        .push(") = ")
+                        .push_bind(named)
+                        .push(")");
+                }
+                match filter.action.as_deref() {
+                    Some(family) if family.ends_with('.') => {
+                        query
+                            .push(" AND substr(action, 1, ")
+                            .push_bind(i32::try_from(family.chars().count()).unwrap_or(i32::MAX))
+                            .push(") = ")
+                            .push_bind(family.to_owned());
                     }
-                    None => {
-                        sqlx::query_as::<$db, AuditRow>(concat!(
-                            "SELECT ",
-                            $crate::sql::columns!(audit),
-                            " FROM audit_log ORDER BY id DESC LIMIT $1"
-                        ))
-                        .bind(i64::from(limit))
-                        .fetch_all(&self.pool)
-                        .await?
+                    Some(action) => {
+                        query.push(" AND action = ").push_bind(action.to_owned());
                     }
-                };
+                    None => {}
+                }
+                query
+                    .push(" ORDER BY id DESC LIMIT ")
+                    .push_bind(i64::from(limit));
+                let rows = query
+                    .build_query_as::<AuditRow>()
+                    .fetch_all(&self.pool)
+                    .await?;
                 rows.into_iter().map(AuditRow::into_entry).collect()
             }
         }

@@ -365,6 +365,7 @@ async fn filters(ctx: Ctx) {
             attributes: map(&[("kernel", "6.1")]),
             installed: map(&[("rootfs", "2.0")]),
             device_type: Some("rpi4".into()),
+            ..Default::default()
         },
         vec![1],
     )

@@ -15,6 +15,7 @@ conformance!(
     device_record_carries_the_inventory_digest,
     check_in_times_move_forward_only_for_unchanged_inventories,
     check_in_requests_are_announced_as_this_instances_own,
+    reports_that_move_an_update_are_announced_and_refused_ones_are_not,
 );
 
 /// How long an announced change may take to arrive.
@@ -135,6 +136,14 @@ async fn deployment_writes_are_announced(ctx: Ctx) {
             .decide_update_state(deployment, *id, UpdateState::Incompatible, None, t(30))
             .await
             .expect("decide");
+        assert_eq!(
+            next(&mut feed).await,
+            StoreEvent::UpdateChanged {
+                deployment,
+                device: *id
+            },
+            "a device's update moved"
+        );
     }
     assert!(store
         .finish_deployment_if_done(deployment, t(40))
@@ -153,6 +162,42 @@ async fn deployment_writes_are_announced(ctx: Ctx) {
         next(&mut feed).await,
         StoreEvent::DeviceChanged(marker.id),
         "a refused cancel announces nothing"
+    );
+}
+
+async fn reports_that_move_an_update_are_announced_and_refused_ones_are_not(ctx: Ctx) {
+    let store = &ctx.store;
+    // Listening first, so that the setup's own announcements arrive in
+    // order (on PostgreSQL they come back through the database).
+    let mut feed = listening(&ctx).await;
+    let ids = devices(store, 1).await;
+    assert_eq!(next(&mut feed).await, StoreEvent::DeviceChanged(ids[0]));
+    let deployment = active_deployment(store, &ids).await;
+    assert_eq!(
+        next(&mut feed).await,
+        StoreEvent::DeploymentChanged(deployment)
+    );
+    let moved = StoreEvent::UpdateChanged {
+        deployment,
+        device: ids[0],
+    };
+    let outcome = store
+        .record_update_state(deployment, ids[0], UpdateState::Downloading, None, t(30))
+        .await
+        .expect("report");
+    assert!(outcome.applied);
+    assert_eq!(next(&mut feed).await, moved);
+    let outcome = store
+        .record_update_state(deployment, ids[0], UpdateState::Pending, None, t(31))
+        .await
+        .expect("late report");
+    assert!(!outcome.applied, "a late report moves nothing");
+    let marker = device(9, 9);
+    store.insert_device(&marker).await.expect("insert");
+    assert_eq!(
+        next(&mut feed).await,
+        StoreEvent::DeviceChanged(marker.id),
+        "a refused report announces nothing"
     );
 }
 

@@ -1,0 +1,298 @@
+//! One proxied connection: client → server request by request, each
+//! request's fault decided before it is forwarded; server → client bytes,
+//! with the fault of the request being answered applied to them. One
+//! request is answered at a time on a connection (HTTP/1.1 without
+//! pipelining, as the agent and reqwest speak it).
+
+use super::{
+    NetFault, ProxyStats, Shared, DOWNLOAD_CUT_PERCENT, OTHER_CUT_PERCENT, REFUSE_PERCENT,
+};
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+use std::sync::{Arc, Mutex};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpStream;
+
+/// A request head longer than this is not HTTP the proxy forwards.
+const MAX_HEAD: usize = 64 * 1024;
+
+const UNAVAILABLE: &[u8] =
+    b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\nconnection: close\r\n\r\n";
+
+/// The seeded chance of one connection.
+#[derive(Debug)]
+pub(super) struct Chance(SmallRng);
+
+impl Chance {
+    pub(super) fn new(seed: u64, connection: u64) -> Self {
+        Self(SmallRng::seed_from_u64(
+            seed ^ connection.wrapping_mul(0x9E37_79B9),
+        ))
+    }
+
+    fn fate(&mut self, download: bool) -> NetFault {
+        let roll = self.0.gen_range(0..100);
+        if roll < REFUSE_PERCENT {
+            return NetFault::Unavailable;
+        }
+        let (cut, bytes) = if download {
+            (DOWNLOAD_CUT_PERCENT, 64 * 1024)
+        } else {
+            (OTHER_CUT_PERCENT, 400)
+        };
+        if roll < REFUSE_PERCENT + cut {
+            NetFault::CutAfter(self.0.gen_range(0..bytes))
+        } else {
+            NetFault::Pass
+        }
+    }
+}
+
+/// A request whose answer is flowing back.
+#[derive(Debug, Clone, Copy)]
+struct Answering {
+    fault: NetFault,
+    download: bool,
+    /// Answer bytes forwarded so far.
+    sent: usize,
+}
+
+/// The request being answered; `None` before the first.
+type Current = Arc<Mutex<Option<Answering>>>;
+type ClientWrite = Arc<tokio::sync::Mutex<OwnedWriteHalf>>;
+
+pub(super) async fn run(
+    client: TcpStream,
+    shared: Arc<Shared>,
+    chance: Option<Chance>,
+) -> std::io::Result<()> {
+    let server = TcpStream::connect(&shared.upstream).await?;
+    let (client_read, client_write) = client.into_split();
+    let (server_read, server_write) = server.into_split();
+    let client_write = Arc::new(tokio::sync::Mutex::new(client_write));
+    let current: Current = Arc::default();
+    // Whichever side ends first ends the connection.
+    tokio::select! {
+        _ = answers(server_read, client_write.clone(), current.clone(), &shared) => {},
+        _ = requests(client_read, server_write, client_write, current, &shared, chance) => {},
+    }
+    Ok(())
+}
+
+/// Server → client.
+async fn answers(
+    mut server: OwnedReadHalf,
+    client: ClientWrite,
+    current: Current,
+    shared: &Shared,
+) -> std::io::Result<()> {
+    let stats = &shared.stats;
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let n = server.read(&mut buf).await?;
+        if n == 0 {
+            break;
+        }
+        let (n, answering) = shape(&mut buf[..n], &current, shared);
+        client.lock().await.write_all(&buf[..n]).await?;
+        let Some(answering) = answering else { continue };
+        if answering.download {
+            ProxyStats::add(&stats.download_bytes, n as u64);
+        }
+        match answering.fault {
+            NetFault::CutAfter(k) if answering.sent >= k => {
+                ProxyStats::add(&stats.cuts, 1);
+                break;
+            }
+            NetFault::StallAfter(k, pause) if answering.sent >= k => {
+                ProxyStats::add(&stats.cuts, 1);
+                tokio::time::sleep(pause).await;
+                break;
+            }
+            _ => {}
+        }
+    }
+    client.lock().await.shutdown().await
+}
+
+/// Applies the current request's fault to an answer chunk: how many of its
+/// bytes go on, and the request's state after them.
+fn shape(chunk: &mut [u8], current: &Current, shared: &Shared) -> (usize, Option<Answering>) {
+    let Ok(mut guard) = current.lock() else {
+        return (chunk.len(), None);
+    };
+    let Some(answering) = guard.as_mut() else {
+        return (chunk.len(), None);
+    };
+    let n = match answering.fault {
+        NetFault::CutAfter(k) | NetFault::StallAfter(k, _) => {
+            chunk.len().min(k.saturating_sub(answering.sent))
+        }
+        _ => chunk.len(),
+    };
+    if let NetFault::Corrupt(at) = answering.fault {
+        if (answering.sent..answering.sent + n).contains(&at) {
+            chunk[at - answering.sent] ^= 0xFF;
+        }
+    }
+    if !answering.download {
+        let tamper = shared.tamper.lock().ok().and_then(|t| t.clone());
+        if let Some((from, to)) = tamper {
+            if tamper_offer(&mut chunk[..n], &from, &to) {
+                ProxyStats::add(&shared.stats.tampered, 1);
+            }
+        }
+    }
+    answering.sent += n;
+    (n, Some(*answering))
+}
+
+/// Client → server.
+async fn requests(
+    client: OwnedReadHalf,
+    mut server: OwnedWriteHalf,
+    client_write: ClientWrite,
+    current: Current,
+    shared: &Shared,
+    mut chance: Option<Chance>,
+) -> std::io::Result<()> {
+    let stats = &shared.stats;
+    let mut reader = BufReader::new(client);
+    loop {
+        let Some(head) = read_head(&mut reader).await? else {
+            return Ok(());
+        };
+        let text = String::from_utf8_lossy(&head).to_ascii_lowercase();
+        let length: u64 = text
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length:"))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0);
+        let download = text
+            .lines()
+            .next()
+            .is_some_and(|l| l.starts_with("get ") && l.contains("/download"));
+        ProxyStats::add(&stats.requests, 1);
+        if download {
+            ProxyStats::add(&stats.downloads, 1);
+        }
+        let fault = match chance.as_mut() {
+            Some(chance) => chance.fate(download),
+            None if download => shared
+                .plan
+                .lock()
+                .ok()
+                .and_then(|mut plan| plan.pop_front())
+                .unwrap_or(NetFault::Pass),
+            None => NetFault::Pass,
+        };
+        if fault == NetFault::Unavailable {
+            ProxyStats::add(&stats.refusals, 1);
+            let mut client = client_write.lock().await;
+            client.write_all(UNAVAILABLE).await?;
+            return client.shutdown().await;
+        }
+        if let Ok(mut current) = current.lock() {
+            *current = Some(Answering {
+                fault,
+                download,
+                sent: 0,
+            });
+        }
+        server.write_all(&head).await?;
+        forward_body(&mut reader, &mut server, length).await?;
+    }
+}
+
+/// A request head, up to its blank line; `None` at the end of the stream.
+async fn read_head(reader: &mut BufReader<OwnedReadHalf>) -> std::io::Result<Option<Vec<u8>>> {
+    let mut head = Vec::new();
+    loop {
+        let mut line = Vec::new();
+        if reader.read_until(b'\n', &mut line).await? == 0 {
+            return Ok(None);
+        }
+        head.extend_from_slice(&line);
+        if line == b"\r\n" || head.len() > MAX_HEAD {
+            return Ok(Some(head));
+        }
+    }
+}
+
+/// Copies exactly `length` body bytes, whatever their size.
+async fn forward_body(
+    reader: &mut (impl AsyncRead + Unpin),
+    server: &mut (impl AsyncWrite + Unpin),
+    length: u64,
+) -> std::io::Result<()> {
+    let copied = tokio::io::copy(&mut reader.take(length), server).await?;
+    if copied < length {
+        return Err(std::io::ErrorKind::UnexpectedEof.into());
+    }
+    Ok(())
+}
+
+/// Rewrites the signed head of an offer in `answer` (a check-in answer,
+/// small enough to arrive in one read): base64-decodes it, replaces `from`
+/// by `to` once, encodes it again. Returns whether it did.
+fn tamper_offer(answer: &mut [u8], from: &[u8], to: &[u8]) -> bool {
+    use base64::Engine as _;
+    const KEY: &[u8] = b"\"signed_manifest\":\"";
+    let Some(start) = answer.windows(KEY.len()).position(|w| w == KEY) else {
+        return false;
+    };
+    let start = start + KEY.len();
+    let Some(len) = answer[start..].iter().position(|&b| b == b'"') else {
+        return false;
+    };
+    let engine = base64::engine::general_purpose::STANDARD;
+    let Ok(mut head) = engine.decode(&answer[start..start + len]) else {
+        return false;
+    };
+    let Some(at) = head.windows(from.len()).position(|w| w == from) else {
+        return false;
+    };
+    head[at..at + to.len()].copy_from_slice(to);
+    let encoded = engine.encode(head);
+    answer[start..start + len].copy_from_slice(encoded.as_bytes());
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use base64::Engine as _;
+
+    #[test]
+    fn an_offer_head_is_altered_in_place_and_other_answers_are_not() {
+        let engine = base64::engine::general_purpose::STANDARD;
+        let head = engine.encode(b"name rootfs version 2.0.0 sig");
+        let mut answer = format!("{{\"offer\":{{\"signed_manifest\":\"{head}\"}}}}").into_bytes();
+        assert!(tamper_offer(&mut answer, b"2.0.0", b"9.0.0"));
+        let text = String::from_utf8(answer).expect("utf-8");
+        let altered = engine.encode(b"name rootfs version 9.0.0 sig");
+        assert!(text.contains(&altered), "{text}");
+        assert!(!tamper_offer(&mut b"{\"poll\":1}".to_vec(), b"2", b"9"));
+    }
+
+    #[test]
+    fn chance_is_repeatable_and_keeps_its_shares() {
+        let fates = |seed| {
+            let mut chance = Chance::new(seed, 1);
+            (0..2000)
+                .map(|i| chance.fate(i % 2 == 0))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(fates(7), fates(7));
+        let all = fates(7);
+        let refused = all.iter().filter(|f| **f == NetFault::Unavailable).count();
+        assert!((50..150).contains(&refused), "{refused} of 2000 refused");
+        let cut = all
+            .iter()
+            .filter(|f| matches!(f, NetFault::CutAfter(_)))
+            .count();
+        // (35 % of downloads + 10 % of others) / 2 = 22.5 %.
+        assert!((350..550).contains(&cut), "{cut} of 2000 cut");
+    }
+}
