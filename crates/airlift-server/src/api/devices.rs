@@ -212,7 +212,7 @@ fn check_filter_text(field: &str, text: Option<&str>, max: usize) -> ApiResult<(
     security(("api_token" = [])),
     responses(
         (status = 200, body = Page<Device>),
-        (status = 400, description = "A malformed or unknown query parameter, a filter that is not key=value pairs or holds more than 16 of them, a value too long or with a NUL character, an unknown update state or sort order, connectivity with a status other than accepted, per_page out of range", body = airlift_protocol::ErrorBody),
+        (status = 400, description = "A malformed or unknown query parameter, a filter that is not key=value pairs or holds more than 16 of them, a value too long or with a NUL character, an unknown update state or sort order, per_page out of range", body = airlift_protocol::ErrorBody),
         (status = 401, description = "No API token, or an unknown or revoked one", body = airlift_protocol::ErrorBody),
     )
 )]
@@ -238,19 +238,6 @@ pub async fn list_devices(
         descending,
         ..DeviceFilter::default()
     };
-    if let Some(connectivity) = query.connectivity {
-        if filter.status.is_some_and(|s| s != DeviceStatus::Accepted) {
-            return Err(ApiError::bad_request(
-                "connectivity: only accepted devices are online or offline; leave status out or make it accepted",
-            ));
-        }
-        filter.status = Some(DeviceStatus::Accepted);
-        let cutoff = offline_cutoff(&state);
-        match connectivity {
-            Connectivity::Offline => filter.silent_since = Some(cutoff),
-            Connectivity::Online => filter.heard_since = Some(cutoff),
-        }
-    }
     let page = PageRequest {
         page: query.page.unwrap_or(1),
         per_page: query.per_page.unwrap_or(100),
@@ -260,6 +247,24 @@ pub async fn list_devices(
     }
     if !(1..=1000).contains(&page.per_page) {
         return Err(ApiError::bad_request("per_page must be between 1 and 1000"));
+    }
+    if let Some(connectivity) = query.connectivity {
+        // Only accepted devices are online or offline: with another status
+        // the filters together match nothing, an empty page, not an error.
+        if filter.status.is_some_and(|s| s != DeviceStatus::Accepted) {
+            return Ok(Json(Page {
+                items: Vec::new(),
+                total: 0,
+                page: page.page,
+                per_page: page.per_page,
+            }));
+        }
+        filter.status = Some(DeviceStatus::Accepted);
+        let cutoff = offline_cutoff(&state);
+        match connectivity {
+            Connectivity::Offline => filter.silent_since = Some(cutoff),
+            Connectivity::Online => filter.heard_since = Some(cutoff),
+        }
     }
     let (items, total) = state.store().list_devices(&filter, page).await?;
     Ok(Json(Page {
