@@ -62,7 +62,10 @@ pub struct DeviceQuery {
     pub deployment: Option<DeploymentId>,
     /// Devices with an update in one of these states, separated by commas
     /// (e.g. `failure,rolled_back,timed_out`).
-    #[param(max_length = 256, pattern = r"^[a-z_,]*$")]
+    #[param(
+        max_length = 256,
+        pattern = r"^,*(?:(?:pending|incompatible|downloading|downloaded|installing|installed|rebooting|success|failure|rolled_back|already_installed|cancelled|timed_out),+)*(?:pending|incompatible|downloading|downloaded|installing|installed|rebooting|success|failure|rolled_back|already_installed|cancelled|timed_out)?,*$"
+    )]
     pub update_state: Option<String>,
     /// Devices with an update whose last message (a failure's reason) is
     /// exactly this (at most 16 KiB).
