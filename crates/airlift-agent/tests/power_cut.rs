@@ -59,6 +59,61 @@ struct Figures {
     runs: usize,
 }
 
+impl Figures {
+    /// Counts a trial that ended as it should.
+    fn record(&mut self, fault: Fault, outcome: &Outcome) {
+        self.runs += outcome.runs;
+        self.halted += usize::from(outcome.halted);
+        match fault {
+            Fault::Save(_) => self.save_faults += 1,
+            Fault::Byte(_) => self.byte_faults += 1,
+        }
+        if let (Fault::Byte(_), Some(bytes)) = (fault, outcome.refetched) {
+            self.refetched += bytes;
+            self.refetch_trials += 1;
+            self.worst_refetch = self.worst_refetch.max(bytes);
+        }
+    }
+
+    /// The mean share of the package fetched again after a kill
+    /// mid-download, in percent.
+    fn mean_refetch_percent(&self, package_len: u64) -> f64 {
+        if self.refetch_trials == 0 {
+            return 0.0;
+        }
+        self.refetched as f64 / self.refetch_trials as f64 / package_len as f64 * 100.0
+    }
+
+    /// The table of figures, but for the wall time.
+    fn print(&self, package_len: u64, failures: usize) {
+        println!("| figure | value |");
+        println!("|---|---:|");
+        println!("| trials | {} |", self.trials);
+        println!(
+            "| killed at a state save / at a download byte | {} / {} |",
+            self.save_faults, self.byte_faults
+        );
+        println!(
+            "| trials where the fault struck (the agent halted and was killed) | {} |",
+            self.halted
+        );
+        println!(
+            "| agent runs per trial (mean) | {:.1} |",
+            self.runs as f64 / self.trials.max(1) as f64
+        );
+        println!("| package size | {package_len} bytes |");
+        println!(
+            "| re-fetched after a kill mid-download: mean / worst | {:.2} % / {:.2} % ({} resumed downloads) |",
+            self.mean_refetch_percent(package_len),
+            self.worst_refetch as f64 / package_len as f64 * 100.0,
+            self.refetch_trials
+        );
+        println!(
+            "| trials ending on an unverified slot, or with the server disagreeing | {failures} |"
+        );
+    }
+}
+
 struct Options {
     trials: usize,
     seed: u64,
@@ -281,19 +336,7 @@ fn main() {
                 let mut figures = figures.lock().unwrap_or_else(|e| e.into_inner());
                 figures.trials += 1;
                 match result {
-                    Ok(outcome) => {
-                        figures.runs += outcome.runs;
-                        figures.halted += usize::from(outcome.halted);
-                        match fault {
-                            Fault::Save(_) => figures.save_faults += 1,
-                            Fault::Byte(_) => figures.byte_faults += 1,
-                        }
-                        if let (Fault::Byte(_), Some(bytes)) = (fault, outcome.refetched) {
-                            figures.refetched += bytes;
-                            figures.refetch_trials += 1;
-                            figures.worst_refetch = figures.worst_refetch.max(bytes);
-                        }
-                    }
+                    Ok(outcome) => figures.record(fault, &outcome),
                     Err(e) => failures
                         .lock()
                         .unwrap_or_else(|e| e.into_inner())
@@ -305,36 +348,8 @@ fn main() {
 
     let figures = figures.into_inner().unwrap_or_else(|e| e.into_inner());
     let failures = failures.into_inner().unwrap_or_else(|e| e.into_inner());
-    let mean_refetch = if figures.refetch_trials == 0 {
-        0.0
-    } else {
-        figures.refetched as f64 / figures.refetch_trials as f64 / package_len as f64 * 100.0
-    };
-    println!("| figure | value |");
-    println!("|---|---:|");
-    println!("| trials | {} |", figures.trials);
-    println!(
-        "| killed at a state save / at a download byte | {} / {} |",
-        figures.save_faults, figures.byte_faults
-    );
-    println!(
-        "| trials where the fault struck (the agent halted and was killed) | {} |",
-        figures.halted
-    );
-    println!(
-        "| agent runs per trial (mean) | {:.1} |",
-        figures.runs as f64 / figures.trials.max(1) as f64
-    );
-    println!("| package size | {package_len} bytes |");
-    println!(
-        "| re-fetched after a kill mid-download: mean / worst | {mean_refetch:.2} % / {:.2} % ({} resumed downloads) |",
-        figures.worst_refetch as f64 / package_len as f64 * 100.0,
-        figures.refetch_trials
-    );
-    println!(
-        "| trials ending on an unverified slot, or with the server disagreeing | {} |",
-        failures.len()
-    );
+    let mean_refetch = figures.mean_refetch_percent(package_len);
+    figures.print(package_len, failures.len());
     println!("| wall time | {:.1} s |", started.elapsed().as_secs_f64());
     if !failures.is_empty() {
         for failure in &failures {

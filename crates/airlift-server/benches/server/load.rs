@@ -82,6 +82,9 @@ pub struct LoadResult {
     pub server_switches: u64,
     pub server_rss_mib: f64,
     pub response_bytes: usize,
+    /// Share of airlift-server's device-record lookups its cache answered
+    /// (warm-up included); `None` for the ceiling.
+    pub record_hits: Option<f64>,
 }
 
 impl LoadResult {
@@ -257,6 +260,7 @@ fn gather(
         server_switches: 0,
         server_rss_mib: f64::NAN,
         response_bytes,
+        record_hits: None,
     })
 }
 

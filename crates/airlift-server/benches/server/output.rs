@@ -50,11 +50,11 @@ pub fn print_check_ins(out: &mut String, params: &Params, scenarios: &[Scenario]
 fn print_samples(out: &mut String, scenarios: &[Scenario]) {
     let _ = writeln!(
         out,
-        "| sample | requests | window s | req/s | vs ceiling | p50 | p99 | p99.9 | max | errors | server CPU | server CPU s per 1 000 | server context switches per request | client CPU | server max RSS |"
+        "| sample | requests | window s | req/s | vs ceiling | p50 | p99 | p99.9 | max | errors | server CPU | server CPU s per 1 000 | server context switches per request | client CPU | server max RSS | device-record cache hits |"
     );
     let _ = writeln!(
         out,
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
     );
     let mut sizes = Vec::new();
     for round in scenarios.iter().flat_map(|s| &s.rounds) {
@@ -75,7 +75,7 @@ fn sample_row(out: &mut String, r: &LoadResult, ceiling: f64) {
     let rate = r.rate();
     let _ = writeln!(
         out,
-        "| {} | {} | {:.2} | {:.0} | {:.1} % | {:.3} | {:.3} | {:.3} | {:.3} | {} | {:.2} | {:.4} | {:.1} | {:.2} | {:.1} MiB |",
+        "| {} | {} | {:.2} | {:.0} | {:.1} % | {:.3} | {:.3} | {:.3} | {:.3} | {} | {:.2} | {:.4} | {:.1} | {:.2} | {:.1} MiB | {} |",
         r.name,
         r.requests,
         r.seconds,
@@ -91,6 +91,8 @@ fn sample_row(out: &mut String, r: &LoadResult, ceiling: f64) {
         r.server_switches as f64 / r.requests.max(1) as f64,
         r.client_cpu_s / r.seconds,
         r.server_rss_mib,
+        r.record_hits
+            .map_or("–".to_owned(), |h| format!("{:.1} %", 100.0 * h)),
     );
 }
 
@@ -104,8 +106,8 @@ fn print_summary(out: &mut String, scenarios: &[Scenario]) {
     let _ = writeln!(
         out,
         "Per scenario, median of the rounds (lowest–highest):\n\n\
-         | scenario | load | rounds | ceiling req/s | airlift-server req/s | vs ceiling | server CPU s per 1 000, airlift-server | server CPU s per 1 000, ceiling | airlift-server p99 ms |\n\
-         | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+         | scenario | load | rounds | ceiling req/s | airlift-server req/s | vs ceiling | server CPU s per 1 000, airlift-server | server CPU s per 1 000, ceiling | airlift-server p99 ms | device-record cache hits |\n\
+         | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
     );
     for scenario in scenarios {
         let ceilings: Vec<&LoadResult> = scenario.rounds.iter().map(|r| &r.ceiling).collect();
@@ -117,7 +119,7 @@ fn print_summary(out: &mut String, scenarios: &[Scenario]) {
             .filter_map(|r| r.steady.as_ref())
             .collect();
         if steady.len() == ceilings.len() {
-            let load = "the same fleet again on the same process: records in memory";
+            let load = "the same fleet again on the same process";
             summary_row(
                 out,
                 "(e) airlift-server, second pass",
@@ -145,9 +147,18 @@ fn summary_row(
         .map(|(a, c)| 100.0 * a.rate() / c.rate())
         .collect();
     let p99: Vec<f64> = airlift.iter().map(|r| r.percentile_ms(0.99)).collect();
+    let hits: Vec<f64> = airlift
+        .iter()
+        .filter_map(|r| r.record_hits.map(|h| 100.0 * h))
+        .collect();
+    let hits = if hits.is_empty() {
+        "–".to_owned()
+    } else {
+        format!("{} %", summary(&hits, 1))
+    };
     let _ = writeln!(
         out,
-        "| {label} | {load} | {} | {} | {} | {} % | {} | {} | {} |",
+        "| {label} | {load} | {} | {} | {} | {} % | {} | {} | {} | {} |",
         airlift.len(),
         summary(&rates(ceilings), 0),
         summary(&rates(airlift), 0),
@@ -155,6 +166,7 @@ fn summary_row(
         summary(&cpu(airlift), 4),
         summary(&cpu(ceilings), 4),
         summary(&p99, 2),
+        hits,
     );
 }
 

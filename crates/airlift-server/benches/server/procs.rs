@@ -141,9 +141,38 @@ impl Server {
         self.process.data_dir().join("airlift.db")
     }
 
+    /// Its device-record cache's lookups so far (`/metrics`; zeros from a
+    /// server without them). Blocking.
+    pub fn device_lookups(&self) -> Lookups {
+        let count = |result: &str| {
+            let sample = format!("airlift_cache_device_lookups_total{{result=\"{result}\"}}");
+            self.process.metric(&sample)
+        };
+        Lookups {
+            hits: count("hit"),
+            misses: count("miss"),
+        }
+    }
+
     /// Warnings and errors logged so far, over every start.
     pub fn warnings(&self) -> u64 {
         self.earlier_warnings + self.process.warnings()
+    }
+}
+
+/// Device-record cache lookups, as counted by the server.
+#[derive(Debug, Clone, Copy)]
+pub struct Lookups {
+    hits: f64,
+    misses: f64,
+}
+
+impl Lookups {
+    /// The share of the lookups since `before` that hit; `None` if none
+    /// were counted (or the process restarted in between).
+    pub fn hit_share_since(self, before: Lookups) -> Option<f64> {
+        let (hits, misses) = (self.hits - before.hits, self.misses - before.misses);
+        (hits >= 0.0 && misses >= 0.0 && hits + misses > 0.0).then(|| hits / (hits + misses))
     }
 }
 
