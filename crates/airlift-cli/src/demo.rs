@@ -255,12 +255,40 @@ fn print_what_happened(
 /// The commands to look around a demo that keeps running (`--keep`): only
 /// then is there a server to point them at.
 fn print_look_around(url: &str, token: &str, broken: DeploymentId) {
-    println!("Look around, from another terminal:");
-    println!("  export AIRLIFT_SERVER={url} AIRLIFT_TOKEN={token}");
-    println!("  airlift deployment list");
-    println!("  airlift deployment show {broken}");
-    println!("  airlift device list");
-    println!("  curl {url}/metrics");
+    for line in look_around(url, token, broken) {
+        println!("{line}");
+    }
+}
+
+/// [`print_look_around`]'s lines. The sign-in link carries the token in its
+/// fragment, which the browser keeps to itself: a query string would put
+/// it in the server's request log and in the browser's history.
+fn look_around(url: &str, token: &str, broken: DeploymentId) -> Vec<String> {
+    let fragment = percent_encoded(token);
+    vec![
+        "In a browser:".to_owned(),
+        format!("  dashboard  {url}/ui/"),
+        format!("  sign in    {url}/ui/sign-in#token={fragment}"),
+        format!("             (or paste the token {token} into the sign-in page)"),
+        "From another terminal:".to_owned(),
+        format!("  export AIRLIFT_SERVER={url} AIRLIFT_TOKEN={token}"),
+        "  airlift deployment list".to_owned(),
+        format!("  airlift deployment show {broken}"),
+        "  airlift device list".to_owned(),
+        format!("  curl {url}/metrics"),
+    ]
+}
+
+/// `text` with every byte but the URL-unreserved ones as `%XX`.
+fn percent_encoded(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                char::from(b).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }
 
 fn step(number: &str, what: &str) {
@@ -439,5 +467,31 @@ fn report(deployment: &Deployment) {
     println!("      → {}", deployment.status);
     if let Some(reason) = deployment.rollout.as_ref().and_then(|r| r.reason.as_ref()) {
         println!("        {reason}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_kept_demo_leads_to_the_dashboard_without_putting_the_token_in_a_query() {
+        let broken = DeploymentId::new();
+        let lines = look_around("http://127.0.0.1:4321", "alt_demo0f+", broken);
+        assert!(
+            lines.contains(&"  dashboard  http://127.0.0.1:4321/ui/".to_owned()),
+            "{lines:#?}"
+        );
+        assert!(
+            lines.contains(
+                &"  sign in    http://127.0.0.1:4321/ui/sign-in#token=alt_demo0f%2B".to_owned()
+            ),
+            "{lines:#?}"
+        );
+        assert!(!lines.iter().any(|l| l.contains("?token=")), "{lines:#?}");
+        assert!(
+            lines.iter().any(|l| l.contains(&broken.to_string())),
+            "{lines:#?}"
+        );
     }
 }

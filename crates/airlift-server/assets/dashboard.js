@@ -93,6 +93,21 @@
     });
   }
 
+  // A sign-in link (`airlift demo --keep` prints one) carries the token in
+  // the fragment, which browsers never send to a server: fill the form with
+  // it, drop it from the address bar and history, and sign in.
+  function signInFromFragment() {
+    var form = document.querySelector("form[action='/ui/sign-in']");
+    var hash = window.location.hash;
+    if (!form || hash.indexOf("#token=") !== 0) return;
+    var token;
+    try { token = decodeURIComponent(hash.slice("#token=".length)); } catch (e) { return; }
+    history.replaceState(null, "", window.location.pathname + window.location.search);
+    if (!token) return;
+    form.querySelector("input[name=token]").value = token;
+    form.submit();
+  }
+
   function enhance(root) {
     localTimes(root);
     selectAll(root);
@@ -100,6 +115,7 @@
   }
 
   document.addEventListener("DOMContentLoaded", function () {
+    signInFromFragment();
     enhance(document);
     live();
   });

@@ -9,6 +9,7 @@ use crate::extract::ApiQuery;
 use crate::state::AppState;
 use airlift_protocol::management::AuditEntry;
 use axum::extract::{Query, State};
+use axum::response::{IntoResponse, Response};
 use maud::{html, Markup};
 use serde::Deserialize;
 
@@ -62,6 +63,20 @@ pub async fn page(
     State(state): State<AppState>,
     viewer: Viewer,
     Query(query): Query<AuditPageQuery>,
+) -> Response {
+    if !viewer.can_administer() {
+        return layout::admin_only(&viewer, "Audit log", Nav::Audit, "read the audit log");
+    }
+    match render(state, &viewer, query).await {
+        Ok(page) => page.into_response(),
+        Err(error) => error.into_response(),
+    }
+}
+
+async fn render(
+    state: AppState,
+    viewer: &Viewer,
+    query: AuditPageQuery,
 ) -> Result<Markup, PageError> {
     let actor = AuditPageQuery::given(&query.actor);
     let action = AuditPageQuery::given(&query.action);
@@ -115,7 +130,7 @@ pub async fn page(
         }
     };
     Ok(layout::page(
-        &viewer,
+        viewer,
         PageInfo {
             title: "Audit log",
             nav: Nav::Audit,
@@ -127,16 +142,16 @@ pub async fn page(
 
 fn table(entries: &[AuditEntry]) -> Markup {
     html! {
-        table {
+        table.audit {
             thead { tr { th { "When" } th { "Who" } th { "Action" } th { "Object" } th.wide-only { "Details" } } }
             tbody {
                 @for entry in entries {
                     tr {
                         td { (layout::time(entry.at)) }
                         td { a href=(AuditPageQuery::link(Some(&entry.actor), None, None)) { (entry.actor) } }
-                        td { a href=(AuditPageQuery::link(None, Some(&entry.action), None)) { (entry.action) } }
+                        td.action { a href=(AuditPageQuery::link(None, Some(&entry.action), None)) { (entry.action) } }
                         td { (object(entry)) }
-                        td.wide-only { code { (details(&entry.details)) } }
+                        td.wide-only.details { code { (details(&entry.details)) } }
                     }
                 }
             }

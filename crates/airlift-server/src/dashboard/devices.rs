@@ -418,31 +418,49 @@ fn results(
             @if page.items.is_empty() {
                 (no_devices(query, page.total))
             } @else {
-                form method="post" action="/ui/devices/bulk" {
-                    (csrf_field(viewer))
-                    input type="hidden" name="back" value=(query.encode_with_page());
-                    @if operate { (bulk_controls(sent)) }
-                    table {
-                        thead { tr {
-                            @if operate {
-                                th { input type="checkbox" data-select-all="device" aria-label="Select all on this page"; }
-                            }
-                            (sort_header(query, "identity", "Identity"))
-                            (sort_header(query, "device_type", "Type"))
-                            (sort_header(query, "status", "Status"))
-                            th.wide-only { "Installed" }
-                            th.wide-only { "Tags" }
-                            (sort_header(query, "last_check_in", "Last check-in"))
-                            th { "Update" }
-                        } }
-                        tbody {
-                            @for device in &page.items {
-                                (row(device, current.get(&device.id), operate, sent.selected.contains(&device.id), offline_before))
-                            }
-                        }
+                @if operate {
+                    form method="post" action="/ui/devices/bulk" {
+                        (csrf_field(viewer))
+                        input type="hidden" name="back" value=(query.encode_with_page());
+                        (bulk_controls(sent))
+                        (table(query, page, current, sent, offline_before, true))
                     }
+                } @else {
+                    // A viewer may not change devices: no form, no boxes.
+                    (table(query, page, current, sent, offline_before, false))
                 }
                 (layout::pager("/ui/devices", &query.encode(&[]), page.page, page.per_page, page.total))
+            }
+        }
+    }
+}
+
+fn table(
+    query: &ListQuery,
+    page: &Page<Device>,
+    current: &BTreeMap<DeviceId, CurrentUpdate>,
+    sent: &Sent,
+    offline_before: DateTime<Utc>,
+    operate: bool,
+) -> Markup {
+    html! {
+        table {
+            thead { tr {
+                @if operate {
+                    th { input type="checkbox" data-select-all="device" aria-label="Select all on this page"; }
+                }
+                (sort_header(query, "identity", "Identity"))
+                (sort_header(query, "device_type", "Type"))
+                (sort_header(query, "status", "Status"))
+                th.wide-only { "Installed" }
+                th.wide-only { "Tags" }
+                (sort_header(query, "last_check_in", "Last check-in"))
+                th { "Update" }
+            } }
+            tbody {
+                @for device in &page.items {
+                    (row(device, current.get(&device.id), operate, sent.selected.contains(&device.id), offline_before))
+                }
             }
         }
     }

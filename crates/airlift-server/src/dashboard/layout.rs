@@ -24,7 +24,7 @@ pub enum Nav {
     Deployments,
     /// `/ui/tokens` (admins only).
     Tokens,
-    /// `/ui/audit`.
+    /// `/ui/audit` (admins only).
     Audit,
 }
 
@@ -49,6 +49,12 @@ impl Nav {
             Nav::Tokens => "/ui/tokens",
             Nav::Audit => "/ui/audit",
         }
+    }
+
+    /// Whether `viewer` may open this page: the admin pages are left out
+    /// of the navigation for everyone else (the server refuses them anyway).
+    fn shown_to(self, viewer: &Viewer) -> bool {
+        !matches!(self, Nav::Tokens | Nav::Audit) || viewer.can_administer()
     }
 
     fn label(self) -> &'static str {
@@ -103,7 +109,7 @@ pub fn page(viewer: &Viewer, info: PageInfo<'_>, body: Markup) -> Markup {
                     a.brand href="/ui/" { "Airlift" }
                     nav aria-label="Main" {
                         @for entry in Nav::ALL {
-                            @if entry != Nav::Tokens || viewer.can_administer() {
+                            @if entry.shown_to(viewer) {
                                 a href=(entry.href()) aria-current=[(entry == info.nav).then_some("page")] {
                                     (entry.label())
                                 }
@@ -125,6 +131,31 @@ pub fn page(viewer: &Viewer, info: PageInfo<'_>, body: Markup) -> Markup {
             }
         }
     }
+}
+
+/// The answer to a signed-in viewer whose role may not open an admin
+/// page: a 403 page in words, with the navigation to go elsewhere.
+pub fn admin_only(viewer: &Viewer, title: &str, nav: Nav, what: &str) -> Response {
+    let body = html! {
+        div.notice.bad role="alert" {
+            p { strong { "403 Forbidden" } }
+            p {
+                "Only an admin token may " (what) ". You are signed in as "
+                strong { (viewer.caller.name) } ", whose role is " (viewer.caller.role) "."
+            }
+            p { "Ask an admin for an admin token, or sign out and sign in with one." }
+        }
+    };
+    let page = page(
+        viewer,
+        PageInfo {
+            title,
+            nav,
+            live: None,
+        },
+        body,
+    );
+    (StatusCode::FORBIDDEN, page).into_response()
 }
 
 /// A page with no navigation (sign-in).

@@ -6,7 +6,7 @@
 //! and broadcasts topics; each open page holds a receiver and hears only its
 //! own topics. An event carries nothing but its name: the page fetches the
 //! fragment it shows again, so no viewer polls the database while nothing
-//! changes, and `dashboard.js` refreshes a region at most once a second.
+//! changes, and `dashboard.js` refreshes a region at most once per 300 ms.
 
 use super::session::Viewer;
 use crate::error::ApiError;

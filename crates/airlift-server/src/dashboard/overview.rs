@@ -214,7 +214,7 @@ impl Snapshots {
 
 /// `GET /ui/`.
 pub async fn page(State(state): State<AppState>, viewer: Viewer) -> Result<Markup, PageError> {
-    let body = body(&state).await?;
+    let body = body(&state, viewer.can_operate()).await?;
     Ok(layout::page(
         &viewer,
         PageInfo {
@@ -227,11 +227,13 @@ pub async fn page(State(state): State<AppState>, viewer: Viewer) -> Result<Marku
 }
 
 /// `GET /ui/overview/fragment`: the live region alone.
-pub async fn fragment(State(state): State<AppState>, _viewer: Viewer) -> Result<Markup, PageError> {
-    body(&state).await
+pub async fn fragment(State(state): State<AppState>, viewer: Viewer) -> Result<Markup, PageError> {
+    body(&state, viewer.can_operate()).await
 }
 
-async fn body(state: &AppState) -> Result<Markup, PageError> {
+/// The live region; `operate` says whether to point at pages that change
+/// things (a viewer is not sent to a form it may not use).
+async fn body(state: &AppState, operate: bool) -> Result<Markup, PageError> {
     let overview = Snapshots::of(state.shared_store()).get(state).await?;
     let o = &*overview;
     let devices: u64 = o.counts.by_status.values().sum();
@@ -245,7 +247,7 @@ async fn body(state: &AppState) -> Result<Markup, PageError> {
                 (versions(&o.versions))
             }
             h2 { "Deployments in flight" }
-            (in_flight(&o.deployments, &o.deployment_counts))
+            (in_flight(&o.deployments, &o.deployment_counts, operate))
             h2 { "Failures in the last 24 hours" }
             (failures(&o.failures))
             div.grid.charts {
@@ -453,15 +455,20 @@ fn phase_text(record: &DeploymentRecord) -> String {
     }
 }
 
-fn in_flight(deployments: &[DeploymentRecord], counts: &[UpdateCount]) -> Markup {
+fn in_flight(deployments: &[DeploymentRecord], counts: &[UpdateCount], operate: bool) -> Markup {
     let tallies = Tally::of(counts);
     let none = Tally::default();
     html! {
         div.card {
             @if deployments.is_empty() {
                 (layout::empty("No deployment is active or paused.", html! {
-                    p { "Create one on the " a href="/ui/deployments/new" { "new deployment" } " page, or with "
-                        code { "airlift deployment create" } "." }
+                    @if operate {
+                        p { "Create one on the " a href="/ui/deployments/new" { "new deployment" } " page, or with "
+                            code { "airlift deployment create" } "." }
+                    } @else {
+                        p { "An operator or admin starts one; past ones are on the "
+                            a href="/ui/deployments" { "deployments" } " page." }
+                    }
                 }))
             } @else {
                 table {

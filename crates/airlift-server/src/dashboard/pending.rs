@@ -81,36 +81,42 @@ pub async fn page(
 }
 
 fn queue(viewer: &Viewer, devices: &[Device]) -> Markup {
-    html! {
-        form method="post" action="/ui/pending/decide" {
-            (csrf_field(viewer))
-            table {
-                thead { tr {
-                    @if viewer.can_operate() {
-                        th { input type="checkbox" data-select-all="device" aria-label="Select all"; }
-                    }
-                    th { "Identity" } th { "Type" } th.wide-only { "Key" } th { "First contact" }
-                } }
-                tbody {
-                    @for device in devices {
-                        tr {
-                            @if viewer.can_operate() {
-                                td { input type="checkbox" name="device" value=(device.id)
-                                    aria-label=(format!("Select {}", identity_text(device))); }
-                            }
-                            td { a href=(format!("/ui/devices/{}", device.id)) { (identity_text(device)) } }
-                            td { (device.device_type.as_deref().unwrap_or("—")) }
-                            td.wide-only { code { (key_start(&device.public_key)) "…" } }
-                            td { (layout::time(device.created_at)) }
+    let operate = viewer.can_operate();
+    let table = html! {
+        table {
+            thead { tr {
+                @if operate {
+                    th { input type="checkbox" data-select-all="device" aria-label="Select all"; }
+                }
+                th { "Identity" } th { "Type" } th.wide-only { "Key" } th { "First contact" }
+            } }
+            tbody {
+                @for device in devices {
+                    tr {
+                        @if operate {
+                            td { input type="checkbox" name="device" value=(device.id)
+                                aria-label=(format!("Select {}", identity_text(device))); }
                         }
+                        td { a href=(format!("/ui/devices/{}", device.id)) { (identity_text(device)) } }
+                        td { (device.device_type.as_deref().unwrap_or("—")) }
+                        td.wide-only { code { (key_start(&device.public_key)) "…" } }
+                        td { (layout::time(device.created_at)) }
                     }
                 }
             }
-            @if viewer.can_operate() {
-                div.actions {
-                    button type="submit" name="decision" value="accept" { "Accept selected" }
-                    button.danger type="submit" name="decision" value="reject" { "Reject selected" }
-                }
+        }
+    };
+    // A viewer may not decide: the list alone, no form around it.
+    if !operate {
+        return table;
+    }
+    html! {
+        form method="post" action="/ui/pending/decide" {
+            (csrf_field(viewer))
+            (table)
+            div.actions {
+                button type="submit" name="decision" value="accept" { "Accept selected" }
+                button.danger type="submit" name="decision" value="reject" { "Reject selected" }
             }
         }
     }

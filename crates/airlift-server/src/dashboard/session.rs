@@ -15,7 +15,7 @@ use crate::error::ApiError;
 use crate::state::AppState;
 use airlift_store::NewSession;
 use axum::body::Bytes;
-use axum::extract::{FromRequest, FromRequestParts, Query, Request, State};
+use axum::extract::{FromRequest, FromRequestParts, OriginalUri, Query, Request, State};
 use axum::http::header::{COOKIE, HOST, ORIGIN, SET_COOKIE};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
@@ -227,8 +227,13 @@ fn session_secret(headers: &HeaderMap) -> Option<String> {
 
 /// Where a signed-out viewer goes: the sign-in page, coming back here after.
 fn to_sign_in(parts: &Parts) -> Response {
-    let here = parts
-        .uri
+    // The dashboard is nested under /ui, so `parts.uri` has lost that
+    // prefix; the original URI is the address the viewer asked for.
+    let uri = parts
+        .extensions
+        .get::<OriginalUri>()
+        .map_or(&parts.uri, |original| &original.0);
+    let here = uri
         .path_and_query()
         .map_or("/ui/", |p| p.as_str())
         .to_owned();
@@ -248,13 +253,24 @@ fn to_sign_in(parts: &Parts) -> Response {
     }
 }
 
-/// Only a path of ours: `next` must not send the viewer to another site.
+/// Only a path of ours: `next` must not send the viewer to another site
+/// (`//host`, `/\\host` and `scheme://` all leave it), and must be a
+/// valid `Location` (visible ASCII only).
 fn local_next(next: Option<&str>) -> &str {
     match next {
-        Some(next) if next.starts_with("/ui/") && !next.starts_with("//") => next,
+        Some(next)
+            if next.starts_with("/ui/")
+                && next.len() <= MAX_NEXT
+                && next.bytes().all(|b| b.is_ascii_graphic() && b != b'\\') =>
+        {
+            next
+        }
         _ => "/ui/",
     }
 }
+
+/// The longest return address kept; a longer one leads to the overview.
+const MAX_NEXT: usize = 2048;
 
 /// The sign-in page's query.
 #[derive(Debug, Deserialize)]
@@ -280,14 +296,17 @@ fn sign_in_form(next: &str, error: Option<&str>, status: StatusCode) -> Response
                     @if let Some(error) = error {
                         p.field-error role="alert" { (error) }
                     }
-                    p #token-help .muted {
-                        "An API token of any role (admin, operator or viewer). The first admin token is in "
-                        code { "DATA_DIR/admin-token" }
-                        " on the server, or whatever "
-                        code { "AIRLIFT_ADMIN_TOKEN" }
-                        " says; make more with "
-                        code { "airlift token create NAME --role viewer" }
-                        "."
+                    div #token-help .muted {
+                        p { "An API token of any role: admin, operator or viewer." }
+                        p {
+                            "The server printed the first admin token once, on its first start (it keeps only a hash, so it cannot show it again). Lost it? Start the server with "
+                            code { "AIRLIFT_ADMIN_TOKEN" } " set to a new secret (" code { "airlift-server --help" }
+                            " says how); it becomes an admin token."
+                        }
+                        p {
+                            "An admin makes tokens for others on the Tokens page, or with "
+                            code { "airlift token create --name NAME --role viewer" } "."
+                        }
                     }
                     button type="submit" { "Sign in" }
                 }
@@ -435,6 +454,14 @@ mod tests {
         assert_eq!(local_next(Some("https://evil.example/")), "/ui/");
         assert_eq!(local_next(Some("//evil.example/ui/")), "/ui/");
         assert_eq!(local_next(Some("/api/v1/tokens")), "/ui/");
+        assert_eq!(local_next(Some("/\\evil.example")), "/ui/");
+        assert_eq!(local_next(Some("/ui/\\evil.example")), "/ui/");
+        assert_eq!(local_next(Some("/ui/x\r\nSet-Cookie: a=b")), "/ui/");
+        assert_eq!(local_next(Some("/ui/devices?search=a b")), "/ui/");
+        assert_eq!(
+            local_next(Some(&format!("/ui/{}", "a".repeat(MAX_NEXT)))),
+            "/ui/"
+        );
         assert_eq!(local_next(None), "/ui/");
     }
 

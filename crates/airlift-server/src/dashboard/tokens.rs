@@ -42,6 +42,9 @@ pub async fn page(
     viewer: Viewer,
     Query(query): Query<ListQuery>,
 ) -> Response {
+    if !viewer.can_administer() {
+        return layout::admin_only(&viewer, "API tokens", Nav::Tokens, "manage API tokens");
+    }
     let shown = Shown {
         done: query.revoked.map(|name| {
             format!("Revoked {name}: it no longer works, and its browsers are signed out.")

@@ -9,11 +9,13 @@
 //! `AIRLIFT_SCREENSHOTS=1` they also write `docs/screenshots/*.png`, which
 //! README.md shows.
 
+mod audit;
 mod deployments;
 mod escaping;
 mod overview;
 mod packages;
 mod pending;
 mod security;
+mod sign_in;
 mod support;
 mod tour;

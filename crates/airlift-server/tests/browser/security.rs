@@ -19,12 +19,11 @@ async fn mutating_controls(browser: &Browser) -> Vec<String> {
             const method = (form.getAttribute("method") || "get").toLowerCase();
             const action = form.getAttribute("action") || "";
             if (action === "/ui/sign-out") continue;
-            // A form with nothing to press or fill in cannot be sent.
-            const usable = form.querySelector(
-                "button:not([type=button]), input:not([type=hidden]), select, textarea");
-            if ((method === "post" || form.hasAttribute("data-upload")) && usable) {
+            // Even an empty one: a form that may not be sent has no place
+            // on a viewer's page.
+            if (method === "post" || form.hasAttribute("data-upload")) {
                 found.push("form " + method + " " + (action || form.getAttribute("data-upload"))
-                    + ": " + usable.outerHTML.slice(0, 80));
+                    + ": " + form.outerHTML.slice(0, 80));
             }
         }
         for (const el of document.querySelectorAll("[hx-post],[hx-put],[hx-delete],[hx-patch]")) {
@@ -89,14 +88,18 @@ async fn a_viewer_sees_no_control_it_may_not_use() {
             "a viewer sees controls on {page}: {controls:?}"
         );
     }
-    // The tokens page is not even in the navigation; admin pages answer
-    // with the API's refusal.
+    // The admin pages are not even in the navigation; opened by address,
+    // they say in words that they are for admins.
     let nav = texts_of(&browser, "nav[aria-label=Main] a").await;
-    assert!(!nav.iter().any(|n| n == "Tokens"), "{nav:?}");
+    assert!(
+        !nav.iter().any(|n| n == "Tokens" || n == "Audit log"),
+        "{nav:?}"
+    );
     for page in ["/tokens", "/audit"] {
         browser.goto(&dashboard.ui(page)).await.expect("open");
         let said = text_of(&browser, "[role=alert]").await.unwrap_or_default();
         assert!(said.contains("403"), "a viewer reached {page}: {said}");
+        assert!(said.contains("Only an admin token may"), "{page}: {said}");
     }
     browser.close().await;
     drop((fleet, queue));

@@ -2,8 +2,9 @@
 //! secret shown once, revoked, refused to anyone but an admin) and the
 //! audit log (filtered by actor and action, paged with `before`).
 
-use crate::dashboard_packages::{between, token, Browser};
+use crate::dashboard_support::{between, token, Browser};
 use crate::support::{Backend, TestServer, ADMIN_TOKEN};
+use reqwest::header::LOCATION;
 use reqwest::StatusCode;
 
 async fn whoami(server: &TestServer, secret: &str) -> StatusCode {
@@ -50,6 +51,11 @@ async fn admins_create_and_revoke_tokens_in_the_browser() {
             .post("/ui/tokens", &[("name", "ci"), ("role", "operator")], false)
             .await;
         assert_eq!(forged.status, StatusCode::FORBIDDEN);
+        assert_eq!(
+            server.admin_get("/tokens").await.as_array().map(Vec::len),
+            Some(1),
+            "neither the refused nor the forged form stored a token"
+        );
 
         // The secret is on the answer page, and works.
         let created = browser
@@ -111,17 +117,34 @@ async fn tokens_and_the_audit_log_are_for_admins_only() {
     let server = TestServer::start(Backend::Sqlite).await;
     let secret = token(&server, "ops", "operator").await;
     let operator = Browser::sign_in(&server, &secret).await;
+    let admin = Browser::sign_in(&server, ADMIN_TOKEN).await;
+    let page = admin.get("/ui/packages").await.body;
+    for link in [r#"href="/ui/tokens""#, r#"href="/ui/audit""#] {
+        assert!(page.contains(link), "an admin's navigation has {link}");
+    }
     let page = operator.get("/ui/packages").await.body;
-    assert!(
-        !page.contains(r#"href="/ui/tokens""#),
-        "no tokens in the navigation: {page}"
-    );
-    for path in ["/ui/tokens", "/ui/audit"] {
+    for link in [r#"href="/ui/tokens""#, r#"href="/ui/audit""#] {
+        assert!(!page.contains(link), "no {link} in the navigation: {page}");
+    }
+    // The page says in words why, as a page of the dashboard (its
+    // navigation still there), not a bare error.
+    for (path, what) in [
+        ("/ui/tokens", "Only an admin token may manage API tokens."),
+        ("/ui/audit", "Only an admin token may read the audit log."),
+    ] {
         let refused = operator.get(path).await;
         assert_eq!(refused.status, StatusCode::FORBIDDEN, "{path}");
+        assert!(refused.body.contains(what), "{path}: {}", refused.body);
         assert!(
-            refused.body.contains("only an admin token may do this"),
-            "{}",
+            refused
+                .body
+                .contains("<strong>ops</strong>, whose role is operator"),
+            "{path}: {}",
+            refused.body
+        );
+        assert!(
+            refused.body.contains(r#"nav aria-label="Main""#),
+            "{path}: {}",
             refused.body
         );
     }
@@ -196,5 +219,104 @@ async fn the_audit_log_filters_by_actor_and_action_and_pages_back() {
             .await
             .expect("request");
         assert_eq!(refused.status(), StatusCode::BAD_REQUEST);
+    }
+}
+
+#[tokio::test]
+async fn signing_in_returns_to_the_page_asked_for_and_nowhere_else() {
+    let server = TestServer::start(Backend::Sqlite).await;
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client");
+    // Signed out, a bookmarked list with its filters leads to the sign-in
+    // page, which remembers the whole address, query included.
+    let wanted = "/ui/devices?status=pending&sort=-identity";
+    let response = client
+        .get(format!("{}{wanted}", server.url))
+        .send()
+        .await
+        .expect("page");
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    let location = response
+        .headers()
+        .get(LOCATION)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let encoded: String = form_urlencoded::byte_serialize(wanted.as_bytes()).collect();
+    assert_eq!(location, format!("/ui/sign-in?next={encoded}"));
+    let sign_in = client
+        .get(format!("{}{location}", server.url))
+        .send()
+        .await
+        .expect("sign-in page")
+        .text()
+        .await
+        .expect("html");
+    let kept = between(&sign_in, r#"name="next" value=""#, "\"").expect("the next field");
+    assert_eq!(kept.replace("&amp;", "&"), wanted);
+    assert_eq!(sign_in_to(&client, &server, Some(wanted)).await, wanted);
+
+    // Only a path of the dashboard is a return address.
+    for evil in [
+        "//evil.example/ui/",
+        "https://evil.example/ui/",
+        "/\\evil.example",
+        "/ui/\\evil.example",
+        "/api/v1/tokens",
+        "/ui/x\r\nSet-Cookie: a=b",
+    ] {
+        assert_eq!(
+            sign_in_to(&client, &server, Some(evil)).await,
+            "/ui/",
+            "{evil:?}"
+        );
+    }
+    assert_eq!(sign_in_to(&client, &server, None).await, "/ui/");
+}
+
+/// Signs in with `next`; where the answer leads.
+async fn sign_in_to(client: &reqwest::Client, server: &TestServer, next: Option<&str>) -> String {
+    let mut form = form_urlencoded::Serializer::new(String::new());
+    form.append_pair("token", ADMIN_TOKEN);
+    if let Some(next) = next {
+        form.append_pair("next", next);
+    }
+    let response = client
+        .post(format!("{}/ui/sign-in", server.url))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(form.finish())
+        .send()
+        .await
+        .expect("sign in");
+    assert_eq!(response.status(), StatusCode::SEE_OTHER, "{next:?}");
+    response
+        .headers()
+        .get(LOCATION)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned()
+}
+
+#[tokio::test]
+async fn the_sign_in_page_says_where_tokens_come_from() {
+    let server = TestServer::start(Backend::Sqlite).await;
+    let page = reqwest::get(format!("{}/ui/sign-in", server.url))
+        .await
+        .expect("sign-in page")
+        .text()
+        .await
+        .expect("html");
+    assert!(!page.contains("DATA_DIR/admin-token"), "{page}");
+    for said in [
+        "printed the first admin token once, on its first start",
+        "<code>AIRLIFT_ADMIN_TOKEN</code>",
+        "<code>airlift token create --name NAME --role viewer</code>",
+    ] {
+        assert!(
+            page.contains(said),
+            "the sign-in page lacks {said:?}: {page}"
+        );
     }
 }

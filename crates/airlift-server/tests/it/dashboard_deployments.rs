@@ -3,7 +3,7 @@
 //! status filter, a deployment's page with its phases, breaker, failures
 //! grouped by reason and device table, and the controls.
 
-use crate::dashboard_packages::{between, token, Browser};
+use crate::dashboard_support::{between, token, Browser};
 use crate::support::{accepted_device, json_ok, Backend, TestDevice, TestServer, ADMIN_TOKEN};
 use airlift_protocol::state::UpdateState;
 use reqwest::StatusCode;

@@ -2,117 +2,15 @@
 //! signed-in browser reads (with JavaScript off), forms it posts, and the
 //! numbers checked against the API's.
 
+use crate::dashboard_support::{between, Answer, Browser};
 use crate::support::{
     accepted_device, json_ok, json_status, Backend, TestDevice, TestServer, ADMIN_TOKEN,
 };
 use airlift_protocol::device::{Progress, StatusReport};
 use airlift_protocol::state::UpdateState;
-use reqwest::header::{COOKIE, LOCATION, SET_COOKIE};
-use reqwest::{Client, StatusCode};
+use reqwest::StatusCode;
 use serde_json::Value;
 use std::time::{Duration, Instant};
-
-/// A signed-in browser without cookie jar or JavaScript: the session
-/// cookie and the CSRF token, carried by hand.
-struct Browser {
-    client: Client,
-    base: String,
-    cookie: String,
-    csrf: String,
-}
-
-impl Browser {
-    async fn sign_in(server: &TestServer, token: &str) -> Browser {
-        let client = Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .pool_max_idle_per_host(0)
-            .build()
-            .expect("client");
-        let response = client
-            .post(format!("{}/ui/sign-in", server.url))
-            .header("content-type", "application/x-www-form-urlencoded")
-            .body(
-                form_urlencoded::Serializer::new(String::new())
-                    .append_pair("token", token)
-                    .append_pair("next", "/ui/")
-                    .finish(),
-            )
-            .send()
-            .await
-            .expect("sign in");
-        assert_eq!(response.status(), StatusCode::SEE_OTHER);
-        let cookie = response
-            .headers()
-            .get(SET_COOKIE)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split(';').next())
-            .expect("session cookie")
-            .to_owned();
-        let mut browser = Browser {
-            client,
-            base: server.url.clone(),
-            cookie,
-            csrf: String::new(),
-        };
-        let (_, page) = browser.get("/ui/devices").await;
-        browser.csrf = between(&page, "data-csrf=\"", "\"")
-            .expect("csrf")
-            .to_owned();
-        browser
-    }
-
-    async fn get(&self, path: &str) -> (StatusCode, String) {
-        let response = self
-            .client
-            .get(format!("{}{path}", self.base))
-            .header(COOKIE, &self.cookie)
-            .send()
-            .await
-            .expect("page");
-        let status = response.status();
-        (status, response.text().await.expect("html"))
-    }
-
-    /// Posts a form (with the CSRF token unless `csrf` is false); the
-    /// status, where it leads, and the body.
-    async fn post(
-        &self,
-        path: &str,
-        fields: &[(&str, &str)],
-        csrf: bool,
-    ) -> (StatusCode, String, String) {
-        let mut body = form_urlencoded::Serializer::new(String::new());
-        if csrf {
-            body.append_pair("_csrf", &self.csrf);
-        }
-        for (name, value) in fields {
-            body.append_pair(name, value);
-        }
-        let response = self
-            .client
-            .post(format!("{}{path}", self.base))
-            .header(COOKIE, &self.cookie)
-            .header("content-type", "application/x-www-form-urlencoded")
-            .body(body.finish())
-            .send()
-            .await
-            .expect("post");
-        let status = response.status();
-        let location = response
-            .headers()
-            .get(LOCATION)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_owned();
-        (status, location, response.text().await.expect("body"))
-    }
-}
-
-fn between<'a>(text: &'a str, start: &str, end: &str) -> Option<&'a str> {
-    let from = text.find(start)? + start.len();
-    let to = text[from..].find(end)? + from;
-    Some(&text[from..to])
-}
 
 /// The number an overview card shows for `word` (`data-count="word"`).
 fn shown_count(page: &str, word: &str) -> u64 {
@@ -154,26 +52,30 @@ async fn device_list_filters_sorts_and_acts_on_a_selection() {
         assert_eq!(waiting.authenticate(&server).await, StatusCode::ACCEPTED);
         let browser = Browser::sign_in(&server, ADMIN_TOKEN).await;
 
-        let (status, page) = browser.get("/ui/devices").await;
+        let Answer {
+            status, body: page, ..
+        } = browser.get("/ui/devices").await;
         assert_eq!(status, StatusCode::OK);
         assert!(page.contains("SN-accepted-1") && page.contains("SN-waiting-3"));
         assert!(!page.contains("<script>alert"), "device text is escaped");
         assert!(page.contains("&lt;script&gt;alert(2)"));
         assert!(page.contains("3 in all"), "{page}");
 
-        let (_, pending) = browser.get("/ui/devices?status=pending").await;
+        let pending = browser.get("/ui/devices?status=pending").await.body;
         assert!(pending.contains("SN-waiting-3") && !pending.contains("SN-accepted-1"));
-        let (_, searched) = browser.get("/ui/devices?search=accepted-1").await;
+        let searched = browser.get("/ui/devices?search=accepted-1").await.body;
         assert!(searched.contains("SN-accepted-1") && !searched.contains("SN-waiting-3"));
         assert!(
             searched.contains("value=\"accepted-1\""),
             "the filter stays in the form"
         );
-        let (_, sorted) = browser.get("/ui/devices?sort=-identity").await;
+        let sorted = browser.get("/ui/devices?sort=-identity").await.body;
         let waiting_at = sorted.find("SN-waiting-3").expect("listed");
         assert!(waiting_at < sorted.find("SN-accepted-1").expect("listed"));
         assert!(sorted.contains("aria-sort=\"descending\""));
-        let (status, bad) = browser.get("/ui/devices?sort=nonsense").await;
+        let Answer {
+            status, body: bad, ..
+        } = browser.get("/ui/devices?sort=nonsense").await;
         assert_eq!(status, StatusCode::BAD_REQUEST);
         assert!(
             bad.contains("field-error") || bad.contains("notice bad"),
@@ -184,7 +86,9 @@ async fn device_list_filters_sorts_and_acts_on_a_selection() {
         // kept as typed, and stored nowhere.
         let a = accepted.id.expect("id").to_string();
         let w = waiting.id.expect("id").to_string();
-        let (status, location, _) = browser
+        let Answer {
+            status, location, ..
+        } = browser
             .post(
                 "/ui/devices/bulk",
                 &[
@@ -206,7 +110,9 @@ async fn device_list_filters_sorts_and_acts_on_a_selection() {
             device_json(&server, &accepted).await["tags"],
             serde_json::json!(["lab"])
         );
-        let (status, _, page) = browser
+        let Answer {
+            status, body: page, ..
+        } = browser
             .post(
                 "/ui/devices/bulk",
                 &[("action", "add-tag"), ("tag", "no spaces!"), ("device", &a)],
@@ -222,7 +128,7 @@ async fn device_list_filters_sorts_and_acts_on_a_selection() {
         );
 
         // Accept through the bulk form; a forged post without the token is refused.
-        let (status, _, _) = browser
+        let Answer { status, .. } = browser
             .post(
                 "/ui/devices/bulk",
                 &[("action", "accept"), ("device", &w)],
@@ -231,7 +137,7 @@ async fn device_list_filters_sorts_and_acts_on_a_selection() {
             .await;
         assert_eq!(status, StatusCode::FORBIDDEN);
         assert_eq!(device_json(&server, &waiting).await["status"], "pending");
-        let (status, _, _) = browser
+        let Answer { status, .. } = browser
             .post(
                 "/ui/devices/bulk",
                 &[("action", "accept"), ("device", &w)],
@@ -240,7 +146,10 @@ async fn device_list_filters_sorts_and_acts_on_a_selection() {
             .await;
         assert_eq!(status, StatusCode::SEE_OTHER);
         assert_eq!(device_json(&server, &waiting).await["status"], "accepted");
-        let (_, tagged) = browser.get("/ui/devices?tag=lab&status=accepted").await;
+        let tagged = browser
+            .get("/ui/devices?tag=lab&status=accepted")
+            .await
+            .body;
         assert!(tagged.contains("2 in all"), "{tagged}");
 
         // A viewer sees no control, and the server refuses its posts anyway.
@@ -256,12 +165,31 @@ async fn device_list_filters_sorts_and_acts_on_a_selection() {
         .await;
         let token = created["secret"].as_str().expect("secret");
         let viewer = Browser::sign_in(&server, token).await;
-        let (_, page) = viewer.get("/ui/devices").await;
-        assert!(
-            !page.contains("Accept selected") && !page.contains("type=\"checkbox\""),
-            "{page}"
-        );
-        let (status, _, _) = viewer
+        // Not even an empty form: a viewer's pages post nothing but
+        // signing out.
+        for path in ["/ui/devices", "/ui/pending", &format!("/ui/devices/{a}")] {
+            let page = viewer.get(path).await.body;
+            assert!(
+                !page.contains("Accept selected") && !page.contains("type=\"checkbox\""),
+                "{path}: {page}"
+            );
+            assert_eq!(
+                page.matches("method=\"post\"").count(),
+                1,
+                "{path} has a form besides signing out: {page}"
+            );
+            assert!(page.contains(r#"action="/ui/sign-out""#), "{path}: {page}");
+            // The hostile identity (pending) and attribute (accepted) are
+            // text on every page that shows them.
+            assert!(!page.contains("<script>alert"), "{path}: {page}");
+            assert!(page.contains("&lt;script&gt;alert"), "{path}: {page}");
+        }
+        // Nor is a viewer sent to a form it may not use.
+        let overview = viewer.get("/ui/").await.body;
+        assert!(overview.contains("No deployment is active"), "{overview}");
+        assert!(!overview.contains("/ui/deployments/new"), "{overview}");
+        assert_eq!(overview.matches("method=\"post\"").count(), 1, "{overview}");
+        let Answer { status, .. } = viewer
             .post(
                 "/ui/devices/bulk",
                 &[("action", "reject"), ("device", &a)],
@@ -303,7 +231,9 @@ async fn device_detail_shows_inventory_progress_history_and_controls() {
         let browser = Browser::sign_in(&server, ADMIN_TOKEN).await;
         let id = device.id.expect("id");
 
-        let (status, page) = browser.get(&format!("/ui/devices/{id}")).await;
+        let Answer {
+            status, body: page, ..
+        } = browser.get(&format!("/ui/devices/{id}")).await;
         assert_eq!(status, StatusCode::OK);
         let key_id = airlift_package::PublicKey::from_pem(device.public_key().trim())
             .expect("key")
@@ -330,7 +260,11 @@ async fn device_detail_shows_inventory_progress_history_and_controls() {
                 .await,
         )
         .await;
-        let (status, fragment) = browser.get(&format!("/ui/devices/{id}/fragment")).await;
+        let Answer {
+            status,
+            body: fragment,
+            ..
+        } = browser.get(&format!("/ui/devices/{id}/fragment")).await;
         assert_eq!(status, StatusCode::OK);
         assert!(fragment.starts_with("<div id=\"device\""), "{fragment}");
         assert!(
@@ -344,14 +278,18 @@ async fn device_detail_shows_inventory_progress_history_and_controls() {
 
         // Tags: saved through the API; refused ones shown by the field, kept, not stored.
         let path = format!("/ui/devices/{id}/tags");
-        let (status, location, _) = browser.post(&path, &[("tags", "lab, east")], true).await;
+        let Answer {
+            status, location, ..
+        } = browser.post(&path, &[("tags", "lab, east")], true).await;
         assert_eq!(status, StatusCode::SEE_OTHER);
         assert!(location.ends_with("?done=tags"));
         assert_eq!(
             device_json(&server, &device).await["tags"],
             serde_json::json!(["east", "lab"])
         );
-        let (status, _, page) = browser.post(&path, &[("tags", "ok bad/tag")], true).await;
+        let Answer {
+            status, body: page, ..
+        } = browser.post(&path, &[("tags", "ok bad/tag")], true).await;
         assert_eq!(status, StatusCode::BAD_REQUEST);
         assert!(
             page.contains("id=\"tags-error\"") && page.contains("value=\"ok bad/tag\""),
@@ -364,14 +302,18 @@ async fn device_detail_shows_inventory_progress_history_and_controls() {
 
         // Controls call the API; its refusals are shown in its words.
         let action = format!("/ui/devices/{id}/action");
-        let (status, location, _) = browser.post(&action, &[("action", "check-in")], true).await;
+        let Answer {
+            status, location, ..
+        } = browser.post(&action, &[("action", "check-in")], true).await;
         assert_eq!(status, StatusCode::SEE_OTHER, "{location}");
-        let (status, _, _) = browser.post(&action, &[("action", "reject")], true).await;
+        let Answer { status, .. } = browser.post(&action, &[("action", "reject")], true).await;
         assert_eq!(status, StatusCode::SEE_OTHER);
-        let (status, _, page) = browser.post(&action, &[("action", "check-in")], true).await;
+        let Answer {
+            status, body: page, ..
+        } = browser.post(&action, &[("action", "check-in")], true).await;
         assert_eq!(status, StatusCode::CONFLICT);
         assert!(page.contains("only an accepted device checks in"), "{page}");
-        let (status, _) = browser
+        let Answer { status, .. } = browser
             .get(&format!(
                 "/ui/devices/{}",
                 airlift_protocol::DeviceId::new()
@@ -387,7 +329,9 @@ async fn device_detail_shows_inventory_progress_history_and_controls() {
 async fn overview_shows(browser: &Browser, expected: &[(&str, u64)]) -> String {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let (status, page) = browser.get("/ui/").await;
+        let Answer {
+            status, body: page, ..
+        } = browser.get("/ui/").await;
         assert_eq!(status, StatusCode::OK);
         let shown: Vec<(&str, u64)> = expected
             .iter()
@@ -409,7 +353,7 @@ async fn overview_numbers_equal_the_api() {
     for backend in Backend::all().await {
         let server = TestServer::start(backend).await;
         let browser = Browser::sign_in(&server, ADMIN_TOKEN).await;
-        let (_, empty) = browser.get("/ui/").await;
+        let empty = browser.get("/ui/").await.body;
         assert!(
             empty.contains("airlift demo --keep"),
             "the empty fleet says what to do"
@@ -479,7 +423,7 @@ async fn overview_numbers_equal_the_api() {
             // Its time is written behind, within a second.
             let offline = api_total(&server, "connectivity=offline").await;
             let online = api_total(&server, "connectivity=online").await;
-            let (_, page) = browser.get("/ui/").await;
+            let page = browser.get("/ui/").await.body;
             if (offline, online, shown_count(&page, "offline")) == (2, 1, 2) {
                 break page;
             }
@@ -505,7 +449,7 @@ async fn overview_numbers_equal_the_api() {
         );
         let link = between(&page, "href=\"/ui/devices?update_state=", "\"").expect("failure link");
         let link = link.replace("&amp;", "&");
-        let (_, failed) = browser
+        let Answer { body: failed, .. } = browser
             .get(&format!("/ui/devices?update_state={link}"))
             .await;
         assert!(
@@ -516,7 +460,7 @@ async fn overview_numbers_equal_the_api() {
         // Every check-in so far is in the last hour's chart once written behind.
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            let (_, page) = browser.get("/ui/").await;
+            let page = browser.get("/ui/").await.body;
             let counted: u64 = between(&page, "<p class=\"muted\">", " check-ins in the last hour")
                 .and_then(|n| n.rsplit('>').next()?.trim().parse().ok())
                 .unwrap_or(0);
