@@ -1,9 +1,17 @@
 //! Talking to the server's device API: authentication with the device key,
-//! check-in, status reports, and opening (ranged) downloads.
+//! check-in, status reports, and opening (ranged) downloads — from the
+//! server, or from the object store its `307` sends the device to
+//! ([`PresignedUrl`]).
 //!
 //! Over `ureq`: a blocking HTTP/1.1 client with rustls and no async runtime,
 //! which keeps the agent small and idle, and whose per-read timeout notices
 //! a stalled download (a connection that stays open and silent).
+//!
+//! Downloads go through an agent of their own that follows no redirect:
+//! ureq would carry the request's `Range` and `If-Range` (the server's
+//! ETag, which the store does not know) to the store, and the agent must
+//! keep the presigned URL to resume from and renew it. The device token is
+//! never sent to the store: requests to it carry no `Authorization`.
 
 use airlift_protocol::auth::{public_key_pem, sign_body};
 use airlift_protocol::device::{
@@ -16,7 +24,7 @@ use ed25519_dalek::SigningKey;
 use serde::de::DeserializeOwned;
 use std::collections::BTreeMap;
 use std::io::Read;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use ureq::{Agent, Request, Response};
 
 /// What went wrong talking to the server, sorted by what the agent should do.
@@ -51,6 +59,8 @@ impl ClientError {
 #[derive(Debug)]
 pub struct ServerClient {
     http: Agent,
+    /// For downloads, from the server and the store: follows no redirect.
+    downloads: Agent,
     timeout: Duration,
     base: String,
     key: SigningKey,
@@ -71,6 +81,7 @@ impl ServerClient {
     ) -> Result<Self, ClientError> {
         Ok(Self {
             http: http_agent(timeout),
+            downloads: download_agent(timeout),
             timeout,
             base: base.trim_end_matches('/').to_owned(),
             key,
@@ -94,6 +105,7 @@ impl ServerClient {
     /// and a NAT on the way forgets it anyway.
     pub fn close_idle_connections(&mut self) {
         self.http = http_agent(self.timeout);
+        self.downloads = download_agent(self.timeout);
     }
 
     /// The id the server gave this device, once known.
@@ -223,16 +235,18 @@ impl ServerClient {
 
     /// Opens the package download at `offset`, valid only while the file's
     /// ETag is still `etag` (else the server answers with the whole file,
-    /// which is taken as a changed package); returns the body.
+    /// which is taken as a changed package): the body, or the object
+    /// store's URL the server sends the device to.
     pub fn open_download(
         &mut self,
         deployment: DeploymentId,
         offset: u64,
         etag: &str,
-    ) -> Result<Box<dyn Read + Send + Sync>, ClientError> {
+    ) -> Result<DownloadAnswer, ClientError> {
+        let downloads = self.downloads.clone();
         let response = self.send_authorized(
-            |http, base| {
-                let request = http.get(&format!("{base}{}", download_path(deployment)));
+            |_, base| {
+                let request = downloads.get(&format!("{base}{}", download_path(deployment)));
                 if offset == 0 {
                     request
                 } else {
@@ -243,6 +257,16 @@ impl ServerClient {
             },
             None,
         )?;
+        if response.status() == 307 {
+            let location = response.header("location").unwrap_or_default();
+            return PresignedUrl::new(location, Instant::now()).map(DownloadAnswer::Redirect);
+        }
+        if (300..400).contains(&response.status()) {
+            return Err(ClientError::Transient(format!(
+                "the server answered the download with {} (only 307 to the object store is followed)",
+                response.status()
+            )));
+        }
         let expected = if offset == 0 { 200 } else { 206 };
         if response.status() != expected {
             return Err(ClientError::Permanent {
@@ -252,8 +276,209 @@ impl ServerClient {
                     .into(),
             });
         }
+        Ok(DownloadAnswer::Body(response.into_reader()))
+    }
+
+    /// Opens the package at `url` (the object store's) from `offset`, with
+    /// `Range` past 0 — the object never changes, so no `If-Range` — and
+    /// without the device's token. A refusal (4xx: expired, a bad
+    /// signature, no such object) is [`ClientError::Permanent`] with the
+    /// store's error code: the URL is spent, the server gives a new one.
+    pub fn open_store(
+        &mut self,
+        url: &PresignedUrl,
+        offset: u64,
+    ) -> Result<Box<dyn Read + Send + Sync>, ClientError> {
+        let mut request = self.downloads.get(&url.url);
+        if offset > 0 {
+            request = request.set("range", &format!("bytes={offset}-"));
+        }
+        let response = match request.call() {
+            Ok(response) => response,
+            Err(ureq::Error::Status(status, response))
+                if (400..500).contains(&status) && !matches!(status, 408 | 429) =>
+            {
+                return Err(store_refusal(status, response));
+            }
+            // 5xx, 408, 429: the store is busy; the same URL may do.
+            Err(ureq::Error::Status(status, _)) => {
+                return Err(ClientError::Transient(format!(
+                    "the object store at {} answered {status}",
+                    url.redacted()
+                )));
+            }
+            Err(ureq::Error::Transport(transport)) => {
+                return Err(ClientError::Transient(format!(
+                    "the object store at {}: {}",
+                    url.redacted(),
+                    transport_reason(&transport)
+                )));
+            }
+        };
+        let resumed = offset > 0 && response.status() == 206 && starts_at(&response, offset);
+        let whole = offset == 0 && response.status() == 200;
+        if !(resumed || whole) {
+            // A redirect, or a range the store did not honour: this URL
+            // will not serve the package; the server may give another.
+            return Err(ClientError::Permanent {
+                status: response.status(),
+                code: "store_answer_unusable".into(),
+                message: format!(
+                    "the object store answered {} to a request from byte {offset}",
+                    response.status()
+                ),
+            });
+        }
         Ok(response.into_reader())
     }
+}
+
+/// What the server answered a download request with.
+pub enum DownloadAnswer {
+    /// The package (from the offset asked for), streamed by the server.
+    Body(Box<dyn Read + Send + Sync>),
+    /// `307`: fetch it from the object store at this URL.
+    Redirect(PresignedUrl),
+}
+
+impl std::fmt::Debug for DownloadAnswer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Body(_) => f.write_str("Body(..)"),
+            Self::Redirect(url) => f.debug_tuple("Redirect").field(url).finish(),
+        }
+    }
+}
+
+/// A presigned URL of a package's object, from the server's `307`. Its
+/// query is a credential for the object until it expires: `Debug` and
+/// [`PresignedUrl::redacted`] show the URL without it, and nothing logs
+/// the rest.
+#[derive(Clone, PartialEq, Eq)]
+pub struct PresignedUrl {
+    url: String,
+    /// When the store stops taking it (S3's `X-Amz-Expires`, counted from
+    /// its arrival, less a margin); `None`: unknown, the store will say.
+    expires_at: Option<Instant>,
+}
+
+impl PresignedUrl {
+    /// The `Location` of a `307` received at `received`; an absolute
+    /// http(s) URL.
+    pub fn new(location: &str, received: Instant) -> Result<Self, ClientError> {
+        let absolute = location.starts_with("https://") || location.starts_with("http://");
+        if !absolute {
+            return Err(ClientError::Transient(
+                "the server's redirect has no absolute http(s) URL".into(),
+            ));
+        }
+        let expires_at = query_value(location, "X-Amz-Expires")
+            .and_then(|v| v.parse::<u64>().ok())
+            .map(|secs| {
+                // The store counts from the signing time, which its
+                // X-Amz-Date rounds down to the second: stop a little
+                // early rather than send a request bound to be refused.
+                let lifetime = Duration::from_secs(secs);
+                let margin = (lifetime / 10).min(Duration::from_secs(30));
+                received + lifetime.saturating_sub(margin)
+            });
+        Ok(Self {
+            url: location.to_owned(),
+            expires_at,
+        })
+    }
+
+    /// Whether the store no longer takes it at `now` (as far as the device
+    /// can tell: the store's refusal is the last word).
+    pub fn is_expired(&self, now: Instant) -> bool {
+        self.expires_at.is_some_and(|at| now >= at)
+    }
+
+    /// The URL without its query (the signature): what may be logged.
+    pub fn redacted(&self) -> &str {
+        self.url.split(['?', '#']).next().unwrap_or_default()
+    }
+}
+
+impl std::fmt::Debug for PresignedUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PresignedUrl")
+            .field("url", &self.redacted())
+            .field("expires_at", &self.expires_at)
+            .finish()
+    }
+}
+
+/// The value of `name` in `url`'s query, as it is written.
+fn query_value<'u>(url: &'u str, name: &str) -> Option<&'u str> {
+    let (_, query) = url.split_once('?')?;
+    let query = query.split('#').next().unwrap_or_default();
+    query.split('&').find_map(|pair| {
+        let (key, value) = pair.split_once('=')?;
+        (key == name).then_some(value)
+    })
+}
+
+/// Whether a `206`'s `Content-Range` starts at `offset` (one that says
+/// nothing is taken at its word: the store was asked for `offset`).
+fn starts_at(response: &Response, offset: u64) -> bool {
+    let Some(range) = response.header("content-range") else {
+        return true;
+    };
+    range
+        .strip_prefix("bytes ")
+        .and_then(|r| r.split_once('-'))
+        .and_then(|(first, _)| first.trim().parse::<u64>().ok())
+        == Some(offset)
+}
+
+/// What went wrong on the way, without the URL (ureq's `Display` starts
+/// with it, query and all).
+fn transport_reason(transport: &ureq::Transport) -> String {
+    let mut reason = transport.kind().to_string();
+    if let Some(message) = transport.message() {
+        reason = format!("{reason}: {message}");
+    }
+    if let Some(source) = std::error::Error::source(transport) {
+        reason = format!("{reason}: {source}");
+    }
+    reason
+}
+
+/// A store's 4xx as a permanent refusal with its S3 error code. Only the
+/// code is kept: the rest of an S3 error body may quote the signed request.
+fn store_refusal(status: u16, response: Response) -> ClientError {
+    let mut body = Vec::new();
+    let _ = response
+        .into_reader()
+        .take(MAX_STORE_ERROR)
+        .read_to_end(&mut body);
+    let text = String::from_utf8_lossy(&body);
+    let code = text
+        .split_once("<Code>")
+        .and_then(|(_, rest)| rest.split_once("</Code>"))
+        .map(|(code, _)| code)
+        .filter(|code| code.len() <= 64 && code.bytes().all(|b| b.is_ascii_alphanumeric()))
+        .unwrap_or("unknown");
+    ClientError::Permanent {
+        status,
+        code: code.to_owned(),
+        message: format!("the object store refused the download URL ({status} {code})"),
+    }
+}
+
+/// How much of a store's error answer is read for its code.
+const MAX_STORE_ERROR: u64 = 16 * 1024;
+
+/// For downloads: like [`http_agent`], and follows no redirect.
+fn download_agent(timeout: Duration) -> Agent {
+    ureq::AgentBuilder::new()
+        .timeout_connect(timeout)
+        .timeout_read(timeout)
+        .timeout_write(timeout)
+        .redirects(0)
+        .user_agent(concat!("airlift-agent/", env!("CARGO_PKG_VERSION")))
+        .build()
 }
 
 /// A connection pool that gives up on a connection silent for `timeout`.
@@ -312,5 +537,54 @@ fn refusal(status: u16, response: Response) -> ClientError {
             code,
             message,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SIGNED: &str = "https://bucket.s3.example.com/fleet/packages/p.airlift?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=AKID%2F20260101%2Fus-east-1%2Fs3%2Faws4_request&X-Amz-Date=20260101T000000Z&X-Amz-Expires=900&X-Amz-SignedHeaders=host&X-Amz-Signature=0123abcd";
+
+    #[test]
+    fn a_presigned_url_shows_no_query_and_knows_when_it_expires() {
+        let received = Instant::now();
+        let url = PresignedUrl::new(SIGNED, received).expect("absolute");
+        assert_eq!(
+            url.redacted(),
+            "https://bucket.s3.example.com/fleet/packages/p.airlift"
+        );
+        let shown = format!("{url:?} {:?}", DownloadAnswer::Redirect(url.clone()));
+        assert!(
+            !shown.contains("Signature") && !shown.contains("AKID"),
+            "{shown}"
+        );
+        // 900 s, less a margin of 30 s for the store's rounding.
+        assert!(!url.is_expired(received + Duration::from_secs(869)));
+        assert!(url.is_expired(received + Duration::from_secs(870)));
+
+        let short = SIGNED.replace("X-Amz-Expires=900", "X-Amz-Expires=2");
+        let short = PresignedUrl::new(&short, received).expect("absolute");
+        assert!(!short.is_expired(received + Duration::from_millis(1700)));
+        assert!(short.is_expired(received + Duration::from_millis(1800)));
+
+        let unknown =
+            PresignedUrl::new("http://cdn.example.com/p.airlift", received).expect("absolute");
+        assert!(!unknown.is_expired(received + Duration::from_secs(86_400 * 365)));
+        for relative in ["/p.airlift?X-Amz-Expires=9", "ftp://host/p", ""] {
+            assert!(PresignedUrl::new(relative, received).is_err(), "{relative}");
+        }
+    }
+
+    #[test]
+    fn query_values_are_found_by_their_exact_name() {
+        assert_eq!(query_value(SIGNED, "X-Amz-Expires"), Some("900"));
+        assert_eq!(query_value(SIGNED, "X-Amz-Date"), Some("20260101T000000Z"));
+        assert_eq!(query_value(SIGNED, "Expires"), None);
+        assert_eq!(query_value("https://h/p", "X-Amz-Expires"), None);
+        assert_eq!(
+            query_value("https://h/p?a=1#X-Amz-Expires=5", "X-Amz-Expires"),
+            None
+        );
     }
 }

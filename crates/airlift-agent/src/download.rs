@@ -4,10 +4,26 @@
 //! reader, hashing and installing as it goes) never notices. Retries back
 //! off exponentially with jitter, capped; a permanent answer (404, 410, a
 //! changed package) ends the download at once.
+//!
+//! When the server offloads downloads, its answer is a `307` to a
+//! presigned URL of the object store: the bytes come from there, a
+//! reconnect resumes there with `Range` (the object never changes), and a
+//! URL that has expired — or that the store refuses (403, 400, …) — is
+//! renewed by asking the server again, then the download goes on from the
+//! byte it reached. Renewals after a refusal take their turn in the same
+//! back-off as reconnects, so a store that refuses every URL ends the
+//! attempt rather than looping.
+//!
+//! ```text
+//!              ┌──────────── 200/206: the server streams ───────────┐
+//!  connect ──▶ server ── 307 ──▶ store URL ── 200/206 ─────────────▶ body
+//!                ▲                   │  (dropped: reconnect here, Range)
+//!                └── expired / 4xx ──┘
+//! ```
 
-use crate::client::{ClientError, ServerClient};
+use crate::client::{ClientError, DownloadAnswer, PresignedUrl, ServerClient};
 use airlift_protocol::DeploymentId;
-use backon::{BlockingRetryable, ExponentialBuilder};
+use backon::{BackoffBuilder, ExponentialBuilder};
 use std::io::{self, Read};
 use std::time::{Duration, Instant};
 
@@ -69,6 +85,8 @@ pub struct ResumableDownload<'c> {
     size: u64,
     offset: u64,
     body: Option<Box<dyn Read + Send + Sync>>,
+    /// Where the server sent this download, while it is good.
+    store: Option<PresignedUrl>,
     retry: RetryPolicy,
     limit: Option<BandwidthLimit>,
     progress: Box<dyn FnMut(u64) + 'c>,
@@ -101,6 +119,7 @@ impl<'c> ResumableDownload<'c> {
             size,
             offset: 0,
             body: None,
+            store: None,
             retry: RetryPolicy::default(),
             limit: None,
             progress: Box::new(|_| {}),
@@ -168,27 +187,97 @@ impl<'c> ResumableDownload<'c> {
                 size: self.size,
             });
         }
-        let policy = ExponentialBuilder::default()
+        let mut delays = ExponentialBuilder::default()
             .with_min_delay(self.retry.min_delay)
             .with_max_delay(self.retry.max_delay)
             .with_max_times(self.retry.max_attempts)
-            .with_jitter();
-        let (client, deployment, offset, etag) = (
-            &mut *self.client,
-            self.deployment,
-            self.offset,
-            self.etag.as_str(),
-        );
-        let response = (|| client.open_download(deployment, offset, etag))
-            .retry(policy)
-            .when(ClientError::is_transient)
-            .notify(|error, delay| {
+            .with_jitter()
+            .build();
+        let offset = self.offset;
+        loop {
+            let (error, renewing) = match self.attempt() {
+                Ok(body) => {
+                    self.body = Some(body);
+                    return Ok(());
+                }
+                Err(Attempt::Failed(error)) if !error.is_transient() => {
+                    return Err(self.stopped(error));
+                }
+                Err(Attempt::Failed(error)) => (error, false),
+                Err(Attempt::Refused(error)) => (error, true),
+            };
+            let Some(delay) = delays.next() else {
+                let error = match renewing {
+                    false => error,
+                    true => ClientError::Transient(format!(
+                        "the object store kept refusing the server's download URLs: {error}"
+                    )),
+                };
+                return Err(self.stopped(error));
+            };
+            if renewing {
+                tracing::info!(%error, ?delay, offset, "the object store refused the download URL; asking the server for a fresh one");
+            } else {
                 tracing::warn!(%error, ?delay, offset, "download interrupted; reconnecting");
-            })
-            .call();
-        self.body = Some(response.map_err(|e| self.stopped(e))?);
-        Ok(())
+            }
+            std::thread::sleep(delay);
+        }
     }
+
+    /// One try at a body from `offset`: from the store URL the server gave,
+    /// while it is good; else from the server, which streams the package
+    /// or hands out a (fresh) store URL.
+    fn attempt(&mut self) -> Result<Box<dyn Read + Send + Sync>, Attempt> {
+        if let Some(url) = self.store.take() {
+            if url.is_expired(Instant::now()) {
+                tracing::info!(
+                    store = url.redacted(),
+                    offset = self.offset,
+                    "the download URL expired; asking the server for a fresh one"
+                );
+            } else {
+                self.store = Some(url);
+            }
+        }
+        let url = match self.store.clone() {
+            Some(url) => url,
+            None => {
+                let answer = self
+                    .client
+                    .open_download(self.deployment, self.offset, &self.etag)
+                    .map_err(Attempt::Failed)?;
+                match answer {
+                    DownloadAnswer::Body(body) => return Ok(body),
+                    DownloadAnswer::Redirect(url) => {
+                        tracing::debug!(
+                            store = url.redacted(),
+                            offset = self.offset,
+                            "downloading from the object store"
+                        );
+                        self.store = Some(url.clone());
+                        url
+                    }
+                }
+            }
+        };
+        match self.client.open_store(&url, self.offset) {
+            Ok(body) => Ok(body),
+            Err(error) if error.is_transient() => Err(Attempt::Failed(error)),
+            // Spent: the next attempt asks the server again.
+            Err(error) => {
+                self.store = None;
+                Err(Attempt::Refused(error))
+            }
+        }
+    }
+}
+
+/// How one attempt to open the body failed.
+enum Attempt {
+    /// As the server or the network says: retried if transient.
+    Failed(ClientError),
+    /// The object store refused its URL: renewed, in the back-off's turn.
+    Refused(ClientError),
 }
 
 impl Read for ResumableDownload<'_> {

@@ -3,12 +3,13 @@
 //! `If-Range` so interrupted downloads resume.
 //!
 //! The blob store is local disk (the default: files under the data
-//! directory, served from memory maps) or an S3-compatible object store
-//! ([`s3`]: streamed through the server). Either is reached through
-//! `object_store`, and on either a package's file is stored only after the
-//! whole package verified, as one multipart upload that is committed last
-//! and aborted on any failure — so a refused or interrupted upload leaves
-//! no object behind.
+//! directory, served by reads that a file changed on disk cannot turn into
+//! a crash: [`local`]) or an S3-compatible object store ([`s3`]: streamed
+//! through the server). Either is reached through `object_store`, and on
+//! either a package's file is stored only after the whole package
+//! verified, as one multipart upload that is committed last and aborted on
+//! any failure — so a refused or interrupted upload leaves no object
+//! behind.
 
 use crate::error::ApiError;
 use airlift_package::{Limits, Manifest, PackageReader, TrustSet};
@@ -24,14 +25,15 @@ use object_store::{
     GetOptions, GetRange, GetResultPayload, MultipartUpload, ObjectStore, PutPayload,
 };
 use sha2::{Digest, Sha256};
-use std::io::{Read, Seek};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 use tempfile::TempPath;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-mod mapped;
+mod local;
+pub mod offload;
 pub mod s3;
 pub mod sweep;
 
@@ -40,8 +42,8 @@ pub mod sweep;
 pub enum BlobBackend {
     /// Files under this directory (the default, `DATA_DIR/blobs`).
     Local(PathBuf),
-    /// An S3-compatible object store.
-    S3(s3::S3Config),
+    /// An S3-compatible object store (boxed: its settings are large).
+    S3(Box<s3::S3Config>),
 }
 
 impl BlobBackend {
@@ -89,9 +91,6 @@ const MAX_PARTS: u64 = 10_000;
 
 /// Parts being sent at once, per upload: four parts' memory.
 const PARTS_IN_FLIGHT: usize = 4;
-
-/// Read size when serving a package from local disk.
-const FILE_CHUNK: usize = 1 << 20;
 
 /// An upload written to a temporary file.
 #[derive(Debug)]
@@ -356,22 +355,12 @@ pub async fn serve(
         return Ok(failure(BlobFailure::Mismatch, &error, key));
     }
     let body = match result.payload {
-        // A local file: send it from memory maps (one copy fewer than
-        // reading it), or in large reads where it cannot be mapped.
+        // A local file: read in large chunks on the blocking pool.
         // object_store's generic stream reads 8 KiB per blocking task,
         // several times slower.
-        GetResultPayload::File(file, path) => {
+        GetResultPayload::File(file, _) => {
             let (start, length) = (result.range.start, result.range.end - result.range.start);
-            match mapped::windows(file, start, length) {
-                Ok(windows) => Body::from_stream(windows),
-                Err((error, _)) if error.kind() == std::io::ErrorKind::UnexpectedEof => {
-                    return Err(ApiError::internal(format!("{}: {error}", path.display())));
-                }
-                Err((error, file)) => {
-                    tracing::debug!(%error, path = %path.display(), "cannot map the package file; reading it");
-                    Body::from_stream(file_chunks(file, start, length))
-                }
-            }
+            Body::from_stream(local::chunks(file, start, length, key.clone()))
         }
         GetResultPayload::Stream(stream) => Body::from_stream(guarded(stream, key.clone())),
     };
@@ -532,52 +521,6 @@ pub(crate) fn is_unreachable(error: &object_store::Error) -> bool {
     })
 }
 
-/// Where a file cannot be mapped: streams `length` bytes of `file` from
-/// `start` in chunks of up to [`FILE_CHUNK`], each read on a blocking thread
-/// straight into the buffer that is sent (no second copy), and the next
-/// chunk read while the current one is being written to the socket.
-///
-/// One read is in flight at a time and it holds a blocking thread only for
-/// that read, so a fleet downloading at once cannot exhaust the pool.
-/// Buffers are no larger than what is left to send: a small package costs
-/// its size, not a megabyte, per download.
-fn file_chunks(
-    file: std::fs::File,
-    start: u64,
-    length: u64,
-) -> impl futures::Stream<Item = std::io::Result<Bytes>> + Send + 'static {
-    type Read = tokio::task::JoinHandle<std::io::Result<(std::fs::File, Bytes)>>;
-    fn read_next(mut file: std::fs::File, seek_to: Option<u64>, remaining: u64) -> Read {
-        tokio::task::spawn_blocking(move || {
-            if let Some(offset) = seek_to {
-                file.seek(std::io::SeekFrom::Start(offset))?;
-            }
-            let want = remaining.min(FILE_CHUNK as u64);
-            // Capacity without zeroing: read_to_end fills it directly.
-            let mut buffer = Vec::with_capacity(want as usize);
-            (&mut file).take(want).read_to_end(&mut buffer)?;
-            if (buffer.len() as u64) < want {
-                return Err(std::io::Error::new(
-                    std::io::ErrorKind::UnexpectedEof,
-                    "package file is shorter than its recorded size",
-                ));
-            }
-            Ok((file, Bytes::from(buffer)))
-        })
-    }
-    let first = (length > 0).then(|| read_next(file, Some(start), length));
-    futures::stream::try_unfold((first, length), |(read, remaining)| async move {
-        let Some(read) = read else {
-            return Ok(None);
-        };
-        let (file, chunk) = read.await.map_err(std::io::Error::other)??;
-        let remaining = remaining - chunk.len() as u64;
-        // Start the next read now, while this chunk goes out.
-        let next = (remaining > 0).then(|| read_next(file, None, remaining));
-        Ok(Some((chunk, (next, remaining))))
-    })
-}
-
 /// What a `Range` header asks of a body of `size` bytes, as RFC 9110
 /// (§14.2) has a server read it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -642,20 +585,6 @@ pub fn package_key(id: airlift_protocol::PackageId) -> BlobPath {
 mod tests {
     use super::*;
 
-    async fn collect(file: std::fs::File, start: u64, length: u64) -> std::io::Result<Vec<u8>> {
-        let mut out = Vec::new();
-        let mut chunks = std::pin::pin!(file_chunks(file, start, length));
-        while let Some(chunk) = chunks.next().await {
-            let chunk = chunk?;
-            assert!(
-                chunk.len() <= FILE_CHUNK,
-                "a chunk is never larger than FILE_CHUNK"
-            );
-            out.extend_from_slice(&chunk);
-        }
-        Ok(out)
-    }
-
     #[test]
     fn parts_are_large_enough_for_s3_and_few_enough() {
         assert_eq!(part_size(0), MIN_PART);
@@ -679,34 +608,5 @@ mod tests {
         }
         assert_eq!(read("bytes=1000-"), RangeRequest::Unsatisfiable);
         assert_eq!(read("bytes=5000-6000"), RangeRequest::Unsatisfiable);
-    }
-
-    #[tokio::test]
-    async fn file_chunks_stream_exactly_the_range_asked_for() {
-        let bytes: Vec<u8> = (0..(FILE_CHUNK * 2 + 12_345))
-            .map(|i| (i % 251) as u8)
-            .collect();
-        let temp = tempfile::NamedTempFile::new().expect("temp file");
-        std::fs::write(temp.path(), &bytes).expect("write");
-        let open = || std::fs::File::open(temp.path()).expect("open");
-
-        let whole = collect(open(), 0, bytes.len() as u64).await.expect("whole");
-        assert_eq!(whole, bytes);
-        let tail = collect(open(), 1_000_001, (bytes.len() - 1_000_001) as u64)
-            .await
-            .expect("tail");
-        assert_eq!(tail, bytes[1_000_001..]);
-        let middle = collect(open(), 7, 10).await.expect("middle");
-        assert_eq!(middle, bytes[7..17]);
-        assert!(collect(open(), 5, 0).await.expect("empty").is_empty());
-    }
-
-    #[tokio::test]
-    async fn a_file_shorter_than_recorded_ends_the_stream_with_an_error() {
-        let temp = tempfile::NamedTempFile::new().expect("temp file");
-        std::fs::write(temp.path(), vec![1u8; 100]).expect("write");
-        let file = std::fs::File::open(temp.path()).expect("open");
-        let error = collect(file, 50, 100).await.expect_err("short file");
-        assert_eq!(error.kind(), std::io::ErrorKind::UnexpectedEof);
     }
 }

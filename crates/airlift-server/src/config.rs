@@ -4,6 +4,7 @@
 //! of `Args` and a line where `Config` reads it. Loading has no side
 //! effects; secrets never show in `Debug`.
 
+use crate::blobs::offload::{parse_url_expiry, BaseUrl, OffloadConfig};
 use crate::blobs::s3::{S3Config, S3Settings};
 use crate::blobs::BlobBackend;
 use crate::listen::ConnectionLimits;
@@ -33,6 +34,8 @@ use std::time::Duration;
       --data-dir /var/lib/airlift
   AWS_ACCESS_KEY_ID=... AWS_SECRET_ACCESS_KEY=... airlift-server \\
       --trust keys/release.pub --blob-url s3://airlift-packages/fleet
+  airlift-server --trust keys/release.pub --blob-url s3://airlift-packages/fleet \\
+      --blob-url-expiry 30m --download-base-url https://cdn.example.com
 
 With no flags: SQLite and package blobs under ./airlift-data — relative to
 the directory the server is started in — on http://127.0.0.1:8080.
@@ -188,6 +191,48 @@ pub struct Args {
         help_heading = "Blob storage"
     )]
     pub blob_session_token: Option<Secret>,
+    /// With S3: `on` answers a device's download with a redirect (307) to a
+    /// presigned URL of the package's object, so the store serves the bytes;
+    /// `off` streams them through the server. Local disk has no offload
+    /// [default: on with S3].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[arg(
+        long,
+        env = "AIRLIFT_BLOB_OFFLOAD",
+        value_name = "on|off",
+        help_heading = "Blob storage"
+    )]
+    pub blob_offload: Option<OnOff>,
+    /// How long a presigned download URL stays valid: seconds, or with a
+    /// unit (90s, 15m, 2h, 7d); 1 second to 7 days [default: 15m].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[arg(
+        long,
+        env = "AIRLIFT_BLOB_URL_EXPIRY",
+        value_name = "DURATION",
+        help_heading = "Blob storage"
+    )]
+    pub blob_url_expiry: Option<String>,
+    /// A CDN in front of the bucket, e.g. https://cdn.example.com[/PREFIX]:
+    /// presigned URLs get its scheme, host and port (and prefix) and keep
+    /// their path and query; the CDN must forward both to the bucket with
+    /// the bucket's Host (docs/operations.md) [default: the store's URL].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[arg(
+        long,
+        env = "AIRLIFT_DOWNLOAD_BASE_URL",
+        value_name = "URL",
+        help_heading = "Blob storage"
+    )]
+    pub download_base_url: Option<String>,
+}
+
+/// A switch set by `on` or `off`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum OnOff {
+    On,
+    Off,
 }
 
 /// A secret setting (a key, a password): `Debug` shows `<redacted>`; only
@@ -461,10 +506,21 @@ fn mqtt(raw: &Args) -> Result<Option<(MqttBroker, String)>, ConfigError> {
 /// with the other `blob_*` settings (which local disk ignores: the AWS
 /// variables may be set for other programs).
 fn blobs(raw: &Args, data_dir: &std::path::Path) -> Result<BlobBackend, ConfigError> {
+    let offload = offload(raw)?;
     let Some(url) = &raw.blob_url else {
+        if raw.blob_offload == Some(OnOff::On) {
+            return Err(ConfigError::Invalid(
+                "blob_offload = on (AIRLIFT_BLOB_OFFLOAD, --blob-offload) needs package files in S3 (--blob-url s3://…): from local disk the server serves them itself".into(),
+            ));
+        }
+        if raw.download_base_url.is_some() {
+            return Err(ConfigError::Invalid(
+                "download_base_url (AIRLIFT_DOWNLOAD_BASE_URL, --download-base-url) needs package files in S3 (--blob-url s3://…) with offloaded downloads".into(),
+            ));
+        }
         return Ok(BlobBackend::Local(data_dir.join("blobs")));
     };
-    S3Config::new(S3Settings {
+    let mut s3 = S3Config::new(S3Settings {
         url,
         endpoint: raw.blob_endpoint.as_deref(),
         region: raw.blob_region.as_deref(),
@@ -473,8 +529,33 @@ fn blobs(raw: &Args, data_dir: &std::path::Path) -> Result<BlobBackend, ConfigEr
         secret_access_key: raw.blob_secret_access_key.as_ref(),
         session_token: raw.blob_session_token.as_ref(),
     })
-    .map(BlobBackend::S3)
-    .map_err(ConfigError::Invalid)
+    .map_err(ConfigError::Invalid)?;
+    s3.offload = offload;
+    Ok(BlobBackend::S3(Box::new(s3)))
+}
+
+/// How downloads from S3 are offloaded, `None` when they are not
+/// (`blob_offload = off`); the expiry and base URL are checked either way.
+fn offload(raw: &Args) -> Result<Option<OffloadConfig>, ConfigError> {
+    let expiry = match &raw.blob_url_expiry {
+        Some(text) => parse_url_expiry(text).map_err(ConfigError::Invalid)?,
+        None => OffloadConfig::default().expiry,
+    };
+    let base_url = raw
+        .download_base_url
+        .as_deref()
+        .map(BaseUrl::parse)
+        .transpose()
+        .map_err(ConfigError::Invalid)?;
+    if raw.blob_offload == Some(OnOff::Off) {
+        if base_url.is_some() {
+            return Err(ConfigError::Invalid(
+                "download_base_url (AIRLIFT_DOWNLOAD_BASE_URL, --download-base-url) needs offloaded downloads: it has no use with blob_offload = off (--blob-offload off)".into(),
+            ));
+        }
+        return Ok(None);
+    }
+    Ok(Some(OffloadConfig { expiry, base_url }))
 }
 
 fn connections(raw: &Args) -> Result<ConnectionLimits, ConfigError> {
@@ -631,6 +712,71 @@ mod tests {
         let error =
             Config::from_args(args(&["--blob-url", "/srv/blobs"]), None).expect_err("not s3://");
         assert!(error.to_string().contains("AIRLIFT_BLOB_URL"), "{error}");
+    }
+
+    #[test]
+    fn downloads_from_s3_are_offloaded_unless_turned_off_and_disk_has_no_offload() {
+        let offload = |extra: &[&str]| {
+            let mut argv = vec!["--blob-url", "s3://packages"];
+            argv.extend_from_slice(extra);
+            match Config::from_args(args(&argv), None).map(|c| c.blobs) {
+                Ok(BlobBackend::S3(s3)) => Ok(s3.offload),
+                Ok(other) => panic!("S3 expected: {other:?}"),
+                Err(error) => Err(error.to_string()),
+            }
+        };
+        let default = offload(&[]).expect("valid").expect("on by default");
+        assert_eq!(default.expiry, Duration::from_secs(15 * 60));
+        assert_eq!(default.base_url, None);
+        let tuned = offload(&[
+            "--blob-offload",
+            "on",
+            "--blob-url-expiry",
+            "2h",
+            "--download-base-url",
+            "https://cdn.example.com/airlift",
+        ])
+        .expect("valid")
+        .expect("on");
+        assert_eq!(tuned.expiry, Duration::from_secs(7200));
+        assert_eq!(
+            tuned.base_url.map(|b| b.to_string()).as_deref(),
+            Some("https://cdn.example.com/airlift")
+        );
+        assert_eq!(offload(&["--blob-offload", "off"]), Ok(None));
+        for (extra, flag) in [
+            (&["--blob-url-expiry", "8d"][..], "--blob-url-expiry"),
+            (&["--blob-url-expiry", "0"][..], "--blob-url-expiry"),
+            (
+                &["--download-base-url", "cdn.example.com"][..],
+                "--download-base-url",
+            ),
+            (
+                &[
+                    "--blob-offload",
+                    "off",
+                    "--download-base-url",
+                    "https://cdn.example.com",
+                ][..],
+                "--download-base-url",
+            ),
+        ] {
+            let error = offload(extra).expect_err(flag);
+            assert!(error.contains(flag), "{extra:?}: {error}");
+        }
+
+        let disk = |extra: &[&str]| Config::from_args(args(extra), None).map(|c| c.blobs);
+        assert!(disk(&["--blob-offload", "off"]).is_ok_and(|b| b.is_local()));
+        for (extra, flag) in [
+            (&["--blob-offload", "on"][..], "--blob-offload"),
+            (
+                &["--download-base-url", "https://cdn.example.com"][..],
+                "--download-base-url",
+            ),
+        ] {
+            let error = disk(extra).expect_err(flag).to_string();
+            assert!(error.contains(flag), "{extra:?}: {error}");
+        }
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! A server that faces a fleet faces hostile and broken clients too: a
 //! socket that never finishes its request head, an upload that stops
 //! half-way, a download whose reader stopped reading. Each of those holds a
-//! file descriptor (and, for a download, mapped pages) for as long as it
+//! file descriptor (and, for a download, its read buffers) for as long as it
 //! lasts, so each is bounded here, on plain HTTP and on HTTPS alike:
 //!
 //! - **idle**: waiting for a request head — a new connection's first, or

@@ -62,6 +62,12 @@ pub async fn prepare(config: &Config) -> Result<(AppState, AdminToken), StartupE
     let blobs = crate::blobs::open(&config.blobs)
         .await
         .map_err(StartupError::Blobs)?;
+    let offload = match &config.blobs {
+        crate::blobs::BlobBackend::S3(s3) => crate::blobs::offload::Offload::new(s3)
+            .map_err(StartupError::Blobs)?
+            .map(std::sync::Arc::new),
+        crate::blobs::BlobBackend::Local(_) => None,
+    };
     let store = airlift_store::open_with(
         &config.database,
         airlift_store::OpenOptions {
@@ -91,7 +97,10 @@ pub async fn prepare(config: &Config) -> Result<(AppState, AdminToken), StartupE
         blobs,
         trust,
         device_keys,
-        Settings::from_config(config),
+        Settings {
+            offload,
+            ..Settings::from_config(config)
+        },
         metrics,
         mqtt,
     );

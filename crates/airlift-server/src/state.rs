@@ -62,6 +62,10 @@ pub struct Settings {
     pub secure_cookies: bool,
     /// How much the check-in caches hold.
     pub cache_limits: crate::cache::CacheLimits,
+    /// Signs the presigned URLs device downloads are redirected to, when
+    /// they are offloaded to S3; set by `startup::prepare`, which makes
+    /// the store's clients.
+    pub offload: Option<Arc<crate::blobs::offload::Offload>>,
 }
 
 impl Settings {
@@ -76,6 +80,7 @@ impl Settings {
             admission: config.admission,
             secure_cookies: config.tls.is_some(),
             cache_limits: config.cache_limits,
+            offload: None,
         }
     }
 }

@@ -4,6 +4,8 @@
 //!   loopback port and known ready from its log;
 //! - [`proxy`]: a flaky network in front of a server (cuts, stalls,
 //!   damaged bytes, `503`s, altered offers), planned or by seeded chance;
+//! - [`balancer`]: a round-robin TCP load balancer in front of several
+//!   server instances, skipping one that is down;
 //! - [`packages`]: a release key and signed test packages;
 //! - [`device`] (feature `device`): a device speaking the device API by
 //!   hand;
@@ -20,10 +22,12 @@
 //! `airlift-package` and `airlift-protocol`, so that every other crate's
 //! tests may use it.
 
+pub mod balancer;
 #[cfg(feature = "browser")]
 pub mod browser;
 #[cfg(feature = "device")]
 pub mod device;
+mod loopback;
 pub mod packages;
 #[cfg(feature = "postgres")]
 pub mod postgres;

@@ -27,13 +27,12 @@
 
 mod connection;
 
+use crate::loopback::Service;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 use std::time::Duration;
 use tokio::net::TcpListener;
-use tokio::sync::oneshot;
 
 /// Under [`Faults::Random`]: the share of download requests cut short (after
 /// 0–64 KiB of the answer), in percent.
@@ -60,6 +59,9 @@ pub enum NetFault {
     Unavailable,
     /// The answer's byte at this position with its bits flipped.
     Corrupt(usize),
+    /// The request held this long before it is forwarded, then passed: a
+    /// slow way to the server (a presigned URL may expire on it).
+    HoldRequest(Duration),
 }
 
 /// How the proxy picks each request's [`NetFault`].
@@ -143,10 +145,8 @@ struct Shared {
 /// A running proxy.
 #[derive(Debug)]
 pub struct FlakyProxy {
-    url: String,
+    service: Service,
     shared: Arc<Shared>,
-    stop: Option<oneshot::Sender<()>>,
-    thread: Option<JoinHandle<()>>,
 }
 
 impl FlakyProxy {
@@ -174,35 +174,14 @@ impl FlakyProxy {
             tamper: Mutex::new(None),
             upstream: host,
         });
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?;
-        let listener = runtime.block_on(TcpListener::bind("127.0.0.1:0"))?;
-        let url = format!("http://{}", listener.local_addr()?);
-        let (stop, stopped) = oneshot::channel();
         let accepting = Arc::clone(&shared);
-        let thread = std::thread::Builder::new()
-            .name("flaky-proxy".into())
-            .spawn(move || {
-                runtime.block_on(async move {
-                    tokio::select! {
-                        () = accept(listener, accepting) => {},
-                        _ = stopped => {},
-                    }
-                });
-                // Dropping the runtime here ends every connection.
-            })?;
-        Ok(Self {
-            url,
-            shared,
-            stop: Some(stop),
-            thread: Some(thread),
-        })
+        let service = Service::start("flaky-proxy", move |listener| accept(listener, accepting))?;
+        Ok(Self { service, shared })
     }
 
     /// `http://127.0.0.1:PORT`.
     pub fn url(&self) -> &str {
-        &self.url
+        self.service.url()
     }
 
     /// What it did so far (kept after it stops).
@@ -235,18 +214,7 @@ impl FlakyProxy {
 
     /// Closes the port and every connection; the statistics stay.
     pub fn stop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
-}
-
-impl Drop for FlakyProxy {
-    fn drop(&mut self) {
-        self.stop();
+        self.service.stop();
     }
 }
 
@@ -324,6 +292,17 @@ mod tests {
             (4, 1, 1)
         );
         assert_eq!(proxy.unused(), 0);
+    }
+
+    #[test]
+    fn a_held_request_arrives_late_and_whole() {
+        let hold = Duration::from_millis(300);
+        let plan = vec![NetFault::HoldRequest(hold)];
+        let proxy = FlakyProxy::start(&upstream(), Faults::Planned(plan)).expect("proxy");
+        let started = std::time::Instant::now();
+        assert!(download(&proxy).ends_with(&[b'x'; BODY]), "passed whole");
+        assert!(started.elapsed() >= hold, "{:?}", started.elapsed());
+        assert_eq!((proxy.stats().cuts(), proxy.unused()), (0, 0));
     }
 
     #[test]

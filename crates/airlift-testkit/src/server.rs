@@ -37,7 +37,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-pub use log::Echo;
+pub use log::{Echo, Tally};
 
 /// An admin token for servers that tests start; any `alt_`-prefixed secret
 /// of this length would do.
@@ -87,8 +87,10 @@ pub enum ServerError {
         source: std::io::Error,
     },
     /// It exited before it said it was ready.
-    #[error("airlift-server exited before it was ready; its log:\n{log}")]
+    #[error("airlift-server exited before it was ready (exit code {code:?}); its log:\n{log}")]
     Exited {
+        /// Its exit code (`None`: ended by a signal, or not known).
+        code: Option<i32>,
         /// Its last log lines.
         log: String,
     },
@@ -111,8 +113,10 @@ pub struct ServerBuilder {
     data_dir: PathBuf,
     args: Vec<OsString>,
     env: Vec<(OsString, OsString)>,
+    env_removed: Vec<OsString>,
     ready_timeout: Duration,
     echo: Echo,
+    label: Option<String>,
 }
 
 impl ServerBuilder {
@@ -155,6 +159,13 @@ impl ServerBuilder {
         self
     }
 
+    /// A variable kept out of the child's environment (`AWS_REGION`, …),
+    /// beside the inherited `AIRLIFT_*` ones, which are gone already.
+    pub fn env_remove(mut self, name: impl AsRef<OsStr>) -> Self {
+        self.env_removed.push(name.as_ref().to_owned());
+        self
+    }
+
     /// How long to wait for the ready line ([`READY_TIMEOUT`] unless set).
     pub fn ready_timeout(mut self, timeout: Duration) -> Self {
         self.ready_timeout = timeout;
@@ -165,6 +176,13 @@ impl ServerBuilder {
     /// ([`Echo::from_env`] unless set).
     pub fn echo(mut self, echo: Echo) -> Self {
         self.echo = echo;
+        self
+    }
+
+    /// A name for its echoed lines (`airlift-server LABEL: …`), to tell
+    /// several servers apart.
+    pub fn label(mut self, label: &str) -> Self {
+        self.label = Some(label.to_owned());
         self
     }
 
@@ -192,6 +210,9 @@ impl ServerBuilder {
                 command.env_remove(name);
             }
         }
+        for name in &self.env_removed {
+            command.env_remove(name);
+        }
         command
             .arg("--data-dir")
             .arg(&self.data_dir)
@@ -207,9 +228,13 @@ impl ServerBuilder {
             path: self.binary.clone(),
             source,
         })?;
-        let reader = LogReader::start(&mut child, LogEcho::new(self.echo));
+        let reader = LogReader::start(&mut child, LogEcho::new(self.echo, self.label.as_deref()));
         match reader.wait_ready(self.ready_timeout) {
             Ok(ready) => Ok((child, reader, ready)),
+            Err(ServerError::Exited { log, .. }) => {
+                let code = child.wait().ok().and_then(|status| status.code());
+                Err(ServerError::Exited { code, log })
+            }
             Err(error) => {
                 let _ = child.kill();
                 let _ = child.wait();
@@ -239,8 +264,10 @@ impl ServerProcess {
             data_dir: data_dir.into(),
             args: Vec::new(),
             env: Vec::new(),
+            env_removed: Vec::new(),
             ready_timeout: READY_TIMEOUT,
             echo: Echo::from_env(),
+            label: None,
         }
     }
 
@@ -269,6 +296,12 @@ impl ServerProcess {
         self.reader.warnings()
     }
 
+    /// Its warnings and errors so far by level and message, each with its
+    /// first line (at most 200 messages; a restart starts afresh).
+    pub fn warnings_by_message(&self) -> Tally {
+        self.reader.tally()
+    }
+
     /// Its last log lines (stderr, and stdout prefixed `stdout: `), oldest
     /// first, for a failure message.
     pub fn log_tail(&self) -> String {
@@ -278,6 +311,11 @@ impl ServerProcess {
     /// Whether it has exited (on its own, or killed).
     pub fn has_exited(&mut self) -> bool {
         !matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// How it exited, once it has.
+    pub fn exit_status(&mut self) -> Option<ExitStatus> {
+        self.child.try_wait().ok().flatten()
     }
 
     /// SIGKILL, and waits until it is gone: a crash, with nothing flushed.
@@ -397,7 +435,37 @@ mod tests {
         let error = ServerProcess::builder("/bin/sh", "/tmp")
             .start()
             .expect_err("sh never says it is ready");
-        assert!(matches!(error, ServerError::Exited { .. }), "{error}");
+        assert!(
+            matches!(error, ServerError::Exited { code: Some(code), .. } if code != 0),
+            "{error}"
+        );
         assert!(started.elapsed() < Duration::from_secs(10));
+    }
+
+    #[test]
+    fn a_removed_variable_does_not_reach_the_process() {
+        // A "server" that exits 3 while it inherits CARGO_MANIFEST_DIR
+        // (cargo sets it for tests), 4 once it does not. (Not PATH: sh
+        // makes up a default one.)
+        let dir = tempfile::tempdir().expect("dir");
+        let script = dir.path().join("fake-server");
+        std::fs::write(
+            &script,
+            "#!/bin/sh\ntest -n \"$CARGO_MANIFEST_DIR\" && exit 3\nexit 4\n",
+        )
+        .expect("script");
+        let mut permissions = std::fs::metadata(&script).expect("meta").permissions();
+        std::os::unix::fs::PermissionsExt::set_mode(&mut permissions, 0o755);
+        std::fs::set_permissions(&script, permissions).expect("chmod");
+        let exit_code = |builder: ServerBuilder| match builder.start() {
+            Err(ServerError::Exited { code, .. }) => code,
+            other => panic!("{other:?}"),
+        };
+        let builder = || ServerProcess::builder(&script, dir.path());
+        assert_eq!(exit_code(builder()), Some(3));
+        assert_eq!(
+            exit_code(builder().env_remove("CARGO_MANIFEST_DIR")),
+            Some(4)
+        );
     }
 }

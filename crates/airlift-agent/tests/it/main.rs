@@ -5,5 +5,6 @@
 mod harness;
 use airlift_server::testing as server;
 mod network;
+mod offload;
 mod push;
 mod updates;

@@ -12,7 +12,7 @@
 use crate::config::Secret;
 use axum::http::Uri;
 use futures::StreamExt;
-use object_store::aws::AmazonS3Builder;
+use object_store::aws::{AmazonS3, AmazonS3Builder};
 use object_store::path::Path as BlobPath;
 use object_store::prefix::PrefixStore;
 use object_store::{BackoffConfig, ClientOptions, ObjectStore, RetryConfig};
@@ -65,6 +65,10 @@ pub struct S3Config {
     /// Static credentials; `None`: the environment's (a web identity, or
     /// the instance's role from the metadata service).
     pub credentials: Option<S3Credentials>,
+    /// Devices download from the store through presigned URLs (the
+    /// default); `None`: the server streams package files itself
+    /// (`--blob-offload off`).
+    pub offload: Option<super::offload::OffloadConfig>,
 }
 
 /// Static S3 credentials.
@@ -116,6 +120,7 @@ impl S3Config {
             region,
             path_style: raw.path_style,
             credentials,
+            offload: Some(super::offload::OffloadConfig::default()),
         })
     }
 
@@ -197,6 +202,15 @@ fn parse_endpoint(endpoint: &str, path_style: bool) -> Result<String, String> {
 
 /// The client for `config`, under its prefix. Makes no request.
 pub fn open(config: &S3Config) -> Result<Arc<dyn ObjectStore>, String> {
+    let store = client(config)?;
+    Ok(match &config.prefix {
+        Some(prefix) => Arc::new(PrefixStore::new(store, prefix.clone())),
+        None => Arc::new(store),
+    })
+}
+
+/// The client for `config`, at the bucket's root. Makes no request.
+pub(super) fn client(config: &S3Config) -> Result<AmazonS3, String> {
     let mut options = ClientOptions::new()
         .with_timeout_disabled()
         .with_connect_timeout(CONNECT_TIMEOUT);
@@ -230,13 +244,9 @@ pub fn open(config: &S3Config) -> Result<Arc<dyn ObjectStore>, String> {
             builder = builder.with_token(token.expose());
         }
     }
-    let store = builder
+    builder
         .build()
-        .map_err(|e| format!("blob store {}: {e}", config.url()))?;
-    Ok(match &config.prefix {
-        Some(prefix) => Arc::new(PrefixStore::new(store, prefix.clone())),
-        None => Arc::new(store),
-    })
+        .map_err(|e| format!("blob store {}: {e}", config.url()))
 }
 
 /// Lists the bucket (one page, within [`PROBE_TIMEOUT`]), so that wrong

@@ -11,7 +11,11 @@ use axum::http::HeaderMap;
 use axum::response::Response;
 
 /// Download the package a deployment offers this device. Supports `Range`
-/// and `If-Range`; reads only, writes nothing.
+/// and `If-Range`; reads only, writes nothing. With package files in S3
+/// (and offload on) the answer is a `307` to a presigned URL of the
+/// package's object instead, after the same checks: the device fetches it
+/// there, with `Range` to resume, and asks here again for a fresh URL once
+/// it has expired.
 #[utoipa::path(
     get,
     path = "/api/device/v1/deployments/{deployment_id}/download",
@@ -24,6 +28,7 @@ use axum::response::Response;
     security(("device_token" = [])),
     responses(
         (status = 200, description = "The whole package", content_type = "application/octet-stream", body = inline(crate::openapi::PackageFile), headers(("ETag" = String, description = "The package's SHA-256, quoted: the validator for If-Range"), ("Accept-Ranges" = String, description = "bytes"))),
+        (status = 307, description = "Served by the object store (package files in S3, offload on): fetch the package from the presigned URL in `Location`, without this API's token; resume there with `Range`; ask here again when it has expired or the store answers 403. No body", headers(("Location" = String, description = "A presigned GET URL of the package's object, valid for the server's --blob-url-expiry; a credential: do not log its query"), ("Cache-Control" = String, description = "no-store"))),
         (status = 206, description = "The requested range", content_type = "application/octet-stream", body = inline(crate::openapi::PackageFile), headers(("ETag" = String, description = "The package's SHA-256, quoted: the validator for If-Range"), ("Accept-Ranges" = String, description = "bytes"), ("Content-Range" = String, description = "bytes START-END/SIZE"))),
         (status = 400, description = "A malformed deployment id", body = airlift_protocol::ErrorBody),
         (status = 401, description = "No device token, an invalid or expired one, or the device is no longer accepted: authenticate again", body = airlift_protocol::ErrorBody),
@@ -75,13 +80,23 @@ pub async fn download(
         )
     })?;
     metrics::counter!("airlift_downloads_total", "api" => "device").increment(1);
+    let key = package.blob_key.as_str().into();
+    if let Some(offload) = &state.settings().offload {
+        return blobs::offload::redirect(
+            state.blobs().as_ref(),
+            offload,
+            &key,
+            package.package.size,
+        )
+        .await;
+    }
     let filename = format!(
         "{}-{}.airlift",
         package.package.name, package.package.version
     );
     blobs::serve(
         state.blobs().as_ref(),
-        &package.blob_key.as_str().into(),
+        &key,
         package.package.size,
         &package.package.sha256,
         &filename,

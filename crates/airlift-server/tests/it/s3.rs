@@ -6,14 +6,14 @@
 
 use crate::support::*;
 use airlift_testkit::s3::{S3Server, ACCESS_KEY_ID, BUCKET, REGION, SECRET_ACCESS_KEY};
+use airlift_testkit::server::{ServerError, ServerProcess};
 use futures::TryStreamExt;
 use object_store::aws::{AmazonS3, AmazonS3Builder};
 use object_store::path::Path as BlobPath;
 use object_store::ObjectStore;
 use reqwest::StatusCode;
 use serde_json::Value;
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::AsyncWriteExt;
@@ -21,10 +21,11 @@ use tokio::io::AsyncWriteExt;
 const PREFIX: &str = "fleet/a";
 
 /// A server on `backend` whose blobs are under [`PREFIX`] in an `s3s-fs`
-/// of its own (so that its bucket holds nothing else).
+/// of its own (so that its bucket holds nothing else), streaming downloads
+/// itself (offloaded ones: `offload.rs`).
 async fn on_s3(backend: Backend) -> (TestServer, S3Blobs) {
     let blobs = S3Blobs::on(Arc::new(S3Server::start()), PREFIX);
-    let flags: Vec<&str> = blobs.flags().collect();
+    let flags: Vec<&str> = blobs.flags().chain(["--blob-offload", "off"]).collect();
     let server = TestServer::start_with(backend, &flags).await;
     (server, blobs)
 }
@@ -334,62 +335,31 @@ async fn a_package_uploaded_to_one_instance_is_served_by_another() {
 
 /// What `airlift-server` did with `args` and `env` (and no other AWS
 /// variable): `Ok` with its log once ready (then it is stopped), or `Err`
-/// with its stderr when it exited.
+/// with its exit code and log when it exited.
 fn start_outcome(args: &[&str], env: &[(&str, String)]) -> Result<String, (i32, String)> {
     let data = tempfile::tempdir().expect("data directory");
-    let mut command = Command::new(env!("CARGO_BIN_EXE_airlift-server"));
-    command
-        .arg("--data-dir")
-        .arg(data.path())
-        .args(["--listen", "127.0.0.1:0", "--log-format", "json"])
-        .args(args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
+    let mut builder =
+        ServerProcess::builder(env!("CARGO_BIN_EXE_airlift-server"), data.path()).args(args);
     for name in [
         "AWS_ENDPOINT_URL",
         "AWS_REGION",
         "AWS_ACCESS_KEY_ID",
         "AWS_SECRET_ACCESS_KEY",
         "AWS_SESSION_TOKEN",
-        "AIRLIFT_BLOB_URL",
-        "AIRLIFT_BLOB_PATH_STYLE",
     ] {
-        command.env_remove(name);
+        builder = builder.env_remove(name);
     }
-    command.envs(env.iter().map(|(k, v)| (k, v)));
-    let mut child = command.spawn().expect("start airlift-server");
-    let stderr = child.stderr.take().expect("piped stderr");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
+    for (name, value) in env {
+        builder = builder.env(name, value);
+    }
+    match builder.start() {
+        Ok(mut server) => {
+            let log = server.log_tail();
+            server.kill();
+            Ok(log)
         }
-    });
-    let mut log = Vec::new();
-    loop {
-        match rx.recv_timeout(Duration::from_secs(60)) {
-            Ok(line) => {
-                let ready = serde_json::from_str::<Value>(&line)
-                    .is_ok_and(|entry| entry["fields"]["message"] == "airlift-server ready");
-                log.push(line);
-                if ready {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    return Ok(log.join("\n"));
-                }
-            }
-            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
-                let status = child.wait().expect("exit status");
-                return Err((status.code().unwrap_or(-1), log.join("\n")));
-            }
-            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
-                let _ = child.kill();
-                panic!(
-                    "neither ready nor stopped after a minute:\n{}",
-                    log.join("\n")
-                );
-            }
-        }
+        Err(ServerError::Exited { code, log }) => Err((code.unwrap_or(-1), log)),
+        Err(other) => panic!("neither ready nor stopped: {other}"),
     }
 }
 

@@ -289,9 +289,15 @@ pub struct S3Blobs {
 }
 
 impl S3Blobs {
-    /// On the shared `s3s-fs`, under `prefix`.
+    /// On the shared `s3s-fs`, under `prefix`, with downloads streamed by
+    /// the server (`--blob-offload off`): the suite's scenarios check the
+    /// server's own download answers; offloaded ones have `offload.rs`.
     pub fn new(prefix: &str) -> Self {
-        Self::on(shared_s3(), prefix)
+        let mut blobs = Self::on(shared_s3(), prefix);
+        blobs
+            .flags
+            .extend(["--blob-offload", "off"].map(str::to_owned));
+        blobs
     }
 
     /// On `server`, under `prefix`.

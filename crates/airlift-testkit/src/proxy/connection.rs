@@ -200,6 +200,9 @@ async fn requests(
                 sent: 0,
             });
         }
+        if let NetFault::HoldRequest(pause) = fault {
+            tokio::time::sleep(pause).await;
+        }
         server.write_all(&head).await?;
         forward_body(&mut reader, &mut server, length).await?;
     }

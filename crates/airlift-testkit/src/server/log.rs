@@ -4,7 +4,7 @@
 //! never blocks writing to a pipe nobody reads.
 
 use super::ServerError;
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
 use std::process::Child;
@@ -15,6 +15,15 @@ use std::time::Duration;
 
 /// Lines kept for a failure message: enough for a startup's whole log.
 const TAIL_LINES: usize = 200;
+/// Distinct warning and error messages tallied; later new ones are only
+/// counted in [`ServerProcess::warnings`](super::ServerProcess::warnings).
+const MESSAGES_KEPT: usize = 200;
+/// Characters kept of each tallied message's first line.
+const FIRST_LINE_CHARS: usize = 600;
+
+/// Warnings and errors by `(level, message)`: how many, and the first such
+/// line (cut to 600 characters).
+pub type Tally = BTreeMap<(String, String), (u64, String)>;
 
 /// Which of the server's lines are copied to this process's stderr, as
 /// they come, prefixed `airlift-server: `.
@@ -43,17 +52,25 @@ impl Echo {
     }
 }
 
-/// An [`Echo`] and what it has shown.
+/// An [`Echo`], the prefix it shows lines with, and what it has shown.
 #[derive(Debug)]
 pub(super) struct LogEcho {
     echo: Echo,
+    prefix: String,
     shown: AtomicUsize,
 }
 
 impl LogEcho {
-    pub(super) fn new(echo: Echo) -> Self {
+    /// Lines prefixed `airlift-server: `, or `airlift-server LABEL: ` to
+    /// tell several servers apart.
+    pub(super) fn new(echo: Echo, label: Option<&str>) -> Self {
+        let prefix = match label {
+            Some(label) => format!("airlift-server {label}: "),
+            None => "airlift-server: ".to_owned(),
+        };
         Self {
             echo,
+            prefix,
             shown: AtomicUsize::new(0),
         }
     }
@@ -65,7 +82,7 @@ impl LogEcho {
             Echo::FirstWarnings(n) => warning && self.shown.fetch_add(1, Ordering::Relaxed) < n,
         };
         if show {
-            eprintln!("airlift-server: {line}");
+            eprintln!("{}{line}", self.prefix);
         }
     }
 }
@@ -97,9 +114,22 @@ enum Event {
 struct Shared {
     tail: Mutex<VecDeque<String>>,
     warnings: AtomicU64,
+    tally: Mutex<Tally>,
 }
 
 impl Shared {
+    fn tally(&self, level: &str, message: &str, line: &str) {
+        let Ok(mut tally) = self.tally.lock() else {
+            return;
+        };
+        let key = (level.to_owned(), message.to_owned());
+        if let Some(entry) = tally.get_mut(&key) {
+            entry.0 += 1;
+        } else if tally.len() < MESSAGES_KEPT {
+            tally.insert(key, (1, line.chars().take(FIRST_LINE_CHARS).collect()));
+        }
+    }
+
     fn keep(&self, line: String) {
         if let Ok(mut tail) = self.tail.lock() {
             if tail.len() == TAIL_LINES {
@@ -142,9 +172,12 @@ impl LogReader {
                         if let Some(ready) = ready(&entry) {
                             let _ = tx.send(Event::Ready(ready));
                         }
-                        let warning = matches!(entry["level"].as_str(), Some("WARN" | "ERROR"));
+                        let level = entry["level"].as_str();
+                        let warning = matches!(level, Some("WARN" | "ERROR"));
                         if warning {
                             shared.warnings.fetch_add(1, Ordering::Relaxed);
+                            let message = entry["fields"]["message"].as_str().unwrap_or_default();
+                            shared.tally(level.unwrap_or_default(), message, &line);
                         }
                         echo.line(&line, warning);
                         shared.keep(line);
@@ -170,9 +203,10 @@ impl LogReader {
         };
         match answer {
             Ok(Event::Ready(ready)) => Ok(ready),
-            Ok(Event::Closed) | Err(RecvTimeoutError::Disconnected) => {
-                Err(ServerError::Exited { log: self.tail() })
-            }
+            Ok(Event::Closed) | Err(RecvTimeoutError::Disconnected) => Err(ServerError::Exited {
+                code: None,
+                log: self.tail(),
+            }),
             Err(RecvTimeoutError::Timeout) => Err(ServerError::NotReady {
                 waited: timeout,
                 log: self.tail(),
@@ -182,6 +216,14 @@ impl LogReader {
 
     pub(super) fn warnings(&self) -> u64 {
         self.shared.warnings.load(Ordering::Relaxed)
+    }
+
+    pub(super) fn tally(&self) -> Tally {
+        self.shared
+            .tally
+            .lock()
+            .map(|tally| tally.clone())
+            .unwrap_or_default()
     }
 
     pub(super) fn tail(&self) -> String {
@@ -227,8 +269,26 @@ mod tests {
     }
 
     #[test]
+    fn warnings_are_tallied_by_level_and_message_with_their_first_line() {
+        let shared = Shared::default();
+        shared.tally("WARN", "slow", "first slow line");
+        shared.tally("WARN", "slow", "second slow line");
+        shared.tally("ERROR", "slow", "an error");
+        let tally = shared.tally.lock().expect("lock").clone();
+        assert_eq!(
+            tally[&("WARN".to_owned(), "slow".to_owned())],
+            (2, "first slow line".to_owned())
+        );
+        assert_eq!(tally[&("ERROR".to_owned(), "slow".to_owned())].0, 1);
+        for i in 0..MESSAGES_KEPT + 10 {
+            shared.tally("WARN", &format!("message {i}"), "line");
+        }
+        assert_eq!(shared.tally.lock().expect("lock").len(), MESSAGES_KEPT);
+    }
+
+    #[test]
     fn only_the_first_warnings_are_echoed() {
-        let echo = LogEcho::new(Echo::FirstWarnings(1));
+        let echo = LogEcho::new(Echo::FirstWarnings(1), None);
         echo.line("info", false);
         echo.line("first warning", true);
         echo.line("second warning", true);
