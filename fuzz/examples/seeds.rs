@@ -87,6 +87,9 @@ fn two_frames(data: &[u8]) -> Payload {
     }
 }
 
+// Not the test kit's `PackageBuilder`: the fuzz crate is outside the workspace
+// (cargo-fuzz builds it with its own flags), and these seeds need the fuzzers'
+// fixed key, encrypted payloads and hand-made entries, which the kit does not make.
 fn package(payloads: &[Payload]) -> Vec<u8> {
     let key = airlift_package_fuzz::signing_key();
     let mut builder = Manifest::builder("fuzz-seed", "1.2.3".parse().expect("semver"), ["board"])
@@ -108,10 +111,12 @@ fn package(payloads: &[Payload]) -> Vec<u8> {
     file
 }
 
-fn main() {
+/// Each seed package by name: one per kind of payload coding, and one of
+/// several payloads.
+fn seeds() -> Vec<(&'static str, Vec<u8>)> {
     let small = content(600, 1);
     let medium = content(3000, 2);
-    let seeds: Vec<(&str, Vec<u8>)> = vec![
+    vec![
         (
             "plain",
             package(&[encode(
@@ -186,8 +191,11 @@ fn main() {
                 ),
             ]),
         ),
-    ];
+    ]
+}
 
+fn main() {
+    let seeds = seeds();
     let corpus = Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus");
     let reader_dir = corpus.join("package_reader");
     let payload_dir = corpus.join("verified_payloads");

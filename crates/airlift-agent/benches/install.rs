@@ -38,6 +38,7 @@
 mod harness;
 use airlift_server::testing as server;
 
+use airlift_testkit::procfs;
 use harness::{enrol, Device, Operator, Packages, Signer};
 use server::{InProcessServer, ADMIN_TOKEN};
 use std::path::{Path, PathBuf};
@@ -60,15 +61,6 @@ fn agent_binary() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_airlift-agent")))
 }
 
-/// A `/proc/PID/status` field in kB.
-fn proc_kb(pid: u32, file: &str, field: &str) -> Option<u64> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/{file}")).ok()?;
-    text.lines()
-        .find_map(|l| l.strip_prefix(field))
-        .and_then(|rest| rest.split_whitespace().next())
-        .and_then(|n| n.parse().ok())
-}
-
 /// Runs the agent once; returns (seconds, peak RSS in kB).
 fn install_once(agent: &Path, device: &Device) -> (f64, u64) {
     let started = Instant::now();
@@ -86,7 +78,7 @@ fn install_once(agent: &Path, device: &Device) -> (f64, u64) {
         .expect("start the agent");
     let mut peak = 0;
     loop {
-        if let Some(kb) = proc_kb(child.id(), "status", "VmHWM:") {
+        if let Some(kb) = procfs::status_kib(child.id(), "VmHWM") {
             peak = peak.max(kb);
         }
         if let Some(status) = child.try_wait().expect("wait") {
@@ -144,6 +136,32 @@ fn main() {
     eprintln!("agent binary: {}", agent.display());
 
     let signer = Signer::new();
+    let installs = measure_installs(&agent, &signer, image_mib, runs);
+    installs.print(image_mib, runs);
+    idle_footprint(&agent, &signer);
+    for binary in [
+        agent.clone(),
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/device/airlift-agent"),
+    ] {
+        if let Ok(meta) = std::fs::metadata(&binary) {
+            println!("binary {}: {} bytes", binary.display(), meta.len());
+        }
+    }
+}
+
+/// What the install rounds measured: the package's size, and per timed
+/// round the agent's and the baselines' seconds and the agent's peak RSS.
+struct Installs {
+    package_len: u64,
+    agent_secs: Vec<f64>,
+    peaks: Vec<f64>,
+    tee_secs: Vec<f64>,
+    synced_secs: Vec<f64>,
+}
+
+/// Installs an `image_mib` MiB raw image with the agent, and fetches it
+/// with both baselines, `runs` times after an untimed round.
+fn measure_installs(agent: &Path, signer: &Signer, image_mib: usize, runs: usize) -> Installs {
     let server = InProcessServer::start_with(signer.public_key_file(), &["--poll-interval", "60"]);
     let operator = Operator::new(&server);
     eprintln!("building a {image_mib} MiB raw image package…");
@@ -154,13 +172,18 @@ fn main() {
     let scratch = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("scratch");
     let baseline_slot = scratch.path().join("baseline.img");
 
-    let (mut agent_secs, mut peaks, mut tee_secs, mut synced_secs) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut installs = Installs {
+        package_len,
+        agent_secs: Vec::new(),
+        peaks: Vec::new(),
+        tee_secs: Vec::new(),
+        synced_secs: Vec::new(),
+    };
     for round in 0..=runs {
         let device = Device::new(&server.url, signer.public_key_file(), &["true"]);
         let id = enrol(&device, &operator);
         operator.deploy(&package_id, &id);
-        let (secs, peak) = install_once(&agent, &device);
+        let (secs, peak) = install_once(agent, &device);
         let tee = baseline_once(&url, &baseline_slot, false);
         let synced = baseline_once(&url, &baseline_slot, true);
         eprintln!(
@@ -168,64 +191,76 @@ fn main() {
             if round == 0 { " (untimed)" } else { "" }
         );
         if round > 0 {
-            agent_secs.push(secs);
-            peaks.push(peak as f64);
-            tee_secs.push(tee);
-            synced_secs.push(synced);
+            installs.agent_secs.push(secs);
+            installs.peaks.push(peak as f64);
+            installs.tee_secs.push(tee);
+            installs.synced_secs.push(synced);
         }
     }
-    let mbps = |secs: f64| package_len as f64 / secs / 1e6;
-    let (agent_mbps, tee_mbps, synced_mbps) = (
-        mbps(median(agent_secs)),
-        mbps(median(tee_secs)),
-        mbps(median(synced_secs)),
-    );
-    let peak_mib = peaks.iter().copied().fold(0.0, f64::max) / 1024.0;
+    installs
+}
 
-    println!("| install of a {image_mib} MiB raw image ({package_len} bytes), median of {runs} | MB/s | agent vs this |");
-    println!("|---|---:|---:|");
-    println!(
-        "| `curl URL \\| tee FRESH_SLOT \\| openssl dgst -sha256` | {tee_mbps:.0} | {:.0} % |",
-        agent_mbps / tee_mbps * 100.0
-    );
-    println!(
-        "| the same, then `sync SLOT` | {synced_mbps:.0} | {:.0} % |",
-        agent_mbps / synced_mbps * 100.0
-    );
-    println!("| `airlift-agent run --once` (stream, sync, read back, arm) | {agent_mbps:.0} | – |");
-    println!();
-    println!("peak RSS of the agent while installing: {peak_mib:.1} MiB");
-    println!();
-    println!(
-        "Baseline, to run alone: `{}`",
-        baseline_script("URL", Path::new("FRESH_SLOT"), false)
-    );
-    // For scripts/bench, which keeps the table at the top of BENCHMARKS.md.
-    for (goal, baseline, ratio) in [
-        (
-            "install, `airlift-agent run --once`",
-            "curl | tee FRESH_SLOT | openssl dgst -sha256",
-            agent_mbps / tee_mbps,
-        ),
-        (
-            "install, `airlift-agent run --once`, durable",
-            "curl | tee FRESH_SLOT | openssl dgst -sha256 && sync FRESH_SLOT",
-            agent_mbps / synced_mbps,
-        ),
-    ] {
-        println!(
-            "bench-result: {{\"goal\": \"{goal}\", \"baseline\": \"{baseline}\", \"ratio\": {ratio:.4}, \"target\": 0.9, \"load\": \"{image_mib} MiB raw image from the local server\"}}"
+impl Installs {
+    /// The table, the peak RSS, and the `bench-result` lines.
+    fn print(self, image_mib: usize, runs: usize) {
+        let package_len = self.package_len;
+        let mbps = |secs: f64| package_len as f64 / secs / 1e6;
+        let (agent_mbps, tee_mbps, synced_mbps) = (
+            mbps(median(self.agent_secs)),
+            mbps(median(self.tee_secs)),
+            mbps(median(self.synced_secs)),
         );
-    }
+        let peak_mib = self.peaks.iter().copied().fold(0.0, f64::max) / 1024.0;
 
-    // Idle footprint, read once the daemon has checked in twice: on a
-    // server that polls every 2 s, so that takes seconds, not minutes.
+        println!("| install of a {image_mib} MiB raw image ({package_len} bytes), median of {runs} | MB/s | agent vs this |");
+        println!("|---|---:|---:|");
+        println!(
+            "| `curl URL \\| tee FRESH_SLOT \\| openssl dgst -sha256` | {tee_mbps:.0} | {:.0} % |",
+            agent_mbps / tee_mbps * 100.0
+        );
+        println!(
+            "| the same, then `sync SLOT` | {synced_mbps:.0} | {:.0} % |",
+            agent_mbps / synced_mbps * 100.0
+        );
+        println!(
+            "| `airlift-agent run --once` (stream, sync, read back, arm) | {agent_mbps:.0} | – |"
+        );
+        println!();
+        println!("peak RSS of the agent while installing: {peak_mib:.1} MiB");
+        println!();
+        println!(
+            "Baseline, to run alone: `{}`",
+            baseline_script("URL", Path::new("FRESH_SLOT"), false)
+        );
+        // For scripts/bench, which keeps the table at the top of BENCHMARKS.md.
+        for (goal, baseline, ratio) in [
+            (
+                "install, `airlift-agent run --once`",
+                "curl | tee FRESH_SLOT | openssl dgst -sha256",
+                agent_mbps / tee_mbps,
+            ),
+            (
+                "install, `airlift-agent run --once`, durable",
+                "curl | tee FRESH_SLOT | openssl dgst -sha256 && sync FRESH_SLOT",
+                agent_mbps / synced_mbps,
+            ),
+        ] {
+            println!(
+                "bench-result: {{\"goal\": \"{goal}\", \"baseline\": \"{baseline}\", \"ratio\": {ratio:.4}, \"target\": 0.9, \"load\": \"{image_mib} MiB raw image from the local server\"}}"
+            );
+        }
+    }
+}
+
+/// Idle footprint, read once the daemon has checked in twice: on a
+/// server that polls every 2 s, so that takes seconds, not minutes.
+fn idle_footprint(agent: &Path, signer: &Signer) {
     let idle_server =
         InProcessServer::start_with(signer.public_key_file(), &["--poll-interval", "2"]);
     let idle_operator = Operator::new(&idle_server);
     let device = Device::new(&idle_server.url, signer.public_key_file(), &["true"]);
     let idle_id = enrol(&device, &idle_operator);
-    let mut daemon = Command::new(&agent)
+    let mut daemon = Command::new(agent)
         .arg("--config")
         .arg(&device.config)
         .arg("run")
@@ -249,8 +284,8 @@ fn main() {
         "the daemon did not check in twice within 30 s"
     );
     std::thread::sleep(Duration::from_millis(500)); // back to sleep between polls
-    let pss = proc_kb(daemon.id(), "smaps_rollup", "Pss:");
-    let rss = proc_kb(daemon.id(), "status", "VmRSS:");
+    let pss = procfs::pss_kib(daemon.id());
+    let rss = procfs::status_kib(daemon.id(), "VmRSS");
     let _ = daemon.kill();
     let _ = daemon.wait();
     let mib = |kib: Option<u64>| kib.map_or("?".into(), |v| format!("{:.2}", v as f64 / 1024.0));
@@ -260,12 +295,4 @@ fn main() {
         mib(pss),
         mib(rss)
     );
-    for binary in [
-        agent.clone(),
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/device/airlift-agent"),
-    ] {
-        if let Ok(meta) = std::fs::metadata(&binary) {
-            println!("binary {}: {} bytes", binary.display(), meta.len());
-        }
-    }
 }

@@ -11,12 +11,7 @@ fn sh(script: &str) -> Command {
 /// Whether process `pid` is gone (or a zombie waiting for a reaper that is
 /// not us: it runs nothing any more).
 fn is_gone(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Err(_) => true,
-        Ok(stat) => stat
-            .rsplit_once(')')
-            .is_some_and(|(_, rest)| rest.trim_start().starts_with(['Z', 'X'])),
-    }
+    !airlift_testkit::procfs::is_running(pid)
 }
 
 #[test]

@@ -127,7 +127,7 @@ fn run_bench() {
         .prefix("airlift-bench-")
         .tempdir()
         .expect("create a temporary directory");
-    let mut launcher = Launcher::start();
+    let launcher = Launcher::start();
     let key = SigningKey::generate().expect("random signing key");
     let public_pem = dir.path().join("public.pem");
     fs::write(
@@ -135,95 +135,169 @@ fn run_bench() {
         key.public_key().to_pem().expect("public key as PEM"),
     )
     .expect("write the public key");
-    let mut rows = Vec::new();
-
-    // 1. A random payload and an uncompressed package of it.
-    let payload = dir.path().join("payload.bin");
-    eprintln!("writing {} MiB of random bytes", plain_len / MIB);
-    write_random(&payload, plain_len);
-    let package = dir.path().join("plain.airlift");
-    let options = EncodeOptions {
-        zstd_workers: 0,
-        ..EncodeOptions::default()
+    let mut bench = Bench {
+        dir: dir.path().to_owned(),
+        launcher,
+        key,
+        public_pem,
+        rows: Vec::new(),
     };
-    eprintln!("building the uncompressed package");
-    let (time, stored_len) = build_package(
-        &payload,
-        &package,
-        &key,
-        Compression::None,
-        &options,
-        dir.path(),
-    );
-    rows.push(Row {
-        step: "build, uncompressed (encode + write package)".into(),
-        bytes: plain_len,
-        time,
-        vs_openssl: None,
-        ratio: Some(plain_len as f64 / stored_len as f64),
-        peak_rss_kib: None,
-    });
-    fs::remove_file(&payload).expect("remove the payload");
-    let package_len = fs::metadata(&package).expect("package metadata").len();
+    let cli = bench.uncompressed(plain_len);
+    bench.zstd(zstd_len, cores, &cli);
 
-    // 2. Baseline: openssl over the same file, page cache hot.
-    warm(&package);
-    eprintln!("openssl dgst -sha256, best of {RUNS}");
-    let openssl_argv = [
-        OsStr::new("openssl"),
-        OsStr::new("dgst"),
-        OsStr::new("-sha256"),
-        package.as_os_str(),
-    ];
-    let (openssl, openssl_rss) = best_of(&mut launcher, &openssl_argv);
-    rows.push(Row {
-        step: "`openssl dgst -sha256` (baseline)".into(),
-        bytes: package_len,
-        time: openssl,
-        vs_openssl: Some(1.0),
-        ratio: None,
-        peak_rss_kib: Some(openssl_rss),
-    });
+    let Bench { launcher, rows, .. } = bench;
+    launcher.stop();
+    print_table(&rows, plain_len, zstd_len, cores);
+    if std::env::var_os("AIRLIFT_BENCH_KEEP").is_some() {
+        eprintln!("kept {}", dir.keep().display());
+    }
+}
 
-    // 3. The library, in a child process.
-    eprintln!("library verification (stored bytes), best of {RUNS}");
-    let (verify, verify_rss) =
-        best_of(&mut launcher, &verify_argv(&package, &public_pem, "stored"));
-    rows.push(Row {
-        step: "verify uncompressed: open → verify → read stored (1 MiB) → finish".into(),
-        bytes: package_len,
-        time: verify,
-        vs_openssl: Some(openssl.as_secs_f64() / verify.as_secs_f64()),
-        ratio: None,
-        peak_rss_kib: Some(verify_rss),
-    });
-    // 3b. The same, as users run it: `airlift package verify`.
-    let cli = cli_binary();
-    eprintln!(
-        "`airlift package verify` ({}), best of {RUNS}",
-        cli.display()
-    );
-    let (by_cli, cli_rss) = best_of(&mut launcher, &cli_verify_argv(&cli, &package, &public_pem));
-    rows.push(Row {
-        step: "`airlift package verify --trust KEY` (the CLI), uncompressed".into(),
-        bytes: package_len,
-        time: by_cli,
-        vs_openssl: Some(openssl.as_secs_f64() / by_cli.as_secs_f64()),
-        ratio: None,
-        peak_rss_kib: Some(cli_rss),
-    });
-    fs::remove_file(&package).expect("remove the package");
+/// What the steps of one run share: where they write, who times them, the
+/// release key, and the rows measured so far.
+struct Bench {
+    dir: PathBuf,
+    launcher: Launcher,
+    key: SigningKey,
+    public_pem: PathBuf,
+    rows: Vec<Row>,
+}
 
-    // 4. zstd: build with and without worker threads, then verify.
-    let input = dir.path().join("binaries.bin");
-    eprintln!(
-        "collecting {} MiB of binaries from /usr/bin and /usr/lib",
-        zstd_len / MIB
-    );
-    collect_binaries(&input, zstd_len);
-    warm(&input);
-    let zstd_package = dir.path().join("zstd.airlift");
-    let mut zstd_build = |workers: u32| {
+impl Bench {
+    /// Steps 1 to 3b: an uncompressed package of random bytes, built, hashed
+    /// by openssl and verified by the library and by the CLI. Returns the
+    /// CLI binary, for the zstd steps.
+    fn uncompressed(&mut self, plain_len: u64) -> PathBuf {
+        // 1. A random payload and an uncompressed package of it.
+        let payload = self.dir.join("payload.bin");
+        eprintln!("writing {} MiB of random bytes", plain_len / MIB);
+        write_random(&payload, plain_len);
+        let package = self.dir.join("plain.airlift");
+        let options = EncodeOptions {
+            zstd_workers: 0,
+            ..EncodeOptions::default()
+        };
+        eprintln!("building the uncompressed package");
+        let (time, stored_len) = build_package(
+            &payload,
+            &package,
+            &self.key,
+            Compression::None,
+            &options,
+            &self.dir,
+        );
+        self.rows.push(Row {
+            step: "build, uncompressed (encode + write package)".into(),
+            bytes: plain_len,
+            time,
+            vs_openssl: None,
+            ratio: Some(plain_len as f64 / stored_len as f64),
+            peak_rss_kib: None,
+        });
+        fs::remove_file(&payload).expect("remove the payload");
+        let package_len = fs::metadata(&package).expect("package metadata").len();
+
+        // 2. Baseline: openssl over the same file, page cache hot.
+        warm(&package);
+        eprintln!("openssl dgst -sha256, best of {RUNS}");
+        let openssl_argv = [
+            OsStr::new("openssl"),
+            OsStr::new("dgst"),
+            OsStr::new("-sha256"),
+            package.as_os_str(),
+        ];
+        let (openssl, openssl_rss) = best_of(&mut self.launcher, &openssl_argv);
+        self.rows.push(Row {
+            step: "`openssl dgst -sha256` (baseline)".into(),
+            bytes: package_len,
+            time: openssl,
+            vs_openssl: Some(1.0),
+            ratio: None,
+            peak_rss_kib: Some(openssl_rss),
+        });
+
+        // 3. The library, in a child process.
+        eprintln!("library verification (stored bytes), best of {RUNS}");
+        let (verify, verify_rss) = best_of(
+            &mut self.launcher,
+            &verify_argv(&package, &self.public_pem, "stored"),
+        );
+        self.rows.push(Row {
+            step: "verify uncompressed: open → verify → read stored (1 MiB) → finish".into(),
+            bytes: package_len,
+            time: verify,
+            vs_openssl: Some(openssl.as_secs_f64() / verify.as_secs_f64()),
+            ratio: None,
+            peak_rss_kib: Some(verify_rss),
+        });
+        // 3b. The same, as users run it: `airlift package verify`.
+        let cli = cli_binary();
+        eprintln!(
+            "`airlift package verify` ({}), best of {RUNS}",
+            cli.display()
+        );
+        let (by_cli, cli_rss) = best_of(
+            &mut self.launcher,
+            &cli_verify_argv(&cli, &package, &self.public_pem),
+        );
+        self.rows.push(Row {
+            step: "`airlift package verify --trust KEY` (the CLI), uncompressed".into(),
+            bytes: package_len,
+            time: by_cli,
+            vs_openssl: Some(openssl.as_secs_f64() / by_cli.as_secs_f64()),
+            ratio: None,
+            peak_rss_kib: Some(cli_rss),
+        });
+        fs::remove_file(&package).expect("remove the package");
+        cli
+    }
+
+    /// Step 4: zstd, built with and without worker threads, then verified
+    /// by the library and by `cli`.
+    fn zstd(&mut self, zstd_len: u64, cores: u32, cli: &Path) {
+        let input = self.dir.join("binaries.bin");
+        eprintln!(
+            "collecting {} MiB of binaries from /usr/bin and /usr/lib",
+            zstd_len / MIB
+        );
+        collect_binaries(&input, zstd_len);
+        warm(&input);
+        let zstd_package = self.dir.join("zstd.airlift");
+        self.zstd_build(&input, &zstd_package, zstd_len, 0);
+        // Built last, so this multithreaded package is the one verified below.
+        self.zstd_build(&input, &zstd_package, zstd_len, cores);
+        warm(&zstd_package);
+        eprintln!("library verification (decode + installed digest), best of {RUNS}");
+        let (decode, decode_rss) = best_of(
+            &mut self.launcher,
+            &verify_argv(&zstd_package, &self.public_pem, "decoded"),
+        );
+        self.rows.push(Row {
+            step: "verify zstd: read stored → decompress → installed digest → finish".into(),
+            bytes: zstd_len,
+            time: decode,
+            vs_openssl: None,
+            ratio: None,
+            peak_rss_kib: Some(decode_rss),
+        });
+        eprintln!("`airlift package verify` of the zstd package, best of {RUNS}");
+        let (decode_by_cli, decode_cli_rss) = best_of(
+            &mut self.launcher,
+            &cli_verify_argv(cli, &zstd_package, &self.public_pem),
+        );
+        self.rows.push(Row {
+            step: "`airlift package verify --trust KEY` (the CLI), zstd".into(),
+            bytes: zstd_len,
+            time: decode_by_cli,
+            vs_openssl: None,
+            ratio: None,
+            peak_rss_kib: Some(decode_cli_rss),
+        });
+    }
+
+    /// Builds `input` into the zstd package `package` with `workers`
+    /// threads, and records the row.
+    fn zstd_build(&mut self, input: &Path, package: &Path, zstd_len: u64, workers: u32) {
         let options = EncodeOptions {
             zstd_level: 3,
             zstd_workers: workers,
@@ -231,14 +305,14 @@ fn run_bench() {
         };
         eprintln!("building the zstd package with {workers} worker(s)");
         let (time, stored_len) = build_package(
-            &input,
-            &zstd_package,
-            &key,
+            input,
+            package,
+            &self.key,
             Compression::Zstd,
             &options,
-            dir.path(),
+            &self.dir,
         );
-        rows.push(Row {
+        self.rows.push(Row {
             step: format!("build, zstd level 3, workers = {workers}"),
             bytes: zstd_len,
             time,
@@ -246,42 +320,6 @@ fn run_bench() {
             ratio: Some(zstd_len as f64 / stored_len as f64),
             peak_rss_kib: None,
         });
-    };
-    zstd_build(0);
-    // Built last, so this multithreaded package is the one verified below.
-    zstd_build(cores);
-    warm(&zstd_package);
-    eprintln!("library verification (decode + installed digest), best of {RUNS}");
-    let (decode, decode_rss) = best_of(
-        &mut launcher,
-        &verify_argv(&zstd_package, &public_pem, "decoded"),
-    );
-    rows.push(Row {
-        step: "verify zstd: read stored → decompress → installed digest → finish".into(),
-        bytes: zstd_len,
-        time: decode,
-        vs_openssl: None,
-        ratio: None,
-        peak_rss_kib: Some(decode_rss),
-    });
-    eprintln!("`airlift package verify` of the zstd package, best of {RUNS}");
-    let (decode_by_cli, decode_cli_rss) = best_of(
-        &mut launcher,
-        &cli_verify_argv(&cli, &zstd_package, &public_pem),
-    );
-    rows.push(Row {
-        step: "`airlift package verify --trust KEY` (the CLI), zstd".into(),
-        bytes: zstd_len,
-        time: decode_by_cli,
-        vs_openssl: None,
-        ratio: None,
-        peak_rss_kib: Some(decode_cli_rss),
-    });
-
-    launcher.stop();
-    print_table(&rows, plain_len, zstd_len, cores);
-    if std::env::var_os("AIRLIFT_BENCH_KEEP").is_some() {
-        eprintln!("kept {}", dir.keep().display());
     }
 }
 
@@ -393,6 +431,8 @@ fn list_files(dir: &Path, files: &mut Vec<PathBuf>) {
 /// Encodes `input` into a temporary stored file, signs the manifest and
 /// writes the package, as the CLI does. Returns the time for all of it and
 /// the stored size.
+// Not the test kit's `PackageBuilder`: this is the step being timed, file to
+// file as the CLI streams it; the kit builds whole packages in memory.
 fn build_package(
     input: &Path,
     package: &Path,

@@ -43,7 +43,8 @@
 //! `AIRLIFT_BENCH_WARMUP_SECS` (2), `AIRLIFT_BENCH_CLIENT_THREADS` (2),
 //! `AIRLIFT_BENCH_ENROL_CONCURRENCY` (32), `AIRLIFT_BENCH_PACKAGE_MIB` (256,
 //! 0 skips the downloads), `AIRLIFT_BENCH_DOWNLOAD_RUNS` (5),
-//! `AIRLIFT_BENCH_PIN` (1). `AIRLIFT_BENCH_SERVER_BIN` runs another build
+//! `AIRLIFT_BENCH_PIN` (1), `AIRLIFT_BENCH_DOWNLOADS_ONLY` (0; 1 runs only
+//! the downloads). `AIRLIFT_BENCH_SERVER_BIN` runs another build
 //! of `airlift-server` (to measure a change against the same client and
 //! ceiling). `AIRLIFT_BENCH_KEEP=1` keeps the temporary directory and leaves
 //! `airlift-server` running until Enter is pressed (for profiling);
@@ -128,15 +129,18 @@ async fn run(params: Params) -> Result<()> {
         out,
         "The machine was {idle:.0} % idle in the second before the start.\n"
     );
-    let (scenarios, deployment) =
-        check_in_scenarios(&params, &mut server, &mut admin, &devices, dir.path()).await?;
-    output::print_check_ins(&mut out, &params, &scenarios);
+    if !params.downloads_only {
+        let (scenarios, deployment) =
+            check_in_scenarios(&params, &mut server, &mut admin, &devices, dir.path()).await?;
+        output::print_check_ins(&mut out, &params, &scenarios);
 
-    eprintln!("timing the parts of a check-in");
-    let hot = &devices[..params.devices];
-    let parts =
-        components::components(&server.database(), hot, &deployment, params.concurrency).await?;
-    output::print_components(&mut out, &parts);
+        eprintln!("timing the parts of a check-in");
+        let hot = &devices[..params.devices];
+        let parts =
+            components::components(&server.database(), hot, &deployment, params.concurrency)
+                .await?;
+        output::print_components(&mut out, &parts);
+    }
 
     if params.package_mib > 0 {
         let (specs, results) =

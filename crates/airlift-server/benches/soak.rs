@@ -80,14 +80,16 @@
 //! The run is bounded in time (`--minutes` plus a grace period of at most
 //! 30 s) and in requests (three times what the schedule needs).
 //!
-//! Helpers that duplicate `benches/server.rs` (the package builder, the
-//! server process start) are copies until they move into `airlift-testkit`,
-//! which already gives the `/proc` readers.
+//! The server processes, the fresh schema, the release key and the `/proc`
+//! readers are `airlift-testkit`'s; the package builder is
+//! `benches/server/packages.rs`, shared with `benches/server.rs`.
 
 #[path = "soak/dispatch.rs"]
 mod dispatch;
 #[path = "soak/fleet.rs"]
 mod fleet;
+#[path = "server/packages.rs"]
+mod packages;
 #[path = "soak/procs.rs"]
 mod procs;
 #[path = "soak/record.rs"]
@@ -97,19 +99,17 @@ mod report;
 #[path = "soak/verify.rs"]
 mod verify;
 
-use airlift_package::{
-    encode_payload, Compression, EncodeOptions, Limits, Manifest, PackageWriter, PayloadSpec,
-    PayloadType, SignedManifest, SigningKey,
-};
 use airlift_protocol::management::{CreateDeploymentRequest, Package, Target};
 use airlift_protocol::DeploymentId;
+use airlift_testkit::packages::Signer;
+use airlift_testkit::postgres::FreshSchema;
+use airlift_testkit::procfs;
 use anyhow::{bail, ensure, Context, Result};
 use clap::Parser;
-use fleet::{Admin, Ctx, DEVICE_TYPE, NEW_VERSION, OS_NAME};
-use procs::{Cluster, ClusterGuard, Instance, ServerConfig, ADMIN_TOKEN};
+use fleet::{Admin, Ctx, Device, DEVICE_TYPE, NEW_VERSION, OS_NAME};
+use procs::{Cluster, ClusterGuard, Instance, ServerConfig, ADMIN_TOKEN, APPLICATION_NAME};
 use record::{FaultEvent, Recorder, Sample};
 use reqwest::StatusCode;
-use std::io::BufWriter;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -288,13 +288,14 @@ async fn run(params: Params) -> Result<bool> {
         cluster.describe(),
         procs::redact(&base)
     );
-    let (schema, url) = procs::create_schema(&base).await?;
-    eprintln!("schema {schema}");
-    let result = soak(&params, &url, &base, &schema, &cluster).await;
+    let schema = FreshSchema::create_in(&base, "soak")
+        .with_context(|| format!("making a schema in PostgreSQL at {}", procs::redact(&base)))?;
+    eprintln!("schema {}", schema.name());
+    let url = format!("{}&application_name={APPLICATION_NAME}", schema.url());
+    let result = soak(&params, &url, &base, schema.name(), &cluster).await;
     guard.0.ensure_running();
-    if let Err(error) = procs::drop_schema(&base, &schema).await {
-        eprintln!("could not drop schema {schema}: {error:#}");
-    }
+    // Dropped once PostgreSQL runs again: the schema goes with it.
+    drop(schema);
     drop(guard);
     result
 }
@@ -306,55 +307,16 @@ async fn soak(
     schema: &str,
     cluster: &Cluster,
 ) -> Result<bool> {
-    let idle = tokio::task::spawn_blocking(|| procs::machine_idle(Duration::from_secs(1))).await?;
+    let idle = tokio::task::spawn_blocking(|| procfs::machine_idle(Duration::from_secs(1))).await?;
     eprintln!("machine idle before the start: {idle:.0} %");
     let dir = tempfile::tempdir()?;
-    let signer = SigningKey::generate()?;
-    let trust = dir.path().join("release.pub");
-    std::fs::write(&trust, signer.public_key().to_pem()?)?;
-    let config = ServerConfig {
-        binary: server_binary(),
-        database_url: database_url.to_owned(),
-        trust,
-        poll_secs: params.poll.as_secs(),
-        token_ttl_secs: params.token_ttl_secs,
-        copy_log: params.server_log,
-    };
-    eprintln!("airlift-server binary: {}", config.binary.display());
-    let mut instances = vec![
-        Instance::new("A", config.clone(), dir.path()),
-        Instance::new("B", config, dir.path()),
-    ];
-    // Packages are uploaded to instance A; instances that serve the same
-    // deployments need the same blobs (an object store in production), so
-    // B's blob directory is A's (a symbolic link); the rest of each data
-    // directory is its own.
-    let blobs_a = instances[0].data_dir().join("blobs");
-    std::fs::create_dir_all(&blobs_a)?;
-    std::fs::create_dir_all(instances[1].data_dir())?;
-    std::os::unix::fs::symlink(&blobs_a, instances[1].data_dir().join("blobs"))?;
-    // One after the other: the first migrates the fresh schema.
-    for instance in &mut instances {
-        instance.start().await?;
-        eprintln!("instance {} on {}", instance.name, instance.url());
-    }
-    let urls: Vec<String> = instances.iter().map(Instance::url).collect();
-    let admin_client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(120))
-        .build()?;
-    let admins: Vec<Admin> = urls
-        .iter()
-        .map(|url| Admin {
-            client: admin_client.clone(),
-            url: url.clone(),
-            token: ADMIN_TOKEN.to_owned(),
-        })
-        .collect();
+    let signer = Signer::new();
+    let (instances, admins) = start_instances(params, database_url, &signer, dir.path()).await?;
 
     // The fleet, enrolled and checked in once.
     let started = Instant::now();
     let enrol_ctx = Ctx::new(
-        urls.clone(),
+        admins.iter().map(|a| a.url.clone()).collect(),
         Arc::new(Recorder::new(started)),
         params.step,
         u64::MAX,
@@ -375,16 +337,112 @@ async fn soak(
         enrolment.as_secs_f64()
     );
 
-    // The package and the deployment.
-    let package_file = dir.path().join("update.airlift");
-    build_package(
-        &signer,
+    let deployment_id = deploy(params, &signer, &admins[0], &devices, dir.path()).await?;
+    let load = Load {
+        params,
+        base,
+        schema,
+        cluster,
+    };
+    let (ended, mut instances) = load.run(instances, &admins, devices).await?;
+
+    // Check-in times are written behind once a second.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let verdict = verify::verify(&admins, &ended.devices, deployment_id).await;
+    let recorded = ended.recorder.snapshot();
+    let setting = report::Setting {
+        run_ms: ended.run_ms,
+        warmup_ms: params.warmup.as_millis() as u32,
+        instance_names: instances.iter().map(|i| i.name).collect(),
+        devices: params.devices,
+        poll_secs: params.poll.as_secs(),
+    };
+    let mut out = format!(
+        "Soak of {:.1} min: {} devices at a {} s poll over 2 instances on PostgreSQL, {} targeted by a deployment; \
+         enrolment took {:.0} s; the machine was {idle:.0} % idle before the start.\n\n",
+        params.run.as_secs_f64() / 60.0,
+        params.devices,
+        params.poll.as_secs(),
+        params.targeted,
+        enrolment.as_secs_f64()
+    );
+    out.push_str(&report::render(&recorded, &setting, verdict.as_ref().ok()));
+    out.push_str(&instance_logs(&instances));
+    println!("{out}");
+    let verdict = verdict.context("reading the store after the run")?;
+    for instance in &mut instances {
+        instance.stop();
+    }
+    let faults_failed = recorded.faults.iter().any(|f| f.error.is_some());
+    Ok(verdict.lost() == 0 && !faults_failed)
+}
+
+/// Instances A and B on the soak's database, trusting `signer`, with their
+/// data under `dir`; and an admin client for each.
+async fn start_instances(
+    params: &Params,
+    database_url: &str,
+    signer: &Signer,
+    dir: &Path,
+) -> Result<(Vec<Instance>, Vec<Admin>)> {
+    let config = ServerConfig {
+        binary: server_binary(),
+        database_url: database_url.to_owned(),
+        trust: signer.public_key_file().to_owned(),
+        poll_secs: params.poll.as_secs(),
+        token_ttl_secs: params.token_ttl_secs,
+        copy_log: params.server_log,
+    };
+    eprintln!("airlift-server binary: {}", config.binary.display());
+    let mut instances = vec![
+        Instance::new("A", config.clone(), dir),
+        Instance::new("B", config, dir),
+    ];
+    // Packages are uploaded to instance A; instances that serve the same
+    // deployments need the same blobs (an object store in production), so
+    // B's blob directory is A's (a symbolic link); the rest of each data
+    // directory is its own.
+    let blobs_a = instances[0].data_dir().join("blobs");
+    std::fs::create_dir_all(&blobs_a)?;
+    std::fs::create_dir_all(instances[1].data_dir())?;
+    std::os::unix::fs::symlink(&blobs_a, instances[1].data_dir().join("blobs"))?;
+    // One after the other: the first migrates the fresh schema.
+    for instance in &mut instances {
+        instance.start().await?;
+        eprintln!("instance {} on {}", instance.name, instance.url());
+    }
+    let admin_client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(120))
+        .build()?;
+    let admins = instances
+        .iter()
+        .map(|instance| Admin {
+            client: admin_client.clone(),
+            url: instance.url(),
+            token: ADMIN_TOKEN.to_owned(),
+        })
+        .collect();
+    Ok((instances, admins))
+}
+
+/// Builds and uploads the package (through `admin`), and deploys it to the
+/// targeted devices.
+async fn deploy(
+    params: &Params,
+    signer: &Signer,
+    admin: &Admin,
+    devices: &[Device],
+    dir: &Path,
+) -> Result<DeploymentId> {
+    let package_file = dir.join("update.airlift");
+    packages::build_package(
+        signer,
         NEW_VERSION,
         DEVICE_TYPE,
         params.package_bytes,
         &package_file,
     )?;
-    let package = upload(&admins[0], &package_file).await?;
+    let package = upload(admin, &package_file).await?;
     let targets: Vec<_> = devices
         .iter()
         .filter(|d| d.targeted)
@@ -397,7 +455,7 @@ async fn soak(
         strategy: airlift_protocol::management::Strategy::All,
         install: Default::default(),
     };
-    let (status, body) = admins[0].post("/deployments", &request).await?;
+    let (status, body) = admin.post("/deployments", &request).await?;
     ensure!(
         status == StatusCode::CREATED,
         "creating the deployment: {status}: {}",
@@ -409,103 +467,115 @@ async fn soak(
         "deployment {deployment_id} of {OS_NAME} {NEW_VERSION} targets {} devices",
         params.targeted
     );
+    Ok(deployment_id)
+}
 
-    // The run.
-    let start = Instant::now();
-    let deadline = start + params.run;
-    let recorder = Arc::new(Recorder::new(start));
-    let expected = params.devices as f64
-        * (params.run.as_secs_f64() / params.poll.as_secs_f64() + 2.0)
-        + params.targeted as f64 * 10.0;
-    let cap = (expected * 3.0) as u64 + 10_000;
-    let ctx = Arc::new(Ctx::new(
-        urls.clone(),
-        Arc::clone(&recorder),
-        params.step,
-        cap,
-    )?);
-    let stop = Arc::new(AtomicBool::new(false));
-    let sampler = tokio::spawn(sample(
-        instances.iter().map(|i| Arc::clone(&i.pid)).collect(),
-        Arc::clone(&recorder),
-        Arc::clone(&stop),
-    ));
-    let progress = tokio::spawn(progress(Arc::clone(&ctx), start, Arc::clone(&stop)));
-    let db_sampler = tokio::spawn(sample_database(
-        base.to_owned(),
-        schema.to_owned(),
-        Arc::clone(&recorder),
-        Arc::clone(&stop),
-    ));
-    let faults = tokio::spawn(faults(
-        instances,
-        cluster.clone(),
-        base.to_owned(),
-        Arc::clone(&recorder),
-        start,
-        params.run,
-        params.faults,
-    ));
-    let poll = params.poll;
-    let count = params.devices;
-    let end = dispatch::run(
-        Arc::clone(&ctx),
-        devices,
-        move |i| start + poll.mul_f64(i as f64 / count as f64),
-        deadline,
-        Duration::from_secs(30),
-        params.max_in_flight,
-    )
-    .await;
-    let mut instances = faults.await.context("the fault task")?;
-    stop.store(true, Ordering::Relaxed);
-    let _ = sampler.await;
-    let _ = progress.await;
-    let _ = db_sampler.await;
-    let run_ms = recorder.ms(deadline.min(Instant::now()));
-    eprintln!(
-        "run over; {} devices came back, {} with a report still unanswered",
-        end.devices.len(),
-        end.undrained
-    );
-    ensure!(
-        !end.over_budget,
-        "the run sent more than {cap} requests and was cut short: a retry loop?"
-    );
-    for instance in &mut instances {
-        if let Some(status) = instance.exited() {
-            eprintln!("instance {} exited on its own: {status}", instance.name);
+/// What the timed run needs besides the instances and the fleet.
+struct Load<'a> {
+    params: &'a Params,
+    base: &'a str,
+    schema: &'a str,
+    cluster: &'a Cluster,
+}
+
+/// What the timed run left: its recording, the devices as they ended, and
+/// its length in milliseconds.
+struct RunEnd {
+    recorder: Arc<Recorder>,
+    devices: Vec<Device>,
+    run_ms: u32,
+}
+
+impl Load<'_> {
+    /// The timed run: the fleet on schedule, the samplers, and the faults
+    /// (which own the instances meanwhile and give them back).
+    async fn run(
+        &self,
+        instances: Vec<Instance>,
+        admins: &[Admin],
+        devices: Vec<Device>,
+    ) -> Result<(RunEnd, Vec<Instance>)> {
+        let params = self.params;
+        let start = Instant::now();
+        let deadline = start + params.run;
+        let recorder = Arc::new(Recorder::new(start));
+        let expected = params.devices as f64
+            * (params.run.as_secs_f64() / params.poll.as_secs_f64() + 2.0)
+            + params.targeted as f64 * 10.0;
+        let cap = (expected * 3.0) as u64 + 10_000;
+        let ctx = Arc::new(Ctx::new(
+            admins.iter().map(|a| a.url.clone()).collect(),
+            Arc::clone(&recorder),
+            params.step,
+            cap,
+        )?);
+        let stop = Arc::new(AtomicBool::new(false));
+        let sampler = tokio::spawn(sample(
+            instances.iter().map(|i| Arc::clone(&i.pid)).collect(),
+            Arc::clone(&recorder),
+            Arc::clone(&stop),
+        ));
+        let progress = tokio::spawn(progress(Arc::clone(&ctx), start, Arc::clone(&stop)));
+        let db_sampler = tokio::spawn(sample_database(
+            self.base.to_owned(),
+            self.schema.to_owned(),
+            Arc::clone(&recorder),
+            Arc::clone(&stop),
+        ));
+        let faults = tokio::spawn(faults(
+            instances,
+            self.cluster.clone(),
+            self.base.to_owned(),
+            Arc::clone(&recorder),
+            start,
+            params.run,
+            params.faults,
+        ));
+        let poll = params.poll;
+        let count = params.devices;
+        let end = dispatch::run(
+            Arc::clone(&ctx),
+            devices,
+            move |i| start + poll.mul_f64(i as f64 / count as f64),
+            deadline,
+            Duration::from_secs(30),
+            params.max_in_flight,
+        )
+        .await;
+        let mut instances = faults.await.context("the fault task")?;
+        stop.store(true, Ordering::Relaxed);
+        let _ = sampler.await;
+        let _ = progress.await;
+        let _ = db_sampler.await;
+        let run_ms = recorder.ms(deadline.min(Instant::now()));
+        eprintln!(
+            "run over; {} devices came back, {} with a report still unanswered",
+            end.devices.len(),
+            end.undrained
+        );
+        ensure!(
+            !end.over_budget,
+            "the run sent more than {cap} requests and was cut short: a retry loop?"
+        );
+        for instance in &mut instances {
+            if let Some(status) = instance.exited() {
+                eprintln!("instance {} exited on its own: {status}", instance.name);
+            }
         }
+        let run = RunEnd {
+            recorder,
+            devices: end.devices,
+            run_ms,
+        };
+        Ok((run, instances))
     }
+}
 
-    // Check-in times are written behind once a second.
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    let verdict = verify::verify(&admins, &end.devices, deployment_id).await;
-    let recorded = recorder.snapshot();
-    let setting = report::Setting {
-        run_ms,
-        warmup_ms: params.warmup.as_millis() as u32,
-        instance_names: instances.iter().map(|i| i.name).collect(),
-        devices: params.devices,
-        poll_secs: params.poll.as_secs(),
-    };
+/// What each instance logged at warning and error level, by message.
+fn instance_logs(instances: &[Instance]) -> String {
     let mut out = String::new();
-    out.push_str(&format!(
-        "Soak of {:.1} min: {} devices at a {} s poll over 2 instances on PostgreSQL, {} targeted by a deployment; \
-         enrolment took {:.0} s; the machine was {idle:.0} % idle before the start.\n\n",
-        params.run.as_secs_f64() / 60.0,
-        params.devices,
-        params.poll.as_secs(),
-        params.targeted,
-        enrolment.as_secs_f64()
-    ));
-    out.push_str(&report::render(&recorded, &setting, verdict.as_ref().ok()));
-    for instance in &instances {
-        let log = instance
-            .log
-            .lock()
-            .map(|l| l.by_message.clone())
-            .unwrap_or_default();
+    for instance in instances {
+        let log = instance.warnings_by_message();
         if log.is_empty() {
             out.push_str(&format!(
                 "\nInstance {} logged no warning or error.\n",
@@ -521,13 +591,7 @@ async fn soak(
             out.push_str(&format!("- {level} ×{count} \"{message}\": `{first}`\n"));
         }
     }
-    println!("{out}");
-    let verdict = verdict.context("reading the store after the run")?;
-    for instance in &mut instances {
-        instance.stop();
-    }
-    let faults_failed = recorded.faults.iter().any(|f| f.error.is_some());
-    Ok(verdict.lost() == 0 && !faults_failed)
+    out
 }
 
 /// The faults, at 25 %, 50 % and 75 % of the run; owns the instances
@@ -597,24 +661,22 @@ async fn sample(
 ) {
     let own = std::process::id();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
-    let mut jiffies = procs::machine_jiffies();
+    let mut jiffies = procfs::machine_jiffies();
     while !stop.load(Ordering::Relaxed) {
         tick.tick().await;
         let at_ms = recorder.ms(Instant::now());
-        let now = procs::machine_jiffies();
+        let now = procfs::machine_jiffies();
         if let (Some((idle_0, total_0)), Some((idle_1, total_1))) = (jiffies, now) {
             let busy = 1.0 - (idle_1 - idle_0) as f64 / (total_1 - total_0).max(1) as f64;
             recorder.machine_busy(at_ms, busy);
         }
         jiffies = now;
         let look = |process: usize, pid: u32| {
-            let (rss_kib, cpu_secs) = match (
-                airlift_testkit::procfs::status_kib(pid, "VmRSS"),
-                airlift_testkit::procfs::cpu_seconds(pid),
-            ) {
-                (Some(rss), Some(cpu)) if pid != 0 => (rss, cpu),
-                _ => (0, 0.0),
-            };
+            let (rss_kib, cpu_secs) =
+                match (procfs::status_kib(pid, "VmRSS"), procfs::cpu_seconds(pid)) {
+                    (Some(rss), Some(cpu)) if pid != 0 => (rss, cpu),
+                    _ => (0, 0.0),
+                };
             recorder.sample(Sample {
                 at_ms,
                 process,
@@ -698,39 +760,4 @@ async fn upload(admin: &Admin, file: &Path) -> Result<Package> {
         bail!("upload: {status}: {text}");
     }
     Ok(serde_json::from_str(&text)?)
-}
-
-/// A package with one uncompressed image payload of `image` bytes of
-/// xorshift noise, written to `path` (a copy of `benches/server.rs`'s).
-fn build_package(
-    key: &SigningKey,
-    version: &str,
-    device_type: &str,
-    image: usize,
-    path: &Path,
-) -> Result<u64> {
-    let mut state: u64 = 0x9e37_79b9_7f4a_7c15 ^ image as u64;
-    let mut data = Vec::with_capacity(image + 8);
-    while data.len() < image {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        data.extend_from_slice(&state.to_le_bytes());
-    }
-    data.truncate(image);
-    let spec = PayloadSpec::new(PayloadType::Image, "rootfs", Compression::None);
-    let mut stored = Vec::with_capacity(image);
-    let entry = encode_payload(&data[..], &spec, &EncodeOptions::default(), &mut stored)?;
-    drop(data);
-    let manifest = Manifest::builder(OS_NAME, version.parse()?, [device_type])
-        .security_version(3)
-        .payload(entry)
-        .build();
-    let signed = SignedManifest::sign(&manifest, &[key], &Limits::default())?;
-    let mut file = BufWriter::with_capacity(1 << 20, std::fs::File::create(path)?);
-    let mut writer = PackageWriter::new(&mut file, &signed)?;
-    writer.write_payload(&stored[..])?;
-    writer.finish()?;
-    file.into_inner().map_err(|e| e.into_error())?.sync_all()?;
-    Ok(std::fs::metadata(path)?.len())
 }

@@ -18,10 +18,12 @@
 //! assert!(package.starts_with(b"AIRLIFT"));
 //! ```
 
+use airlift_package::encryption::Recipient;
 use airlift_package::{
     encode_payload, Compression, EncodeOptions, Limits, Manifest, PackageWriter, PayloadEntry,
     PayloadSpec, PayloadType, SignedManifest, SigningKey,
 };
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use tempfile::TempDir;
 
@@ -109,8 +111,27 @@ pub struct PackageBuilder<'k> {
     version: String,
     device_types: Vec<String>,
     security_version: u64,
-    payloads: Vec<(PayloadSpec, Vec<u8>)>,
+    payloads: Vec<Payload>,
     keys: Vec<&'k SigningKey>,
+}
+
+/// One payload to encode: what it is, its content, and whom it is
+/// encrypted to (no one: not encrypted).
+#[derive(Clone)]
+struct Payload {
+    spec: PayloadSpec,
+    content: Vec<u8>,
+    recipients: Vec<Recipient>,
+}
+
+impl std::fmt::Debug for Payload {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Payload")
+            .field("spec", &self.spec)
+            .field("content", &self.content.len())
+            .field("recipients", &self.recipients.len())
+            .finish()
+    }
 }
 
 impl<'k> PackageBuilder<'k> {
@@ -147,7 +168,26 @@ impl<'k> PackageBuilder<'k> {
 
     /// One more payload: `content`, to be installed as `spec` says.
     pub fn payload(mut self, spec: PayloadSpec, content: &[u8]) -> Self {
-        self.payloads.push((spec, content.to_vec()));
+        self.payloads.push(Payload {
+            spec,
+            content: content.to_vec(),
+            recipients: Vec::new(),
+        });
+        self
+    }
+
+    /// One more payload, encrypted (age) to `recipient`.
+    pub fn encrypted_payload(
+        mut self,
+        spec: PayloadSpec,
+        content: &[u8],
+        recipient: Recipient,
+    ) -> Self {
+        self.payloads.push(Payload {
+            spec,
+            content: content.to_vec(),
+            recipients: vec![recipient],
+        });
         self
     }
 
@@ -171,14 +211,19 @@ impl<'k> PackageBuilder<'k> {
 
     /// The package file, or why it cannot be built.
     pub fn try_build(&self) -> Result<Vec<u8>, PackageError> {
+        self.write_to(Vec::new())
+    }
+
+    /// Writes the package into `out` (a file, for a package too large to
+    /// hold twice) and gives `out` back. The encoded payloads are held in
+    /// memory until the signed manifest, which comes first, is written.
+    pub fn write_to<W: Write>(&self, out: W) -> Result<W, PackageError> {
         let (signed, stored) = self.sign(|_| {})?;
-        let mut file = Vec::new();
-        let mut writer = PackageWriter::new(&mut file, &signed)?;
+        let mut writer = PackageWriter::new(out, &signed)?;
         for payload in &stored {
             writer.write_payload(&payload[..])?;
         }
-        writer.finish()?;
-        Ok(file)
+        Ok(writer.finish()?)
     }
 
     /// What a hostile build server could send: the manifest signed after
@@ -211,12 +256,16 @@ impl<'k> PackageBuilder<'k> {
             .map_err(|e| PackageError::Version(format!("{:?}: {e}", self.version)))?;
         let mut entries = Vec::new();
         let mut stored = Vec::new();
-        for (spec, content) in &self.payloads {
+        for payload in &self.payloads {
+            let options = EncodeOptions {
+                recipients: payload.recipients.clone(),
+                ..EncodeOptions::default()
+            };
             let mut bytes = Vec::new();
             entries.push(encode_payload(
-                &content[..],
-                spec,
-                &EncodeOptions::default(),
+                &payload.content[..],
+                &payload.spec,
+                &options,
                 &mut bytes,
             )?);
             stored.push(bytes);
@@ -280,6 +329,41 @@ mod tests {
         assert_eq!(manifest.payloads[0].installed.size, 5001);
         let stored = manifest.payloads[0].stored.size as usize;
         assert_eq!(file.len(), reader.payload_offset() as usize + stored);
+    }
+
+    #[test]
+    fn an_encrypted_payload_decodes_with_its_identity_only() {
+        use airlift_package::encryption::{Identity, IdentityTrait};
+        use std::io::Read;
+        let signer = Signer::new();
+        let identity = Identity::generate();
+        let spec = PayloadSpec::new(PayloadType::File, "/etc/secret", Compression::Zstd);
+        let file = signer
+            .package("app", "1.0.0")
+            .encrypted_payload(spec, b"the secret", identity.to_public())
+            .write_to(Vec::new())
+            .expect("builds");
+        assert!(!file.windows(10).any(|w| w == b"the secret"), "encrypted");
+        let trust = TrustSet::new([signer.key().public_key()], 1).expect("trust");
+        let open = || {
+            PackageReader::open(&file[..], Limits::default())
+                .expect("opens")
+                .verify(&trust)
+                .expect("verifies")
+        };
+        let mut package = open();
+        let payload = package.next_payload().expect("read").expect("a payload");
+        let identities: Vec<&dyn IdentityTrait> = vec![&identity];
+        let mut content = Vec::new();
+        payload
+            .decoded(&identities)
+            .expect("decrypts")
+            .read_to_end(&mut content)
+            .expect("reads");
+        assert_eq!(content, b"the secret");
+        let mut package = open();
+        let payload = package.next_payload().expect("read").expect("a payload");
+        assert!(payload.decoded(&[]).is_err(), "no identity, no content");
     }
 
     #[test]

@@ -13,6 +13,12 @@ use sqlx::Connection;
 /// tested. Set but unreachable: the tests fail.
 pub const URL_VAR: &str = "AIRLIFT_TEST_POSTGRES_URL";
 
+/// Why a schema could not be made: the database's (or the connection's)
+/// answer.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct SchemaError(String);
+
 /// A schema of its own in the test database; dropped (with everything in
 /// it) when this is dropped.
 #[derive(Debug)]
@@ -34,13 +40,25 @@ impl FreshSchema {
     /// pass without it.
     pub fn create(prefix: &str) -> Option<Self> {
         let base = std::env::var(URL_VAR).ok()?;
-        let name = format!("{prefix}_{}", uuid::Uuid::new_v4().simple());
-        if let Err(error) = run(&base, format!("CREATE SCHEMA {name}")) {
-            panic!("{URL_VAR} is set but the schema cannot be made: {error}");
+        match Self::create_in(&base, prefix) {
+            Ok(schema) => Some(schema),
+            Err(error) => panic!("{URL_VAR} is set but the schema cannot be made: {error}"),
         }
+    }
+
+    /// A new schema whose name starts with `prefix`, in the database at
+    /// `base` (for a benchmark that names its database itself), or why it
+    /// cannot be made.
+    pub fn create_in(base: &str, prefix: &str) -> Result<Self, SchemaError> {
+        let name = format!("{prefix}_{}", uuid::Uuid::new_v4().simple());
+        run(base, format!("CREATE SCHEMA {name}")).map_err(SchemaError)?;
         let separator = if base.contains('?') { '&' } else { '?' };
         let url = format!("{base}{separator}options=-csearch_path%3D{name}");
-        Some(Self { base, name, url })
+        Ok(Self {
+            base: base.to_owned(),
+            name,
+            url,
+        })
     }
 
     /// The database URL that reaches this schema.

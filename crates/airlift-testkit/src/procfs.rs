@@ -1,4 +1,5 @@
-//! A process's CPU time and memory, from Linux's `/proc` (proc(5)).
+//! A process's CPU time and memory, and how busy the whole machine is,
+//! from Linux's `/proc` (proc(5)).
 //! Every reader answers `None` for a process that is gone or a field that
 //! is missing, so a benchmark can sample a child that may have exited.
 
@@ -63,6 +64,50 @@ pub fn context_switches(pid: u32) -> Option<u64> {
         }
     }
     Some(total)
+}
+
+/// Idle (idle plus iowait) and total jiffies of all cores so far, from the
+/// first line of `/proc/stat`: two readings tell how busy the whole machine
+/// was in between — other work on it skews every number a benchmark takes.
+pub fn machine_jiffies() -> Option<(u64, u64)> {
+    parse_machine_jiffies(&std::fs::read_to_string("/proc/stat").ok()?)
+}
+
+/// How idle the machine was over `span` (slept through), in per cent of
+/// all cores; NaN when `/proc/stat` cannot be read.
+pub fn machine_idle(span: std::time::Duration) -> f64 {
+    let Some((idle_0, total_0)) = machine_jiffies() else {
+        return f64::NAN;
+    };
+    std::thread::sleep(span);
+    let Some((idle_1, total_1)) = machine_jiffies() else {
+        return f64::NAN;
+    };
+    100.0 * (idle_1 - idle_0) as f64 / (total_1 - total_0).max(1) as f64
+}
+
+fn parse_machine_jiffies(stat: &str) -> Option<(u64, u64)> {
+    let values: Vec<u64> = stat
+        .lines()
+        .next()?
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal
+    let idle = values.get(3)? + values.get(4)?;
+    Some((idle, values.iter().take(8).sum()))
+}
+
+/// Whether process `pid` still runs: it exists and is neither a zombie
+/// waiting for its reaper nor dead (state `Z` or `X` in `/proc/PID/stat`).
+pub fn is_running(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| !stat_says_gone(&stat))
+}
+
+fn stat_says_gone(stat: &str) -> bool {
+    stat.rsplit_once(')')
+        .is_some_and(|(_, rest)| rest.trim_start().starts_with(['Z', 'X']))
 }
 
 /// The fields of `/proc/PID/stat` a benchmark reads.
@@ -145,6 +190,24 @@ mod tests {
         assert_eq!(kib_field(status, "VmHWM"), Some(20480));
         assert_eq!(kib_field(status, "VmRSS"), Some(1024));
         assert_eq!(kib_field(status, "VmSwap"), None);
+    }
+
+    #[test]
+    fn machine_jiffies_count_idle_and_iowait_as_idle_and_the_first_eight_as_total() {
+        let stat = "cpu  100 5 50 800 20 1 2 3 9 9\ncpu0 1 2 3 4 5 6 7 8\n";
+        assert_eq!(parse_machine_jiffies(stat), Some((820, 981)));
+        assert_eq!(parse_machine_jiffies("cpu 1 2 3\n"), None);
+        let idle = machine_idle(std::time::Duration::from_millis(50));
+        assert!((0.0..=100.0).contains(&idle), "{idle}");
+    }
+
+    #[test]
+    fn a_zombie_or_a_missing_process_is_not_running() {
+        assert!(stat_says_gone("42 (sh) Z 1 42 42 0"));
+        assert!(stat_says_gone("42 (a) b) X 1"));
+        assert!(!stat_says_gone("42 (sleep) S 1 42 42 0"));
+        assert!(is_running(std::process::id()));
+        assert!(!is_running(u32::MAX), "no such process");
     }
 
     #[test]

@@ -1,12 +1,13 @@
-//! Test helpers: real signed packages, read through the real verifying
-//! reader, so installers see exactly what the driver will hand them.
+//! Test helpers: real signed packages (built by the test kit's
+//! `PackageBuilder`), read through the real verifying reader, so installers
+//! see exactly what the driver will hand them.
 
 use super::{InstallError, InstallOutcome, Installer, PayloadRef};
 use airlift_package::PayloadSpec;
 use airlift_package::{
-    encode_payload, Compression, EncodeOptions, Limits, Manifest, PackageReader, PackageWriter,
-    PayloadType, SignedManifest, SigningKey, TrustSet, Verified,
+    Compression, Limits, Manifest, PackageReader, PayloadType, SigningKey, TrustSet, Verified,
 };
+use airlift_testkit::packages::PackageBuilder;
 use std::io::Read;
 
 pub(crate) type Result<T = ()> = std::result::Result<T, Box<dyn std::error::Error>>;
@@ -53,30 +54,15 @@ pub(crate) fn package(specs: &[Spec<'_>]) -> Result<TestPackage> {
 /// A package `testpkg <version>` carrying `specs`.
 pub(crate) fn package_version(version: &str, specs: &[Spec<'_>]) -> Result<TestPackage> {
     let key = SigningKey::generate()?;
-    let options = EncodeOptions {
-        zstd_workers: 0,
-        ..EncodeOptions::default()
-    };
-    let mut builder = Manifest::builder("testpkg", version.parse()?, ["testdevice"]);
-    let mut stored = Vec::new();
-    for spec in specs {
-        let mut bytes = Vec::new();
+    let builder = PackageBuilder::new("testpkg", version)
+        .signed_by(&key)
+        .device_type("testdevice");
+    let builder = specs.iter().fold(builder, |builder, spec| {
         let payload_spec = PayloadSpec::new(spec.kind.clone(), spec.target, spec.compression);
-        builder = builder.payload(encode_payload(
-            spec.content,
-            &payload_spec,
-            &options,
-            &mut bytes,
-        )?);
-        stored.push(bytes);
-    }
-    let signed = SignedManifest::sign(&builder.build(), &[&key], &Limits::default())?;
-    let mut writer = PackageWriter::new(Vec::new(), &signed)?;
-    for bytes in &stored {
-        writer.write_payload(&bytes[..])?;
-    }
+        builder.payload(payload_spec, spec.content)
+    });
     Ok(TestPackage {
-        bytes: writer.finish()?,
+        bytes: builder.try_build()?,
         trust: TrustSet::new([key.public_key()], 1)?,
     })
 }

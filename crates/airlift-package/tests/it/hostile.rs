@@ -114,12 +114,14 @@ fn untrusted_signer_is_refused() {
     );
 }
 
-fn one_payload(
-    fixture: &Fixture,
+/// One image payload of `data`, signed by the fixture's key: what a hostile
+/// build server edits the manifest entry of (`build_hostile`).
+fn one_payload<'k>(
+    fixture: &'k Fixture,
     data: Vec<u8>,
     compression: Compression,
-) -> (airlift_package::Manifest, Vec<Vec<u8>>) {
-    encode(
+) -> airlift_testkit::packages::PackageBuilder<'k> {
+    signed(
         fixture,
         &[PayloadInput::new(
             PayloadType::Image,
@@ -133,10 +135,11 @@ fn one_payload(
 #[test]
 fn a_stored_size_larger_than_the_bytes_is_truncation() {
     let fixture = Fixture::new();
-    let (mut manifest, stored) = one_payload(&fixture, vec![5; 1000], Compression::None);
-    manifest.payloads[0].stored.size = 5000;
-    manifest.payloads[0].installed.size = 5000;
-    let message = verify_message(&assemble(&manifest, &[&fixture.key], &stored), &fixture);
+    let file = one_payload(&fixture, vec![5; 1000], Compression::None).build_hostile(|entries| {
+        entries[0].stored.size = 5000;
+        entries[0].installed.size = 5000;
+    });
+    let message = verify_message(&file, &fixture);
     assert!(message.contains("truncated"), "{message}");
     assert!(message.contains("payload 0 (image rootfs)"), "{message}");
 }
@@ -144,14 +147,15 @@ fn a_stored_size_larger_than_the_bytes_is_truncation() {
 #[test]
 fn a_stored_size_smaller_than_the_bytes_is_caught() {
     let fixture = Fixture::new();
-    let (mut manifest, stored) = one_payload(&fixture, vec![5; 1000], Compression::None);
     let shorter = Blob {
         size: 600,
         sha256: Sha256Digest::of(&[5; 600]),
     };
-    manifest.payloads[0].stored = shorter;
-    manifest.payloads[0].installed = shorter;
-    let message = verify_message(&assemble(&manifest, &[&fixture.key], &stored), &fixture);
+    let file = one_payload(&fixture, vec![5; 1000], Compression::None).build_hostile(|entries| {
+        entries[0].stored = shorter;
+        entries[0].installed = shorter;
+    });
+    let message = verify_message(&file, &fixture);
     assert!(
         message.contains("unexpected data after the last payload"),
         "{message}"
@@ -162,9 +166,8 @@ fn a_stored_size_smaller_than_the_bytes_is_caught() {
 fn decompression_bombs_stop_at_the_declared_size() {
     let fixture = Fixture::new();
     // 64 MiB of zeros compresses to a few KiB; the manifest claims 1 KiB.
-    let (mut manifest, stored) = one_payload(&fixture, vec![0; 64 << 20], Compression::Zstd);
-    manifest.payloads[0].installed.size = 1024;
-    let file = assemble(&manifest, &[&fixture.key], &stored);
+    let file = one_payload(&fixture, vec![0; 64 << 20], Compression::Zstd)
+        .build_hostile(|entries| entries[0].installed.size = 1024);
     let mut package = PackageReader::open(&file[..], Limits::default())
         .expect("opens")
         .verify(&fixture.trust())
@@ -193,10 +196,12 @@ fn decompression_bombs_stop_at_the_declared_size() {
 #[test]
 fn installed_digest_lies_are_caught() {
     let fixture = Fixture::new();
-    let (mut manifest, stored) =
-        one_payload(&fixture, b"real content".repeat(100), Compression::Zstd);
-    manifest.payloads[0].installed.sha256 = Sha256Digest::of(b"something else");
-    let message = verify_message(&assemble(&manifest, &[&fixture.key], &stored), &fixture);
+    let file = one_payload(&fixture, b"real content".repeat(100), Compression::Zstd).build_hostile(
+        |entries| {
+            entries[0].installed.sha256 = Sha256Digest::of(b"something else");
+        },
+    );
+    let message = verify_message(&file, &fixture);
     assert!(
         message.contains("installed SHA-256 does not match"),
         "{message}"

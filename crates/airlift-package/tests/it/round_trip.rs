@@ -68,7 +68,7 @@ fn encrypted_payload_reveals_nothing_at_rest() {
 fn threshold_two_needs_two_trusted_signers() {
     let fixture = Fixture::new();
     let second = SigningKey::generate().expect("random");
-    let (manifest, stored) = encode(
+    let package = unsigned(
         &fixture,
         &[PayloadInput::new(
             PayloadType::Image,
@@ -78,9 +78,13 @@ fn threshold_two_needs_two_trusted_signers() {
         )],
     );
     let trust = TrustSet::new([fixture.key.public_key(), second.public_key()], 2).expect("valid");
-    let both = assemble(&manifest, &[&fixture.key, &second], &stored);
+    let both = package
+        .clone()
+        .signed_by(&fixture.key)
+        .signed_by(&second)
+        .build();
     read_all(&both, &trust, None).expect("two signatures meet threshold 2");
-    let one = assemble(&manifest, &[&fixture.key], &stored);
+    let one = package.clone().signed_by(&fixture.key).build();
     let error = read_all(&one, &trust, None).expect_err("one signature is not enough");
     assert!(
         error
@@ -91,7 +95,7 @@ fn threshold_two_needs_two_trusted_signers() {
     // Key rotation: a device trusting old and new keys accepts either.
     let rotating =
         TrustSet::new([fixture.key.public_key(), second.public_key()], 1).expect("valid");
-    read_all(&assemble(&manifest, &[&second], &stored), &rotating, None).expect("new key accepted");
+    read_all(&package.signed_by(&second).build(), &rotating, None).expect("new key accepted");
 }
 
 #[test]

@@ -1,10 +1,12 @@
-//! Building packages in memory for the tests.
+//! Building packages in memory for the tests, with the test kit's
+//! `PackageBuilder` (which is built on this crate's writer: an integration
+//! test links the same `airlift_package` as the kit does).
 
 use airlift_package::encryption::{Identity, Recipient};
 use airlift_package::{
-    encode_payload, Compression, EncodeOptions, Error, Limits, Manifest, PackageReader,
-    PackageWriter, PayloadSpec, PayloadType, SignedManifest, SigningKey, TrustSet,
+    Compression, Error, Limits, PackageReader, PayloadSpec, PayloadType, SigningKey, TrustSet,
 };
+use airlift_testkit::packages::PackageBuilder;
 use std::io::Read;
 
 pub struct Fixture {
@@ -59,54 +61,27 @@ impl PayloadInput {
     }
 }
 
-/// Encodes the payloads and returns the manifest (unsigned) and stored bytes.
-pub fn encode(fixture: &Fixture, payloads: &[PayloadInput]) -> (Manifest, Vec<Vec<u8>>) {
-    let mut builder = Manifest::builder("app", "1.2.3".parse().expect("semver"), ["board-a"]);
-    let mut stored_all = Vec::new();
-    for payload in payloads {
-        let options = EncodeOptions {
-            recipients: if payload.encrypt {
-                vec![fixture.recipient()]
-            } else {
-                vec![]
-            },
-            ..EncodeOptions::default()
-        };
+/// `app 1.2.3` for `board-a`, carrying `payloads` (the encrypted ones to
+/// the fixture's recipient), signed by no one yet.
+pub fn unsigned<'k>(fixture: &Fixture, payloads: &[PayloadInput]) -> PackageBuilder<'k> {
+    let builder = PackageBuilder::new("app", "1.2.3").device_type("board-a");
+    payloads.iter().fold(builder, |builder, payload| {
         let spec = PayloadSpec::new(payload.kind.clone(), payload.target, payload.compression);
-        let mut stored = Vec::new();
-        let entry =
-            encode_payload(&payload.data[..], &spec, &options, &mut stored).expect("encodes");
-        builder = builder.payload(entry);
-        stored_all.push(stored);
-    }
-    (builder.build(), stored_all)
+        if payload.encrypt {
+            builder.encrypted_payload(spec, &payload.data, fixture.recipient())
+        } else {
+            builder.payload(spec, &payload.data)
+        }
+    })
 }
 
-/// Signs `manifest` and writes header, manifest, signatures and the given
-/// stored bytes as they are — even if they disagree with the manifest.
-pub fn assemble(manifest: &Manifest, keys: &[&SigningKey], stored: &[Vec<u8>]) -> Vec<u8> {
-    let signed = SignedManifest::sign(manifest, keys, &Limits::default()).expect("signs");
-    let mut file = Vec::new();
-    // A writer for a manifest with no payload bytes written yet gives us the
-    // header, manifest and signatures; raw bytes follow unchecked.
-    PackageWriter::new(&mut file, &signed).expect("writes header");
-    for bytes in stored {
-        file.extend_from_slice(bytes);
-    }
-    file
+/// [`unsigned`], signed by the fixture's key.
+pub fn signed<'k>(fixture: &'k Fixture, payloads: &[PayloadInput]) -> PackageBuilder<'k> {
+    unsigned(fixture, payloads).signed_by(&fixture.key)
 }
 
 pub fn build(fixture: &Fixture, payloads: &[PayloadInput]) -> Vec<u8> {
-    let (manifest, stored) = encode(fixture, payloads);
-    let signed =
-        SignedManifest::sign(&manifest, &[&fixture.key], &Limits::default()).expect("signs");
-    let mut file = Vec::new();
-    let mut writer = PackageWriter::new(&mut file, &signed).expect("writes header");
-    for bytes in &stored {
-        writer.write_payload(&bytes[..]).expect("payload matches");
-    }
-    writer.finish().expect("complete");
-    file
+    signed(fixture, payloads).build()
 }
 
 /// Verifies and decodes every payload; returns the installed bytes.

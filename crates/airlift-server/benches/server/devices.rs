@@ -2,8 +2,8 @@
 //! and single check-ins outside the load phases.
 
 use crate::{ADMIN_TOKEN, DEVICE_TYPE};
-use airlift_protocol::auth::{public_key_pem, sign_body};
-use airlift_protocol::device::{AuthRequest, AUTH_PATH, CHECK_IN_PATH, SIGNATURE_HEADER};
+use airlift_protocol::device::CHECK_IN_PATH;
+use airlift_testkit::device::{DeviceApi, TestDevice};
 use anyhow::{ensure, Context, Result};
 use futures::{StreamExt, TryStreamExt};
 use hyper::StatusCode;
@@ -49,10 +49,21 @@ pub fn inventory(index: usize) -> Value {
     })
 }
 
-/// The management and setup side: a pooled reqwest client.
+/// The management and setup side: a pooled reqwest client, which the test
+/// kit's device also sends its auth requests through.
 pub struct Admin {
     client: reqwest::Client,
     url: String,
+}
+
+impl DeviceApi for Admin {
+    fn base_url(&self) -> &str {
+        &self.url
+    }
+
+    fn http(&self) -> &reqwest::Client {
+        &self.client
+    }
 }
 
 impl Admin {
@@ -133,43 +144,22 @@ impl Admin {
     /// accepts it on this first contact and answers a token. Returns the
     /// device id and the token.
     pub async fn enrol(&self, serial: &str) -> Result<(String, String)> {
-        let mut seed = [0u8; 32];
-        getrandom::getrandom(&mut seed)?;
-        let key = ed25519_dalek::SigningKey::from_bytes(&seed);
-        let public_key = public_key_pem(&key.verifying_key());
+        let mut device = TestDevice::new(serial, DEVICE_TYPE);
         let (status, answer) = self
             .post(
                 "/devices/preauthorize",
-                &json!({"identity": {"serial": serial}, "public_key": public_key}),
+                &json!({"identity": {"serial": serial}, "public_key": device.public_key()}),
             )
             .await?;
         ensure!(
             status == StatusCode::CREATED,
             "preauthorize: {status} {answer}"
         );
-        let mut nonce = [0u8; 16];
-        getrandom::getrandom(&mut nonce)?;
-        let request = AuthRequest {
-            identity: [("serial".to_owned(), serial.to_owned())].into(),
-            public_key,
-            timestamp: chrono::Utc::now().timestamp(),
-            nonce: hex::encode(nonce),
-        };
-        let body = serde_json::to_vec(&request)?;
-        let response = self
-            .client
-            .post(format!("{}{AUTH_PATH}", self.url))
-            .header(SIGNATURE_HEADER, sign_body(&key, &body))
-            .header("content-type", "application/json")
-            .body(body)
-            .send()
-            .await?;
-        let status = response.status().as_u16();
-        let answer: Value = response.json().await?;
-        ensure!(status == 200, "first auth: {status} {answer}");
-        let id = answer["device_id"].as_str().context("device id")?;
-        let token = answer["token"].as_str().context("token")?;
-        Ok((id.to_owned(), token.to_owned()))
+        let status = device.authenticate(self).await;
+        ensure!(status.as_u16() == 200, "first auth: {status}");
+        let id = device.id.context("device id")?;
+        let token = device.token.context("token")?;
+        Ok((id.to_string(), token))
     }
 
     pub async fn check_in(&self, device: &Device) -> Result<Value> {

@@ -1,37 +1,30 @@
-//! Packages built for the benchmark with `airlift_package`, as the CLI
-//! builds them.
+//! Packages built for the benchmarks (`server` and `soak`) with the test
+//! kit's builder, which signs and writes them with `airlift_package` as the
+//! CLI does.
 
-use airlift_package::{
-    encode_payload, Compression, EncodeOptions, Limits, Manifest, PackageWriter, PayloadSpec,
-    PayloadType, SignedManifest, SigningKey,
-};
+use airlift_package::Compression;
+use airlift_testkit::packages::Signer;
 use anyhow::Result;
 use std::io::BufWriter;
 use std::path::Path;
 
-/// A package with one uncompressed image payload of `image` bytes of
-/// xorshift noise, written to `path`; returns its size.
+/// A package `bench-os` with one uncompressed image payload of `image`
+/// bytes of xorshift noise, signed by `signer` and written to `path`;
+/// returns its size.
 pub fn build_package(
-    key: &SigningKey,
+    signer: &Signer,
     version: &str,
     device_type: &str,
     image: usize,
     path: &Path,
 ) -> Result<u64> {
-    let data = noise(image);
-    let spec = PayloadSpec::new(PayloadType::Image, "rootfs", Compression::None);
-    let mut stored = Vec::with_capacity(image);
-    let entry = encode_payload(&data[..], &spec, &EncodeOptions::default(), &mut stored)?;
-    drop(data);
-    let manifest = Manifest::builder("bench-os", version.parse()?, [device_type])
+    let file = BufWriter::with_capacity(1 << 20, std::fs::File::create(path)?);
+    let file = signer
+        .package("bench-os", version)
+        .device_type(device_type)
         .security_version(3)
-        .payload(entry)
-        .build();
-    let signed = SignedManifest::sign(&manifest, &[key], &Limits::default())?;
-    let mut file = BufWriter::with_capacity(1 << 20, std::fs::File::create(path)?);
-    let mut writer = PackageWriter::new(&mut file, &signed)?;
-    writer.write_payload(&stored[..])?;
-    writer.finish()?;
+        .image(&noise(image), Compression::None)
+        .write_to(file)?;
     file.into_inner().map_err(|e| e.into_error())?.sync_all()?;
     Ok(std::fs::metadata(path)?.len())
 }

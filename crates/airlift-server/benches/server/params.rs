@@ -26,6 +26,9 @@ pub struct Params {
     /// downloads are measured (`AIRLIFT_BENCH_PIN=0` turns it off; needs two
     /// cores).
     pub pin_downloads: bool,
+    /// Only the downloads, from one enrolled device
+    /// (`AIRLIFT_BENCH_DOWNLOADS_ONLY=1`): to measure a change to serving.
+    pub downloads_only: bool,
     pub keep: bool,
 }
 
@@ -52,12 +55,16 @@ impl Params {
             download_runs: number("AIRLIFT_BENCH_DOWNLOAD_RUNS", 5).max(1) as usize,
             pin_downloads: number("AIRLIFT_BENCH_PIN", 1) != 0
                 && std::thread::available_parallelism().is_ok_and(|n| n.get() >= 2),
+            downloads_only: number("AIRLIFT_BENCH_DOWNLOADS_ONLY", 0) != 0,
             keep: std::env::var_os("AIRLIFT_BENCH_KEEP").is_some(),
         }
     }
 
     /// Devices to enrol: enough for both scenarios.
     pub fn enrolled(&self) -> usize {
+        if self.downloads_only {
+            return 1;
+        }
         self.devices.max(self.cold_devices)
     }
 }

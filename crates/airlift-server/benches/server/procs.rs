@@ -4,7 +4,7 @@
 
 use crate::load::Target;
 use crate::ADMIN_TOKEN;
-use airlift_package::SigningKey;
+use airlift_testkit::packages::Signer;
 use airlift_testkit::server::{Echo, ServerBuilder, ServerProcess};
 use anyhow::{bail, ensure, Context, Result};
 use std::net::SocketAddr;
@@ -77,7 +77,7 @@ pub struct Server {
     pub addr: SocketAddr,
     pub url: String,
     /// The key the server trusts packages from.
-    pub signer: SigningKey,
+    pub signer: Signer,
     /// Warnings and errors logged by the processes before this one.
     earlier_warnings: u64,
 }
@@ -85,16 +85,14 @@ pub struct Server {
 impl Server {
     pub fn start(dir: &Path) -> Result<Self> {
         std::fs::create_dir_all(dir)?;
-        let signer = SigningKey::generate()?;
-        let trust = dir.join("release.pub");
-        std::fs::write(&trust, signer.public_key().to_pem()?)?;
+        let signer = Signer::new();
         let echo = if std::env::var_os("AIRLIFT_BENCH_SERVER_LOG").is_some() {
             Echo::All
         } else {
             Echo::FirstWarnings(5)
         };
         let builder = ServerProcess::builder(server_binary(), dir.join("data"))
-            .trust(&trust)
+            .trust(signer.public_key_file())
             .admin_token(ADMIN_TOKEN)
             .args(["--poll-interval", "60", "--max-package-mib", "4096"])
             // The bench enrols its whole fleet from one address, faster

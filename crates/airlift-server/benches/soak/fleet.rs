@@ -5,14 +5,14 @@
 //! dispatcher that wakes each device when it is due is `dispatch`.
 
 use crate::record::{Failure, Op, Recorder};
-use airlift_protocol::auth::{public_key_pem, sign_body};
 use airlift_protocol::device::{
-    status_path, AuthRequest, AuthResponse, CheckInResponse, Inventory, StatusAck, StatusReport,
-    AUTH_PATH, CHECK_IN_PATH, SIGNATURE_HEADER,
+    status_path, AuthResponse, CheckInResponse, Inventory, StatusAck, StatusReport, AUTH_PATH,
+    CHECK_IN_PATH, SIGNATURE_HEADER,
 };
 use airlift_protocol::management::PreauthorizeRequest;
 use airlift_protocol::state::UpdateState;
 use airlift_protocol::{DeploymentId, DeviceId};
+use airlift_testkit::device::TestDevice;
 use anyhow::{bail, ensure, Context, Result};
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
@@ -175,9 +175,10 @@ pub struct Update {
 pub struct Device {
     pub index: usize,
     pub id: DeviceId,
-    key: ed25519_dalek::SigningKey,
-    public_key: String,
-    serial: String,
+    /// Its key and serial, which sign its auth requests. Requests are sent
+    /// here, not by the kit's device: the load client times and classifies
+    /// each one.
+    identity: TestDevice,
     token: Option<String>,
     /// What it runs now.
     pub inventory: Inventory,
@@ -296,16 +297,8 @@ impl Device {
 
     /// A signed authentication request; the answer must be a token.
     async fn authenticate(&mut self, ctx: &Ctx) -> Result<(), Failure> {
-        let mut nonce = [0u8; 16];
-        getrandom::getrandom(&mut nonce).map_err(|_| Failure::BadAnswer)?;
-        let request = AuthRequest {
-            identity: [("serial".to_owned(), self.serial.clone())].into(),
-            public_key: self.public_key.clone(),
-            timestamp: Utc::now().timestamp(),
-            nonce: hex::encode(nonce),
-        };
-        let body = serde_json::to_vec(&request).map_err(|_| Failure::BadAnswer)?;
-        let signature = sign_body(&self.key, &body);
+        let body = self.identity.auth_body();
+        let signature = self.identity.sign(&body);
         let builder = ctx
             .client
             .post(self.url(ctx, AUTH_PATH))
@@ -608,9 +601,9 @@ impl Admin {
 /// so that the soak measures the steady state. Device `i` is targeted when
 /// `targeted(i)`.
 ///
-/// Unlike `benches/server.rs` (auth → pending → accept → auth), devices are
-/// pre-authorised: the first-contact limit (60 unknown devices a minute per
-/// address) would hold 40 000 devices from one address for hours.
+/// Devices are pre-authorised, not accepted after a pending first contact:
+/// the first-contact limit (60 unknown devices a minute per address) would
+/// hold 40 000 devices from one address for hours.
 pub async fn enrol(
     ctx: &Ctx,
     admins: &[Admin],
@@ -652,14 +645,11 @@ async fn enrol_one(
     targeted: bool,
     poll: Duration,
 ) -> Result<Device> {
-    let mut seed = [0u8; 32];
-    getrandom::getrandom(&mut seed)?;
-    let key = ed25519_dalek::SigningKey::from_bytes(&seed);
-    let public_key = public_key_pem(&key.verifying_key());
     let serial = format!("SN-{index:06}");
+    let identity = TestDevice::new(&serial, DEVICE_TYPE);
     let request = PreauthorizeRequest {
         identity: [("serial".to_owned(), serial.clone())].into(),
-        public_key: public_key.clone(),
+        public_key: identity.public_key(),
         tags: Vec::new(),
     };
     let (status, body) = admin.post("/devices/preauthorize", &request).await?;
@@ -675,9 +665,7 @@ async fn enrol_one(
     let mut device = Device {
         index,
         id: created.id,
-        key,
-        public_key,
-        serial,
+        identity,
         token: None,
         body: Bytes::from(serde_json::to_vec(&inventory)?),
         inventory,

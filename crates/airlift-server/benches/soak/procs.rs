@@ -2,21 +2,18 @@
 //! (started, killed with `SIGKILL`, started again on the same port and data
 //! directory), the local PostgreSQL cluster (restarted with
 //! `pg_ctlcluster`, and started again by a guard if the bench stops while
-//! it is down), and what `/proc` says about them.
+//! it is down). The servers are `airlift_testkit::server` processes.
 
-use anyhow::{bail, ensure, Context, Result};
-use serde_json::Value;
-use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
+use airlift_testkit::server::{Echo, ServerBuilder, ServerProcess, Tally};
+use anyhow::{ensure, Context, Result};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// The admin token both instances install from `AIRLIFT_ADMIN_TOKEN`.
-pub const ADMIN_TOKEN: &str = "alt_soak_admin_token_0123456789";
+pub use airlift_testkit::server::ADMIN_TOKEN;
 /// What the servers' database connections call themselves, so that other
 /// clients of the same PostgreSQL can be told apart.
 pub const APPLICATION_NAME: &str = "airlift-soak";
@@ -32,37 +29,46 @@ pub struct ServerConfig {
     pub copy_log: bool,
 }
 
-/// What an instance's log said: warnings and errors by message.
-#[derive(Debug, Default)]
-pub struct LogSummary {
-    /// `(level, message)` → (count, first line, cut to 600 characters).
-    pub by_message: BTreeMap<(String, String), (u64, String)>,
-}
-
-/// One `airlift-server` instance: its own data directory, the shared
-/// database, a fixed port once first bound.
+/// One `airlift-server` instance, started through `airlift_testkit::server`:
+/// its own data directory, the shared database, a fixed port once first
+/// bound (a restart after a kill keeps it).
 #[derive(Debug)]
 pub struct Instance {
     pub name: &'static str,
-    config: ServerConfig,
+    builder: ServerBuilder,
     data_dir: PathBuf,
-    pub addr: Option<SocketAddr>,
-    child: Option<Child>,
+    process: Option<ServerProcess>,
     /// The live process's id (0 while none runs), for the sampler.
     pub pid: Arc<AtomicU32>,
-    pub log: Arc<Mutex<LogSummary>>,
+    /// The warnings and errors of the processes before the running one.
+    earlier: Tally,
 }
 
 impl Instance {
     pub fn new(name: &'static str, config: ServerConfig, dir: &Path) -> Self {
+        let data_dir = dir.join(format!("instance-{name}"));
+        let builder = ServerProcess::builder(&config.binary, &data_dir)
+            .label(name)
+            .echo(if config.copy_log {
+                Echo::All
+            } else {
+                Echo::Off
+            })
+            .admin_token(ADMIN_TOKEN)
+            .trust(&config.trust)
+            .arg("--database-url")
+            .arg(&config.database_url)
+            .arg("--poll-interval")
+            .arg(config.poll_secs.to_string())
+            .arg("--device-token-ttl")
+            .arg(config.token_ttl_secs.to_string());
         Self {
             name,
-            config,
-            data_dir: dir.join(format!("instance-{name}")),
-            addr: None,
-            child: None,
+            builder,
+            data_dir,
+            process: None,
             pid: Arc::new(AtomicU32::new(0)),
-            log: Arc::default(),
+            earlier: Tally::new(),
         }
     }
 
@@ -71,111 +77,41 @@ impl Instance {
     }
 
     pub fn url(&self) -> String {
-        self.addr
-            .map(|addr| format!("http://{addr}"))
+        self.process
+            .as_ref()
+            .map(|p| p.url().to_owned())
             .unwrap_or_default()
     }
 
-    /// Starts the server (on port 0 the first time, on the same port after)
-    /// and waits for its `airlift-server ready` log line. Returns how long
-    /// that took.
+    /// Starts the server (on a port of its own the first time, on the same
+    /// port after) and waits for its ready line, on a blocking thread so
+    /// that the load client's runtime keeps going. Returns how long that
+    /// took.
     pub async fn start(&mut self) -> Result<Duration> {
-        ensure!(self.child.is_none(), "instance {} is running", self.name);
         std::fs::create_dir_all(&self.data_dir)?;
-        let listen = self
-            .addr
-            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0)));
-        let mut command = Command::new(&self.config.binary);
-        // Only the flags below configure it, whatever this shell exports.
-        for (name, _) in std::env::vars_os() {
-            if name.to_string_lossy().starts_with("AIRLIFT_") {
-                command.env_remove(name);
+        let started = Instant::now();
+        let process = match self.process.take() {
+            None => {
+                let builder = self.builder.clone();
+                tokio::task::spawn_blocking(move || builder.start()).await?
+            }
+            Some(mut process) => {
+                merge(&mut self.earlier, process.warnings_by_message());
+                tokio::task::spawn_blocking(move || process.crash_and_restart().map(|()| process))
+                    .await?
             }
         }
-        command
-            .arg("--data-dir")
-            .arg(&self.data_dir)
-            .arg("--listen")
-            .arg(listen.to_string())
-            .arg("--database-url")
-            .arg(&self.config.database_url)
-            .arg("--trust")
-            .arg(&self.config.trust)
-            .arg("--poll-interval")
-            .arg(self.config.poll_secs.to_string())
-            .arg("--device-token-ttl")
-            .arg(self.config.token_ttl_secs.to_string())
-            .args(["--log-format", "json"])
-            .env("AIRLIFT_ADMIN_TOKEN", ADMIN_TOKEN)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        let started = Instant::now();
-        let mut child = command.spawn().context("starting airlift-server")?;
-        let stderr = child.stderr.take().context("piped stderr")?;
-        self.pid.store(child.id(), Ordering::Relaxed);
-        self.child = Some(child);
-        let (ready_tx, mut ready_rx) = tokio::sync::mpsc::unbounded_channel();
-        let log = Arc::clone(&self.log);
-        let name = self.name;
-        let copy_log = self.config.copy_log;
-        // Reads the log until the process exits, so that it never blocks on a
-        // full pipe; tallies warnings and errors by message.
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if copy_log {
-                    eprintln!("airlift-server {name}: {line}");
-                }
-                let entry = serde_json::from_str::<Value>(&line).unwrap_or(Value::Null);
-                let message = entry["fields"]["message"].as_str().unwrap_or_default();
-                if message == "airlift-server ready" {
-                    let _ = ready_tx.send(Ok(entry["fields"]["listen"]
-                        .as_str()
-                        .unwrap_or_default()
-                        .to_owned()));
-                    continue;
-                }
-                if let Some(level @ ("WARN" | "ERROR")) = entry["level"].as_str() {
-                    if let Ok(mut log) = log.lock() {
-                        let slot = log
-                            .by_message
-                            .entry((level.to_owned(), message.to_owned()))
-                            .or_insert_with(|| (0, line.chars().take(600).collect()));
-                        slot.0 += 1;
-                    }
-                }
-                let _ = ready_tx.send(Err(line));
-            }
-        });
-        let mut early = Vec::new();
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-        let addr: SocketAddr = loop {
-            match tokio::time::timeout_at(deadline, ready_rx.recv()).await {
-                Ok(Some(Ok(addr))) => break addr.parse()?,
-                Ok(Some(Err(line))) => {
-                    if early.len() < 50 {
-                        early.push(line);
-                    }
-                }
-                Ok(None) | Err(_) => {
-                    self.kill();
-                    bail!(
-                        "airlift-server {} did not become ready:\n{}",
-                        self.name,
-                        early.join("\n")
-                    )
-                }
-            }
-        };
-        self.addr = Some(addr);
+        .with_context(|| format!("starting airlift-server {}", self.name))?;
+        self.pid.store(process.pid(), Ordering::Relaxed);
+        self.process = Some(process);
         Ok(started.elapsed())
     }
 
-    /// `kill -9`, and waits for the process to be gone.
+    /// `kill -9`, and waits for the process to be gone; [`start`](Self::start)
+    /// starts it again on the same port.
     pub fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
+        if let Some(process) = self.process.as_mut() {
+            process.kill();
         }
         self.pid.store(0, Ordering::Relaxed);
     }
@@ -183,37 +119,39 @@ impl Instance {
     /// `SIGTERM` (a graceful stop writes the queued check-in times), then
     /// `SIGKILL` if it lingers.
     pub fn stop(&mut self) {
-        let Some(mut child) = self.child.take() else {
+        let Some(mut process) = self.process.take() else {
             return;
         };
         self.pid.store(0, Ordering::Relaxed);
-        if let Ok(Some(_)) = child.try_wait() {
-            return;
+        if process.stop(Duration::from_secs(10)).is_none() {
+            eprintln!(
+                "airlift-server {} did not stop on SIGTERM; killed it",
+                self.name
+            );
         }
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(child.id().to_string())
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        eprintln!(
-            "airlift-server {} did not stop on SIGTERM; killing it",
-            self.name
-        );
-        let _ = child.kill();
-        let _ = child.wait();
+        merge(&mut self.earlier, process.warnings_by_message());
     }
 
-    /// Whether the process is still alive (it may have exited on its own).
+    /// How the process exited, if it has (on its own, or killed).
     pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
-        self.child
-            .as_mut()
-            .and_then(|c| c.try_wait().ok().flatten())
+        self.process.as_mut().and_then(ServerProcess::exit_status)
+    }
+
+    /// Warnings and errors by `(level, message)` over every process of
+    /// this instance: count, and the first line.
+    pub fn warnings_by_message(&self) -> Tally {
+        let mut all = self.earlier.clone();
+        if let Some(process) = &self.process {
+            merge(&mut all, process.warnings_by_message());
+        }
+        all
+    }
+}
+
+/// Adds `more`'s counts to `into`, keeping the first line `into` had.
+fn merge(into: &mut Tally, more: Tally) {
+    for (key, (count, first)) in more {
+        into.entry(key).or_insert((0, first)).0 += count;
     }
 }
 
@@ -339,35 +277,6 @@ impl Drop for ClusterGuard {
     }
 }
 
-/// A fresh schema for this run, on the base URL, and the URL that keeps a
-/// server's tables in it.
-pub async fn create_schema(base: &str) -> Result<(String, String)> {
-    use sqlx::Connection;
-    let schema = format!("soak_{}", uuid::Uuid::new_v4().simple());
-    let mut conn = sqlx::PgConnection::connect(base)
-        .await
-        .with_context(|| format!("connecting to PostgreSQL at {}", redact(base)))?;
-    sqlx::query(&format!("CREATE SCHEMA {schema}"))
-        .execute(&mut conn)
-        .await?;
-    let _ = conn.close().await;
-    let separator = if base.contains('?') { '&' } else { '?' };
-    let url = format!(
-        "{base}{separator}options=-csearch_path%3D{schema}&application_name={APPLICATION_NAME}"
-    );
-    Ok((schema, url))
-}
-
-pub async fn drop_schema(base: &str, schema: &str) -> Result<()> {
-    use sqlx::Connection;
-    let mut conn = sqlx::PgConnection::connect(base).await?;
-    sqlx::query(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
-        .execute(&mut conn)
-        .await?;
-    let _ = conn.close().await;
-    Ok(())
-}
-
 /// Client connections to the cluster that are not this soak's (other
 /// people's tests, which a restart also cuts), by application name.
 pub async fn other_clients(base: &str) -> Result<Vec<(String, i64)>> {
@@ -415,35 +324,4 @@ pub fn redact(url: &str) -> String {
         }
         _ => url.to_owned(),
     }
-}
-
-// --- /proc ---------------------------------------------------------------------
-
-// A process's memory and CPU time come from `airlift_testkit::procfs`.
-
-/// Idle and total jiffies of all cores so far, from `/proc/stat`.
-pub fn machine_jiffies() -> Option<(u64, u64)> {
-    let stat = std::fs::read_to_string("/proc/stat").ok()?;
-    let values: Vec<u64> = stat
-        .lines()
-        .next()?
-        .split_whitespace()
-        .skip(1)
-        .filter_map(|v| v.parse().ok())
-        .collect();
-    // user nice system idle iowait irq softirq steal
-    let idle = values.get(3)? + values.get(4)?;
-    Some((idle, values.iter().take(8).sum()))
-}
-
-/// How idle the machine was over `span`, in per cent of all cores.
-pub fn machine_idle(span: Duration) -> f64 {
-    let Some((idle_0, total_0)) = machine_jiffies() else {
-        return f64::NAN;
-    };
-    std::thread::sleep(span);
-    let Some((idle_1, total_1)) = machine_jiffies() else {
-        return f64::NAN;
-    };
-    100.0 * (idle_1 - idle_0) as f64 / (total_1 - total_0).max(1) as f64
 }

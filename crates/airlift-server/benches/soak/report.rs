@@ -240,11 +240,22 @@ fn flatness(samples: &[Sample], process: usize, name: &str, warmup_ms: u32) -> V
 }
 
 pub fn render(recorded: &Recorded, setting: &Setting, verdict: Option<&Verdict>) -> String {
+    let mut out = String::new();
+    totals(&mut out, recorded, setting, verdict);
+    failures_by_kind(&mut out, recorded);
+    faults(&mut out, recorded, setting);
+    phases(&mut out, recorded, setting);
+    per_minute(&mut out, recorded, setting);
+    memory(&mut out, recorded, setting);
+    failed_seconds(&mut out, recorded);
+    nothing_lost(&mut out, recorded, verdict);
+    out
+}
+
+/// The totals: requests, latency, successes, and the verdict in a line.
+fn totals(out: &mut String, recorded: &Recorded, setting: &Setting, verdict: Option<&Verdict>) {
     let o = &recorded.outcomes;
     let end = setting.run_ms;
-    let mut out = String::new();
-
-    // --- totals
     let check_ins: Vec<&Outcome> = o.iter().filter(|x| x.op == Op::CheckIn).collect();
     let ok = check_ins.iter().filter(|x| x.failure.is_none()).count();
     let (_, p50, p99, max) = latency(o, 0, u32::MAX);
@@ -300,8 +311,11 @@ pub fn render(recorded: &Recorded, setting: &Setting, verdict: Option<&Verdict>)
             }
         );
     }
+}
 
-    // --- errors by kind and request
+/// Failed requests by kind and by request.
+fn failures_by_kind(out: &mut String, recorded: &Recorded) {
+    let o = &recorded.outcomes;
     let _ = writeln!(out, "\nFailed requests by kind:\n");
     let _ = writeln!(
         out,
@@ -329,8 +343,12 @@ pub fn render(recorded: &Recorded, setting: &Setting, verdict: Option<&Verdict>)
             by_op.values().sum::<u64>()
         );
     }
+}
 
-    // --- faults
+/// Each fault, its outage and its recovery.
+fn faults(out: &mut String, recorded: &Recorded, setting: &Setting) {
+    let o = &recorded.outcomes;
+    let end = setting.run_ms;
     let faults: Vec<&FaultEvent> = recorded.faults.iter().collect();
     if !faults.is_empty() {
         let _ = writeln!(
@@ -397,8 +415,13 @@ pub fn render(recorded: &Recorded, setting: &Setting, verdict: Option<&Verdict>)
             }
         }
     }
+}
 
-    // --- phases
+/// The phases between faults.
+fn phases(out: &mut String, recorded: &Recorded, setting: &Setting) {
+    let o = &recorded.outcomes;
+    let end = setting.run_ms;
+    let faults: Vec<&FaultEvent> = recorded.faults.iter().collect();
     let mut bounds = vec![(0u32, "start".to_owned())];
     bounds.extend(faults.iter().map(|f| (f.at_ms, f.name.clone())));
     let _ = writeln!(out, "\nBy phase:\n");
@@ -423,8 +446,13 @@ pub fn render(recorded: &Recorded, setting: &Setting, verdict: Option<&Verdict>)
             kinds(&failures_in(o, *from, to)),
         );
     }
+}
 
-    // --- per minute
+/// The per-minute timeline.
+fn per_minute(out: &mut String, recorded: &Recorded, setting: &Setting) {
+    let o = &recorded.outcomes;
+    let end = setting.run_ms;
+    let faults: Vec<&FaultEvent> = recorded.faults.iter().collect();
     let minutes = (end as usize).div_ceil(60_000);
     let per_process: Vec<Vec<ProcessMinute>> = (0..=setting.instance_names.len())
         .map(|p| process_minutes(&recorded.samples, p, minutes))
@@ -498,8 +526,10 @@ pub fn render(recorded: &Recorded, setting: &Setting, verdict: Option<&Verdict>)
         );
         out.push_str(&row);
     }
+}
 
-    // --- memory verdict
+/// Whether each instance's memory stayed flat after warm-up.
+fn memory(out: &mut String, recorded: &Recorded, setting: &Setting) {
     let _ = writeln!(
         out,
         "\nMemory after warm-up ({}; flat = grew by at most {FLAT_MIB} MiB or {:.0} %):\n",
@@ -516,8 +546,11 @@ pub fn render(recorded: &Recorded, setting: &Setting, verdict: Option<&Verdict>)
             let _ = writeln!(out, "- {line}");
         }
     }
+}
 
-    // --- seconds with failures
+/// The seconds that had failed requests.
+fn failed_seconds(out: &mut String, recorded: &Recorded) {
+    let o = &recorded.outcomes;
     let mut seconds: BTreeMap<u32, BTreeMap<Failure, u64>> = BTreeMap::new();
     for x in o {
         if let Some(f) = x.failure {
@@ -541,8 +574,10 @@ pub fn render(recorded: &Recorded, setting: &Setting, verdict: Option<&Verdict>)
             let _ = writeln!(out, "| … | {} more seconds |", seconds.len() - 60);
         }
     }
+}
 
-    // --- nothing lost
+/// The "nothing lost" checks, and what the devices saw amiss.
+fn nothing_lost(out: &mut String, recorded: &Recorded, verdict: Option<&Verdict>) {
     if let Some(v) = verdict {
         let _ = writeln!(out, "\nNothing lost (read from the store after the run):\n");
         let _ = writeln!(
@@ -576,7 +611,6 @@ pub fn render(recorded: &Recorded, setting: &Setting, verdict: Option<&Verdict>)
             let _ = writeln!(out, "- {a}");
         }
     }
-    out
 }
 
 fn counts(map: &BTreeMap<airlift_protocol::state::UpdateState, u64>) -> String {

@@ -66,7 +66,28 @@ pub async fn verify(
         ..Verdict::default()
     };
     let stored = stored_devices(&admins[0]).await?;
+    check_devices(&mut verdict, devices, &stored);
 
+    // The deployment, as each instance reads it.
+    let targeted: Vec<&Device> = devices.iter().filter(|d| d.targeted).collect();
+    for admin in admins {
+        let detail: DeploymentDetail = admin.get(&format!("/deployments/{deployment}")).await?;
+        check_deployment(&mut verdict, &targeted, &detail, &admin.url);
+    }
+    verdict.unanswered_reports = targeted
+        .iter()
+        .filter(|d| d.update.as_ref().is_some_and(|u| u.unacked.is_some()))
+        .count();
+    Ok(verdict)
+}
+
+/// Each device's row in the store against what the device last had
+/// acknowledged: there, accepted, its inventory, its check-in time.
+fn check_devices(
+    verdict: &mut Verdict,
+    devices: &[Device],
+    stored: &HashMap<DeviceId, StoredDevice>,
+) {
     let mut missing = Vec::new();
     let mut status = Vec::new();
     let mut inventory = Vec::new();
@@ -131,82 +152,80 @@ pub async fn verify(
         devices.len(),
         check_in_time,
     );
+}
 
-    // The deployment, as each instance reads it.
-    let targeted: Vec<&Device> = devices.iter().filter(|d| d.targeted).collect();
-    for admin in admins {
-        let detail: DeploymentDetail = admin.get(&format!("/deployments/{deployment}")).await?;
-        let states: HashMap<DeviceId, UpdateState> = detail
-            .devices
-            .iter()
-            .map(|u| (u.device_id, u.state))
-            .collect();
-        let mut wrong = Vec::new();
-        for device in &targeted {
-            let update = device.update.as_ref();
-            let acked = update.and_then(|u| u.acked).unwrap_or(UpdateState::Pending);
-            let unacked = update.and_then(|u| u.unacked);
-            match states.get(&device.id) {
-                Some(state) if *state == acked || Some(*state) == unacked => {}
-                Some(state) => wrong.push(format!(
-                    "device {} ({}): stored {state}, last acknowledged {acked}{}",
-                    device.index,
-                    device.id,
-                    unacked
-                        .map(|u| format!(", unanswered {u}"))
-                        .unwrap_or_default()
-                )),
-                None => wrong.push(format!(
-                    "device {} ({}): not in the deployment",
-                    device.index, device.id
-                )),
-            }
-        }
-        let extra: Vec<String> = detail
-            .devices
-            .iter()
-            .filter(|u| !targeted.iter().any(|d| d.id == u.device_id))
-            .map(|u| {
-                format!(
-                    "device {} is in the deployment but not targeted",
-                    u.device_id
-                )
-            })
-            .collect();
-        let mut from_list = BTreeMap::new();
-        for update in &detail.devices {
-            *from_list.entry(update.state).or_insert(0u64) += 1;
-        }
-        let counts_agree = if from_list == detail.deployment.counts {
-            Vec::new()
-        } else {
-            vec![format!(
-                "counts {:?} but the device list gives {from_list:?}",
-                detail.deployment.counts
-            )]
-        };
-        let via = admin.url.clone();
-        verdict.row(
-            &format!("update state = last acknowledged report (read via {via})"),
-            targeted.len(),
-            wrong,
-        );
-        verdict.row(
-            &format!("no untargeted device in the deployment (via {via})"),
-            detail.devices.len(),
-            extra,
-        );
-        verdict.row(
-            &format!("deployment counts = its device list (via {via})"),
-            1,
-            counts_agree,
-        );
-        verdict.deployment_status = detail.deployment.status.to_string();
-        verdict.store_counts = detail.deployment.counts;
-    }
-    verdict.unanswered_reports = targeted
+/// The deployment as read `via` one instance, against the targeted
+/// devices' last acknowledged reports.
+fn check_deployment(
+    verdict: &mut Verdict,
+    targeted: &[&Device],
+    detail: &DeploymentDetail,
+    via: &str,
+) {
+    let states: HashMap<DeviceId, UpdateState> = detail
+        .devices
         .iter()
-        .filter(|d| d.update.as_ref().is_some_and(|u| u.unacked.is_some()))
-        .count();
-    Ok(verdict)
+        .map(|u| (u.device_id, u.state))
+        .collect();
+    let mut wrong = Vec::new();
+    for device in targeted {
+        let update = device.update.as_ref();
+        let acked = update.and_then(|u| u.acked).unwrap_or(UpdateState::Pending);
+        let unacked = update.and_then(|u| u.unacked);
+        match states.get(&device.id) {
+            Some(state) if *state == acked || Some(*state) == unacked => {}
+            Some(state) => wrong.push(format!(
+                "device {} ({}): stored {state}, last acknowledged {acked}{}",
+                device.index,
+                device.id,
+                unacked
+                    .map(|u| format!(", unanswered {u}"))
+                    .unwrap_or_default()
+            )),
+            None => wrong.push(format!(
+                "device {} ({}): not in the deployment",
+                device.index, device.id
+            )),
+        }
+    }
+    let extra: Vec<String> = detail
+        .devices
+        .iter()
+        .filter(|u| !targeted.iter().any(|d| d.id == u.device_id))
+        .map(|u| {
+            format!(
+                "device {} is in the deployment but not targeted",
+                u.device_id
+            )
+        })
+        .collect();
+    let mut from_list = BTreeMap::new();
+    for update in &detail.devices {
+        *from_list.entry(update.state).or_insert(0u64) += 1;
+    }
+    let counts_agree = if from_list == detail.deployment.counts {
+        Vec::new()
+    } else {
+        vec![format!(
+            "counts {:?} but the device list gives {from_list:?}",
+            detail.deployment.counts
+        )]
+    };
+    verdict.row(
+        &format!("update state = last acknowledged report (read via {via})"),
+        targeted.len(),
+        wrong,
+    );
+    verdict.row(
+        &format!("no untargeted device in the deployment (via {via})"),
+        detail.devices.len(),
+        extra,
+    );
+    verdict.row(
+        &format!("deployment counts = its device list (via {via})"),
+        1,
+        counts_agree,
+    );
+    verdict.deployment_status = detail.deployment.status.to_string();
+    verdict.store_counts = detail.deployment.counts.clone();
 }
