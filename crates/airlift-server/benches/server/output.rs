@@ -219,17 +219,16 @@ fn print_fleet_rate_line(out: &mut String, scenario: &Scenario, airlift_cpu: &[f
         out,
         "bench-result: {}",
         json!({
-            "goal": format!(
-                "check-ins per second, realistic (cold caches), {} (server CPU {:.0} µs per check-in)",
-                scenario.label,
-                1000.0 * median(airlift_cpu),
-            ),
+            // The goal's name stays the same from run to run (the script
+            // groups runs by it); the CPU time goes in a field of its own.
+            "goal": format!("check-ins per second, realistic (cold caches), {}", scenario.label),
             "value": median(&rates),
             "samples": rates,
             "unit": "/s",
             "limit": FLEET_RATE,
             "better": "higher",
             "load": format!("{}; goal: 100 000 devices polling once a minute", scenario.load),
+            "server_cpu_us_per_check_in": 1000.0 * median(airlift_cpu),
         })
     );
 }

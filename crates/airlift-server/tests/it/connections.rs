@@ -122,7 +122,7 @@ async fn a_connection_past_the_limit_is_closed_at_once_and_the_server_recovers()
 #[tokio::test]
 async fn a_download_nobody_reads_is_closed_after_the_write_timeout() {
     let server = TestServer::start_with(Backend::Sqlite, &["--write-timeout", "1"]).await;
-    let file = build_package_sized(&server.signer, "big", "1.0.0", "pi4", 0, 48 << 20);
+    let file = build_package_sized(server.signer.key(), "big", "1.0.0", "pi4", 0, 48 << 20);
     let uploaded = server
         .client
         .post(server.api("/packages"))

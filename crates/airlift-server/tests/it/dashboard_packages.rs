@@ -27,7 +27,7 @@ async fn packages_are_uploaded_read_and_deleted_in_the_browser() {
         assert!(empty.body.contains(r#"data-upload="/ui/packages/upload""#));
 
         // Uploaded as the script sends it: answered with where to go.
-        let file = build_package(&server.signer, "rootfs", "1.2.0", "pi4", 3);
+        let file = build_package(server.signer.key(), "rootfs", "1.2.0", "pi4", 3);
         let uploaded = browser.upload(file.clone(), true).await;
         assert_eq!(uploaded.status, StatusCode::CREATED, "{}", uploaded.body);
         let id = uploaded
@@ -67,7 +67,7 @@ async fn packages_are_uploaded_read_and_deleted_in_the_browser() {
 
         let detail = browser.get(&format!("/ui/packages/{id}")).await;
         assert_eq!(detail.status, StatusCode::OK);
-        let key_id = server.signer.public_key().key_id().to_string();
+        let key_id = server.signer.key().public_key().key_id().to_string();
         assert!(detail.body.contains(&key_id), "{}", detail.body);
         for words in [
             "trusted",
@@ -158,7 +158,7 @@ async fn a_viewer_reads_packages_but_gets_no_control() {
     assert!(delete.body.contains("operator"), "{}", delete.body);
     let upload = viewer
         .upload(
-            build_package(&server.signer, "rootfs", "2.0.0", "pi4", 0),
+            build_package(server.signer.key(), "rootfs", "2.0.0", "pi4", 0),
             true,
         )
         .await;

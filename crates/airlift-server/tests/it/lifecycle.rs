@@ -21,7 +21,7 @@ async fn upload_to_success(backend: Backend) {
     assert_eq!(package.sha256, hex::encode(Sha256::digest(&file)));
     assert_eq!(
         package.signed_by,
-        vec![server.signer.public_key().key_id().to_string()]
+        vec![server.signer.key().public_key().key_id().to_string()]
     );
 
     let mut device = TestDevice::new("SN-1", "pi4");
@@ -48,7 +48,7 @@ async fn upload_to_success(backend: Backend) {
     let head = base64::engine::general_purpose::STANDARD
         .decode(&offer.signed_manifest)
         .expect("base64");
-    let trust = TrustSet::new([server.signer.public_key()], 1).expect("trust");
+    let trust = TrustSet::new([server.signer.key().public_key()], 1).expect("trust");
     let verified = PackageReader::open(&head[..], Limits::default())
         .expect("head parses")
         .verify(&trust)

@@ -13,10 +13,10 @@
 //! says: they are started here, not through `support::TestServer`.
 
 use crate::support::{build_package_sized, json_status, ADMIN_TOKEN};
-use airlift_package::SigningKey;
 use airlift_protocol::management::Package;
 use airlift_protocol::DeploymentId;
 use airlift_testkit::device::{DeviceApi, TestDevice};
+use airlift_testkit::packages::Signer;
 use airlift_testkit::server::ServerProcess;
 use reqwest::{Client, StatusCode};
 use serde_json::json;
@@ -176,21 +176,19 @@ struct DiskServer {
     /// `process`'s URL, by a name its certificate holds.
     url: String,
     client: Client,
-    signer: SigningKey,
+    signer: Signer,
     _dir: TempDir,
 }
 
 impl DiskServer {
     async fn start(tls: bool) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
-        let signer = SigningKey::generate().expect("key");
-        let trust = dir.path().join("release.pub");
-        std::fs::write(&trust, signer.public_key().to_pem().expect("pem")).expect("write key");
+        let signer = Signer::new();
         let mut builder = ServerProcess::builder(
             env!("CARGO_BIN_EXE_airlift-server"),
             dir.path().join("data"),
         )
-        .trust(&trust)
+        .trust(signer.public_key_file())
         .admin_token(ADMIN_TOKEN)
         .env("AIRLIFT_LOG", "info")
         .args(["--poll-interval", "1", "--max-package-mib", "64"]);
@@ -241,7 +239,7 @@ impl DiskServer {
 
     /// A package of about `image_bytes`, signed by the trusted key, uploaded.
     async fn upload(&self, name: &str, version: &str, image_bytes: u32) -> (Package, Vec<u8>) {
-        let file = build_package_sized(&self.signer, name, version, "pi4", 0, image_bytes);
+        let file = build_package_sized(self.signer.key(), name, version, "pi4", 0, image_bytes);
         let answer = self.admin_post("/packages", file.clone().into()).await;
         let body = json_status(answer, StatusCode::CREATED).await;
         (serde_json::from_value(body).expect("a package"), file)

@@ -189,7 +189,7 @@ async fn a_refused_or_interrupted_upload_leaves_nothing_in_the_bucket() {
             .await
             .expect("upload");
         assert_eq!(untrusted.status(), StatusCode::UNPROCESSABLE_ENTITY);
-        let mut tampered = build_package(&server.signer, "os", "1.0.0", "pi4", 0);
+        let mut tampered = build_package(server.signer.key(), "os", "1.0.0", "pi4", 0);
         let at = tampered.len() - 100;
         tampered[at] ^= 0x01;
         let tampered = upload(tampered).await.expect("upload");
@@ -198,7 +198,7 @@ async fn a_refused_or_interrupted_upload_leaves_nothing_in_the_bucket() {
         assert_eq!(garbage.status(), StatusCode::UNPROCESSABLE_ENTITY);
 
         // Half a package, then the connection closes.
-        let file = build_package(&server.signer, "os", "1.0.1", "pi4", 0);
+        let file = build_package(server.signer.key(), "os", "1.0.1", "pi4", 0);
         let address = server.url.trim_start_matches("http://").to_owned();
         let mut socket = tokio::net::TcpStream::connect(&address)
             .await
@@ -223,7 +223,7 @@ async fn a_refused_or_interrupted_upload_leaves_nothing_in_the_bucket() {
         // A verified package whose row cannot be written (a duplicate): its
         // object is put, then deleted again.
         server.upload("os", "3.0.0", "pi4").await;
-        let duplicate = upload(build_package(&server.signer, "os", "3.0.0", "pi4", 0))
+        let duplicate = upload(build_package(server.signer.key(), "os", "3.0.0", "pi4", 0))
             .await
             .expect("upload");
         assert_eq!(duplicate.status(), StatusCode::CONFLICT);

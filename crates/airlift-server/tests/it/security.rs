@@ -43,7 +43,7 @@ async fn management_api_requires_the_right_token() {
             .await
             .expect("request");
         assert_eq!(read.status(), StatusCode::OK);
-        let file = build_package(&server.signer, "os", "1.0.0", "pi4", 0);
+        let file = build_package(server.signer.key(), "os", "1.0.0", "pi4", 0);
         let upload = server
             .client
             .post(server.api("/packages"))
@@ -347,7 +347,7 @@ async fn bad_input_gets_a_clear_4xx_and_stores_nothing() {
             message.contains("not signed by enough trusted keys"),
             "{message}"
         );
-        let mut damaged = build_package(&server.signer, "os", "1.0.0", "pi4", 0);
+        let mut damaged = build_package(server.signer.key(), "os", "1.0.0", "pi4", 0);
         let last = damaged.len() - 10;
         damaged[last] ^= 0xff;
         let damaged = upload(damaged).await.expect("request");
@@ -367,7 +367,7 @@ async fn bad_input_gets_a_clear_4xx_and_stores_nothing() {
         assert_eq!(spooled, 0, "no spool file left behind");
 
         server.upload("os", "1.0.0", "pi4").await;
-        let duplicate = upload(build_package(&server.signer, "os", "1.0.0", "pi4", 0))
+        let duplicate = upload(build_package(server.signer.key(), "os", "1.0.0", "pi4", 0))
             .await
             .expect("request");
         assert_eq!(duplicate.status(), StatusCode::CONFLICT);

@@ -6,7 +6,7 @@ use airlift_package::{Compression, SigningKey};
 use airlift_protocol::management::Package;
 use airlift_protocol::DeploymentId;
 use airlift_testkit::device::{fresh_client, DeviceApi};
-use airlift_testkit::packages::{image, PackageBuilder};
+use airlift_testkit::packages::{image, PackageBuilder, Signer};
 use airlift_testkit::postgres::FreshSchema;
 use airlift_testkit::server::ServerProcess;
 use reqwest::{Client, Response, StatusCode};
@@ -43,7 +43,7 @@ pub struct TestServer {
     /// `http://127.0.0.1:PORT`, the same after a restart.
     pub url: String,
     pub dir: TempDir,
-    pub signer: SigningKey,
+    pub signer: Signer,
     pub backend: Backend,
     process: ServerProcess,
     pub client: Client,
@@ -59,9 +59,7 @@ impl TestServer {
     /// Starts with extra command-line arguments.
     pub async fn start_with(backend: Backend, extra: &[&str]) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
-        let signer = SigningKey::generate().expect("key");
-        let trust = dir.path().join("release.pub");
-        std::fs::write(&trust, signer.public_key().to_pem().expect("pem")).expect("write key");
+        let signer = Signer::new();
         let s3 = blob_store(&backend, &dir, extra);
         let extra: Vec<&str> = extra
             .iter()
@@ -72,7 +70,7 @@ impl TestServer {
             env!("CARGO_BIN_EXE_airlift-server"),
             dir.path().join("data"),
         )
-        .trust(&trust)
+        .trust(signer.public_key_file())
         .admin_token(ADMIN_TOKEN)
         .env("AIRLIFT_LOG", "info")
         .args(["--poll-interval", "1", "--max-package-mib", "64"])
@@ -142,7 +140,7 @@ impl TestServer {
 
     /// Builds a package signed by the trusted key and uploads it.
     pub async fn upload(&self, name: &str, version: &str, device_type: &str) -> (Package, Vec<u8>) {
-        let file = build_package(&self.signer, name, version, device_type, 0);
+        let file = build_package(self.signer.key(), name, version, device_type, 0);
         let response = self
             .client
             .post(self.api("/packages"))
