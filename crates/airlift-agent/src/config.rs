@@ -2,6 +2,7 @@
 //! Parsed strictly (unknown keys are errors) and checked before use.
 
 use crate::health::HealthCheck;
+use crate::system::{RunningSystem, VersionSource, DEFAULT_VERSION_KEY};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -32,6 +33,24 @@ pub struct AgentConfig {
     /// agent keeps its own record of what it installed.
     #[serde(default)]
     pub installed: BTreeMap<String, String>,
+    /// A `KEY=VALUE` file of the running root filesystem, such as
+    /// `/etc/os-release`, whose `system_version_key` is the version it
+    /// holds: reported as the installed version of `system_software`, over
+    /// the agent's own record (see [`crate::system`]).
+    #[serde(default)]
+    pub system_version_file: Option<PathBuf>,
+    /// The key of `system_version_file` [default: `VERSION_ID`].
+    #[serde(default)]
+    pub system_version_key: Option<String>,
+    /// A program printing the running system's version, instead of
+    /// `system_version_file`.
+    #[serde(default)]
+    pub system_version_command: Option<Vec<String>>,
+    /// The installed-software name the running system's version is
+    /// reported under [default: the name of the one `[slots.NAME]` pair,
+    /// e.g. `rootfs`].
+    #[serde(default)]
+    pub system_software: Option<String>,
     /// Public keys (PEM) trusted to sign packages.
     pub trusted_keys: Vec<PathBuf>,
     /// Trusted signatures required [default: 1].
@@ -139,8 +158,11 @@ pub enum BootConfig {
         #[serde(default = "default_cmdline")]
         cmdline: PathBuf,
     },
-    /// `FileBootEnv`: a file-backed model of the bootloader, for tests and
-    /// simulation (a harness plays the bootloader's power-up step).
+    /// `FileBootEnv`: a file-backed model of the bootloader, for tests,
+    /// simulation and a device of plain files on a laptop. Something must
+    /// play the bootloader's power-up step at each "reboot": a harness, or
+    /// `reboot_command` running `airlift-agent boot-env power-up`
+    /// (`docs/laptop-device.md`).
     File {
         /// The environment file.
         path: PathBuf,
@@ -240,6 +262,22 @@ impl AgentConfig {
         if config.reboot_command.is_empty() {
             return Err(invalid("reboot_command must name a program"));
         }
+        if matches!(config.boot, BootConfig::File { .. })
+            && config.reboot_command == default_reboot()
+        {
+            return Err(invalid(
+                "backend = \"file\" has no bootloader for a real reboot to run: set reboot_command to play its power-up, e.g. [\"airlift-agent\", \"--config\", \"THIS FILE\", \"boot-env\", \"power-up\"]",
+            ));
+        }
+        config.running_system().map_err(|m| invalid(&m))?;
+        for (name, pair) in &config.slots {
+            if pair.a == pair.b {
+                return Err(invalid(&format!(
+                    "[slots.{name}]: a and b are both {}; the slots must be two different partitions",
+                    pair.a.display()
+                )));
+            }
+        }
         if let crate::push::PushConfig::Mqtt { url, topic_prefix } = &config.push {
             if let Err(e) = url.parse::<airlift_protocol::push::MqttBroker>() {
                 return Err(invalid(&format!("push: {e}")));
@@ -251,6 +289,64 @@ impl AgentConfig {
             }
         }
         Ok(config)
+    }
+
+    /// Where the running system's version comes from, if configured
+    /// (`system_version_file` or `system_version_command`), and the name it
+    /// is reported under; why not, if the settings do not fit together.
+    pub fn running_system(&self) -> Result<Option<RunningSystem>, String> {
+        let source = match (&self.system_version_file, &self.system_version_command) {
+            (Some(_), Some(_)) => {
+                return Err(
+                    "set system_version_file or system_version_command, not both".to_owned(),
+                )
+            }
+            (Some(path), None) => {
+                let key = self
+                    .system_version_key
+                    .clone()
+                    .unwrap_or_else(|| DEFAULT_VERSION_KEY.to_owned());
+                if key.is_empty() || !key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                    return Err(format!(
+                        "system_version_key {key:?} is not a KEY of a KEY=VALUE file (letters, digits, _)"
+                    ));
+                }
+                VersionSource::File {
+                    path: path.clone(),
+                    key,
+                }
+            }
+            (None, Some(command)) if command.is_empty() => {
+                return Err("system_version_command must name a program".to_owned())
+            }
+            (None, Some(command)) => VersionSource::Command(command.clone()),
+            (None, None) => {
+                if self.system_version_key.is_some() || self.system_software.is_some() {
+                    return Err(
+                        "system_version_key and system_software need system_version_file (or system_version_command)"
+                            .to_owned(),
+                    );
+                }
+                return Ok(None);
+            }
+        };
+        if self.system_version_key.is_some() && self.system_version_file.is_none() {
+            return Err("system_version_key goes with system_version_file".to_owned());
+        }
+        let software = match (&self.system_software, self.slots.keys().next()) {
+            (Some(name), _) if name.is_empty() => {
+                return Err("system_software must not be empty".to_owned())
+            }
+            (Some(name), _) => name.clone(),
+            (None, Some(name)) if self.slots.len() == 1 => name.clone(),
+            (None, _) => {
+                return Err(
+                    "set system_software = \"NAME\": the installed-software name the running system's version is reported under (the default, the name of the [slots.NAME] pair, needs exactly one pair)"
+                        .to_owned(),
+                )
+            }
+        };
+        Ok(Some(RunningSystem { software, source }))
     }
 
     /// The device key file (see [`DataDir`](crate::driver::DataDir)).
@@ -270,8 +366,8 @@ device_type = "acme-gw"
 identity = { serial = "SN1" }
 trusted_keys = ["/etc/airlift/release.pub"]
 [boot]
-backend = "file"
-path = "/var/lib/airlift/bootenv"
+backend = "grub"
+grubenv = "/boot/grub/grubenv"
 [slots.rootfs]
 a = "/dev/mmcblk0p2"
 b = "/dev/mmcblk0p3"
@@ -289,10 +385,97 @@ command = ["/usr/bin/app", "--self-test"]
         assert_eq!(config.trial.reach_server_timeout_secs, 300);
         assert_eq!(
             config.boot,
-            BootConfig::File {
-                path: "/var/lib/airlift/bootenv".into()
+            BootConfig::Grub {
+                grubenv: "/boot/grub/grubenv".into(),
+                cmdline: "/proc/cmdline".into(),
             }
         );
+        assert_eq!(config.running_system(), Ok(None));
+    }
+
+    fn parse(text: &str) -> Result<AgentConfig, String> {
+        AgentConfig::parse(text, Path::new("agent.toml")).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn the_system_version_is_read_from_a_file_or_a_command_under_the_slots_name() {
+        let with = |lines: &str| parse(&format!("{lines}\n{MINIMAL}"));
+        let config = with(r#"system_version_file = "/etc/os-release""#).expect("valid");
+        assert_eq!(
+            config.running_system(),
+            Ok(Some(RunningSystem {
+                software: "rootfs".into(),
+                source: VersionSource::File {
+                    path: "/etc/os-release".into(),
+                    key: "VERSION_ID".into()
+                }
+            }))
+        );
+        let config = with(
+            "system_version_file = \"/etc/acme-release\"\nsystem_version_key = \"IMAGE_VERSION\"\nsystem_software = \"acme-os\"",
+        )
+        .expect("valid");
+        let system = config.running_system().ok().flatten().expect("configured");
+        assert_eq!(system.software, "acme-os");
+        assert!(matches!(system.source, VersionSource::File { key, .. } if key == "IMAGE_VERSION"));
+        let config = with(r#"system_version_command = ["/usr/bin/os-version"]"#).expect("valid");
+        let system = config.running_system().ok().flatten().expect("configured");
+        assert_eq!(
+            system.source,
+            VersionSource::Command(vec!["/usr/bin/os-version".into()])
+        );
+    }
+
+    #[test]
+    fn system_version_settings_that_do_not_fit_together_are_refused() {
+        let with = |lines: &str| parse(&format!("{lines}\n{MINIMAL}"));
+        for (lines, expected) in [
+            (
+                "system_version_file = \"/etc/os-release\"\nsystem_version_command = [\"v\"]",
+                "not both",
+            ),
+            (
+                "system_version_key = \"VERSION\"",
+                "need system_version_file",
+            ),
+            ("system_version_command = []", "must name a program"),
+            (
+                "system_version_file = \"/etc/os-release\"\nsystem_version_key = \"A B\"",
+                "is not a KEY",
+            ),
+            (
+                "system_version_command = [\"v\"]\nsystem_version_key = \"X\"",
+                "goes with system_version_file",
+            ),
+        ] {
+            let error = with(lines).expect_err(lines);
+            assert!(error.contains(expected), "{lines}: {error}");
+        }
+        // Two slot pairs: which one is the running system is not a guess.
+        let two = format!(
+            "system_version_file = \"/etc/os-release\"\n{MINIMAL}[slots.data]\na = \"/dev/x1\"\nb = \"/dev/x2\"\n"
+        );
+        let error = parse(&two).expect_err("two pairs");
+        assert!(error.contains("set system_software"), "{error}");
+    }
+
+    #[test]
+    fn slots_on_one_device_and_a_file_backend_that_would_reboot_for_real_are_refused() {
+        let same = MINIMAL.replace("/dev/mmcblk0p3", "/dev/mmcblk0p2");
+        let error = parse(&same).expect_err("one device");
+        assert!(
+            error.contains("[slots.rootfs]: a and b are both /dev/mmcblk0p2"),
+            "{error}"
+        );
+        let file = MINIMAL.replace(
+            "backend = \"grub\"\ngrubenv = \"/boot/grub/grubenv\"",
+            "backend = \"file\"\npath = \"/var/lib/airlift/bootenv\"",
+        );
+        let error = parse(&file).expect_err("file backend with systemctl reboot");
+        assert!(error.contains("boot-env"), "{error}");
+        let playing =
+            format!("reboot_command = [\"airlift-agent\", \"boot-env\", \"power-up\"]\n{file}");
+        assert!(parse(&playing).is_ok());
     }
 
     #[test]

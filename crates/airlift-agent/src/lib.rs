@@ -17,6 +17,8 @@
 //! - [`client`], [`download`], [`identity`]: the device API from the
 //!   device's side — a signed authentication with the device's own key,
 //!   check-ins, reports, and downloads that resume with `Range`.
+//! - [`system`]: the running system as it is — the version its root
+//!   filesystem holds, and slot devices checked against what runs.
 //! - `process`: the one way a child process is run (health checks, update
 //!   modules, bootloader tools): its own process group killed on timeout,
 //!   bounded output.
@@ -38,3 +40,4 @@ mod process;
 pub mod progress;
 pub mod push;
 pub mod stream;
+pub mod system;

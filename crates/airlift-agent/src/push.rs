@@ -158,7 +158,11 @@ impl Listener {
     /// The server's push stream, reconnected for as long as the agent runs.
     fn events(mut self) {
         let mut delays = backoff();
-        let mut heard_before = false;
+        // Any attempt before this one means nudges may have been missed
+        // meanwhile — also while the device was pending and the stream was
+        // refused: an operator who accepts it and deploys at once must not
+        // wait for the slowed-down poll.
+        let mut tried_before = false;
         while !self.stopped() {
             let opened = Instant::now();
             let ended = match self.client.open_push() {
@@ -167,15 +171,15 @@ impl Listener {
                     // reuse it, would sit idle for as long as the stream lasts.
                     self.client.close_idle_connections();
                     tracing::info!("push: listening for nudges on the server's stream");
-                    if heard_before {
+                    if tried_before {
                         self.ring(Rang::Reconnected);
                     }
-                    heard_before = true;
                     read_events(stream, &|| self.stopped(), &|| self.ring(Rang::Nudged))
                 }
                 Err(ClientError::NotAccepted(status)) => Err(format!("the device is {status}")),
                 Err(error) => Err(error.to_string()),
             };
+            tried_before = true;
             if self.stopped() {
                 return;
             }

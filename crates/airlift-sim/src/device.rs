@@ -208,6 +208,11 @@ impl Layout {
                 config.factory.package.clone(),
                 config.factory.version.clone(),
             )]),
+            // The simulated device's slots are files, not the running system.
+            system_version_file: None,
+            system_version_key: None,
+            system_version_command: None,
+            system_software: None,
             trusted_keys: config.trusted_keys.clone(),
             trust_threshold: 1,
             age_identity: None,

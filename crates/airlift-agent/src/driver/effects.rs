@@ -86,10 +86,12 @@ impl Agent {
         // the agent's standard streams (what it prints belongs in the
         // journal), has no timeout (it may never return), and must not be
         // killed as a group.
+        let before = self.boot.file_stamp();
         let status = Command::new(&command[0]).args(&command[1..]).status();
         match status {
             Ok(status) if status.success() => {
                 self.rebooting = true;
+                self.power_up_played = before.map(|before| self.boot.file_stamp() != Some(before));
                 Outcome::Done
             }
             Ok(status) => Outcome::Failed(Event::BootControlFailed {
@@ -276,6 +278,13 @@ impl Agent {
         &mut self,
         job: Option<&Job>,
     ) -> Result<(), crate::health::Unhealthy> {
+        if let Some(error) = &self.system_unreadable {
+            return Err(crate::health::Unhealthy {
+                name: "system version".to_owned(),
+                reason: error.to_string(),
+                output: String::new(),
+            });
+        }
         crate::health::run_all(&self.config.health_checks)?;
         let timeout = self.config.trial.reach_server_timeout_secs;
         if timeout == 0 || job.and_then(|job| job.deployment_id).is_none() {

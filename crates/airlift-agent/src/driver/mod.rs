@@ -46,10 +46,13 @@ mod offers;
 mod recovery;
 mod reports;
 mod setup;
+mod status;
 
 pub use data_dir::DataDir;
+pub use offers::BOOTED_SLOT_ATTRIBUTE;
+pub use status::{status, BootStatus, Progress, Status};
 
-use crate::boot::BootError;
+use crate::boot::{BootError, Slot};
 use crate::client::{ClientError, ServerClient};
 use crate::config::AgentConfig;
 use crate::download::DownloadEvent;
@@ -60,6 +63,7 @@ use crate::machine::{
     StateFile,
 };
 use crate::push::{PushListener, Ring, STREAM_TIMEOUT};
+use crate::system::{RunningSystem, SlotError, SystemVersionError};
 use airlift_package::encryption::Identity as AgeIdentity;
 use airlift_package::{Sha256Digest, TrustSet};
 use setup::Boot;
@@ -87,6 +91,12 @@ pub enum AgentError {
     /// The server client could not be built.
     #[error(transparent)]
     Client(#[from] ClientError),
+    /// The running system's version cannot be read.
+    #[error(transparent)]
+    SystemVersion(#[from] SystemVersionError),
+    /// The configured slots cannot be this device's: nothing is written.
+    #[error(transparent)]
+    Slots(#[from] SlotError),
     /// A file the agent needs.
     #[error("{what} {}: {source}", path.display())]
     Io {
@@ -178,6 +188,8 @@ pub struct Agent {
     poll_interval: Duration,
     download_deferred: bool,
     rebooting: bool,
+    /// See [`Agent::power_up_played`].
+    power_up_played: Option<bool>,
     /// Why the last job failed or rolled back, for `install FILE`.
     last_failure: Option<String>,
     /// The package file of `install FILE`, while it runs.
@@ -189,6 +201,15 @@ pub struct Agent {
     install_permit: Option<HeardPermit>,
     /// Hears states, reports and downloads; `None` on a real device.
     observer: Option<Observer>,
+    /// Where the running system's version is read, if configured.
+    system: Option<RunningSystem>,
+    /// The running system's version, read at the start and at every check-in.
+    system_version: Option<String>,
+    /// Why it could not be read at the start.
+    system_unreadable: Option<SystemVersionError>,
+    /// The slot running now, read at the start; `None` when the device has
+    /// no slots and the bootloader does not say.
+    booted: Option<Slot>,
 }
 
 impl std::fmt::Debug for Agent {
@@ -208,6 +229,16 @@ impl Agent {
         let data = DataDir::new(&config.data_dir);
         data.create()?;
         let boot = Boot::open(&config.boot)?;
+        let booted = setup::check_boot(&config, &boot)?;
+        let system = config.running_system().map_err(AgentError::Setup)?;
+        // Unreadable, it stops the agent — except in a trial boot, where it
+        // fails the trial instead (see `resume`): a new version that lost
+        // its version file is rolled back, not left uncommitted.
+        let (system_version, system_unreadable) =
+            match system.as_ref().map(RunningSystem::version).transpose() {
+                Ok(version) => (version, None),
+                Err(error) => (None, Some(error)),
+            };
         let trust = setup::trust_set(&config)?;
         let identities = setup::age_identities(config.age_identity.as_deref())?;
         let key = identity::load_or_create(&data.key_file())?;
@@ -229,10 +260,15 @@ impl Agent {
             state: State::Idle,
             download_deferred: false,
             rebooting: false,
+            power_up_played: None,
             last_failure: None,
             local_source: None,
             install_permit: None,
             observer: None,
+            system,
+            system_version,
+            system_unreadable,
+            booted,
             data,
             config,
         })
@@ -259,6 +295,13 @@ impl Agent {
         self.rebooting
     }
 
+    /// With the file backend, after a reboot: whether `reboot_command`
+    /// played the bootloader's power-up (it replaced the environment file);
+    /// `None` with a real bootloader, or before a reboot.
+    pub fn power_up_played(&self) -> Option<bool> {
+        self.power_up_played
+    }
+
     /// The first thing at every start: loads the state, feeds
     /// [`Event::Resume`] and carries out what follows (health checks after a
     /// trial boot, commit, rollback, pending reports…).
@@ -270,6 +313,14 @@ impl Agent {
                 return self.recover_from_corrupt_state();
             }
             Err(other) => return Err(other.into()),
+        }
+        if !matches!(
+            self.state,
+            State::Rebooting { .. } | State::Verifying { .. }
+        ) {
+            if let Some(error) = self.system_unreadable.take() {
+                return Err(error.into());
+            }
         }
         self.feed(Event::Resume)?;
         self.proceed()

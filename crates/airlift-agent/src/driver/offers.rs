@@ -26,6 +26,9 @@ use std::time::{Duration, SystemTime};
 impl Agent {
     /// The check-in half of [`poll_once`](Self::poll_once).
     pub(super) fn check_in(&mut self) -> Result<Poll, AgentError> {
+        if let Some(system) = &self.system {
+            self.system_version = Some(system.version()?);
+        }
         let response = match self.client.check_in(&self.inventory()) {
             Ok(response) => response,
             Err(ClientError::NotAccepted(status)) => {
@@ -205,11 +208,15 @@ impl Agent {
         })
     }
 
-    /// `config.installed` overlaid by what the agent committed itself.
+    /// `config.installed` overlaid by what the agent committed itself,
+    /// overlaid by the version the running system holds (the truth).
     pub(super) fn installed(&self) -> BTreeMap<String, String> {
-        let mut installed = self.config.installed.clone();
-        installed.extend(self.data.record().installed);
-        installed
+        let system = self.system.as_ref().zip(self.system_version.as_ref());
+        installed(
+            &self.config,
+            &self.data,
+            system.map(|(system, version)| (system.software.as_str(), version.as_str())),
+        )
     }
 
     pub(super) fn facts(&self) -> DeviceFacts {
@@ -223,14 +230,36 @@ impl Agent {
 
     pub(super) fn inventory(&self) -> Inventory {
         let facts = self.facts();
+        let mut attributes = self.config.attributes.clone();
+        if let Some(slot) = self.booted {
+            attributes.insert(BOOTED_SLOT_ATTRIBUTE.to_owned(), slot.to_string());
+        }
         Inventory {
             device_type: facts.device_type,
             hardware_revision: facts.hardware_revision,
             installed: facts.installed,
             security_version: facts.security_version,
-            attributes: self.config.attributes.clone(),
+            attributes,
         }
     }
+}
+
+/// The inventory attribute that names the slot running now (`a` or `b`).
+pub const BOOTED_SLOT_ATTRIBUTE: &str = "booted_slot";
+
+/// What is installed: `config.installed`, overlaid by the agent's record,
+/// overlaid by the running system's version under its software name.
+pub(super) fn installed(
+    config: &crate::config::AgentConfig,
+    data: &super::DataDir,
+    system: Option<(&str, &str)>,
+) -> BTreeMap<String, String> {
+    let mut installed = config.installed.clone();
+    installed.extend(data.record().installed);
+    if let Some((software, version)) = system {
+        installed.insert(software.to_owned(), version.to_owned());
+    }
+    installed
 }
 
 /// The head of a package file: header, manifest and signatures.

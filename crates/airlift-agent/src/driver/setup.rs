@@ -9,6 +9,7 @@ use crate::install::{
     ArchiveInstaller, FileInstaller, ImageInstaller, Installers, ModuleInstaller, SlotDevices,
 };
 use crate::process::{self, Run, RunError};
+use crate::system::{check_slots, RunningRoot};
 use airlift_package::encryption::Identity as AgeIdentity;
 use airlift_package::{PublicKey, TrustSet};
 use std::collections::BTreeMap;
@@ -32,7 +33,7 @@ impl Boot {
             BootConfig::Uboot { config, cmdline } => {
                 Boot::Uboot(UBootEnv::new(config).with_cmdline(cmdline))
             }
-            BootConfig::File { path } => Boot::File(FileBootEnv::open(path)?),
+            BootConfig::File { path } => Boot::File(open_file_env(path)?),
         })
     }
 
@@ -51,6 +52,61 @@ impl Boot {
             Boot::File(b) => b.vars(),
         }
     }
+
+    /// For the file backend, which file its environment is now (device and
+    /// inode: every write replaces the file), to tell whether something
+    /// played the power-up; `None` for a real bootloader.
+    pub(super) fn file_stamp(&self) -> Option<(u64, u64)> {
+        use std::os::unix::fs::MetadataExt as _;
+        match self {
+            Boot::File(env) => std::fs::metadata(env.path())
+                .ok()
+                .map(|m| (m.dev(), m.ino())),
+            Boot::Grub(_) | Boot::Uboot(_) => None,
+        }
+    }
+
+    pub(super) fn booted_slot(&self) -> Result<Slot, BootError> {
+        match self {
+            Boot::Grub(b) => b.booted_slot(),
+            Boot::Uboot(b) => b.booted_slot(),
+            Boot::File(b) => b.booted_slot(),
+        }
+    }
+}
+
+/// The file backend's environment; a missing one says how to make it.
+fn open_file_env(path: &Path) -> Result<FileBootEnv, BootError> {
+    FileBootEnv::open(path).map_err(|error| match error {
+        BootError::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
+            BootError::InvalidEnv {
+                location: path.display().to_string(),
+                reason: "it does not exist; create it with `airlift-agent boot-env init`"
+                    .to_owned(),
+            }
+        }
+        other => other,
+    })
+}
+
+/// Before anything is written: a device with slots must have a readable
+/// boot environment, a known running slot, and slot devices that fit what
+/// runs ([`check_slots`]). Returns the running slot; without slots, the one
+/// the bootloader names if it names one.
+pub(super) fn check_boot(config: &AgentConfig, boot: &Boot) -> Result<Option<Slot>, AgentError> {
+    if config.slots.is_empty() {
+        return Ok(boot.booted_slot().ok());
+    }
+    boot.vars()?;
+    let running = boot.booted_slot()?;
+    let cmdline = match &config.boot {
+        BootConfig::Grub { cmdline, .. } | BootConfig::Uboot { cmdline, .. } => {
+            Some(cmdline.as_path())
+        }
+        BootConfig::File { .. } => None,
+    };
+    check_slots(&config.slots, running, &RunningRoot::read(cmdline))?;
+    Ok(Some(running))
 }
 
 /// The installers, with their work directories under `data`.

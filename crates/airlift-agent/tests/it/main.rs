@@ -2,7 +2,9 @@
 //! `airlift-agent` binary, with a harness playing the bootloader between
 //! the agent's runs.
 
+mod device_truth;
 mod harness;
+mod laptop;
 use airlift_server::testing as server;
 mod network;
 mod offload;

@@ -333,3 +333,32 @@ fn when_its_instance_dies_the_device_polls_and_reconnects_to_another() {
     let latency = deploy_and_time(&on_b, &pair.signer, &id, "2.0.0");
     eprintln!("after the failover, deployment → device started: {latency:.3} s");
 }
+
+#[test]
+fn a_device_accepted_and_deployed_to_while_it_waited_hears_it_without_its_slowed_poll() {
+    let signer = Signer::new();
+    let data = tempfile::tempdir().expect("data");
+    let server = instance(&signer, data.path(), HOUR, &[]);
+    let operator = Operator::at(server.url());
+    let device = Device::new(server.url(), signer.public_key_file(), &["true"]);
+    // Polls hourly, and slower still while pending: only push is quick.
+    let config = std::fs::read_to_string(&device.config).expect("agent.toml");
+    let config = config.replace("poll_interval_secs = 1\n", "poll_interval_secs = 3600\n");
+    std::fs::write(&device.config, config).expect("agent.toml");
+    let daemon = device.start();
+    daemon.wait_for_log(
+        "push: stream lost; polling meanwhile reason=the device is pending",
+        1,
+    );
+    let id = operator.accept(&device.serial);
+    let package = operator.upload(signer.image_package("rootfs", "2.0.0", 1));
+    operator.deploy(&package, &id);
+    // The stream opens once the device is accepted: nudges may have been
+    // missed while it was refused, so the agent checks in at once.
+    daemon.wait_for_log("update offered", 1);
+    assert!(
+        daemon.log().contains("push: checking in now"),
+        "{}",
+        daemon.log()
+    );
+}
