@@ -409,46 +409,45 @@ mod tests {
         use std::process::{Output, Stdio};
         use std::time::{Duration, Instant};
 
-        /// The documented snippet, changed only where an emulator needs it:
-        /// the environment is on the image (`(hd0)`), and the menu entry
-        /// prints the kernel command line instead of loading a kernel.
+        /// The documented `grub.cfg` (`dist/grub.cfg`), changed only where an
+        /// emulator needs it: no serial console, the environment is on the
+        /// image (`(hd0)`), and the menu entry prints the kernel command
+        /// line instead of loading a kernel.
         fn emulator_cfg() -> Result<String, Box<dyn std::error::Error>> {
-            let doc = include_str!("mod.rs");
-            let start = doc
-                .find("//! load_env ")
-                .ok_or("no grub.cfg snippet in the boot module docs")?;
-            let snippet: Vec<&str> = doc[start..]
-                .lines()
-                .take_while(|line| *line != "//! ```")
-                .map(|line| {
-                    line.strip_prefix("//! ")
-                        .unwrap_or(line.trim_start_matches("//!"))
-                })
-                .collect();
+            let documented = include_str!("../../../../dist/grub.cfg");
             let mut cfg = String::from("set root=(hd0)\n");
-            let mut changed = [0; 4];
-            for line in snippet {
+            let mut changed = [0; 5];
+            for line in documented.lines() {
                 let line = if let Some(rest) = line.strip_prefix("load_env ") {
                     changed[0] += 1;
                     format!("load_env -f (hd0)/grubenv {rest}")
                 } else if let Some(rest) = line.strip_prefix("  save_env ") {
                     changed[1] += 1;
                     format!("  save_env -f (hd0)/grubenv {rest}")
-                } else if line.starts_with("  linux ") || line.starts_with("  initrd ") {
+                } else if let Some(rest) = line.strip_prefix("  linux ") {
+                    // Kernel and command line on lines of their own: the
+                    // emulator's screen wraps at 80 columns.
+                    changed[2] += 1;
+                    let (kernel, cmdline) = rest.split_once(' ').unwrap_or((rest, ""));
+                    format!("  echo linux {kernel}\n  echo cmdline {cmdline}")
+                } else if line.starts_with("  initrd ") {
                     changed[2] += 1;
                     format!("  echo {}", line.trim_start())
                 } else if line == "}" {
                     changed[3] += 1;
                     "  halt\n}".to_owned()
+                } else if line.starts_with("serial ") || line.starts_with("terminal_") {
+                    changed[4] += 1;
+                    continue;
                 } else {
                     line.to_owned()
                 };
                 cfg.push_str(&line);
                 cfg.push('\n');
             }
-            if changed != [1, 1, 2, 1] {
+            if changed != [1, 1, 2, 1, 3] {
                 return Err(format!(
-                    "the grub.cfg snippet changed shape ({changed:?}); update this test:\n{cfg}"
+                    "dist/grub.cfg changed shape ({changed:?}); update this test:\n{cfg}"
                 )
                 .into());
             }
@@ -503,6 +502,8 @@ mod tests {
         struct Device {
             env: GrubEnv,
             dir: tempfile::TempDir,
+            /// The kernel GRUB booted last (`(hd0,gpt3)/boot/vmlinuz`).
+            kernel: PathBuf,
         }
 
         impl Device {
@@ -515,7 +516,8 @@ mod tests {
                     dir.path().join("device.map"),
                     format!("(hd0) {}\n", dir.path().join("disk.img").display()),
                 )?;
-                Ok(Device { env, dir })
+                let kernel = dir.path().join("kernel");
+                Ok(Device { env, dir, kernel })
             }
 
             fn boot_grub(&self) -> Result<BootOutcome, Box<dyn std::error::Error>> {
@@ -543,12 +545,20 @@ mod tests {
                 if screen.contains("error") {
                     return Err(format!("GRUB reported an error:\n{screen}").into());
                 }
+                // `linux (hd0,gpt3)/boot/vmlinuz`, then `cmdline root=… airlift.slot=a …`.
+                let kernel = screen
+                    .lines()
+                    .find_map(|line| line.strip_prefix("linux ("))
+                    .ok_or_else(|| format!("GRUB booted no kernel:\n{screen}"))?;
                 let kernel_cmdline = screen
                     .lines()
-                    .find_map(|line| line.strip_prefix("linux /boot/vmlinuz-"))
-                    .and_then(|rest| rest.split_once(' ').map(|(_, cmdline)| cmdline))
-                    .ok_or_else(|| format!("GRUB booted no kernel:\n{screen}"))?;
-                fs::write(&self.env.cmdline, format!("{kernel_cmdline}\n"))?;
+                    .find_map(|line| line.strip_prefix("cmdline "))
+                    .ok_or_else(|| format!("GRUB passed no command line:\n{screen}"))?;
+                fs::write(&self.kernel, format!("({}\n", kernel.trim_end()))?;
+                fs::write(
+                    &self.env.cmdline,
+                    format!("{}\n", kernel_cmdline.trim_end()),
+                )?;
 
                 let mut debugfs = Command::new(sbin("debugfs"));
                 debugfs
@@ -614,11 +624,22 @@ mod tests {
             let mut device = Device::new()?;
             device.power_up()?;
             let cmdline = fs::read_to_string(&device.env.cmdline)?;
-            assert_eq!(cmdline, "root=/dev/sda2 ro airlift.slot=a\n");
+            let console = "console=ttyS0,115200 panic=1";
+            assert_eq!(
+                cmdline,
+                format!("root=/dev/vda3 ro airlift.slot=a {console}\n")
+            );
+            let kernel = fs::read_to_string(&device.kernel)?;
+            assert_eq!(kernel, "(hd0,gpt3)/boot/vmlinuz\n");
             device.start_trial(Slot::B)?;
             device.power_up()?;
             let cmdline = fs::read_to_string(&device.env.cmdline)?;
-            assert_eq!(cmdline, "root=/dev/sda3 ro airlift.slot=b\n");
+            assert_eq!(
+                cmdline,
+                format!("root=/dev/vda4 ro airlift.slot=b {console}\n")
+            );
+            let kernel = fs::read_to_string(&device.kernel)?;
+            assert_eq!(kernel, "(hd0,gpt4)/boot/vmlinuz\n");
             Ok(())
         }
     }

@@ -71,46 +71,18 @@
 //!
 //! # Making it real: GRUB
 //!
-//! `grub.cfg` (the part that matters; `root=` and the kernel paths are the
-//! device's own). GRUB has no arithmetic, so the count goes up by
-//! comparison; `test` does compare numbers (`-gt`). Keep `bootlimit` at 9 or
-//! below with this script. The tests run this very snippet, taken from this
-//! comment, in the real GRUB (`grub-emu` booting an ext2 image) through the
-//! whole trial-boot story, so it is known to work as written (GRUB 2.06).
+//! `grub.cfg` is the file `dist/grub.cfg`, shown here. Its first part is
+//! the device's own (the console, each slot's partition as GRUB and Linux
+//! name it, the rest of the kernel command line: these values are those of
+//! the virtual machine in `crates/airlift-vm`, see `docs/vm-device.md`); the
+//! trial boot after it is the same on every device. GRUB has no arithmetic,
+//! so the count goes up by comparison; `test` does compare numbers (`-gt`).
+//! Keep `bootlimit` at 9 or below with this script. The tests run this very
+//! file in the real GRUB (`grub-emu` booting an ext2 image) through the
+//! whole trial-boot story, and the virtual machine's tests boot it on a
+//! disk, so it is known to work as written (GRUB 2.06).
 //!
-//! ```text
-//! load_env airlift_slot upgrade_available bootcount bootlimit
-//! if [ "${airlift_slot}" != "b" ]; then set airlift_slot=a; fi
-//! if [ -z "${bootlimit}" ]; then set bootlimit=3; fi
-//! if [ "${upgrade_available}" = "1" ]; then
-//!   if   [ "${bootcount}" = "1" ]; then set bootcount=2
-//!   elif [ "${bootcount}" = "2" ]; then set bootcount=3
-//!   elif [ "${bootcount}" = "3" ]; then set bootcount=4
-//!   elif [ "${bootcount}" = "4" ]; then set bootcount=5
-//!   elif [ "${bootcount}" = "5" ]; then set bootcount=6
-//!   elif [ "${bootcount}" = "6" ]; then set bootcount=7
-//!   elif [ "${bootcount}" = "7" ]; then set bootcount=8
-//!   elif [ "${bootcount}" = "8" ]; then set bootcount=9
-//!   elif [ "${bootcount}" = "9" ]; then set bootcount=10
-//!   else set bootcount=1
-//!   fi
-//!   if [ "${bootcount}" -gt "${bootlimit}" ]; then
-//!     # fall back to the other slot
-//!     if [ "${airlift_slot}" = "a" ]; then set airlift_slot=b; else set airlift_slot=a; fi
-//!     set upgrade_available=0
-//!     set bootcount=0
-//!   fi
-//!   save_env airlift_slot upgrade_available bootcount
-//! fi
-//! export airlift_slot
-//! set default=0
-//! set timeout=0
-//! menuentry "Airlift slot ${airlift_slot}" {
-//!   if [ "${airlift_slot}" = "b" ]; then set airlift_root=/dev/sda3; else set airlift_root=/dev/sda2; fi
-//!   linux /boot/vmlinuz-${airlift_slot} root=${airlift_root} ro airlift.slot=${airlift_slot}
-//!   initrd /boot/initrd-${airlift_slot}
-//! }
-//! ```
+#![doc = concat!("```text\n", include_str!("../../../../dist/grub.cfg"), "```")]
 //!
 //! `save_env` only works when `grubenv` is on a file system GRUB can write
 //! in place (ext2/3/4 or FAT; not btrfs, LVM, RAID or an encrypted disk).
