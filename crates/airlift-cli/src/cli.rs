@@ -3,6 +3,7 @@
 //! raw strings they would have to split again. The admin commands' argument
 //! types live next to their code, in `admin/*`.
 
+use crate::admin::audit::AuditCommand;
 use crate::admin::deployment::DeploymentCommand;
 use crate::admin::device::DeviceCommand;
 use crate::admin::package::PackageServerCommand;
@@ -123,6 +124,14 @@ pub enum Command {
     Token {
         #[command(subcommand)]
         command: TokenCommand,
+    },
+    /// Read the audit log: who changed what, newest first (admin only).
+    #[command(after_help = "Examples:
+  airlift audit list
+  airlift audit list --actor ci-release --action deployment.")]
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
     },
 }
 

@@ -7,10 +7,11 @@
 
 use crate::server_url::ServerUrl;
 use airlift_protocol::management::{
-    ApiToken, CreateDeploymentRequest, CreateTokenRequest, CreatedToken, Deployment,
-    DeploymentDetail, Device, DeviceDetail, Package, Page, PreauthorizeRequest, SetTagsRequest,
+    ApiToken, AuditEntry, CreateDeploymentRequest, CreateTokenRequest, CreatedToken, Deployment,
+    DeploymentDetail, Device, DeviceDetail, DeviceUpdate, Package, Page, PreauthorizeRequest,
+    SetTagsRequest,
 };
-use airlift_protocol::state::DeviceStatus;
+use airlift_protocol::state::{DeviceStatus, UpdateState};
 use airlift_protocol::{DeploymentId, DeviceId, ErrorBody, PackageId, TokenId};
 use anyhow::{Context, Result};
 use reqwest::header::{CONTENT_LENGTH, CONTENT_TYPE, IF_RANGE, RANGE};
@@ -120,6 +121,21 @@ impl DeviceQuery {
     }
 }
 
+/// Filters and paging of `GET /api/v1/audit`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditQuery {
+    /// Who: a token's name, or its whole `name (id)`.
+    pub actor: Option<String>,
+    /// What: an action, or a family ending with a dot (`deployment.`).
+    pub action: Option<String>,
+    /// Only entries with an id below this.
+    pub before: Option<i64>,
+    /// 1-based page.
+    pub page: u32,
+    /// Entries per page.
+    pub per_page: u32,
+}
+
 /// What a device status change is called in the API's paths.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DeviceAction {
@@ -194,6 +210,14 @@ impl Client {
     /// `GET /packages`: every package, newest first (page after page).
     pub async fn list_packages(&self) -> Result<Vec<Package>> {
         self.every_page("/packages").await
+    }
+
+    /// `GET /packages?page=…&per_page=…`: one page of packages, newest first.
+    pub async fn packages_page(&self, page: u32, per_page: u32) -> Result<Page<Package>> {
+        let request = self
+            .request(Method::GET, "/packages")?
+            .query(&[("page", page), ("per_page", per_page)]);
+        self.json(request).await
     }
 
     /// `GET /packages/{id}`.
@@ -299,6 +323,15 @@ impl Client {
         self.every_page("/deployments").await
     }
 
+    /// `GET /deployments?page=…&per_page=…`: one page of deployments,
+    /// newest first, with their counts.
+    pub async fn deployments_page(&self, page: u32, per_page: u32) -> Result<Page<Deployment>> {
+        let request = self
+            .request(Method::GET, "/deployments")?
+            .query(&[("page", page), ("per_page", per_page)]);
+        self.json(request).await
+    }
+
     /// Every item of a paged list, read a full page at a time.
     async fn every_page<T: DeserializeOwned>(&self, path: &str) -> Result<Vec<T>> {
         const PER_PAGE: u32 = 1000;
@@ -324,7 +357,29 @@ impl Client {
             .await
     }
 
-    /// `POST /deployments/{id}/{action}`: cancel, advance, pause, resume or abort.
+    /// `GET /deployments/{id}/devices?…`: one page of a deployment's
+    /// devices, by device id.
+    pub async fn deployment_devices(
+        &self,
+        id: DeploymentId,
+        page: u32,
+        per_page: u32,
+        state: Option<UpdateState>,
+    ) -> Result<Page<DeviceUpdate>> {
+        let mut params = vec![
+            ("page", page.to_string()),
+            ("per_page", per_page.to_string()),
+        ];
+        if let Some(state) = state {
+            params.push(("state", state.to_string()));
+        }
+        let path = format!("/deployments/{id}/devices");
+        self.json(self.request(Method::GET, &path)?.query(&params))
+            .await
+    }
+
+    /// `POST /deployments/{id}/{action}`: cancel, install, end, advance,
+    /// pause, resume or abort.
     pub async fn control_deployment(&self, id: DeploymentId, action: &str) -> Result<Deployment> {
         self.json(self.request(Method::POST, &format!("/deployments/{id}/{action}"))?)
             .await
@@ -338,9 +393,33 @@ impl Client {
             .await
     }
 
-    /// `GET /tokens`.
-    pub async fn list_tokens(&self) -> Result<Vec<ApiToken>> {
-        self.json(self.request(Method::GET, "/tokens")?).await
+    /// `GET /tokens?page=…&per_page=…`: one page of tokens, oldest first.
+    pub async fn list_tokens(&self, page: u32, per_page: u32) -> Result<Page<ApiToken>> {
+        let request = self
+            .request(Method::GET, "/tokens")?
+            .query(&[("page", page), ("per_page", per_page)]);
+        self.json(request).await
+    }
+
+    // Audit.
+
+    /// `GET /audit?…`: one page of the audit log, newest first.
+    pub async fn list_audit(&self, query: &AuditQuery) -> Result<Page<AuditEntry>> {
+        let mut params = vec![
+            ("page", query.page.to_string()),
+            ("per_page", query.per_page.to_string()),
+        ];
+        if let Some(actor) = &query.actor {
+            params.push(("actor", actor.clone()));
+        }
+        if let Some(action) = &query.action {
+            params.push(("action", action.clone()));
+        }
+        if let Some(before) = query.before {
+            params.push(("before", before.to_string()));
+        }
+        self.json(self.request(Method::GET, "/audit")?.query(&params))
+            .await
     }
 
     /// `DELETE /tokens/{id}`.

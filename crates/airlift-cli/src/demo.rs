@@ -204,6 +204,9 @@ impl Rollout<'_> {
                     target,
                     strategy: staged(self.canaries),
                     install: Default::default(),
+                    // The demo follows each rollout to its end.
+                    dynamic: Some(false),
+                    ends_at: None,
                 }))?;
         let ended = follow(
             self.runtime,

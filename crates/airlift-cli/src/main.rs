@@ -56,6 +56,7 @@ fn main() -> ExitCode {
             admin::run(Admin::Deployment(command), &cli.connection, cli.quiet)
         }
         Command::Token { command } => admin::run(Admin::Token(command), &cli.connection, cli.quiet),
+        Command::Audit { command } => admin::run(Admin::Audit(command), &cli.connection, cli.quiet),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -147,6 +147,47 @@ pub fn field(label: &str, value: impl std::fmt::Display) {
     println!("{label:<18}  {value}");
 }
 
+/// The line under one page of a list: `page 2 of 7, 20 of 130 tokens;
+/// next: --page 3` (as `airlift device list` says it).
+pub fn page_footer<T>(page: &airlift_protocol::management::Page<T>, noun: &str) -> String {
+    let pages = pages(page);
+    let mut footer = format!(
+        "page {} of {pages}, {} of {} {noun}",
+        page.page,
+        page.items.len(),
+        page.total
+    );
+    if u64::from(page.page) < pages {
+        footer.push_str(&format!("; next: --page {}", page.page + 1));
+    }
+    footer
+}
+
+/// How many pages a list has (at least one, if empty).
+pub fn pages<T>(page: &airlift_protocol::management::Page<T>) -> u64 {
+    page.total.div_ceil(u64::from(page.per_page.max(1))).max(1)
+}
+
+/// What to say when a page shows nothing: there is nothing at all, or the
+/// page is past the end.
+pub fn empty_page<T>(
+    page: &airlift_protocol::management::Page<T>,
+    none: &str,
+    noun: &str,
+) -> String {
+    if page.total == 0 {
+        none.to_owned()
+    } else {
+        format!(
+            "page {} is empty: {} {noun} in all, {} pages of {}",
+            page.page,
+            page.total,
+            pages(page),
+            page.per_page
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -191,6 +191,30 @@ pub struct CreateDeploymentRequest {
     /// any time, at once].
     #[serde(default)]
     pub install: InstallPolicy,
+    /// Whether the deployment takes in devices that join its target later
+    /// (a device tagged, or reporting matching attributes, after it was
+    /// created) and stays active until an operator ends it
+    /// (`POST /deployments/{id}/end`) or `ends_at` passes, rather than
+    /// finishing once every device it has is done. Phases' shares count the
+    /// devices that joined late. [default: true for a tag or attributes
+    /// target; a list of devices cannot grow, so `true` is refused there].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dynamic: Option<bool>,
+    /// When a dynamic deployment stops taking in devices; it then finishes
+    /// once the devices it has are done. Must be in the future; only for a
+    /// dynamic deployment [default: none, until an operator ends it].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ends_at: Option<DateTime<Utc>>,
+}
+
+/// Whether a deployment to `target` is dynamic when its request says
+/// `dynamic`: a tag or attributes target is unless told otherwise; a list
+/// of devices never is.
+pub fn is_dynamic(target: &Target, dynamic: Option<bool>) -> bool {
+    match target {
+        Target::Devices(_) => false,
+        Target::Tag(_) | Target::Attributes(_) => dynamic.unwrap_or(true),
+    }
 }
 
 fn default_strategy() -> Strategy {
@@ -225,6 +249,18 @@ pub struct Deployment {
     /// When it finished or was cancelled.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finished_at: Option<DateTime<Utc>>,
+    /// Whether it takes in devices that join its target later, until it
+    /// ends (see `ends_at`).
+    #[serde(default)]
+    pub dynamic: bool,
+    /// When a dynamic deployment stops (in the future) or stopped (in the
+    /// past: ended by an operator or by its end date) taking in devices;
+    /// absent while it takes them in until an operator ends it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ends_at: Option<DateTime<Utc>>,
+    /// How many of its devices joined the target after it was created.
+    #[serde(default)]
+    pub joined_late: u64,
 }
 
 /// A deployment with every device's state.
@@ -259,6 +295,10 @@ pub struct DeviceUpdate {
     /// When that progress was reported.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub progress_at: Option<DateTime<Utc>>,
+    /// Whether the device joined the target after the deployment was
+    /// created (a dynamic deployment took it in at a later check-in).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub joined_late: bool,
 }
 
 /// Create a management API token.

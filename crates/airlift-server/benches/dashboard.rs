@@ -152,7 +152,7 @@ async fn run() -> Result<String> {
     .await?;
     let viewer = Viewer::sign_in(&http, server.url(), ADMIN_TOKEN).await?;
     eprintln!("timing pages, {} samples each", params.samples);
-    let pages = pages::time_all(
+    let mut pages = pages::time_all(
         &viewer,
         &store,
         &fleet,
@@ -160,6 +160,7 @@ async fn run() -> Result<String> {
         params.samples,
     )
     .await?;
+    pages.push(pages::time_overview_reading(&store, params.samples).await?);
     eprintln!("timing {} live changes", params.live_samples);
     let live = live::latency(&viewer, &mut reporters, params.live_samples).await?;
 

@@ -454,6 +454,8 @@ async fn deploy(
         target: Target::Devices(targets),
         strategy: airlift_protocol::management::Strategy::All,
         install: Default::default(),
+        dynamic: None,
+        ends_at: None,
     };
     let (status, body) = admin.post("/deployments", &request).await?;
     ensure!(

@@ -1,18 +1,20 @@
-//! Package files: spooling an upload while hashing it, verifying it, putting
-//! it into the blob store, and serving it back with `Range`, `ETag` and
-//! `If-Range` so interrupted downloads resume.
+//! Package files: receiving an upload into the blob store while verifying
+//! it, and serving it back with `Range`, `ETag` and `If-Range` so
+//! interrupted downloads resume.
 //!
 //! The blob store is local disk (the default: files under the data
 //! directory, served by reads that a file changed on disk cannot turn into
 //! a crash: [`local`]) or an S3-compatible object store ([`s3`]: streamed
-//! through the server). Either is reached through `object_store`, and on
-//! either a package's file is stored only after the whole package
-//! verified, as one multipart upload that is committed last and aborted on
-//! any failure — so a refused or interrupted upload leaves no object
-//! behind.
+//! through the server, or offloaded: [`offload`]). Either is reached
+//! through `object_store`. An upload streams into a multipart upload of
+//! the blob store as it arrives while the same bytes are verified
+//! ([`receive`]); it is committed only when the whole package verified and
+//! aborted on any failure — so a refused or interrupted upload leaves no
+//! object behind. On S3 each multipart upload is recorded in the store
+//! while it runs ([`recorded`]), so that one a crash interrupted is
+//! aborted later ([`sweep`]).
 
 use crate::error::ApiError;
-use airlift_package::{Limits, Manifest, PackageReader, TrustSet};
 use axum::body::Body;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -21,21 +23,21 @@ use futures::stream::BoxStream;
 use futures::StreamExt;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path as BlobPath;
-use object_store::{
-    GetOptions, GetRange, GetResultPayload, MultipartUpload, ObjectStore, PutPayload,
-};
-use sha2::{Digest, Sha256};
-use std::io::Read;
-use std::path::{Path, PathBuf};
+use object_store::{GetOptions, GetRange, GetResultPayload, ObjectStore};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
-use tempfile::TempPath;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 mod local;
 pub mod offload;
+pub mod recorded;
 pub mod s3;
 pub mod sweep;
+mod upload;
+mod verify;
+
+pub use upload::{receive, Committed, Pending, Received, UploadTarget};
+pub use verify::VerifiedUpload;
 
 /// Where package files are kept.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -81,212 +83,6 @@ pub const STALL: Duration = Duration::from_secs(60);
 /// Longest an upload into the blob store waits for any part to be stored,
 /// and for the store to start or commit the upload; it is then aborted.
 pub const PART_STALL: Duration = Duration::from_secs(300);
-
-/// Smallest part of a multipart upload (S3 needs at least 5 MiB for every
-/// part but the last).
-const MIN_PART: u64 = 8 << 20;
-
-/// Most parts one multipart upload may have (S3's limit).
-const MAX_PARTS: u64 = 10_000;
-
-/// Parts being sent at once, per upload: four parts' memory.
-const PARTS_IN_FLIGHT: usize = 4;
-
-/// An upload written to a temporary file.
-#[derive(Debug)]
-pub struct Spooled {
-    /// The file; deleted when dropped.
-    pub path: TempPath,
-    pub size: u64,
-    /// SHA-256 of the whole file, hex.
-    pub sha256: String,
-}
-
-/// Writes `body` to a temporary file in `dir`, hashing it; refuses more
-/// than `max` bytes. Never holds the whole body in memory.
-pub async fn spool(body: Body, dir: &Path, max: u64) -> Result<Spooled, ApiError> {
-    tokio::fs::create_dir_all(dir).await.map_err(ApiError::io)?;
-    let dir = dir.to_owned();
-    // Named so that a sweep can tell an abandoned one (blobs::sweep).
-    let temp = tokio::task::spawn_blocking(move || {
-        tempfile::Builder::new()
-            .prefix(sweep::SPOOL_PREFIX)
-            .suffix(sweep::SPOOL_SUFFIX)
-            .tempfile_in(dir)
-    })
-    .await
-    .map_err(ApiError::internal)?
-    .map_err(ApiError::io)?;
-    let (file, path) = temp.into_parts();
-    let mut file = tokio::fs::File::from_std(file);
-    let mut hasher = Sha256::new();
-    let mut size: u64 = 0;
-    let mut stream = body.into_data_stream();
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| {
-            ApiError::bad_request(format!("reading the upload: {e}; nothing was kept"))
-        })?;
-        size += chunk.len() as u64;
-        if size > max {
-            return Err(ApiError::TooLarge(format!(
-                "package is larger than the server's limit of {max} bytes (max_package_mib)"
-            )));
-        }
-        hasher.update(&chunk);
-        file.write_all(&chunk).await.map_err(ApiError::io)?;
-    }
-    file.flush().await.map_err(ApiError::io)?;
-    Ok(Spooled {
-        path,
-        size,
-        sha256: hex::encode(hasher.finalize()),
-    })
-}
-
-/// What verifying an uploaded package yields.
-#[derive(Debug)]
-pub struct VerifiedUpload {
-    /// The verified manifest.
-    pub manifest: Manifest,
-    /// Header + manifest + signatures.
-    pub head: Vec<u8>,
-    /// Trusted key ids that signed it.
-    pub signed_by: Vec<String>,
-}
-
-/// Verifies a spooled package completely: signatures against `trust`, every
-/// payload's stored digest, nothing after the end. Runs on a blocking thread.
-pub async fn verify(path: &Path, trust: &TrustSet) -> Result<VerifiedUpload, ApiError> {
-    let path = path.to_owned();
-    let trust = trust.clone();
-    tokio::task::spawn_blocking(move || verify_blocking(&path, &trust))
-        .await
-        .map_err(ApiError::internal)?
-}
-
-fn verify_blocking(path: &Path, trust: &TrustSet) -> Result<VerifiedUpload, ApiError> {
-    let open = || std::fs::File::open(path).map(|f| std::io::BufReader::with_capacity(1 << 20, f));
-    let limits = Limits::default();
-    let reader =
-        PackageReader::open(open().map_err(ApiError::internal)?, limits).map_err(refused)?;
-    let head_len = reader.payload_offset();
-    let package = reader.verify(trust).map_err(refused)?;
-    let manifest = package.manifest().clone();
-    let signed_by = manifest
-        .signed_by()
-        .iter()
-        .map(ToString::to_string)
-        .collect();
-    package.finish().map_err(refused)?;
-
-    let mut head = Vec::with_capacity(head_len as usize);
-    open()
-        .map_err(ApiError::internal)?
-        .take(head_len)
-        .read_to_end(&mut head)
-        .map_err(ApiError::internal)?;
-    Ok(VerifiedUpload {
-        manifest: manifest.into_inner(),
-        head,
-        signed_by,
-    })
-}
-
-fn refused(error: airlift_package::Error) -> ApiError {
-    ApiError::Unprocessable("package_refused", format!("package refused: {error}"))
-}
-
-/// Puts a verified spool file into the blob store under `key` as one
-/// multipart upload: parts read from the file, a few in flight at once,
-/// committed only when every part is stored. On any failure — or when the
-/// store makes no progress for [`PART_STALL`] — the upload is aborted (and
-/// the key deleted, should the commit have landed unbeknown), so no object
-/// and no part stays behind.
-pub async fn put_file(
-    blobs: &dyn ObjectStore,
-    key: &BlobPath,
-    path: &Path,
-) -> Result<(), ApiError> {
-    let mut file = tokio::fs::File::open(path).await.map_err(ApiError::io)?;
-    let size = file.metadata().await.map_err(ApiError::io)?.len();
-    let mut upload = bounded(PART_STALL, "starting an upload", blobs.put_multipart(key))
-        .await
-        .map_err(ApiError::blob)?;
-    let mut committing = false;
-    let mut result = send_parts(upload.as_mut(), &mut file, size).await;
-    if result.is_ok() {
-        committing = true;
-        result = bounded(PART_STALL, "committing an upload", upload.complete())
-            .await
-            .map(drop)
-            .map_err(ApiError::blob);
-    }
-    if result.is_err() {
-        if let Err(error) = bounded(PART_STALL, "aborting an upload", upload.abort()).await {
-            tracing::warn!(%error, %key, "aborting an unfinished blob upload failed");
-        }
-        if committing {
-            delete(blobs, key).await;
-        }
-    }
-    result
-}
-
-/// The part size for a file of `size` bytes: [`MIN_PART`], or larger where
-/// the file would need more than [`MAX_PARTS`] parts.
-fn part_size(size: u64) -> u64 {
-    let needed = size.div_ceil(MAX_PARTS).next_multiple_of(1 << 20);
-    needed.max(MIN_PART)
-}
-
-async fn send_parts(
-    upload: &mut dyn MultipartUpload,
-    file: &mut tokio::fs::File,
-    size: u64,
-) -> Result<(), ApiError> {
-    let part = part_size(size);
-    // Dropped on error: parts still in flight are cancelled.
-    let mut in_flight = tokio::task::JoinSet::new();
-    let mut remaining = size;
-    while remaining > 0 {
-        while in_flight.len() >= PARTS_IN_FLIGHT {
-            part_stored(&mut in_flight).await?;
-        }
-        let want = remaining.min(part);
-        let mut buffer = Vec::with_capacity(want as usize);
-        (&mut *file)
-            .take(want)
-            .read_to_end(&mut buffer)
-            .await
-            .map_err(ApiError::io)?;
-        if buffer.len() as u64 != want {
-            return Err(ApiError::internal(
-                "the spool file shrank while it was stored",
-            ));
-        }
-        remaining -= want;
-        in_flight.spawn(upload.put_part(PutPayload::from(buffer)));
-    }
-    while !in_flight.is_empty() {
-        part_stored(&mut in_flight).await?;
-    }
-    Ok(())
-}
-
-/// Waits for one part in flight to be stored.
-async fn part_stored(
-    in_flight: &mut tokio::task::JoinSet<object_store::Result<()>>,
-) -> Result<(), ApiError> {
-    match tokio::time::timeout(PART_STALL, in_flight.join_next()).await {
-        Ok(Some(Ok(stored))) => stored.map_err(ApiError::blob),
-        Ok(Some(Err(join))) => Err(ApiError::internal(join)),
-        Ok(None) => Ok(()),
-        Err(_) => Err(ApiError::internal(format!(
-            "the blob store stored no part of an upload for {} s",
-            PART_STALL.as_secs()
-        ))),
-    }
-}
 
 /// `work`, or an error when it takes longer than `limit`.
 async fn bounded<T>(
@@ -584,17 +380,6 @@ pub fn package_key(id: airlift_protocol::PackageId) -> BlobPath {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn parts_are_large_enough_for_s3_and_few_enough() {
-        assert_eq!(part_size(0), MIN_PART);
-        assert_eq!(part_size(16 << 30), MIN_PART, "16 GiB in 2048 parts");
-        for size in [80u64 << 30, (200 << 30) + 1, 5 << 40] {
-            let part = part_size(size);
-            assert!(size.div_ceil(part) <= MAX_PARTS, "{size}: {part}");
-            assert_eq!(part % (1 << 20), 0);
-        }
-    }
 
     #[test]
     fn range_headers_are_read_as_rfc_9110_says() {

@@ -329,6 +329,32 @@ impl Caches {
         }
     }
 
+    /// The check-in times queued since the last call.
+    fn take_check_in_times(&self) -> ApiResult<Vec<CheckInTime>> {
+        let pending = std::mem::take(&mut *self.pending.lock().map_err(poisoned)?);
+        Ok(pending
+            .into_iter()
+            .map(|(device, (inventory_sha256, at))| CheckInTime {
+                device,
+                inventory_sha256,
+                at,
+            })
+            .collect())
+    }
+
+    /// Puts times that could not be stored back, to be tried again, unless
+    /// the device checked in again meanwhile: the newer time is kept (and
+    /// the store never moves a time backwards, so a late retry is harmless).
+    fn restore_check_in_times(&self, times: &[CheckInTime]) {
+        if let Ok(mut pending) = self.pending.lock() {
+            for time in times {
+                pending
+                    .entry(time.device)
+                    .or_insert((time.inventory_sha256, time.at));
+            }
+        }
+    }
+
     /// Drops a queued time (the device's inventory was just written in full).
     pub fn unqueue_check_in(&self, id: DeviceId) {
         if let Ok(mut pending) = self.pending.lock() {
@@ -342,16 +368,11 @@ impl Caches {
     /// forgets the counts older than [`CHECK_IN_COUNTS_KEPT`]); counts that
     /// could not be stored are kept for the next flush.
     pub async fn flush_check_ins(&self, store: &dyn Store) -> ApiResult<usize> {
-        let pending = std::mem::take(&mut *self.pending.lock().map_err(poisoned)?);
-        let times: Vec<CheckInTime> = pending
-            .into_iter()
-            .map(|(device, (inventory_sha256, at))| CheckInTime {
-                device,
-                inventory_sha256,
-                at,
-            })
-            .collect();
-        store.record_check_in_times(&times).await?;
+        let times = self.take_check_in_times()?;
+        if let Err(error) = store.record_check_in_times(&times).await {
+            self.restore_check_in_times(&times);
+            return Err(error.into());
+        }
         let counts = self.take_check_in_counts()?;
         if !counts.is_empty() {
             let forget_before = Utc::now() - CHECK_IN_COUNTS_KEPT;
@@ -537,6 +558,22 @@ mod tests {
         let again = caches.take_check_in_counts().expect("again");
         assert_eq!(again[0].check_ins, 3);
         assert_eq!(again[1].check_ins, 1);
+    }
+
+    #[test]
+    fn times_not_stored_are_queued_again_behind_newer_ones() {
+        let caches = Caches::default();
+        let (kept, newer) = (DeviceId::new(), DeviceId::new());
+        let (early, late) = (Utc::now(), Utc::now() + chrono::Duration::seconds(1));
+        caches.queue_check_in(kept, [1; 32], early);
+        caches.queue_check_in(newer, [2; 32], early);
+        let times = caches.take_check_in_times().expect("times");
+        assert!(caches.pending.lock().expect("lock").is_empty());
+        caches.queue_check_in(newer, [3; 32], late);
+        caches.restore_check_in_times(&times);
+        let pending = caches.pending.lock().expect("lock");
+        assert_eq!(pending.get(&kept), Some(&([1; 32], early)));
+        assert_eq!(pending.get(&newer), Some(&([3; 32], late)));
     }
 
     #[test]

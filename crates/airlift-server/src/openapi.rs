@@ -21,7 +21,7 @@ use utoipa::{Modify, OpenApi};
         api::list_devices, api::get_device, api::accept_device, api::reject_device, api::decommission_device,
         api::preauthorize_device, api::set_device_tags, api::request_check_in,
         api::create_deployment, api::list_deployments, api::get_deployment, api::cancel_deployment,
-        api::release_install,
+        api::release_install, api::end_deployment, api::list_deployment_devices,
         api::advance_deployment, api::pause_deployment, api::resume_deployment, api::abort_deployment,
         api::create_token, api::list_tokens, api::delete_token, api::whoami, api::list_audit,
         observability::healthz, observability::readyz, observability::metrics_text,

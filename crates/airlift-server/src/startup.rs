@@ -1,6 +1,7 @@
 //! From a [`Config`] to a ready [`AppState`]: open the store, the blob
 //! store (a directory, or an S3 bucket probed first) and the trusted keys;
-//! make the device-token secret and the first admin token.
+//! make the device-token secret and the first admin token; sweep what
+//! interrupted uploads left (files at once, S3 uploads in the background).
 
 use crate::auth::{hash_secret, new_api_secret, random_hex};
 use crate::config::Config;
@@ -82,6 +83,12 @@ pub async fn prepare(config: &Config) -> Result<(AppState, AdminToken), StartupE
         .await?;
     let device_keys = DeviceTokenKeys::from_secret(secret.as_bytes());
     let admin = ensure_admin_token(&store, config.admin_token.as_deref()).await?;
+    let uploads = match &config.blobs {
+        crate::blobs::BlobBackend::S3(s3) => Some(std::sync::Arc::new(
+            crate::blobs::s3::recorded_uploads(s3, store.clone()).map_err(StartupError::Blobs)?,
+        )),
+        crate::blobs::BlobBackend::Local(_) => None,
+    };
 
     // Subscribed before the first request, so no change is missed.
     let changes = store.changes();
@@ -99,6 +106,7 @@ pub async fn prepare(config: &Config) -> Result<(AppState, AdminToken), StartupE
         device_keys,
         Settings {
             offload,
+            uploads: uploads.clone(),
             ..Settings::from_config(config)
         },
         metrics,
@@ -108,8 +116,9 @@ pub async fn prepare(config: &Config) -> Result<(AppState, AdminToken), StartupE
     tokio::spawn(crate::push::follow::follow(push_changes, state.clone()));
     tokio::spawn(flush_check_ins(state.clone()));
     tokio::spawn(forget_idle_addresses(state.clone()));
-    // Staging files of the local blob store (on S3 an unfinished upload is
-    // aborted, not left as a file; the directory is swept all the same, in
+    // Staging files of the local blob store, and spool files of earlier
+    // servers (on S3 an unfinished upload is a multipart upload, aborted
+    // by `sweep_abandoned_uploads`; the directory is swept all the same, in
     // case the server kept its blobs there before).
     let blob_dir = match &config.blobs {
         crate::blobs::BlobBackend::Local(dir) => dir.clone(),
@@ -129,8 +138,27 @@ pub async fn prepare(config: &Config) -> Result<(AppState, AdminToken), StartupE
             "removed what interrupted uploads left behind"
         );
     }
+    if let Some(uploads) = uploads {
+        tokio::spawn(sweep_abandoned_uploads(uploads));
+    }
     tokio::spawn(crate::rollout::RolloutEngine::new(state.shared_store()).run(ROLLOUT_INTERVAL));
     Ok((state, admin))
+}
+
+/// Aborts abandoned S3 uploads ([`crate::blobs::sweep::abandoned_uploads`])
+/// now and every [`UPLOAD_SWEEP_PERIOD`](crate::blobs::sweep::UPLOAD_SWEEP_PERIOD),
+/// for the life of the process; in the background, so a slow bucket does
+/// not hold the start up.
+async fn sweep_abandoned_uploads(uploads: std::sync::Arc<crate::blobs::recorded::RecordedUploads>) {
+    use crate::blobs::sweep::{abandoned_uploads, ABANDONED_UPLOAD_AFTER, UPLOAD_SWEEP_PERIOD};
+    let age =
+        chrono::TimeDelta::from_std(ABANDONED_UPLOAD_AFTER).unwrap_or(chrono::TimeDelta::days(1));
+    let mut tick = tokio::time::interval(UPLOAD_SWEEP_PERIOD);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        abandoned_uploads(&uploads, Utc::now() - age).await;
+    }
 }
 
 /// Writes queued check-in times once per [`FLUSH_PERIOD`](crate::cache::FLUSH_PERIOD),

@@ -52,7 +52,8 @@ pub struct Settings {
     pub device_token_ttl: Duration,
     /// Upload limit.
     pub max_package_bytes: u64,
-    /// Where uploads are spooled while they are verified.
+    /// Where earlier servers spooled uploads: swept of their leftovers at
+    /// start (uploads now stream into the blob store).
     pub spool_dir: PathBuf,
     /// Bounds on client connections.
     pub connections: crate::listen::ConnectionLimits,
@@ -66,6 +67,10 @@ pub struct Settings {
     /// they are offloaded to S3; set by `startup::prepare`, which makes
     /// the store's clients.
     pub offload: Option<Arc<crate::blobs::offload::Offload>>,
+    /// With S3, multipart uploads recorded in the store while they run, so
+    /// that abandoned ones are aborted; set by `startup::prepare`. `None`:
+    /// object_store's own multipart upload (local disk).
+    pub uploads: Option<Arc<crate::blobs::recorded::RecordedUploads>>,
 }
 
 impl Settings {
@@ -81,6 +86,7 @@ impl Settings {
             secure_cookies: config.tls.is_some(),
             cache_limits: config.cache_limits,
             offload: None,
+            uploads: None,
         }
     }
 }

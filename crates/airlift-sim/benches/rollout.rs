@@ -205,6 +205,7 @@ fn roll_out(http: &reqwest::blocking::Client, url: &str, package_id: &Value) -> 
             "name": "bench",
             "package_id": package_id,
             "target": {"attributes": {"device_type": DEVICE_TYPE}},
+            "dynamic": false,
             "strategy": {
                 "type": "phased",
                 "phases": [phase(1), phase(10), phase(50), phase(100)],

@@ -278,6 +278,8 @@ pub(crate) struct DeploymentRow {
     pub status_reason: Option<String>,
     pub acknowledged_failures: i64,
     pub install_policy: String,
+    pub dynamic: bool,
+    pub ends_at: Option<i64>,
 }
 
 impl DeploymentRow {
@@ -301,6 +303,8 @@ impl DeploymentRow {
                 reason: self.status_reason,
                 acknowledged_failures: u64::try_from(self.acknowledged_failures).unwrap_or(0),
             },
+            dynamic: self.dynamic,
+            ends_at: opt_time("deployments.ends_at", self.ends_at)?,
         })
     }
 }
@@ -346,6 +350,26 @@ impl DeviceUpdateRow {
             phase: self.phase.and_then(|p| u32::try_from(p).ok()),
             progress,
             progress_at,
+            joined_late: false,
+        })
+    }
+}
+
+/// `deployment_devices` with whether the device joined late (read where a
+/// deployment's devices are listed; `columns!(device_updates)` then
+/// `joined_late`).
+#[derive(Debug, sqlx::FromRow)]
+pub(crate) struct DeploymentDeviceRow {
+    #[sqlx(flatten)]
+    pub update: DeviceUpdateRow,
+    pub joined_late: bool,
+}
+
+impl DeploymentDeviceRow {
+    pub(crate) fn into_update(self) -> StoreResult<DeviceUpdate> {
+        Ok(DeviceUpdate {
+            joined_late: self.joined_late,
+            ..self.update.into_update()?
         })
     }
 }

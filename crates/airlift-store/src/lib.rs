@@ -40,10 +40,7 @@
 //! ```
 
 use airlift_protocol::device::{Inventory, Progress};
-use airlift_protocol::install::InstallPolicy;
-use airlift_protocol::management::{
-    ApiToken, AuditEntry, Device, DeviceUpdate, Strategy, Target, UpdateEvent,
-};
+use airlift_protocol::management::{ApiToken, AuditEntry, Device, DeviceUpdate, UpdateEvent};
 use airlift_protocol::state::{DeploymentStatus, DeviceStatus, UpdateState};
 use airlift_protocol::{DeploymentId, DeviceId, PackageId, TokenId};
 use async_trait::async_trait;
@@ -52,14 +49,19 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 mod codec;
+mod deployment;
 mod feed;
 mod open;
 mod postgres;
 mod sql;
 mod sqlite;
 pub use codec::inventory_digest;
+pub use deployment::{
+    DeploymentDevicesFilter, DeploymentFilter, DeploymentRecord, ReasonMatch, RolloutState,
+};
 pub use feed::{ChangeFeed, Heard, StoreEvent};
 pub use open::{open, open_with, DatabaseUrl, InvalidDatabaseUrl, OpenOptions};
+pub use sql::uploads::{StaleUpload, UploadRecord};
 
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -185,45 +187,6 @@ pub struct PackageRecord {
     pub head: Vec<u8>,
     /// `provides` of the manifest: software name → version.
     pub provides: BTreeMap<String, String>,
-}
-
-/// A stored deployment, without counts.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DeploymentRecord {
-    pub id: DeploymentId,
-    /// Name for people.
-    pub name: String,
-    pub package_id: PackageId,
-    /// Which devices.
-    pub target: Target,
-    /// How it rolls out.
-    pub strategy: Strategy,
-    /// When its devices may install.
-    pub install: InstallPolicy,
-    /// Overall status.
-    pub status: DeploymentStatus,
-    /// When created.
-    pub created_at: DateTime<Utc>,
-    /// When it finished or was cancelled.
-    pub finished_at: Option<DateTime<Utc>>,
-    /// Where its phased rollout stands (defaults for all-at-once).
-    pub rollout: RolloutState,
-}
-
-/// Where a phased rollout stands.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct RolloutState {
-    /// The phase under way (0-based).
-    pub phase: u32,
-    /// When it started.
-    pub phase_started_at: Option<DateTime<Utc>>,
-    /// When its success threshold was first met (its soak started).
-    pub phase_met_at: Option<DateTime<Utc>>,
-    /// Why the deployment is paused or was aborted.
-    pub reason: Option<String>,
-    /// Failures an operator saw and resumed past: the circuit breaker
-    /// counts only those beyond.
-    pub acknowledged_failures: u64,
 }
 
 /// A device as stored, with the digest of the inventory it last reported.
@@ -395,32 +358,6 @@ pub struct PageRequest {
     pub per_page: u32,
 }
 
-/// Filters for listing deployments; `None` means "any".
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct DeploymentFilter {
-    /// Overall status.
-    pub status: Option<DeploymentStatus>,
-}
-
-/// Which of a deployment's devices to list.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct DeploymentDevicesFilter {
-    /// In one of these states; empty means any.
-    pub states: Vec<UpdateState>,
-    /// Whose last message (a failure's reason) matches this.
-    pub reason: Option<ReasonMatch>,
-}
-
-/// How a device's last message is matched.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ReasonMatch {
-    /// It has none.
-    Missing,
-    /// It starts with this (a reason may be a 16 KiB log tail, too long
-    /// to carry whole in a link).
-    StartsWith(String),
-}
-
 /// Filters for the audit log; `None` means "any".
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AuditFilter {
@@ -479,6 +416,9 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     ) -> StoreResult<Option<ApiTokenRecord>>;
     /// Every token, oldest first.
     async fn list_api_tokens(&self) -> StoreResult<Vec<ApiToken>>;
+    /// One page of tokens, oldest first, and how many there are.
+    /// Page 0 reads as page 1; `per_page` is clamped to 1..=1000.
+    async fn list_api_tokens_page(&self, page: PageRequest) -> StoreResult<(Vec<ApiToken>, u64)>;
     /// Deletes a token; false if there was none.
     async fn delete_api_token(&self, id: TokenId) -> StoreResult<bool>;
     /// Appends to the audit log.
@@ -491,6 +431,16 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         limit: u32,
         before: Option<i64>,
     ) -> StoreResult<Vec<AuditEntry>>;
+    /// One page of the audit entries matching `filter` (and with id below
+    /// `before`, if given: pages that stay put while the log grows), newest
+    /// first, and how many match. Page 0 reads as page 1; `per_page` is
+    /// clamped to 1..=1000.
+    async fn list_audit_page(
+        &self,
+        filter: &AuditFilter,
+        before: Option<i64>,
+        page: PageRequest,
+    ) -> StoreResult<(Vec<AuditEntry>, u64)>;
 
     // --- dashboard sessions -------------------------------------------------
 
@@ -712,12 +662,21 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         until: DateTime<Utc>,
     ) -> StoreResult<bool>;
     /// Marks an active deployment `finished` if every device is in a final
-    /// state (a deployment without devices is done).
+    /// state (a deployment without devices is done) and, if it is dynamic,
+    /// its end has come by `at`.
     async fn finish_deployment_if_done(
         &self,
         id: DeploymentId,
         at: DateTime<Utc>,
     ) -> StoreResult<bool>;
+    /// Ends an active or paused dynamic deployment at `at`: it takes in no
+    /// more devices (its `ends_at` becomes `at`) and finishes once the
+    /// devices it has are done. False if it is not dynamic, not active or
+    /// paused, or ended already.
+    async fn end_deployment(&self, id: DeploymentId, at: DateTime<Utc>) -> StoreResult<bool>;
+    /// How many devices joined each of these deployments after it was
+    /// created, in one query; deployments none joined are absent.
+    async fn late_joiners(&self, ids: &[DeploymentId]) -> StoreResult<BTreeMap<DeploymentId, u64>>;
 
     // --- one device in one deployment ----------------------------------------
 
@@ -727,8 +686,9 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         deployment: DeploymentId,
         device: DeviceId,
     ) -> StoreResult<Option<DeviceUpdate>>;
-    /// Adds the device to the deployment in `state` unless it is there
-    /// already (a device that joined a tag later); returns its state.
+    /// Adds the device to the deployment in `state`, marked as joined late,
+    /// unless it is there already (a device that joined a tag later);
+    /// returns its state.
     async fn add_device_to_deployment(
         &self,
         deployment: DeploymentId,
@@ -776,6 +736,22 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     ) -> StoreResult<ReportOutcome>;
     /// The device's update history (every event), newest first.
     async fn device_history(&self, device: DeviceId) -> StoreResult<Vec<UpdateEvent>>;
+
+    // --- multipart uploads into the blob store under way ---------------------
+
+    /// Records a multipart upload before its first part is sent, so that a
+    /// sweep can abort it should its instance die.
+    async fn record_upload(&self, upload: &UploadRecord) -> StoreResult<()>;
+    /// Forgets a recorded upload once committed or aborted; `false` if it
+    /// was not recorded (another instance's sweep forgot it first).
+    async fn forget_upload(&self, object_key: &str, upload_id: &str) -> StoreResult<bool>;
+    /// Up to `limit` recorded uploads started before `before`, oldest first,
+    /// each with whether a package row holds its blob key.
+    async fn stale_uploads(
+        &self,
+        before: DateTime<Utc>,
+        limit: u32,
+    ) -> StoreResult<Vec<StaleUpload>>;
 }
 
 /// The store as the server holds it.

@@ -102,8 +102,19 @@ impl TestDevice {
     /// # Panics
     /// When the system has no randomness: this is test support.
     pub fn new(serial: &str, device_type: &str) -> Self {
+        Self::with_key(
+            serial,
+            device_type,
+            ed25519_dalek::SigningKey::from_bytes(&random()),
+        )
+    }
+
+    /// A device of `device_type` with the key given: a benchmark that
+    /// seeded the device's public key into the database derives the same
+    /// key again to authenticate as it.
+    pub fn with_key(serial: &str, device_type: &str, key: ed25519_dalek::SigningKey) -> Self {
         Self {
-            key: ed25519_dalek::SigningKey::from_bytes(&random()),
+            key,
             serial: serial.into(),
             id: None,
             token: None,

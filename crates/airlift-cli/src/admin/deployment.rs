@@ -1,12 +1,14 @@
-//! `airlift deployment create|list|show|cancel|install|advance|pause|resume|abort`:
+//! `airlift deployment create|list|show|cancel|install|end|advance|pause|resume|abort`:
 //! roll a package out to devices — at once or in phases — and follow it.
 
 use super::{parse_deployment_id, parse_device_id, parse_package_id, parse_pair, unique_map};
 use crate::client::Client;
 use crate::output::{self, Table};
 use airlift_protocol::install::{InstallPolicy, InstallWindow};
-use airlift_protocol::management::{CreateDeploymentRequest, Deployment, Strategy, Target};
-use airlift_protocol::state::UpdateState;
+use airlift_protocol::management::{
+    CreateDeploymentRequest, Deployment, DeviceUpdate, Page, Strategy, Target,
+};
+use airlift_protocol::state::{DeploymentStatus, UpdateState};
 use airlift_protocol::{DeploymentId, DeviceId, PackageId};
 use anyhow::{Context, Result};
 use clap::{ArgGroup, Args, Subcommand};
@@ -20,9 +22,15 @@ pub enum DeploymentCommand {
         long_about = "Roll a package out to devices.\n\n\
             Targets either the accepted devices named with --device, or every accepted device \
             carrying --tag, or every accepted device whose inventory matches all --attribute \
-            values (device_type=T matches the reported device type); tag and attribute \
-            targets also reach devices that match later. Devices the package does not fit are \
-            marked incompatible and never offered it. Needs an operator or admin token.",
+            values (device_type=T matches the reported device type). A tag or attribute \
+            deployment is dynamic: it also takes in devices that match later (counted in its \
+            phases' shares) and stays active — it does not finish when the devices it has are \
+            done — until `airlift deployment end` or its --ends-at time; --static makes it \
+            reach only the devices matching now and finish once they are done. A device that \
+            joins the targets of several dynamic deployments gets them oldest first: end the \
+            one a newer release replaces. Devices the \
+            package does not fit are marked incompatible and never offered it. Needs an \
+            operator or admin token.",
         after_help = "Examples:
   airlift deployment create --name 'rootfs 1.2.0 canary' \\
       --package 0190d5e4-7c1b-7a4e-9f3a-2b8c1d0e4f56 --tag canary
@@ -44,20 +52,32 @@ pub enum DeploymentCommand {
 
   # Download now, install when released with `airlift deployment install`:
   airlift deployment create --name 'rootfs 1.3.1' \\
-      --package 0190d5e4-7c1b-7a4e-9f3a-2b8c1d0e4f56 --tag fleet --download-only"
+      --package 0190d5e4-7c1b-7a4e-9f3a-2b8c1d0e4f56 --tag fleet --download-only
+
+  # Devices tagged field later get it too, until the end of March (UTC):
+  airlift deployment create --name 'rootfs 1.4.0 field' \\
+      --package 0190d5e4-7c1b-7a4e-9f3a-2b8c1d0e4f56 --tag field --ends-at 2027-03-31T23:59:59Z
+
+  # Only the devices tagged lab now; finishes once they are done:
+  airlift deployment create --name 'rootfs 1.4.0 lab' \\
+      --package 0190d5e4-7c1b-7a4e-9f3a-2b8c1d0e4f56 --tag lab --static"
     )]
     Create(CreateArgs),
 
-    /// List deployments, newest first, with device counts per state.
+    /// List deployments, newest first, with device counts per state, a page at a time.
     #[command(after_help = "Examples:
   airlift deployment list
-  airlift deployment list --json | jq -r '.[] | select(.status == \"active\") | .id'")]
+  airlift deployment list --page 2 --per-page 20
+  airlift deployment list --json | jq -r '.items[] | select(.status == \"active\") | .id'")]
     List(ListArgs),
 
-    /// Show a deployment: counts per state and every device's state.
+    /// Show a deployment: counts per state, and its devices' states a page at a time.
     #[command(after_help = "Examples:
   airlift deployment show 0190d5f0-1c2d-7e3f-8a4b-5c6d7e8f9a0b
-  airlift deployment show 0190d5f0-1c2d-7e3f-8a4b-5c6d7e8f9a0b --json | jq .counts")]
+  airlift deployment show 0190d5f0-1c2d-7e3f-8a4b-5c6d7e8f9a0b --state failure
+  airlift deployment show 0190d5f0-1c2d-7e3f-8a4b-5c6d7e8f9a0b --page 2 --per-page 500
+  airlift deployment show 0190d5f0-1c2d-7e3f-8a4b-5c6d7e8f9a0b --json | jq .counts
+  airlift deployment show 0190d5f0-1c2d-7e3f-8a4b-5c6d7e8f9a0b --json | jq -r '.devices.items[].device_id'")]
     Show(ShowArgs),
 
     /// Cancel an active deployment.
@@ -80,6 +100,17 @@ pub enum DeploymentCommand {
   airlift deployment install 0190d5f0-1c2d-7e3f-8a4b-5c6d7e8f9a0b"
     )]
     Install(ControlArgs),
+
+    /// End a dynamic deployment: it takes in no more devices.
+    #[command(
+        long_about = "End a dynamic deployment (one to a tag or attributes): devices that join \
+            its target from now on are not taken in, devices already in it go on, and it \
+            finishes once they are done (at once if they are). Cancel it instead to stop \
+            offering it to the devices it has. Needs an operator or admin token.",
+        after_help = "Examples:
+  airlift deployment end 0190d5f0-1c2d-7e3f-8a4b-5c6d7e8f9a0b"
+    )]
+    End(ControlArgs),
 
     /// Start a phased rollout's next phase now.
     #[command(
@@ -161,9 +192,26 @@ pub struct CreateArgs {
     /// Download now, install only once released with `airlift deployment install`.
     #[arg(long)]
     pub download_only: bool,
+    /// Reach only the devices the tag or attributes match now, and finish
+    /// once they are done (by default such a deployment is dynamic: it also
+    /// takes in devices that match later, until it is ended).
+    #[arg(long = "static", conflicts_with_all = ["devices", "ends_at"])]
+    pub fixed: bool,
+    /// When a dynamic deployment stops taking in devices (RFC 3339, e.g.
+    /// 2027-03-31T23:59:59Z); it then finishes once its devices are done
+    /// [default: when ended with `airlift deployment end`].
+    #[arg(long, value_name = "TIME", conflicts_with = "devices", value_parser = parse_time)]
+    pub ends_at: Option<chrono::DateTime<chrono::Utc>>,
     /// Print the deployment as JSON.
     #[arg(long)]
     pub json: bool,
+}
+
+/// A time in RFC 3339 (`2027-03-31T23:59:59Z`, or with an offset).
+fn parse_time(text: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
+    chrono::DateTime::parse_from_rfc3339(text)
+        .map(|at| at.with_timezone(&chrono::Utc))
+        .map_err(|e| format!("{e}; write a time in RFC 3339, e.g. 2027-03-31T23:59:59Z"))
 }
 
 /// What the circuit breaker does.
@@ -178,7 +226,13 @@ pub enum OnFailure {
 /// Arguments of `airlift deployment list`.
 #[derive(Debug, Args)]
 pub struct ListArgs {
-    /// Print the deployments as a JSON array.
+    /// Which page, from 1.
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    pub page: u32,
+    /// Deployments per page, 1 to 1000.
+    #[arg(long, value_name = "N", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub per_page: u32,
+    /// Print the page ({items, total, page, per_page}) as JSON.
     #[arg(long)]
     pub json: bool,
 }
@@ -189,7 +243,17 @@ pub struct ShowArgs {
     /// The deployment's id (`airlift deployment list` shows them).
     #[arg(value_parser = parse_deployment_id)]
     pub id: DeploymentId,
-    /// Print the deployment and its devices as JSON.
+    /// Only devices in this state (pending, downloading, success, failure, …).
+    #[arg(long, value_name = "STATE")]
+    pub state: Option<UpdateState>,
+    /// Which page of devices, from 1.
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    pub page: u32,
+    /// Devices per page, 1 to 1000.
+    #[arg(long, value_name = "N", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub per_page: u32,
+    /// Print the deployment as JSON, its devices as a page
+    /// ({items, total, page, per_page}) under `devices`.
     #[arg(long)]
     pub json: bool,
 }
@@ -222,6 +286,7 @@ pub async fn run(command: &DeploymentCommand, client: &Client) -> Result<()> {
             )
             .await
         }
+        DeploymentCommand::End(args) => control(args, ("end", "ending", "ended"), client).await,
         DeploymentCommand::Advance(args) => {
             control(args, ("advance", "advancing", "advanced"), client).await
         }
@@ -266,6 +331,8 @@ async fn create(args: &CreateArgs, client: &Client) -> Result<()> {
             window: args.install_window,
             download_only: args.download_only,
         },
+        dynamic: args.fixed.then_some(false),
+        ends_at: args.ends_at,
     };
     let deployment = client
         .create_deployment(&request)
@@ -280,21 +347,22 @@ async fn create(args: &CreateArgs, client: &Client) -> Result<()> {
 }
 
 async fn list(args: &ListArgs, client: &Client) -> Result<()> {
-    let deployments = client
-        .list_deployments()
+    let page = client
+        .deployments_page(args.page, args.per_page)
         .await
         .context("listing deployments")?;
     if args.json {
-        return output::print_json(&deployments);
+        return output::print_json(&page);
     }
-    if deployments.is_empty() {
-        println!("no deployments; create one with `airlift deployment create`");
+    if page.items.is_empty() {
+        let none = "no deployments; create one with `airlift deployment create`";
+        println!("{}", output::empty_page(&page, none, "deployments"));
         return Ok(());
     }
     let mut table = Table::new(&[
         "ID", "NAME", "STATUS", "PACKAGE", "TARGET", "DEVICES", "CREATED",
     ]);
-    for deployment in &deployments {
+    for deployment in &page.items {
         table.row(vec![
             deployment.id.to_string(),
             deployment.name.clone(),
@@ -306,7 +374,16 @@ async fn list(args: &ListArgs, client: &Client) -> Result<()> {
         ]);
     }
     table.print();
+    println!("{}", output::page_footer(&page, "deployments"));
     Ok(())
+}
+
+/// `deployment show --json`: the deployment, with one page of its devices.
+#[derive(serde::Serialize)]
+struct Shown<'a> {
+    #[serde(flatten)]
+    deployment: &'a Deployment,
+    devices: &'a Page<DeviceUpdate>,
 }
 
 async fn show(args: &ShowArgs, client: &Client) -> Result<()> {
@@ -314,19 +391,36 @@ async fn show(args: &ShowArgs, client: &Client) -> Result<()> {
         .deployment(args.id)
         .await
         .with_context(|| format!("reading deployment {}", args.id))?;
+    let devices = client
+        .deployment_devices(args.id, args.page, args.per_page, args.state)
+        .await
+        .with_context(|| format!("reading the devices of deployment {}", args.id))?;
     if args.json {
-        return output::print_json(&detail);
+        return output::print_json(&Shown {
+            deployment: &detail.deployment,
+            devices: &devices,
+        });
     }
     print_deployment(&detail.deployment);
     println!();
-    if detail.devices.is_empty() {
-        println!("no devices");
+    if devices.items.is_empty() {
+        let none = if args.state.is_some() {
+            "no devices in that state"
+        } else {
+            "no devices"
+        };
+        println!("{}", output::empty_page(&devices, none, "devices"));
         return Ok(());
     }
     let mut table = Table::new(&["DEVICE", "STATE", "UPDATED", "MESSAGE"]);
-    for device in &detail.devices {
+    for device in &devices.items {
+        let late = if device.joined_late {
+            " (joined late)"
+        } else {
+            ""
+        };
         table.row(vec![
-            device.device_id.to_string(),
+            format!("{}{late}", device.device_id),
             state_with_progress(device),
             output::time(&device.updated_at),
             device
@@ -337,6 +431,7 @@ async fn show(args: &ShowArgs, client: &Client) -> Result<()> {
         ]);
     }
     table.print();
+    println!("{}", output::page_footer(&devices, "devices"));
     Ok(())
 }
 
@@ -386,6 +481,16 @@ fn print_deployment(deployment: &Deployment) {
             "download only: held until `airlift deployment install`",
         );
     }
+    if deployment.dynamic {
+        output::field("dynamic", dynamic(deployment, chrono::Utc::now()));
+        output::field(
+            "joined late",
+            format!(
+                "{} devices joined the target after it was created",
+                deployment.joined_late
+            ),
+        );
+    }
     output::field("created", output::time(&deployment.created_at));
     if let Some(finished) = &deployment.finished_at {
         output::field("finished", output::time(finished));
@@ -405,6 +510,26 @@ fn print_deployment(deployment: &Deployment) {
                 ),
             );
         }
+    }
+}
+
+/// Whether a dynamic deployment still takes in devices, and until when.
+fn dynamic(deployment: &Deployment, now: chrono::DateTime<chrono::Utc>) -> String {
+    let open = matches!(
+        deployment.status,
+        DeploymentStatus::Active | DeploymentStatus::Paused
+    );
+    match deployment.ends_at {
+        Some(ends) if ends <= now => format!(
+            "ended {}: takes in no more devices; finishes once its devices are done",
+            output::time(&ends)
+        ),
+        _ if !open => "took in devices that joined the target later".to_owned(),
+        Some(ends) => format!(
+            "takes in devices that join the target until {}",
+            output::time(&ends)
+        ),
+        None => "takes in devices that join the target until `airlift deployment end`".to_owned(),
     }
 }
 
@@ -470,6 +595,7 @@ mod tests {
                 total: 1000,
             }),
             progress_at: None,
+            joined_late: false,
         };
         assert_eq!(super::state_with_progress(&device), "downloading 43 %");
         device.progress = None;
@@ -477,6 +603,14 @@ mod tests {
     }
 
     use super::*;
+
+    #[test]
+    fn an_end_date_is_rfc_3339() {
+        let at = parse_time("2027-03-31T23:59:59+02:00").expect("a time");
+        assert_eq!(at.to_rfc3339(), "2027-03-31T21:59:59+00:00");
+        let refused = parse_time("tomorrow").expect_err("not a time");
+        assert!(refused.contains("RFC 3339"), "{refused}");
+    }
 
     #[test]
     fn counts_read_as_a_sentence() {

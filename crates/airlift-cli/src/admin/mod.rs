@@ -6,6 +6,7 @@
 //! stored token is only ever sent to the stored server: naming another
 //! server without a token is an error, not a leak.
 
+pub mod audit;
 pub mod deployment;
 pub mod device;
 pub mod package;
@@ -34,6 +35,8 @@ pub enum Admin<'a> {
     Deployment(&'a deployment::DeploymentCommand),
     /// `airlift token …`
     Token(&'a token::TokenCommand),
+    /// `airlift audit …`
+    Audit(&'a audit::AuditCommand),
 }
 
 /// Runs an admin command on a runtime made for it.
@@ -49,6 +52,7 @@ pub fn run(command: Admin<'_>, connection: &ConnectionArgs, quiet: bool) -> Resu
             Admin::Device(command) => device::run(command, &connect(connection)?).await,
             Admin::Deployment(command) => deployment::run(command, &connect(connection)?).await,
             Admin::Token(command) => token::run(command, &connect(connection)?).await,
+            Admin::Audit(command) => audit::run(command, &connect(connection)?).await,
         }
     })
 }

@@ -38,10 +38,11 @@ pub enum PackageServerCommand {
     )]
     Upload(UploadArgs),
 
-    /// List the packages on the server, newest first.
+    /// List the packages on the server, newest first, a page at a time.
     #[command(after_help = "Examples:
   airlift package list
-  airlift package list --json | jq -r '.[] | select(.name == \"rootfs\") | .id'")]
+  airlift package list --page 2 --per-page 20
+  airlift package list --json | jq -r '.items[] | select(.name == \"rootfs\") | .id'")]
     List(ListArgs),
 
     /// Show one package on the server.
@@ -87,7 +88,13 @@ pub struct UploadArgs {
 /// Arguments of `airlift package list`.
 #[derive(Debug, Args)]
 pub struct ListArgs {
-    /// Print the packages as a JSON array.
+    /// Which page, from 1.
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    pub page: u32,
+    /// Packages per page, 1 to 1000.
+    #[arg(long, value_name = "N", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub per_page: u32,
+    /// Print the page ({items, total, page, per_page}) as JSON, as `device list --json` does.
     #[arg(long)]
     pub json: bool,
 }
@@ -228,16 +235,20 @@ fn local_label(path: &Path) -> Result<String> {
 }
 
 async fn list(args: &ListArgs, client: &Client) -> Result<()> {
-    let packages = client.list_packages().await.context("listing packages")?;
+    let page = client
+        .packages_page(args.page, args.per_page)
+        .await
+        .context("listing packages")?;
     if args.json {
-        return output::print_json(&packages);
+        return output::print_json(&page);
     }
-    if packages.is_empty() {
-        println!("no packages; upload one with `airlift package upload FILE`");
+    if page.items.is_empty() {
+        let none = "no packages; upload one with `airlift package upload FILE`";
+        println!("{}", output::empty_page(&page, none, "packages"));
         return Ok(());
     }
     let mut table = Table::new(&["ID", "NAME", "VERSION", "DEVICE TYPES", "SIZE", "UPLOADED"]);
-    for package in &packages {
+    for package in &page.items {
         table.row(vec![
             package.id.to_string(),
             package.name.clone(),
@@ -248,6 +259,7 @@ async fn list(args: &ListArgs, client: &Client) -> Result<()> {
         ]);
     }
     table.print();
+    println!("{}", output::page_footer(&page, "packages"));
     Ok(())
 }
 

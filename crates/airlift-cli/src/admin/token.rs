@@ -26,10 +26,11 @@ pub enum TokenCommand {
     )]
     Create(CreateArgs),
 
-    /// List management API tokens (without their secrets).
+    /// List management API tokens (without their secrets), a page at a time.
     #[command(after_help = "Examples:
   airlift token list
-  airlift token list --json")]
+  airlift token list --page 2 --per-page 20
+  airlift token list --json | jq -r '.items[] | select(.role == \"admin\") | .name'")]
     List(ListArgs),
 
     /// Revoke a management API token: it stops working at once.
@@ -61,7 +62,13 @@ pub struct CreateArgs {
 /// Arguments of `airlift token list`.
 #[derive(Debug, Args)]
 pub struct ListArgs {
-    /// Print the tokens as a JSON array.
+    /// Which page, from 1.
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    pub page: u32,
+    /// Tokens per page, 1 to 1000.
+    #[arg(long, value_name = "N", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub per_page: u32,
+    /// Print the page ({items, total, page, per_page}) as JSON.
     #[arg(long)]
     pub json: bool,
 }
@@ -114,16 +121,19 @@ async fn create(args: &CreateArgs, client: &Client) -> Result<()> {
 }
 
 async fn list(args: &ListArgs, client: &Client) -> Result<()> {
-    let tokens = client.list_tokens().await.context("listing tokens")?;
+    let page = client
+        .list_tokens(args.page, args.per_page)
+        .await
+        .context("listing tokens")?;
     if args.json {
-        return output::print_json(&tokens);
+        return output::print_json(&page);
     }
-    if tokens.is_empty() {
-        println!("no tokens");
+    if page.items.is_empty() {
+        println!("{}", output::empty_page(&page, "no tokens", "tokens"));
         return Ok(());
     }
     let mut table = Table::new(&["ID", "NAME", "ROLE", "CREATED"]);
-    for token in &tokens {
+    for token in &page.items {
         table.row(vec![
             token.id.to_string(),
             token.name.clone(),
@@ -132,6 +142,7 @@ async fn list(args: &ListArgs, client: &Client) -> Result<()> {
         ]);
     }
     table.print();
+    println!("{}", output::page_footer(&page, "tokens"));
     Ok(())
 }
 

@@ -238,7 +238,8 @@ fn packages_upload_list_show_download_and_delete() {
         "{stdout}"
     );
     let list = json_of(fleet.cli().args(["package", "list", "--json"]));
-    assert_eq!(list.as_array().map(Vec::len), Some(1), "{list}");
+    assert_eq!(list["items"].as_array().map(Vec::len), Some(1), "{list}");
+    assert_eq!(list["total"], 1, "the same envelope as device list: {list}");
     let stdout = stdout_of(fleet.cli().args(["package", "show", &id]));
     assert!(stdout.contains(&sha256_hex(&file)), "{stdout}");
     assert!(stdout.contains(key_id.trim()), "{stdout}");
@@ -338,6 +339,39 @@ fn roles_limit_what_a_token_may_do() {
         assert!(stdout.contains(needle), "{needle}: {stdout}");
     }
     assert!(!stdout.contains(&viewer), "{stdout}");
+    assert!(stdout.contains("page 1 of 1, 3 of 3 tokens"), "{stdout}");
+    let page =
+        json_of(
+            fleet
+                .cli()
+                .args(["token", "list", "--page", "2", "--per-page", "2", "--json"]),
+        );
+    assert_eq!(
+        (page["total"].as_u64(), page["page"].as_u64()),
+        (Some(3), Some(2)),
+        "{page}"
+    );
+    assert_eq!(page["items"][0]["name"], "ci", "oldest first: {page}");
+
+    // Who made them, in the audit log.
+    let stdout = stdout_of(fleet.cli().args(["audit", "list", "--action", "token."]));
+    assert!(
+        stdout.contains("token.create") && stdout.contains("page 1 of 1, 2 of 2 entries"),
+        "{stdout}"
+    );
+    let audit = json_of(fleet.cli().args([
+        "audit",
+        "list",
+        "--action",
+        "token.create",
+        "--per-page",
+        "1",
+        "--json",
+    ]));
+    assert_eq!(audit["total"], 2, "{audit}");
+    assert_eq!(audit["items"].as_array().map(Vec::len), Some(1), "{audit}");
+    let stdout = stdout_of(fleet.cli().args(["audit", "list", "--actor", "nobody"]));
+    assert!(stdout.contains("no entry matches"), "{stdout}");
 
     // A viewer reads but may not change anything.
     stdout_of(fleet.as_token(&viewer).args(["package", "list"]));
@@ -501,8 +535,22 @@ fn devices_and_deployments() {
             .cli()
             .args(["deployment", "show", &deployment_id, "--json"]),
     );
-    assert_eq!(detail["devices"][0]["device_id"], device_id.as_str());
-    assert_eq!(detail["devices"][0]["state"], "pending");
+    assert_eq!(
+        detail["devices"]["items"][0]["device_id"],
+        device_id.as_str()
+    );
+    assert_eq!(detail["devices"]["items"][0]["state"], "pending");
+    assert_eq!(detail["devices"]["total"], 1, "{detail}");
+    assert!(
+        stdout.contains("page 1 of 1, 1 of 1 devices"),
+        "the devices come in pages: {stdout}"
+    );
+    let listed = json_of(fleet.cli().args(["deployment", "list", "--json"]));
+    assert_eq!(
+        listed["total"], 1,
+        "the same envelope as device list: {listed}"
+    );
+    assert_eq!(listed["items"][0]["id"], deployment_id.as_str());
 
     // The package stays while the deployment is active.
     let stderr = failure_of(fleet.cli().args(["package", "delete", &package_id]));

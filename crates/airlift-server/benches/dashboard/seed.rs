@@ -391,6 +391,8 @@ impl Plan {
                     },
                     acknowledged_failures: 0,
                 },
+                dynamic: false,
+                ends_at: None,
             },
             devices: Vec::with_capacity(members.len()),
             phases: Vec::new(),

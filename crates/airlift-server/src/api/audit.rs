@@ -1,25 +1,29 @@
 //! The audit log through the management API: who changed what, newest
-//! first, filtered by actor and action.
+//! first, filtered by actor and action, in pages like every list.
 
 use crate::auth::ApiCaller;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::ApiQuery;
 use crate::state::AppState;
-use airlift_protocol::management::AuditEntry;
+use airlift_protocol::management::{AuditEntry, Page};
 use airlift_store::AuditFilter;
 use axum::extract::State;
 use axum::Json;
 use serde::Deserialize;
 
-/// Paging for the audit log.
+/// Filters and paging for the audit log.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct AuditQuery {
-    /// Entries to return, 1–1000 [default: 100].
+    /// 1-based page [default: 1].
+    #[param(minimum = 1, maximum = 4294967295_u64, format = Int64)]
+    page: Option<u32>,
+    /// Entries per page, 1–1000 [default: 100].
     #[param(minimum = 1, maximum = 1000)]
-    limit: Option<u32>,
-    /// Only entries with an id below this (for the next page).
+    per_page: Option<u32>,
+    /// Only entries with an id below this: pages counted from there stay
+    /// put while new entries arrive (give the first page's first id).
     before: Option<i64>,
     /// Only changes by this actor: its whole text (`name (token id)`) or
     /// just the token's name (at most 256 bytes).
@@ -32,15 +36,17 @@ pub struct AuditQuery {
 }
 
 impl AuditQuery {
-    /// A query for the dashboard's audit page.
+    /// A query for the dashboard's audit page: the first `per_page`
+    /// entries below `before`.
     pub fn new(
-        limit: u32,
+        per_page: u32,
         before: Option<i64>,
         actor: Option<String>,
         action: Option<String>,
     ) -> Self {
         Self {
-            limit: Some(limit),
+            page: None,
+            per_page: Some(per_page),
             before,
             actor,
             action,
@@ -52,7 +58,7 @@ impl AuditQuery {
 const MAX_FILTER: usize = 256;
 
 /// The audit log, newest first, optionally only one actor's or one kind of
-/// change (admin only).
+/// change, a page at a time (admin only).
 #[utoipa::path(
     get,
     path = "/api/v1/audit",
@@ -60,8 +66,8 @@ const MAX_FILTER: usize = 256;
     params(AuditQuery),
     security(("api_token" = [])),
     responses(
-        (status = 200, body = Vec<AuditEntry>),
-        (status = 400, description = "A malformed or unknown query parameter, a limit out of range, or an actor or action over 256 bytes or with a NUL character", body = airlift_protocol::ErrorBody),
+        (status = 200, body = Page<AuditEntry>),
+        (status = 400, description = "A malformed or unknown query parameter, page 0, per_page out of range, or an actor or action over 256 bytes or with a NUL character", body = airlift_protocol::ErrorBody),
         (status = 401, description = "No API token, or an unknown or revoked one", body = airlift_protocol::ErrorBody),
         (status = 403, description = "Not an admin token", body = airlift_protocol::ErrorBody),
     )
@@ -70,12 +76,9 @@ pub async fn list_audit(
     State(state): State<AppState>,
     caller: ApiCaller,
     ApiQuery(query): ApiQuery<AuditQuery>,
-) -> ApiResult<Json<Vec<AuditEntry>>> {
+) -> ApiResult<Json<Page<AuditEntry>>> {
     caller.require_admin()?;
-    let limit = query.limit.unwrap_or(100);
-    if !(1..=1000).contains(&limit) {
-        return Err(ApiError::bad_request("limit must be between 1 and 1000"));
-    }
+    let page = super::deployments::page_request(query.page, query.per_page)?;
     for (field, value) in [("actor", &query.actor), ("action", &query.action)] {
         if value.as_ref().is_some_and(|v| v.len() > MAX_FILTER) {
             return Err(ApiError::bad_request(format!(
@@ -89,10 +92,14 @@ pub async fn list_audit(
         actor: given(query.actor),
         action: given(query.action),
     };
-    Ok(Json(
-        state
-            .store()
-            .list_audit(&filter, limit, query.before)
-            .await?,
-    ))
+    let (items, total) = state
+        .store()
+        .list_audit_page(&filter, query.before, page)
+        .await?;
+    Ok(Json(Page {
+        items,
+        total,
+        page: page.page,
+        per_page: page.per_page,
+    }))
 }

@@ -5,12 +5,14 @@ use crate::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::rollout::{self, DEVICE_TYPE_ATTRIBUTE};
 use crate::state::AppState;
 use airlift_protocol::management::{
-    CreateDeploymentRequest, Deployment, DeploymentDetail, Device, Page, Target, MAX_TAG,
+    is_dynamic, CreateDeploymentRequest, Deployment, DeploymentDetail, Device, DeviceUpdate, Page,
+    Target, MAX_TAG,
 };
 use airlift_protocol::state::{DeploymentStatus, DeviceStatus, UpdateState};
 use airlift_protocol::{DeploymentId, DeviceId};
 use airlift_store::{
-    DeploymentFilter, DeploymentRecord, DeviceFilter, PageRequest, RolloutState, UpdateCount,
+    DeploymentDevicesFilter, DeploymentFilter, DeploymentRecord, DeviceFilter, PageRequest,
+    RolloutState, UpdateCount,
 };
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -23,7 +25,10 @@ use std::collections::BTreeMap;
 const MAX_TARGET_DEVICES: usize = 10_000;
 
 /// Create a deployment of a package to a target. Devices the package does
-/// not fit are marked `incompatible` and never offered it.
+/// not fit are marked `incompatible` and never offered it. A tag or
+/// attributes deployment is dynamic unless `dynamic` is false: it takes in
+/// devices that join the target later and stays active until it is ended
+/// (`POST /deployments/{id}/end`) or `ends_at` passes.
 #[utoipa::path(
     post,
     path = "/api/v1/deployments",
@@ -37,7 +42,7 @@ const MAX_TARGET_DEVICES: usize = 10_000;
         (status = 403, description = "A viewer token: an operator or admin token is needed", body = airlift_protocol::ErrorBody),
         (status = 409, description = "Devices of the target are still updating in another deployment", body = airlift_protocol::ErrorBody),
         (status = 413, description = "The body is over 1 MiB", body = airlift_protocol::ErrorBody),
-        (status = 422, description = "Unknown package, empty target, unknown devices, a strategy that cannot be carried out (the message names the field)", body = airlift_protocol::ErrorBody),
+        (status = 422, description = "Unknown package, empty target, unknown devices, a strategy that cannot be carried out, `dynamic` for a list of devices, an `ends_at` that is past or for a deployment that is not dynamic (the message names the field)", body = airlift_protocol::ErrorBody),
     )
 )]
 pub async fn create_deployment(
@@ -50,6 +55,8 @@ pub async fn create_deployment(
         return Err(ApiError::invalid("name: must be 1–128 characters"));
     }
     validate_target(&request.target)?;
+    let now = Utc::now();
+    let dynamic = validate_dynamic(&request, now)?;
     let store = state.store();
     let cached = state
         .caches()
@@ -93,7 +100,6 @@ pub async fn create_deployment(
         .map(|d| (d.id, UpdateState::Pending))
         .collect();
 
-    let now = Utc::now();
     let record = DeploymentRecord {
         id: DeploymentId::new(),
         name: request.name.trim().to_owned(),
@@ -108,6 +114,8 @@ pub async fn create_deployment(
             phase_started_at: Some(now),
             ..RolloutState::default()
         },
+        dynamic,
+        ends_at: request.ends_at,
     };
     store.insert_deployment(&record, &initial).await?;
     for (device, state, reason) in &decisions {
@@ -122,10 +130,10 @@ pub async fn create_deployment(
         &caller,
         "deployment.create",
         record.id,
-        serde_json::json!({"name": record.name, "package_id": record.package_id, "devices": initial.len()}),
+        serde_json::json!({"name": record.name, "package_id": record.package_id, "devices": initial.len(), "dynamic": record.dynamic, "ends_at": record.ends_at}),
     )
     .await?;
-    tracing::info!(deployment_id = %record.id, devices = initial.len(), "deployment created");
+    tracing::info!(deployment_id = %record.id, devices = initial.len(), dynamic = record.dynamic, "deployment created");
     let deployment = with_counts(&state, find(&state, record.id).await?).await?;
     Ok((StatusCode::CREATED, Json(deployment)))
 }
@@ -149,6 +157,31 @@ fn validate_target(target: &Target) -> ApiResult<()> {
             "target.tag: at most {MAX_TAG} bytes"
         ))),
         _ => Ok(()),
+    }
+}
+
+/// Whether the deployment asked for is dynamic, after checking that its
+/// `dynamic` and `ends_at` fit its target and the time.
+fn validate_dynamic(
+    request: &CreateDeploymentRequest,
+    now: chrono::DateTime<Utc>,
+) -> ApiResult<bool> {
+    if matches!(request.target, Target::Devices(_)) && request.dynamic == Some(true) {
+        return Err(ApiError::invalid(
+            "dynamic: a list of devices cannot grow; target a tag or attributes for a dynamic deployment",
+        ));
+    }
+    let dynamic = is_dynamic(&request.target, request.dynamic);
+    match request.ends_at {
+        Some(_) if !dynamic => Err(ApiError::invalid(
+            "ends_at: only a dynamic deployment (a tag or attributes target, dynamic not false) has an end date",
+        )),
+        Some(ends_at) if ends_at <= now => Err(ApiError::invalid(format!(
+            "ends_at: {} is not in the future (the server's time is {})",
+            ends_at.to_rfc3339(),
+            now.to_rfc3339()
+        ))),
+        _ => Ok(dynamic),
     }
 }
 
@@ -264,11 +297,13 @@ pub async fn list_deployments(
     for count in store.deployment_tallies(&ids).await? {
         tallies.entry(count.deployment).or_default().push(count);
     }
+    let late = store.late_joiners(&ids).await?;
     let items = records
         .into_iter()
         .map(|record| {
             let counts = tallies.remove(&record.id).unwrap_or_default();
-            summarise(record, &counts)
+            let joined_late = late.get(&record.id).copied().unwrap_or(0);
+            summarise(record, &counts, joined_late)
         })
         .collect();
     Ok(Json(Page {
@@ -279,7 +314,8 @@ pub async fn list_deployments(
     }))
 }
 
-/// One deployment with counts and every device's state.
+/// One deployment with counts and every device's state (a page at a time:
+/// `GET /deployments/{id}/devices`).
 #[utoipa::path(
     get,
     path = "/api/v1/deployments/{deployment_id}",
@@ -403,6 +439,123 @@ pub async fn release_install(
     Ok(Json(with_counts(&state, find(&state, id).await?).await?))
 }
 
+/// End a dynamic deployment: it takes in no more devices that join its
+/// target, and finishes once the devices it has are done (at once if they
+/// are). Devices still updating go on.
+#[utoipa::path(
+    post,
+    path = "/api/v1/deployments/{deployment_id}/end",
+    tag = "deployments",
+    params(("deployment_id" = uuid::Uuid, Path, description = "The deployment's id")),
+    security(("api_token" = [])),
+    responses(
+        (status = 200, body = Deployment),
+        (status = 400, description = "A malformed deployment id", body = airlift_protocol::ErrorBody),
+        (status = 401, description = "No API token, or an unknown or revoked one", body = airlift_protocol::ErrorBody),
+        (status = 403, description = "A viewer token: an operator or admin token is needed", body = airlift_protocol::ErrorBody),
+        (status = 404, description = "No such deployment", body = airlift_protocol::ErrorBody),
+        (status = 409, description = "Not dynamic, not active or paused, or ended already", body = airlift_protocol::ErrorBody),
+    )
+)]
+pub async fn end_deployment(
+    State(state): State<AppState>,
+    caller: ApiCaller,
+    ApiPath(id): ApiPath<DeploymentId>,
+) -> ApiResult<Json<Deployment>> {
+    caller.require_operator()?;
+    let record = find(&state, id).await?;
+    let now = Utc::now();
+    let ended = state.store().end_deployment(id, now).await?;
+    if !ended {
+        let why = if !record.dynamic {
+            "the deployment is not dynamic: it finishes by itself once its devices are done"
+                .to_owned()
+        } else if !record.takes_in_devices(now) {
+            match record.ends_at {
+                Some(ends_at)
+                    if matches!(
+                        record.status,
+                        DeploymentStatus::Active | DeploymentStatus::Paused
+                    ) =>
+                {
+                    format!("the deployment ended at {}", ends_at.to_rfc3339())
+                }
+                _ => format!("the deployment is {}", record.status),
+            }
+        } else {
+            "the deployment changed meanwhile; look at it again".to_owned()
+        };
+        return Err(ApiError::Conflict("not_open", why));
+    }
+    state.store().finish_deployment_if_done(id, now).await?;
+    state.caches().deployments_changed();
+    audit(
+        &state,
+        &caller,
+        "deployment.end",
+        id,
+        serde_json::json!({"name": record.name}),
+    )
+    .await?;
+    tracing::info!(deployment_id = %id, "dynamic deployment ended");
+    Ok(Json(with_counts(&state, find(&state, id).await?).await?))
+}
+
+/// Filters and paging for a deployment's devices.
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct DeploymentDevicesQuery {
+    /// Only devices in this state.
+    pub state: Option<UpdateState>,
+    /// 1-based page [default: 1].
+    #[param(minimum = 1, maximum = 4294967295_u64, format = Int64)]
+    pub page: Option<u32>,
+    /// Items per page, 1–1000 [default: 100].
+    #[param(minimum = 1, maximum = 1000)]
+    pub per_page: Option<u32>,
+}
+
+/// A deployment's devices and their states, by device id, a page at a time.
+#[utoipa::path(
+    get,
+    path = "/api/v1/deployments/{deployment_id}/devices",
+    tag = "deployments",
+    params(
+        ("deployment_id" = uuid::Uuid, Path, description = "The deployment's id"),
+        DeploymentDevicesQuery,
+    ),
+    security(("api_token" = [])),
+    responses(
+        (status = 200, body = Page<DeviceUpdate>),
+        (status = 400, description = "A malformed deployment id, a malformed or unknown query parameter, an unknown state, page 0, or per_page out of range", body = airlift_protocol::ErrorBody),
+        (status = 401, description = "No API token, or an unknown or revoked one", body = airlift_protocol::ErrorBody),
+        (status = 404, description = "No such deployment", body = airlift_protocol::ErrorBody),
+    )
+)]
+pub async fn list_deployment_devices(
+    State(state): State<AppState>,
+    _caller: ApiCaller,
+    ApiPath(id): ApiPath<DeploymentId>,
+    ApiQuery(query): ApiQuery<DeploymentDevicesQuery>,
+) -> ApiResult<Json<Page<DeviceUpdate>>> {
+    let page = page_request(query.page, query.per_page)?;
+    find(&state, id).await?;
+    let filter = DeploymentDevicesFilter {
+        states: query.state.into_iter().collect(),
+        reason: None,
+    };
+    let store = state.store();
+    let total = store.count_deployment_devices(id, &filter).await?;
+    let items = store.deployment_devices_page(id, &filter, page).await?;
+    Ok(Json(Page {
+        items,
+        total,
+        page: page.page,
+        per_page: page.per_page,
+    }))
+}
+
 async fn find(state: &AppState, id: DeploymentId) -> ApiResult<DeploymentRecord> {
     state
         .store()
@@ -418,11 +571,14 @@ pub(crate) async fn with_counts(
     record: DeploymentRecord,
 ) -> ApiResult<Deployment> {
     let counts = state.store().deployment_tallies(&[record.id]).await?;
-    Ok(summarise(record, &counts))
+    let late = state.store().late_joiners(&[record.id]).await?;
+    let joined_late = late.get(&record.id).copied().unwrap_or(0);
+    Ok(summarise(record, &counts, joined_late))
 }
 
-/// A deployment from its record and its devices counted by state and phase.
-fn summarise(record: DeploymentRecord, counts: &[UpdateCount]) -> Deployment {
+/// A deployment from its record, its devices counted by state and phase,
+/// and how many of them joined late.
+fn summarise(record: DeploymentRecord, counts: &[UpdateCount], joined_late: u64) -> Deployment {
     let mut by_state: BTreeMap<UpdateState, u64> = BTreeMap::new();
     for count in counts {
         *by_state.entry(count.state).or_default() += count.devices;
@@ -440,5 +596,8 @@ fn summarise(record: DeploymentRecord, counts: &[UpdateCount]) -> Deployment {
         counts: by_state,
         created_at: record.created_at,
         finished_at: record.finished_at,
+        dynamic: record.dynamic,
+        ends_at: record.ends_at,
+        joined_late,
     }
 }

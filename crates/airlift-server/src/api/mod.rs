@@ -74,6 +74,14 @@ pub fn routes() -> Router<AppState> {
             post(deployments::release_install),
         )
         .route(
+            "/deployments/{deployment_id}/end",
+            post(deployments::end_deployment),
+        )
+        .route(
+            "/deployments/{deployment_id}/devices",
+            get(deployments::list_deployment_devices),
+        )
+        .route(
             "/deployments/{deployment_id}/advance",
             post(rollouts::advance_deployment),
         )

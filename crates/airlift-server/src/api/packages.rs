@@ -14,11 +14,13 @@ use axum::response::Response;
 use axum::Json;
 use chrono::Utc;
 use object_store::path::Path as BlobPath;
+use std::sync::Arc;
 
-/// Upload a package: the raw `.airlift` file as the body. It is streamed to
-/// disk, verified against the server's trusted keys (signatures and every
-/// payload digest), and only then stored: its file put into the blob store
-/// and its row written, both or neither.
+/// Upload a package: the raw `.airlift` file as the body. It is streamed
+/// into the blob store as it arrives while the same bytes are verified
+/// against the server's trusted keys (signatures and every payload digest),
+/// and only then stored: its file committed and its row written, both or
+/// neither.
 #[utoipa::path(
     post,
     path = "/api/v1/packages",
@@ -42,66 +44,52 @@ pub async fn upload_package(
     body: Body,
 ) -> ApiResult<(StatusCode, Json<Package>)> {
     caller.require_operator()?;
-    let trust = state.trust().ok_or_else(|| {
+    let trust = state.trust().cloned().ok_or_else(|| {
         ApiError::Unprocessable(
             "no_trusted_keys",
             "the server trusts no package signing key, so it accepts no package; restart it with --trust PUBLIC_KEY_FILE".into(),
         )
     })?;
-    let settings = state.settings();
-    let spooled = blobs::spool(body, &settings.spool_dir, settings.max_package_bytes).await?;
-    let verified = blobs::verify(&spooled.path, trust).await?;
-    let manifest = &verified.manifest;
-    let manifest_json = serde_json::to_value(manifest).map_err(ApiError::internal)?;
-    crate::extract::refuse_nul("manifest", &manifest_json)
-        .map_err(|e| ApiError::Unprocessable("package_refused", format!("package refused: {e}")))?;
-
-    let id = PackageId::new();
-    let record = PackageRecord {
-        package: Package {
-            id,
-            name: manifest.name.clone(),
-            version: manifest.version.to_string(),
-            description: manifest.description.clone(),
-            device_types: manifest.compatible.device_types.clone(),
-            security_version: manifest.security_version,
-            size: spooled.size,
-            sha256: spooled.sha256.clone(),
-            signed_by: verified.signed_by.clone(),
-            manifest: manifest_json,
-            created_at: Utc::now(),
-        },
-        blob_key: blobs::package_key(id).to_string(),
-        head: verified.head.clone(),
-        provides: manifest
-            .provides
-            .iter()
-            .map(|(name, version)| (name.clone(), version.to_string()))
-            .collect(),
-    };
-    // On a task of its own: a client that goes away now cannot cut the
-    // store off between the blob and the row.
-    tokio::spawn(store_package(state, caller, record, spooled))
+    // On a task of its own: a client that goes away cannot cut the upload
+    // off between its blob and its row, nor leave the blob store's
+    // multipart upload neither committed nor aborted.
+    tokio::spawn(receive_package(state, caller, body, trust))
         .await
         .map_err(ApiError::internal)?
         .map(|package| (StatusCode::CREATED, Json(package)))
 }
 
-/// Puts a verified package's file into the blob store (committed only once
-/// whole), then writes its row; a row that cannot be written takes the
-/// file with it, so a failed upload leaves neither behind.
-async fn store_package(
+/// Receives and verifies a package into the blob store, then commits its
+/// file and writes its row; a row that cannot be written takes the file
+/// with it, so a failed upload leaves neither behind.
+async fn receive_package(
     state: AppState,
     caller: ApiCaller,
-    record: PackageRecord,
-    spooled: blobs::Spooled,
+    body: Body,
+    trust: airlift_package::TrustSet,
 ) -> ApiResult<Package> {
-    let key = BlobPath::from(record.blob_key.as_str());
-    blobs::put_file(state.blobs().as_ref(), &key, &spooled.path).await?;
+    // The key is the new package's id, decided before any byte arrives.
+    let id = PackageId::new();
+    let key = blobs::package_key(id);
+    let target = match &state.settings().uploads {
+        Some(recorded) => blobs::UploadTarget::Recorded(Arc::clone(recorded)),
+        None => blobs::UploadTarget::Plain(Arc::clone(state.blobs())),
+    };
+    let max = state.settings().max_package_bytes;
+    let received =
+        blobs::receive(&target, Arc::clone(state.blobs()), &key, body, trust, max).await?;
+    let record = match package_record(id, &key, &received) {
+        Ok(record) => record,
+        Err(error) => {
+            received.file.abort().await;
+            return Err(error);
+        }
+    };
+    let committed = received.file.commit().await?;
     let package = &record.package;
     if let Err(error) = state.store().insert_package(&record).await {
         // The row is the source of truth; without it the blob is garbage.
-        blobs::delete(state.blobs().as_ref(), &key).await;
+        committed.discard().await;
         return Err(match error {
             airlift_store::StoreError::Conflict(_) => ApiError::Conflict(
                 "conflict",
@@ -113,15 +101,50 @@ async fn store_package(
             other => other.into(),
         });
     }
+    committed.keep().await;
     audit(
         &state,
         &caller,
         "package.upload",
         package.id,
-        serde_json::json!({"name": package.name, "version": package.version, "sha256": spooled.sha256}),
+        serde_json::json!({"name": package.name, "version": package.version, "sha256": package.sha256}),
     )
     .await?;
     Ok(record.package)
+}
+
+/// The row of a received, verified package.
+fn package_record(
+    id: PackageId,
+    key: &BlobPath,
+    received: &blobs::Received,
+) -> ApiResult<PackageRecord> {
+    let manifest = &received.verified.manifest;
+    let manifest_json = serde_json::to_value(manifest).map_err(ApiError::internal)?;
+    crate::extract::refuse_nul("manifest", &manifest_json)
+        .map_err(|e| ApiError::Unprocessable("package_refused", format!("package refused: {e}")))?;
+    Ok(PackageRecord {
+        package: Package {
+            id,
+            name: manifest.name.clone(),
+            version: manifest.version.to_string(),
+            description: manifest.description.clone(),
+            device_types: manifest.compatible.device_types.clone(),
+            security_version: manifest.security_version,
+            size: received.size,
+            sha256: received.sha256.clone(),
+            signed_by: received.verified.signed_by.clone(),
+            manifest: manifest_json,
+            created_at: Utc::now(),
+        },
+        blob_key: key.to_string(),
+        head: received.verified.head.clone(),
+        provides: manifest
+            .provides
+            .iter()
+            .map(|(name, version)| (name.clone(), version.to_string()))
+            .collect(),
+    })
 }
 
 /// Paging for listing packages.

@@ -1,9 +1,9 @@
 use super::audit;
 use crate::auth::{hash_secret, new_api_secret, ApiCaller};
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{ApiJson, ApiPath};
+use crate::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::state::AppState;
-use airlift_protocol::management::{ApiToken, CreateTokenRequest, CreatedToken};
+use airlift_protocol::management::{ApiToken, CreateTokenRequest, CreatedToken, Page};
 use airlift_protocol::state::Role;
 use airlift_protocol::TokenId;
 use airlift_store::ApiTokenRecord;
@@ -11,6 +11,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use chrono::Utc;
+use serde::Deserialize;
 
 /// Who the calling token is: its id, name and role. Any role may ask.
 #[utoipa::path(
@@ -82,14 +83,30 @@ pub async fn create_token(
     Ok((StatusCode::CREATED, Json(CreatedToken { token, secret })))
 }
 
-/// List API tokens (admin only), without secrets.
+/// Paging for the token list.
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct TokenQuery {
+    /// 1-based page [default: 1].
+    #[param(minimum = 1, maximum = 4294967295_u64, format = Int64)]
+    pub page: Option<u32>,
+    /// Items per page, 1–1000 [default: 100].
+    #[param(minimum = 1, maximum = 1000)]
+    pub per_page: Option<u32>,
+}
+
+/// List API tokens (admin only), without secrets, oldest first, a page at
+/// a time.
 #[utoipa::path(
     get,
     path = "/api/v1/tokens",
     tag = "tokens",
+    params(TokenQuery),
     security(("api_token" = [])),
     responses(
-        (status = 200, body = Vec<ApiToken>),
+        (status = 200, body = Page<ApiToken>),
+        (status = 400, description = "A malformed or unknown query parameter, page 0, or per_page out of range", body = airlift_protocol::ErrorBody),
         (status = 401, description = "No API token, or an unknown or revoked one", body = airlift_protocol::ErrorBody),
         (status = 403, description = "Not an admin token", body = airlift_protocol::ErrorBody),
     )
@@ -97,9 +114,17 @@ pub async fn create_token(
 pub async fn list_tokens(
     State(state): State<AppState>,
     caller: ApiCaller,
-) -> ApiResult<Json<Vec<ApiToken>>> {
+    ApiQuery(query): ApiQuery<TokenQuery>,
+) -> ApiResult<Json<Page<ApiToken>>> {
     caller.require_admin()?;
-    Ok(Json(state.store().list_api_tokens().await?))
+    let page = super::deployments::page_request(query.page, query.per_page)?;
+    let (items, total) = state.store().list_api_tokens_page(page).await?;
+    Ok(Json(Page {
+        items,
+        total,
+        page: page.page,
+        per_page: page.per_page,
+    }))
 }
 
 /// Revoke an API token (admin only).

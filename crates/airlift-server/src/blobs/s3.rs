@@ -209,6 +209,19 @@ pub fn open(config: &S3Config) -> Result<Arc<dyn ObjectStore>, String> {
     })
 }
 
+/// Multipart uploads into the bucket of `config`, recorded in `store` while
+/// they run ([`super::recorded`]). Makes no request.
+pub fn recorded_uploads(
+    config: &S3Config,
+    store: airlift_store::SharedStore,
+) -> Result<super::recorded::RecordedUploads, String> {
+    Ok(super::recorded::RecordedUploads::new(
+        Arc::new(client(config)?),
+        config.prefix.clone(),
+        store,
+    ))
+}
+
 /// The client for `config`, at the bucket's root. Makes no request.
 pub(super) fn client(config: &S3Config) -> Result<AmazonS3, String> {
     let mut options = ClientOptions::new()

@@ -1,18 +1,42 @@
 //! What an interrupted upload leaves behind, found and removed at startup.
 //!
-//! An upload is spooled to a file of its own and then copied into the blob
-//! store in parts; a process killed in between (`kill -9`, a power cut)
-//! leaves the spool file, and the local blob store's staging file for the
-//! unfinished copy (`packages/<id>.airlift#<n>`). Neither is ever read
-//! again, and each may be gigabytes. Whatever is older than
-//! [`ABANDONED_AFTER`] is removed: an upload still running writes to its
-//! files all the time, so it is never that old.
+//! On local disk an upload is written into the blob store's staging file
+//! for it (`packages/<id>.airlift#<n>`), renamed into place when committed;
+//! a process killed in between (`kill -9`, a power cut) leaves the staging
+//! file — and earlier servers, which spooled uploads first, left spool
+//! files (`spool/upload-*.spool`). Neither is ever read again, and each may be
+//! gigabytes. Whatever is older than [`ABANDONED_AFTER`] is removed: an
+//! upload still running writes to its file all the time, so it is never
+//! that old.
+//!
+//! On S3 an interrupted upload leaves a multipart upload whose parts S3
+//! keeps (and bills) until it is aborted. Each is recorded in the store
+//! while it runs ([`super::recorded`]); [`abandoned_uploads`] aborts those
+//! recorded longer than [`ABANDONED_UPLOAD_AFTER`] ago — at startup, then
+//! every [`UPLOAD_SWEEP_PERIOD`] — and counts them in
+//! `airlift_blob_uploads_swept_total`. With several instances each sweeps;
+//! a record that old belongs to no request still running, and an upload
+//! aborted twice is no harm.
 
+use super::recorded::RecordedUploads;
+use super::{bounded, STALL};
+use airlift_store::StaleUpload;
+use object_store::path::Path as BlobPath;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 /// Files untouched for this long belong to no upload in progress.
 pub const ABANDONED_AFTER: Duration = Duration::from_secs(3600);
+
+/// A recorded S3 upload started this long ago belongs to no request still
+/// running (a body that stalls for the body timeout fails long before).
+pub const ABANDONED_UPLOAD_AFTER: Duration = Duration::from_secs(24 * 3600);
+
+/// How often a running server sweeps abandoned S3 uploads again.
+pub const UPLOAD_SWEEP_PERIOD: Duration = Duration::from_secs(3600);
+
+/// Records read from the store at a time.
+const UPLOAD_BATCH: u32 = 100;
 
 /// Prefix of a spool file's name.
 pub const SPOOL_PREFIX: &str = "upload-";
@@ -80,6 +104,99 @@ fn visit(
             Err(error) => {
                 tracing::warn!(%error, path = %path.display(), "cannot remove an abandoned upload file");
             }
+        }
+    }
+}
+
+/// What a sweep of abandoned S3 uploads did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct SweptUploads {
+    /// Uploads aborted (their objects deleted, had a commit landed).
+    pub aborted: u64,
+    /// Records of uploads that were committed and whose package row was
+    /// written: only the record was left.
+    pub committed: u64,
+    /// Uploads the store would not abort now; their records stay for the
+    /// next sweep.
+    pub failed: u64,
+}
+
+/// Aborts the recorded uploads started before `cutoff` and forgets their
+/// records; counts what it aborted in `airlift_blob_uploads_swept_total`
+/// and logs it.
+pub async fn abandoned_uploads(
+    uploads: &RecordedUploads,
+    cutoff: chrono::DateTime<chrono::Utc>,
+) -> SweptUploads {
+    let mut swept = SweptUploads::default();
+    loop {
+        let batch = match uploads.store.stale_uploads(cutoff, UPLOAD_BATCH).await {
+            Ok(batch) => batch,
+            Err(error) => {
+                tracing::warn!(%error, "reading the records of abandoned uploads failed; the next sweep tries again");
+                break;
+            }
+        };
+        let whole_batch = batch.len() == UPLOAD_BATCH as usize;
+        let failed_before = swept.failed;
+        for stale in &batch {
+            settle(uploads, stale, &mut swept).await;
+        }
+        // Records that failed stay, and would come back in every batch.
+        let settled = batch.len() as u64 - (swept.failed - failed_before);
+        if !whole_batch || settled == 0 {
+            break;
+        }
+    }
+    metrics::counter!("airlift_blob_uploads_swept_total").increment(swept.aborted);
+    if swept != SweptUploads::default() {
+        tracing::info!(
+            aborted = swept.aborted,
+            committed = swept.committed,
+            failed = swept.failed,
+            "swept abandoned uploads from the blob store"
+        );
+    }
+    swept
+}
+
+/// Ends one abandoned upload: a committed one's record is forgotten; an
+/// object whose commit landed while its package row never did is deleted;
+/// any other upload is aborted. (An object under the key means the upload
+/// was committed: each upload has a key of its own.)
+async fn settle(uploads: &RecordedUploads, stale: &StaleUpload, swept: &mut SweptUploads) {
+    let record = &stale.upload;
+    if stale.package_stored {
+        uploads.forget(record).await;
+        swept.committed += 1;
+        return;
+    }
+    let path = match BlobPath::parse(&record.object_key) {
+        Ok(path) => path,
+        Err(error) => {
+            tracing::warn!(%error, object_key = %record.object_key, "a recorded upload names no valid key; its record is dropped");
+            uploads.forget(record).await;
+            return;
+        }
+    };
+    let bucket = &uploads.bucket;
+    let ended = match bounded(STALL, "looking for an abandoned object", bucket.head(&path)).await {
+        Ok(_) => bounded(STALL, "deleting an abandoned object", bucket.delete(&path)).await,
+        Err(object_store::Error::NotFound { .. }) => {
+            let abort = bucket.abort_multipart(&path, &record.upload_id);
+            bounded(STALL, "aborting an abandoned upload", abort).await
+        }
+        Err(error) => Err(error),
+    };
+    match ended {
+        Ok(()) | Err(object_store::Error::NotFound { .. }) => {
+            uploads.forget(record).await;
+            tracing::info!(object_key = %record.object_key, upload_id = %record.upload_id, instance = %record.instance, started_at = %record.started_at, "aborted an abandoned upload");
+            swept.aborted += 1;
+        }
+        Err(error) => {
+            tracing::warn!(%error, object_key = %record.object_key, upload_id = %record.upload_id, "aborting an abandoned upload failed; the next sweep tries again");
+            swept.failed += 1;
         }
     }
 }

@@ -92,7 +92,8 @@ async fn render(
         )),
     )
     .await?
-    .0;
+    .0
+    .items;
     let older = entries.len() > PER_PAGE as usize;
     entries.truncate(PER_PAGE as usize);
     let body = html! {

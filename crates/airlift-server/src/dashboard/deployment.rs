@@ -322,6 +322,15 @@ fn summary(
                     }
                     @if deployment.install.download_only { "; download only, until an operator releases the install" }
                 }
+                @if deployment.dynamic {
+                    dt { "Joins" } dd {
+                        (deployment.joined_late) " devices joined the target later; "
+                        @match deployment.ends_at {
+                            Some(ends) => { "takes in devices until " (layout::time(ends)) }
+                            None => { "takes in devices until an operator ends it" }
+                        }
+                    }
+                }
                 dt { "Created" } dd { (layout::time(deployment.created_at)) }
                 @if let Some(finished) = deployment.finished_at {
                     dt { "Finished" } dd { (layout::time(finished)) }

@@ -325,6 +325,9 @@ mod tests {
             counts: counts.iter().copied().collect(),
             created_at: chrono::Utc::now(),
             finished_at: None,
+            dynamic: false,
+            ends_at: None,
+            joined_late: 0,
         }
     }
 

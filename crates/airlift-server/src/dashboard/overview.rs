@@ -7,8 +7,9 @@
 //! run together), read with the same filters the API lists devices with,
 //! so a count here is the total `GET /api/v1/devices` answers for the link
 //! beside it. The page is live: open overviews refresh on every change, so
-//! one instance computes the overview once for all viewers who asked at
-//! about the same time ([`Snapshots`]), never once per viewer.
+//! one instance reads the overview once for all its viewers and, while
+//! someone looks, again in the background after each burst of changes
+//! ([`Snapshots`]): never once per viewer, and not while a viewer waits.
 
 use super::charts::{self, Series};
 use super::layout::{self, Nav, PageError, PageInfo};
@@ -20,16 +21,15 @@ use airlift_protocol::state::{DeploymentStatus, DeviceStatus, UpdateState};
 use airlift_protocol::strategy::{FailureThreshold, Strategy};
 use airlift_protocol::DeploymentId;
 use airlift_store::{
-    CheckInCount, DeploymentRecord, DeviceCounts, FailureGroup, InstallCount, SharedStore,
-    UpdateCount, VersionCount,
+    CheckInCount, DeploymentRecord, DeviceCounts, FailureGroup, InstallCount, UpdateCount,
+    VersionCount,
 };
 use axum::extract::State;
 use chrono::{DateTime, TimeDelta, Utc};
 use maud::{html, Markup};
+use snapshots::Snapshots;
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, Weak};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex};
 
 /// Days the versions chart covers.
 const CHART_DAYS: i64 = 30;
@@ -40,11 +40,8 @@ const TOP_NAMES: u32 = 6;
 const TOP_VERSIONS: u32 = 5;
 /// Failure reasons shown.
 const TOP_REASONS: u32 = 10;
-/// How long a snapshot serves viewers when nothing changed meanwhile (the
-/// offline count and the charts move with time alone).
-const SNAPSHOT_TTL: Duration = Duration::from_secs(5);
-/// Least time between two computations under a stream of changes.
-const SNAPSHOT_SPACING: Duration = Duration::from_millis(250);
+
+mod snapshots;
 
 /// Everything the overview shows, read at one moment.
 #[derive(Debug)]
@@ -120,96 +117,6 @@ async fn read(state: &AppState, past: &PastInstalls) -> Result<Overview, ApiErro
         installs,
         check_ins,
     })
-}
-
-/// The latest overview of one store, shared by every viewer of this
-/// instance: a viewer gets a snapshot whose reading began after it asked,
-/// or one nothing has changed since (by the store's change feed) that is
-/// younger than [`SNAPSHOT_TTL`]. One reading runs at a time; viewers who
-/// ask meanwhile wait for the next and share it.
-struct Snapshots {
-    store: Weak<dyn airlift_store::Store>,
-    /// Moves at every change the feed announces.
-    changes: AtomicU64,
-    /// Whether the feed hears changes (while deaf, no snapshot is reused).
-    listening: AtomicBool,
-    latest: tokio::sync::Mutex<Option<Snapshot>>,
-    past_installs: PastInstalls,
-}
-
-struct Snapshot {
-    began: Instant,
-    changes: u64,
-    overview: Arc<Overview>,
-}
-
-impl Snapshots {
-    /// This store's snapshots, following its change feed from the first call.
-    fn of(store: SharedStore) -> Arc<Snapshots> {
-        static ALL: OnceLock<Mutex<Vec<Arc<Snapshots>>>> = OnceLock::new();
-        let mut all = ALL
-            .get_or_init(Default::default)
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        all.retain(|s| s.store.strong_count() > 0);
-        if let Some(found) = all
-            .iter()
-            .find(|s| s.store.upgrade().is_some_and(|s| Arc::ptr_eq(&s, &store)))
-        {
-            return found.clone();
-        }
-        let snapshots = Arc::new(Snapshots {
-            store: Arc::downgrade(&store),
-            changes: AtomicU64::new(0),
-            listening: AtomicBool::new(false),
-            latest: tokio::sync::Mutex::new(None),
-            past_installs: Mutex::new(None),
-        });
-        let mut feed = store.changes();
-        let following = Arc::downgrade(&snapshots);
-        tokio::spawn(async move {
-            while let Some(event) = feed.recv().await {
-                let Some(snapshots) = following.upgrade() else {
-                    return;
-                };
-                match event {
-                    airlift_store::StoreEvent::Listening => {
-                        snapshots.listening.store(true, Ordering::SeqCst)
-                    }
-                    airlift_store::StoreEvent::Interrupted => {
-                        snapshots.listening.store(false, Ordering::SeqCst)
-                    }
-                    _ => {}
-                }
-                snapshots.changes.fetch_add(1, Ordering::SeqCst);
-            }
-        });
-        all.push(snapshots.clone());
-        snapshots
-    }
-
-    async fn get(&self, state: &AppState) -> Result<Arc<Overview>, ApiError> {
-        let asked = Instant::now();
-        let mut latest = self.latest.lock().await;
-        if let Some(snapshot) = latest.as_ref() {
-            let unchanged = self.listening.load(Ordering::SeqCst)
-                && snapshot.changes == self.changes.load(Ordering::SeqCst)
-                && snapshot.began.elapsed() < SNAPSHOT_TTL;
-            if snapshot.began >= asked || unchanged {
-                return Ok(snapshot.overview.clone());
-            }
-            tokio::time::sleep_until((snapshot.began + SNAPSHOT_SPACING).into()).await;
-        }
-        let changes = self.changes.load(Ordering::SeqCst);
-        let began = Instant::now();
-        let overview = Arc::new(read(state, &self.past_installs).await?);
-        *latest = Some(Snapshot {
-            began,
-            changes,
-            overview: overview.clone(),
-        });
-        Ok(overview)
-    }
 }
 
 /// `GET /ui/`.
@@ -756,6 +663,8 @@ mod tests {
                 acknowledged_failures: acknowledged,
                 ..Default::default()
             },
+            dynamic: false,
+            ends_at: None,
         }
     }
 }

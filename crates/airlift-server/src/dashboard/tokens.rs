@@ -5,7 +5,7 @@
 use super::layout::{self, csrf_field, error_words, field_of, Nav, PageError, PageInfo};
 use super::session::{ActionForm, Viewer};
 use crate::api;
-use crate::extract::{ApiJson, ApiPath};
+use crate::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::state::AppState;
 use airlift_protocol::management::{ApiToken, CreateTokenRequest, CreatedToken};
 use airlift_protocol::state::Role;
@@ -54,9 +54,24 @@ pub async fn page(
     render(&state, &viewer, shown, StatusCode::OK).await
 }
 
+/// The tokens, through the API's list: its largest page (a server has a
+/// handful of tokens, not a thousand).
+async fn listed(
+    state: &AppState,
+    caller: &crate::auth::ApiCaller,
+) -> Result<Vec<ApiToken>, crate::error::ApiError> {
+    let query = api::TokenQuery {
+        page: Some(1),
+        per_page: Some(1000),
+    };
+    let Json(page) =
+        api::list_tokens(State(state.clone()), caller.clone(), ApiQuery(query)).await?;
+    Ok(page.items)
+}
+
 async fn render(state: &AppState, viewer: &Viewer, shown: Shown, status: StatusCode) -> Response {
-    let tokens = match api::list_tokens(State(state.clone()), viewer.caller.clone()).await {
-        Ok(Json(tokens)) => tokens,
+    let tokens = match listed(state, &viewer.caller).await {
+        Ok(tokens) => tokens,
         Err(error) => return PageError(error).into_response(),
     };
     let body = html! {
@@ -243,8 +258,8 @@ pub async fn revoke(
         Err(error) => return error.into_response(),
     };
     let caller = form.viewer.caller.clone();
-    let name = match api::list_tokens(State(state.clone()), caller.clone()).await {
-        Ok(Json(tokens)) => tokens.into_iter().find(|t| t.id == id).map(|t| t.name),
+    let name = match listed(&state, &caller).await {
+        Ok(tokens) => tokens.into_iter().find(|t| t.id == id).map(|t| t.name),
         Err(error) => return PageError(error).into_response(),
     };
     match api::delete_token(State(state.clone()), caller, ApiPath(id)).await {

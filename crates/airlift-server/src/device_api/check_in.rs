@@ -99,7 +99,11 @@ async fn find_offer(
         let admitted = current.as_ref().is_some_and(|u| u.phase.is_some());
         let update_state = match current {
             Some(update) => update.state,
-            None if rollout::target_matches(&deployment.target, device) => {
+            // A dynamic deployment takes in a device that joined its
+            // target later, until it ends.
+            None if deployment.takes_in_devices(now)
+                && rollout::target_matches(&deployment.target, device) =>
+            {
                 let (initial, reason) = rollout::initial_state(manifest, device);
                 store
                     .add_device_to_deployment(

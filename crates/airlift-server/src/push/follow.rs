@@ -100,6 +100,8 @@ mod tests {
             created_at: Utc::now(),
             finished_at: None,
             rollout: RolloutState::default(),
+            dynamic: false,
+            ends_at: None,
         }
     }
 
@@ -112,6 +114,7 @@ mod tests {
             phase,
             progress: None,
             progress_at: None,
+            joined_late: false,
         }
     }
 

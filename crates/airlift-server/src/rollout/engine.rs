@@ -7,6 +7,10 @@
 //! devices, admits devices, moves the deployment's status and phase. The
 //! time is handed in, so tests drive days of soak in milliseconds; the
 //! server's task calls it with the wall clock every `rollout_interval`.
+//! A dynamic deployment (one that takes in devices joining its target
+//! later) finishes only once its end date has passed or an operator ended
+//! it; the engine finishes it then, phased or not, once its devices are
+//! done.
 
 use super::plan::{plan, Plan, View};
 use airlift_protocol::management::Device;
@@ -60,6 +64,11 @@ impl RolloutEngine {
         let mut reports = Vec::new();
         for deployment in self.store.open_deployments().await? {
             let Strategy::Phased(strategy) = &deployment.strategy else {
+                // Nothing advances an all-at-once deployment but its
+                // devices' reports — and, for a dynamic one, its end date.
+                if deployment.dynamic && deployment.may_finish(now) {
+                    reports.push(self.finish_ended(&deployment, now).await?);
+                }
                 continue;
             };
             let until = now + Duration::seconds(LEASE_SECS);
@@ -161,6 +170,26 @@ impl RolloutEngine {
         }
         store.finish_deployment_if_done(deployment.id, now).await?;
         Ok(report)
+    }
+
+    /// Finishes an all-at-once dynamic deployment whose end has come, if
+    /// its devices are done (a conditional write: any instance may try).
+    async fn finish_ended(
+        &self,
+        deployment: &DeploymentRecord,
+        now: DateTime<Utc>,
+    ) -> StoreResult<TickReport> {
+        let finished = self
+            .store
+            .finish_deployment_if_done(deployment.id, now)
+            .await?;
+        if finished {
+            tracing::info!(deployment_id = %deployment.id, "dynamic deployment ended and finished");
+        }
+        Ok(TickReport {
+            status: finished.then_some(DeploymentStatus::Finished),
+            ..TickReport::default()
+        })
     }
 
     /// Runs [`tick`](Self::tick) every `interval`, for as long as the server runs.

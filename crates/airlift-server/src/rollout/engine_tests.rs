@@ -107,11 +107,33 @@ impl Fleet {
     }
 
     async fn deploy_with(&self, strategy: Phased, install: InstallPolicy) -> Result<DeploymentId> {
+        self.insert(Strategy::Phased(strategy), install, None).await
+    }
+
+    /// A dynamic deployment to the fleet, ending at `ends_at` if given.
+    async fn deploy_dynamic(
+        &self,
+        strategy: Strategy,
+        ends_at: Option<DateTime<Utc>>,
+    ) -> Result<DeploymentId> {
+        self.insert(strategy, InstallPolicy::default(), Some(ends_at))
+            .await
+    }
+
+    /// `dynamic`: `None` for a static deployment, else its end.
+    async fn insert(
+        &self,
+        strategy: Strategy,
+        install: InstallPolicy,
+        dynamic: Option<Option<DateTime<Utc>>>,
+    ) -> Result<DeploymentId> {
+        let package_id = PackageId::new();
         let package = PackageRecord {
             package: Package {
-                id: PackageId::new(),
+                id: package_id,
                 name: "rootfs".into(),
-                version: "2.0.0".into(),
+                // One package per deployment: name and version are unique.
+                version: format!("2.0.0-{package_id}"),
                 description: None,
                 device_types: vec!["pi4".into()],
                 security_version: 1,
@@ -131,7 +153,7 @@ impl Fleet {
             name: "staged".into(),
             package_id: package.package.id,
             target: Target::Devices(self.devices.clone()),
-            strategy: Strategy::Phased(strategy),
+            strategy,
             install,
             status: DeploymentStatus::Active,
             created_at: t0(),
@@ -140,6 +162,8 @@ impl Fleet {
                 phase_started_at: Some(t0()),
                 ..RolloutState::default()
             },
+            dynamic: dynamic.is_some(),
+            ends_at: dynamic.flatten(),
         };
         let initial: Vec<_> = self
             .devices
@@ -627,5 +651,122 @@ async fn devices_joining_the_target_count_in_the_current_share() -> Result {
     }
     engine.tick(t0() + Duration::minutes(1)).await?;
     assert_eq!(fleet.admitted(id).await?.len(), 30, "20 % of 150");
+    Ok(())
+}
+
+/// A device joining the target later, as a check-in adds it.
+async fn join_late(fleet: &Fleet, id: DeploymentId, serial: &str) -> Result<DeviceId> {
+    let device = device(serial, vec![]);
+    fleet.store.insert_device(&device).await?;
+    fleet
+        .store
+        .add_device_to_deployment(id, device.id, UpdateState::Pending, None, t0())
+        .await?;
+    Ok(device.id)
+}
+
+#[tokio::test]
+async fn a_dynamic_phased_rollout_admits_late_devices_and_finishes_only_at_its_end() -> Result {
+    let fleet = fleet(8, 0).await?;
+    let strategy = Phased {
+        phases: vec![
+            phase(PhaseDevices::Percent(25), 0),
+            phase(PhaseDevices::Percent(100), 0),
+        ],
+        ..staged(FailureThreshold::Percent(50), BreakerAction::Pause)
+    };
+    let ends_at = t0() + hours(48);
+    let id = fleet
+        .deploy_dynamic(Strategy::Phased(strategy), Some(ends_at))
+        .await?;
+    let engine = RolloutEngine::new(fleet.store.clone());
+    engine.tick(t0()).await?;
+    assert_eq!(fleet.admitted(id).await?.len(), 2, "25 % of 8");
+    // Four devices join while the first phase runs: 25 % of 12 is 3.
+    for n in 0..4 {
+        join_late(&fleet, id, &format!("LATE{n}")).await?;
+    }
+    engine.tick(t0() + Duration::minutes(1)).await?;
+    assert_eq!(
+        fleet.admitted(id).await?.len(),
+        3,
+        "25 % of the 12 targeted so far"
+    );
+
+    // Everyone succeeds through the last phase: still active, waiting for
+    // more devices, day after day.
+    for minutes in [2, 3, 4] {
+        fleet
+            .report_admitted(id, UpdateState::Success, t0() + Duration::minutes(minutes))
+            .await?;
+        engine.tick(t0() + Duration::minutes(minutes)).await?;
+    }
+    assert_eq!(fleet.admitted(id).await?.len(), 12);
+    engine.tick(t0() + hours(24)).await?;
+    assert_eq!(fleet.deployment(id).await?.status, DeploymentStatus::Active);
+
+    // One more joins and is admitted by the last phase at once.
+    let late = join_late(&fleet, id, "LATE-LAST").await?;
+    engine.tick(t0() + hours(25)).await?;
+    assert_eq!(fleet.admitted(id).await?.get(&late), Some(&1));
+    fleet
+        .report_admitted(id, UpdateState::Success, t0() + hours(26))
+        .await?;
+    engine.tick(t0() + hours(47)).await?;
+    assert_eq!(fleet.deployment(id).await?.status, DeploymentStatus::Active);
+
+    // Its end date passes: it finishes, by the engine, then.
+    let reports = engine.tick(ends_at).await?;
+    assert_eq!(reports.len(), 1);
+    let finished = fleet.deployment(id).await?;
+    assert_eq!(finished.status, DeploymentStatus::Finished);
+    assert_eq!(finished.finished_at, Some(ends_at));
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_all_at_once_dynamic_deployment_finishes_when_it_ends_and_its_devices_are_done() -> Result
+{
+    let fleet = fleet(2, 0).await?;
+    let ends_at = t0() + hours(2);
+    let id = fleet.deploy_dynamic(Strategy::All, Some(ends_at)).await?;
+    let engine = RolloutEngine::new(fleet.store.clone());
+    for device in &fleet.devices {
+        fleet
+            .store
+            .record_update_state(id, *device, UpdateState::Success, None, t0())
+            .await?;
+    }
+    assert!(
+        engine.tick(t0() + hours(1)).await?.is_empty(),
+        "not yet ended"
+    );
+    assert_eq!(fleet.deployment(id).await?.status, DeploymentStatus::Active);
+
+    // Ended, but a device that joined is still updating: it waits for it.
+    let late = join_late(&fleet, id, "LATE").await?;
+    let reports = engine.tick(ends_at).await?;
+    assert_eq!(reports[0].status, None);
+    assert_eq!(fleet.deployment(id).await?.status, DeploymentStatus::Active);
+    fleet
+        .store
+        .record_update_state(id, late, UpdateState::Failure, Some("disk full"), ends_at)
+        .await?;
+    let reports = engine.tick(ends_at + Duration::seconds(1)).await?;
+    assert_eq!(reports[0].status, Some(DeploymentStatus::Finished));
+
+    // A deployment without an end date stays active whatever the clock says.
+    let open = fleet.deploy_dynamic(Strategy::All, None).await?;
+    for device in &fleet.devices {
+        fleet
+            .store
+            .record_update_state(open, *device, UpdateState::Success, None, t0())
+            .await?;
+    }
+    engine.tick(t0() + hours(24 * 365)).await?;
+    assert_eq!(
+        fleet.deployment(open).await?.status,
+        DeploymentStatus::Active
+    );
     Ok(())
 }

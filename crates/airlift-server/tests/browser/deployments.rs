@@ -49,8 +49,8 @@ async fn click(browser: &Browser, css: &str) {
         .expect("click");
 }
 
-/// Fills the new-deployment form as a person would: attributes target,
-/// phased, the given phases, threshold and breaker action.
+/// Fills the new-deployment form as a person would: attributes target
+/// (static), phased, the given phases, threshold and breaker action.
 async fn fill(browser: &Browser, plan: &Plan<'_>) {
     type_into(browser, "#name", plan.name).await;
     browser
@@ -67,6 +67,9 @@ async fn fill(browser: &Browser, plan: &Plan<'_>) {
         &format!("device_type={DEVICE_TYPE}"),
     )
     .await;
+    // Static, so that the deployment finishes once these devices are done
+    // (a tag or attributes deployment otherwise stays open for late joiners).
+    click(browser, "#static").await;
     click(browser, "input[name=strategy][value=phased]").await;
     for row in 0..3 {
         let (percent, soak) = plan.phases.get(row).copied().unwrap_or(("", ""));

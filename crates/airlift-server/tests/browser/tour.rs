@@ -45,7 +45,7 @@ async fn world() -> World {
     let finished = dashboard
         .api_post(
             "/deployments",
-            json!({"name": "rootfs 2.0.0", "package_id": good["id"], "target": target}),
+            json!({"name": "rootfs 2.0.0", "package_id": good["id"], "target": target, "dynamic": false}),
         )
         .await;
     let finished = finished["id"].as_str().expect("id").to_owned();

@@ -52,7 +52,9 @@ async fn admins_create_and_revoke_tokens_in_the_browser() {
             .await;
         assert_eq!(forged.status, StatusCode::FORBIDDEN);
         assert_eq!(
-            server.admin_get("/tokens").await.as_array().map(Vec::len),
+            server.admin_get("/tokens").await["items"]
+                .as_array()
+                .map(Vec::len),
             Some(1),
             "neither the refused nor the forged form stored a token"
         );
@@ -81,7 +83,7 @@ async fn admins_create_and_revoke_tokens_in_the_browser() {
 
         // Revoked: the secret stops working.
         let tokens = server.admin_get("/tokens").await;
-        let ci = tokens
+        let ci = tokens["items"]
             .as_array()
             .and_then(|all| all.iter().find(|t| t["name"] == "ci <release>"))
             .and_then(|t| t["id"].as_str())
@@ -153,7 +155,9 @@ async fn tokens_and_the_audit_log_are_for_admins_only() {
         .await;
     assert_eq!(create.status, StatusCode::FORBIDDEN);
     assert_eq!(
-        server.admin_get("/tokens").await.as_array().map(Vec::len),
+        server.admin_get("/tokens").await["items"]
+            .as_array()
+            .map(Vec::len),
         Some(2)
     );
 }
@@ -209,7 +213,8 @@ async fn the_audit_log_filters_by_actor_and_action_and_pages_back() {
         let api = server
             .admin_get("/audit?actor=ops&action=token.create")
             .await;
-        assert_eq!(api.as_array().map(Vec::len), Some(1), "{api}");
+        assert_eq!(api["items"].as_array().map(Vec::len), Some(1), "{api}");
+        assert_eq!(api["total"], 1, "{api}");
         let long = "x".repeat(300);
         let refused = server
             .client

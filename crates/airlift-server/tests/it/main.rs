@@ -11,6 +11,7 @@ mod dashboard_deployments;
 mod dashboard_devices;
 mod dashboard_packages;
 mod dashboard_support;
+mod dynamic;
 mod hostile;
 mod instances;
 mod lifecycle;

@@ -227,7 +227,7 @@ fn list_filters_and_paging_are_query_parameters_with_bounds() {
     );
     assert_eq!(
         names(&audit),
-        ["limit", "before", "actor", "action"]
+        ["page", "per_page", "before", "actor", "action"]
             .map(str::to_owned)
             .into()
     );
@@ -243,7 +243,7 @@ fn list_filters_and_paging_are_query_parameters_with_bounds() {
     };
     let page = find(&devices, "page");
     assert_eq!(page["schema"]["minimum"], 1, "{page}");
-    for (list, name) in [(&devices, "per_page"), (&audit, "limit")] {
+    for (list, name) in [(&devices, "per_page"), (&audit, "per_page")] {
         let parameter = find(list, name);
         assert_eq!(parameter["schema"]["minimum"], 1, "{parameter}");
         assert_eq!(parameter["schema"]["maximum"], 1000, "{parameter}");

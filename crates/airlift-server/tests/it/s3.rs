@@ -1,6 +1,8 @@
 //! Package files in S3 (`s3s-fs`, a real S3 server that checks SigV4
-//! signatures): stored only once verified, served with ranges, deleted with
-//! their package; a refused upload leaves nothing in the bucket; a missing
+//! signatures): streamed into a multipart upload while verified, committed
+//! only once verified, served with ranges, deleted with their package; a
+//! refused or interrupted upload leaves nothing in the bucket and no record;
+//! an upload a crash abandoned is aborted at the next start; a missing
 //! object is a clear 5xx the server survives; a bucket the server cannot
 //! use stops it at startup with one line naming the variable to fix.
 
@@ -9,8 +11,9 @@ use airlift_testkit::s3::{S3Server, ACCESS_KEY_ID, BUCKET, REGION, SECRET_ACCESS
 use airlift_testkit::server::{ServerError, ServerProcess};
 use futures::TryStreamExt;
 use object_store::aws::{AmazonS3, AmazonS3Builder};
+use object_store::multipart::MultipartStore;
 use object_store::path::Path as BlobPath;
-use object_store::ObjectStore;
+use object_store::{ObjectStore, PutPayload};
 use reqwest::StatusCode;
 use serde_json::Value;
 use std::process::Command;
@@ -57,6 +60,69 @@ async fn listing(s3: &S3Server) -> Vec<(String, u64)> {
 
 fn key_of(package_id: impl std::fmt::Display) -> String {
     format!("{PREFIX}/packages/{package_id}.airlift")
+}
+
+/// The server's database, opened beside it.
+async fn database(server: &TestServer) -> airlift_store::SharedStore {
+    let url = match &server.backend {
+        Backend::Sqlite => format!("sqlite://{}", data_dir(server).join("airlift.db").display()),
+        Backend::Postgres(schema) => schema.url().to_owned(),
+    };
+    let url = airlift_store::DatabaseUrl::parse(&url).expect("database url");
+    airlift_store::open(&url)
+        .await
+        .expect("open the server's database")
+}
+
+/// The multipart uploads the server has recorded as under way.
+async fn upload_records(server: &TestServer) -> Vec<airlift_store::StaleUpload> {
+    let far = chrono::Utc::now() + chrono::TimeDelta::days(365);
+    database(server)
+        .await
+        .stale_uploads(far, 1000)
+        .await
+        .expect("read the upload records")
+}
+
+/// Waits until nothing of an upload is left: no multipart upload in the
+/// bucket, no record in the database.
+async fn until_no_upload_is_left(server: &TestServer, s3: &S3Server) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (open, records) = (s3.unfinished_uploads(), upload_records(server).await);
+        if open == 0 && records.is_empty() {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{open} multipart uploads open, records: {records:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A package of about 20 MB (stored uncompressed): three parts of 8 MiB.
+fn large_package(server: &TestServer, version: &str) -> Vec<u8> {
+    build_package_sized(server.signer.key(), "os", version, "pi4", 0, 20_000_000)
+}
+
+/// Sends the head of an upload of `file` and `sent` of its bytes on a
+/// socket of its own, and returns the socket (dropping it hangs up).
+async fn partial_upload(server: &TestServer, file: &[u8], sent: usize) -> tokio::net::TcpStream {
+    let address = server.url.trim_start_matches("http://").to_owned();
+    let mut socket = tokio::net::TcpStream::connect(&address)
+        .await
+        .expect("connect");
+    let head = format!(
+        "POST /api/v1/packages HTTP/1.1\r\nHost: {address}\r\nAuthorization: Bearer {ADMIN_TOKEN}\r\nContent-Type: application/octet-stream\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        file.len()
+    );
+    socket.write_all(head.as_bytes()).await.expect("head");
+    socket
+        .write_all(&file[..sent])
+        .await
+        .expect("part of the body");
+    socket
 }
 
 async fn management_download(
@@ -199,26 +265,8 @@ async fn a_refused_or_interrupted_upload_leaves_nothing_in_the_bucket() {
 
         // Half a package, then the connection closes.
         let file = build_package(server.signer.key(), "os", "1.0.1", "pi4", 0);
-        let address = server.url.trim_start_matches("http://").to_owned();
-        let mut socket = tokio::net::TcpStream::connect(&address)
-            .await
-            .expect("connect");
-        let head = format!(
-            "POST /api/v1/packages HTTP/1.1\r\nHost: {address}\r\nAuthorization: Bearer {ADMIN_TOKEN}\r\nContent-Type: application/octet-stream\r\nContent-Length: {}\r\n\r\n",
-            file.len()
-        );
-        socket.write_all(head.as_bytes()).await.expect("head");
-        socket
-            .write_all(&file[..file.len() / 2])
-            .await
-            .expect("half the body");
-        drop(socket);
-        let spool = data_dir(&server).join("spool");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while std::fs::read_dir(&spool).is_ok_and(|mut d| d.next().is_some()) {
-            assert!(Instant::now() < deadline, "the spool file stays");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        drop(partial_upload(&server, &file, file.len() / 2).await);
+        until_no_upload_is_left(&server, &blobs.server).await;
 
         // A verified package whose row cannot be written (a duplicate): its
         // object is put, then deleted again.
@@ -243,6 +291,219 @@ async fn a_refused_or_interrupted_upload_leaves_nothing_in_the_bucket() {
             0,
             "no multipart upload left open"
         );
+        assert!(
+            upload_records(&server).await.is_empty(),
+            "no upload record left"
+        );
+    }
+}
+
+/// The answer to an upload sent by hand: the status line and the rest.
+async fn answer(mut socket: tokio::net::TcpStream) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut answer = String::new();
+    let read = tokio::time::timeout(Duration::from_secs(60), socket.read_to_string(&mut answer));
+    read.await
+        .expect("an answer in time")
+        .expect("read the answer");
+    answer
+}
+
+/// Waits until the upload under way has sent a part to the bucket and is
+/// recorded: the body is in S3 before its end has arrived.
+async fn until_a_part_is_in_the_bucket(server: &TestServer, s3: &S3Server) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let records = upload_records(server).await;
+        let parts = s3.root().read_dir().map_or(0, |entries| {
+            entries
+                .flatten()
+                .filter(|e| {
+                    let name = e.file_name().to_string_lossy().into_owned();
+                    name.starts_with(".upload_id-") && name.contains(".part-")
+                })
+                .count()
+        });
+        if s3.unfinished_uploads() == 1 && records.len() == 1 && parts > 0 {
+            let record = &records[0].upload;
+            assert!(
+                record
+                    .object_key
+                    .starts_with(&format!("{PREFIX}/packages/")),
+                "{record:?}"
+            );
+            assert_eq!(format!("{PREFIX}/{}", record.blob_key), record.object_key);
+            assert!(!record.instance.is_empty());
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no part in the bucket: {} uploads open, {parts} parts, records {records:?}",
+            s3.unfinished_uploads()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_large_upload_streams_into_s3_as_it_arrives_and_is_committed_only_once_verified() {
+    for backend in Backend::all().await {
+        let (server, blobs) = on_s3(backend).await;
+        let file = large_package(&server, "4.0.0");
+        let first = 12 << 20;
+
+        // Cut after more than a part: the parts sent are aborted.
+        let socket = partial_upload(&server, &file, first).await;
+        until_a_part_is_in_the_bucket(&server, &blobs.server).await;
+        drop(socket);
+        until_no_upload_is_left(&server, &blobs.server).await;
+
+        // Damaged at its very end: refused after its parts went to S3.
+        let mut damaged = file.clone();
+        let last = damaged.len() - 1;
+        damaged[last] ^= 1;
+        let mut socket = partial_upload(&server, &damaged, first).await;
+        until_a_part_is_in_the_bucket(&server, &blobs.server).await;
+        socket.write_all(&damaged[first..]).await.expect("the rest");
+        let refused = answer(socket).await;
+        assert!(refused.starts_with("HTTP/1.1 422"), "{refused}");
+        until_no_upload_is_left(&server, &blobs.server).await;
+
+        // A stranger's signature: refused at its head, answered in full.
+        let stranger = airlift_package::SigningKey::generate().expect("key");
+        let untrusted = build_package_sized(&stranger, "os", "4.0.0", "pi4", 0, 20_000_000);
+        let response = server
+            .client
+            .post(server.api("/packages"))
+            .bearer_auth(ADMIN_TOKEN)
+            .body(untrusted)
+            .send()
+            .await
+            .expect("an answer, not a reset connection");
+        assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY);
+        until_no_upload_is_left(&server, &blobs.server).await;
+        assert!(
+            listing(&blobs.server).await.is_empty(),
+            "nothing in the bucket"
+        );
+        assert_eq!(server.admin_get("/packages").await["total"], 0, "no row");
+
+        // The whole package: in S3 before its end arrived, committed once verified.
+        let mut socket = partial_upload(&server, &file, first).await;
+        until_a_part_is_in_the_bucket(&server, &blobs.server).await;
+        assert!(
+            listing(&blobs.server).await.is_empty(),
+            "nothing committed yet"
+        );
+        socket.write_all(&file[first..]).await.expect("the rest");
+        let stored = answer(socket).await;
+        assert!(stored.starts_with("HTTP/1.1 201"), "{stored}");
+        until_no_upload_is_left(&server, &blobs.server).await;
+        let packages = server.admin_get("/packages").await["items"].clone();
+        let id = packages[0]["id"]
+            .as_str()
+            .expect("the package's id")
+            .to_owned();
+        let object = bucket(&blobs.server)
+            .get(&BlobPath::from(key_of(&id)))
+            .await
+            .expect("the object")
+            .bytes()
+            .await
+            .expect("its bytes");
+        assert!(
+            object[..] == file[..],
+            "the object is the file, byte for byte"
+        );
+    }
+}
+
+/// Records an upload as `server` would have, started `hours` ago.
+async fn record(server: &TestServer, object_key: &str, upload_id: &str, hours: i64) {
+    let blob_key = object_key
+        .strip_prefix(&format!("{PREFIX}/"))
+        .expect("under the prefix");
+    database(server)
+        .await
+        .record_upload(&airlift_store::UploadRecord {
+            object_key: object_key.to_owned(),
+            upload_id: upload_id.to_owned(),
+            blob_key: blob_key.to_owned(),
+            started_at: chrono::Utc::now() - chrono::TimeDelta::hours(hours),
+            instance: "a crashed instance".into(),
+        })
+        .await
+        .expect("record the upload");
+}
+
+#[tokio::test]
+async fn uploads_a_crash_abandoned_are_aborted_at_the_next_start() {
+    for backend in Backend::all().await {
+        let (mut server, blobs) = on_s3(backend).await;
+        let (package, _) = server.upload("os", "2.0.0", "pi4").await;
+        let bucket = bucket(&blobs.server);
+        let started = |name: &'static str| {
+            let bucket = &bucket;
+            async move {
+                let key = BlobPath::from(format!("{PREFIX}/packages/{name}.airlift"));
+                let id = bucket
+                    .create_multipart(&key)
+                    .await
+                    .expect("start an upload");
+                let part = bucket
+                    .put_part(&key, &id, 0, PutPayload::from(vec![1u8; 1000]))
+                    .await
+                    .expect("a part");
+                (key, id, part)
+            }
+        };
+        // Abandoned with a part stored.
+        let (abandoned, id, _) = started("abandoned").await;
+        record(&server, abandoned.as_ref(), &id, 30).await;
+        // Committed, but its package row was never written.
+        let (orphan, id, part) = started("orphan").await;
+        bucket
+            .complete_multipart(&orphan, &id, vec![part])
+            .await
+            .expect("commit");
+        record(&server, orphan.as_ref(), &id, 30).await;
+        // Committed and its row written; only the record was left.
+        record(&server, &key_of(package.id), "long-finished", 30).await;
+        // Started two hours ago: it may still be running.
+        let (recent, recent_id, _) = started("recent").await;
+        record(&server, recent.as_ref(), &recent_id, 2).await;
+        assert_eq!(blobs.server.unfinished_uploads(), 2);
+
+        server.crash_and_restart();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let left = loop {
+            let left = upload_records(&server).await;
+            if left.len() == 1 {
+                break left;
+            }
+            assert!(Instant::now() < deadline, "not swept: {left:?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        assert_eq!(left[0].upload.upload_id, recent_id, "the recent one stays");
+        assert_eq!(
+            blobs.server.unfinished_uploads(),
+            1,
+            "the abandoned one is aborted"
+        );
+        assert_eq!(
+            listing(&blobs.server).await,
+            vec![(key_of(package.id), package.size)],
+            "the orphan object is deleted, the package's kept"
+        );
+        assert_eq!(
+            server.metric("airlift_blob_uploads_swept_total").await,
+            2.0,
+            "counted in /metrics"
+        );
+        bucket
+            .abort_multipart(&recent, &recent_id)
+            .await
+            .expect("tidy up");
     }
 }
 

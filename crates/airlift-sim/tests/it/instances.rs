@@ -134,6 +134,7 @@ fn three_instances_lose_nothing_when_one_is_killed_mid_download() {
         "name": "scale-out",
         "package_id": package["id"],
         "target": {"attributes": {"device_type": DEVICE_TYPE}},
+        "dynamic": false,
         "strategy": {
             "type": "phased",
             "phases": [{"devices": {"percent": 25}}, {"devices": {"percent": 100}}],

@@ -90,6 +90,8 @@ impl World {
             "name": "fleet",
             "package_id": package["id"],
             "target": {"attributes": {"device_type": DEVICE_TYPE}},
+            // The tests follow each rollout to its end.
+            "dynamic": false,
             "strategy": strategy,
         });
         let response = self

@@ -30,7 +30,7 @@ macro_rules! sql_deployments {
                 sqlx::query::<$db>(concat!(
                     "INSERT INTO deployments (",
                     $crate::sql::columns!(deployments),
-                    ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"
+                    ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)"
                 ))
                 .bind(deployment_id.as_str())
                 .bind(deployment.name.as_str())
@@ -49,6 +49,8 @@ macro_rules! sql_deployments {
                     "acknowledged failures",
                 )?)
                 .bind(to_json(&deployment.install, "deployment install policy")?)
+                .bind(deployment.dynamic)
+                .bind(deployment.ends_at.map(millis))
                 .execute(&mut *tx)
                 .await
                 .map_err(|e| classify(e, &format!("deployment {}", deployment.id), ""))?;
@@ -138,9 +140,9 @@ macro_rules! sql_deployments {
             }
 
             async fn deployment_devices(&self, id: DeploymentId) -> StoreResult<Vec<DeviceUpdate>> {
-                sqlx::query_as::<$db, DeviceUpdateRow>(concat!(
+                sqlx::query_as::<$db, DeploymentDeviceRow>(concat!(
                     "SELECT ",
-                    $crate::sql::columns!(device_updates),
+                    $crate::sql::columns!(deployment_devices),
                     " FROM deployment_devices \
                      WHERE deployment_id = $1 ORDER BY device_id"
                 ))
@@ -148,7 +150,7 @@ macro_rules! sql_deployments {
                 .fetch_all(&self.pool)
                 .await?
                 .into_iter()
-                .map(DeviceUpdateRow::into_update)
+                .map(DeploymentDeviceRow::into_update)
                 .collect()
             }
 
@@ -303,7 +305,7 @@ macro_rules! sql_deployments {
                 let offset = i64::from(page.page.max(1) - 1) * per_page;
                 let mut select = QueryBuilder::<$db>::new(concat!(
                     "SELECT ",
-                    $crate::sql::columns!(device_updates),
+                    $crate::sql::columns!(deployment_devices),
                     " FROM deployment_devices"
                 ));
                 Self::push_devices_filter(&mut select, id, filter);
@@ -313,11 +315,11 @@ macro_rules! sql_deployments {
                     .push(" OFFSET ")
                     .push_bind(offset);
                 select
-                    .build_query_as::<DeviceUpdateRow>()
+                    .build_query_as::<DeploymentDeviceRow>()
                     .fetch_all(&self.pool)
                     .await?
                     .into_iter()
-                    .map(DeviceUpdateRow::into_update)
+                    .map(DeploymentDeviceRow::into_update)
                     .collect()
             }
 
@@ -541,18 +543,22 @@ macro_rules! sql_deployments {
                     .copied()
                     .filter(|s| !s.is_final())
                     .collect();
+                // A dynamic deployment waits for its end as well ($3: its
+                // end is the moment asked about, or before).
                 let sql = format!(
                     "UPDATE deployments SET status = $2, finished_at = $3 \
                      WHERE id = $1 AND status = $4 \
+                     AND (dynamic = $5 OR (ends_at IS NOT NULL AND ends_at <= $3)) \
                      AND NOT EXISTS (SELECT 1 FROM deployment_devices \
                      WHERE deployment_id = $1 AND state IN ({}))",
-                    placeholders(5, open.len()),
+                    placeholders(6, open.len()),
                 );
                 let mut query = sqlx::query::<$db>(&sql)
                     .bind(id.to_string())
                     .bind(DeploymentStatus::Finished.as_str())
                     .bind(millis(at))
-                    .bind(DeploymentStatus::Active.as_str());
+                    .bind(DeploymentStatus::Active.as_str())
+                    .bind(false);
                 for state in &open {
                     query = query.bind(state.as_str());
                 }
@@ -563,6 +569,64 @@ macro_rules! sql_deployments {
                         .await?;
                 }
                 Ok(finished)
+            }
+
+            async fn end_deployment(
+                &self,
+                id: DeploymentId,
+                at: DateTime<Utc>,
+            ) -> StoreResult<bool> {
+                let mut tx = self.begin().await?;
+                let ended = sqlx::query::<$db>(
+                    "UPDATE deployments SET ends_at = $2 \
+                     WHERE id = $1 AND dynamic = $3 AND status IN ($4, $5) \
+                     AND (ends_at IS NULL OR ends_at > $2)",
+                )
+                .bind(id.to_string())
+                .bind(millis(at))
+                .bind(true)
+                .bind(DeploymentStatus::Active.as_str())
+                .bind(DeploymentStatus::Paused.as_str())
+                .execute(&mut *tx)
+                .await?
+                .rows_affected()
+                    > 0;
+                if !ended {
+                    return Ok(false);
+                }
+                self.commit_with(tx, &[StoreEvent::DeploymentChanged(id)])
+                    .await?;
+                Ok(true)
+            }
+
+            async fn late_joiners(
+                &self,
+                ids: &[DeploymentId],
+            ) -> StoreResult<BTreeMap<DeploymentId, u64>> {
+                let mut out = BTreeMap::new();
+                for chunk in ids.chunks(INSERT_CHUNK) {
+                    let mut query = QueryBuilder::<$db>::new(
+                        "SELECT deployment_id, COUNT(*) FROM deployment_devices \
+                         WHERE joined_late = ",
+                    );
+                    query.push_bind(true).push(" AND deployment_id IN (");
+                    let mut listed = query.separated(", ");
+                    for id in chunk {
+                        listed.push_bind(id.to_string());
+                    }
+                    query.push(") GROUP BY deployment_id");
+                    let rows = query
+                        .build_query_as::<(String, i64)>()
+                        .fetch_all(&self.pool)
+                        .await?;
+                    for (deployment, devices) in rows {
+                        out.insert(
+                            parse("deployment_devices.deployment_id", &deployment)?,
+                            u64::try_from(devices).unwrap_or(0),
+                        );
+                    }
+                }
+                Ok(out)
             }
         }
     };

@@ -40,7 +40,11 @@ macro_rules! columns {
     (deployments) => {
         "id, name, package_id, target, strategy, status, created_at, finished_at, \
          phase, phase_started_at, phase_met_at, status_reason, acknowledged_failures, \
-         install_policy"
+         install_policy, dynamic, ends_at"
+    };
+    (deployment_devices) => {
+        "device_id, state, message, updated_at, phase, progress_done, progress_total, \
+         progress_at, joined_late"
     };
     (device_updates) => {
         "device_id, state, message, updated_at, phase, progress_done, progress_total, \
@@ -71,8 +75,8 @@ macro_rules! impl_store {
         use std::collections::BTreeMap;
         use $crate::codec::{
             classify, inventory_sha256, millis, normalise_tags, parse, placeholders, to_i64,
-            to_json, AuditRow, DeploymentRow, DeviceRecordRow, DeviceUpdateRow, EventRow,
-            PackageRow, SessionRow, TokenRow,
+            to_json, AuditRow, DeploymentDeviceRow, DeploymentRow, DeviceRecordRow,
+            DeviceUpdateRow, EventRow, PackageRow, SessionRow, TokenRow,
         };
         use $crate::sql::INSERT_CHUNK;
         use $crate::{
@@ -95,6 +99,7 @@ macro_rules! impl_store {
         $crate::sql::sql_deployments!($store, $db, $begin);
         $crate::sql::sql_updates!($store, $db, $begin);
         $crate::sql::sql_sessions!($store, $db, $begin);
+        $crate::sql::sql_uploads!($store, $db, $begin);
 
         // Each method is the inherent method of the same name, which its
         // area's macro defines (inherent methods win over trait methods).
@@ -135,6 +140,13 @@ macro_rules! impl_store {
                 self.list_api_tokens().await
             }
 
+            async fn list_api_tokens_page(
+                &self,
+                page: PageRequest,
+            ) -> StoreResult<(Vec<ApiToken>, u64)> {
+                self.list_api_tokens_page(page).await
+            }
+
             async fn delete_api_token(&self, id: TokenId) -> StoreResult<bool> {
                 self.delete_api_token(id).await
             }
@@ -150,6 +162,15 @@ macro_rules! impl_store {
                 before: Option<i64>,
             ) -> StoreResult<Vec<AuditEntry>> {
                 self.list_audit(filter, limit, before).await
+            }
+
+            async fn list_audit_page(
+                &self,
+                filter: &$crate::AuditFilter,
+                before: Option<i64>,
+                page: PageRequest,
+            ) -> StoreResult<(Vec<AuditEntry>, u64)> {
+                self.list_audit_page(filter, before, page).await
             }
 
             async fn insert_session(&self, session: &NewSession) -> StoreResult<()> {
@@ -446,6 +467,21 @@ macro_rules! impl_store {
                 self.finish_deployment_if_done(id, at).await
             }
 
+            async fn end_deployment(
+                &self,
+                id: DeploymentId,
+                at: DateTime<Utc>,
+            ) -> StoreResult<bool> {
+                self.end_deployment(id, at).await
+            }
+
+            async fn late_joiners(
+                &self,
+                ids: &[DeploymentId],
+            ) -> StoreResult<BTreeMap<DeploymentId, u64>> {
+                self.late_joiners(ids).await
+            }
+
             async fn device_update(
                 &self,
                 deployment: DeploymentId,
@@ -503,6 +539,22 @@ macro_rules! impl_store {
             async fn device_history(&self, device: DeviceId) -> StoreResult<Vec<UpdateEvent>> {
                 self.device_history(device).await
             }
+
+            async fn record_upload(&self, upload: &$crate::UploadRecord) -> StoreResult<()> {
+                self.record_upload(upload).await
+            }
+
+            async fn forget_upload(&self, object_key: &str, upload_id: &str) -> StoreResult<bool> {
+                self.forget_upload(object_key, upload_id).await
+            }
+
+            async fn stale_uploads(
+                &self,
+                before: DateTime<Utc>,
+                limit: u32,
+            ) -> StoreResult<Vec<$crate::StaleUpload>> {
+                self.stale_uploads(before, limit).await
+            }
         }
     };
 }
@@ -515,6 +567,7 @@ mod packages;
 mod sessions;
 mod tokens;
 mod updates;
+pub(crate) mod uploads;
 
 pub(crate) use common::sql_common;
 pub(crate) use deployments::sql_deployments;
@@ -524,4 +577,5 @@ pub(crate) use packages::sql_packages;
 pub(crate) use sessions::sql_sessions;
 pub(crate) use tokens::sql_tokens;
 pub(crate) use updates::sql_updates;
+pub(crate) use uploads::sql_uploads;
 pub(crate) use {columns, impl_store};

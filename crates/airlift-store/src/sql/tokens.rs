@@ -93,6 +93,28 @@ macro_rules! sql_tokens {
                 .collect()
             }
 
+            async fn list_api_tokens_page(
+                &self,
+                page: PageRequest,
+            ) -> StoreResult<(Vec<ApiToken>, u64)> {
+                let per_page = i64::from(page.per_page.clamp(1, 1000));
+                let offset = i64::from(page.page.max(1) - 1) * per_page;
+                let total = self.count_api_tokens().await?;
+                let tokens = sqlx::query_as::<$db, TokenRow>(concat!(
+                    "SELECT ",
+                    $crate::sql::columns!(tokens),
+                    " FROM api_tokens ORDER BY created_at, id LIMIT $1 OFFSET $2"
+                ))
+                .bind(per_page)
+                .bind(offset)
+                .fetch_all(&self.pool)
+                .await?
+                .into_iter()
+                .map(|row| Ok(row.into_record()?.token))
+                .collect::<StoreResult<Vec<_>>>()?;
+                Ok((tokens, total))
+            }
+
             async fn delete_api_token(&self, id: TokenId) -> StoreResult<bool> {
                 let result = sqlx::query::<$db>("DELETE FROM api_tokens WHERE id = $1")
                     .bind(id.to_string())
@@ -116,17 +138,13 @@ macro_rules! sql_tokens {
                 Ok(())
             }
 
-            async fn list_audit(
-                &self,
+            /// ` AND …` for the audit entries matching `filter` and below
+            /// `before`, after a `WHERE`.
+            fn push_audit_filter(
+                query: &mut QueryBuilder<'_, $db>,
                 filter: &$crate::AuditFilter,
-                limit: u32,
                 before: Option<i64>,
-            ) -> StoreResult<Vec<AuditEntry>> {
-                let mut query = QueryBuilder::<$db>::new(concat!(
-                    "SELECT ",
-                    $crate::sql::columns!(audit),
-                    " FROM audit_log WHERE 1 = 1"
-                ));
+            ) {
                 if let Some(before) = before {
                     query.push(" AND id < ").push_bind(before);
                 }
@@ -157,6 +175,20 @@ macro_rules! sql_tokens {
                     }
                     None => {}
                 }
+            }
+
+            async fn list_audit(
+                &self,
+                filter: &$crate::AuditFilter,
+                limit: u32,
+                before: Option<i64>,
+            ) -> StoreResult<Vec<AuditEntry>> {
+                let mut query = QueryBuilder::<$db>::new(concat!(
+                    "SELECT ",
+                    $crate::sql::columns!(audit),
+                    " FROM audit_log WHERE 1 = 1"
+                ));
+                Self::push_audit_filter(&mut query, filter, before);
                 query
                     .push(" ORDER BY id DESC LIMIT ")
                     .push_bind(i64::from(limit));
@@ -165,6 +197,42 @@ macro_rules! sql_tokens {
                     .fetch_all(&self.pool)
                     .await?;
                 rows.into_iter().map(AuditRow::into_entry).collect()
+            }
+
+            async fn list_audit_page(
+                &self,
+                filter: &$crate::AuditFilter,
+                before: Option<i64>,
+                page: PageRequest,
+            ) -> StoreResult<(Vec<AuditEntry>, u64)> {
+                let per_page = i64::from(page.per_page.clamp(1, 1000));
+                let offset = i64::from(page.page.max(1) - 1) * per_page;
+                let mut count =
+                    QueryBuilder::<$db>::new("SELECT COUNT(*) FROM audit_log WHERE 1 = 1");
+                Self::push_audit_filter(&mut count, filter, before);
+                let total = count
+                    .build_query_scalar::<i64>()
+                    .fetch_one(&self.pool)
+                    .await?;
+                let mut query = QueryBuilder::<$db>::new(concat!(
+                    "SELECT ",
+                    $crate::sql::columns!(audit),
+                    " FROM audit_log WHERE 1 = 1"
+                ));
+                Self::push_audit_filter(&mut query, filter, before);
+                query
+                    .push(" ORDER BY id DESC LIMIT ")
+                    .push_bind(per_page)
+                    .push(" OFFSET ")
+                    .push_bind(offset);
+                let entries = query
+                    .build_query_as::<AuditRow>()
+                    .fetch_all(&self.pool)
+                    .await?
+                    .into_iter()
+                    .map(AuditRow::into_entry)
+                    .collect::<StoreResult<Vec<_>>>()?;
+                Ok((entries, u64::try_from(total).unwrap_or(0)))
             }
         }
     };

@@ -12,9 +12,9 @@ macro_rules! sql_updates {
                 deployment: DeploymentId,
                 device: DeviceId,
             ) -> StoreResult<Option<DeviceUpdate>> {
-                sqlx::query_as::<$db, DeviceUpdateRow>(concat!(
+                sqlx::query_as::<$db, DeploymentDeviceRow>(concat!(
                     "SELECT ",
-                    $crate::sql::columns!(device_updates),
+                    $crate::sql::columns!(deployment_devices),
                     " FROM deployment_devices \
                      WHERE deployment_id = $1 AND device_id = $2"
                 ))
@@ -22,7 +22,7 @@ macro_rules! sql_updates {
                 .bind(device.to_string())
                 .fetch_optional(&self.pool)
                 .await?
-                .map(DeviceUpdateRow::into_update)
+                .map(DeploymentDeviceRow::into_update)
                 .transpose()
             }
 
@@ -36,8 +36,8 @@ macro_rules! sql_updates {
             ) -> StoreResult<DeviceUpdate> {
                 sqlx::query::<$db>(
                     "INSERT INTO deployment_devices \
-                     (deployment_id, device_id, state, message, updated_at) \
-                     VALUES ($1, $2, $3, $4, $5) \
+                     (deployment_id, device_id, state, message, updated_at, joined_late) \
+                     VALUES ($1, $2, $3, $4, $5, $6) \
                      ON CONFLICT (deployment_id, device_id) DO NOTHING",
                 )
                 .bind(deployment.to_string())
@@ -45,6 +45,7 @@ macro_rules! sql_updates {
                 .bind(state.as_str())
                 .bind(message)
                 .bind(millis(at))
+                .bind(true)
                 .execute(&self.pool)
                 .await
                 .map_err(|e| {

@@ -379,6 +379,27 @@ async fn filters(ctx: Ctx) {
         vec![],
     )
     .await;
+    // Only what devices carry (counted from those tables): every set holds.
+    check(
+        DeviceFilter {
+            tag: Some("east".into()),
+            attributes: map(&[("kernel", "6.1"), ("region", "eu")]),
+            installed: map(&[("rootfs", "1.0"), ("app", "1")]),
+            ..Default::default()
+        },
+        vec![2],
+    )
+    .await;
+    check(
+        DeviceFilter {
+            tag: Some("lab".into()),
+            attributes: map(&[("kernel", "6.1")]),
+            installed: map(&[("rootfs", "2.0")]),
+            ..Default::default()
+        },
+        vec![1],
+    )
+    .await;
 }
 
 async fn pages_oldest_first_with_total(ctx: Ctx) {

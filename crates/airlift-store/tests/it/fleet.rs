@@ -217,6 +217,35 @@ async fn search_finds_identity_text_and_ids_only(ctx: Ctx) {
         (vec![c.id], 1)
     );
     assert_eq!(listed(store, &search("nothing like it")).await.1, 0);
+    // A search's matches page and sort like any listing, from either end.
+    let mut matches = Vec::new();
+    for n in 10..17 {
+        let mut d = device(n, i64::from(n));
+        d.identity = map(&[("serial", &format!("gamma-{n}"))]);
+        insert(store, &d).await;
+        matches.push(d.id);
+    }
+    for (sort, descending) in [(DeviceSort::CreatedAt, false), (DeviceSort::Identity, true)] {
+        let mut expected = matches.clone();
+        if descending {
+            expected.reverse();
+        }
+        let mut paged = Vec::new();
+        for page in 1..=4 {
+            let filter = DeviceFilter {
+                sort,
+                descending,
+                ..search("GAMMA-")
+            };
+            let (devices, total) = store
+                .list_devices(&filter, PageRequest { page, per_page: 2 })
+                .await
+                .expect("page");
+            assert_eq!(total, 7);
+            paged.extend(devices.into_iter().map(|d| d.id));
+        }
+        assert_eq!(paged, expected, "{sort:?}");
+    }
     // Combined with the other filters.
     let filter = DeviceFilter {
         status: Some(DeviceStatus::Pending),
@@ -288,6 +317,23 @@ async fn updates_filter_by_deployment_state_and_reason(ctx: Ctx) {
         )
         .await,
         (vec![ids[0], ids[2]], 2)
+    );
+    // A device with matching updates in two deployments is one device:
+    // device 2 is pending in the first and failed in the second.
+    assert_eq!(
+        listed(
+            store,
+            &by(UpdateFilter {
+                states: vec![UpdateState::Pending, UpdateState::Failure],
+                ..Default::default()
+            })
+        )
+        .await,
+        (vec![ids[0], ids[2]], 2)
+    );
+    assert_eq!(
+        listed(store, &by(UpdateFilter::default())).await,
+        (ids.to_vec(), 4)
     );
     // Every condition holds for one and the same update: device 2 failed
     // in the second deployment, and is only pending in the first.

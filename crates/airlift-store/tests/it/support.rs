@@ -211,6 +211,8 @@ pub fn deployment(package_id: PackageId, created: i64) -> DeploymentRecord {
         created_at: t(created),
         finished_at: None,
         rollout: airlift_store::RolloutState::default(),
+        dynamic: false,
+        ends_at: None,
     }
 }
 

@@ -100,6 +100,9 @@ fn target_fields(values: &FormValues, refusal: Option<&Refusal>) -> Markup {
             (area("target-devices", "Device ids", &values.target_devices, "Separated by spaces, commas or lines."))
             (area("target-attributes", "Attributes", &values.target_attributes,
                 "One name=value a line; all must match. device_type matches the reported device type."))
+            input #static type="checkbox" name="static" value="1" checked[values.fixed];
+            " " label.check for="static" { "Static: only the devices the tag or attributes match now. Otherwise devices that match later get it too, until an operator ends the deployment." }
+            (error_for(refusal, "static"))
         }
     }
 }

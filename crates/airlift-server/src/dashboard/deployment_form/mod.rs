@@ -82,6 +82,8 @@ struct FormValues {
     window_start: String,
     window_end: String,
     download_only: bool,
+    /// A tag or attributes target that takes in no devices joining later.
+    fixed: bool,
 }
 
 impl FormValues {
@@ -155,6 +157,7 @@ impl FormValues {
             window_start: raw("window-start"),
             window_end: raw("window-end"),
             download_only: form.value("download-only").is_some(),
+            fixed: form.value("static").is_some(),
         }
     }
 
@@ -185,6 +188,9 @@ impl FormValues {
         });
         if self.strategy == "phased" {
             request["strategy"] = self.phased()?;
+        }
+        if self.fixed && self.target != "devices" {
+            request["dynamic"] = false.into();
         }
         serde_json::from_value(request).map_err(|e| format!("the form could not be read: {e}"))
     }
@@ -313,6 +319,7 @@ impl FormValues {
             "install.window.end" => "window-end",
             p if p.starts_with("install.window") => "window-start",
             "install.download_only" => "download-only",
+            "dynamic" | "ends_at" => "static",
             p if p.starts_with("strategy") => "strategy",
             _ => return None,
         };
@@ -508,6 +515,10 @@ mod tests {
         assert_eq!(request.target, Target::Tag("fleet".into()));
         assert_eq!(request.strategy, Strategy::All);
         assert!(!request.install.download_only);
+        assert_eq!(request.dynamic, None, "a tag target is dynamic by default");
+        let mut fixed = filled();
+        fixed.fixed = true;
+        assert_eq!(fixed.request().expect("valid").dynamic, Some(false));
     }
 
     #[test]

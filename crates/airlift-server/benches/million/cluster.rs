@@ -1,0 +1,124 @@
+//! What the benchmark runs: one PostgreSQL schema, one S3 server
+//! (`s3s-fs`, the test kit's), and `airlift-server` instances on both —
+//! two for the load, with download offload on, and a third started later
+//! with offload off for the download figures. Plus the operator's side:
+//! the management API through a pooled client.
+
+use airlift_testkit::packages::Signer;
+use airlift_testkit::postgres::FreshSchema;
+use airlift_testkit::s3::S3Server;
+use airlift_testkit::server::{Echo, ServerProcess, ADMIN_TOKEN};
+use anyhow::{ensure, Context, Result};
+use reqwest::StatusCode;
+use serde_json::Value;
+use std::path::Path;
+
+/// The database, the object store and the instances' common settings.
+pub struct Cluster {
+    pub schema: FreshSchema,
+    pub s3: S3Server,
+    pub signer: Signer,
+    echo: Echo,
+    dir: tempfile::TempDir,
+}
+
+impl Cluster {
+    /// A fresh schema in `base` (a PostgreSQL URL) and a fresh bucket.
+    pub fn new(base: &str) -> Result<Self> {
+        let echo = if std::env::var_os("AIRLIFT_BENCH_SERVER_LOG").is_some() {
+            Echo::All
+        } else {
+            Echo::FirstWarnings(5)
+        };
+        Ok(Self {
+            schema: FreshSchema::create_in(base, "millionbench")?,
+            s3: S3Server::start(),
+            signer: Signer::new(),
+            echo,
+            dir: tempfile::tempdir()?,
+        })
+    }
+
+    /// An instance named `label` with a data directory of its own, download
+    /// offload `on` or `off`.
+    pub fn start(&self, label: &str, offload: &str) -> Result<ServerProcess> {
+        let data = self.dir.path().join(label);
+        let mut builder = ServerProcess::builder(airlift_testkit::server::binary(), data)
+            .label(label)
+            .trust(self.signer.public_key_file())
+            .admin_token(ADMIN_TOKEN)
+            .args(["--database-url", self.schema.url()])
+            .args(["--blob-url", &self.s3.url("million"), "--blob-path-style"])
+            .args(["--blob-offload", offload])
+            // A million devices polling every 5 minutes.
+            .args(["--poll-interval", "300", "--max-package-mib", "4096"])
+            .echo(self.echo);
+        for (name, value) in self.s3.env() {
+            builder = builder.env(name, value);
+        }
+        Ok(builder.start()?)
+    }
+}
+
+/// The management API of one instance, with the admin token.
+pub struct Admin {
+    client: reqwest::Client,
+    url: String,
+}
+
+impl Admin {
+    pub fn new(url: &str) -> Result<Self> {
+        Ok(Self {
+            client: reqwest::Client::builder().tcp_nodelay(true).build()?,
+            url: url.to_owned(),
+        })
+    }
+
+    fn api(&self, path: &str) -> String {
+        format!("{}/api/v1{path}", self.url)
+    }
+
+    pub async fn get(&self, path: &str) -> Result<Value> {
+        let response = self
+            .client
+            .get(self.api(path))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await?;
+        let status = response.status();
+        let text = response.text().await?;
+        ensure!(status.is_success(), "GET {path}: {status}: {text}");
+        Ok(serde_json::from_str(&text)?)
+    }
+
+    pub async fn post(&self, path: &str, body: &Value) -> Result<Value> {
+        let response = self
+            .client
+            .post(self.api(path))
+            .bearer_auth(ADMIN_TOKEN)
+            .json(body)
+            .send()
+            .await?;
+        let status = response.status();
+        let text = response.text().await?;
+        ensure!(status.is_success(), "POST {path}: {status}: {text}");
+        Ok(serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    /// Uploads a package file; its id.
+    pub async fn upload(&self, file: &Path) -> Result<String> {
+        let bytes = tokio::fs::read(file).await?;
+        let response = self
+            .client
+            .post(self.api("/packages"))
+            .bearer_auth(ADMIN_TOKEN)
+            .body(bytes)
+            .send()
+            .await?;
+        let status = response.status();
+        let text = response.text().await?;
+        ensure!(status == StatusCode::CREATED, "upload: {status}: {text}");
+        let answer: Value = serde_json::from_str(&text)?;
+        Ok(answer["id"].as_str().context("package id")?.to_owned())
+    }
+}
