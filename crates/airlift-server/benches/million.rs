@@ -48,6 +48,11 @@
 
 #[path = "million/cluster.rs"]
 mod cluster;
+// The server bench's management client; its enrolment of devices is not
+// used here (the million are seeded).
+#[path = "server/devices.rs"]
+#[allow(dead_code)]
+mod devices;
 #[path = "million/downloads.rs"]
 mod downloads;
 #[path = "million/load.rs"]
@@ -66,13 +71,15 @@ mod seed;
 use airlift_protocol::device::{download_path, CHECK_IN_PATH};
 use airlift_testkit::procfs;
 use airlift_testkit::server::ServerProcess;
+use airlift_testkit::server::ADMIN_TOKEN;
 use anyhow::{ensure, Context, Result};
-use cluster::{Admin, Cluster};
+use cluster::Cluster;
+use devices::Admin;
 use load::{Api, LoadDevice};
 use params::Params;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
-use serde_json::json;
+use seed::DEVICE_TYPE;
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -139,7 +146,7 @@ async fn run() -> Result<bool> {
         64 * 1024,
         &small,
     )?;
-    let package = admin.upload(&small).await?;
+    let package = uploaded_id(&admin, &small).await?;
     let (deployment, created_secs) = rollout::create(&admin, &package, &params).await?;
     eprintln!("rollout {deployment} created in {created_secs:.1} s");
 
@@ -285,16 +292,11 @@ async fn downloads(
         (params.package_mib << 20) as usize,
         &file,
     )?;
-    let package = admin.upload(&file).await?;
+    let package = uploaded_id(admin, &file).await?;
     std::fs::remove_file(&file)?;
     let id = ids[device.index].to_string();
-    let created = admin
-        .post(
-            "/deployments",
-            &json!({"name": "million: downloads", "package_id": package, "target": {"devices": [id]}}),
-        )
-        .await?;
-    let deployment = created["id"].as_str().context("deployment id")?.parse()?;
+    let deployment_id = admin.deploy(&package, &[&id]).await?;
+    let deployment = deployment_id.parse()?;
     let answer: serde_json::Value = reqwest::Client::new()
         .post(format!("{}{CHECK_IN_PATH}", offloading.url()))
         .bearer_auth(&device.token)
@@ -305,7 +307,7 @@ async fn downloads(
         .json()
         .await?;
     ensure!(
-        answer["update"]["deployment_id"] == created["id"],
+        answer["update"]["deployment_id"] == deployment_id.as_str(),
         "the download's device was not offered it: {answer}"
     );
     let streaming = cluster.start("c", "off")?;
@@ -324,4 +326,10 @@ async fn downloads(
     let runs = downloads::measure(&setup, params.download_runs).await?;
     eprintln!("downloads took {:.1} s", started.elapsed().as_secs_f64());
     Ok((setup, runs))
+}
+
+/// Uploads a package file; its id.
+async fn uploaded_id(admin: &Admin, file: &std::path::Path) -> Result<String> {
+    let answer = admin.upload(file).await?;
+    Ok(answer["id"].as_str().context("package id")?.to_owned())
 }

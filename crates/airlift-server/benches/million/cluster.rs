@@ -8,10 +8,7 @@ use airlift_testkit::packages::Signer;
 use airlift_testkit::postgres::FreshSchema;
 use airlift_testkit::s3::S3Server;
 use airlift_testkit::server::{Echo, ServerProcess, ADMIN_TOKEN};
-use anyhow::{ensure, Context, Result};
-use reqwest::StatusCode;
-use serde_json::Value;
-use std::path::Path;
+use anyhow::Result;
 
 /// The database, the object store and the instances' common settings.
 pub struct Cluster {
@@ -57,68 +54,5 @@ impl Cluster {
             builder = builder.env(name, value);
         }
         Ok(builder.start()?)
-    }
-}
-
-/// The management API of one instance, with the admin token.
-pub struct Admin {
-    client: reqwest::Client,
-    url: String,
-}
-
-impl Admin {
-    pub fn new(url: &str) -> Result<Self> {
-        Ok(Self {
-            client: reqwest::Client::builder().tcp_nodelay(true).build()?,
-            url: url.to_owned(),
-        })
-    }
-
-    fn api(&self, path: &str) -> String {
-        format!("{}/api/v1{path}", self.url)
-    }
-
-    pub async fn get(&self, path: &str) -> Result<Value> {
-        let response = self
-            .client
-            .get(self.api(path))
-            .bearer_auth(ADMIN_TOKEN)
-            .send()
-            .await?;
-        let status = response.status();
-        let text = response.text().await?;
-        ensure!(status.is_success(), "GET {path}: {status}: {text}");
-        Ok(serde_json::from_str(&text)?)
-    }
-
-    pub async fn post(&self, path: &str, body: &Value) -> Result<Value> {
-        let response = self
-            .client
-            .post(self.api(path))
-            .bearer_auth(ADMIN_TOKEN)
-            .json(body)
-            .send()
-            .await?;
-        let status = response.status();
-        let text = response.text().await?;
-        ensure!(status.is_success(), "POST {path}: {status}: {text}");
-        Ok(serde_json::from_str(&text).unwrap_or(Value::Null))
-    }
-
-    /// Uploads a package file; its id.
-    pub async fn upload(&self, file: &Path) -> Result<String> {
-        let bytes = tokio::fs::read(file).await?;
-        let response = self
-            .client
-            .post(self.api("/packages"))
-            .bearer_auth(ADMIN_TOKEN)
-            .body(bytes)
-            .send()
-            .await?;
-        let status = response.status();
-        let text = response.text().await?;
-        ensure!(status == StatusCode::CREATED, "upload: {status}: {text}");
-        let answer: Value = serde_json::from_str(&text)?;
-        Ok(answer["id"].as_str().context("package id")?.to_owned())
     }
 }

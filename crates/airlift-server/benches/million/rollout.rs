@@ -4,15 +4,16 @@
 //! servers' own rollout engine; and afterwards, the check that the
 //! deployment's records agree exactly with what the generator saw.
 
-use crate::cluster::Admin;
+use crate::devices::Admin;
 use crate::load::Outcome;
 use crate::params::Params;
 use crate::seed::ROLLOUT_TAG;
 use airlift_protocol::management::Deployment;
 use airlift_protocol::state::UpdateState;
 use airlift_protocol::{DeploymentId, DeviceId};
-use anyhow::{Context, Result};
+use anyhow::{ensure, Context, Result};
 use chrono::{DateTime, Utc};
+use hyper::StatusCode;
 use serde_json::json;
 use sqlx::{Connection, PgConnection};
 use std::collections::{HashMap, HashSet};
@@ -29,7 +30,7 @@ pub async fn create(admin: &Admin, package: &str, params: &Params) -> Result<(De
         })
     };
     let started = Instant::now();
-    let created = admin
+    let (status, created) = admin
         .post(
             "/deployments",
             &json!({
@@ -45,6 +46,10 @@ pub async fn create(admin: &Admin, package: &str, params: &Params) -> Result<(De
         )
         .await
         .context("creating the rollout")?;
+    ensure!(
+        status == StatusCode::CREATED,
+        "creating the rollout: {status}: {created}"
+    );
     let id = created["id"].as_str().context("deployment id")?.parse()?;
     Ok((id, started.elapsed().as_secs_f64()))
 }

@@ -4,23 +4,9 @@
 //! grouped by reason and device table, and the controls.
 
 use crate::dashboard_support::{between, token, Browser};
-use crate::support::{accepted_device, json_ok, Backend, TestDevice, TestServer, ADMIN_TOKEN};
+use crate::support::{accepted_device, tag_device, Backend, TestServer, ADMIN_TOKEN};
 use airlift_protocol::state::UpdateState;
 use reqwest::StatusCode;
-use serde_json::json;
-
-async fn tag(server: &TestServer, device: &TestDevice, tag: &str) {
-    let id = device.id.expect("known");
-    let response = server
-        .client
-        .put(server.api(&format!("/devices/{id}/tags")))
-        .bearer_auth(ADMIN_TOKEN)
-        .json(&json!({"tags": [tag]}))
-        .send()
-        .await
-        .expect("tags");
-    json_ok(response).await;
-}
 
 /// The phased form's fields, with `threshold` as the failure threshold.
 fn phased_form<'a>(package: &'a str, name: &'a str, threshold: &'a str) -> Vec<(&'a str, &'a str)> {
@@ -56,7 +42,7 @@ async fn deployments_are_created_watched_and_steered_in_the_browser() {
         let package_id = package.id.to_string();
         for serial in ["SN-A", "SN-B", "SN-C"] {
             let device = accepted_device(&server, serial, "pi4").await;
-            tag(&server, &device, "fleet").await;
+            tag_device(&server, &device, "fleet").await;
         }
         let browser = Browser::sign_in(&server, ADMIN_TOKEN).await;
 

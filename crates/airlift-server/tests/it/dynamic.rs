@@ -9,19 +9,6 @@ use reqwest::StatusCode;
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 
-async fn tag(server: &TestServer, device: &TestDevice, tag: &str) {
-    let id = device.id.expect("known");
-    let response = server
-        .client
-        .put(server.api(&format!("/devices/{id}/tags")))
-        .bearer_auth(ADMIN_TOKEN)
-        .json(&json!({"tags": [tag]}))
-        .send()
-        .await
-        .expect("tag");
-    assert_eq!(response.status(), StatusCode::OK);
-}
-
 /// A device that checks in, is offered `deployment` and reports success.
 async fn updates(server: &TestServer, device: &TestDevice, deployment: DeploymentId) {
     let offer = device.check_in(server).await.update.expect("an offer");
@@ -59,7 +46,7 @@ async fn a_tag_deployment_takes_in_late_devices_until_an_operator_ends_it() {
         let (package, _) = server.upload("os", "2.0.0", "pi4").await;
         let first = accepted_device(&server, "SN-first", "pi4").await;
         first.check_in(&server).await;
-        tag(&server, &first, "field").await;
+        tag_device(&server, &first, "field").await;
         let created = server
             .admin_post(
                 "/deployments",
@@ -86,7 +73,7 @@ async fn a_tag_deployment_takes_in_late_devices_until_an_operator_ends_it() {
             late.check_in(&server).await.update.is_none(),
             "not tagged yet"
         );
-        tag(&server, &late, "field").await;
+        tag_device(&server, &late, "field").await;
         updates(&server, &late, deployment).await;
         let shown = detail(&server, deployment).await;
         assert_eq!(shown["status"], "active", "{shown}");
@@ -119,7 +106,7 @@ async fn a_tag_deployment_takes_in_late_devices_until_an_operator_ends_it() {
         assert_eq!(ended["status"], "finished", "{ended}");
         assert!(ended["ends_at"].is_string(), "{ended}");
         let after = accepted_device(&server, "SN-after", "pi4").await;
-        tag(&server, &after, "field").await;
+        tag_device(&server, &after, "field").await;
         assert!(
             after.check_in(&server).await.update.is_none(),
             "ended: not taken in"
@@ -141,7 +128,7 @@ async fn an_end_date_ends_a_dynamic_deployment_by_itself() {
         let (package, _) = server.upload("os", "2.0.0", "pi4").await;
         let device = accepted_device(&server, "SN-1", "pi4").await;
         device.check_in(&server).await;
-        tag(&server, &device, "field").await;
+        tag_device(&server, &device, "field").await;
         let ends_at = chrono::Utc::now() + chrono::Duration::seconds(3);
         let created = server
             .admin_post(
@@ -170,7 +157,7 @@ async fn device_lists_stay_static_and_bad_end_dates_are_refused() {
     let (package, _) = server.upload("os", "2.0.0", "pi4").await;
     let device = accepted_device(&server, "SN-1", "pi4").await;
     device.check_in(&server).await;
-    tag(&server, &device, "lab").await;
+    tag_device(&server, &device, "lab").await;
     let id = device.id.expect("id").to_string();
     let refused = [
         (

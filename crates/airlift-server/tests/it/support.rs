@@ -190,6 +190,20 @@ impl Drop for TestServer {
     }
 }
 
+/// Gives `device` the one tag `tag` through the management API.
+pub async fn tag_device(server: &TestServer, device: &TestDevice, tag: &str) {
+    let id = device.id.expect("known");
+    let response = server
+        .client
+        .put(server.api(&format!("/devices/{id}/tags")))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&serde_json::json!({"tags": [tag]}))
+        .send()
+        .await
+        .expect("tags");
+    json_ok(response).await;
+}
+
 pub async fn json_ok(response: Response) -> Value {
     json_status(response, StatusCode::OK).await
 }
