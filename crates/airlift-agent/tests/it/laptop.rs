@@ -85,6 +85,9 @@ fn run_with_power_up_as_the_reboot_commits_an_update_by_itself() {
         assert!(std::time::Instant::now() < deadline, "{}", daemon.log());
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
+    // The server hears of success while the agent is still `committed`;
+    // it settles at idle right after.
+    daemon.wait_for_log(r#"from="committed" to="idle""#, 1);
     drop(daemon);
     assert_eq!(device.slot(Slot::B), image("2.0.0"));
     let status = device.status();
