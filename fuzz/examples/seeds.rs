@@ -1,14 +1,16 @@
 //! Writes the seed corpus: a few valid packages signed with the fuzzers'
 //! fixed key, into `corpus/package_reader/` and (with mode-byte prefixes)
-//! `corpus/verified_payloads/`.
+//! `corpus/verified_payloads/`; and packages cut into small blocks (format
+//! version 2, 256-byte blocks) into `corpus/block_index/`.
 //!
 //! ```text
 //! cargo run --manifest-path fuzz/Cargo.toml --example seeds
 //! ```
 
 use airlift_package::{
-    encode_payload, Blob, Compression, EncodeOptions, Encryption, Limits, Manifest, PackageWriter,
-    PayloadEntry, PayloadSpec, PayloadType, Sha256Digest, SignedManifest,
+    encode_payload, Blob, Compression, EncodeOptions, Encryption, Manifest, PackageWriter,
+    PayloadEntry, PayloadSpec, PayloadType, Sha256Digest, SignedManifest, DEFAULT_BLOCK_SIZE,
+    FORMAT_VERSION,
 };
 use std::fs;
 use std::path::Path;
@@ -18,6 +20,10 @@ use std::path::Path;
 /// stored with 16-byte reads, decoded with 4 KiB reads, decoded without
 /// an identity.
 const MODES: [u8; 4] = [0x00, 0x41, 0xc0, 0x02];
+
+/// Mode bytes for `block_index`: re-signed only with 64-byte reads;
+/// recommitted with 16-byte, 256-byte (one block) and 32 KiB reads.
+const BLOCK_MODES: [u8; 4] = [0x60, 0x41, 0x81, 0xf1];
 
 struct Payload {
     entry: PayloadEntry,
@@ -45,6 +51,17 @@ fn encode(
     encrypt: bool,
     data: &[u8],
 ) -> Payload {
+    encode_in_blocks(kind, target, compression, encrypt, data, DEFAULT_BLOCK_SIZE)
+}
+
+fn encode_in_blocks(
+    kind: PayloadType,
+    target: &str,
+    compression: Compression,
+    encrypt: bool,
+    data: &[u8],
+    block_size: u32,
+) -> Payload {
     let options = EncodeOptions {
         zstd_level: 3,
         zstd_workers: 0,
@@ -53,6 +70,7 @@ fn encode(
         } else {
             Vec::new()
         },
+        block_size,
     };
     let mut stored = Vec::new();
     let entry = encode_payload(
@@ -75,14 +93,14 @@ fn two_frames(data: &[u8]) -> Payload {
         sha256: Sha256Digest::of(bytes),
     };
     Payload {
-        entry: PayloadEntry {
-            kind: PayloadType::Archive,
-            target: "/opt/app".into(),
-            stored: blob(&stored),
-            installed: blob(data),
-            compression: Compression::Zstd,
-            encryption: Encryption::None,
-        },
+        entry: PayloadEntry::new(
+            PayloadType::Archive,
+            "/opt/app",
+            blob(&stored),
+            blob(data),
+            Compression::Zstd,
+            Encryption::None,
+        ),
         stored,
     }
 }
@@ -91,15 +109,22 @@ fn two_frames(data: &[u8]) -> Payload {
 // (cargo-fuzz builds it with its own flags), and these seeds need the fuzzers'
 // fixed key, encrypted payloads and hand-made entries, which the kit does not make.
 fn package(payloads: &[Payload]) -> Vec<u8> {
+    package_in_format(payloads, FORMAT_VERSION)
+}
+
+/// A hand-made entry carries no block digests: only version 1 holds it.
+fn package_in_format(payloads: &[Payload], format_version: u16) -> Vec<u8> {
     let key = airlift_package_fuzz::signing_key();
     let mut builder = Manifest::builder("fuzz-seed", "1.2.3".parse().expect("semver"), ["board"])
         .description("seed package for the fuzzers")
-        .security_version(7);
+        .security_version(7)
+        .format_version(format_version);
     for payload in payloads {
         builder = builder.payload(payload.entry.clone());
     }
-    let signed = SignedManifest::sign(&builder.build(), &[&key], &Limits::default())
-        .expect("a valid manifest signs");
+    let limits = airlift_package_fuzz::payload_limits();
+    let signed =
+        SignedManifest::sign(&builder.build(), &[&key], &limits).expect("a valid manifest signs");
     let mut file = Vec::new();
     let mut writer = PackageWriter::new(&mut file, &signed).expect("writes to memory");
     for payload in payloads {
@@ -157,7 +182,23 @@ fn seeds() -> Vec<(&'static str, Vec<u8>)> {
                 &medium,
             )]),
         ),
-        ("zstd-two-frames", package(&[two_frames(&medium)])),
+        (
+            "zstd-two-frames",
+            package_in_format(&[two_frames(&medium)], 1),
+        ),
+        (
+            "plain-v1",
+            package_in_format(
+                &[encode(
+                    PayloadType::File,
+                    "/etc/motd",
+                    Compression::None,
+                    false,
+                    &small,
+                )],
+                1,
+            ),
+        ),
         (
             "multi",
             package(&[
@@ -194,13 +235,69 @@ fn seeds() -> Vec<(&'static str, Vec<u8>)> {
     ]
 }
 
+/// Packages in 256-byte blocks: several blocks a payload, each block
+/// size's edge (a payload of exactly one block, an empty one) included.
+fn block_seeds() -> Vec<(&'static str, Vec<u8>)> {
+    let small = airlift_package_fuzz::SMALL_BLOCK_SIZE;
+    let blocks = |kind, target, compression, encrypt, data: &[u8]| {
+        encode_in_blocks(kind, target, compression, encrypt, data, small)
+    };
+    vec![
+        (
+            "blocks-plain",
+            package(&[blocks(
+                PayloadType::Image,
+                "rootfs",
+                Compression::None,
+                false,
+                &content(3000, 3),
+            )]),
+        ),
+        (
+            "blocks-multi",
+            package(&[
+                blocks(
+                    PayloadType::File,
+                    "/etc/one-block",
+                    Compression::None,
+                    false,
+                    &content(small as usize, 4),
+                ),
+                blocks(
+                    PayloadType::Archive,
+                    "/opt/empty",
+                    Compression::None,
+                    false,
+                    b"",
+                ),
+                blocks(
+                    PayloadType::Image,
+                    "rootfs",
+                    Compression::Zstd,
+                    true,
+                    &content(5000, 5),
+                ),
+            ]),
+        ),
+    ]
+}
+
 fn main() {
     let seeds = seeds();
     let corpus = Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus");
     let reader_dir = corpus.join("package_reader");
     let payload_dir = corpus.join("verified_payloads");
-    for dir in [&reader_dir, &payload_dir] {
+    let block_dir = corpus.join("block_index");
+    for dir in [&reader_dir, &payload_dir, &block_dir] {
         fs::create_dir_all(dir).expect("create corpus directory");
+    }
+    for (name, bytes) in block_seeds().iter().chain(&seeds) {
+        for mode in BLOCK_MODES {
+            let mut prefixed = vec![mode];
+            prefixed.extend_from_slice(bytes);
+            fs::write(block_dir.join(format!("seed-{name}-{mode:02x}")), prefixed)
+                .expect("write seed");
+        }
     }
     for (name, bytes) in &seeds {
         fs::write(reader_dir.join(format!("seed-{name}")), bytes).expect("write seed");

@@ -46,6 +46,10 @@ pub enum ClientError {
     /// The device is not (yet) allowed in.
     #[error("device is {0} on the server; an operator must accept it")]
     NotAccepted(&'static str),
+    /// A download broke its bounds for good (its deadline passed): the
+    /// update fails rather than wait on the network for ever.
+    #[error("{0}")]
+    Retrieval(String),
 }
 
 impl ClientError {
@@ -67,7 +71,11 @@ pub struct ServerClient {
     identity: BTreeMap<String, String>,
     token: Option<String>,
     device_id: Option<DeviceId>,
+    /// `[tls]`'s configuration; `None`: ureq's default (public roots).
+    tls: Option<Tls>,
 }
+
+type Tls = std::sync::Arc<rustls::ClientConfig>;
 
 impl ServerClient {
     /// A client for `base` (e.g. `https://updates.example.com`) that gives
@@ -80,22 +88,31 @@ impl ServerClient {
         timeout: Duration,
     ) -> Result<Self, ClientError> {
         Ok(Self {
-            http: http_agent(timeout),
-            downloads: download_agent(timeout),
+            http: http_agent(timeout, None),
+            downloads: download_agent(timeout, None),
             timeout,
             base: base.trim_end_matches('/').to_owned(),
             key,
             identity,
             token: None,
             device_id: None,
+            tls: None,
         })
+    }
+
+    /// Uses `tls` (see [`crate::tls`]) for every connection from now on.
+    pub fn with_tls(mut self, tls: Option<Tls>) -> Self {
+        self.tls = tls;
+        self.close_idle_connections();
+        self
     }
 
     /// A second session for the same device, with its own token and
     /// connections and a silence `timeout` of its own (the push stream
     /// waits longer between reads than a download may).
     pub fn fork(&self, timeout: Duration) -> Result<Self, ClientError> {
-        let mut fork = Self::new(&self.base, self.key.clone(), self.identity.clone(), timeout)?;
+        let mut fork = Self::new(&self.base, self.key.clone(), self.identity.clone(), timeout)?
+            .with_tls(self.tls.clone());
         fork.device_id = self.device_id;
         Ok(fork)
     }
@@ -104,8 +121,8 @@ impl ServerClient {
     /// minute apart an open connection only costs: the server holds it,
     /// and a NAT on the way forgets it anyway.
     pub fn close_idle_connections(&mut self) {
-        self.http = http_agent(self.timeout);
-        self.downloads = download_agent(self.timeout);
+        self.http = http_agent(self.timeout, self.tls.clone());
+        self.downloads = download_agent(self.timeout, self.tls.clone());
     }
 
     /// The id the server gave this device, once known.
@@ -217,6 +234,42 @@ impl ServerClient {
                     .timeout(Duration::from_secs(30))
             },
             Some(&body),
+        )?;
+        json(response)
+    }
+
+    /// Reports the configuration document the device applied; answers
+    /// what still differs.
+    pub fn report_shadow(
+        &mut self,
+        report: &airlift_protocol::shadow::ReportedShadow,
+    ) -> Result<airlift_protocol::shadow::ReportedAck, ClientError> {
+        let body = encode(report)?;
+        let response = self.send_authorized(
+            |http, base| {
+                http.put(&format!(
+                    "{base}{}",
+                    airlift_protocol::shadow::REPORTED_PATH
+                ))
+                .timeout(Duration::from_secs(30))
+            },
+            Some(&body),
+        )?;
+        json(response)
+    }
+
+    /// The trust roots after version `after` (`docs/trust.md`).
+    pub fn trust_roots(
+        &mut self,
+        after: u64,
+    ) -> Result<airlift_protocol::trust::TrustRoots, ClientError> {
+        let path = airlift_protocol::trust::TRUST_ROOTS_PATH;
+        let response = self.send_authorized(
+            |http, base| {
+                http.get(&format!("{base}{path}?after={after}"))
+                    .timeout(Duration::from_secs(30))
+            },
+            None,
         )?;
         json(response)
     }
@@ -470,9 +523,16 @@ fn store_refusal(status: u16, response: Response) -> ClientError {
 /// How much of a store's error answer is read for its code.
 const MAX_STORE_ERROR: u64 = 16 * 1024;
 
+fn with_tls(builder: ureq::AgentBuilder, tls: Option<Tls>) -> ureq::AgentBuilder {
+    match tls {
+        Some(tls) => builder.tls_config(tls),
+        None => builder,
+    }
+}
+
 /// For downloads: like [`http_agent`], and follows no redirect.
-fn download_agent(timeout: Duration) -> Agent {
-    ureq::AgentBuilder::new()
+fn download_agent(timeout: Duration, tls: Option<Tls>) -> Agent {
+    with_tls(ureq::AgentBuilder::new(), tls)
         .timeout_connect(timeout)
         .timeout_read(timeout)
         .timeout_write(timeout)
@@ -482,8 +542,8 @@ fn download_agent(timeout: Duration) -> Agent {
 }
 
 /// A connection pool that gives up on a connection silent for `timeout`.
-fn http_agent(timeout: Duration) -> Agent {
-    ureq::AgentBuilder::new()
+fn http_agent(timeout: Duration, tls: Option<Tls>) -> Agent {
+    with_tls(ureq::AgentBuilder::new(), tls)
         .timeout_connect(timeout)
         .timeout_read(timeout)
         .timeout_write(timeout)

@@ -51,8 +51,13 @@ pub struct AgentConfig {
     /// e.g. `rootfs`].
     #[serde(default)]
     pub system_software: Option<String>,
-    /// Public keys (PEM) trusted to sign packages.
+    /// Public keys (PEM) trusted to sign packages, when no `trust_root` is given.
+    #[serde(default)]
     pub trusted_keys: Vec<PathBuf>,
+    /// The first signed trust root (`docs/trust.md`); with it the agent
+    /// trusts its current root's release keys and `trusted_keys` is unused.
+    #[serde(default)]
+    pub trust_root: Option<PathBuf>,
     /// Trusted signatures required [default: 1].
     #[serde(default = "one")]
     pub trust_threshold: usize,
@@ -74,6 +79,12 @@ pub struct AgentConfig {
     /// download, reconnects where it was [default: 60].
     #[serde(default = "sixty")]
     pub network_timeout_secs: u64,
+    /// Bounds against slow retrieval (`[download]`).
+    #[serde(default)]
+    pub download: crate::download::DownloadBounds,
+    /// Private CA, server key pins, client certificate (`[tls]`).
+    #[serde(default)]
+    pub tls: crate::tls::TlsConfig,
     /// A/B slot pairs by image target name (`rootfs` → a, b).
     #[serde(default)]
     pub slots: BTreeMap<String, SlotPair>,
@@ -98,6 +109,10 @@ pub struct AgentConfig {
     /// push stream]. Polling goes on either way.
     #[serde(default)]
     pub push: crate::push::PushConfig,
+    /// The `config` module that applies the device's desired configuration
+    /// (see [`crate::shadow`]) [default: none: the device takes none].
+    #[serde(default)]
+    pub shadow: crate::shadow::ShadowConfig,
 }
 
 /// The two slots of one A/B pair: block devices or files.
@@ -235,12 +250,14 @@ impl AgentConfig {
             path: path.to_owned(),
             message: message.to_owned(),
         };
-        if config.trusted_keys.is_empty() {
+        if config.trust_root.is_none() && config.trusted_keys.is_empty() {
             return Err(invalid(
-                "trusted_keys is empty: the agent refuses every package it cannot verify; list the release public key",
+                "trusted_keys is empty: the agent refuses every package it cannot verify; give trust_root or list the release public key",
             ));
         }
-        if config.trust_threshold == 0 || config.trust_threshold > config.trusted_keys.len() {
+        if config.trust_root.is_none()
+            && (config.trust_threshold == 0 || config.trust_threshold > config.trusted_keys.len())
+        {
             return Err(invalid(
                 "trust_threshold must be between 1 and the number of trusted_keys",
             ));
@@ -256,6 +273,11 @@ impl AgentConfig {
         if config.network_timeout_secs == 0 {
             return Err(invalid("network_timeout_secs must be at least 1"));
         }
+        config
+            .download
+            .check(config.bandwidth_limit)
+            .map_err(|m| invalid(&m))?;
+        config.tls.check().map_err(|m| invalid(&m))?;
         if config.poll_interval_secs == 0 {
             return Err(invalid("poll_interval_secs must be at least 1"));
         }

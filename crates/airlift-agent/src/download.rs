@@ -14,6 +14,14 @@
 //! back-off as reconnects, so a store that refuses every URL ends the
 //! attempt rather than looping.
 //!
+//! A hostile or broken network cannot hold a download for ever
+//! ([`DownloadBounds`], `[download]` in `agent.toml`): a download slower
+//! than `min_rate` over a `rate_window_secs` window is cut off (slow
+//! retrieval: tried again at the next poll, from the byte reached), and an
+//! update still downloading `deadline_secs` after it was offered fails for
+//! good. Nor can it feed endless data: nothing beyond the offered size is
+//! ever read, whatever the answer claims or keeps sending.
+//!
 //! ```text
 //!              ┌──────────── 200/206: the server streams ───────────┐
 //!  connect ──▶ server ── 307 ──▶ store URL ── 200/206 ─────────────▶ body
@@ -24,8 +32,124 @@
 use crate::client::{ClientError, DownloadAnswer, PresignedUrl, ServerClient};
 use airlift_protocol::DeploymentId;
 use backon::{BackoffBuilder, ExponentialBuilder};
+use serde::Deserialize;
 use std::io::{self, Read};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
+
+/// Bounds on how slowly, and for how long, an update may download
+/// (`[download]` in `agent.toml`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DownloadBounds {
+    /// Bytes per second a download must average over each window of
+    /// `rate_window_secs`, reconnects included; slower, it is cut off and
+    /// tried again at the next poll. `0` turns the check off
+    /// [default: 1024].
+    pub min_rate: u64,
+    /// The window the rate is measured over, in seconds [default: 120].
+    pub rate_window_secs: u64,
+    /// Seconds from the offer within which the update must have downloaded,
+    /// across reconnects, polls and restarts; after them it fails and is
+    /// reported [default: 172800, two days].
+    pub deadline_secs: u64,
+}
+
+impl Default for DownloadBounds {
+    fn default() -> Self {
+        Self {
+            min_rate: 1024,
+            rate_window_secs: 120,
+            deadline_secs: 2 * 24 * 3600,
+        }
+    }
+}
+
+impl DownloadBounds {
+    /// Why these bounds cannot be used with `bandwidth_limit`, if they
+    /// cannot.
+    pub fn check(&self, bandwidth_limit: Option<u64>) -> Result<(), String> {
+        if self.rate_window_secs == 0 || self.deadline_secs == 0 {
+            return Err("[download]: rate_window_secs and deadline_secs must be at least 1".into());
+        }
+        if let Some(limit) = bandwidth_limit.filter(|l| *l > 0 && *l < self.min_rate) {
+            return Err(format!(
+                "bandwidth_limit ({limit} B/s) is below [download] min_rate ({} B/s): every download would be cut off; lower min_rate",
+                self.min_rate
+            ));
+        }
+        Ok(())
+    }
+
+    /// The instant the update offered at `offered_at` (wall clock, kept
+    /// with the offer) must have downloaded by; from now if unknown. A
+    /// clock set back counts as no time passed.
+    pub fn deadline(&self, offered_at: Option<SystemTime>) -> Instant {
+        let limit = Duration::from_secs(self.deadline_secs);
+        let spent = offered_at
+            .and_then(|at| SystemTime::now().duration_since(at).ok())
+            .unwrap_or_default();
+        let left = limit.saturating_sub(spent);
+        let now = Instant::now();
+        now.checked_add(left).unwrap_or(now)
+    }
+}
+
+/// Watches one download against its [`DownloadBounds`].
+#[derive(Debug)]
+struct RateGuard {
+    min_rate: u64,
+    window: Duration,
+    deadline: Instant,
+    deadline_secs: u64,
+    window_started: Instant,
+    /// The package offset when the window started.
+    window_offset: u64,
+}
+
+impl RateGuard {
+    fn new(bounds: &DownloadBounds, deadline: Instant, offset: u64) -> Self {
+        Self {
+            min_rate: bounds.min_rate,
+            window: Duration::from_secs(bounds.rate_window_secs),
+            deadline,
+            deadline_secs: bounds.deadline_secs,
+            window_started: Instant::now(),
+            window_offset: offset,
+        }
+    }
+
+    /// Starts a new window (a new download attempt of the same update).
+    fn restart(&mut self, offset: u64) {
+        self.window_started = Instant::now();
+        self.window_offset = offset;
+    }
+
+    /// Whether the download may go on, having reached `offset` at `now`.
+    fn check(&mut self, offset: u64, now: Instant) -> Result<(), ClientError> {
+        if now >= self.deadline {
+            return Err(ClientError::Retrieval(format!(
+                "the update did not download within {} s of its offer (byte {offset} reached);                  a network this slow, or a server holding the download back, fails the update —                  raise [download] deadline_secs if the link is really this slow",
+                self.deadline_secs
+            )));
+        }
+        let elapsed = now.saturating_duration_since(self.window_started);
+        if self.min_rate == 0 || elapsed < self.window {
+            return Ok(());
+        }
+        let bytes = offset.saturating_sub(self.window_offset);
+        let rate = bytes as f64 / elapsed.as_secs_f64();
+        if rate < self.min_rate as f64 {
+            return Err(ClientError::Transient(format!(
+                "the download ran at {rate:.0} B/s over the last {} s, below the minimum of {} B/s                  (byte {offset} reached); cut off, and resumed at the next poll",
+                elapsed.as_secs(),
+                self.min_rate
+            )));
+        }
+        self.window_started = now;
+        self.window_offset = offset;
+        Ok(())
+    }
+}
 
 /// How reconnects back off.
 #[derive(Debug, Clone, Copy)]
@@ -89,6 +213,7 @@ pub struct ResumableDownload<'c> {
     store: Option<PresignedUrl>,
     retry: RetryPolicy,
     limit: Option<BandwidthLimit>,
+    guard: Option<RateGuard>,
     progress: Box<dyn FnMut(u64) + 'c>,
     observer: Option<&'c mut (dyn FnMut(DownloadEvent) + Send)>,
     failure: Option<ClientError>,
@@ -122,6 +247,7 @@ impl<'c> ResumableDownload<'c> {
             store: None,
             retry: RetryPolicy::default(),
             limit: None,
+            guard: None,
             progress: Box::new(|_| {}),
             observer: None,
             failure: None,
@@ -163,6 +289,31 @@ impl<'c> ResumableDownload<'c> {
     pub fn limit(mut self, bytes_per_second: Option<u64>) -> Self {
         self.limit = bytes_per_second.filter(|b| *b > 0).map(BandwidthLimit::new);
         self
+    }
+
+    /// Holds the download to `bounds`: at least `min_rate` over each
+    /// window, and done by `deadline` (see [`DownloadBounds::deadline`]).
+    pub fn bounded(mut self, bounds: &DownloadBounds, deadline: Instant) -> Self {
+        self.guard = Some(RateGuard::new(bounds, deadline, self.offset));
+        self
+    }
+
+    /// Fails the download if it broke its bounds by now.
+    fn within_bounds(&mut self) -> io::Result<()> {
+        let Some(guard) = self.guard.as_mut() else {
+            return Ok(());
+        };
+        match guard.check(self.offset, Instant::now()) {
+            Ok(()) => Ok(()),
+            Err(error) => {
+                self.body = None;
+                // The next read (another attempt in this run) starts a new
+                // window; the deadline stays.
+                guard.restart(self.offset);
+                tracing::warn!(%error, "download cut off");
+                Err(self.stopped(error))
+            }
+        }
     }
 
     /// Called with the offset reached after each read.
@@ -215,6 +366,7 @@ impl<'c> ResumableDownload<'c> {
                 };
                 return Err(self.stopped(error));
             };
+            self.within_bounds()?;
             if renewing {
                 tracing::info!(%error, ?delay, offset, "the object store refused the download URL; asking the server for a fresh one");
             } else {
@@ -285,11 +437,15 @@ impl Read for ResumableDownload<'_> {
         if self.offset >= self.size || buf.is_empty() {
             return Ok(0);
         }
+        // Never more than the offered size, whatever the answer says or
+        // keeps sending (endless data): the rest of a longer body is left
+        // unread, and its connection dropped with it.
         let want = buf
             .len()
             .min(usize::try_from(self.size - self.offset).unwrap_or(usize::MAX));
         let mut failures = 0;
         loop {
+            self.within_bounds()?;
             if self.body.is_none() {
                 self.connect()?;
             }
@@ -360,8 +516,75 @@ impl BandwidthLimit {
 
 #[cfg(test)]
 mod tests {
-    use super::BandwidthLimit;
-    use std::time::Instant;
+    use super::{BandwidthLimit, DownloadBounds, RateGuard};
+    use crate::client::ClientError;
+    use std::time::{Duration, Instant, SystemTime};
+
+    fn bounds(min_rate: u64, window: u64, deadline: u64) -> DownloadBounds {
+        DownloadBounds {
+            min_rate,
+            rate_window_secs: window,
+            deadline_secs: deadline,
+        }
+    }
+
+    #[test]
+    fn a_download_below_the_minimum_rate_over_a_window_is_cut_off() {
+        let deadline = Instant::now() + Duration::from_secs(3600);
+        let mut guard = RateGuard::new(&bounds(1000, 10, 3600), deadline, 0);
+        let start = guard.window_started;
+        // Within the first window nothing is judged.
+        assert!(guard.check(10, start + Duration::from_secs(5)).is_ok());
+        // 20 000 bytes in 10 s: 2000 B/s, fine; a new window starts.
+        assert!(guard.check(20_000, start + Duration::from_secs(10)).is_ok());
+        // 5000 more in the next 10 s: 500 B/s, too slow — transient.
+        let error = guard
+            .check(25_000, start + Duration::from_secs(20))
+            .expect_err("too slow");
+        assert!(
+            matches!(&error, ClientError::Transient(m) if m.contains("below the minimum")),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn a_zero_minimum_turns_the_rate_check_off_but_not_the_deadline() {
+        let start = Instant::now();
+        let deadline = start + Duration::from_secs(30);
+        let mut guard = RateGuard::new(&bounds(0, 1, 30), deadline, 0);
+        assert!(guard.check(0, start + Duration::from_secs(29)).is_ok());
+        let error = guard.check(1, deadline).expect_err("past the deadline");
+        assert!(!error.is_transient(), "the deadline fails the update");
+        assert!(error.to_string().contains("within 30 s"), "{error}");
+    }
+
+    #[test]
+    fn the_deadline_counts_from_the_offer_and_a_clock_set_back_spends_nothing() {
+        let day = bounds(1, 1, 86_400);
+        let now = Instant::now();
+        let offered = SystemTime::now() - Duration::from_secs(86_000);
+        let left = day.deadline(Some(offered)).saturating_duration_since(now);
+        assert!(
+            left <= Duration::from_secs(401) && left >= Duration::from_secs(390),
+            "{left:?}"
+        );
+        let long_ago = SystemTime::now() - Duration::from_secs(200_000);
+        assert!(day.deadline(Some(long_ago)) <= Instant::now(), "spent");
+        let future = SystemTime::now() + Duration::from_secs(3600);
+        let left = day.deadline(Some(future)).saturating_duration_since(now);
+        assert!(left >= Duration::from_secs(86_390), "{left:?}");
+        assert!(day.deadline(None) > now + Duration::from_secs(86_000));
+    }
+
+    #[test]
+    fn bounds_are_checked_against_the_bandwidth_limit() {
+        assert!(DownloadBounds::default().check(None).is_ok());
+        assert!(bounds(1024, 60, 60).check(Some(4096)).is_ok());
+        let error = bounds(1024, 60, 60).check(Some(512)).expect_err("below");
+        assert!(error.contains("lower min_rate"), "{error}");
+        assert!(bounds(1024, 0, 60).check(None).is_err());
+        assert!(bounds(1024, 60, 0).check(None).is_err());
+    }
 
     #[test]
     fn the_limit_holds_the_average_rate() {

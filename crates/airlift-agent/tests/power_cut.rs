@@ -263,8 +263,8 @@ impl Fleet<'_> {
         if device.slot(slot) != content {
             return Err(format!("slot {slot:?} does not hold the version it should"));
         }
-        let record = std::fs::read_to_string(device.dir.path().join("data/installed.json"))
-            .unwrap_or_default();
+        let record =
+            std::fs::read_to_string(device.dir.path().join("data/installed.a")).unwrap_or_default();
         if (health == Health::Good) != record.contains("2.0.0") {
             return Err(format!(
                 "the agent's record disagrees with the server: {record}"

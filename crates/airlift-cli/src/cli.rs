@@ -133,6 +133,16 @@ pub enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// Make, rotate, revoke and sign trust roots, offline (docs/trust.md).
+    #[command(after_help = "Examples:
+  airlift root init --root-key keys/root.pub --release-key keys/release.pub \\
+      --timestamp-key keys/online.pub --out root-1.json
+  airlift root sign root-1.json --key keys/root.key
+  airlift root show root-1.json")]
+    Root {
+        #[command(subcommand)]
+        command: crate::root::RootCommand,
+    },
 }
 
 /// `airlift key …`
@@ -217,7 +227,9 @@ pub enum PackageCommand {
             file or archive (TARGET is an absolute path on the device), or module:NAME \
             (TARGET is the module's argument). Payloads are compressed (zstd by default), \
             optionally encrypted to age recipients, signed with every --key, and written \
-            atomically to --out: a failed build leaves no file behind.",
+            atomically to --out: a failed build leaves no file behind. The package is \
+            format version 2 (every block of every payload signed, checked before use) \
+            unless --format-version 1 asks for one that agents older than version 2 read.",
         after_help = "Examples:
   airlift package build --name rootfs --version 1.2.0 --device-type rpi4 \\
       --payload image:rootfs=build/rootfs.img \\
@@ -230,7 +242,11 @@ pub enum PackageCommand {
       --payload module:docker-compose:gateway=compose.yaml \\
       --encrypt-to keys/airlift-device.age-recipient \\
       --key keys/release-a.key --key keys/release-b.key \\
-      --out gateway-2.0.0.airlift"
+      --out gateway-2.0.0.airlift
+
+  airlift package build --name rootfs --version 1.2.1 --device-type rpi4 \\
+      --payload image:rootfs=build/rootfs.img --format-version 1 \\
+      --key keys/airlift-signing.key --out rootfs-1.2.1-v1.airlift"
     )]
     Build(Box<BuildArgs>),
 
@@ -306,6 +322,9 @@ pub struct BuildArgs {
     /// Encrypt every payload to this age recipient (age1…) or to the recipients in this file; repeatable.
     #[arg(long = "encrypt-to", value_name = "RECIPIENT_OR_FILE")]
     pub encrypt_to: Vec<String>,
+    /// Package format: 2 signs every 1 MiB block of every payload; 1 for devices whose agents predate it.
+    #[arg(long, value_name = "N", default_value_t = airlift_package::FORMAT_VERSION, value_parser = clap::value_parser!(u16).range(1..=2))]
+    pub format_version: u16,
     /// Where to write the package.
     #[arg(long, value_name = "FILE")]
     pub out: PathBuf,

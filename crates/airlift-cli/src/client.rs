@@ -72,7 +72,14 @@ pub struct DeviceQuery {
     pub page: Option<u32>,
     /// Items per page.
     pub per_page: Option<u32>,
+    /// Only accepted devices the server has not heard of for
+    /// [`OFFLINE_POLLS`] poll intervals (`connectivity=offline`).
+    pub offline: bool,
 }
+
+/// How many poll intervals of silence make a device offline, as the
+/// server counts (`connectivity=offline`).
+pub const OFFLINE_POLLS: u32 = 3;
 
 impl DeviceQuery {
     /// The query parameters, in the server's spelling: lists of pairs are
@@ -100,6 +107,9 @@ impl DeviceQuery {
         }
         if !self.installed.is_empty() {
             params.push(("installed", joined(&self.installed)));
+        }
+        if self.offline {
+            params.push(("connectivity", "offline".to_owned()));
         }
         if let Some(page) = self.page {
             params.push(("page", page.to_string()));
@@ -130,6 +140,12 @@ pub struct AuditQuery {
     pub action: Option<String>,
     /// Only entries with an id below this.
     pub before: Option<i64>,
+    /// Which object: a deployment's, device's, package's or token's id.
+    pub object: Option<String>,
+    /// Only entries at or after this.
+    pub since: Option<chrono::DateTime<chrono::Utc>>,
+    /// Only entries before this.
+    pub until: Option<chrono::DateTime<chrono::Utc>>,
     /// 1-based page.
     pub page: u32,
     /// Entries per page.
@@ -385,6 +401,17 @@ impl Client {
             .await
     }
 
+    /// `POST {path}` with a JSON body, parsing the answer as `T` (the
+    /// repair endpoints: retry, reset).
+    pub async fn post_json<B: serde::Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<T> {
+        self.json(self.request(Method::POST, path)?.json(body))
+            .await
+    }
+
     // Tokens.
 
     /// `POST /tokens`: the answer holds the secret, this once.
@@ -418,6 +445,17 @@ impl Client {
         if let Some(before) = query.before {
             params.push(("before", before.to_string()));
         }
+        if let Some(object) = &query.object {
+            params.push(("object", object.clone()));
+        }
+        for (name, at) in [("since", query.since), ("until", query.until)] {
+            if let Some(at) = at {
+                params.push((
+                    name,
+                    at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+                ));
+            }
+        }
         self.json(self.request(Method::GET, "/audit")?.query(&params))
             .await
     }
@@ -427,6 +465,22 @@ impl Client {
         self.send(self.request(Method::DELETE, &format!("/tokens/{id}"))?)
             .await?;
         Ok(())
+    }
+
+    /// A management API call whose path and query the caller built
+    /// (`/devices/{id}/shadow`, …), with an optional JSON body; the answer
+    /// parsed as `T`.
+    pub async fn call<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path_and_query: &str,
+        body: Option<&serde_json::Value>,
+    ) -> Result<T> {
+        let mut request = self.request(method, path_and_query)?;
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        self.json(request).await
     }
 
     // Plumbing.
@@ -559,6 +613,7 @@ mod tests {
             installed: vec![("rootfs".into(), "1.2.0".into())],
             page: Some(2),
             per_page: Some(50),
+            offline: false,
         };
         assert_eq!(
             query.params(),

@@ -5,8 +5,10 @@
 //! a simulated fleet of devices running the real agent (`airlift-sim`),
 //! rolls the good package out in phases — canary, 10 %, 50 %, 100 % — and
 //! then a bad one whose health check fails on 40 % of devices: the circuit
-//! breaker aborts it after the canaries, which roll back by themselves, and
-//! the rest of the fleet never sees it.
+//! breaker stops it after the canaries — the unhealthy ones roll back by
+//! themselves, and the server rolls the healthy ones that committed it back
+//! to 2.0.0 through a rollback deployment — and the rest of the fleet never
+//! sees it. The fleet ends on 2.0.0.
 
 use crate::client::{Client, DeviceQuery};
 use crate::server_url::ServerUrl;
@@ -99,14 +101,23 @@ pub fn run(args: &DemoArgs, quiet: bool) -> Result<()> {
         &format!("a staged rollout of rootfs {BAD_VERSION}, which is broken"),
     );
     let stopped = rollout.deploy(format!("rootfs {BAD_VERSION}"), bad.id)?;
+    let rollbacks = rollout.follow_rollbacks(stopped.id)?;
     // Let the canaries' rollbacks settle before counting.
     let snapshot = fleet
         .wait_until(Duration::from_secs(30), |s| {
-            s.in_state("idle") == args.devices && s.with_outcome("none") == 0
+            s.in_state("idle") == args.devices
+                && s.with_outcome("none") == 0
+                && s.running(BAD_VERSION) == 0
         })
         .unwrap_or_else(|s| *s.0);
 
-    print_what_happened(started, args.devices, &done, &stopped, &snapshot);
+    let outcome = Outcome {
+        done: &done,
+        stopped: &stopped,
+        rollbacks: &rollbacks,
+        snapshot: &snapshot,
+    };
+    print_what_happened(started, args.devices, &outcome);
     if !args.keep {
         println!();
         println!(
@@ -218,41 +229,84 @@ impl Rollout<'_> {
         report(&ended);
         Ok(ended)
     }
+
+    /// Follows the rollback deployments the stopped one's breaker started
+    /// until they end; returns them as they ended.
+    fn follow_rollbacks(&self, stopped: DeploymentId) -> Result<Vec<Deployment>> {
+        let detail = self.runtime.block_on(self.client.deployment(stopped))?;
+        let mut ended = Vec::new();
+        for id in detail.rolled_back_by {
+            println!("      the server rolls back the canaries that installed it: deployment {id}");
+            let rollback = follow(self.runtime, self.client, id, self.devices, self.quiet)?;
+            report(&rollback);
+            ended.push(rollback);
+        }
+        Ok(ended)
+    }
+}
+
+/// How the demo's rollouts ended and what the fleet runs.
+struct Outcome<'a> {
+    done: &'a Deployment,
+    stopped: &'a Deployment,
+    rollbacks: &'a [Deployment],
+    snapshot: &'a Snapshot,
 }
 
 /// The demo's summary: how far each rollout went, and what the fleet runs.
-fn print_what_happened(
-    started: Instant,
-    devices: usize,
-    done: &Deployment,
-    stopped: &Deployment,
-    snapshot: &Snapshot,
-) {
+fn print_what_happened(started: Instant, devices: usize, outcome: &Outcome<'_>) {
     println!();
     println!(
         "What happened, in {:.0} s:",
         started.elapsed().as_secs_f64()
     );
-    println!(
+    for line in what_happened(devices, outcome) {
+        println!("{line}");
+    }
+}
+
+/// [`print_what_happened`]'s lines after the first.
+fn what_happened(devices: usize, outcome: &Outcome<'_>) -> Vec<String> {
+    use airlift_protocol::state::UpdateState;
+    let count = |d: &Deployment, state: UpdateState| d.counts.get(&state).copied().unwrap_or(0);
+    let mut lines = vec![format!(
         "  rootfs 2.0.0 reached all {} devices, phase by phase, each phase only after the one before was healthy.",
-        done.counts.get(&airlift_protocol::state::UpdateState::Success).copied().unwrap_or(0)
-    );
-    if let Some(rollout) = &stopped.rollout {
+        count(outcome.done, UpdateState::Success)
+    )];
+    if let Some(rollout) = &outcome.stopped.rollout {
         let canary = rollout.phases.first();
-        println!(
-            "  rootfs {BAD_VERSION}: {} of its {} canaries failed their health check and rolled back by themselves;",
+        let admitted = canary.map_or(0, |p| p.admitted);
+        lines.push(format!(
+            "  rootfs {BAD_VERSION}: {} of its {admitted} canaries failed their health check and rolled back by themselves;",
             canary.map_or(0, |p| p.failed),
-            canary.map_or(0, |p| p.admitted),
-        );
-        println!(
-            "  the circuit breaker aborted it there: the other {} devices were never offered it.",
-            devices as u64 - canary.map_or(0, |p| p.admitted)
-        );
+        ));
+        lines.push(format!(
+            "  the circuit breaker stopped it there: the other {} devices were never offered it.",
+            devices as u64 - admitted
+        ));
     }
-    println!("  The fleet now runs (healthy canaries keep {BAD_VERSION}):");
-    for (version, count) in &snapshot.running {
-        println!("    {version:<8} {count} devices");
+    for rollback in outcome.rollbacks {
+        let back =
+            count(rollback, UpdateState::Success) + count(rollback, UpdateState::AlreadyInstalled);
+        lines.push(format!(
+            "  The server rolled the {back} canaries that had installed {BAD_VERSION} back to 2.0.0 (rollback deployment {}, {}).",
+            rollback.id, rollback.status
+        ));
     }
+    let bad = outcome.snapshot.running(BAD_VERSION);
+    if bad == 0 {
+        lines.push(format!(
+            "  The fleet now runs (none left on the broken {BAD_VERSION}):"
+        ));
+    } else {
+        lines.push(format!(
+            "  The fleet now runs ({bad} devices still on the broken {BAD_VERSION}):"
+        ));
+    }
+    for (version, count) in &outcome.snapshot.running {
+        lines.push(format!("    {version:<8} {count} devices"));
+    }
+    lines
 }
 
 /// The commands to look around a demo that keeps running (`--keep`): only
@@ -340,7 +394,8 @@ fn canaries(
 const CANARIES: usize = 10;
 
 /// canary (10 named devices) → 10 % → 50 % → 100 %, two seconds of soak
-/// each; more than 10 % failures aborts.
+/// each; more than 10 % failures stops the rollout and rolls back the
+/// devices that installed it.
 fn staged(canaries: &[DeviceId]) -> Strategy {
     let phase = |name: &str, devices: PhaseDevices| Phase {
         name: Some(name.to_owned()),
@@ -357,9 +412,11 @@ fn staged(canaries: &[DeviceId]) -> Strategy {
             phase("100 %", PhaseDevices::Percent(100)),
         ],
         failure_threshold: FailureThreshold::Percent(10),
-        on_failure: BreakerAction::Abort,
+        // Back to the release each device ran before.
+        on_failure: BreakerAction::Rollback,
         advance: Advance::Automatic,
         device_timeout_secs: 120,
+        rollback_package: None,
     })
 }
 
@@ -459,18 +516,33 @@ fn follow(
 }
 
 fn report(deployment: &Deployment) {
-    if let Some(rollout) = &deployment.rollout {
-        for phase in &rollout.phases {
-            println!(
-                "      {:>8}  {:>3} admitted  {:>3} succeeded  {:>3} failed",
-                phase.name, phase.admitted, phase.succeeded, phase.failed
-            );
-        }
+    for line in phase_table(deployment) {
+        println!("{line}");
     }
     println!("      → {}", deployment.status);
     if let Some(reason) = deployment.rollout.as_ref().and_then(|r| r.reason.as_ref()) {
         println!("        {reason}");
     }
+}
+
+/// One line per phase: its own admitted devices and, since a phase's share
+/// includes the phases before it, the cumulative count the share is of.
+fn phase_table(deployment: &Deployment) -> Vec<String> {
+    let Some(rollout) = &deployment.rollout else {
+        return Vec::new();
+    };
+    let mut total = 0;
+    rollout
+        .phases
+        .iter()
+        .map(|phase| {
+            total += phase.admitted;
+            format!(
+                "      {:>8}  {:>3} admitted ({total:>3} in all)  {:>3} succeeded  {:>3} failed",
+                phase.name, phase.admitted, phase.succeeded, phase.failed
+            )
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -495,6 +567,88 @@ mod tests {
         assert!(
             lines.iter().any(|l| l.contains(&broken.to_string())),
             "{lines:#?}"
+        );
+    }
+
+    fn deployment(phases: &[(u64, u64, u64)]) -> Deployment {
+        use airlift_protocol::strategy::{PhaseProgress, RolloutProgress};
+        Deployment {
+            id: DeploymentId::new(),
+            name: "d".into(),
+            package_id: PackageId::new(),
+            target: Target::Tag("t".into()),
+            strategy: Strategy::All,
+            install: Default::default(),
+            status: DeploymentStatus::Finished,
+            rollout: Some(RolloutProgress {
+                phase: 0,
+                phase_started_at: chrono::Utc::now(),
+                phase_met_at: None,
+                reason: None,
+                phases: phases
+                    .iter()
+                    .enumerate()
+                    .map(|(i, (admitted, succeeded, failed))| PhaseProgress {
+                        name: format!("p{i}"),
+                        admitted: *admitted,
+                        succeeded: *succeeded,
+                        failed: *failed,
+                        skipped: 0,
+                    })
+                    .collect(),
+            }),
+            counts: [(airlift_protocol::state::UpdateState::Success, 6)].into(),
+            created_at: chrono::Utc::now(),
+            finished_at: None,
+            dynamic: false,
+            ends_at: None,
+            joined_late: 0,
+        }
+    }
+
+    #[test]
+    fn the_phase_table_shows_cumulative_admitted_counts() {
+        let lines = phase_table(&deployment(&[(10, 10, 0), (10, 9, 1), (80, 80, 0)]));
+        assert_eq!(lines.len(), 3);
+        assert!(lines[0].contains(" 10 admitted ( 10 in all)"), "{lines:#?}");
+        assert!(lines[1].contains(" 10 admitted ( 20 in all)"), "{lines:#?}");
+        assert!(lines[2].contains(" 80 admitted (100 in all)"), "{lines:#?}");
+    }
+
+    #[test]
+    fn the_summary_says_the_rollback_brought_the_canaries_back() {
+        let done = deployment(&[(200, 200, 0)]);
+        let stopped = deployment(&[(10, 6, 4)]);
+        let rollback = deployment(&[(6, 6, 0)]);
+        let mut snapshot = Snapshot::default();
+        snapshot.running.insert("2.0.0".into(), 200);
+        let mut broken = snapshot.clone();
+        broken.running.insert(BAD_VERSION.into(), 3);
+        let outcome = Outcome {
+            done: &done,
+            stopped: &stopped,
+            rollbacks: std::slice::from_ref(&rollback),
+            snapshot: &snapshot,
+        };
+        let lines = what_happened(200, &outcome).join("\n");
+        assert!(
+            lines.contains("the other 190 devices were never offered it"),
+            "{lines}"
+        );
+        assert!(
+            lines.contains("rolled the 6 canaries that had installed 2.1.0 back to 2.0.0"),
+            "{lines}"
+        );
+        assert!(lines.contains(&rollback.id.to_string()), "{lines}");
+        assert!(lines.contains("none left on the broken 2.1.0"), "{lines}");
+        let outcome = Outcome {
+            snapshot: &broken,
+            ..outcome
+        };
+        let lines = what_happened(200, &outcome).join("\n");
+        assert!(
+            lines.contains("3 devices still on the broken 2.1.0"),
+            "{lines}"
         );
     }
 }

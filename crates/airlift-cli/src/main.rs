@@ -28,6 +28,7 @@ mod demo;
 mod keys;
 mod output;
 mod package;
+mod root;
 mod server_url;
 
 use admin::Admin;
@@ -57,6 +58,7 @@ fn main() -> ExitCode {
         }
         Command::Token { command } => admin::run(Admin::Token(command), &cli.connection, cli.quiet),
         Command::Audit { command } => admin::run(Admin::Audit(command), &cli.connection, cli.quiet),
+        Command::Root { command } => root::run(command),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -5,10 +5,17 @@
 //! cargo bench -p airlift-package --bench throughput
 //! ```
 //!
-//! Verification is measured twice: the library's one-pass path in a child
-//! process, and `airlift package verify` — the binary users run, which is
-//! the figure a goal is judged by (`AIRLIFT_BENCH_CLI_BIN` names another
-//! build of it; by default the workspace's release build, built if missing).
+//! On one uncompressed package file (format 2, a signed digest per 1 MiB
+//! block), in one run: `openssl dgst -sha256` as the baseline; the library's
+//! verification in a child process; `airlift package verify` — the binary
+//! users run (`AIRLIFT_BENCH_CLI_BIN` names another build of it; by default
+//! the workspace's release build, built if missing); the agent's install
+//! path, `airlift-agent install PACKAGE` on a fresh file-backed device
+//! (`AIRLIFT_BENCH_AGENT_BIN`, likewise); and the library on the same
+//! payload built as format 1 (one digest per payload), for what per-block
+//! verification costs. Then a zstd package verified and decoded by the
+//! library and the CLI, against `zstd -dc PAYLOAD | sha256sum` (and `|
+//! openssl dgst -sha256`) on its stored payload.
 //!
 //! Prints a markdown table (progress goes to stderr). Verification runs in a
 //! child process (this binary re-executed with `--verify-child`), so its peak
@@ -22,28 +29,35 @@
 //! `AIRLIFT_BENCH_KEEP=1` keeps the temporary directory (with the zstd
 //! package and `public.pem`) so that a verification child can be profiled.
 
+#[path = "throughput/agent.rs"]
+mod agent;
+#[path = "throughput/launcher.rs"]
+mod launcher;
+
 use airlift_package::{
     encode_payload, Compression, EncodeOptions, Limits, Manifest, PackageReader, PackageWriter,
-    PayloadSpec, PayloadType, PublicKey, SignedManifest, SigningKey, TrustSet,
+    PayloadSpec, PayloadType, PublicKey, SignedManifest, SigningKey, TrustSet, FORMAT_VERSION,
 };
+use launcher::{best_of, Launcher};
 use rand::rngs::SmallRng;
 use rand::{RngCore, SeedableRng};
 use std::ffi::{OsStr, OsString};
 use std::fs::{self, File};
-use std::io::{self, BufRead, BufReader, BufWriter, Read, Write};
-use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::io::{self, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 const MIB: u64 = 1024 * 1024;
 const CHUNK: usize = 1024 * 1024;
 const RUNS: usize = 3;
+/// The packages' device type, and the agent's.
+const BOARD: &str = "bench-board";
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.get(1).map(String::as_str) == Some("--launcher") {
-        if let Err(error) = launcher() {
+        if let Err(error) = launcher::launcher() {
             eprintln!("launcher failed: {error}");
             std::process::exit(1);
         }
@@ -103,9 +117,62 @@ struct Row {
     step: String,
     bytes: u64,
     time: Duration,
-    vs_openssl: Option<f64>,
+    /// The baseline's time over ours (higher is faster); the step's text
+    /// names the baseline.
+    vs_baseline: Option<f64>,
     ratio: Option<f64>,
     peak_rss_kib: Option<i64>,
+    /// The goal this row measures, for scripts/bench.
+    goal: Option<Goal>,
+}
+
+/// A `bench-result` line's fixed parts.
+struct Goal {
+    name: &'static str,
+    baseline: &'static str,
+    /// The goal as a ratio; `None` for a figure reported without one.
+    target: Option<f64>,
+    load: String,
+}
+
+impl Row {
+    fn new(step: impl Into<String>, bytes: u64, time: Duration) -> Self {
+        Self {
+            step: step.into(),
+            bytes,
+            time,
+            vs_baseline: None,
+            ratio: None,
+            peak_rss_kib: None,
+            goal: None,
+        }
+    }
+
+    fn against(mut self, baseline: Duration) -> Self {
+        self.vs_baseline = Some(baseline.as_secs_f64() / self.time.as_secs_f64());
+        self
+    }
+
+    fn rss(mut self, kib: i64) -> Self {
+        self.peak_rss_kib = Some(kib);
+        self
+    }
+
+    fn goal(
+        mut self,
+        name: &'static str,
+        baseline: &'static str,
+        target: Option<f64>,
+        load: String,
+    ) -> Self {
+        self.goal = Some(Goal {
+            name,
+            baseline,
+            target,
+            load,
+        });
+        self
+    }
 }
 
 fn mb_per_s(bytes: u64, time: Duration) -> f64 {
@@ -164,41 +231,58 @@ struct Bench {
 }
 
 impl Bench {
-    /// Steps 1 to 3b: an uncompressed package of random bytes, built, hashed
-    /// by openssl and verified by the library and by the CLI. Returns the
-    /// CLI binary, for the zstd steps.
+    /// Steps 1 to 3d: an uncompressed payload of random bytes built into a
+    /// format 2 package (blocks) and a format 1 package (whole-payload
+    /// digest); the format 2 file hashed by openssl, verified by the
+    /// library, by the CLI and installed by the agent; the format 1 file
+    /// verified by the library. Returns the CLI binary, for the zstd steps.
     fn uncompressed(&mut self, plain_len: u64) -> PathBuf {
-        // 1. A random payload and an uncompressed package of it.
+        // 1. A random payload and the two packages of it.
         let payload = self.dir.join("payload.bin");
         eprintln!("writing {} MiB of random bytes", plain_len / MIB);
         write_random(&payload, plain_len);
         let package = self.dir.join("plain.airlift");
+        let whole = self.dir.join("plain-v1.airlift");
         let options = EncodeOptions {
             zstd_workers: 0,
             ..EncodeOptions::default()
         };
-        eprintln!("building the uncompressed package");
-        let (time, stored_len) = build_package(
-            &payload,
-            &package,
-            &self.key,
-            Compression::None,
-            &options,
-            &self.dir,
-        );
-        self.rows.push(Row {
-            step: "build, uncompressed (encode + write package)".into(),
-            bytes: plain_len,
-            time,
-            vs_openssl: None,
-            ratio: Some(plain_len as f64 / stored_len as f64),
-            peak_rss_kib: None,
-        });
+        for (path, version) in [(&package, FORMAT_VERSION), (&whole, 1)] {
+            eprintln!("building the uncompressed package, format {version}");
+            let (time, stored_len) = build_package(
+                &payload,
+                path,
+                (&self.key, version),
+                Compression::None,
+                &options,
+                &self.dir,
+            );
+            let mut row = Row::new(
+                format!("build, uncompressed, format {version} (encode + write package)"),
+                plain_len,
+                time,
+            );
+            row.ratio = Some(plain_len as f64 / stored_len as f64);
+            self.rows.push(row);
+        }
         fs::remove_file(&payload).expect("remove the payload");
-        let package_len = fs::metadata(&package).expect("package metadata").len();
+        let load = format!(
+            "{} MiB uncompressed package, hot page cache",
+            plain_len / MIB
+        );
+        let openssl = self.openssl_and_library(&package, &whole, &load);
+        let cli = self.cli_and_agent(&package, openssl, &load);
+        fs::remove_file(&package).expect("remove the package");
+        cli
+    }
 
+    /// Steps 2 and 3: openssl on the format 2 package, then the library on
+    /// it and on the format 1 package (which it removes). Returns openssl's
+    /// time.
+    fn openssl_and_library(&mut self, package: &Path, whole: &Path, load: &str) -> Duration {
+        let package_len = fs::metadata(package).expect("package metadata").len();
         // 2. Baseline: openssl over the same file, page cache hot.
-        warm(&package);
+        warm(package);
         eprintln!("openssl dgst -sha256, best of {RUNS}");
         let openssl_argv = [
             OsStr::new("openssl"),
@@ -207,29 +291,71 @@ impl Bench {
             package.as_os_str(),
         ];
         let (openssl, openssl_rss) = best_of(&mut self.launcher, &openssl_argv);
-        self.rows.push(Row {
-            step: "`openssl dgst -sha256` (baseline)".into(),
-            bytes: package_len,
-            time: openssl,
-            vs_openssl: Some(1.0),
-            ratio: None,
-            peak_rss_kib: Some(openssl_rss),
-        });
+        self.rows.push(
+            Row::new("`openssl dgst -sha256` (baseline)", package_len, openssl)
+                .against(openssl)
+                .rss(openssl_rss),
+        );
 
-        // 3. The library, in a child process.
+        // 3. The library, in a child process: format 2, then format 1.
         eprintln!("library verification (stored bytes), best of {RUNS}");
         let (verify, verify_rss) = best_of(
             &mut self.launcher,
-            &verify_argv(&package, &self.public_pem, "stored"),
+            &verify_argv(package, &self.public_pem, "stored"),
         );
-        self.rows.push(Row {
-            step: "verify uncompressed: open → verify → read stored (1 MiB) → finish".into(),
-            bytes: package_len,
-            time: verify,
-            vs_openssl: Some(openssl.as_secs_f64() / verify.as_secs_f64()),
-            ratio: None,
-            peak_rss_kib: Some(verify_rss),
-        });
+        self.rows.push(
+            Row::new(
+                "verify uncompressed: open → verify → read stored (1 MiB) → finish, vs openssl",
+                package_len,
+                verify,
+            )
+            .against(openssl)
+            .rss(verify_rss)
+            .goal(
+                "verify, library path",
+                "openssl dgst -sha256 PACKAGE",
+                Some(0.9),
+                load.to_owned(),
+            ),
+        );
+        warm(whole);
+        eprintln!("library verification of the format 1 package, best of {RUNS}");
+        let (verify_whole, whole_rss) = best_of(
+            &mut self.launcher,
+            &verify_argv(whole, &self.public_pem, "stored"),
+        );
+        self.rows.push(
+            Row::new(
+                "verify uncompressed, format 1 (one digest per payload), vs openssl",
+                package_len,
+                verify_whole,
+            )
+            .against(openssl)
+            .rss(whole_rss),
+        );
+        fs::remove_file(whole).expect("remove the format 1 package");
+        self.rows.push(
+            Row::new(
+                "per-block (format 2) vs whole-payload (format 1) verification: format 1's time over format 2's",
+                package_len,
+                verify,
+            )
+            .against(verify_whole)
+            .goal(
+                "verify, per-block vs whole-payload",
+                "library verify of the same payload as format 1",
+                Some(0.95),
+                load.to_owned(),
+            ),
+        );
+
+        openssl
+    }
+
+    /// Steps 3b and 3c: the CLI and the agent on the format 2 package.
+    /// Returns the CLI binary.
+    fn cli_and_agent(&mut self, package: &Path, openssl: Duration, load: &str) -> PathBuf {
+        let package_len = fs::metadata(package).expect("package metadata").len();
         // 3b. The same, as users run it: `airlift package verify`.
         let cli = cli_binary();
         eprintln!(
@@ -238,22 +364,60 @@ impl Bench {
         );
         let (by_cli, cli_rss) = best_of(
             &mut self.launcher,
-            &cli_verify_argv(&cli, &package, &self.public_pem),
+            &cli_verify_argv(&cli, package, &self.public_pem),
         );
-        self.rows.push(Row {
-            step: "`airlift package verify --trust KEY` (the CLI), uncompressed".into(),
-            bytes: package_len,
-            time: by_cli,
-            vs_openssl: Some(openssl.as_secs_f64() / by_cli.as_secs_f64()),
-            ratio: None,
-            peak_rss_kib: Some(cli_rss),
-        });
-        fs::remove_file(&package).expect("remove the package");
+        self.rows.push(
+            Row::new(
+                "`airlift package verify --trust KEY` (the CLI), uncompressed, vs openssl",
+                package_len,
+                by_cli,
+            )
+            .against(openssl)
+            .rss(cli_rss)
+            .goal(
+                "verify, `airlift package verify`",
+                "openssl dgst -sha256 PACKAGE",
+                Some(0.9),
+                load.to_owned(),
+            ),
+        );
+
+        // 3c. The agent's install path on the same file.
+        let agent = agent::agent_binary();
+        eprintln!(
+            "`airlift-agent install` ({}), best of {RUNS}",
+            agent.display()
+        );
+        let (install, install_rss) = agent::best_install(
+            &mut self.launcher,
+            &agent,
+            &self.dir,
+            package,
+            &self.public_pem,
+            BOARD,
+            RUNS,
+        );
+        self.rows.push(
+            Row::new(
+                "`airlift-agent install PACKAGE` (verify, write slot, sync, read back), vs openssl",
+                package_len,
+                install,
+            )
+            .against(openssl)
+            .rss(install_rss)
+            .goal(
+                "install, `airlift-agent install` of a local package",
+                "openssl dgst -sha256 PACKAGE",
+                Some(0.9),
+                format!("{load}, slot on the same disk"),
+            ),
+        );
         cli
     }
 
     /// Step 4: zstd, built with and without worker threads, then verified
-    /// by the library and by `cli`.
+    /// and decoded by the library and by `cli`, against `zstd -dc | sha256sum`
+    /// (and `| openssl dgst -sha256`) on the package's stored payload.
     fn zstd(&mut self, zstd_len: u64, cores: u32, cli: &Path) {
         let input = self.dir.join("binaries.bin");
         eprintln!(
@@ -266,33 +430,75 @@ impl Bench {
         self.zstd_build(&input, &zstd_package, zstd_len, 0);
         // Built last, so this multithreaded package is the one verified below.
         self.zstd_build(&input, &zstd_package, zstd_len, cores);
+        let frames = self.dir.join("payload.zst");
+        extract_payload(&zstd_package, &frames);
         warm(&zstd_package);
+        warm(&frames);
+        let load = format!("{} MiB of binaries, zstd level 3", zstd_len / MIB);
+        let mut baselines = Vec::new();
+        for hasher in ["sha256sum", "openssl dgst -sha256"] {
+            eprintln!("`zstd -dc | {hasher}`, best of {RUNS}");
+            let script = format!("zstd -dcq '{}' | {hasher} >/dev/null", frames.display());
+            let (time, rss) = best_of(&mut self.launcher, &["sh", "-c", &script]);
+            self.rows.push(
+                Row::new(
+                    format!("`zstd -dc PAYLOAD | {hasher}` (baseline)"),
+                    zstd_len,
+                    time,
+                )
+                .rss(rss),
+            );
+            baselines.push(time);
+        }
         eprintln!("library verification (decode + installed digest), best of {RUNS}");
         let (decode, decode_rss) = best_of(
             &mut self.launcher,
             &verify_argv(&zstd_package, &self.public_pem, "decoded"),
         );
-        self.rows.push(Row {
-            step: "verify zstd: read stored → decompress → installed digest → finish".into(),
-            bytes: zstd_len,
-            time: decode,
-            vs_openssl: None,
-            ratio: None,
-            peak_rss_kib: Some(decode_rss),
-        });
+        self.rows.push(
+            Row::new(
+                "verify zstd: read stored → decompress → installed digest → finish, vs `zstd -dc | sha256sum`",
+                zstd_len,
+                decode,
+            )
+            .against(baselines[0])
+            .rss(decode_rss),
+        );
         eprintln!("`airlift package verify` of the zstd package, best of {RUNS}");
-        let (decode_by_cli, decode_cli_rss) = best_of(
+        let (by_cli, cli_rss) = best_of(
             &mut self.launcher,
             &cli_verify_argv(cli, &zstd_package, &self.public_pem),
         );
-        self.rows.push(Row {
-            step: "`airlift package verify --trust KEY` (the CLI), zstd".into(),
-            bytes: zstd_len,
-            time: decode_by_cli,
-            vs_openssl: None,
-            ratio: None,
-            peak_rss_kib: Some(decode_cli_rss),
-        });
+        self.rows.push(
+            Row::new(
+                "`airlift package verify --trust KEY` (the CLI), zstd, vs `zstd -dc | sha256sum`",
+                zstd_len,
+                by_cli,
+            )
+            .against(baselines[0])
+            .rss(cli_rss)
+            .goal(
+                "verify + decode zstd, `airlift package verify`",
+                "zstd -dc PAYLOAD | sha256sum",
+                Some(0.9),
+                load.clone(),
+            ),
+        );
+        self.rows.push(
+            Row::new(
+                "`airlift package verify --trust KEY` (the CLI), zstd, vs `zstd -dc | openssl dgst -sha256`",
+                zstd_len,
+                by_cli,
+            )
+            .against(baselines[1])
+            .goal(
+                "verify + decode zstd, `airlift package verify`, vs openssl",
+                "zstd -dc PAYLOAD | openssl dgst -sha256",
+                None,
+                load,
+            ),
+        );
+        fs::remove_file(&frames).expect("remove the extracted payload");
     }
 
     /// Builds `input` into the zstd package `package` with `workers`
@@ -301,26 +507,41 @@ impl Bench {
         let options = EncodeOptions {
             zstd_level: 3,
             zstd_workers: workers,
-            recipients: Vec::new(),
+            ..EncodeOptions::default()
         };
         eprintln!("building the zstd package with {workers} worker(s)");
         let (time, stored_len) = build_package(
             input,
             package,
-            &self.key,
+            (&self.key, FORMAT_VERSION),
             Compression::Zstd,
             &options,
             &self.dir,
         );
-        self.rows.push(Row {
-            step: format!("build, zstd level 3, workers = {workers}"),
-            bytes: zstd_len,
+        let mut row = Row::new(
+            format!("build, zstd level 3, workers = {workers}"),
+            zstd_len,
             time,
-            vs_openssl: None,
-            ratio: Some(zstd_len as f64 / stored_len as f64),
-            peak_rss_kib: None,
-        });
+        );
+        row.ratio = Some(zstd_len as f64 / stored_len as f64);
+        self.rows.push(row);
     }
+}
+
+/// Copies the one payload's stored bytes (zstd frames) out of `package`.
+fn extract_payload(package: &Path, out: &Path) {
+    use std::io::{Seek, SeekFrom};
+    let mut file = File::open(package).expect("open the package");
+    let offset = PackageReader::open(&mut file, Limits::default())
+        .expect("read the head")
+        .payload_offset();
+    file.seek(SeekFrom::Start(offset))
+        .expect("seek to the payload");
+    io::copy(
+        &mut file,
+        &mut File::create(out).expect("create the payload file"),
+    )
+    .expect("copy the payload");
 }
 
 /// The `airlift` binary users run: `AIRLIFT_BENCH_CLI_BIN` (relative to
@@ -347,7 +568,7 @@ fn cli_binary() -> PathBuf {
         .status()
         .expect("run cargo build");
     assert!(built.success(), "building the airlift CLI failed");
-    root.join("target/release/airlift")
+    target_dir(&root).join("release/airlift")
 }
 
 fn cli_verify_argv(cli: &Path, package: &Path, public_pem: &Path) -> Vec<OsString> {
@@ -428,6 +649,11 @@ fn list_files(dir: &Path, files: &mut Vec<PathBuf>) {
     }
 }
 
+/// Where cargo builds: `CARGO_TARGET_DIR`, else the workspace's `target`.
+fn target_dir(root: &Path) -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), |dir| root.join(dir))
+}
+
 /// Encodes `input` into a temporary stored file, signs the manifest and
 /// writes the package, as the CLI does. Returns the time for all of it and
 /// the stored size.
@@ -436,7 +662,7 @@ fn list_files(dir: &Path, files: &mut Vec<PathBuf>) {
 fn build_package(
     input: &Path,
     package: &Path,
-    key: &SigningKey,
+    (key, format_version): (&SigningKey, u16),
     compression: Compression,
     options: &EncodeOptions,
     dir: &Path,
@@ -454,7 +680,8 @@ fn build_package(
         stored_out,
     )
     .expect("encode the payload");
-    let manifest = Manifest::builder("bench", "1.0.0".parse().expect("semver"), ["bench-board"])
+    let manifest = Manifest::builder("bench", "1.0.0".parse().expect("semver"), [BOARD])
+        .format_version(format_version)
         .payload(entry)
         .build();
     let signed = SignedManifest::sign(&manifest, &[key], &Limits::default()).expect("sign");
@@ -481,149 +708,6 @@ fn warm(path: &Path) {
     drain(File::open(path).expect("open for warming"), &mut buf).expect("read for warming");
 }
 
-/// One untimed warm-up run, then the best wall time of `RUNS`, and the
-/// largest peak RSS (KiB) any run reached.
-fn best_of(launcher: &mut Launcher, argv: &[impl AsRef<OsStr>]) -> (Duration, i64) {
-    launcher.run(argv);
-    let mut best = Duration::MAX;
-    let mut peak = 0;
-    for _ in 0..RUNS {
-        let (time, rss) = launcher.run(argv);
-        best = best.min(time);
-        peak = peak.max(rss);
-    }
-    (best, peak)
-}
-
-/// Starts and times the measured processes, from a separate small process.
-///
-/// Linux counts what a process used *before* its `exec` towards its
-/// `ru_maxrss`, and `std::process::Command` spawns with `posix_spawn`, whose
-/// child shares the parent's address space until `exec`: a child spawned
-/// straight from this benchmark reports at least the benchmark's own peak
-/// RSS (over 50 MiB once it has built the zstd package). Spawned from the
-/// launcher, whose own peak stays at a few MiB, the children report their
-/// own peak.
-struct Launcher {
-    process: Child,
-    requests: ChildStdin,
-    replies: BufReader<ChildStdout>,
-}
-
-impl Launcher {
-    fn start() -> Self {
-        let mut process = Command::new(std::env::current_exe().expect("path of this benchmark"))
-            .arg("--launcher")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("start the launcher");
-        let requests = process.stdin.take().expect("the launcher's stdin is piped");
-        let replies = BufReader::new(process.stdout.take().expect("stdout is piped"));
-        Self {
-            process,
-            requests,
-            replies,
-        }
-    }
-
-    /// Runs `argv` to completion; returns its wall time and peak RSS in KiB.
-    fn run(&mut self, argv: &[impl AsRef<OsStr>]) -> (Duration, i64) {
-        let mut request = Vec::new();
-        for (i, arg) in argv.iter().enumerate() {
-            if i > 0 {
-                request.push(0);
-            }
-            request.extend_from_slice(arg.as_ref().as_bytes());
-        }
-        request.push(b'\n');
-        self.requests
-            .write_all(&request)
-            .and_then(|()| self.requests.flush())
-            .expect("send a command to the launcher");
-        let mut reply = String::new();
-        self.replies
-            .read_line(&mut reply)
-            .expect("read the launcher's reply");
-        let shown: Vec<_> = argv.iter().map(|a| a.as_ref().to_string_lossy()).collect();
-        let fields: Vec<&str> = reply.split_whitespace().collect();
-        match fields[..] {
-            ["ok", nanos, kib] => (
-                Duration::from_nanos(nanos.parse().expect("nanoseconds")),
-                kib.parse().expect("KiB"),
-            ),
-            _ => panic!("{shown:?} failed: {}", reply.trim()),
-        }
-    }
-
-    fn stop(self) {
-        let Self {
-            mut process,
-            requests,
-            replies,
-        } = self;
-        drop((requests, replies));
-        let status = process.wait().expect("wait for the launcher");
-        assert!(status.success(), "the launcher failed: {status}");
-    }
-}
-
-/// The launcher's side: reads commands (arguments separated by NUL, one per
-/// line) from stdin, runs each, and answers `ok NANOS PEAK_RSS_KIB` or
-/// `failed STATUS`.
-fn launcher() -> io::Result<()> {
-    let mut out = io::stdout().lock();
-    for line in io::stdin().lock().split(b'\n') {
-        let line = line?;
-        let argv: Vec<OsString> = line
-            .split(|&b| b == 0)
-            .map(|arg| OsString::from_vec(arg.to_vec()))
-            .collect();
-        let Some((program, args)) = argv.split_first() else {
-            continue;
-        };
-        let start = Instant::now();
-        // The child is reaped by `wait4`, not `Child::wait`, to get its rusage.
-        #[allow(clippy::zombie_processes)]
-        let child = Command::new(program)
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .spawn()?;
-        let (status, usage) = wait4(child.id());
-        let time = start.elapsed();
-        if libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0 {
-            writeln!(out, "ok {} {}", time.as_nanos(), usage.ru_maxrss)?;
-        } else {
-            writeln!(out, "failed {status:#x}")?;
-        }
-        out.flush()?;
-    }
-    Ok(())
-}
-
-/// Reaps `pid` with `wait4`, which also reports that one child's resource
-/// usage (peak RSS), unlike `getrusage(RUSAGE_CHILDREN)`, which mixes all.
-#[allow(unsafe_code)]
-fn wait4(pid: u32) -> (libc::c_int, libc::rusage) {
-    let pid = libc::pid_t::try_from(pid).expect("a pid fits in pid_t");
-    let mut status: libc::c_int = 0;
-    // SAFETY: an all-zero rusage is a valid value of that plain C struct.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    loop {
-        // SAFETY: both pointers are to live, writable locals of the right type.
-        let reaped = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
-        if reaped == pid {
-            return (status, usage);
-        }
-        let error = io::Error::last_os_error();
-        assert!(
-            error.kind() == io::ErrorKind::Interrupted,
-            "wait4({pid}) failed: {error}"
-        );
-    }
-}
-
 fn cpu_model() -> String {
     fs::read_to_string("/proc/cpuinfo")
         .ok()
@@ -645,11 +729,11 @@ fn print_table(rows: &[Row], plain_len: u64, zstd_len: u64, cores: u32) {
         zstd_len / MIB
     );
     println!();
-    println!("| step | bytes | best time | MB/s | vs openssl | ratio | peak RSS |");
+    println!("| step | bytes | best time | MB/s | vs baseline | ratio | peak RSS |");
     println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: |");
     for row in rows {
         let percent = row
-            .vs_openssl
+            .vs_baseline
             .map_or_else(|| "–".into(), |r| format!("{:.0} %", r * 100.0));
         let ratio = row.ratio.map_or_else(|| "–".into(), |r| format!("{r:.2}"));
         let rss = row.peak_rss_kib.map_or_else(
@@ -665,30 +749,21 @@ fn print_table(rows: &[Row], plain_len: u64, zstd_len: u64, cores: u32) {
         );
     }
     println!();
-    println!("Baseline, to run alone: `openssl dgst -sha256 PACKAGE` (hot page cache)");
+    println!("Baselines, to run alone: `openssl dgst -sha256 PACKAGE`, `zstd -dc PAYLOAD | sha256sum` (hot page cache)");
     // For scripts/bench, which keeps the table at the top of BENCHMARKS.md.
-    for (goal, prefix) in [
-        ("verify, library path", "verify uncompressed"),
-        (
-            "verify, `airlift package verify`",
-            "`airlift package verify --trust KEY` (the CLI), uncompressed",
-        ),
-    ] {
-        if let Some(ratio) = rows
-            .iter()
-            .find(|r| r.step.starts_with(prefix))
-            .and_then(|r| r.vs_openssl)
-        {
-            println!(
-                "bench-result: {}",
-                serde_json::json!({
-                    "goal": goal,
-                    "baseline": "openssl dgst -sha256 PACKAGE",
-                    "ratio": ratio,
-                    "target": 0.9,
-                    "load": format!("{} MiB uncompressed package, hot page cache", plain_len / MIB),
-                })
-            );
-        }
+    for row in rows {
+        let (Some(goal), Some(ratio)) = (&row.goal, row.vs_baseline) else {
+            continue;
+        };
+        println!(
+            "bench-result: {}",
+            serde_json::json!({
+                "goal": goal.name,
+                "baseline": goal.baseline,
+                "ratio": ratio,
+                "target": goal.target,
+                "load": goal.load,
+            })
+        );
     }
 }

@@ -15,7 +15,7 @@ pub enum Error {
     #[error("not an Airlift package: the file does not start with the magic bytes \"AIRLIFT\\0\"")]
     BadMagic,
     /// The header names a format version this reader does not know.
-    #[error("package format version {0} is not supported (this reader knows version 1); upgrade the tool or rebuild the package")]
+    #[error("package format version {0} is not supported (this reader knows versions 1 and 2); upgrade the tool or rebuild the package")]
     UnsupportedFormat(u16),
     /// A reserved header field or a count is out of range.
     #[error("corrupt header: {0}")]
@@ -142,6 +142,28 @@ pub enum Error {
     /// Encrypting a payload failed.
     #[error("encrypting payload: {0}")]
     Encrypt(String),
+    /// A block of a payload's stored bytes (format version 2) does not hash
+    /// to its digest in the signed block index. Nothing of the block was
+    /// handed on; [`Error::damaged_range`] gives the bytes to fetch again.
+    #[error("payload {index} ({kind} {target}), block {block}, bytes {start}..{end} of the file: stored SHA-256 does not match the signed block index; those bytes are corrupt or were altered (fetch that range again)")]
+    BlockMismatch {
+        /// Position of the payload in the manifest.
+        index: usize,
+        /// Payload type, for the message.
+        kind: String,
+        /// Payload target.
+        target: String,
+        /// Block number within the payload, from 0.
+        block: u64,
+        /// File offset of the block's first byte.
+        start: u64,
+        /// File offset one past its last byte.
+        end: u64,
+    },
+    /// The block index (format version 2) is malformed, too large, or does
+    /// not match the signed manifest.
+    #[error("block index: {0}")]
+    BadBlockIndex(String),
 }
 
 fn describe_untrusted(
@@ -186,6 +208,18 @@ impl From<io::Error> for Error {
 }
 
 impl Error {
+    /// The file bytes found damaged, when the error names them: one block
+    /// (format version 2) or a whole payload (version 1). A downloader may
+    /// fetch exactly that range again and resume from its start.
+    pub fn damaged_range(&self) -> Option<std::ops::Range<u64>> {
+        match self {
+            Error::BlockMismatch { start, end, .. } | Error::DigestMismatch { start, end, .. } => {
+                Some(*start..*end)
+            }
+            _ => None,
+        }
+    }
+
     /// Wraps this error so it can travel through `io::Read`.
     pub(crate) fn into_io(self) -> io::Error {
         match self {

@@ -3,17 +3,19 @@
 //! ```text
 //! offset  size  field
 //!      0     8  magic "AIRLIFT\0"
-//!      8     2  format version, u16 big-endian (1)
+//!      8     2  format version, u16 big-endian (1 or 2)
 //!     10     2  signature count, u16 big-endian (>= 1)
 //!     12     4  manifest length in bytes, u32 big-endian (>= 1)
 //!     16     L  manifest (UTF-8 JSON)
 //!   16+L  72*N  signatures: key id (8 bytes) + Ed25519 signature (64 bytes)
+//!               version 2 only: index length I, u32 big-endian, then the
+//!               block index, I bytes (32-byte SHA-256 per block)
 //!      …        payloads, stored bytes, in manifest order, nothing after
 //! ```
 
 use crate::error::Error;
 use crate::limits::Limits;
-use crate::manifest::FORMAT_VERSION;
+use crate::manifest::{FORMAT_VERSION, MIN_FORMAT_VERSION};
 
 /// The first eight bytes of every package.
 pub const MAGIC: [u8; 8] = *b"AIRLIFT\0";
@@ -49,7 +51,7 @@ impl Header {
             signature_count: u16::from_be_bytes([bytes[10], bytes[11]]),
             manifest_len: u32::from_be_bytes([bytes[12], bytes[13], bytes[14], bytes[15]]),
         };
-        if header.format_version != FORMAT_VERSION {
+        if !(MIN_FORMAT_VERSION..=FORMAT_VERSION).contains(&header.format_version) {
             return Err(Error::UnsupportedFormat(header.format_version));
         }
         if header.signature_count == 0 {
@@ -119,12 +121,20 @@ mod tests {
             Err(Error::BadHeader(_))
         ));
         let future = Header {
-            format_version: 2,
+            format_version: 3,
             ..good
         };
         assert!(matches!(
             Header::decode(&future.encode(), &limits),
-            Err(Error::UnsupportedFormat(2))
+            Err(Error::UnsupportedFormat(3))
+        ));
+        let ancient = Header {
+            format_version: 0,
+            ..good
+        };
+        assert!(matches!(
+            Header::decode(&ancient.encode(), &limits),
+            Err(Error::UnsupportedFormat(0))
         ));
     }
 }

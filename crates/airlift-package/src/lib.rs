@@ -13,7 +13,10 @@
 //!
 //! The reader hands out no payload byte before the manifest's signatures
 //! verify, and a payload reader returns an error instead of end-of-file when
-//! the bytes it streamed do not match the signed digest:
+//! the bytes it streamed do not match the signed digest. Packages of format
+//! version 2 (what the writer makes by default) go further: the signed
+//! manifest commits to a digest of every block of every payload, and no byte
+//! of a block is handed out before the whole block matched:
 //!
 //! ```
 //! use airlift_package::{
@@ -47,6 +50,7 @@
 //! # }
 //! ```
 
+mod blocks;
 mod compat;
 mod digest;
 mod error;
@@ -57,6 +61,7 @@ mod manifest;
 mod reader;
 mod writer;
 
+pub use blocks::{block_size_for, BlockIndexRef, BLOCK_DIGEST_LEN, DEFAULT_BLOCK_SIZE};
 pub use compat::{Compatibility, DeviceFacts, Incompatibility};
 pub use digest::{Sha256Digest, Sha256Hasher};
 pub use error::Error;
@@ -65,7 +70,7 @@ pub use keys::{KeyError, KeyId, ManifestSignature, PublicKey, SigningKey, TrustS
 pub use limits::Limits;
 pub use manifest::{
     Blob, Compatible, Compression, Encryption, Manifest, ManifestBuilder, ManifestError,
-    PayloadEntry, PayloadType, FORMAT_VERSION,
+    PayloadEntry, PayloadType, FORMAT_VERSION, MIN_FORMAT_VERSION,
 };
 pub use reader::{DecodedPayload, PackageReader, PayloadReader, Verified, VerifiedPackage};
 pub use writer::{encode_payload, EncodeOptions, PackageWriter, PayloadSpec, SignedManifest};

@@ -18,6 +18,15 @@ pub struct Limits {
     /// Largest zstd window (log2 bytes) the decoder will allocate; a frame
     /// asking for more is refused instead of exhausting a small device.
     pub max_zstd_window_log: u32,
+    /// Largest block index (format version 2) accepted, in bytes: 32 bytes
+    /// per block of every payload. It is part of the package's head, which
+    /// travels in every update offer, so it is kept small.
+    pub max_block_index_len: u32,
+    /// Smallest block size a version 2 package may declare, in bytes.
+    pub min_block_size: u32,
+    /// Largest block size a version 2 package may declare, in bytes: the
+    /// reader holds one block in memory while it checks it.
+    pub max_block_size: u32,
 }
 
 impl Default for Limits {
@@ -29,6 +38,9 @@ impl Default for Limits {
             max_payload_size: 64 * 1024 * 1024 * 1024,
             max_target_len: 4096,
             max_zstd_window_log: 24,
+            max_block_index_len: 1024 * 1024,
+            min_block_size: 64 * 1024,
+            max_block_size: 4 * 1024 * 1024,
         }
     }
 }

@@ -1,5 +1,6 @@
 //! The manifest: what a package is, what it fits, and what it carries.
 
+use crate::blocks::{self, BlockIndexRef, WriterBlocks};
 use crate::digest::Sha256Digest;
 use crate::limits::Limits;
 use semver::{Version, VersionReq};
@@ -8,14 +9,18 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
 
-/// The only manifest and header format version this crate reads and writes.
-pub const FORMAT_VERSION: u16 = 1;
+/// The manifest and header format version this crate writes by default:
+/// 2, whose signed manifest commits to every block of every payload.
+pub const FORMAT_VERSION: u16 = 2;
+/// The oldest format version this crate still reads and can write: 1, whose
+/// payloads are checked only at their end (for devices with older agents).
+pub const MIN_FORMAT_VERSION: u16 = 1;
 
 /// Everything a package says about itself. Signed byte for byte.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Manifest {
-    /// Must equal [`FORMAT_VERSION`] and the header's version.
+    /// [`MIN_FORMAT_VERSION`] to [`FORMAT_VERSION`]; must equal the header's.
     pub format_version: u16,
     /// The release's name, e.g. `rootfs` or `acme-gateway`.
     pub name: String,
@@ -34,6 +39,10 @@ pub struct Manifest {
     pub security_version: u64,
     /// The payloads, in the order their bytes follow in the file.
     pub payloads: Vec<PayloadEntry>,
+    /// Format version 2: the block size and SHA-256 of the block index that
+    /// follows the signatures. Absent in version 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub block_index: Option<BlockIndexRef>,
 }
 
 /// The devices a package is meant for.
@@ -69,6 +78,11 @@ pub struct PayloadEntry {
     pub compression: Compression,
     /// How the stored bytes were encrypted.
     pub encryption: Encryption,
+    /// The stored bytes' block digests, when this entry came from
+    /// [`encode_payload`](crate::encode_payload): what the signer puts in a
+    /// version 2 block index. Never in the JSON.
+    #[serde(skip)]
+    pub(crate) blocks: WriterBlocks,
 }
 
 /// A size and a digest of one byte stream.
@@ -171,7 +185,7 @@ pub enum Encryption {
 pub enum ManifestError {
     /// `format_version` is not one this reader knows.
     #[error(
-        "manifest format_version {found} is not supported (this reader knows {FORMAT_VERSION})"
+        "manifest format_version {found} is not supported (this reader knows {MIN_FORMAT_VERSION} to {FORMAT_VERSION})"
     )]
     FormatVersion {
         /// The version found.
@@ -226,6 +240,10 @@ pub enum ManifestError {
     /// The JSON did not parse into a manifest.
     #[error("manifest is not valid: {0}")]
     Json(String),
+    /// `block_index` is missing in version 2, present in version 1, or out
+    /// of bounds.
+    #[error("block_index: {0}")]
+    BlockIndex(String),
 }
 
 impl Manifest {
@@ -256,6 +274,7 @@ impl Manifest {
                 provides,
                 security_version: 0,
                 payloads: Vec::new(),
+                block_index: None,
             },
         }
     }
@@ -281,7 +300,7 @@ impl Manifest {
 
     /// Checks every rule a well-formed manifest obeys.
     pub fn validate(&self, limits: &Limits) -> Result<(), ManifestError> {
-        if self.format_version != FORMAT_VERSION {
+        if !(MIN_FORMAT_VERSION..=FORMAT_VERSION).contains(&self.format_version) {
             return Err(ManifestError::FormatVersion {
                 found: self.format_version,
             });
@@ -338,11 +357,63 @@ impl Manifest {
                     reason: "stored sizes add up to more than 2^64 bytes".into(),
                 })?;
         }
-        Ok(())
+        self.validate_block_index(limits)
+    }
+
+    fn validate_block_index(&self, limits: &Limits) -> Result<(), ManifestError> {
+        let reference = match (self.format_version, &self.block_index) {
+            (1, None) => return Ok(()),
+            (1, Some(_)) => {
+                return Err(ManifestError::BlockIndex(
+                    "format version 1 has no block index".into(),
+                ))
+            }
+            (_, None) => {
+                return Err(ManifestError::BlockIndex(
+                    "format version 2 needs one: encode every payload with encode_payload (it records the blocks), or build format version 1".into(),
+                ))
+            }
+            (_, Some(reference)) => reference,
+        };
+        if !blocks::block_size_allowed(reference.block_size, limits) {
+            return Err(ManifestError::BlockIndex(format!(
+                "block size {} is not a power of two from {} to {} bytes",
+                reference.block_size, limits.min_block_size, limits.max_block_size
+            )));
+        }
+        match blocks::index_len(&self.payloads, reference.block_size) {
+            Some(len) if len <= u64::from(limits.max_block_index_len) => Ok(()),
+            _ => Err(ManifestError::BlockIndex(format!(
+                "the payloads need more than {} bytes of index at {} bytes a block; use larger blocks",
+                limits.max_block_index_len, reference.block_size
+            ))),
+        }
     }
 }
 
 impl PayloadEntry {
+    /// An entry made by hand (most come from
+    /// [`encode_payload`](crate::encode_payload)). It carries no block
+    /// digests, so a version 2 package can only hold it if it is empty.
+    pub fn new(
+        kind: PayloadType,
+        target: impl Into<String>,
+        stored: Blob,
+        installed: Blob,
+        compression: Compression,
+        encryption: Encryption,
+    ) -> Self {
+        Self {
+            kind,
+            target: target.into(),
+            stored,
+            installed,
+            compression,
+            encryption,
+            blocks: WriterBlocks::default(),
+        }
+    }
+
     fn validate(&self, index: usize, limits: &Limits) -> Result<(), ManifestError> {
         let target_error = |reason| ManifestError::Target {
             index,
@@ -473,9 +544,29 @@ impl ManifestBuilder {
         self
     }
 
-    /// The manifest; [`Manifest::validate`] runs when it is signed.
+    /// Which format version to build: [`FORMAT_VERSION`] by default, 1 for
+    /// devices whose agents predate version 2.
+    pub fn format_version(mut self, version: u16) -> Self {
+        self.manifest.format_version = version;
+        self
+    }
+
+    /// The manifest; [`Manifest::validate`] runs when it is signed. For
+    /// version 2 its `block_index` is computed from the payloads' block
+    /// digests, and left out when one lacks them (signing then says so).
     pub fn build(self) -> Manifest {
-        self.manifest
+        let mut manifest = self.manifest;
+        manifest.block_index = None;
+        if manifest.format_version >= 2 {
+            manifest.block_index = blocks::common_block_size(&manifest.payloads).and_then(|size| {
+                let index = blocks::build_index(&manifest.payloads, size)?;
+                Some(BlockIndexRef {
+                    block_size: size,
+                    sha256: Sha256Digest::of(&index),
+                })
+            });
+        }
+        manifest
     }
 }
 
@@ -488,20 +579,72 @@ mod tests {
             size: 1,
             sha256: Sha256Digest::of(b"x"),
         };
-        PayloadEntry {
+        PayloadEntry::new(
             kind,
-            target: target.into(),
-            stored: blob,
-            installed: blob,
-            compression: Compression::None,
-            encryption: Encryption::None,
-        }
+            target,
+            blob,
+            blob,
+            Compression::None,
+            Encryption::None,
+        )
     }
 
+    /// Version 1: these entries are made by hand and carry no blocks.
     fn manifest_with(entry: PayloadEntry) -> Manifest {
         Manifest::builder("app", Version::new(1, 0, 0), ["board"])
+            .format_version(1)
             .payload(entry)
             .build()
+    }
+
+    #[test]
+    fn version_2_needs_a_bounded_block_index_and_version_1_none() {
+        let limits = Limits::default();
+        let v2 = Manifest::builder("app", Version::new(1, 0, 0), ["board"])
+            .payload(entry(PayloadType::Image, "rootfs"))
+            .build();
+        assert_eq!(v2.format_version, 2);
+        assert!(matches!(
+            v2.validate(&limits),
+            Err(ManifestError::BlockIndex(_))
+        ));
+        let reference = BlockIndexRef {
+            block_size: 1 << 20,
+            sha256: Sha256Digest::of(b""),
+        };
+        let good = Manifest {
+            block_index: Some(reference),
+            ..v2.clone()
+        };
+        good.validate(&limits).expect("a 1 MiB block size is fine");
+        for block_size in [1000, 1 << 12, 1 << 30] {
+            let bad = Manifest {
+                block_index: Some(BlockIndexRef {
+                    block_size,
+                    ..reference
+                }),
+                ..v2.clone()
+            };
+            assert!(
+                matches!(bad.validate(&limits), Err(ManifestError::BlockIndex(_))),
+                "block size {block_size} accepted"
+            );
+        }
+        let mut oversized = good.clone();
+        oversized.payloads[0].stored.size = 64 << 30;
+        oversized.payloads[0].installed.size = 64 << 30;
+        assert!(matches!(
+            oversized.validate(&limits),
+            Err(ManifestError::BlockIndex(_))
+        ));
+        let v1_with_index = Manifest {
+            format_version: 1,
+            ..good
+        };
+        assert!(matches!(
+            v1_with_index.validate(&limits),
+            Err(ManifestError::BlockIndex(_))
+        ));
     }
 
     #[test]

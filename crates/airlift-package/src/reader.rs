@@ -10,18 +10,23 @@
 //!
 //! A payload reader returns an error instead of end-of-file when its bytes do
 //! not match the signed digest, so a caller that writes until end-of-file and
-//! only then commits can never commit altered bytes.
+//! only then commits can never commit altered bytes. In format version 2 it
+//! goes further: it hands out no byte of a block before the whole block
+//! matched its digest in the signed block index.
 
+mod decoded;
+
+pub use decoded::DecodedPayload;
+
+use crate::blocks::{self, BlockCursor, BlockIndex, BLOCK_DIGEST_LEN, INDEX_LEN_FIELD};
 use crate::digest::{Sha256Digest, Sha256Hasher};
 use crate::error::Error;
 use crate::format::{Header, HEADER_LEN, SIGNATURE_ENTRY_LEN};
 use crate::keys::{KeyId, ManifestSignature, SignatureCheck, TrustSet};
 use crate::limits::Limits;
-use crate::manifest::{Compression, Encryption, Manifest, PayloadEntry};
-use std::cell::RefCell;
-use std::io::{self, BufReader, Read};
+use crate::manifest::{Manifest, PayloadEntry};
+use std::io::{self, Read};
 use std::ops::{Deref, Range};
-use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -62,6 +67,8 @@ pub struct PackageReader<R> {
     header: Header,
     manifest_bytes: Vec<u8>,
     signatures: Vec<ManifestSignature>,
+    /// Format version 2: the block index as read, not yet checked.
+    block_index: Vec<u8>,
 }
 
 impl<R: Read> PackageReader<R> {
@@ -95,12 +102,18 @@ impl<R: Read> PackageReader<R> {
                 signature,
             });
         }
+        let block_index = if header.format_version >= 2 {
+            read_block_index(&mut inner, offset, &limits)?
+        } else {
+            Vec::new()
+        };
         Ok(Self {
             inner,
             limits,
             header,
             manifest_bytes,
             signatures,
+            block_index,
         })
     }
 
@@ -114,9 +127,30 @@ impl<R: Read> PackageReader<R> {
         &self.signatures
     }
 
-    /// File offset of the first payload byte.
+    /// File offset of the first payload byte: the length of the package's
+    /// head (header, manifest, signatures and, in version 2, block index).
     pub fn payload_offset(&self) -> u64 {
-        payload_offset(&self.header)
+        let index = if self.header.format_version >= 2 {
+            INDEX_LEN_FIELD as u64 + self.block_index.len() as u64
+        } else {
+            0
+        };
+        HEADER_LEN as u64
+            + u64::from(self.header.manifest_len)
+            + u64::from(self.header.signature_count) * SIGNATURE_ENTRY_LEN as u64
+            + index
+    }
+
+    /// The package's format version, from its header.
+    pub fn format_version(&self) -> u16 {
+        self.header.format_version
+    }
+
+    /// Format version 2: the block index as the file carries it, not yet
+    /// checked (it is, against the signed manifest, by [`Self::verify`]).
+    /// Empty in version 1.
+    pub fn block_index_bytes(&self) -> &[u8] {
+        &self.block_index
     }
 
     /// Parses the manifest WITHOUT checking any signature, for showing a
@@ -156,6 +190,15 @@ impl<R: Read> PackageReader<R> {
             }
         };
         let manifest = self.parse_manifest()?;
+        let blocks = match &manifest.block_index {
+            Some(reference) => Some(BlockIndex::check(
+                &self.block_index,
+                reference,
+                &manifest.payloads,
+                &self.limits,
+            )?),
+            None => None,
+        };
         let position = self.payload_offset();
         Ok(VerifiedPackage {
             inner: self.inner,
@@ -170,14 +213,32 @@ impl<R: Read> PackageReader<R> {
             next_index: 0,
             current: None,
             failed: false,
+            blocks,
         })
     }
 }
 
-fn payload_offset(header: &Header) -> u64 {
-    HEADER_LEN as u64
-        + u64::from(header.manifest_len)
-        + u64::from(header.signature_count) * SIGNATURE_ENTRY_LEN as u64
+/// Reads version 2's index length field and the index, bounded by `limits`
+/// before anything is allocated; what it holds is checked after the
+/// signatures.
+fn read_block_index(inner: &mut impl Read, offset: u64, limits: &Limits) -> Result<Vec<u8>, Error> {
+    let mut len = [0u8; INDEX_LEN_FIELD];
+    read_exact_at(inner, &mut len, offset, "block index length")?;
+    let len = u32::from_be_bytes(len);
+    if len > limits.max_block_index_len || len as usize % BLOCK_DIGEST_LEN != 0 {
+        return Err(Error::BadBlockIndex(format!(
+            "its length {len} is not a multiple of {BLOCK_DIGEST_LEN} bytes up to {}",
+            limits.max_block_index_len
+        )));
+    }
+    let mut index = vec![0u8; len as usize];
+    read_exact_at(
+        inner,
+        &mut index,
+        offset + INDEX_LEN_FIELD as u64,
+        "block index",
+    )?;
+    Ok(index)
 }
 
 /// A package whose manifest is verified. Payloads come out one at a time,
@@ -194,6 +255,9 @@ pub struct VerifiedPackage<R> {
     next_index: usize,
     current: Option<StoredState>,
     failed: bool,
+    /// Format version 2: the checked block index every payload byte is
+    /// verified against, block by block.
+    blocks: Option<BlockIndex>,
 }
 
 #[derive(Debug)]
@@ -201,7 +265,10 @@ struct StoredState {
     index: usize,
     start: u64,
     remaining: u64,
-    hasher: Sha256Hasher,
+    /// Version 1: the whole payload's digest, checked at its end.
+    hasher: Option<Sha256Hasher>,
+    /// Version 2: where in the payload's blocks the reader is.
+    cursor: BlockCursor,
     verified: Arc<AtomicBool>,
 }
 
@@ -285,7 +352,11 @@ impl<R: Read> VerifiedPackage<R> {
             index,
             start: self.position,
             remaining: entry.stored.size,
-            hasher: Sha256Hasher::new(),
+            // Version 2 checks blocks only: every block matched a signed
+            // digest, so a second whole-payload hash would be a second pass
+            // over the same bytes for nothing.
+            hasher: self.blocks.is_none().then(Sha256Hasher::new),
+            cursor: BlockCursor::default(),
             verified: Arc::clone(&verified),
         });
         self.next_index += 1;
@@ -339,6 +410,9 @@ impl<R: Read> VerifiedPackage<R> {
         if self.failed {
             return Err(io::Error::other("the package already failed verification"));
         }
+        if self.blocks.is_some() {
+            return self.read_blocks(buf);
+        }
         let Some(state) = self.current.as_mut() else {
             return Ok(0);
         };
@@ -373,7 +447,9 @@ impl<R: Read> VerifiedPackage<R> {
             }
             .into_io());
         }
-        state.hasher.update(&buf[..n]);
+        if let Some(hasher) = state.hasher.as_mut() {
+            hasher.update(&buf[..n]);
+        }
         state.remaining -= n as u64;
         self.position += n as u64;
         if state.remaining == 0 {
@@ -382,12 +458,127 @@ impl<R: Read> VerifiedPackage<R> {
         Ok(n)
     }
 
+    /// Version 2: hands out checked bytes of the current payload, reading
+    /// and checking the next block when none are left. A caller's buffer
+    /// that holds the whole block gets it read straight in (no copy): on a
+    /// mismatch the read fails, so the caller never takes those bytes.
+    fn read_blocks(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let block_size = self.blocks.as_ref().map_or(1, BlockIndex::block_size);
+        let Some(state) = self.current.as_mut() else {
+            return Ok(0);
+        };
+        if !state.cursor.has_pending() {
+            if state.remaining == 0 {
+                self.complete_current().map_err(Error::into_io)?;
+                return Ok(0);
+            }
+            if buf.is_empty() {
+                return Ok(0);
+            }
+            // At most the block size, a u32: fits any usize we run on.
+            let block_len = state.remaining.min(u64::from(block_size)) as usize;
+            if buf.len() >= block_len {
+                self.read_block(&mut buf[..block_len])
+                    .map_err(Error::into_io)?;
+                self.complete_if_done().map_err(Error::into_io)?;
+                return Ok(block_len);
+            }
+            let mut pending = std::mem::take(&mut state.cursor.pending);
+            pending.resize(block_len, 0);
+            let result = self.read_block(&mut pending);
+            let Some(state) = self.current.as_mut() else {
+                return Ok(0);
+            };
+            if let Err(error) = result {
+                return Err(error.into_io());
+            }
+            state.cursor.pending = pending;
+            state.cursor.served = 0;
+        }
+        let Some(state) = self.current.as_mut() else {
+            return Ok(0);
+        };
+        let n = state.cursor.serve(buf);
+        self.complete_if_done().map_err(Error::into_io)?;
+        Ok(n)
+    }
+
+    /// Reads the current payload's next block into `dest`, exactly its
+    /// length, and checks it against the block index.
+    fn read_block(&mut self, dest: &mut [u8]) -> Result<(), Error> {
+        let mut hasher = Sha256Hasher::new();
+        let filled = match fill_hashing(&mut self.inner, dest, &mut hasher) {
+            Ok(filled) => filled,
+            Err(error) => {
+                // Part of a block was consumed: the stream cannot go on.
+                self.failed = true;
+                return Err(Error::Io(error));
+            }
+        };
+        let Some(state) = self.current.as_mut() else {
+            return Ok(());
+        };
+        let entry = &self.manifest.payloads[state.index];
+        if filled < dest.len() {
+            self.failed = true;
+            return Err(Error::Truncated {
+                part: format!(
+                    "payload {} ({} {}), which should span bytes {}..{}",
+                    state.index,
+                    entry.kind,
+                    entry.target,
+                    state.start,
+                    state.start + entry.stored.size
+                ),
+                offset: self.position + filled as u64,
+            });
+        }
+        let block = state.cursor.next_block;
+        let expected = self
+            .blocks
+            .as_ref()
+            .and_then(|index| index.digest(state.index, block));
+        let digest: Sha256Digest = hasher.finish();
+        if !expected.is_some_and(|expected| *expected == digest) {
+            self.failed = true;
+            let block_size = self.blocks.as_ref().map_or(1, BlockIndex::block_size);
+            let range = blocks::block_range(state.start, entry.stored.size, block_size, block);
+            return Err(Error::BlockMismatch {
+                index: state.index,
+                kind: entry.kind.to_string(),
+                target: entry.target.clone(),
+                block,
+                start: range.start,
+                end: range.end,
+            });
+        }
+        state.cursor.next_block += 1;
+        state.remaining -= dest.len() as u64;
+        self.position += dest.len() as u64;
+        Ok(())
+    }
+
+    /// Version 2: the payload is done once its last block is checked and
+    /// handed out.
+    fn complete_if_done(&mut self) -> Result<(), Error> {
+        match &self.current {
+            Some(state) if state.remaining == 0 && !state.cursor.has_pending() => {
+                self.complete_current()
+            }
+            _ => Ok(()),
+        }
+    }
+
     fn complete_current(&mut self) -> Result<(), Error> {
         let Some(state) = self.current.take() else {
             return Ok(());
         };
         let entry = &self.manifest.payloads[state.index];
-        if state.hasher.finish() != entry.stored.sha256 {
+        // Version 2 has no whole-payload hasher: each block was checked.
+        if state
+            .hasher
+            .is_some_and(|hasher| hasher.finish() != entry.stored.sha256)
+        {
             self.failed = true;
             return Err(Error::DigestMismatch {
                 index: state.index,
@@ -432,119 +623,6 @@ impl<'a, R: Read> PayloadReader<'a, R> {
         };
         start..start + size
     }
-
-    /// The installed bytes: decrypted with one of `identities` (when the
-    /// payload is encrypted), decompressed, and checked against the installed
-    /// size and digest. Decoding never produces more than the declared size.
-    pub fn decoded(self, identities: &[&dyn age::Identity]) -> Result<DecodedPayload<'a>, Error>
-    where
-        R: 'a,
-    {
-        let entry = self.entry().clone();
-        let index = self.index;
-        let window_log_max = self.package.limits.max_zstd_window_log;
-        let verified = Arc::clone(&self.verified);
-        let decode_error = |step: &'static str, reason: String| Error::Decode {
-            index,
-            target: entry.target.clone(),
-            step,
-            reason,
-        };
-
-        let stored = SharedStored(Rc::new(RefCell::new(self)));
-        let drain_handle: Box<dyn Drain + 'a> = Box::new(stored.clone());
-        let decrypted: Box<dyn Read + 'a> = match entry.encryption {
-            Encryption::None => Box::new(stored),
-            Encryption::Age => {
-                if identities.is_empty() {
-                    return Err(Error::NoIdentity {
-                        index,
-                        target: entry.target.clone(),
-                    });
-                }
-                let decryptor = age::Decryptor::new_buffered(BufReader::new(stored))
-                    .map_err(|e| age_error(e, index, &entry.target))?;
-                let stream = decryptor
-                    .decrypt(identities.iter().copied())
-                    .map_err(|e| age_error(e, index, &entry.target))?;
-                Box::new(stream)
-            }
-        };
-        let decoded: Box<dyn Read + 'a> = match entry.compression {
-            Compression::None => decrypted,
-            Compression::Zstd => {
-                let mut decoder = zstd::stream::read::Decoder::new(decrypted)
-                    .map_err(|e| decode_error("decompress", e.to_string()))?;
-                decoder
-                    .window_log_max(window_log_max)
-                    .map_err(|e| decode_error("decompress", e.to_string()))?;
-                Box::new(decoder)
-            }
-        };
-        // Plain payloads have installed == stored (checked when the manifest
-        // was parsed), so the stored digest already covers them.
-        let hasher = (entry.compression != Compression::None
-            || entry.encryption != Encryption::None)
-            .then(Sha256Hasher::new);
-        Ok(DecodedPayload {
-            inner: decoded,
-            index,
-            entry,
-            hasher,
-            produced: 0,
-            stored_verified: verified,
-            stored: drain_handle,
-        })
-    }
-}
-
-/// The stored reader, shared between the decoder chain and the
-/// [`DecodedPayload`] that may need to drain it after a decode error.
-struct SharedStored<'a, R>(Rc<RefCell<PayloadReader<'a, R>>>);
-
-impl<R> Clone for SharedStored<'_, R> {
-    fn clone(&self) -> Self {
-        Self(Rc::clone(&self.0))
-    }
-}
-
-impl<R: Read> Read for SharedStored<'_, R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.0.borrow_mut().read(buf)
-    }
-}
-
-/// Reads the rest of a payload's stored bytes, checking their digest.
-trait Drain {
-    fn drain(&mut self) -> Result<(), Error>;
-}
-
-impl<R: Read> Drain for SharedStored<'_, R> {
-    fn drain(&mut self) -> Result<(), Error> {
-        let mut reader = self
-            .0
-            .try_borrow_mut()
-            .map_err(|_| Error::Io(io::Error::other("stored payload reader busy")))?;
-        io::copy(&mut *reader, &mut io::sink())
-            .map(|_| ())
-            .map_err(Error::from)
-    }
-}
-
-fn age_error(error: age::DecryptError, index: usize, target: &str) -> Error {
-    match error {
-        age::DecryptError::NoMatchingKeys => Error::NoIdentity {
-            index,
-            target: target.to_owned(),
-        },
-        age::DecryptError::Io(io) => Error::from(io),
-        other => Error::Decode {
-            index,
-            target: target.to_owned(),
-            step: "decrypt",
-            reason: other.to_string(),
-        },
-    }
 }
 
 impl<R: Read> Read for PayloadReader<'_, R> {
@@ -556,118 +634,33 @@ impl<R: Read> Read for PayloadReader<'_, R> {
     }
 }
 
-/// The installed bytes of one payload. Returns an error instead of
-/// end-of-file unless both the stored and the installed digest match and
-/// the size is exactly as declared.
-pub struct DecodedPayload<'a> {
-    inner: Box<dyn Read + 'a>,
-    index: usize,
-    entry: PayloadEntry,
-    hasher: Option<Sha256Hasher>,
-    produced: u64,
-    stored_verified: Arc<AtomicBool>,
-    stored: Box<dyn Drain + 'a>,
-}
+/// Bytes read (and hashed) at a time within a block: small enough that
+/// they are still in the CPU's cache when hashed, large enough that the
+/// extra reads cost nothing measurable.
+const HASH_CHUNK: usize = 128 * 1024;
 
-impl std::fmt::Debug for DecodedPayload<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DecodedPayload")
-            .field("index", &self.index)
-            .field("target", &self.entry.target)
-            .field("produced", &self.produced)
-            .finish()
-    }
-}
-
-impl DecodedPayload<'_> {
-    /// The payload's manifest entry.
-    pub fn entry(&self) -> &PayloadEntry {
-        &self.entry
-    }
-
-    fn decode_step(&self) -> &'static str {
-        match (self.entry.encryption, self.entry.compression) {
-            (Encryption::Age, Compression::Zstd) => "decrypt and decompress",
-            (Encryption::Age, Compression::None) => "decrypt",
-            _ => "decompress",
-        }
-    }
-
-    fn at_end(&mut self) -> Result<(), Error> {
-        if !self.stored_verified.load(Ordering::Acquire) {
-            return Err(Error::Decode {
-                index: self.index,
-                target: self.entry.target.clone(),
-                step: self.decode_step(),
-                reason: "the encoded stream ends before the payload's stored bytes do".into(),
-            });
-        }
-        if self.produced != self.entry.installed.size {
-            return Err(self.size_error());
-        }
-        if let Some(hasher) = self.hasher.take() {
-            let digest: Sha256Digest = hasher.finish();
-            if digest != self.entry.installed.sha256 {
-                return Err(Error::InstalledDigestMismatch {
-                    index: self.index,
-                    kind: self.entry.kind.to_string(),
-                    target: self.entry.target.clone(),
-                    size: self.entry.installed.size,
-                });
+/// Reads into `buf` until it is full or the stream ends, hashing each piece
+/// as it arrives (one pass over the bytes, while they are in cache);
+/// returns how much was read.
+fn fill_hashing(
+    reader: &mut impl Read,
+    buf: &mut [u8],
+    hasher: &mut Sha256Hasher,
+) -> io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        let end = buf.len().min(filled + HASH_CHUNK);
+        match reader.read(&mut buf[filled..end]) {
+            Ok(0) => break,
+            Ok(n) => {
+                hasher.update(&buf[filled..filled + n]);
+                filled += n;
             }
-        }
-        Ok(())
-    }
-
-    fn size_error(&self) -> Error {
-        Error::InstalledSize {
-            index: self.index,
-            target: self.entry.target.clone(),
-            declared: self.entry.installed.size,
-            actual: self.produced,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
         }
     }
-}
-
-impl Read for DecodedPayload<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        if buf.is_empty() {
-            return Ok(0);
-        }
-        let n = match self.inner.read(buf) {
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => return Err(e),
-            Err(e) => {
-                let error = match Error::from(e) {
-                    // A decoder choking on altered bytes: the stored digest
-                    // says precisely where, so prefer its verdict.
-                    Error::Io(io) => match self.stored.drain() {
-                        Err(stored_error) => stored_error,
-                        Ok(()) => Error::Decode {
-                            index: self.index,
-                            target: self.entry.target.clone(),
-                            step: self.decode_step(),
-                            reason: io.to_string(),
-                        },
-                    },
-                    package_error => package_error,
-                };
-                return Err(error.into_io());
-            }
-        };
-        if n == 0 {
-            self.at_end().map_err(Error::into_io)?;
-            return Ok(0);
-        }
-        self.produced += n as u64;
-        if self.produced > self.entry.installed.size {
-            return Err(self.size_error().into_io());
-        }
-        if let Some(hasher) = self.hasher.as_mut() {
-            hasher.update(&buf[..n]);
-        }
-        Ok(n)
-    }
+    Ok(filled)
 }
 
 fn read_exact_at(

@@ -1,10 +1,12 @@
 //! Writing a package: encode each payload (hashing as it goes), sign the
 //! manifest, then write header, manifest, signatures and payloads in order.
 //!
-//! The manifest must carry every payload's stored size and digest, so the
-//! stored bytes are produced first (into wherever the caller keeps them, a
-//! temporary file in the CLI) and copied into the package afterwards.
+//! The manifest must carry every payload's stored size and digest (and, in
+//! format version 2, the digest of every block of them), so the stored bytes
+//! are produced first (into wherever the caller keeps them, a temporary file
+//! in the CLI) and copied into the package afterwards.
 
+use crate::blocks::{self, BlockHasher, WriterBlocks, DEFAULT_BLOCK_SIZE};
 use crate::digest::{Sha256Digest, Sha256Hasher};
 use crate::error::Error;
 use crate::format::{Header, HEADER_LEN, SIGNATURE_ENTRY_LEN};
@@ -12,6 +14,7 @@ use crate::keys::{KeyId, ManifestSignature, SigningKey};
 use crate::limits::Limits;
 use crate::manifest::{Blob, Compression, Encryption, Manifest, PayloadEntry, PayloadType};
 use std::io::{self, Read, Write};
+use std::sync::Arc;
 
 /// What to make of one input stream.
 #[derive(Debug, Clone)]
@@ -43,6 +46,11 @@ pub struct EncodeOptions {
     pub zstd_workers: u32,
     /// Encrypt to these age recipients; empty means no encryption.
     pub recipients: Vec<age::x25519::Recipient>,
+    /// Block size of the stored bytes' digests for a version 2 block
+    /// index: a power of two within [`Limits`]' block sizes; every payload
+    /// of one package must use the same ([`block_size_for`](crate::block_size_for)
+    /// picks one for a package's size).
+    pub block_size: u32,
 }
 
 impl std::fmt::Debug for EncodeOptions {
@@ -51,6 +59,7 @@ impl std::fmt::Debug for EncodeOptions {
             .field("zstd_level", &self.zstd_level)
             .field("zstd_workers", &self.zstd_workers)
             .field("recipients", &self.recipients.len())
+            .field("block_size", &self.block_size)
             .finish()
     }
 }
@@ -61,12 +70,14 @@ impl Default for EncodeOptions {
             zstd_level: 3,
             zstd_workers: std::thread::available_parallelism().map_or(1, |n| n.get() as u32),
             recipients: Vec::new(),
+            block_size: DEFAULT_BLOCK_SIZE,
         }
     }
 }
 
 /// Streams `input` through compression and encryption into `out`, and
-/// returns the manifest entry with both sizes and digests.
+/// returns the manifest entry with both sizes and digests, and the stored
+/// bytes' block digests (hashed in the same pass) for a version 2 index.
 pub fn encode_payload<R: Read, W: Write>(
     input: R,
     spec: &PayloadSpec,
@@ -79,7 +90,7 @@ pub fn encode_payload<R: Read, W: Write>(
     };
     let mut stored = HashingWriter {
         inner: out,
-        hasher: Sha256Hasher::new(),
+        hasher: BlockHasher::new(options.block_size),
     };
     let encrypt = !options.recipients.is_empty();
     match (spec.compression, encrypt) {
@@ -104,18 +115,21 @@ pub fn encode_payload<R: Read, W: Write>(
         }
     }
     stored.inner.flush()?;
-    Ok(PayloadEntry {
-        kind: spec.kind.clone(),
-        target: spec.target.clone(),
-        stored: blob(stored.hasher),
-        installed: blob(installed.hasher),
-        compression: spec.compression,
-        encryption: if encrypt {
+    let (stored_hasher, stored_blocks) = stored.hasher.finish(options.block_size);
+    let mut entry = PayloadEntry::new(
+        spec.kind.clone(),
+        spec.target.clone(),
+        blob(stored_hasher),
+        blob(installed.hasher),
+        spec.compression,
+        if encrypt {
             Encryption::Age
         } else {
             Encryption::None
         },
-    })
+    );
+    entry.blocks = WriterBlocks(Some(Arc::new(stored_blocks)));
+    Ok(entry)
 }
 
 fn blob(hasher: Sha256Hasher) -> Blob {
@@ -159,7 +173,7 @@ impl<R: Read> Read for HashingReader<R> {
 
 struct HashingWriter<W> {
     inner: W,
-    hasher: Sha256Hasher,
+    hasher: BlockHasher,
 }
 
 impl<W: Write> Write for HashingWriter<W> {
@@ -180,6 +194,8 @@ pub struct SignedManifest {
     manifest: Manifest,
     bytes: Vec<u8>,
     signatures: Vec<ManifestSignature>,
+    /// Format version 2: the binary block index the manifest commits to.
+    block_index: Option<Vec<u8>>,
 }
 
 impl SignedManifest {
@@ -209,11 +225,24 @@ impl SignedManifest {
                 keys.len()
             )));
         }
+        let block_index = match &manifest.block_index {
+            Some(reference) => Some(
+                blocks::build_index(&manifest.payloads, reference.block_size)
+                    .filter(|index| Sha256Digest::of(index) == reference.sha256)
+                    .ok_or_else(|| {
+                        Error::BadBlockIndex(
+                            "the manifest's block_index does not match its payloads' blocks; build the manifest from encode_payload's entries with ManifestBuilder".into(),
+                        )
+                    })?,
+            ),
+            None => None,
+        };
         let signatures = keys.iter().map(|key| key.sign(&bytes)).collect();
         Ok(Self {
             manifest: manifest.clone(),
             bytes,
             signatures,
+            block_index,
         })
     }
 
@@ -234,9 +263,14 @@ impl SignedManifest {
 
     /// Length of the package file this manifest describes.
     pub fn package_len(&self) -> u64 {
+        let index = self
+            .block_index
+            .as_ref()
+            .map_or(0, |index| (blocks::INDEX_LEN_FIELD + index.len()) as u64);
         HEADER_LEN as u64
             + self.bytes.len() as u64
             + (self.signatures.len() * SIGNATURE_ENTRY_LEN) as u64
+            + index
             + self.manifest.stored_len()
     }
 }
@@ -263,6 +297,12 @@ impl<'m, W: Write> PackageWriter<'m, W> {
         for signature in &signed.signatures {
             out.write_all(signature.key_id.as_bytes())?;
             out.write_all(&signature.signature)?;
+        }
+        if let Some(index) = &signed.block_index {
+            // Bounded by `Limits::max_block_index_len` when the manifest was
+            // validated.
+            out.write_all(&(index.len() as u32).to_be_bytes())?;
+            out.write_all(index)?;
         }
         Ok(Self {
             out,

@@ -146,6 +146,10 @@ pub struct CheckInResponse {
     /// An update to install, if there is one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub update: Option<UpdateOffer>,
+    /// What differs between the device's desired configuration and what it
+    /// reported; absent when nothing does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shadow: Option<crate::shadow::ShadowDelta>,
 }
 
 /// An update the device should install.
@@ -173,6 +177,10 @@ pub struct UpdateOffer {
     /// maintenance window, a download-only deployment) [default: now].
     #[serde(default)]
     pub install: crate::install::InstallPermit,
+    /// The server's signed timestamp document covering `signed_manifest`
+    /// (JSON text; `docs/trust.md`); absent when the server signs none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timestamp: Option<String>,
 }
 
 /// A device's report on one step of an update.

@@ -18,8 +18,11 @@ pub mod ids;
 pub mod install;
 pub mod management;
 pub mod push;
+pub mod repair;
+pub mod shadow;
 pub mod state;
 pub mod strategy;
+pub mod trust;
 
 pub use ids::{DeploymentId, DeviceId, PackageId, TokenId};
 

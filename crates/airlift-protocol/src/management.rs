@@ -271,6 +271,14 @@ pub struct DeploymentDetail {
     pub deployment: Deployment,
     /// Each targeted device's state.
     pub devices: Vec<DeviceUpdate>,
+    /// The deployment whose circuit breaker started this one, if it is an
+    /// automatic rollback.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollback_of: Option<DeploymentId>,
+    /// The rollback deployments its circuit breaker started (one per
+    /// release the devices go back to).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rolled_back_by: Vec<DeploymentId>,
 }
 
 /// One device's state in a deployment.

@@ -58,6 +58,10 @@ pub struct Phased {
     #[serde(default = "six_hours")]
     #[schema(minimum = 1)]
     pub device_timeout_secs: u64,
+    /// With `on_failure: rollback`, the package to roll back to [default:
+    /// the release each device last committed before this deployment].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollback_package: Option<crate::ids::PackageId>,
 }
 
 fn six_hours() -> u64 {
@@ -151,6 +155,12 @@ pub enum BreakerAction {
     Pause,
     /// End the deployment: devices not yet updating are never offered it.
     Abort,
+    /// End the deployment and roll back the devices that installed it (or
+    /// were installing it): the server creates a rollback deployment of
+    /// `rollback_package` — or, without one, of the release each device
+    /// last committed before — to exactly those devices, through the same
+    /// phases. The rollback deployment's own breaker pauses it.
+    Rollback,
 }
 
 /// Whether phases advance by themselves.
@@ -263,6 +273,12 @@ impl Phased {
             return Err(error(
                 "device_timeout_secs".into(),
                 "must be at least 1 second",
+            ));
+        }
+        if self.rollback_package.is_some() && self.on_failure != BreakerAction::Rollback {
+            return Err(error(
+                "rollback_package".into(),
+                "only with \"on_failure\": \"rollback\"",
             ));
         }
         Ok(())

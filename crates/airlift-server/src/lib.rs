@@ -43,8 +43,12 @@ use tower_http::trace::TraceLayer;
 
 /// The whole HTTP surface for `state`.
 pub fn app(state: AppState) -> Router {
+    let max_device_requests = state.settings().connections.max_device_requests;
     Router::new()
-        .nest(airlift_protocol::DEVICE_API, device_api::routes())
+        .nest(
+            airlift_protocol::DEVICE_API,
+            device_api::routes(max_device_requests),
+        )
         .nest(airlift_protocol::MANAGEMENT_API, api::routes())
         .merge(observability::routes())
         .merge(openapi::routes())

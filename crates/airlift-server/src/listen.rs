@@ -48,6 +48,9 @@ use tower_http::timeout::TimeoutBody;
 pub struct ConnectionLimits {
     /// Most connections open at once.
     pub max_connections: usize,
+    /// Most device API requests (not downloads or push streams) served at
+    /// once; see `device_api::shed`.
+    pub max_device_requests: usize,
     /// Longest wait for a request head (and for a TLS handshake).
     pub idle_timeout: Duration,
     /// Longest silence inside a request body.
@@ -64,6 +67,7 @@ impl ConnectionLimits {
     pub fn defaults(open_file_limit: u64) -> Self {
         Self {
             max_connections: default_max_connections(open_file_limit),
+            max_device_requests: 128,
             idle_timeout: Duration::from_secs(30),
             body_timeout: Duration::from_secs(30),
             write_timeout: Duration::from_secs(60),

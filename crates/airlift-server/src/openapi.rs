@@ -23,7 +23,11 @@ use utoipa::{Modify, OpenApi};
         api::create_deployment, api::list_deployments, api::get_deployment, api::cancel_deployment,
         api::release_install, api::end_deployment, api::list_deployment_devices,
         api::advance_deployment, api::pause_deployment, api::resume_deployment, api::abort_deployment,
+        api::retry_deployment, api::reset_deployment_device, api::reset_device,
         api::create_token, api::list_tokens, api::delete_token, api::whoami, api::list_audit,
+        api::get_device_shadow, api::change_device_desired, api::get_tag_desired, api::change_tag_desired,
+        api::get_attributes_desired, api::change_attributes_desired, device_api::report_shadow,
+        api::upload_root, api::list_roots, device_api::trust_roots,
         observability::healthz, observability::readyz, observability::metrics_text,
     ),
     components(schemas(airlift_protocol::push::Nudge)),
@@ -35,6 +39,8 @@ use utoipa::{Modify, OpenApi};
         (name = "deployments", description = "Rolling a package out to devices"),
         (name = "tokens", description = "Management API tokens"),
         (name = "audit", description = "Who changed what"),
+        (name = "shadows", description = "Desired and reported device configuration"),
+        (name = "trust", description = "Signed trust roots (docs/trust.md)"),
         (name = "operations", description = "Probes and metrics"),
     )
 )]
@@ -229,7 +235,7 @@ impl Modify for DatabaseUnavailable {
         use utoipa::openapi::header::HeaderBuilder;
         use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
         let response = ResponseBuilder::new()
-            .description("The database is slow or unavailable; try again after Retry-After seconds")
+            .description("The database is slow or unavailable, or (device API) the server is at its limit of device requests in flight; try again after Retry-After seconds")
             .content(
                 "application/json",
                 ContentBuilder::new()

@@ -71,6 +71,10 @@ pub struct Settings {
     /// that abandoned ones are aborted; set by `startup::prepare`. `None`:
     /// object_store's own multipart upload (local disk).
     pub uploads: Option<Arc<crate::blobs::recorded::RecordedUploads>>,
+    /// Bounds on device shadow documents.
+    pub shadow: airlift_store::ShadowLimits,
+    /// Signs offers' timestamps, if the server has an online key.
+    pub timestamps: Option<crate::config::trust::TimestampSigner>,
 }
 
 impl Settings {
@@ -87,6 +91,8 @@ impl Settings {
             cache_limits: config.cache_limits,
             offload: None,
             uploads: None,
+            shadow: airlift_store::ShadowLimits::default(),
+            timestamps: config.timestamps.clone(),
         }
     }
 }

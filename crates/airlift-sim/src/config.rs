@@ -103,6 +103,10 @@ pub struct Faults {
     pub fail_health_on: Option<String>,
     /// See `fail_health_on`.
     pub fail_health_share: Share,
+    /// The health check fails on every device while this version runs (a
+    /// release that is bad everywhere, e.g. a rollback target that is
+    /// itself broken).
+    pub fail_health_everywhere_on: Option<String>,
     /// These devices lose power once per deployment, at a random byte of
     /// the download and install.
     pub power_loss_share: Share,

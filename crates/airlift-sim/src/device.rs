@@ -175,12 +175,13 @@ impl Layout {
 
     /// The bootloader's power-up step; then, as the booted system would,
     /// sets the health marker from what the booted slot runs. Returns the
-    /// running version (`None`: not a simulator image).
-    pub fn power_up(&self, fail_on: Option<&str>) -> Result<Option<String>, DeviceError> {
+    /// running version (`None`: not a simulator image). The device is
+    /// unhealthy while it runs one of the `fail_on` versions.
+    pub fn power_up(&self, fail_on: &[&str]) -> Result<Option<String>, DeviceError> {
         let outcome = FileBootEnv::open(self.bootenv())?.boot()?;
         let running = image::version_in(&self.slot(outcome.slot));
         let marker = self.marker();
-        if fail_on.is_some() && running.as_deref() == fail_on {
+        if running.as_deref().is_some_and(|r| fail_on.contains(&r)) {
             let text = format!(
                 "the simulator made this device unhealthy on {}\n",
                 running.as_deref().unwrap_or_default()
@@ -215,11 +216,14 @@ impl Layout {
             system_software: None,
             trusted_keys: config.trusted_keys.clone(),
             trust_threshold: 1,
+            trust_root: None,
             age_identity: None,
             poll_interval_secs: config.poll_interval.map_or(1, |p| p.as_secs().max(1)),
             progress_interval_secs: 30,
             bandwidth_limit: None,
             network_timeout_secs: 10,
+            download: Default::default(),
+            tls: Default::default(),
             slots: BTreeMap::from([(
                 SLOT_TARGET.to_owned(),
                 SlotPair {
@@ -247,6 +251,8 @@ impl Layout {
             reboot_command: vec!["true".into()],
             modules_dir: self.dir.join("modules"),
             push: config.push.clone(),
+            // Simulated devices take no configuration (the shadow's module).
+            shadow: Default::default(),
             root: self.dir.join("root"),
         }
     }
@@ -298,11 +304,14 @@ mod tests {
             dir: dir.path().join("dev"),
         };
         layout.create(&config, &plan, None)?;
-        assert_eq!(layout.power_up(Some("2.0.0"))?.as_deref(), Some("1.0.0"));
+        assert_eq!(layout.power_up(&["2.0.0"])?.as_deref(), Some("1.0.0"));
         assert!(!layout.marker().exists());
-        assert_eq!(layout.power_up(Some("1.0.0"))?.as_deref(), Some("1.0.0"));
+        assert_eq!(
+            layout.power_up(&["3.0.0", "1.0.0"])?.as_deref(),
+            Some("1.0.0")
+        );
         assert!(layout.marker().exists());
-        assert_eq!(layout.power_up(None)?.as_deref(), Some("1.0.0"));
+        assert_eq!(layout.power_up(&[])?.as_deref(), Some("1.0.0"));
         assert!(!layout.marker().exists());
         // Made once: a second create keeps the device as it is.
         let key = std::fs::read(layout.data().join("device.key"))?;

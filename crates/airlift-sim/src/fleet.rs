@@ -435,12 +435,15 @@ fn start(shared: &Arc<Shared>, device: &mut SimDevice, retry: Duration) -> Durat
     let plan = &shared.plans[index];
     let config = &shared.config;
     if !device.powered {
-        let fail_on = config
-            .faults
+        let faults = &config.faults;
+        let fail_on: Vec<&str> = faults
             .fail_health_on
             .as_deref()
-            .filter(|_| plan.fail_health);
-        match device.layout.power_up(fail_on) {
+            .filter(|_| plan.fail_health)
+            .into_iter()
+            .chain(faults.fail_health_everywhere_on.as_deref())
+            .collect();
+        match device.layout.power_up(&fail_on) {
             Ok(running) => {
                 shared.view(index).running = Some(running.unwrap_or_else(|| "unknown".into()));
                 device.powered = true;

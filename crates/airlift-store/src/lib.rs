@@ -53,15 +53,23 @@ mod deployment;
 mod feed;
 mod open;
 mod postgres;
+mod repair;
+mod shadow;
 mod sql;
 mod sqlite;
+mod trust;
 pub use codec::inventory_digest;
 pub use deployment::{
     DeploymentDevicesFilter, DeploymentFilter, DeploymentRecord, ReasonMatch, RolloutState,
 };
 pub use feed::{ChangeFeed, Heard, StoreEvent};
 pub use open::{open, open_with, DatabaseUrl, InvalidDatabaseUrl, OpenOptions};
+pub use repair::{
+    FleetRepair, NewRollback, ResetOutcome, RetryOutcome, RollbackLinks, RESETTABLE, RETRYABLE,
+};
+pub use shadow::{DesiredChange, ShadowLimits, ShadowStore, ShadowWrite};
 pub use sql::uploads::{StaleUpload, UploadRecord};
+pub use trust::{TrustRootRecord, TrustRootStore};
 
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -366,6 +374,11 @@ pub struct AuditFilter {
     /// What: exactly this action (`deployment.create`), or every action of
     /// a family when it ends with a dot (`deployment.`).
     pub action: Option<String>,
+    /// On which object: exactly this (a deployment's or device's id, …).
+    pub object: Option<String>,
+    /// When: at or after `since`, before `until`.
+    pub since: Option<DateTime<Utc>>,
+    pub until: Option<DateTime<Utc>>,
 }
 
 /// What a status report did.
@@ -379,7 +392,9 @@ pub struct ReportOutcome {
 
 /// The storage the server needs. Every method is one atomic operation.
 #[async_trait]
-pub trait Store: Send + Sync + std::fmt::Debug + 'static {
+pub trait Store:
+    FleetRepair + ShadowStore + TrustRootStore + Send + Sync + std::fmt::Debug + 'static
+{
     // --- change feed ------------------------------------------------------
 
     /// Subscribes to the changes committed from now on, by this process or
@@ -494,8 +509,27 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         filter: &DeviceFilter,
         page: PageRequest,
     ) -> StoreResult<(Vec<Device>, u64)>;
+    /// Up to `limit` (1..=1000) devices matching `filter`, ordered by id
+    /// (its sort ignored), after `after`: every match, page by page, at the
+    /// same cost on the last page as on the first, and no count.
+    async fn devices_after(
+        &self,
+        filter: &DeviceFilter,
+        after: Option<DeviceId>,
+        limit: u32,
+    ) -> StoreResult<Vec<Device>>;
     /// Sets admission status; false if no such device.
     async fn set_device_status(&self, id: DeviceId, status: DeviceStatus) -> StoreResult<bool>;
+    /// Moves a device from status `from` to `to` (and, if given, replaces its
+    /// identity) in one conditional statement: false, changing nothing, when
+    /// it is not at `from` any more — an operator's decision in between wins.
+    async fn transition_device_status(
+        &self,
+        id: DeviceId,
+        from: DeviceStatus,
+        to: DeviceStatus,
+        identity: Option<&BTreeMap<String, String>>,
+    ) -> StoreResult<bool>;
     /// Replaces identity attributes (a pre-authorised device's first contact); false if none.
     async fn set_device_identity(
         &self,

@@ -113,6 +113,7 @@ pub struct PackageBuilder<'k> {
     security_version: u64,
     payloads: Vec<Payload>,
     keys: Vec<&'k SigningKey>,
+    block_size: Option<u32>,
 }
 
 /// One payload to encode: what it is, its content, and whom it is
@@ -145,7 +146,17 @@ impl<'k> PackageBuilder<'k> {
             security_version: 0,
             payloads: Vec::new(),
             keys: Vec::new(),
+            block_size: None,
         }
+    }
+
+    /// The block size of its block index (the package format's default
+    /// unless set): an agent verifies, writes and checkpoints a download
+    /// a block at a time, so a test that cuts a download short uses small
+    /// blocks to have checkpoints inside a small image.
+    pub fn block_size(mut self, block_size: u32) -> Self {
+        self.block_size = Some(block_size);
+        self
     }
 
     /// One more signature, by `key`.
@@ -257,9 +268,11 @@ impl<'k> PackageBuilder<'k> {
         let mut entries = Vec::new();
         let mut stored = Vec::new();
         for payload in &self.payloads {
+            let defaults = EncodeOptions::default();
             let options = EncodeOptions {
                 recipients: payload.recipients.clone(),
-                ..EncodeOptions::default()
+                block_size: self.block_size.unwrap_or(defaults.block_size),
+                ..defaults
             };
             let mut bytes = Vec::new();
             entries.push(encode_payload(

@@ -62,7 +62,19 @@ pub enum NetFault {
     /// The request held this long before it is forwarded, then passed: a
     /// slow way to the server (a presigned URL may expire on it).
     HoldRequest(Duration),
+    /// The answer dripped at this many bytes per second, whole (slow
+    /// retrieval: a server, or a network, that never quite stops).
+    Throttle(u64),
+    /// Endless data: the answer's `content-length` taken away (so its body
+    /// runs until the connection closes) and, after the server's body,
+    /// filler bytes sent for as long as the client reads, up to
+    /// [`ENDLESS_CAP`].
+    Endless,
 }
+
+/// Filler bytes an [`NetFault::Endless`] answer sends at most, so that a
+/// client that does read for ever fails its test rather than hanging it.
+pub const ENDLESS_CAP: u64 = 1 << 30;
 
 /// How the proxy picks each request's [`NetFault`].
 #[derive(Debug, Clone)]
@@ -89,9 +101,16 @@ pub struct ProxyStats {
     cuts: AtomicU64,
     refusals: AtomicU64,
     tampered: AtomicU64,
+    filler: AtomicU64,
 }
 
 impl ProxyStats {
+    /// Filler bytes of [`NetFault::Endless`] answers the client took (what
+    /// the socket accepted: up to its buffers beyond what was read).
+    pub fn filler_bytes(&self) -> u64 {
+        self.filler.load(Ordering::SeqCst)
+    }
+
     /// Requests seen.
     pub fn requests(&self) -> u64 {
         self.requests.load(Ordering::SeqCst)
@@ -303,6 +322,47 @@ mod tests {
         assert!(download(&proxy).ends_with(&[b'x'; BODY]), "passed whole");
         assert!(started.elapsed() >= hold, "{:?}", started.elapsed());
         assert_eq!((proxy.stats().cuts(), proxy.unused()), (0, 0));
+    }
+
+    #[test]
+    fn a_throttled_answer_drips_but_arrives_whole() {
+        let plan = vec![NetFault::Throttle(4000)];
+        let proxy = FlakyProxy::start(&upstream(), Faults::Planned(plan)).expect("proxy");
+        let started = std::time::Instant::now();
+        assert!(download(&proxy).ends_with(&[b'x'; BODY]), "passed whole");
+        // Over 1000 bytes at 4000 B/s: a quarter of a second at least.
+        assert!(
+            started.elapsed() >= Duration::from_millis(250),
+            "{:?}",
+            started.elapsed()
+        );
+    }
+
+    #[test]
+    fn an_endless_answer_loses_its_length_and_goes_on_after_its_body() {
+        let plan = vec![NetFault::Endless];
+        let proxy = FlakyProxy::start(&upstream(), Faults::Planned(plan)).expect("proxy");
+        let address = proxy.url().trim_start_matches("http://");
+        let mut stream = std::net::TcpStream::connect(address).expect("connect");
+        stream
+            .write_all(b"GET /api/device/v1/deployments/1/download HTTP/1.1\r\nhost: x\r\n\r\n")
+            .expect("request");
+        let mut answer = vec![0u8; 64 * 1024];
+        stream.read_exact(&mut answer).expect("more than the body");
+        let text = String::from_utf8_lossy(&answer);
+        let (head, body) = text.split_once("\r\n\r\n").expect("a head");
+        assert!(
+            !head.to_ascii_lowercase().contains("content-length"),
+            "{head}"
+        );
+        assert!(head.contains("x-endless-data: 1000"), "{head}");
+        assert!(
+            body.starts_with(&"x".repeat(BODY)),
+            "the server's body first"
+        );
+        assert!(body[BODY..].bytes().all(|b| b == b'A'), "then filler");
+        drop(stream);
+        assert!(proxy.stats().filler_bytes() > 0);
     }
 
     #[test]

@@ -9,12 +9,22 @@ use std::collections::{BTreeMap, BTreeSet};
 const ALLOWED: &[(&str, &[&str])] = &[
     ("airlift-package", &[]),
     ("airlift-protocol", &[]),
+    // Trust roots and timestamps: pure, over the package crate's keys.
+    ("airlift-trust", &["airlift-package"]),
     ("airlift-store", &["airlift-protocol"]),
     (
         "airlift-server",
-        &["airlift-package", "airlift-protocol", "airlift-store"],
+        &[
+            "airlift-package",
+            "airlift-protocol",
+            "airlift-store",
+            "airlift-trust",
+        ],
     ),
-    ("airlift-agent", &["airlift-package", "airlift-protocol"]),
+    (
+        "airlift-agent",
+        &["airlift-package", "airlift-protocol", "airlift-trust"],
+    ),
     // The simulator is a test tool: its flaky network and `airlift demo`'s
     // server process are the test kit's (see ARCHITECTURE.md).
     (
@@ -30,7 +40,12 @@ const ALLOWED: &[(&str, &[&str])] = &[
     // CLI reaches the agent through airlift-sim (see ARCHITECTURE.md).
     (
         "airlift-cli",
-        &["airlift-package", "airlift-protocol", "airlift-sim"],
+        &[
+            "airlift-package",
+            "airlift-protocol",
+            "airlift-sim",
+            "airlift-trust",
+        ],
     ),
     // The virtual-machine device (image builder, QEMU runner, power-cut
     // lab): a test tool like the simulator, using the test kit's server

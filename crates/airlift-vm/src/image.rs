@@ -128,6 +128,12 @@ impl ImageBuilder {
         if !disk.is_file() {
             build_disk(&parts, &dir)?;
         }
+        crate::cache::mark_used(&dir).map_err(VmError::io("marking as used", &dir))?;
+        // Leftovers of earlier agent builds; failing to remove one is no
+        // reason to fail this build.
+        if let Err(error) = crate::cache::prune(&cache, std::time::SystemTime::now()) {
+            eprintln!("airlift-vm: could not prune {}: {error}", cache.display());
+        }
         Ok(Image {
             dir,
             disk,

@@ -24,6 +24,7 @@
 //! (the server process and signed packages of `airlift-vm run`) and
 //! `airlift-package` (the release key).
 
+pub mod cache;
 mod error;
 pub mod grub;
 pub mod image;
@@ -34,6 +35,7 @@ pub mod power_cut;
 pub mod qemu;
 pub mod rootfs;
 pub mod tool;
+pub mod uboot;
 
 pub use error::VmError;
 pub use image::{default_cache_dir, Image, ImageBuilder, FACTORY_VERSION};

@@ -26,6 +26,7 @@ pub const TOOLS: &[(&str, &str)] = &[
 pub fn find(program: &str) -> Result<PathBuf, VmError> {
     let package = TOOLS
         .iter()
+        .chain(crate::uboot::TOOLS)
         .find(|(name, _)| *name == program)
         .map_or("?", |(_, package)| *package);
     let path = std::env::var_os("PATH").unwrap_or_default();

@@ -116,10 +116,12 @@
 //! an environment `fw_printenv` cannot read rather than work on defaults.
 //!
 //! The tests check the environment side with the real `fw_setenv` (one and
-//! two copies) and play U-Boot's bootcount rule on it; the snippet above is
-//! not run (there is no U-Boot to run it here). The backend needs
-//! libubootenv's tools (Debian's `libubootenv-tool`): the older `fw_setenv`
-//! from `u-boot-tools` takes `name value...` as one variable, and
+//! two copies) and play U-Boot's bootcount rule on it. The snippet above is
+//! not run; `dist/u-boot/boot.cmd`, which counts by itself without
+//! `CONFIG_BOOTCOUNT_LIMIT`, is, in the real U-Boot under QEMU
+//! (`crates/airlift-vm`): `docs/u-boot.md` sets a board up with it. The
+//! backend needs libubootenv's tools (Debian's `libubootenv-tool`): the older
+//! `fw_setenv` from `u-boot-tools` takes `name value...` as one variable, and
 //! [`UBootEnv`] notices (it reads back what it wrote) and fails.
 //!
 //! # Bootloader with no trial support

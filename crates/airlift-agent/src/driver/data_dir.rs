@@ -10,15 +10,19 @@
 //!                    signatures), saved when the offer is taken
 //!   offer.json       its deployment, kept apart from the state file so a
 //!                    corrupt state file can still be reported
-//!   installed.json   what the agent installed and committed itself
+//!   installed.a      what the agent installed and committed itself, and
+//!   installed.b      its security version: two checksummed copies, and
+//!   installed.init   the marker that they were written once (see
+//!                    `crate::installed`; `installed.json` of older agents
+//!                    is taken over at the first start)
 //!   work/<installer> each installer's journal and work files
 //! ```
 
 use super::{io_error, AgentError};
+use crate::installed::{InstalledRecord, InstalledStore, RecordError};
 use crate::machine::Job;
 use airlift_protocol::DeploymentId;
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
 use std::io;
 use std::path::{Path, PathBuf};
 
@@ -43,6 +47,11 @@ impl DataDir {
             self.work_dir("module"),
         ] {
             std::fs::create_dir_all(&dir).map_err(io_error("creating", &dir))?;
+        }
+        // A lost record is not fatal here: the agent still checks in and
+        // says why it refuses every install.
+        if let Err(error) = self.installed_store().initialise() {
+            tracing::error!(%error, "the installed record cannot be read");
         }
         Ok(())
     }
@@ -79,9 +88,10 @@ impl DataDir {
         self.root.join("offer.json")
     }
 
-    /// What the agent installed and committed itself.
-    pub fn record_path(&self) -> PathBuf {
-        self.root.join("installed.json")
+    /// What the agent installed and committed itself, and its security
+    /// version (two checksummed copies).
+    pub fn installed_store(&self) -> InstalledStore {
+        InstalledStore::new(&self.root)
     }
 
     /// The work directory of an installer (`file`, `archive`, `module`).
@@ -98,8 +108,15 @@ impl DataDir {
     ) -> Result<(), AgentError> {
         let head_path = self.head_path();
         crate::boot::atomic_write(&head_path, head).map_err(io_error("saving", &head_path))?;
-        let offer = serde_json::to_vec(&SavedOffer { deployment_id })
-            .map_err(|e| AgentError::Setup(format!("encoding the offer: {e}")))?;
+        let offered_at = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .ok()
+            .map(|since| since.as_secs());
+        let offer = serde_json::to_vec(&SavedOffer {
+            deployment_id,
+            offered_at,
+        })
+        .map_err(|e| AgentError::Setup(format!("encoding the offer: {e}")))?;
         let offer_path = self.offer_path();
         crate::boot::atomic_write(&offer_path, &offer).map_err(io_error("saving", &offer_path))
     }
@@ -108,6 +125,13 @@ impl DataDir {
     pub(super) fn saved_offer(&self) -> Option<SavedOffer> {
         let bytes = std::fs::read(self.offer_path()).ok()?;
         serde_json::from_slice(&bytes).ok()
+    }
+
+    /// When the update under way was offered (its download deadline counts
+    /// from then, across restarts); `None` if unknown.
+    pub(super) fn offered_at(&self) -> Option<std::time::SystemTime> {
+        let secs = self.saved_offer()?.offered_at?;
+        std::time::UNIX_EPOCH.checked_add(std::time::Duration::from_secs(secs))
     }
 
     /// Removes the saved head and offer (once the job is over).
@@ -122,17 +146,29 @@ impl DataDir {
         Ok(())
     }
 
-    /// What the agent committed itself; empty if unreadable.
+    /// What the agent committed itself, for the inventory; empty if lost
+    /// (installs are refused then: see [`security_version`](Self::security_version)).
     pub(super) fn record(&self) -> InstalledRecord {
-        std::fs::read(self.record_path())
-            .ok()
-            .and_then(|bytes| serde_json::from_slice(&bytes).ok())
-            .unwrap_or_default()
+        self.installed_store().load().unwrap_or_default()
+    }
+
+    /// The security version installs may not go below; an error, which
+    /// refuses the install, when the record was written once and is lost.
+    pub(super) fn security_version(&self) -> Result<u64, RecordError> {
+        self.installed_store()
+            .load()
+            .map(|record| record.security_version)
     }
 
     /// Adds `job` (its package and what it provides) to the record.
     pub(super) fn record_installed(&self, job: &Job) -> Result<(), AgentError> {
-        let mut record = self.record();
+        let store = self.installed_store();
+        let mut record = store.load().unwrap_or_else(|error| {
+            // Only a job vetted before the loss gets here: its security
+            // version is a floor that is known again.
+            tracing::warn!(%error, "rewriting a lost installed record from the update committed now");
+            InstalledRecord::default()
+        });
         record
             .installed
             .insert(job.name.clone(), job.version.to_string());
@@ -140,10 +176,9 @@ impl DataDir {
             record.installed.insert(name.clone(), version.to_string());
         }
         record.security_version = record.security_version.max(job.security_version);
-        let bytes = serde_json::to_vec_pretty(&record)
-            .map_err(|e| AgentError::Setup(format!("encoding the installed record: {e}")))?;
-        let path = self.record_path();
-        crate::boot::atomic_write(&path, &bytes).map_err(io_error("saving", &path))
+        store
+            .save(&record, record.generation)
+            .map_err(|e| AgentError::Setup(e.to_string()))
     }
 }
 
@@ -151,13 +186,10 @@ impl DataDir {
 #[derive(Debug, Serialize, Deserialize)]
 pub(super) struct SavedOffer {
     pub(super) deployment_id: Option<DeploymentId>,
-}
-
-/// What the agent installed and committed itself, over `config.installed`.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub(super) struct InstalledRecord {
-    pub(super) installed: BTreeMap<String, String>,
-    pub(super) security_version: u64,
+    /// Seconds since the Unix epoch when it was taken (absent in offers
+    /// saved by older agents).
+    #[serde(default)]
+    pub(super) offered_at: Option<u64>,
 }
 
 #[cfg(test)]
@@ -174,7 +206,6 @@ mod tests {
             (data.key_file(), "device.key"),
             (data.head_path(), "package.head"),
             (data.offer_path(), "offer.json"),
-            (data.record_path(), "installed.json"),
             (data.work_dir("module"), "work/module"),
         ];
         for (path, relative) in paths {
@@ -191,6 +222,8 @@ mod tests {
         data.save_offer(b"head", id)?;
         assert_eq!(std::fs::read(data.head_path()).ok(), Some(b"head".to_vec()));
         assert_eq!(data.saved_offer().and_then(|o| o.deployment_id), id);
+        let offered = data.offered_at().expect("the offer's time is kept");
+        assert!(offered.elapsed().map_or(true, |e| e.as_secs() < 60));
         data.remove_offer()?;
         data.remove_offer()?;
         assert!(data.saved_offer().is_none());
@@ -211,6 +244,21 @@ mod tests {
             Some(&job.version.to_string())
         );
         assert_eq!(record.security_version, job.security_version);
+        Ok(())
+    }
+
+    #[test]
+    fn a_lost_record_refuses_and_a_fresh_one_reads_zero() -> Result<(), AgentError> {
+        let dir = tempfile::tempdir().map_err(io_error("creating", Path::new("tmp")))?;
+        let data = DataDir::new(dir.path());
+        data.create()?;
+        assert_eq!(data.security_version().ok(), Some(0), "first start");
+        data.record_installed(&image_job())?;
+        for copy in data.installed_store().copies() {
+            std::fs::remove_file(&copy).map_err(io_error("removing", &copy))?;
+        }
+        data.create()?; // a restart
+        assert!(data.security_version().is_err(), "lost, not zero");
         Ok(())
     }
 }

@@ -170,6 +170,10 @@ impl Agent {
                 let download =
                     ResumableDownload::new(&mut self.client, deployment, &sha256, job.size)
                         .limit(self.config.bandwidth_limit)
+                        .bounded(
+                            &self.config.download,
+                            self.config.download.deadline(self.data.offered_at()),
+                        )
                         .observe(observer)
                         .on_progress(move |done| {
                             if let Some(progress) = progress.as_mut() {

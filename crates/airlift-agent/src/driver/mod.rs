@@ -46,7 +46,9 @@ mod offers;
 mod recovery;
 mod reports;
 mod setup;
+mod shadow;
 mod status;
+mod trust_root;
 
 pub use data_dir::DataDir;
 pub use offers::BOOTED_SLOT_ATTRIBUTE;
@@ -183,6 +185,10 @@ pub struct Agent {
     outbox: Outbox,
     client: ServerClient,
     trust: TrustSet,
+    /// The current trust root, with `trust_root` configured (`trust` is then its release keys).
+    root: Option<airlift_trust::Root>,
+    /// When the agent last asked the server for newer roots.
+    roots_asked_at: Option<std::time::Instant>,
     identities: Vec<AgeIdentity>,
     state: State,
     poll_interval: Duration,
@@ -210,6 +216,8 @@ pub struct Agent {
     /// The slot running now, read at the start; `None` when the device has
     /// no slots and the bootloader does not say.
     booted: Option<Slot>,
+    /// The device's configuration (its shadow's delta), applied at check-ins.
+    shadow: crate::shadow::Shadow,
 }
 
 impl std::fmt::Debug for Agent {
@@ -239,7 +247,14 @@ impl Agent {
                 Ok(version) => (version, None),
                 Err(error) => (None, Some(error)),
             };
-        let trust = setup::trust_set(&config)?;
+        let root = match &config.trust_root {
+            Some(path) => Some(trust_root::load_root(path, &data)?),
+            None => None,
+        };
+        let trust = match &root {
+            Some(root) => trust_root::release_trust(root)?,
+            None => setup::trust_set(&config)?,
+        };
         let identities = setup::age_identities(config.age_identity.as_deref())?;
         let key = identity::load_or_create(&data.key_file())?;
         let client = ServerClient::new(
@@ -247,7 +262,8 @@ impl Agent {
             key,
             setup::device_identity(&config)?,
             Duration::from_secs(config.network_timeout_secs),
-        )?;
+        )?
+        .with_tls(config.tls.client_config().map_err(AgentError::Setup)?);
         Ok(Self {
             poll_interval: Duration::from_secs(config.poll_interval_secs),
             boot,
@@ -256,6 +272,8 @@ impl Agent {
             outbox: Outbox::new(data.outbox_dir()),
             client,
             trust,
+            root,
+            roots_asked_at: None,
             identities,
             state: State::Idle,
             download_deferred: false,
@@ -269,6 +287,7 @@ impl Agent {
             system_version,
             system_unreadable,
             booted,
+            shadow: shadow::new(&config),
             data,
             config,
         })

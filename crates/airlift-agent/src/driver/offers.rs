@@ -1,6 +1,7 @@
 //! Check-ins and offers: what the server says, whether an offer is
 //! taken, and what a downloaded update waiting for its install hears.
 
+use super::trust_root::{within_timestamp, Gate};
 use super::{io_error, Agent, AgentError, Poll};
 use crate::client::ClientError;
 use crate::machine::{
@@ -29,6 +30,8 @@ impl Agent {
         if let Some(system) = &self.system {
             self.system_version = Some(system.version()?);
         }
+        // Before the inventory: a root taken now may lower the security version it reports.
+        self.refresh_roots();
         let response = match self.client.check_in(&self.inventory()) {
             Ok(response) => response,
             Err(ClientError::NotAccepted(status)) => {
@@ -43,6 +46,9 @@ impl Agent {
             if matches!(self.state, State::Idle) {
                 self.take_offer(offer)?;
             }
+        }
+        if !self.rebooting {
+            self.apply_shadow(response.shadow.as_ref().map(|s| &s.delta));
         }
         Ok(if self.rebooting {
             Poll::Rebooting
@@ -121,6 +127,12 @@ impl Agent {
     /// payload is downloaded; declines it (reported as `failure`) if not.
     pub(super) fn take_offer(&mut self, offer: UpdateOffer) -> Result<(), AgentError> {
         let deployment_id = offer.deployment_id;
+        // Freshness first: a newer trust root it brings changes the trusted keys.
+        let timestamp = match self.gate_offer(&offer) {
+            Gate::Pass(timestamp) => timestamp,
+            Gate::Later => return Ok(()),
+            Gate::Refused(reason) => return self.refuse_offer(deployment_id, reason),
+        };
         let vetted = STANDARD
             .decode(offer.signed_manifest.as_bytes())
             .map_err(|e| format!("the offered manifest is not base64: {e}"))
@@ -136,6 +148,9 @@ impl Agent {
                 });
             }
         };
+        if let Err(reason) = within_timestamp(timestamp.as_ref(), &manifest) {
+            return self.refuse_offer(deployment_id, reason);
+        }
         if self.installed().get(&manifest.name) == Some(&manifest.version.to_string()) {
             let decline = Decline::AlreadyInstalled;
             return self.feed(Event::OfferDeclined {
@@ -166,6 +181,9 @@ impl Agent {
             permit: offer.install,
         });
         self.data.save_offer(&head, Some(deployment_id))?;
+        if let Some(timestamp) = &timestamp {
+            self.remember_timestamp(timestamp)?;
+        }
         self.feed(Event::Offer(job))?;
         self.proceed()
     }
@@ -177,6 +195,8 @@ impl Agent {
             .and_then(|reader| reader.verify(&self.trust))
             .map_err(|e| format!("the package does not verify: {e}"))?;
         let manifest = package.manifest().clone();
+        // Anti-rollback fails closed: no known floor, no install.
+        self.data.security_version().map_err(|e| e.to_string())?;
         match manifest.compatibility(&self.facts()) {
             Compatibility::Compatible => Ok(manifest),
             Compatibility::Incompatible(why) => Err(why.to_string()),

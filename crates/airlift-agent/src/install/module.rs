@@ -705,10 +705,17 @@ esac
             matches!(error, Some(InstallError::Payload { .. })),
             "{error:?}"
         );
-        assert_eq!(setup.calls()?, ["download web"]);
+        // The payload is one block (format version 2): the reader fails
+        // before the module gets a byte, so the module may be stopped
+        // before it logs its download; it never gets to install.
+        let calls = setup.calls()?;
+        assert!(calls.is_empty() || calls == ["download web"], "{calls:?}");
         assert!(!setup.out.join("web").exists());
         installer.rollback()?;
-        assert_eq!(setup.calls()?, ["download web", "rollback web"]);
+        assert_eq!(
+            setup.calls()?.last().map(String::as_str),
+            Some("rollback web")
+        );
         Ok(())
     }
 

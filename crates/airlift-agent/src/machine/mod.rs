@@ -152,7 +152,7 @@
 mod job;
 mod outbox;
 mod permit;
-mod record;
+pub(crate) mod record;
 mod step;
 mod store;
 mod types;

@@ -68,6 +68,10 @@ impl Packages for Signer {
             .device_type(DEVICE_TYPE)
             .security_version(1)
             .image(&image, Compression::None)
+            // The smallest blocks the format allows: the agent writes and
+            // checkpoints a verified block at a time, and the tests that
+            // cut a download short want checkpoints within a MiB.
+            .block_size(64 * 1024)
             .build();
         (package, image)
     }

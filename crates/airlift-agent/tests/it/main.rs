@@ -9,4 +9,7 @@ use airlift_server::testing as server;
 mod network;
 mod offload;
 mod push;
+mod retrieval;
+mod shadow;
+mod trust;
 mod updates;

@@ -290,7 +290,7 @@ fn a_file_update_is_replaced_in_place_and_committed_without_a_reboot() {
     assert_eq!(std::fs::read(&conf).expect("file"), b"new = true\n");
     assert_eq!(operator.device_state(&deployment).0, "success");
     assert_eq!(device.status()["state"], "idle");
-    let record = std::fs::read_to_string(device.dir.path().join("data/installed.json"))
+    let record = std::fs::read_to_string(device.dir.path().join("data/installed.a"))
         .expect("the agent records what it committed");
     assert!(record.contains("1.1.0"), "{record}");
     let boot = device.power_up();
@@ -319,7 +319,7 @@ fn a_file_update_that_leaves_the_device_unhealthy_is_undone() {
     assert_eq!(std::fs::read(&conf).expect("file"), b"old = true\n");
     assert_eq!(device.status()["state"], "idle");
     let record =
-        std::fs::read_to_string(device.dir.path().join("data/installed.json")).unwrap_or_default();
+        std::fs::read_to_string(device.dir.path().join("data/installed.a")).unwrap_or_default();
     assert!(
         !record.contains("1.1.0"),
         "not recorded as installed: {record}"

@@ -1,5 +1,7 @@
-//! `airlift deployment create|list|show|cancel|install|end|advance|pause|resume|abort`:
-//! roll a package out to devices — at once or in phases — and follow it.
+//! `airlift deployment create|list|show|cancel|install|end|advance|pause|resume|abort|retry|reset`:
+//! roll a package out to devices — at once or in phases — follow it, and
+//! repair it (`retry`, `reset`: [`super::repair`]; `show --watch`:
+//! [`super::watch`]).
 
 use super::{parse_deployment_id, parse_device_id, parse_package_id, parse_pair, unique_map};
 use crate::client::Client;
@@ -46,6 +48,13 @@ pub enum DeploymentCommand {
       --phase tag=canary,soak=1h --phase percent=10,soak=1h --phase percent=50,soak=1h \\
       --phase percent=100 --failure-threshold 5% --on-failure abort
 
+  # The same, but a tripped breaker also brings the devices that installed
+  # it back to the release each ran before (or to --rollback-package ID):
+  airlift deployment create --name 'rootfs 1.3.0' \\
+      --package 0190d5e4-7c1b-7a4e-9f3a-2b8c1d0e4f56 --attribute device_type=rpi4 \\
+      --phase tag=canary,soak=1h --phase percent=100 --failure-threshold 5% \\
+      --on-failure rollback
+
   # Download now, install only between 02:00 and 04:00 UTC:
   airlift deployment create --name 'rootfs 1.3.1' \\
       --package 0190d5e4-7c1b-7a4e-9f3a-2b8c1d0e4f56 --tag fleet --install-window 02:00-04:00
@@ -77,7 +86,9 @@ pub enum DeploymentCommand {
   airlift deployment show 0190d5f0-1c2d-7e3f-8a4b-5c6d7e8f9a0b --state failure
   airlift deployment show 0190d5f0-1c2d-7e3f-8a4b-5c6d7e8f9a0b --page 2 --per-page 500
   airlift deployment show 0190d5f0-1c2d-7e3f-8a4b-5c6d7e8f9a0b --json | jq .counts
-  airlift deployment show 0190d5f0-1c2d-7e3f-8a4b-5c6d7e8f9a0b --json | jq -r '.devices.items[].device_id'")]
+  airlift deployment show 0190d5f0-1c2d-7e3f-8a4b-5c6d7e8f9a0b --json | jq -r '.devices.items[].device_id'
+  # Redraw its phase bars until it ends, then print how it ended:
+  airlift deployment show 0190d5f0-1c2d-7e3f-8a4b-5c6d7e8f9a0b --watch")]
     Show(ShowArgs),
 
     /// Cancel an active deployment.
@@ -141,6 +152,25 @@ pub enum DeploymentCommand {
     #[command(after_help = "Examples:
   airlift deployment abort 0190d5f0-1c2d-7e3f-8a4b-5c6d7e8f9a0b")]
     Abort(ControlArgs),
+
+    /// Offer a deployment again to its failed devices.
+    #[command(
+        long_about = super::repair::RETRY_ABOUT,
+        after_help = "Examples:
+  airlift deployment retry 0190d5f0-1c2d-7e3f-8a4b-5c6d7e8f9a0b
+  airlift deployment retry 0190d5f0-1c2d-7e3f-8a4b-5c6d7e8f9a0b --limit 5 --json | jq '.retried | length'"
+    )]
+    Retry(super::repair::RetryArgs),
+
+    /// Reset a device stuck in one state of this deployment, with a reason.
+    #[command(
+        long_about = super::repair::RESET_ABOUT,
+        after_help = "Examples:
+  airlift deployment show 0190d5f0-1c2d-7e3f-8a4b-5c6d7e8f9a0b --state rebooting
+  airlift deployment reset 0190d5f0-1c2d-7e3f-8a4b-5c6d7e8f9a0b \\
+      --device 0190d5e6-0a1b-7c2d-8e3f-405162738495 --reason 'power supply replaced'"
+    )]
+    Reset(super::repair::DeploymentResetArgs),
 }
 
 /// Arguments of `airlift deployment create`.
@@ -179,6 +209,10 @@ pub struct CreateArgs {
     /// What the breaker does.
     #[arg(long, value_enum, default_value = "pause")]
     pub on_failure: OnFailure,
+    /// With --on-failure rollback: the package to roll back to [default:
+    /// the release each device last committed before this deployment].
+    #[arg(long, value_name = "PACKAGE_ID", value_parser = parse_package_id)]
+    pub rollback_package: Option<PackageId>,
     /// Wait for `airlift deployment advance` between phases.
     #[arg(long)]
     pub manual: bool,
@@ -221,6 +255,9 @@ pub enum OnFailure {
     Pause,
     /// End it.
     Abort,
+    /// End it and roll back the devices that installed it, through the
+    /// same phases (a second trip during the rollback pauses it).
+    Rollback,
 }
 
 /// Arguments of `airlift deployment list`.
@@ -256,6 +293,14 @@ pub struct ShowArgs {
     /// ({items, total, page, per_page}) under `devices`.
     #[arg(long)]
     pub json: bool,
+    /// Redraw its progress (a bar per phase) until it finishes, is aborted
+    /// or is cancelled, then show it.
+    #[arg(long)]
+    pub watch: bool,
+    /// How often --watch looks.
+    #[arg(long, value_name = "DURATION", default_value = "2s", requires = "watch",
+          value_parser = super::strategy::duration)]
+    pub interval: std::time::Duration,
 }
 
 /// Arguments of `airlift deployment cancel|advance|pause|resume|abort`.
@@ -299,6 +344,8 @@ pub async fn run(command: &DeploymentCommand, client: &Client) -> Result<()> {
         DeploymentCommand::Abort(args) => {
             control(args, ("abort", "aborting", "aborted"), client).await
         }
+        DeploymentCommand::Retry(args) => super::repair::retry(args, client).await,
+        DeploymentCommand::Reset(args) => super::repair::reset_in_deployment(args, client).await,
     }
 }
 
@@ -313,8 +360,9 @@ async fn create(args: &CreateArgs, client: &Client) -> Result<()> {
     let on_failure = match args.on_failure {
         OnFailure::Pause => airlift_protocol::strategy::BreakerAction::Pause,
         OnFailure::Abort => airlift_protocol::strategy::BreakerAction::Abort,
+        OnFailure::Rollback => airlift_protocol::strategy::BreakerAction::Rollback,
     };
-    let strategy = super::strategy::strategy(
+    let mut strategy = super::strategy::strategy(
         &args.phases,
         args.failure_threshold,
         on_failure,
@@ -322,6 +370,8 @@ async fn create(args: &CreateArgs, client: &Client) -> Result<()> {
         args.device_timeout,
     )
     .map_err(|e| anyhow::anyhow!("{e}"))?;
+    super::strategy::set_rollback_package(&mut strategy, args.rollback_package)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
     let request = CreateDeploymentRequest {
         name: args.name.clone(),
         package_id: args.package,
@@ -343,6 +393,9 @@ async fn create(args: &CreateArgs, client: &Client) -> Result<()> {
     }
     println!("created deployment {}", deployment.id);
     print_deployment(&deployment);
+    for warning in creation_warnings(&deployment) {
+        eprintln!("warning: {warning}");
+    }
     Ok(())
 }
 
@@ -387,10 +440,14 @@ struct Shown<'a> {
 }
 
 async fn show(args: &ShowArgs, client: &Client) -> Result<()> {
-    let detail = client
-        .deployment(args.id)
-        .await
-        .with_context(|| format!("reading deployment {}", args.id))?;
+    let detail = if args.watch {
+        super::watch::watch(client, args.id, args.interval).await?
+    } else {
+        client
+            .deployment(args.id)
+            .await
+            .with_context(|| format!("reading deployment {}", args.id))?
+    };
     let devices = client
         .deployment_devices(args.id, args.page, args.per_page, args.state)
         .await
@@ -402,6 +459,12 @@ async fn show(args: &ShowArgs, client: &Client) -> Result<()> {
         });
     }
     print_deployment(&detail.deployment);
+    if let Some(original) = detail.rollback_of {
+        output::field("rollback of", original);
+    }
+    for rollback in &detail.rolled_back_by {
+        output::field("rolled back by", rollback);
+    }
     println!();
     if devices.items.is_empty() {
         let none = if args.state.is_some() {
@@ -513,6 +576,26 @@ fn print_deployment(deployment: &Deployment) {
     }
 }
 
+/// What an operator should hear about a deployment just created: none of
+/// its devices can take it, or it finished at once.
+fn creation_warnings(deployment: &Deployment) -> Vec<String> {
+    let total: u64 = deployment.counts.values().sum();
+    let state = |s: UpdateState| deployment.counts.get(&s).copied().unwrap_or(0);
+    let incompatible = state(UpdateState::Incompatible);
+    let mut warnings = Vec::new();
+    if total > 0 && incompatible == total {
+        warnings.push(format!(
+            "the package fits none of the {total} targeted devices (all incompatible); check its device types against `airlift device list`"
+        ));
+    } else if deployment.status == DeploymentStatus::Finished {
+        warnings.push(format!(
+            "it finished at once: of its {total} devices, {} already run the package and {incompatible} cannot take it; nothing will be installed",
+            state(UpdateState::AlreadyInstalled)
+        ));
+    }
+    warnings
+}
+
 /// Whether a dynamic deployment still takes in devices, and until when.
 fn dynamic(deployment: &Deployment, now: chrono::DateTime<chrono::Utc>) -> String {
     let open = matches!(
@@ -610,6 +693,42 @@ mod tests {
         assert_eq!(at.to_rfc3339(), "2027-03-31T21:59:59+00:00");
         let refused = parse_time("tomorrow").expect_err("not a time");
         assert!(refused.contains("RFC 3339"), "{refused}");
+    }
+
+    #[test]
+    fn a_deployment_nothing_can_take_is_a_warning() {
+        let deployment = |status, counts: &[(UpdateState, u64)]| Deployment {
+            id: DeploymentId::new(),
+            name: "d".into(),
+            package_id: PackageId::new(),
+            target: Target::Tag("t".into()),
+            strategy: Strategy::All,
+            install: Default::default(),
+            status,
+            rollout: None,
+            counts: counts.iter().copied().collect(),
+            created_at: chrono::Utc::now(),
+            finished_at: None,
+            dynamic: false,
+            ends_at: None,
+            joined_late: 0,
+        };
+        let none_fit = deployment(DeploymentStatus::Active, &[(UpdateState::Incompatible, 3)]);
+        let warnings = creation_warnings(&none_fit);
+        assert_eq!(warnings.len(), 1);
+        assert!(warnings[0].contains("fits none of the 3"), "{warnings:?}");
+        let done = deployment(
+            DeploymentStatus::Finished,
+            &[
+                (UpdateState::AlreadyInstalled, 2),
+                (UpdateState::Incompatible, 1),
+            ],
+        );
+        let warnings = creation_warnings(&done);
+        assert!(warnings[0].contains("finished at once"), "{warnings:?}");
+        assert!(warnings[0].contains("2 already run"), "{warnings:?}");
+        let fine = deployment(DeploymentStatus::Active, &[(UpdateState::Pending, 3)]);
+        assert!(creation_warnings(&fine).is_empty());
     }
 
     #[test]

@@ -25,6 +25,7 @@ pub enum DeviceCommand {
   airlift device list --status pending
   airlift device list --device-type rpi4 --tag canary
   airlift device list --attribute region=eu-west --installed rootfs=1.2.0
+  airlift device list --offline   # not heard of for 3 poll intervals
   airlift device list --page 2 --per-page 50 --json | jq -r '.items[].id'"
     )]
     List(ListArgs),
@@ -88,6 +89,29 @@ pub enum DeviceCommand {
   airlift device tag 0190d5e4-7c1b-7a4e-9f3a-2b8c1d0e4f56 --clear"
     )]
     Tag(TagArgs),
+
+    /// Desired configuration (the device shadow): get, set and unset keys
+    /// for a device, a tag or an attribute filter.
+    #[command(
+        subcommand,
+        long_about = "Desired configuration (the device shadow): get, set and unset keys for a \
+            device, a tag or an attribute filter, and see what each device reported.\n\n\
+            Devices apply it through the `[shadow]` module of their agent.toml \
+            (docs/operations.md, \"Device configuration (shadow)\").",
+        after_help = "Examples:
+  airlift device config set --tag canary log_level=debug
+  airlift device config get 0190d5e4-7c1b-7a4e-9f3a-2b8c1d0e4f56
+  airlift device config unset --tag canary log_level"
+    )]
+    Config(super::device_config::ConfigCommand),
+
+    /// Reset a device stuck in one state of its update, with a reason.
+    #[command(
+        long_about = super::repair::RESET_ABOUT,
+        after_help = "Examples:
+  airlift device reset 0190d5e4-7c1b-7a4e-9f3a-2b8c1d0e4f56 --reason 'stuck rebooting since the power cut'"
+    )]
+    Reset(super::repair::DeviceResetArgs),
 }
 
 fn status_parser() -> impl TypedValueParser<Value = DeviceStatus> {
@@ -113,6 +137,11 @@ pub struct ListArgs {
     /// Only devices running software NAME at VERSION; repeatable, all must match.
     #[arg(long = "installed", value_name = "NAME=VERSION", value_parser = parse_filter_pair)]
     pub installed: Vec<(String, String)>,
+    /// Only accepted devices not heard of for 3 poll intervals (the
+    /// server's --poll-interval; a device that never checked in counts
+    /// from its first contact).
+    #[arg(long)]
+    pub offline: bool,
     /// Which page, from 1.
     #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
     pub page: u32,
@@ -197,6 +226,8 @@ pub async fn run(command: &DeviceCommand, client: &Client) -> Result<()> {
         DeviceCommand::CheckIn(args) => check_in(args, client).await,
         DeviceCommand::Preauthorize(args) => preauthorize(args, client).await,
         DeviceCommand::Tag(args) => tag(args, client).await,
+        DeviceCommand::Config(command) => super::device_config::run(command, client).await,
+        DeviceCommand::Reset(args) => super::repair::reset_device(args, client).await,
     }
 }
 
@@ -209,6 +240,7 @@ async fn list(args: &ListArgs, client: &Client) -> Result<()> {
         installed: args.installed.clone(),
         page: Some(args.page),
         per_page: Some(args.per_page),
+        offline: args.offline,
     };
     let page = client
         .list_devices(&query)
@@ -219,7 +251,12 @@ async fn list(args: &ListArgs, client: &Client) -> Result<()> {
     }
     let pages = page.total.div_ceil(u64::from(page.per_page.max(1))).max(1);
     if page.items.is_empty() {
-        if page.total == 0 {
+        if page.total == 0 && args.offline {
+            println!(
+                "no devices match: none is silent for {} poll intervals",
+                crate::client::OFFLINE_POLLS
+            );
+        } else if page.total == 0 {
             println!("no devices match");
         } else {
             println!(

@@ -9,10 +9,13 @@
 pub mod audit;
 pub mod deployment;
 pub mod device;
+pub mod device_config;
 pub mod package;
+pub mod repair;
 pub mod server;
 pub mod strategy;
 pub mod token;
+pub mod watch;
 
 use crate::client::Client;
 use crate::config::{self, Login};

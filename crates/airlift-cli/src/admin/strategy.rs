@@ -108,6 +108,12 @@ pub fn strategy(
                 "--failure-threshold, --manual and --device-timeout need --phase".to_owned(),
             );
         }
+        if on_failure != BreakerAction::Pause {
+            return Err(
+                "--on-failure needs --phase: an all-at-once deployment has no circuit breaker"
+                    .to_owned(),
+            );
+        }
         return Ok(Strategy::All);
     }
     let phased = Phased {
@@ -121,14 +127,53 @@ pub fn strategy(
             Advance::Automatic
         },
         device_timeout_secs: device_timeout.map_or(6 * 3600, |d| d.as_secs()),
+        rollback_package: None,
     };
     phased.validate().map_err(|e| e.to_string())?;
     Ok(Strategy::Phased(phased))
 }
 
+/// Names the package a tripped breaker rolls back to (`--rollback-package`),
+/// which only a phased rollout with `--on-failure rollback` has.
+pub fn set_rollback_package(
+    strategy: &mut Strategy,
+    package: Option<airlift_protocol::PackageId>,
+) -> Result<(), String> {
+    let Some(package) = package else {
+        return Ok(());
+    };
+    match strategy {
+        Strategy::Phased(phased) if phased.on_failure == BreakerAction::Rollback => {
+            phased.rollback_package = Some(package);
+            Ok(())
+        }
+        _ => Err("--rollback-package needs --phase … and --on-failure rollback".to_owned()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_rollback_package_needs_a_rollback_breaker() {
+        let phases = [parse_phase("percent=100").expect("phase")];
+        let threshold = Some(FailureThreshold::Count(1));
+        let package = airlift_protocol::PackageId::new();
+        let mut rollback = strategy(&phases, threshold, BreakerAction::Rollback, false, None)
+            .expect("a rollback strategy");
+        assert_eq!(set_rollback_package(&mut rollback, Some(package)), Ok(()));
+        let Strategy::Phased(phased) = &rollback else {
+            panic!("not phased");
+        };
+        assert_eq!(phased.rollback_package, Some(package));
+        let mut pause = strategy(&phases, threshold, BreakerAction::Pause, false, None)
+            .expect("a pausing strategy");
+        assert!(set_rollback_package(&mut pause, Some(package)).is_err());
+        let error = strategy(&[], None, BreakerAction::Rollback, false, None)
+            .expect_err("no breaker without phases");
+        assert!(error.contains("--on-failure needs --phase"), "{error}");
+    }
 
     #[test]
     fn phases_parse_with_their_options() {

@@ -8,8 +8,8 @@ use crate::cli::{BuildArgs, PayloadArg};
 use crate::keys;
 use crate::output;
 use airlift_package::{
-    encode_payload, Blob, Compression, EncodeOptions, Encryption, KeyId, Limits, Manifest,
-    PackageWriter, PayloadEntry, PayloadSpec, Sha256Digest, SignedManifest, SigningKey,
+    block_size_for, encode_payload, Blob, Compression, EncodeOptions, Encryption, KeyId, Limits,
+    Manifest, PackageWriter, PayloadEntry, PayloadSpec, Sha256Digest, SignedManifest, SigningKey,
 };
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
@@ -54,9 +54,17 @@ pub fn run(args: &BuildArgs, quiet: bool) -> Result<()> {
         Some(dir) if !dir.as_os_str().is_empty() => dir,
         _ => Path::new("."),
     };
+    // Stored bytes are at most slightly larger than the input (zstd and age
+    // add a little): one block size for the whole package, from its size.
+    let input_len: u64 = inputs.iter().map(|(_, len)| *len).sum();
     let options = EncodeOptions {
         zstd_level: args.zstd_level,
         recipients,
+        block_size: block_size_for(
+            input_len.saturating_add(input_len / 64),
+            inputs.len(),
+            &limits,
+        ),
         ..EncodeOptions::default()
     };
     let compression = Compression::from(args.compress);
@@ -115,7 +123,8 @@ fn load_signing_keys(paths: &[std::path::PathBuf]) -> Result<Vec<SigningKey>> {
 /// The manifest for these arguments with these payload entries.
 fn manifest(args: &BuildArgs, payloads: impl IntoIterator<Item = PayloadEntry>) -> Manifest {
     let mut builder = Manifest::builder(&args.name, args.version.clone(), &args.device_types)
-        .security_version(args.security_version);
+        .security_version(args.security_version)
+        .format_version(args.format_version);
     if let Some(description) = &args.description {
         builder = builder.description(description);
     }
@@ -143,14 +152,14 @@ fn placeholder_entry(payload: &PayloadArg) -> PayloadEntry {
         size: 0,
         sha256: Sha256Digest::of(b""),
     };
-    PayloadEntry {
-        kind: payload.kind.clone(),
-        target: payload.target.clone(),
-        stored: empty,
-        installed: empty,
-        compression: Compression::None,
-        encryption: Encryption::None,
-    }
+    PayloadEntry::new(
+        payload.kind.clone(),
+        payload.target.clone(),
+        empty,
+        empty,
+        Compression::None,
+        Encryption::None,
+    )
 }
 
 /// Opens a payload's input file; returns it with its length for the progress bar.

@@ -78,6 +78,7 @@ pub fn run(args: &InspectArgs) -> Result<()> {
         )
     );
     println!("security version    {}", manifest.security_version);
+    print_format(&manifest, reader.block_index_bytes().len());
     println!("payloads            {}", manifest.payloads.len());
     let mut start = reader.payload_offset();
     for (index, entry) in manifest.payloads.iter().enumerate() {
@@ -106,4 +107,21 @@ pub fn run(args: &InspectArgs) -> Result<()> {
         path.display()
     );
     Ok(())
+}
+
+/// The format line: version 2's blocks, or version 1's whole-payload check.
+fn print_format(manifest: &Manifest, index_len: usize) {
+    match &manifest.block_index {
+        Some(index) => println!(
+            "format              {}, a signed digest per {} block ({} blocks, index sha256 {})",
+            manifest.format_version,
+            indicatif::BinaryBytes(u64::from(index.block_size)),
+            index_len / airlift_package::BLOCK_DIGEST_LEN,
+            index.sha256
+        ),
+        None => println!(
+            "format              {}, each payload checked at its end",
+            manifest.format_version
+        ),
+    }
 }

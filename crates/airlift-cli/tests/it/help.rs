@@ -31,6 +31,10 @@ fn every_command_has_help_with_examples() {
         &["device", "decommission"],
         &["device", "preauthorize"],
         &["device", "tag"],
+        &["device", "config"],
+        &["device", "config", "get"],
+        &["device", "config", "set"],
+        &["device", "config", "unset"],
         &["deployment"],
         &["deployment", "create"],
         &["deployment", "list"],
@@ -40,6 +44,12 @@ fn every_command_has_help_with_examples() {
         &["token", "create"],
         &["token", "list"],
         &["token", "revoke"],
+        &["root"],
+        &["root", "init"],
+        &["root", "add-key"],
+        &["root", "revoke"],
+        &["root", "sign"],
+        &["root", "show"],
     ] {
         let output = airlift()
             .args(command)

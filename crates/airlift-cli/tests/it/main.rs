@@ -4,11 +4,14 @@
 
 mod admin;
 mod bad_input;
+mod blocks;
 #[cfg(feature = "demo")]
 mod demo;
 mod help;
 mod keys;
 mod rejections;
+mod repair;
+mod root;
 mod round_trip;
 use airlift_server::testing as server;
 mod support;

@@ -33,6 +33,14 @@ pub struct AuditQuery {
     /// it ends with a dot (`deployment.`); at most 256 bytes.
     #[param(max_length = 256, pattern = r"^[^\x00]*$")]
     action: Option<String>,
+    /// Only changes to this object: a deployment's, device's, package's or
+    /// token's id (at most 256 bytes).
+    #[param(max_length = 256, pattern = r"^[^\x00]*$")]
+    object: Option<String>,
+    /// Only entries at or after this time (RFC 3339).
+    since: Option<chrono::DateTime<chrono::Utc>>,
+    /// Only entries before this time (RFC 3339).
+    until: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 impl AuditQuery {
@@ -50,6 +58,9 @@ impl AuditQuery {
             before,
             actor,
             action,
+            object: None,
+            since: None,
+            until: None,
         }
     }
 }
@@ -57,8 +68,8 @@ impl AuditQuery {
 /// Longest actor or action filter: longer than anything the server writes.
 const MAX_FILTER: usize = 256;
 
-/// The audit log, newest first, optionally only one actor's or one kind of
-/// change, a page at a time (admin only).
+/// The audit log, newest first, optionally only one actor's, one kind of
+/// change, one object's, or a span of time, a page at a time (admin only).
 #[utoipa::path(
     get,
     path = "/api/v1/audit",
@@ -67,7 +78,7 @@ const MAX_FILTER: usize = 256;
     security(("api_token" = [])),
     responses(
         (status = 200, body = Page<AuditEntry>),
-        (status = 400, description = "A malformed or unknown query parameter, page 0, per_page out of range, or an actor or action over 256 bytes or with a NUL character", body = airlift_protocol::ErrorBody),
+        (status = 400, description = "A malformed or unknown query parameter, page 0, per_page out of range, an actor, action or object over 256 bytes or with a NUL character, or a since/until that is not an RFC 3339 time", body = airlift_protocol::ErrorBody),
         (status = 401, description = "No API token, or an unknown or revoked one", body = airlift_protocol::ErrorBody),
         (status = 403, description = "Not an admin token", body = airlift_protocol::ErrorBody),
     )
@@ -79,7 +90,11 @@ pub async fn list_audit(
 ) -> ApiResult<Json<Page<AuditEntry>>> {
     caller.require_admin()?;
     let page = super::deployments::page_request(query.page, query.per_page)?;
-    for (field, value) in [("actor", &query.actor), ("action", &query.action)] {
+    for (field, value) in [
+        ("actor", &query.actor),
+        ("action", &query.action),
+        ("object", &query.object),
+    ] {
         if value.as_ref().is_some_and(|v| v.len() > MAX_FILTER) {
             return Err(ApiError::bad_request(format!(
                 "{field}: at most {MAX_FILTER} bytes"
@@ -91,6 +106,9 @@ pub async fn list_audit(
     let filter = AuditFilter {
         actor: given(query.actor),
         action: given(query.action),
+        object: given(query.object),
+        since: query.since,
+        until: query.until,
     };
     let (items, total) = state
         .store()

@@ -336,9 +336,12 @@ pub async fn get_deployment(
 ) -> ApiResult<Json<DeploymentDetail>> {
     let deployment = with_counts(&state, find(&state, id).await?).await?;
     let devices = state.store().deployment_devices(id).await?;
+    let links = state.store().rollback_links(id).await?;
     Ok(Json(DeploymentDetail {
         deployment,
         devices,
+        rollback_of: links.rollback_of,
+        rolled_back_by: links.rolled_back_by,
     }))
 }
 
@@ -556,7 +559,7 @@ pub async fn list_deployment_devices(
     }))
 }
 
-async fn find(state: &AppState, id: DeploymentId) -> ApiResult<DeploymentRecord> {
+pub(super) async fn find(state: &AppState, id: DeploymentId) -> ApiResult<DeploymentRecord> {
     state
         .store()
         .deployment(id)

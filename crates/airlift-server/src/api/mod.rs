@@ -4,8 +4,11 @@ mod audit;
 mod deployments;
 mod devices;
 mod packages;
+mod repair;
 mod rollouts;
+mod shadow;
 mod tokens;
+mod trust;
 
 use crate::auth::ApiCaller;
 use crate::error::ApiResult;
@@ -20,14 +23,27 @@ pub use audit::*;
 pub use deployments::*;
 pub use devices::*;
 pub use packages::*;
+pub use repair::*;
 pub use rollouts::*;
+pub use shadow::*;
 pub use tokens::*;
+pub use trust::*;
 
 /// Largest JSON body the management API takes (uploads have their own limit).
 const JSON_BODY_LIMIT: usize = 1024 * 1024;
 
 /// The management API's routes.
 pub fn routes() -> Router<AppState> {
+    Router::new()
+        .merge(package_routes())
+        .merge(device_routes())
+        .merge(deployment_routes())
+        .merge(access_routes())
+        .merge(shadow_routes())
+        .layer(DefaultBodyLimit::max(JSON_BODY_LIMIT))
+}
+
+fn package_routes() -> Router<AppState> {
     Router::new()
         .route(
             "/packages",
@@ -43,6 +59,10 @@ pub fn routes() -> Router<AppState> {
             "/packages/{package_id}/download",
             get(packages::download_package),
         )
+}
+
+fn device_routes() -> Router<AppState> {
+    Router::new()
         .route("/devices", get(devices::list_devices))
         .route("/devices/preauthorize", post(devices::preauthorize_device))
         .route("/devices/{device_id}", get(devices::get_device))
@@ -57,6 +77,11 @@ pub fn routes() -> Router<AppState> {
             "/devices/{device_id}/check-in",
             post(devices::request_check_in),
         )
+        .route("/devices/{device_id}/reset", post(repair::reset_device))
+}
+
+fn deployment_routes() -> Router<AppState> {
+    Router::new()
         .route(
             "/deployments",
             get(deployments::list_deployments).post(deployments::create_deployment),
@@ -98,13 +123,59 @@ pub fn routes() -> Router<AppState> {
             post(rollouts::abort_deployment),
         )
         .route(
+            "/deployments/{deployment_id}/retry",
+            post(repair::retry_deployment),
+        )
+        .route(
+            "/deployments/{deployment_id}/devices/{device_id}/reset",
+            post(repair::reset_deployment_device),
+        )
+}
+
+/// Tokens, the trust root and the audit log.
+fn access_routes() -> Router<AppState> {
+    Router::new()
+        .route(
             "/tokens",
             get(tokens::list_tokens).post(tokens::create_token),
         )
         .route("/tokens/{token_id}", delete(tokens::delete_token))
         .route("/whoami", get(tokens::whoami))
+        .route(
+            "/trust/roots",
+            get(trust::list_roots)
+                .post(trust::upload_root)
+                .layer(DefaultBodyLimit::max(airlift_trust::limits::MAX_ROOT_BYTES)),
+        )
         .route("/audit", get(audit::list_audit))
-        .layer(DefaultBodyLimit::max(JSON_BODY_LIMIT))
+}
+
+fn shadow_routes() -> Router<AppState> {
+    Router::new()
+        .route(
+            "/devices/{device_id}/shadow",
+            get(shadow::get_device_shadow),
+        )
+        .route(
+            "/devices/{device_id}/shadow/desired",
+            put(shadow::change_device_desired)
+                .patch(shadow::change_device_desired)
+                .delete(shadow::change_device_desired),
+        )
+        .route(
+            "/shadows/tags/{tag}",
+            get(shadow::get_tag_desired)
+                .put(shadow::change_tag_desired)
+                .patch(shadow::change_tag_desired)
+                .delete(shadow::change_tag_desired),
+        )
+        .route(
+            "/shadows/attributes",
+            get(shadow::get_attributes_desired)
+                .put(shadow::change_attributes_desired)
+                .patch(shadow::change_attributes_desired)
+                .delete(shadow::change_attributes_desired),
+        )
 }
 
 /// Records a change in the audit log.

@@ -31,6 +31,18 @@ pub(super) async fn validate_strategy(
     phased
         .validate()
         .map_err(|e| ApiError::invalid(e.to_string()))?;
+    if let Some(package) = phased.rollback_package {
+        if state
+            .caches()
+            .package(state.store(), package)
+            .await?
+            .is_none()
+        {
+            return Err(ApiError::invalid(format!(
+                "strategy.rollback_package: no package {package}"
+            )));
+        }
+    }
     let in_target: BTreeSet<DeviceId> = devices.iter().map(|d| d.id).collect();
     for (i, phase) in phased.phases.iter().enumerate() {
         match &phase.devices {

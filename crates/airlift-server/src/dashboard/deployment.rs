@@ -428,6 +428,7 @@ fn breaker(deployment: &Deployment, record: &DeploymentRecord, phased: &Phased) 
     let action = match phased.on_failure {
         BreakerAction::Pause => "pauses the rollout",
         BreakerAction::Abort => "aborts the deployment",
+        BreakerAction::Rollback => "stops the deployment and rolls its devices back",
     };
     html! {
         dl.facts {

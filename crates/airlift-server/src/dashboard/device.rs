@@ -62,6 +62,7 @@ struct Read {
     current: Option<CurrentUpdate>,
     deployment: Option<DeploymentRecord>,
     offline_before: DateTime<Utc>,
+    shadow: Option<airlift_protocol::shadow::DeviceShadow>,
 }
 
 async fn read(state: &AppState, viewer: &Viewer, id: DeviceId) -> Result<Read, PageError> {
@@ -78,6 +79,7 @@ async fn read(state: &AppState, viewer: &Viewer, id: DeviceId) -> Result<Read, P
         current,
         deployment,
         offline_before: api::offline_cutoff(state),
+        shadow: state.store().device_shadow(id).await?,
     })
 }
 
@@ -187,6 +189,12 @@ fn live_region(viewer: &Viewer, read: &Read) -> Markup {
             section.card aria-labelledby="inventory-heading" {
                 h2 #inventory-heading { "Inventory" }
                 (inventory(read))
+            }
+            @if let Some(shadow) = &read.shadow {
+                section.card aria-labelledby="config-heading" {
+                    h2 #config-heading { "Configuration" }
+                    (super::device_shadow::section(shadow))
+                }
             }
             h2 #history-heading { "Update history" }
             section.card aria-labelledby="history-heading" { (history(&read.detail.history)) }

@@ -25,6 +25,7 @@ mod deployment_form;
 mod deployments;
 mod device;
 mod device_bulk;
+mod device_shadow;
 mod devices;
 mod layout;
 pub mod live;

@@ -145,35 +145,52 @@ async fn register_newcomer(
 /// A known device's status once it made contact: a pre-authorised one is
 /// accepted if it presents the identity it was pre-authorised with, and
 /// goes to the queue if it presents another.
+///
+/// Each move is one compare-and-set in the store from the status read: an
+/// operator's decision that lands after the read wins, and the device is
+/// answered with the status it has now.
 async fn status_on_contact(
     state: &AppState,
     device: &Device,
     request: &AuthRequest,
 ) -> ApiResult<DeviceStatus> {
-    Ok(match device.status {
-        DeviceStatus::Preauthorized if device.identity == request.identity => {
-            state
-                .store()
-                .set_device_status(device.id, DeviceStatus::Accepted)
-                .await?;
-            tracing::info!(device_id = %device.id, "pre-authorised device accepted on first contact");
-            DeviceStatus::Accepted
-        }
-        DeviceStatus::Preauthorized => {
-            // Same key, different identity: a person should look.
-            state
-                .store()
-                .set_device_identity(device.id, &request.identity)
-                .await?;
-            state
-                .store()
-                .set_device_status(device.id, DeviceStatus::Pending)
-                .await?;
-            tracing::warn!(device_id = %device.id, "pre-authorised key presented with another identity; now pending");
-            DeviceStatus::Pending
-        }
-        other => other,
-    })
+    if device.status != DeviceStatus::Preauthorized {
+        return Ok(device.status);
+    }
+    let same_identity = device.identity == request.identity;
+    let (to, identity) = if same_identity {
+        (DeviceStatus::Accepted, None)
+    } else {
+        // Same key, different identity: a person should look.
+        (DeviceStatus::Pending, Some(&request.identity))
+    };
+    let moved = state
+        .store()
+        .transition_device_status(device.id, DeviceStatus::Preauthorized, to, identity)
+        .await?;
+    if !moved {
+        let status = match state.store().device(device.id).await? {
+            Some(now) => now.status,
+            None => {
+                return Err(ApiError::Unauthorized(
+                    "the device was removed while it authenticated; try again".into(),
+                ))
+            }
+        };
+        tracing::info!(device_id = %device.id, status = status.as_str(), "admission lost to a decision made meanwhile");
+        // Still pre-authorised only if the decision put it back; wait for
+        // the next contact rather than loop.
+        return Ok(match status {
+            DeviceStatus::Preauthorized => DeviceStatus::Pending,
+            other => other,
+        });
+    }
+    if same_identity {
+        tracing::info!(device_id = %device.id, "pre-authorised device accepted on first contact");
+    } else {
+        tracing::warn!(device_id = %device.id, "pre-authorised key presented with another identity; now pending");
+    }
+    Ok(to)
 }
 
 /// Refuses a device never seen before when its address has made too many

@@ -54,10 +54,14 @@ pub async fn check_in(
     metrics::counter!("airlift_check_ins_total").increment(1);
     caches.count_check_in(now);
 
-    let update = find_offer(&state, &record, &inventory, now).await?;
+    let mut update = find_offer(&state, &record, &inventory, now).await?;
+    if let Some(offer) = update.as_mut() {
+        super::stamp(&state, offer).await?;
+    }
     Ok(Json(CheckInResponse {
         poll_interval_secs: state.settings().poll_interval.as_secs(),
         update,
+        shadow: super::shadow::delta_for(&state, id).await?,
     }))
 }
 
@@ -154,11 +158,23 @@ async fn find_offer(
 }
 
 /// Marks the deployment finished if every device is done, and tells the
-/// cache of active deployments.
+/// cache of active deployments. A phased rollout is left to its engine,
+/// which finishes it at its next tick after the circuit breaker has seen
+/// the last reports: finished here first, a rollout whose every device
+/// failed would end "finished" instead of tripping its breaker.
 pub(crate) async fn finish_if_done(
     state: &AppState,
     deployment: airlift_protocol::DeploymentId,
 ) -> ApiResult<()> {
+    let phased = state
+        .caches()
+        .active_deployments(state.store())
+        .await?
+        .iter()
+        .any(|d| d.id == deployment && matches!(d.strategy, Strategy::Phased(_)));
+    if phased {
+        return Ok(());
+    }
     if state
         .store()
         .finish_deployment_if_done(deployment, Utc::now())
@@ -184,6 +200,7 @@ fn offer(
         size: package.package.size,
         sha256: package.package.sha256.clone(),
         install: deployment.install.permit(now),
+        timestamp: None,
     }
 }
 

@@ -3,7 +3,10 @@
 mod authenticate;
 mod check_in;
 mod download;
+mod shadow;
+pub mod shed;
 mod status;
+mod trust;
 
 use crate::state::AppState;
 use axum::extract::DefaultBodyLimit;
@@ -14,24 +17,40 @@ pub use authenticate::__path_authenticate;
 pub(crate) use authenticate::validate_identity;
 pub use check_in::__path_check_in;
 pub use download::__path_download;
+pub use shadow::__path_report_shadow;
 pub use status::__path_report_status;
+pub use trust::__path_trust_roots;
+pub(crate) use trust::stamp;
 
 /// Largest JSON body a device may send.
 const DEVICE_BODY_LIMIT: usize = 64 * 1024;
 
-/// The device API's routes.
-pub fn routes() -> Router<AppState> {
-    Router::new()
+/// The device API's routes; at most `max_requests` of the short ones
+/// (authentication, check-ins, reports) in flight, the rest shed.
+pub fn routes(max_requests: usize) -> Router<AppState> {
+    let short = Router::new()
         .route("/auth", post(authenticate::authenticate))
         .route("/check-in", post(check_in::check_in))
+        .route("/trust/roots", get(trust::trust_roots))
+        .route(
+            "/deployments/{deployment_id}/status",
+            post(status::report_status),
+        )
+        .route(
+            "/shadow/reported",
+            axum::routing::put(shadow::report_shadow)
+                .layer(DefaultBodyLimit::max(shadow::REPORTED_BODY_LIMIT)),
+        )
+        .route_layer(axum::middleware::from_fn_with_state(
+            shed::InFlight::new(max_requests),
+            shed::shed,
+        ));
+    Router::new()
+        .merge(short)
         .route("/push", get(crate::push::events::push))
         .route(
             "/deployments/{deployment_id}/download",
             get(download::download),
-        )
-        .route(
-            "/deployments/{deployment_id}/status",
-            post(status::report_status),
         )
         .layer(DefaultBodyLimit::max(DEVICE_BODY_LIMIT))
 }

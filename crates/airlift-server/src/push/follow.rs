@@ -131,6 +131,7 @@ mod tests {
             on_failure: Default::default(),
             advance: Default::default(),
             device_timeout_secs: 60,
+            rollback_package: None,
         })
     }
 

@@ -10,14 +10,15 @@
 //! A dynamic deployment (one that takes in devices joining its target
 //! later) finishes only once its end date has passed or an operator ended
 //! it; the engine finishes it then, phased or not, once its devices are
-//! done.
+//! done. A breaker that trips with `on_failure: rollback` aborts the
+//! deployment and starts its rollback ([`rollback`](super::rollback)).
 
 use super::plan::{plan, Plan, View};
-use airlift_protocol::management::Device;
+use airlift_protocol::management::{Device, DeviceUpdate};
 use airlift_protocol::state::{DeploymentStatus, DeviceStatus, UpdateState};
-use airlift_protocol::strategy::{PhaseDevices, Phased, Strategy};
-use airlift_protocol::DeviceId;
-use airlift_store::{DeploymentRecord, DeviceFilter, PageRequest, SharedStore, Store, StoreResult};
+use airlift_protocol::strategy::{BreakerAction, PhaseDevices, Phased, Strategy};
+use airlift_protocol::{DeploymentId, DeviceId};
+use airlift_store::{DeploymentRecord, DeviceFilter, SharedStore, Store, StoreResult};
 use chrono::{DateTime, Duration, Utc};
 use std::collections::BTreeSet;
 
@@ -48,6 +49,8 @@ pub struct TickReport {
     pub admitted: usize,
     /// The status the deployment moved to, if it moved.
     pub status: Option<DeploymentStatus>,
+    /// Rollback deployments its circuit breaker started.
+    pub rollbacks: Vec<DeploymentId>,
 }
 
 impl RolloutEngine {
@@ -92,24 +95,7 @@ impl RolloutEngine {
     ) -> StoreResult<TickReport> {
         let store = &self.store;
         let devices = store.deployment_devices(deployment.id).await?;
-        let in_target: BTreeSet<DeviceId> = devices.iter().map(|d| d.device_id).collect();
-        let mut canaries = Vec::with_capacity(strategy.phases.len());
-        for phase in &strategy.phases {
-            canaries.push(match &phase.devices {
-                PhaseDevices::Devices(ids) => ids
-                    .iter()
-                    .copied()
-                    .filter(|id| in_target.contains(id))
-                    .collect(),
-                PhaseDevices::Tag(tag) => tagged(store.as_ref(), tag)
-                    .await?
-                    .into_iter()
-                    .map(|d| d.id)
-                    .filter(|id| in_target.contains(id))
-                    .collect(),
-                PhaseDevices::Percent(_) => BTreeSet::new(),
-            });
-        }
+        let canaries = self.canaries(strategy, &devices).await?;
         let Plan {
             time_out,
             admit,
@@ -125,22 +111,10 @@ impl RolloutEngine {
             canaries: &canaries,
             now,
         });
-        let mut report = TickReport::default();
-        let timeout = strategy.device_timeout_secs;
-        for device in &time_out {
-            let message = format!("no progress for {timeout} s (the rollout's device timeout)");
-            store
-                .decide_update_state(
-                    deployment.id,
-                    *device,
-                    UpdateState::TimedOut,
-                    Some(&message),
-                    now,
-                )
-                .await?;
-            tracing::warn!(deployment_id = %deployment.id, device_id = %device, "device timed out");
-        }
-        report.timed_out = time_out.len();
+        let mut report = TickReport {
+            timed_out: self.time_out(deployment, strategy, &time_out, now).await?,
+            ..TickReport::default()
+        };
         if !admit.is_empty() {
             report.admitted = store
                 .admit_devices(deployment.id, admit_phase, &admit)
@@ -153,6 +127,21 @@ impl RolloutEngine {
             );
         }
         if let Some((status, rollout)) = next {
+            if status == DeploymentStatus::Aborted && strategy.on_failure == BreakerAction::Rollback
+            {
+                let started = super::rollback::start(
+                    store.as_ref(),
+                    deployment,
+                    strategy,
+                    &devices,
+                    rollout,
+                    now,
+                )
+                .await?;
+                report.rollbacks = started.map(|s| s.rollbacks).unwrap_or_default();
+                report.status = Some(status);
+                return Ok(report);
+            }
             let moved = store
                 .update_rollout(deployment.id, deployment.status, status, &rollout, now)
                 .await?;
@@ -170,6 +159,59 @@ impl RolloutEngine {
         }
         store.finish_deployment_if_done(deployment.id, now).await?;
         Ok(report)
+    }
+
+    /// The canary devices each phase names, among the deployment's.
+    async fn canaries(
+        &self,
+        strategy: &Phased,
+        devices: &[DeviceUpdate],
+    ) -> StoreResult<Vec<BTreeSet<DeviceId>>> {
+        let in_target: BTreeSet<DeviceId> = devices.iter().map(|d| d.device_id).collect();
+        let mut canaries = Vec::with_capacity(strategy.phases.len());
+        for phase in &strategy.phases {
+            canaries.push(match &phase.devices {
+                PhaseDevices::Devices(ids) => ids
+                    .iter()
+                    .copied()
+                    .filter(|id| in_target.contains(id))
+                    .collect(),
+                PhaseDevices::Tag(tag) => tagged(self.store.as_ref(), tag)
+                    .await?
+                    .into_iter()
+                    .map(|d| d.id)
+                    .filter(|id| in_target.contains(id))
+                    .collect(),
+                PhaseDevices::Percent(_) => BTreeSet::new(),
+            });
+        }
+        Ok(canaries)
+    }
+
+    /// Marks the devices that made no progress within the rollout's device
+    /// timeout as timed out; returns how many.
+    async fn time_out(
+        &self,
+        deployment: &DeploymentRecord,
+        strategy: &Phased,
+        devices: &[DeviceId],
+        now: DateTime<Utc>,
+    ) -> StoreResult<usize> {
+        let timeout = strategy.device_timeout_secs;
+        for device in devices {
+            let message = format!("no progress for {timeout} s (the rollout's device timeout)");
+            self.store
+                .decide_update_state(
+                    deployment.id,
+                    *device,
+                    UpdateState::TimedOut,
+                    Some(&message),
+                    now,
+                )
+                .await?;
+            tracing::warn!(deployment_id = %deployment.id, device_id = %device, "device timed out");
+        }
+        Ok(devices.len())
     }
 
     /// Finishes an all-at-once dynamic deployment whose end has come, if
@@ -223,22 +265,21 @@ pub async fn accepted(store: &dyn Store, filter: DeviceFilter) -> StoreResult<Ve
         status: Some(DeviceStatus::Accepted),
         ..filter
     };
-    let mut devices = Vec::new();
-    for page in 1.. {
-        let (items, total) = store
-            .list_devices(
-                &filter,
-                PageRequest {
-                    page,
-                    per_page: 1000,
-                },
-            )
-            .await?;
-        let done = items.is_empty() || devices.len() + items.len() >= total as usize;
-        devices.extend(items);
+    // By id, each page after the last one's end: the 100th page costs what
+    // the first does (pages by number re-read every row they skip, and
+    // recounted the matches each time: a deployment to 100 000 tagged
+    // devices took 48 s to create).
+    let mut devices: Vec<Device> = Vec::new();
+    loop {
+        let after = devices.last().map(|d| d.id);
+        let page = store.devices_after(&filter, after, ACCEPTED_PAGE).await?;
+        let done = page.len() < ACCEPTED_PAGE as usize;
+        devices.extend(page);
         if done {
-            break;
+            return Ok(devices);
         }
     }
-    Ok(devices)
 }
+
+/// Devices read at a time by [`accepted`].
+const ACCEPTED_PAGE: u32 = 1000;

@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 
 type Result<T = ()> = std::result::Result<T, Box<dyn std::error::Error>>;
 
-fn t0() -> DateTime<Utc> {
+pub(super) fn t0() -> DateTime<Utc> {
     Utc.timestamp_opt(1_800_000_000, 0)
         .single()
         .unwrap_or_default()
@@ -44,14 +44,14 @@ fn device(serial: &str, tags: Vec<String>) -> Device {
     }
 }
 
-struct Fleet {
+pub(super) struct Fleet {
     _dir: tempfile::TempDir,
-    store: SharedStore,
-    devices: Vec<DeviceId>,
-    canaries: Vec<DeviceId>,
+    pub(super) store: SharedStore,
+    pub(super) devices: Vec<DeviceId>,
+    pub(super) canaries: Vec<DeviceId>,
 }
 
-async fn fleet(count: usize, canaries: usize) -> Result<Fleet> {
+pub(super) async fn fleet(count: usize, canaries: usize) -> Result<Fleet> {
     let dir = tempfile::tempdir()?;
     let url = DatabaseUrl::parse(&format!("sqlite://{}", dir.path().join("db").display()))?;
     let store = airlift_store::open(&url).await?;
@@ -86,7 +86,7 @@ fn phase(devices: PhaseDevices, soak_hours: u64) -> Phase {
 }
 
 /// canary (tag) → 10 % → 50 % → 100 %, an hour of soak each.
-fn staged(threshold: FailureThreshold, on_failure: BreakerAction) -> Phased {
+pub(super) fn staged(threshold: FailureThreshold, on_failure: BreakerAction) -> Phased {
     Phased {
         phases: vec![
             phase(PhaseDevices::Tag("canary".into()), 1),
@@ -98,6 +98,7 @@ fn staged(threshold: FailureThreshold, on_failure: BreakerAction) -> Phased {
         on_failure,
         advance: Advance::Automatic,
         device_timeout_secs: 6 * 3600,
+        rollback_package: None,
     }
 }
 
@@ -121,7 +122,7 @@ impl Fleet {
     }
 
     /// `dynamic`: `None` for a static deployment, else its end.
-    async fn insert(
+    pub(super) async fn insert(
         &self,
         strategy: Strategy,
         install: InstallPolicy,
@@ -175,7 +176,7 @@ impl Fleet {
     }
 
     /// Admitted devices and the phase that admitted each.
-    async fn admitted(&self, id: DeploymentId) -> Result<BTreeMap<DeviceId, u32>> {
+    pub(super) async fn admitted(&self, id: DeploymentId) -> Result<BTreeMap<DeviceId, u32>> {
         Ok(self
             .store
             .deployment_devices(id)
@@ -204,7 +205,7 @@ impl Fleet {
         Ok(n)
     }
 
-    async fn deployment(&self, id: DeploymentId) -> Result<DeploymentRecord> {
+    pub(super) async fn deployment(&self, id: DeploymentId) -> Result<DeploymentRecord> {
         Ok(self.store.deployment(id).await?.ok_or("no deployment")?)
     }
 }

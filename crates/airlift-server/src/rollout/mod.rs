@@ -8,6 +8,9 @@ pub mod engine;
 #[cfg(test)]
 mod engine_tests;
 pub mod plan;
+pub mod rollback;
+#[cfg(test)]
+mod rollback_tests;
 
 pub use engine::RolloutEngine;
 

@@ -200,6 +200,8 @@ fn trip_breaker(view: &View<'_>, states: &[Row]) -> Option<(DeploymentStatus, Ro
     let (next_status, verb) = match strategy.on_failure {
         BreakerAction::Pause => (DeploymentStatus::Paused, "paused"),
         BreakerAction::Abort => (DeploymentStatus::Aborted, "aborted"),
+        // The engine aborts it and starts its rollback (`rollback.rs`).
+        BreakerAction::Rollback => (DeploymentStatus::Aborted, "stopped"),
     };
     let mut rollout = view.rollout.clone();
     rollout.reason = Some(format!(

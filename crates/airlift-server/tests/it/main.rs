@@ -22,4 +22,5 @@ mod operations;
 mod rollouts;
 mod s3;
 mod security;
+mod shadows;
 mod support;

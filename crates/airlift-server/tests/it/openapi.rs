@@ -227,7 +227,7 @@ fn list_filters_and_paging_are_query_parameters_with_bounds() {
     );
     assert_eq!(
         names(&audit),
-        ["page", "per_page", "before", "actor", "action"]
+        ["page", "per_page", "before", "actor", "action", "object", "since", "until"]
             .map(str::to_owned)
             .into()
     );

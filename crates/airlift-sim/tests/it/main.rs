@@ -5,4 +5,5 @@
 use airlift_server::testing as server;
 mod fleet;
 mod instances;
+mod rollback;
 mod support;

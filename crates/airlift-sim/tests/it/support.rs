@@ -79,13 +79,7 @@ impl World {
     /// Uploads a package and deploys it to every device of [`DEVICE_TYPE`]
     /// with `strategy`; returns the deployment id.
     pub fn deploy_with(&self, package: Vec<u8>, strategy: Value) -> String {
-        let response = self
-            .api(reqwest::Method::POST, "/packages")
-            .body(package)
-            .send()
-            .expect("upload");
-        assert_eq!(response.status(), 201);
-        let package: Value = response.json().expect("package json");
+        let package = self.upload(package);
         let body = serde_json::json!({
             "name": "fleet",
             "package_id": package["id"],
@@ -107,6 +101,33 @@ impl World {
         );
         let deployment: Value = response.json().expect("deployment json");
         deployment["id"].as_str().expect("id").to_owned()
+    }
+
+    /// Uploads a package; returns it as the server knows it.
+    pub fn upload(&self, package: Vec<u8>) -> Value {
+        let response = self
+            .api(reqwest::Method::POST, "/packages")
+            .body(package)
+            .send()
+            .expect("upload");
+        assert_eq!(response.status(), 201);
+        response.json().expect("package json")
+    }
+
+    /// `GET /api/v1{path}` as JSON.
+    pub fn get(&self, path: &str) -> Value {
+        self.api(reqwest::Method::GET, path)
+            .send()
+            .expect("get")
+            .json()
+            .expect("json")
+    }
+
+    /// The server's `/metrics` text.
+    pub fn metrics(&self) -> String {
+        reqwest::blocking::get(format!("{}/metrics", self.server.url))
+            .and_then(|r| r.text())
+            .expect("metrics")
     }
 
     /// Waits until the server counts `n` devices in `state` for the

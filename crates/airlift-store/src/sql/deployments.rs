@@ -12,7 +12,6 @@ macro_rules! sql_deployments {
                 deployment: &DeploymentRecord,
                 devices: &[(DeviceId, UpdateState)],
             ) -> StoreResult<()> {
-                let deployment_id = deployment.id.to_string();
                 let mut tx = self.begin().await?;
                 // Lock the package against a concurrent delete_package.
                 let package =
@@ -27,6 +26,18 @@ macro_rules! sql_deployments {
                         deployment.package_id
                     )));
                 }
+                Self::insert_deployment_rows(&mut tx, deployment, devices).await?;
+                self.commit_with(tx, &[StoreEvent::DeploymentChanged(deployment.id)])
+                    .await
+            }
+
+            /// Writes a deployment's row and its devices' rows in `tx`.
+            async fn insert_deployment_rows(
+                tx: &mut sqlx::Transaction<'static, $db>,
+                deployment: &DeploymentRecord,
+                devices: &[(DeviceId, UpdateState)],
+            ) -> StoreResult<()> {
+                let deployment_id = deployment.id.to_string();
                 sqlx::query::<$db>(concat!(
                     "INSERT INTO deployments (",
                     $crate::sql::columns!(deployments),
@@ -51,7 +62,7 @@ macro_rules! sql_deployments {
                 .bind(to_json(&deployment.install, "deployment install policy")?)
                 .bind(deployment.dynamic)
                 .bind(deployment.ends_at.map(millis))
-                .execute(&mut *tx)
+                .execute(&mut **tx)
                 .await
                 .map_err(|e| classify(e, &format!("deployment {}", deployment.id), ""))?;
                 for chunk in devices.chunks(INSERT_CHUNK) {
@@ -66,7 +77,7 @@ macro_rules! sql_deployments {
                             .push("NULL")
                             .push_bind(millis(deployment.created_at));
                     });
-                    query.build().execute(&mut *tx).await.map_err(|e| {
+                    query.build().execute(&mut **tx).await.map_err(|e| {
                         classify(
                             e,
                             &format!("a device listed twice in deployment {}", deployment.id),
@@ -74,8 +85,7 @@ macro_rules! sql_deployments {
                         )
                     })?;
                 }
-                self.commit_with(tx, &[StoreEvent::DeploymentChanged(deployment.id)])
-                    .await
+                Ok(())
             }
 
             async fn deployment(&self, id: DeploymentId) -> StoreResult<Option<DeploymentRecord>> {

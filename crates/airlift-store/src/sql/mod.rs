@@ -59,6 +59,10 @@ macro_rules! columns {
 /// values.
 pub(crate) const INSERT_CHUNK: usize = 200;
 
+/// Check-in times written by one statement (three parameters each, well
+/// under both backends' limits).
+pub(crate) const CHECK_IN_TIME_CHUNK: usize = 1000;
+
 /// Implements [`Store`](crate::Store) for `$store`, a struct with a
 /// `pool: sqlx::Pool<$db>` field; `$begin` starts a write transaction.
 macro_rules! impl_store {
@@ -78,7 +82,7 @@ macro_rules! impl_store {
             to_json, AuditRow, DeploymentDeviceRow, DeploymentRow, DeviceRecordRow,
             DeviceUpdateRow, EventRow, PackageRow, SessionRow, TokenRow,
         };
-        use $crate::sql::INSERT_CHUNK;
+        use $crate::sql::{CHECK_IN_TIME_CHUNK, INSERT_CHUNK};
         use $crate::{
             ApiTokenRecord, ChangeFeed, CheckInTime, DeploymentRecord, DeviceFilter, DeviceRecord,
             NewAuditEntry, NewSession, PackageRecord, PageRequest, ReportOutcome, SessionRecord,
@@ -100,6 +104,9 @@ macro_rules! impl_store {
         $crate::sql::sql_updates!($store, $db, $begin);
         $crate::sql::sql_sessions!($store, $db, $begin);
         $crate::sql::sql_uploads!($store, $db, $begin);
+        $crate::sql::sql_shadow!($store, $db, $begin);
+        $crate::sql::sql_repair!($store, $db, $begin);
+        $crate::sql::sql_trust!($store, $db, $begin);
 
         // Each method is the inherent method of the same name, which its
         // area's macro defines (inherent methods win over trait methods).
@@ -240,12 +247,31 @@ macro_rules! impl_store {
                 self.list_devices(filter, page).await
             }
 
+            async fn devices_after(
+                &self,
+                filter: &DeviceFilter,
+                after: Option<DeviceId>,
+                limit: u32,
+            ) -> StoreResult<Vec<Device>> {
+                self.devices_after(filter, after, limit).await
+            }
+
             async fn set_device_status(
                 &self,
                 id: DeviceId,
                 status: DeviceStatus,
             ) -> StoreResult<bool> {
                 self.set_device_status(id, status).await
+            }
+
+            async fn transition_device_status(
+                &self,
+                id: DeviceId,
+                from: DeviceStatus,
+                to: DeviceStatus,
+                identity: Option<&BTreeMap<String, String>>,
+            ) -> StoreResult<bool> {
+                self.transition_device_status(id, from, to, identity).await
             }
 
             async fn set_device_identity(
@@ -564,8 +590,11 @@ mod deployments;
 mod devices;
 mod fleet;
 mod packages;
+pub(crate) mod repair;
 mod sessions;
+pub(crate) mod shadow;
 mod tokens;
+pub(crate) mod trust;
 mod updates;
 pub(crate) mod uploads;
 
@@ -574,8 +603,11 @@ pub(crate) use deployments::sql_deployments;
 pub(crate) use devices::sql_devices;
 pub(crate) use fleet::sql_fleet;
 pub(crate) use packages::sql_packages;
+pub(crate) use repair::sql_repair;
 pub(crate) use sessions::sql_sessions;
+pub(crate) use shadow::sql_shadow;
 pub(crate) use tokens::sql_tokens;
+pub(crate) use trust::sql_trust;
 pub(crate) use updates::sql_updates;
 pub(crate) use uploads::sql_uploads;
 pub(crate) use {columns, impl_store};

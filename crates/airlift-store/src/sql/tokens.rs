@@ -175,6 +175,15 @@ macro_rules! sql_tokens {
                     }
                     None => {}
                 }
+                if let Some(object) = &filter.object {
+                    query.push(" AND object = ").push_bind(object.clone());
+                }
+                if let Some(since) = filter.since {
+                    query.push(" AND at >= ").push_bind(millis(since));
+                }
+                if let Some(until) = filter.until {
+                    query.push(" AND at < ").push_bind(millis(until));
+                }
             }
 
             async fn list_audit(

@@ -136,6 +136,7 @@ async fn filtered_by_actor_and_action(ctx: Ctx) {
     let both = AuditFilter {
         actor: Some("ci".into()),
         action: Some("deployment.create".into()),
+        ..AuditFilter::default()
     };
     assert_eq!(objects(both, None).await, ["object-1"]);
 

@@ -13,11 +13,14 @@ conformance!(
     duplicate_public_key_conflicts,
     status_identity_and_tags,
     racing_tag_replacements_leave_one_set,
+    admission_never_overwrites_a_decision_made_since_the_read,
+    admission_moves_status_and_identity_together,
     check_in_replaces_what_was_known,
     unchanged_check_in_only_moves_the_time,
     check_in_of_unknown_device_is_not_found,
     filters,
     pages_oldest_first_with_total,
+    walks_every_match_by_id,
 );
 
 async fn round_trip(ctx: Ctx) {
@@ -118,6 +121,106 @@ async fn status_identity_and_tags(ctx: Ctx) {
     assert!(store.set_device_tags(stored.id, &[]).await.expect("tags"));
     let read = store.device(stored.id).await.expect("get").expect("exists");
     assert!(read.tags.is_empty());
+}
+
+/// The interleaving the server's first contact used to lose: it reads a
+/// pre-authorised device, an operator rejects it, then admission writes.
+async fn admission_never_overwrites_a_decision_made_since_the_read(ctx: Ctx) {
+    let store = &ctx.store;
+    let mut stored = device(1, 0);
+    stored.status = DeviceStatus::Preauthorized;
+    store.insert_device(&stored).await.expect("insert");
+
+    let read = store.device(stored.id).await.expect("get").expect("exists");
+    assert_eq!(read.status, DeviceStatus::Preauthorized);
+    // The operator's reject, through another instance, lands here.
+    let operator = ctx.open_again().await;
+    assert!(operator
+        .set_device_status(stored.id, DeviceStatus::Rejected)
+        .await
+        .expect("reject"));
+    let admitted = store
+        .transition_device_status(
+            read.id,
+            DeviceStatus::Preauthorized,
+            DeviceStatus::Accepted,
+            None,
+        )
+        .await
+        .expect("transition");
+    assert!(!admitted, "a reject since the read must win");
+    let now = store.device(stored.id).await.expect("get").expect("exists");
+    assert_eq!(now.status, DeviceStatus::Rejected);
+
+    // Racing admissions (two requests of one device): exactly one moves it.
+    let mut racer = device(2, 1);
+    racer.status = DeviceStatus::Preauthorized;
+    store.insert_device(&racer).await.expect("insert");
+    let admissions: Vec<_> = (0..6)
+        .map(|_| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                store
+                    .transition_device_status(
+                        racer.id,
+                        DeviceStatus::Preauthorized,
+                        DeviceStatus::Accepted,
+                        None,
+                    )
+                    .await
+            })
+        })
+        .collect();
+    let mut accepted = 0;
+    for task in admissions {
+        accepted += usize::from(task.await.expect("task").expect("transition"));
+    }
+    assert_eq!(
+        accepted, 1,
+        "one admission moves the device, the others see it moved"
+    );
+    assert!(!store
+        .transition_device_status(
+            DeviceId::new(),
+            DeviceStatus::Preauthorized,
+            DeviceStatus::Accepted,
+            None
+        )
+        .await
+        .expect("unknown device"));
+}
+
+async fn admission_moves_status_and_identity_together(ctx: Ctx) {
+    let store = &ctx.store;
+    let mut stored = device(1, 0);
+    stored.status = DeviceStatus::Preauthorized;
+    store.insert_device(&stored).await.expect("insert");
+    let presented = map(&[("serial", "SN-OTHER")]);
+
+    assert!(!store
+        .transition_device_status(
+            stored.id,
+            DeviceStatus::Accepted,
+            DeviceStatus::Pending,
+            Some(&presented)
+        )
+        .await
+        .expect("not at that status"));
+    let read = store.device(stored.id).await.expect("get").expect("exists");
+    assert_eq!(read.identity, stored.identity, "nothing changed");
+
+    assert!(store
+        .transition_device_status(
+            stored.id,
+            DeviceStatus::Preauthorized,
+            DeviceStatus::Pending,
+            Some(&presented)
+        )
+        .await
+        .expect("transition"));
+    let read = store.device(stored.id).await.expect("get").expect("exists");
+    assert_eq!(read.status, DeviceStatus::Pending);
+    assert_eq!(read.identity, presented);
 }
 
 async fn racing_tag_replacements_leave_one_set(ctx: Ctx) {
@@ -458,4 +561,42 @@ async fn pages_oldest_first_with_total(ctx: Ctx) {
     assert_eq!(total, 5);
     let ids: Vec<_> = devices.iter().map(|d| d.id).collect();
     assert_eq!(ids, vec![expected[10].id, expected[15].id]);
+}
+
+async fn walks_every_match_by_id(ctx: Ctx) {
+    let store = &ctx.store;
+    let mut tagged = Vec::new();
+    for n in 0..23 {
+        let mut d = device(n, i64::from(n));
+        if n % 3 != 0 {
+            d.tags = strings(&["walk"]);
+            tagged.push(d.id);
+        }
+        store.insert_device(&d).await.expect("insert");
+    }
+    tagged.sort();
+    let filter = DeviceFilter {
+        tag: Some("walk".into()),
+        // Ignored: the walk is by id.
+        descending: true,
+        ..Default::default()
+    };
+    let mut seen = Vec::new();
+    let mut after = None;
+    loop {
+        let page = store
+            .devices_after(&filter, after, 4)
+            .await
+            .expect("a page");
+        assert!(page.len() <= 4);
+        let Some(last) = page.last() else { break };
+        after = Some(last.id);
+        seen.extend(page.iter().map(|d| d.id));
+    }
+    assert_eq!(seen, tagged, "every tagged device once, by id");
+    assert!(store
+        .devices_after(&filter, tagged.last().copied(), 4)
+        .await
+        .expect("past the end")
+        .is_empty());
 }

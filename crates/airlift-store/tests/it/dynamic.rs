@@ -270,6 +270,7 @@ async fn audit_entries_come_in_pages_that_stay_put(ctx: Ctx) {
     let by_ci = AuditFilter {
         actor: Some("ci".into()),
         action: Some("deployment.".into()),
+        ..AuditFilter::default()
     };
     let (entries, total) = store
         .list_audit_page(&by_ci, None, page(1, 10))

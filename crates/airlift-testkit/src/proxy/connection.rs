@@ -5,7 +5,8 @@
 //! pipelining, as the agent and reqwest speak it).
 
 use super::{
-    NetFault, ProxyStats, Shared, DOWNLOAD_CUT_PERCENT, OTHER_CUT_PERCENT, REFUSE_PERCENT,
+    NetFault, ProxyStats, Shared, DOWNLOAD_CUT_PERCENT, ENDLESS_CAP, OTHER_CUT_PERCENT,
+    REFUSE_PERCENT,
 };
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
@@ -89,13 +90,30 @@ async fn answers(
 ) -> std::io::Result<()> {
     let stats = &shared.stats;
     let mut buf = vec![0u8; 16 * 1024];
+    // Body bytes of an endless answer still to come from the server.
+    let mut endless_left: Option<u64> = None;
     loop {
         let n = server.read(&mut buf).await?;
         if n == 0 {
             break;
         }
         let (n, answering) = shape(&mut buf[..n], &current, shared);
-        client.lock().await.write_all(&buf[..n]).await?;
+        match answering.map(|a| (a.fault, a.sent == n)) {
+            Some((NetFault::Throttle(rate), _)) => drip(&client, &buf[..n], rate).await?,
+            Some((NetFault::Endless, first)) => {
+                if first {
+                    endless_left = endless_head(&mut buf[..n]);
+                } else if let Some(left) = endless_left.as_mut() {
+                    *left = left.saturating_sub(n as u64);
+                }
+                client.lock().await.write_all(&buf[..n]).await?;
+                if endless_left == Some(0) {
+                    fill(&client, stats).await;
+                    break;
+                }
+            }
+            _ => client.lock().await.write_all(&buf[..n]).await?,
+        }
         let Some(answering) = answering else { continue };
         if answering.download {
             ProxyStats::add(&stats.download_bytes, n as u64);
@@ -114,6 +132,51 @@ async fn answers(
         }
     }
     client.lock().await.shutdown().await
+}
+
+/// Writes `bytes` at `rate` bytes per second, in small steps.
+async fn drip(client: &ClientWrite, bytes: &[u8], rate: u64) -> std::io::Result<()> {
+    let step = usize::try_from(rate / 20).unwrap_or(usize::MAX).max(1);
+    for piece in bytes.chunks(step) {
+        client.lock().await.write_all(piece).await?;
+        let pause = piece.len() as f64 / rate.max(1) as f64;
+        tokio::time::sleep(std::time::Duration::from_secs_f64(pause)).await;
+    }
+    Ok(())
+}
+
+/// In the first chunk of an endless answer: takes its `content-length`
+/// away (renamed, same length, so nothing moves) and returns how many body
+/// bytes are still to come after this chunk.
+fn endless_head(chunk: &mut [u8]) -> Option<u64> {
+    const NAME: &[u8] = b"content-length:";
+    let head_end = chunk.windows(4).position(|w| w == b"\r\n\r\n")? + 4;
+    let at = chunk[..head_end]
+        .windows(NAME.len())
+        .position(|w| w.eq_ignore_ascii_case(NAME))?;
+    chunk[at..at + NAME.len()].copy_from_slice(b"x-endless-data:");
+    let value = &chunk[at + NAME.len()..head_end];
+    let line_end = value.iter().position(|&b| b == b'\r')?;
+    let length: u64 = std::str::from_utf8(&value[..line_end])
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    Some(length.saturating_sub((chunk.len() - head_end) as u64))
+}
+
+/// Sends filler after an endless answer's real body until the client
+/// stops taking it (or [`ENDLESS_CAP`]).
+async fn fill(client: &ClientWrite, stats: &ProxyStats) {
+    let filler = vec![b'A'; 16 * 1024];
+    let mut sent = 0u64;
+    while sent < ENDLESS_CAP {
+        if client.lock().await.write_all(&filler).await.is_err() {
+            return;
+        }
+        sent += filler.len() as u64;
+        ProxyStats::add(&stats.filler, filler.len() as u64);
+    }
 }
 
 /// Applies the current request's fault to an answer chunk: how many of its

@@ -5,4 +5,5 @@
 //! work here: a boot takes about 10 s.
 
 mod power_cuts;
+mod uboot;
 mod updates;

@@ -1,0 +1,363 @@
+//! Retry, reset and the operator's conveniences through the `airlift`
+//! binary against a real server, with devices speaking the device API:
+//! `deployment retry` (counted, with a limit), `device reset` (refused
+//! before the timeout unless forced, audited with its reason), `deployment
+//! show --watch` (ends with the deployment), the warning at `deployment
+//! create`, `device list --offline`.
+
+use crate::server::{InProcessServer, ADMIN_TOKEN};
+use crate::support::{airlift, failure_of, json_of, payload, Scratch};
+use airlift_protocol::state::UpdateState;
+use airlift_protocol::DeploymentId;
+use airlift_testkit::device::{Endpoint, TestDevice};
+use assert_cmd::Command;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+struct World {
+    scratch: Scratch,
+    server: InProcessServer,
+    runtime: tokio::runtime::Runtime,
+    api: Endpoint,
+}
+
+impl World {
+    fn new() -> Self {
+        let scratch = Scratch::new();
+        let key = scratch.signing_key("release");
+        let server = InProcessServer::start_with(&key.public, &["--poll-interval", "1"]);
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let api = Endpoint::new(&server.url);
+        let world = Self {
+            scratch,
+            server,
+            runtime,
+            api,
+        };
+        world
+            .cli()
+            .args(["server", "login", &world.server.url, "--token", ADMIN_TOKEN])
+            .assert()
+            .success();
+        world
+    }
+
+    fn cli(&self) -> Command {
+        let mut command = airlift();
+        command
+            .env("AIRLIFT_CONFIG_DIR", self.scratch.path("config"))
+            .env_remove("AIRLIFT_SERVER")
+            .env_remove("AIRLIFT_TOKEN")
+            .env_remove("XDG_CONFIG_HOME");
+        command
+    }
+
+    /// Builds and uploads rootfs `version` for rpi4; returns its id.
+    fn package(&self, version: &str) -> String {
+        let key = self.scratch.path("keys/release.key");
+        let image = self
+            .scratch
+            .text_file(&format!("{version}.img"), version, 100);
+        let out: PathBuf = self.scratch.path(&format!("rootfs-{version}.airlift"));
+        let mut build = airlift();
+        build
+            .args(["package", "build", "--name", "rootfs", "--version", version])
+            .args(["--device-type", "rpi4", "--key"])
+            .arg(&key)
+            .arg("--out")
+            .arg(&out);
+        payload(&mut build, "image:rootfs", &image);
+        build.assert().success();
+        let package = json_of(self.cli().args(["package", "upload", "--json"]).arg(&out));
+        package["id"].as_str().expect("id").to_owned()
+    }
+
+    /// A device pre-authorised through the CLI, accepted at its first
+    /// contact, and checked in once.
+    fn device(&self, serial: &str, device_type: &str) -> TestDevice {
+        let mut device = TestDevice::new(serial, device_type);
+        let public = self.scratch.path(&format!("{serial}.pub"));
+        std::fs::write(&public, device.public_key()).expect("public key");
+        self.cli()
+            .args(["device", "preauthorize", "--identity"])
+            .arg(format!("serial={serial}"))
+            .arg("--public-key")
+            .arg(&public)
+            .assert()
+            .success();
+        self.runtime.block_on(device.authenticate(&self.api));
+        self.runtime.block_on(device.check_in(&self.api));
+        device
+    }
+
+    fn report(&self, device: &TestDevice, deployment: DeploymentId, state: UpdateState) {
+        let response = self.runtime.block_on(device.report(
+            &self.api,
+            deployment,
+            state,
+            Some("from the test"),
+        ));
+        assert!(response.status().is_success(), "{response:?}");
+    }
+
+    fn deploy(&self, package: &str, devices: &[&TestDevice]) -> DeploymentId {
+        let mut command = self.cli();
+        command.args([
+            "deployment",
+            "create",
+            "--name",
+            "rootfs",
+            "--package",
+            package,
+        ]);
+        for device in devices {
+            command.arg("--device").arg(id_of(device).to_string());
+        }
+        let created = json_of(command.arg("--json"));
+        created["id"].as_str().expect("id").parse().expect("uuid")
+    }
+}
+
+fn id_of(device: &TestDevice) -> airlift_protocol::DeviceId {
+    device.id.expect("the device has an id")
+}
+
+#[test]
+fn retry_offers_a_deployment_again_up_to_a_limit() {
+    let world = World::new();
+    let package = world.package("2.0.0");
+    let (failing, working) = (world.device("RT-1", "rpi4"), world.device("RT-2", "rpi4"));
+    let deployment = world.deploy(&package, &[&failing, &working]);
+    world.report(&failing, deployment, UpdateState::Failure);
+    world.report(&working, deployment, UpdateState::Success);
+    let id = deployment.to_string();
+
+    let retried = json_of(world.cli().args(["deployment", "retry", &id, "--json"]));
+    assert_eq!(
+        retried["retried"],
+        serde_json::json!([id_of(&failing)]),
+        "{retried:#}"
+    );
+    assert_eq!(
+        retried["reopened"], true,
+        "the finished deployment opens again: {retried:#}"
+    );
+    let offer = world.runtime.block_on(failing.check_in(&world.api));
+    assert_eq!(
+        offer.update.map(|u| u.deployment_id),
+        Some(deployment),
+        "offered again"
+    );
+
+    // Failed again: the limit of one retry leaves it alone, and says so.
+    world.report(&failing, deployment, UpdateState::Failure);
+    let output = world
+        .cli()
+        .args(["deployment", "retry", &id, "--limit", "1"])
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let text = String::from_utf8_lossy(&output);
+    assert!(text.contains("no failed device"), "{text}");
+    assert!(
+        text.contains("1 failed devices were left as they are: retried 1 times"),
+        "{text}"
+    );
+    let retried = json_of(
+        world
+            .cli()
+            .args(["deployment", "retry", &id, "--limit", "2", "--json"]),
+    );
+    assert_eq!(
+        retried["retried"].as_array().map(Vec::len),
+        Some(1),
+        "{retried:#}"
+    );
+
+    let audit =
+        json_of(
+            world
+                .cli()
+                .args(["audit", "list", "--action", "deployment.retry", "--json"]),
+        );
+    assert_eq!(audit["total"], 2, "{audit:#}");
+    // Filters by object and time reach the server.
+    let total = |filters: &[&str]| {
+        let page = json_of(world.cli().args(["audit", "list", "--json"]).args(filters));
+        page["total"].as_u64().unwrap_or(99)
+    };
+    assert_eq!(total(&["--target", &id]), 3, "created and retried twice");
+    assert_eq!(total(&["--target", &id, "--since", "1h"]), 3);
+    assert_eq!(
+        total(&["--target", &id, "--until", "2001-01-01T00:00:00Z"]),
+        0
+    );
+    assert_eq!(
+        total(&["--target", &id, "--since", "2999-01-01T00:00:00Z"]),
+        0
+    );
+    let refused = world
+        .cli()
+        .args(["deployment", "retry", &id, "--limit", "0"])
+        .assert()
+        .code(2)
+        .get_output()
+        .stderr
+        .clone();
+    let refused = String::from_utf8_lossy(&refused);
+    assert!(refused.contains("--limit"), "{refused}");
+}
+
+#[test]
+fn a_stuck_device_is_reset_with_a_reason_for_the_audit_log() {
+    let world = World::new();
+    let package = world.package("2.0.0");
+    let device = world.device("RS-1", "rpi4");
+    let deployment = world.deploy(&package, &[&device]);
+    world.report(&device, deployment, UpdateState::Installing);
+    let device_id = id_of(&device).to_string();
+
+    // Installing for a moment is not stuck (an all-at-once deployment's
+    // device timeout is 6 h).
+    let stderr = failure_of(
+        world
+            .cli()
+            .args(["device", "reset", &device_id, "--reason", "stuck"]),
+    );
+    assert!(
+        stderr.contains("less than the deployment's device timeout (21600 s)"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("force"), "{stderr}");
+    let stderr = failure_of(
+        world
+            .cli()
+            .args(["device", "reset", &device_id, "--reason", "  "]),
+    );
+    assert!(stderr.contains("reason"), "{stderr}");
+
+    let reset = json_of(world.cli().args([
+        "device",
+        "reset",
+        &device_id,
+        "--reason",
+        "re-imaged on the bench",
+        "--force",
+        "--json",
+    ]));
+    assert_eq!(reset["was"], "installing", "{reset:#}");
+    assert_eq!(reset["state"], "pending", "{reset:#}");
+    assert_eq!(reset["forced"], true, "{reset:#}");
+    let offer = world.runtime.block_on(device.check_in(&world.api));
+    assert_eq!(offer.update.map(|u| u.deployment_id), Some(deployment));
+
+    // Through the deployment too; nothing to reset once it is pending.
+    let stderr = failure_of(world.cli().args([
+        "deployment",
+        "reset",
+        &deployment.to_string(),
+        "--device",
+        &device_id,
+        "--reason",
+        "again",
+    ]));
+    assert!(stderr.contains("is pending"), "{stderr}");
+
+    let audit = json_of(
+        world
+            .cli()
+            .args(["audit", "list", "--action", "device.reset", "--json"]),
+    );
+    assert_eq!(audit["total"], 1, "{audit:#}");
+    assert_eq!(audit["items"][0]["object"], device_id.as_str());
+    assert_eq!(
+        audit["items"][0]["details"]["reason"],
+        "re-imaged on the bench"
+    );
+    let shown = json_of(world.cli().args(["device", "show", &device_id, "--json"]));
+    let history = shown["history"].to_string();
+    assert!(history.contains("re-imaged on the bench"), "{history}");
+}
+
+#[test]
+fn watch_ends_when_the_deployment_does_and_prints_how_it_ended() {
+    let world = World::new();
+    let package = world.package("2.0.0");
+    let (a, b) = (world.device("W-1", "rpi4"), world.device("W-2", "rpi4"));
+    let deployment = world.deploy(&package, &[&a, &b]);
+    let mut watch = std::process::Command::new(env!("CARGO_BIN_EXE_airlift"));
+    watch
+        .env("AIRLIFT_CONFIG_DIR", world.scratch.path("config"))
+        .env_remove("AIRLIFT_SERVER")
+        .env_remove("AIRLIFT_TOKEN")
+        .args([
+            "deployment",
+            "show",
+            &deployment.to_string(),
+            "--watch",
+            "--interval",
+            "100ms",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let child = watch.spawn().expect("airlift deployment show --watch");
+    world.report(&a, deployment, UpdateState::Success);
+    world.report(&b, deployment, UpdateState::Success);
+    let started = Instant::now();
+    let output = child.wait_with_output().expect("watch ends");
+    assert!(started.elapsed() < Duration::from_secs(60));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}");
+    assert!(stdout.contains("finished"), "{stdout}");
+    assert!(stdout.contains("2: 2 success"), "{stdout}");
+}
+
+#[test]
+fn create_warns_when_nothing_can_take_it_and_offline_devices_are_listed() {
+    let world = World::new();
+    let package = world.package("2.0.0");
+    let other = world.device("OT-1", "other-board");
+    let mut create = world.cli();
+    create
+        .args([
+            "deployment",
+            "create",
+            "--name",
+            "nowhere",
+            "--package",
+            &package,
+        ])
+        .arg("--device")
+        .arg(id_of(&other).to_string());
+    let output = create.assert().success().get_output().clone();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("warning: the package fits none of the 1 targeted devices"),
+        "{stderr}"
+    );
+
+    // Silent for 3 poll intervals (1 s each here): offline.
+    let offline = |world: &World| {
+        let page = json_of(world.cli().args(["device", "list", "--offline", "--json"]));
+        page["total"].as_u64().unwrap_or(0)
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while offline(&world) == 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert_eq!(offline(&world), 1);
+    let help = world
+        .cli()
+        .args(["device", "list", "--help"])
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    assert!(String::from_utf8_lossy(&help).contains("3 poll intervals"));
+}
