@@ -128,16 +128,7 @@ macro_rules! sql_devices {
                     ));
                     select
                 } else {
-                    let mut select = Self::device_query(
-                        concat!(
-                            "SELECT ",
-                            $crate::sql::columns!(device_records),
-                            " FROM device_records WHERE id IN (SELECT id FROM devices"
-                        ),
-                        filter,
-                    );
-                    Self::push_listing_filter(&mut select, filter);
-                    select
+                    Self::records_of_matches(filter)
                 };
                 select
                     .push(" ORDER BY ")
@@ -174,15 +165,7 @@ macro_rules! sql_devices {
                 after: Option<DeviceId>,
                 limit: u32,
             ) -> StoreResult<Vec<Device>> {
-                let mut select = Self::device_query(
-                    concat!(
-                        "SELECT ",
-                        $crate::sql::columns!(device_records),
-                        " FROM device_records WHERE id IN (SELECT id FROM devices"
-                    ),
-                    filter,
-                );
-                Self::push_listing_filter(&mut select, filter);
+                let mut select = Self::records_of_matches(filter);
                 if let Some(after) = after {
                     select.push(" AND id > ").push_bind(after.to_string());
                 }
@@ -198,6 +181,22 @@ macro_rules! sql_devices {
                     .into_iter()
                     .map(|row| Ok(row.into_record()?.device))
                     .collect()
+            }
+
+            /// The device records of the devices `filter` matches, as an
+            /// open `… WHERE id IN (SELECT id FROM devices WHERE …` for the
+            /// caller to order, limit and close.
+            fn records_of_matches<'a>(filter: &'a DeviceFilter) -> QueryBuilder<'a, $db> {
+                let mut select = Self::device_query(
+                    concat!(
+                        "SELECT ",
+                        $crate::sql::columns!(device_records),
+                        " FROM device_records WHERE id IN (SELECT id FROM devices"
+                    ),
+                    filter,
+                );
+                Self::push_listing_filter(&mut select, filter);
+                select
             }
 
             /// The count of a listing's matches. A filter made only of
