@@ -51,9 +51,19 @@ AIRLIFT_DATA_DIR, ...) or a TOML file (--config); flags win over the
 environment, which wins over the file."
 )]
 pub struct Args {
-    #[serde(skip)]
-    #[command(flatten)]
-    pub timestamps: trust::TimestampArgs,
+    /// The online timestamp key (PKCS#8 PEM private key, `airlift key
+    /// generate`) named in the trust root's timestamp role: every offer
+    /// gets a timestamp signed with it. Without it offers carry none, which
+    /// devices with a trust_root refuse.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[arg(long, env = "AIRLIFT_TIMESTAMP_KEY", value_name = "FILE")]
+    pub timestamp_key: Option<PathBuf>,
+    /// How long a timestamp stays valid: a device cut off longer stays on
+    /// its version, and a replayed offer is refused after it (1s–30d)
+    /// [default: 1d].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[arg(long, env = "AIRLIFT_TIMESTAMP_EXPIRY", value_name = "DURATION")]
+    pub timestamp_expiry: Option<String>,
     /// TOML configuration file; its keys are the long flag names with '_' (data_dir, listen, trust, …).
     #[serde(skip)]
     #[arg(long, env = "AIRLIFT_CONFIG")]
@@ -434,7 +444,10 @@ impl Config {
             },
             cache_limits: cache_limits(raw.device_cache_capacity)?,
             blobs: blobs(&raw, &data_dir)?,
-            timestamps: raw.timestamps.validate()?,
+            timestamps: trust::validate(
+                raw.timestamp_key.as_deref(),
+                raw.timestamp_expiry.as_deref(),
+            )?,
             trust: raw.trust,
             data_dir,
         })
@@ -458,7 +471,6 @@ fn layered(args: Args) -> Result<Args, ConfigError> {
             message: e.to_string(),
         })?;
     raw.config = Some(path);
-    raw.timestamps = args.timestamps;
     Ok(raw)
 }
 

@@ -204,3 +204,32 @@ fn debug_redacts_the_admin_token() {
     let config = Config::from_args(args(&[]), Some("secret-token".into())).expect("valid");
     assert!(!format!("{config:?}").contains("secret-token"));
 }
+
+#[test]
+fn the_timestamp_key_can_come_from_the_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let key = dir.path().join("online.key");
+    let signing = airlift_package::SigningKey::generate().expect("key");
+    std::fs::write(&key, signing.to_pem().expect("pem").as_bytes()).expect("write key");
+    let file = dir.path().join("server.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "timestamp_key = {:?}\ntimestamp_expiry = \"12h\"\n",
+            key.display().to_string()
+        ),
+    )
+    .expect("write");
+    let path = file.to_string_lossy().into_owned();
+    let config = Config::from_args(args(&["--config", &path]), None).expect("valid");
+    let signer = config.timestamps.expect("a timestamp signer");
+    assert_eq!(signer.expiry, Duration::from_secs(12 * 3600));
+    let config = Config::from_args(args(&["--config", &path, "--timestamp-expiry", "2h"]), None)
+        .expect("valid");
+    let signer = config.timestamps.expect("a timestamp signer");
+    assert_eq!(
+        signer.expiry,
+        Duration::from_secs(2 * 3600),
+        "the flag wins"
+    );
+}

@@ -1,13 +1,12 @@
 //! The online timestamp key (`docs/trust.md`): the flags, and the signer
 //! they make. With a key the server signs a timestamp for every offer it
 //! hands out; without one, offers carry none, and devices that hold a
-//! trust root refuse them. Flags and environment only (not the TOML file:
-//! its keys are checked against the main settings).
+//! trust root refuse them. Set by `timestamp_key` and `timestamp_expiry`
+//! (flags, environment or the TOML file, as every setting).
 
 use super::ConfigError;
 use airlift_package::SigningKey;
-use serde::{Deserialize, Serialize};
-use std::path::PathBuf;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,22 +18,6 @@ const MAX_EXPIRY: Duration = Duration::from_secs(30 * 24 * 3600);
 /// The default lifetime of a timestamp.
 const DEFAULT_EXPIRY: Duration = Duration::from_secs(24 * 3600);
 
-/// Flags of the online timestamp key.
-#[derive(Debug, Default, Clone, clap::Args, Serialize, Deserialize)]
-pub struct TimestampArgs {
-    /// The online timestamp key (PKCS#8 PEM private key, `airlift key
-    /// generate`) named in the trust root's timestamp role: every offer
-    /// gets a timestamp signed with it. Without it offers carry none, which
-    /// devices with a trust_root refuse.
-    #[arg(long, env = "AIRLIFT_TIMESTAMP_KEY", value_name = "FILE")]
-    pub timestamp_key: Option<PathBuf>,
-    /// How long a timestamp stays valid: a device cut off longer stays on
-    /// its version, and a replayed offer is refused after it (1s–30d)
-    /// [default: 1d].
-    #[arg(long, env = "AIRLIFT_TIMESTAMP_EXPIRY", value_name = "DURATION", value_parser = humantime::parse_duration)]
-    pub timestamp_expiry: Option<Duration>,
-}
-
 /// The key that signs timestamps, and their lifetime. `Debug` shows the key id only.
 #[derive(Debug, Clone)]
 pub struct TimestampSigner {
@@ -44,34 +27,42 @@ pub struct TimestampSigner {
     pub expiry: Duration,
 }
 
-impl TimestampArgs {
-    /// The signer, if a key is given; reads the key file.
-    pub fn validate(&self) -> Result<Option<TimestampSigner>, ConfigError> {
-        let expiry = self.timestamp_expiry.unwrap_or(DEFAULT_EXPIRY);
-        if !(MIN_EXPIRY..=MAX_EXPIRY).contains(&expiry) {
-            return Err(ConfigError::Invalid(format!(
-                "timestamp_expiry must be between 1s and 30d, got {}",
-                humantime::format_duration(expiry)
-            )));
-        }
-        let Some(path) = &self.timestamp_key else {
-            if self.timestamp_expiry.is_some() {
-                return Err(ConfigError::Invalid(
-                    "timestamp_expiry is set but timestamp_key is not: give the online timestamp key".into(),
-                ));
-            }
-            return Ok(None);
-        };
-        let pem = std::fs::read_to_string(path).map_err(|e| {
-            ConfigError::Invalid(format!("reading timestamp_key {}: {e}", path.display()))
-        })?;
-        let key = SigningKey::from_pem(&pem)
-            .map_err(|e| ConfigError::Invalid(format!("timestamp_key {}: {e}", path.display())))?;
-        Ok(Some(TimestampSigner {
-            key: Arc::new(key),
-            expiry,
-        }))
+/// The signer `timestamp_key` makes, if given (its file read), with
+/// `timestamp_expiry` (humantime: `12h`, `1d`) as the lifetime.
+pub fn validate(
+    timestamp_key: Option<&Path>,
+    timestamp_expiry: Option<&str>,
+) -> Result<Option<TimestampSigner>, ConfigError> {
+    let expiry = match timestamp_expiry {
+        Some(text) => humantime::parse_duration(text).map_err(|e| {
+            ConfigError::Invalid(format!("timestamp_expiry {text:?}: {e} (e.g. 12h, 1d)"))
+        })?,
+        None => DEFAULT_EXPIRY,
+    };
+    if !(MIN_EXPIRY..=MAX_EXPIRY).contains(&expiry) {
+        return Err(ConfigError::Invalid(format!(
+            "timestamp_expiry must be between 1s and 30d, got {}",
+            humantime::format_duration(expiry)
+        )));
     }
+    let Some(path) = timestamp_key else {
+        if timestamp_expiry.is_some() {
+            return Err(ConfigError::Invalid(
+                "timestamp_expiry is set but timestamp_key is not: give the online timestamp key"
+                    .into(),
+            ));
+        }
+        return Ok(None);
+    };
+    let pem = std::fs::read_to_string(path).map_err(|e| {
+        ConfigError::Invalid(format!("reading timestamp_key {}: {e}", path.display()))
+    })?;
+    let key = SigningKey::from_pem(&pem)
+        .map_err(|e| ConfigError::Invalid(format!("timestamp_key {}: {e}", path.display())))?;
+    Ok(Some(TimestampSigner {
+        key: Arc::new(key),
+        expiry,
+    }))
 }
 
 #[cfg(test)]
@@ -84,26 +75,21 @@ mod tests {
         let path = dir.path().join("online.key");
         let key = SigningKey::generate().expect("key");
         std::fs::write(&path, key.to_pem().expect("pem").as_bytes()).expect("write");
-        let args = TimestampArgs {
-            timestamp_key: Some(path.clone()),
-            timestamp_expiry: None,
-        };
-        let signer = args.validate().expect("valid").expect("a signer");
+        let signer = validate(Some(&path), None)
+            .expect("valid")
+            .expect("a signer");
         assert_eq!(signer.expiry, DEFAULT_EXPIRY);
         assert_eq!(signer.key.public_key(), key.public_key());
-        assert!(TimestampArgs::default()
-            .validate()
+        assert!(validate(None, None).expect("valid").is_none());
+        let hours = validate(Some(&path), Some("12h"))
             .expect("valid")
-            .is_none());
-        let too_long = TimestampArgs {
-            timestamp_key: Some(path),
-            timestamp_expiry: Some(Duration::from_secs(31 * 24 * 3600)),
-        };
-        assert!(too_long.validate().is_err());
-        let no_key = TimestampArgs {
-            timestamp_key: None,
-            timestamp_expiry: Some(Duration::from_secs(3600)),
-        };
-        assert!(no_key.validate().is_err());
+            .expect("a signer");
+        assert_eq!(hours.expiry, Duration::from_secs(12 * 3600));
+        assert!(validate(Some(&path), Some("31d")).is_err(), "too long");
+        assert!(
+            validate(Some(&path), Some("soon")).is_err(),
+            "not a duration"
+        );
+        assert!(validate(None, Some("1h")).is_err(), "no key");
     }
 }
