@@ -290,7 +290,10 @@ fn the_server_stores_only_a_root_that_follows_the_chain() {
     let mut unsigned = first.to_envelope().expect("envelope");
     let path = trust.dir.path().join("unsigned.json");
     std::fs::write(&path, unsigned.to_bytes()).expect("write");
-    assert_eq!(upload_root(&server, &path), StatusCode::BAD_REQUEST);
+    assert_eq!(
+        upload_root(&server, &path),
+        StatusCode::UNPROCESSABLE_ENTITY
+    );
     unsigned.sign(&trust.root_key);
     std::fs::write(&path, unsigned.to_bytes()).expect("write");
     assert_eq!(upload_root(&server, &path), StatusCode::CREATED);
@@ -299,11 +302,14 @@ fn the_server_stores_only_a_root_that_follows_the_chain() {
     third.version = 3;
     assert_eq!(
         upload_root(&server, &trust.sign(&third)),
-        StatusCode::BAD_REQUEST
+        StatusCode::UNPROCESSABLE_ENTITY
     );
     let stranger = Trust::new();
     let second = stranger.sign(&first.next(EXPIRES));
-    assert_eq!(upload_root(&server, &second), StatusCode::BAD_REQUEST);
+    assert_eq!(
+        upload_root(&server, &second),
+        StatusCode::UNPROCESSABLE_ENTITY
+    );
 }
 
 /// A man in the middle for the freeze attack: it passes every request to

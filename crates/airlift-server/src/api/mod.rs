@@ -160,21 +160,21 @@ fn shadow_routes() -> Router<AppState> {
             "/devices/{device_id}/shadow/desired",
             put(shadow::change_device_desired)
                 .patch(shadow::change_device_desired)
-                .delete(shadow::change_device_desired),
+                .delete(shadow::delete_device_desired),
         )
         .route(
             "/shadows/tags/{tag}",
             get(shadow::get_tag_desired)
                 .put(shadow::change_tag_desired)
                 .patch(shadow::change_tag_desired)
-                .delete(shadow::change_tag_desired),
+                .delete(shadow::delete_tag_desired),
         )
         .route(
             "/shadows/attributes",
             get(shadow::get_attributes_desired)
                 .put(shadow::change_attributes_desired)
                 .patch(shadow::change_attributes_desired)
-                .delete(shadow::change_attributes_desired),
+                .delete(shadow::delete_attributes_desired),
         )
 }
 

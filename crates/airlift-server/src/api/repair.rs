@@ -55,9 +55,10 @@ pub async fn retry_deployment(
     State(state): State<AppState>,
     caller: ApiCaller,
     ApiPath(id): ApiPath<DeploymentId>,
-    ApiJson(request): ApiJson<RetryRequest>,
+    ApiJson(body): ApiJson<JsonObject>,
 ) -> ApiResult<Json<RetryResult>> {
     caller.require_operator()?;
+    let request: RetryRequest = from_object(body)?;
     let limit = request.limit.unwrap_or(DEFAULT_RETRY_LIMIT);
     if !(1..=MAX_RETRY_LIMIT).contains(&limit) {
         return Err(ApiError::invalid(format!(
@@ -141,9 +142,10 @@ pub async fn reset_deployment_device(
     State(state): State<AppState>,
     caller: ApiCaller,
     ApiPath((id, device)): ApiPath<(DeploymentId, DeviceId)>,
-    ApiJson(request): ApiJson<ResetRequest>,
+    ApiJson(body): ApiJson<JsonObject>,
 ) -> ApiResult<Json<ResetResult>> {
     caller.require_operator()?;
+    let request: ResetRequest = from_object(body)?;
     let reason = valid_reason(&request.reason)?;
     let record = super::deployments::find(&state, id).await?;
     reset(&state, &caller, &record, device, reason, request.force)
@@ -175,9 +177,10 @@ pub async fn reset_device(
     State(state): State<AppState>,
     caller: ApiCaller,
     ApiPath(device): ApiPath<DeviceId>,
-    ApiJson(request): ApiJson<ResetRequest>,
+    ApiJson(body): ApiJson<JsonObject>,
 ) -> ApiResult<Json<ResetResult>> {
     caller.require_operator()?;
+    let request: ResetRequest = from_object(body)?;
     let reason = valid_reason(&request.reason)?;
     let store = state.store();
     if store.device(device).await?.is_none() {
@@ -306,6 +309,15 @@ async fn reset(
         forced,
         state: UpdateState::Pending,
     })
+}
+
+/// A request body as a JSON object: serde would also build these requests
+/// from an array (`[]` is a `RetryRequest` with every field defaulted).
+type JsonObject = serde_json::Map<String, serde_json::Value>;
+
+fn from_object<T: serde::de::DeserializeOwned>(body: JsonObject) -> ApiResult<T> {
+    serde_json::from_value(serde_json::Value::Object(body))
+        .map_err(|e| ApiError::bad_request(format!("the request body: {e}")))
 }
 
 #[cfg(test)]

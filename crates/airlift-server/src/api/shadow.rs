@@ -47,7 +47,11 @@ pub(crate) fn limits(state: &AppState) -> ShadowLimits {
 #[serde(deny_unknown_fields)]
 pub struct AttributesQuery {
     /// Inventory attributes, `key=value` pairs separated by commas, as in
-    /// the device list; all must match. 1–16 pairs.
+    /// the device list; all must match. 1–16 pairs; names of 1–128 bytes,
+    /// values up to 1024.
+    #[param(
+        pattern = r"^,*(?:\s*[^,=\x00\s][^,=\x00]{0,126}=[^,\x00]{0,1000},+){0,15}\s*[^,=\x00\s][^,=\x00]{0,126}=[^,\x00]{0,1000},*$"
+    )]
     pub attributes: String,
 }
 
@@ -81,7 +85,7 @@ pub async fn get_device_shadow(
 /// Replace (`PUT`), merge into (`PATCH`) or empty (`DELETE`) a device's own
 /// desired document; its keys win over every group's.
 #[utoipa::path(
-    method(put, patch, delete),
+    method(put, patch),
     path = "/api/v1/devices/{device_id}/shadow/desired",
     tag = "shadows",
     params(("device_id" = uuid::Uuid, Path, description = "The device's id")),
@@ -121,11 +125,11 @@ pub async fn change_device_desired(
 /// Replace, merge into or delete a tag's desired document: one row for
 /// every device carrying the tag.
 #[utoipa::path(
-    method(put, patch, delete),
+    method(put, patch),
     path = "/api/v1/shadows/tags/{tag}",
     tag = "shadows",
-    params(("tag" = String, Path, description = "The tag")),
-    request_body(content = Object, description = "A JSON object: the desired document (PUT) or a merge patch whose null values remove keys (PATCH); no body for DELETE"),
+    params(("tag" = String, Path, description = "The tag (1–64 characters)", min_length = 1, max_length = 64, pattern = r"^[^\x00]*$")),
+    request_body(content = Object, description = "A JSON object: the desired document (PUT) or a merge patch whose null values remove keys (PATCH)"),
     security(("api_token" = [])),
     responses(
         (status = 200, body = GroupShadow),
@@ -152,7 +156,7 @@ pub async fn change_tag_desired(
     get,
     path = "/api/v1/shadows/tags/{tag}",
     tag = "shadows",
-    params(("tag" = String, Path, description = "The tag")),
+    params(("tag" = String, Path, description = "The tag (1–64 characters)", min_length = 1, max_length = 64, pattern = r"^[^\x00]*$")),
     security(("api_token" = [])),
     responses(
         (status = 200, body = GroupShadow),
@@ -170,11 +174,11 @@ pub async fn get_tag_desired(
 
 /// Replace, merge into or delete an attribute filter's desired document.
 #[utoipa::path(
-    method(put, patch, delete),
+    method(put, patch),
     path = "/api/v1/shadows/attributes",
     tag = "shadows",
     params(AttributesQuery),
-    request_body(content = Object, description = "A JSON object: the desired document (PUT) or a merge patch whose null values remove keys (PATCH); no body for DELETE"),
+    request_body(content = Object, description = "A JSON object: the desired document (PUT) or a merge patch whose null values remove keys (PATCH)"),
     security(("api_token" = [])),
     responses(
         (status = 200, body = GroupShadow),
@@ -219,8 +223,79 @@ pub async fn get_attributes_desired(
     get_group(&state, &attributes_group(&query.attributes)?).await
 }
 
+/// Delete a device's own desired document (its groups' documents stay).
+#[utoipa::path(
+    delete,
+    path = "/api/v1/devices/{device_id}/shadow/desired",
+    tag = "shadows",
+    params(("device_id" = uuid::Uuid, Path, description = "The device's id")),
+    security(("api_token" = [])),
+    responses(
+        (status = 200, body = VersionedDocument),
+        (status = 400, description = "A malformed device id", body = airlift_protocol::ErrorBody),
+        (status = 401, description = "No API token, or an unknown or revoked one", body = airlift_protocol::ErrorBody),
+        (status = 403, description = "A viewer token: an operator or admin token is needed", body = airlift_protocol::ErrorBody),
+        (status = 404, description = "No such device", body = airlift_protocol::ErrorBody),
+    )
+)]
+pub async fn delete_device_desired(
+    state: State<AppState>,
+    caller: ApiCaller,
+    id: ApiPath<DeviceId>,
+) -> ApiResult<Json<VersionedDocument>> {
+    change_device_desired(state, Method::DELETE, caller, id, Bytes::new()).await
+}
+
+/// Delete a tag's desired document.
+#[utoipa::path(
+    delete,
+    path = "/api/v1/shadows/tags/{tag}",
+    tag = "shadows",
+    params(("tag" = String, Path, description = "The tag (1–64 characters)", min_length = 1, max_length = 64, pattern = r"^[^\x00]*$")),
+    security(("api_token" = [])),
+    responses(
+        (status = 200, body = GroupShadow),
+        (status = 400, description = "A tag that is not 1–64 characters", body = airlift_protocol::ErrorBody),
+        (status = 401, description = "No API token, or an unknown or revoked one", body = airlift_protocol::ErrorBody),
+        (status = 403, description = "A viewer token: an operator or admin token is needed", body = airlift_protocol::ErrorBody),
+        (status = 404, description = "The tag has no desired document", body = airlift_protocol::ErrorBody),
+    )
+)]
+pub async fn delete_tag_desired(
+    state: State<AppState>,
+    caller: ApiCaller,
+    tag: ApiPath<String>,
+) -> ApiResult<Json<GroupShadow>> {
+    change_tag_desired(state, Method::DELETE, caller, tag, Bytes::new()).await
+}
+
+/// Delete an attribute filter's desired document.
+#[utoipa::path(
+    delete,
+    path = "/api/v1/shadows/attributes",
+    tag = "shadows",
+    params(AttributesQuery),
+    security(("api_token" = [])),
+    responses(
+        (status = 200, body = GroupShadow),
+        (status = 400, description = "No attribute pair, more than 16, or malformed", body = airlift_protocol::ErrorBody),
+        (status = 401, description = "No API token, or an unknown or revoked one", body = airlift_protocol::ErrorBody),
+        (status = 403, description = "A viewer token: an operator or admin token is needed", body = airlift_protocol::ErrorBody),
+        (status = 404, description = "The filter has no desired document", body = airlift_protocol::ErrorBody),
+    )
+)]
+pub async fn delete_attributes_desired(
+    state: State<AppState>,
+    caller: ApiCaller,
+    query: ApiQuery<AttributesQuery>,
+) -> ApiResult<Json<GroupShadow>> {
+    change_attributes_desired(state, Method::DELETE, caller, query, Bytes::new()).await
+}
+
 fn tag_group(tag: String) -> ApiResult<ShadowGroup> {
-    if tag.is_empty() || tag.len() > MAX_TAG || tag.contains('\0') {
+    // Characters, as the schema counts them (a tag longer in bytes than a
+    // device may carry is only a document no device takes).
+    if tag.is_empty() || tag.chars().count() > MAX_TAG || tag.contains('\0') {
         return Err(ApiError::bad_request(format!(
             "tag: 1–{MAX_TAG} characters"
         )));

@@ -35,11 +35,12 @@ fn stored(record: &TrustRootRecord) -> StoredRoot {
     post,
     path = "/api/v1/trust/roots",
     tag = "trust",
-    request_body(content = String, content_type = "application/json", description = "The signed root envelope, exactly as `airlift root sign` wrote it (its signatures cover its bytes)"),
+    request_body(content = Object, content_type = "application/json", description = "The signed root envelope, exactly as `airlift root sign` wrote it (its signatures cover its bytes)"),
     security(("api_token" = [])),
     responses(
         (status = 201, body = StoredRoot, description = "Stored; devices take it at their next offer"),
-        (status = 400, description = "Not a root, not signed by a threshold of its own root keys and of the previous root's, not the next version, or expired", body = airlift_protocol::ErrorBody),
+        (status = 400, description = "Not UTF-8 text", body = airlift_protocol::ErrorBody),
+        (status = 422, description = "Not a root, not signed by a threshold of its own root keys and of the previous root's, not the next version, or expired", body = airlift_protocol::ErrorBody),
         (status = 401, description = "No API token, or an unknown or revoked one", body = airlift_protocol::ErrorBody),
         (status = 403, description = "Not an admin token", body = airlift_protocol::ErrorBody),
         (status = 409, description = "Another root of this version was stored first", body = airlift_protocol::ErrorBody),
@@ -53,7 +54,9 @@ pub async fn upload_root(
 ) -> ApiResult<(StatusCode, Json<StoredRoot>)> {
     caller.require_admin()?;
     let store = state.store();
-    let refused = |e: airlift_trust::TrustError| ApiError::bad_request(e.to_string());
+    // Well-formed JSON that is not the next root is refused as such (422),
+    // as a package that does not verify is.
+    let refused = |e: airlift_trust::TrustError| ApiError::invalid(e.to_string());
     let root = match store.latest_trust_root().await? {
         Some(latest) => Root::parse(latest.document.as_bytes())
             .map_err(|e| ApiError::Internal(format!("the stored root {}: {e}", latest.version)))?

@@ -26,7 +26,7 @@ use chrono::Utc;
     security(("device_token" = [])),
     responses(
         (status = 200, body = TrustRoots, description = "At most 16 roots after `after`, each the exact text of its signed envelope; ask again from the last one while `latest` is higher"),
-        (status = 400, description = "`after` is not a whole number", body = airlift_protocol::ErrorBody),
+        (status = 400, description = "`after` is not a whole number from 0 to 2^63 − 1", body = airlift_protocol::ErrorBody),
         (status = 401, description = "No device token, an invalid or expired one: authenticate again", body = airlift_protocol::ErrorBody),
     )
 )]
@@ -35,6 +35,13 @@ pub async fn trust_roots(
     _caller: DeviceCaller,
     ApiQuery(query): ApiQuery<RootsQuery>,
 ) -> ApiResult<Json<TrustRoots>> {
+    // Versions are stored as signed 64-bit numbers (as the schema says).
+    if i64::try_from(query.after).is_err() {
+        return Err(ApiError::bad_request(format!(
+            "after: at most {}",
+            i64::MAX
+        )));
+    }
     let store = state.store();
     let limit = u32::try_from(MAX_ROOTS_PER_ANSWER).unwrap_or(16);
     let roots = store.trust_roots_after(query.after, limit).await?;
