@@ -50,7 +50,7 @@ pub struct AttributesQuery {
     /// the device list; all must match. 1–16 pairs; names of 1–128 bytes,
     /// values up to 1024.
     #[param(
-        pattern = r"^,*(?:\s*[^,=\x00\s][^,=\x00]{0,126}=[^,\x00]{0,1000},+){0,15}\s*[^,=\x00\s][^,=\x00]{0,126}=[^,\x00]{0,1000},*$"
+        pattern = r"^,*(?:[^,=\x00]*[^,=\x00\s][^,=\x00]*=[^,\x00]*,+){0,15}[^,=\x00]*[^,=\x00\s][^,=\x00]*=[^,\x00]*,*$"
     )]
     pub attributes: String,
 }
@@ -160,6 +160,7 @@ pub async fn change_tag_desired(
     security(("api_token" = [])),
     responses(
         (status = 200, body = GroupShadow),
+        (status = 400, description = "A tag that is not 1–64 characters", body = airlift_protocol::ErrorBody),
         (status = 401, description = "No API token, or an unknown or revoked one", body = airlift_protocol::ErrorBody),
         (status = 404, description = "The tag has no desired document", body = airlift_protocol::ErrorBody),
     )
