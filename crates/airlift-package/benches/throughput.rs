@@ -544,16 +544,22 @@ fn extract_payload(package: &Path, out: &Path) {
     .expect("copy the payload");
 }
 
-/// The `airlift` binary users run: `AIRLIFT_BENCH_CLI_BIN` (relative to
-/// the workspace root when relative), else the workspace's release build,
-/// built now if missing (a bench is built with the release profile too).
+/// The `airlift` binary users run: `AIRLIFT_BENCH_CLI_BIN`, else the
+/// workspace's release build.
 fn cli_binary() -> PathBuf {
+    release_binary("AIRLIFT_BENCH_CLI_BIN", "airlift-cli", "airlift")
+}
+
+/// A workspace binary to time: `env` (relative to the workspace root when
+/// relative), else `bin` of `package` from the release build, built now if
+/// missing (a bench is built with the release profile too).
+pub(crate) fn release_binary(env: &str, package: &str, bin: &str) -> PathBuf {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    if let Some(given) = std::env::var_os("AIRLIFT_BENCH_CLI_BIN") {
+    if let Some(given) = std::env::var_os(env) {
         return root.join(given);
     }
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    eprintln!("building the airlift CLI (release)");
+    eprintln!("building {bin} (release)");
     let built = Command::new(cargo)
         .current_dir(&root)
         .args([
@@ -561,14 +567,14 @@ fn cli_binary() -> PathBuf {
             "--release",
             "--locked",
             "-p",
-            "airlift-cli",
+            package,
             "--bin",
-            "airlift",
+            bin,
         ])
         .status()
         .expect("run cargo build");
-    assert!(built.success(), "building the airlift CLI failed");
-    target_dir(&root).join("release/airlift")
+    assert!(built.success(), "building {bin} failed");
+    target_dir(&root).join("release").join(bin)
 }
 
 fn cli_verify_argv(cli: &Path, package: &Path, public_pem: &Path) -> Vec<OsString> {

@@ -15,29 +15,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-/// The agent binary to time.
+/// The agent binary to time: `AIRLIFT_BENCH_AGENT_BIN`, else the
+/// workspace's release build.
 pub fn agent_binary() -> PathBuf {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    if let Some(given) = std::env::var_os("AIRLIFT_BENCH_AGENT_BIN") {
-        return root.join(given);
-    }
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    eprintln!("building the airlift agent (release)");
-    let built = Command::new(cargo)
-        .current_dir(&root)
-        .args([
-            "build",
-            "--release",
-            "--locked",
-            "-p",
-            "airlift-agent",
-            "--bin",
-            "airlift-agent",
-        ])
-        .status()
-        .expect("run cargo build");
-    assert!(built.success(), "building the airlift agent failed");
-    super::target_dir(&root).join("release/airlift-agent")
+    super::release_binary("AIRLIFT_BENCH_AGENT_BIN", "airlift-agent", "airlift-agent")
 }
 
 /// A fresh device under `dir` (replacing one there) booted from slot A,
