@@ -1,5 +1,6 @@
-//! Talking to the server's device API: authentication with the device key,
-//! check-in, status reports, and opening (ranged) downloads — from the
+//! Talking to the server's device API: authentication with the device key
+//! (or, with `[tls] auth = "certificate"`, with the TLS client certificate
+//! alone), check-in, status reports, and opening (ranged) downloads — from the
 //! server, or from the object store its `307` sends the device to
 //! ([`PresignedUrl`]).
 //!
@@ -15,8 +16,9 @@
 
 use airlift_protocol::auth::{public_key_pem, sign_body};
 use airlift_protocol::device::{
-    download_path, status_path, AuthRequest, AuthResponse, CheckInResponse, Inventory, StatusAck,
-    StatusReport, AUTH_PATH, CHECK_IN_PATH, SIGNATURE_HEADER,
+    download_path, status_path, AuthRequest, AuthResponse, CertificateAuthRequest, CheckInResponse,
+    Inventory, StatusAck, StatusReport, AUTH_PATH, CERTIFICATE_AUTH_PATH, CHECK_IN_PATH,
+    SIGNATURE_HEADER,
 };
 use airlift_protocol::push::PUSH_PATH;
 use airlift_protocol::{DeploymentId, DeviceId, ErrorBody};
@@ -75,7 +77,7 @@ pub struct ServerClient {
     tls: Option<Tls>,
 }
 
-type Tls = std::sync::Arc<rustls::ClientConfig>;
+type Tls = crate::tls::AgentTls;
 
 impl ServerClient {
     /// A client for `base` (e.g. `https://updates.example.com`) that gives
@@ -125,34 +127,29 @@ impl ServerClient {
         self.downloads = download_agent(self.timeout, self.tls.clone());
     }
 
+    /// `[tls]`'s configuration, if it is not the default (for an
+    /// `mqtts://` broker).
+    pub fn tls(&self) -> Option<&Tls> {
+        self.tls.as_ref()
+    }
+
     /// The id the server gave this device, once known.
     pub fn device_id(&self) -> Option<DeviceId> {
         self.device_id
     }
 
-    /// Authenticates with a freshly signed request; keeps the token.
+    /// Authenticates with a freshly signed request, or by the client
+    /// certificate (`[tls] auth = "certificate"`); keeps the token.
     pub fn authenticate(&mut self) -> Result<DeviceId, ClientError> {
-        let mut nonce = [0u8; 16];
-        getrandom::getrandom(&mut nonce).map_err(|e| ClientError::Transient(e.to_string()))?;
-        let timestamp = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs() as i64)
-            .unwrap_or_default();
-        let request = AuthRequest {
-            identity: self.identity.clone(),
-            public_key: public_key_pem(&self.key.verifying_key()),
-            timestamp,
-            nonce: hex::encode(nonce),
+        let by_certificate = self
+            .tls
+            .as_ref()
+            .is_some_and(|tls| tls.auth == crate::tls::DeviceAuth::Certificate);
+        let result = if by_certificate {
+            self.certificate_auth_request()?
+        } else {
+            self.signed_auth_request()?
         };
-        let body =
-            serde_json::to_vec(&request).map_err(|e| ClientError::Transient(e.to_string()))?;
-        let result = self
-            .http
-            .post(&format!("{}{AUTH_PATH}", self.base))
-            .timeout(Duration::from_secs(30))
-            .set(SIGNATURE_HEADER, &sign_body(&self.key, &body))
-            .set("content-type", "application/json")
-            .send_bytes(&body);
         // 403 carries the `rejected` answer.
         let response = match result {
             Err(ureq::Error::Status(403, response)) => response,
@@ -176,6 +173,44 @@ impl ServerClient {
                 Err(ClientError::NotAccepted("rejected"))
             }
         }
+    }
+
+    /// `POST /auth/certificate`: the connection's client certificate is
+    /// the credential; the body only says who the device is to people.
+    fn certificate_auth_request(&self) -> Result<Result<Response, ureq::Error>, ClientError> {
+        let body = encode(&CertificateAuthRequest {
+            identity: self.identity.clone(),
+        })?;
+        Ok(self
+            .http
+            .post(&format!("{}{CERTIFICATE_AUTH_PATH}", self.base))
+            .timeout(Duration::from_secs(30))
+            .set("content-type", "application/json")
+            .send_bytes(&body))
+    }
+
+    /// `POST /auth`, signed with the device key.
+    fn signed_auth_request(&self) -> Result<Result<Response, ureq::Error>, ClientError> {
+        let mut nonce = [0u8; 16];
+        getrandom::getrandom(&mut nonce).map_err(|e| ClientError::Transient(e.to_string()))?;
+        let timestamp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or_default();
+        let request = AuthRequest {
+            identity: self.identity.clone(),
+            public_key: public_key_pem(&self.key.verifying_key()),
+            timestamp,
+            nonce: hex::encode(nonce),
+        };
+        let body = encode(&request)?;
+        Ok(self
+            .http
+            .post(&format!("{}{AUTH_PATH}", self.base))
+            .timeout(Duration::from_secs(30))
+            .set(SIGNATURE_HEADER, &sign_body(&self.key, &body))
+            .set("content-type", "application/json")
+            .send_bytes(&body))
     }
 
     /// Sends a request built by `build` (with `body`, if any), authenticating
@@ -231,6 +266,24 @@ impl ServerClient {
         let response = self.send_authorized(
             |http, base| {
                 http.post(&format!("{base}{}", status_path(deployment)))
+                    .timeout(Duration::from_secs(30))
+            },
+            Some(&body),
+        )?;
+        json(response)
+    }
+
+    /// Reports that the device put a soft update off ("not now").
+    pub fn report_deferral(
+        &mut self,
+        deployment: DeploymentId,
+        report: &airlift_protocol::soft::DeferralReport,
+    ) -> Result<airlift_protocol::soft::DeferralAck, ClientError> {
+        let body = encode(report)?;
+        let path = airlift_protocol::soft::deferral_path(deployment);
+        let response = self.send_authorized(
+            |http, base| {
+                http.post(&format!("{base}{path}"))
                     .timeout(Duration::from_secs(30))
             },
             Some(&body),
@@ -525,7 +578,7 @@ const MAX_STORE_ERROR: u64 = 16 * 1024;
 
 fn with_tls(builder: ureq::AgentBuilder, tls: Option<Tls>) -> ureq::AgentBuilder {
     match tls {
-        Some(tls) => builder.tls_config(tls),
+        Some(tls) => builder.tls_config(tls.rustls),
         None => builder,
     }
 }

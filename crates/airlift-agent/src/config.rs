@@ -113,6 +113,15 @@ pub struct AgentConfig {
     /// (see [`crate::shadow`]) [default: none: the device takes none].
     #[serde(default)]
     pub shadow: crate::shadow::ShadowConfig,
+    /// Asked before a soft update installs (program and arguments, no
+    /// shell): exit 0 installs, exit 75 defers ("not now"), anything else
+    /// or a timeout installs; see [`crate::defer`] [default: none: soft
+    /// updates install as soon as permitted, like forced ones].
+    #[serde(default)]
+    pub defer_command: Vec<String>,
+    /// Seconds `defer_command` may take to answer, 1 to 3600 [default: 60].
+    #[serde(default = "sixty")]
+    pub defer_timeout_secs: u64,
 }
 
 /// The two slots of one A/B pair: block devices or files.
@@ -292,6 +301,15 @@ impl AgentConfig {
             ));
         }
         config.running_system().map_err(|m| invalid(&m))?;
+        if !(1..=crate::defer::MAX_DEFER_TIMEOUT_SECS).contains(&config.defer_timeout_secs) {
+            return Err(invalid(&format!(
+                "defer_timeout_secs must be 1 to {}",
+                crate::defer::MAX_DEFER_TIMEOUT_SECS
+            )));
+        }
+        if config.defer_command.first().is_some_and(String::is_empty) {
+            return Err(invalid("defer_command must name a program first"));
+        }
         for (name, pair) in &config.slots {
             if pair.a == pair.b {
                 return Err(invalid(&format!(

@@ -22,6 +22,14 @@
 //! good. Nor can it feed endless data: nothing beyond the offered size is
 //! ever read, whatever the answer claims or keeps sending.
 //!
+//! A block that arrives damaged (the package reader checks each one against
+//! the signed block index before handing it on) is fetched again: the
+//! stream asks through a [`RefetchRequests`] handle, and the next read
+//! re-requests from the block's first byte with `Range` — from the store
+//! URL on the first re-fetch, from the server (a fresh URL, past a cache
+//! that may hold the damage) on later ones. How many times is the
+//! stream's business (see `crate::stream`).
+//!
 //! ```text
 //!              ┌──────────── 200/206: the server streams ───────────┐
 //!  connect ──▶ server ── 307 ──▶ store URL ── 200/206 ─────────────▶ body
@@ -34,6 +42,7 @@ use airlift_protocol::DeploymentId;
 use backon::{BackoffBuilder, ExponentialBuilder};
 use serde::Deserialize;
 use std::io::{self, Read};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 /// Bounds on how slowly, and for how long, an update may download
@@ -196,6 +205,35 @@ pub enum DownloadEvent {
     },
 }
 
+/// A damaged block to fetch again, as the stream asks for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Refetch {
+    /// The package offset of the block's first byte: the download goes on
+    /// from there.
+    pub from: u64,
+    /// Which re-fetch of this block it is, from 1.
+    pub attempt: u32,
+}
+
+/// The way into a download for asking it to fetch a damaged block again:
+/// the download takes the request at its next read. Cloned freely (the
+/// package reader's refetch hook holds one).
+#[derive(Debug, Clone, Default)]
+pub struct RefetchRequests(Arc<Mutex<Option<Refetch>>>);
+
+impl RefetchRequests {
+    /// Asks for the bytes from `refetch.from` again, at the next read.
+    pub fn ask(&self, refetch: Refetch) {
+        if let Ok(mut pending) = self.0.lock() {
+            *pending = Some(refetch);
+        }
+    }
+
+    fn take(&self) -> Option<Refetch> {
+        self.0.lock().ok().and_then(|mut pending| pending.take())
+    }
+}
+
 /// Why a download stopped for good (carried inside `io::Error`).
 #[derive(Debug, thiserror::Error)]
 #[error("download stopped: {0}")]
@@ -217,6 +255,10 @@ pub struct ResumableDownload<'c> {
     progress: Box<dyn FnMut(u64) + 'c>,
     observer: Option<&'c mut (dyn FnMut(DownloadEvent) + Send)>,
     failure: Option<ClientError>,
+    refetches: RefetchRequests,
+    /// The furthest offset reached: what progress reports, so that a
+    /// re-fetched block does not show as the download going backwards.
+    furthest: u64,
 }
 
 impl std::fmt::Debug for ResumableDownload<'_> {
@@ -251,6 +293,8 @@ impl<'c> ResumableDownload<'c> {
             progress: Box::new(|_| {}),
             observer: None,
             failure: None,
+            refetches: RefetchRequests::default(),
+            furthest: 0,
         }
     }
 
@@ -265,6 +309,28 @@ impl<'c> ResumableDownload<'c> {
     pub fn seek_to(&mut self, offset: u64) {
         self.offset = offset.min(self.size);
         self.body = None;
+    }
+
+    /// The handle through which a damaged block is asked for again.
+    pub fn refetch_requests(&self) -> RefetchRequests {
+        self.refetches.clone()
+    }
+
+    /// Goes back to a damaged block's first byte. The first re-fetch keeps
+    /// the store URL (the damage was most likely in transit); later ones ask
+    /// the server again, so a cache in front of the store that holds the
+    /// damage under the old URL is passed by with a fresh one.
+    fn refetch(&mut self, refetch: Refetch) {
+        tracing::info!(
+            from = refetch.from,
+            attempt = refetch.attempt,
+            "fetching a damaged block again with Range"
+        );
+        self.offset = refetch.from.min(self.size);
+        self.body = None;
+        if refetch.attempt > 1 {
+            self.store = None;
+        }
     }
 
     /// Why the download stopped, if it did: its readers only see an
@@ -434,6 +500,9 @@ enum Attempt {
 
 impl Read for ResumableDownload<'_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if let Some(refetch) = self.refetches.take() {
+            self.refetch(refetch);
+        }
         if self.offset >= self.size || buf.is_empty() {
             return Ok(0);
         }
@@ -458,7 +527,8 @@ impl Read for ResumableDownload<'_> {
                     if let Some(limit) = self.limit.as_mut() {
                         limit.consume(n as u64);
                     }
-                    (self.progress)(self.offset);
+                    self.furthest = self.furthest.max(self.offset);
+                    (self.progress)(self.furthest);
                     if let Some(observer) = self.observer.as_mut() {
                         observer(DownloadEvent::Received {
                             deployment: self.deployment,
@@ -516,7 +586,7 @@ impl BandwidthLimit {
 
 #[cfg(test)]
 mod tests {
-    use super::{BandwidthLimit, DownloadBounds, RateGuard};
+    use super::{BandwidthLimit, DownloadBounds, RateGuard, Refetch, RefetchRequests};
     use crate::client::ClientError;
     use std::time::{Duration, Instant, SystemTime};
 
@@ -584,6 +654,29 @@ mod tests {
         assert!(error.contains("lower min_rate"), "{error}");
         assert!(bounds(1024, 0, 60).check(None).is_err());
         assert!(bounds(1024, 60, 0).check(None).is_err());
+    }
+
+    #[test]
+    fn a_refetch_request_is_taken_once_and_the_latest_wins() {
+        let requests = RefetchRequests::default();
+        let held = requests.clone();
+        assert_eq!(requests.take(), None);
+        held.ask(Refetch {
+            from: 10,
+            attempt: 1,
+        });
+        held.ask(Refetch {
+            from: 20,
+            attempt: 2,
+        });
+        assert_eq!(
+            requests.take(),
+            Some(Refetch {
+                from: 20,
+                attempt: 2
+            })
+        );
+        assert_eq!(requests.take(), None, "taken once");
     }
 
     #[test]

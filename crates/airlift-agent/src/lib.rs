@@ -29,6 +29,7 @@
 pub mod boot;
 pub mod client;
 pub mod config;
+pub mod defer;
 pub mod download;
 pub mod driver;
 mod fault;

@@ -44,7 +44,8 @@ pub enum PushConfig {
     Events,
     /// Subscribe to `<topic_prefix>/devices/<device id>/check-in` on a broker.
     Mqtt {
-        /// `mqtt://[user[:password]@]host[:port]`.
+        /// `mqtt://[user[:password]@]host[:port]`, or `mqtts://…` for TLS
+        /// (checked with the `[tls]` settings, as HTTPS is).
         url: String,
         /// [default: `airlift`]
         #[serde(default = "default_prefix")]
@@ -234,6 +235,22 @@ impl Listener {
         options.set_max_packet_size(MAX_MQTT_PACKET, MAX_MQTT_PACKET);
         if let Some((user, password)) = &broker.credentials {
             options.set_credentials(user.clone(), password.clone());
+        }
+        if broker.tls {
+            // The same CA, pins and client certificate as HTTPS.
+            let rustls = match self.client.tls() {
+                Some(tls) => tls.rustls.clone(),
+                None => match crate::tls::public_roots() {
+                    Ok(rustls) => rustls,
+                    Err(error) => {
+                        tracing::warn!(%error, "push: no TLS for the MQTT broker; polling only");
+                        return;
+                    }
+                },
+            };
+            options.set_transport(rumqttc::Transport::tls_with_config(
+                rumqttc::TlsConfiguration::Rustls(rustls),
+            ));
         }
         let (client, mut connection) = Client::new(options, 16);
         let mut delays = backoff();

@@ -27,18 +27,46 @@
 //! decoder's state is not saved), so an interrupted one starts again at its
 //! first byte. Within one run a broken connection costs nothing: the
 //! download reconnects with `Range` and the decoder never notices.
+//!
+//! # Damaged blocks
+//!
+//! In a format 2 package the reader checks every block against the signed
+//! block index before handing any of it on. A block from the server that
+//! does not match (a byte flipped in transit, a bad cache) is fetched again
+//! with `Range` from its first byte, up to [`REFETCHES_PER_BLOCK`] times,
+//! and the stream goes on as if nothing happened: nothing of a damaged
+//! block ever reaches a decoder or a slot. A block still damaged after
+//! that, or more than [`MAX_DAMAGED_BLOCKS`] damaged blocks in one stream,
+//! fail the update with the block named ([`Damage::Refetched`]). Blocks read
+//! back from the slot (a resumed write's first bytes) and local package
+//! files are not fetched again: they would only read the same bytes.
 
-use crate::download::ResumableDownload;
+use crate::download::{Refetch, RefetchRequests, ResumableDownload};
 use crate::install::{InstallError, Installer, Installers, PayloadRef, SlotWrite};
 use airlift_package::encryption::IdentityTrait;
 use airlift_package::{
     Compression, Encryption, Limits, Manifest, PackageReader, PayloadEntry, PayloadType, TrustSet,
     Verified,
 };
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{self, Read, Seek};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+/// How many times one damaged block is fetched again before the update
+/// fails: a flipped byte in transit is gone on the next try; damage that
+/// survives three fresh requests (the later ones past the store URL's
+/// cache, see `download`) is in the source or in something that alters
+/// every answer, and trying on would only cost bandwidth.
+pub const REFETCHES_PER_BLOCK: u32 = 3;
+
+/// Distinct damaged blocks one stream fetches again at most: a link that
+/// damages more is not fit to update over, and the bound keeps what is
+/// downloaded in all below the package's size plus this many blocks
+/// (times [`REFETCHES_PER_BLOCK`]).
+pub const MAX_DAMAGED_BLOCKS: usize = 64;
 
 /// Where a stream starts: a payload, and installed bytes of it already in
 /// its slot.
@@ -167,11 +195,111 @@ pub enum StreamError {
     Download(#[source] crate::client::ClientError),
     /// The package is not what was signed, or not for this device.
     #[error("the package is damaged or does not verify: {0}")]
-    Damaged(String),
+    Damaged(Damage),
     /// An installer failed for reasons of its own (a slot that cannot be
     /// written, a module that exited with an error).
     #[error("install failed: {0}")]
     Install(String),
+}
+
+/// What is wrong with the package's bytes.
+#[derive(Debug, thiserror::Error)]
+pub enum Damage {
+    /// The package reader's verdict: a signature, a block, a digest or a
+    /// size that does not match, a payload that does not decode.
+    #[error("{0}")]
+    Package(airlift_package::Error),
+    /// A block that arrived damaged every time it was fetched.
+    #[error("{error}; fetched {fetches} times, damaged every time: something between the device and the server (a proxy, a cache, the link) alters these bytes, or the package stored on the server is damaged")]
+    Refetched {
+        /// The last [`airlift_package::Error::BlockMismatch`].
+        error: airlift_package::Error,
+        /// How many times the block was fetched in all.
+        fetches: u32,
+    },
+    /// The package disagrees with its own manifest.
+    #[error("{0}")]
+    Inconsistent(String),
+}
+
+impl Damage {
+    /// The file bytes found damaged, when known.
+    pub fn damaged_range(&self) -> Option<Range<u64>> {
+        match self {
+            Damage::Package(error) | Damage::Refetched { error, .. } => error.damaged_range(),
+            Damage::Inconsistent(_) => None,
+        }
+    }
+}
+
+fn damaged(error: airlift_package::Error) -> StreamError {
+    StreamError::Damaged(Damage::Package(error))
+}
+
+/// The damaged blocks of one stream fetched again, by the file offset of
+/// their first byte: how many times each was asked for.
+#[derive(Debug, Default)]
+struct Refetched(BTreeMap<u64, u32>);
+
+/// Fetches damaged blocks from the server again, within the bounds.
+#[derive(Debug, Clone)]
+struct BlockRefetch {
+    requests: RefetchRequests,
+    /// The first package offset the download serves: bytes before it came
+    /// from the slot (a resumed write), and fetching them would not help.
+    fetch_from: u64,
+    asked: Arc<Mutex<Refetched>>,
+}
+
+impl BlockRefetch {
+    /// The package reader's hook: asks the download for a damaged block
+    /// again and answers whether it did.
+    fn ask(&self, error: &airlift_package::Error) -> bool {
+        let Some(range) = error.damaged_range() else {
+            return false;
+        };
+        if range.end <= self.fetch_from
+            || !matches!(error, airlift_package::Error::BlockMismatch { .. })
+        {
+            return false;
+        }
+        let Ok(mut asked) = self.asked.lock() else {
+            return false;
+        };
+        let known = asked.0.len();
+        let attempts = asked.0.entry(range.start).or_default();
+        if *attempts >= REFETCHES_PER_BLOCK || (*attempts == 0 && known >= MAX_DAMAGED_BLOCKS) {
+            return false;
+        }
+        *attempts += 1;
+        tracing::warn!(
+            %error,
+            attempt = *attempts,
+            of = REFETCHES_PER_BLOCK,
+            "a block arrived damaged; fetching it again"
+        );
+        self.requests.ask(Refetch {
+            from: range.start,
+            attempt: *attempts,
+        });
+        true
+    }
+
+    /// The stream's error for the reader's `error`: a block that was
+    /// fetched again and is still damaged says so.
+    fn explain(&self, error: airlift_package::Error) -> Damage {
+        let refetches = error.damaged_range().and_then(|range| {
+            let asked = self.asked.lock().ok()?;
+            asked.0.get(&range.start).copied()
+        });
+        match refetches {
+            Some(refetches) => Damage::Refetched {
+                error,
+                fetches: refetches + 1,
+            },
+            None => Damage::Package(error),
+        }
+    }
 }
 
 /// Streams the package into the installers from `stream.from_offset`, up
@@ -188,7 +316,7 @@ pub fn run(stream: Stream<'_>, source: Source<'_>) -> Result<(), StreamError> {
     } = stream;
     let verified = PackageReader::open(head, Limits::default())
         .and_then(|reader| reader.verify(trust))
-        .map_err(|e| StreamError::Damaged(e.to_string()))?;
+        .map_err(damaged)?;
     let manifest = verified.manifest().clone();
     let ranges = verified.payload_ranges();
     let package_end = ranges.last().map_or(head.len() as u64, |r| r.end);
@@ -199,8 +327,11 @@ pub fn run(stream: Stream<'_>, source: Source<'_>) -> Result<(), StreamError> {
 
     // Bytes already in the slot, read back to be hashed with the rest.
     let prefix: Box<dyn Read> = if resume.already > 0 {
-        let payload = PayloadRef::new(&manifest, resume.payload)
-            .ok_or_else(|| StreamError::Damaged("resume point outside the package".into()))?;
+        let payload = PayloadRef::new(&manifest, resume.payload).ok_or_else(|| {
+            StreamError::Damaged(Damage::Inconsistent(
+                "resume point outside the package".into(),
+            ))
+        })?;
         let path = installers
             .image
             .slot_path(payload)
@@ -227,10 +358,19 @@ pub fn run(stream: Stream<'_>, source: Source<'_>) -> Result<(), StreamError> {
         resume,
         sync_every,
         checkpoint,
+        refetch: None,
     };
     match source {
         Source::Server(mut download) => {
             download.seek_to(fetch_from);
+            let pipeline = Pipeline {
+                refetch: Some(BlockRefetch {
+                    requests: download.refetch_requests(),
+                    fetch_from,
+                    asked: Arc::default(),
+                }),
+                ..pipeline
+            };
             let result = install_from(head, prefix.chain(&mut download), pipeline);
             // A broken download surfaces as a damaged read: say what it was.
             match (result, download.take_failure()) {
@@ -256,6 +396,8 @@ struct Pipeline<'a> {
     resume: ResumePoint,
     sync_every: u64,
     checkpoint: &'a mut dyn FnMut(u64) -> io::Result<()>,
+    /// Damaged blocks fetched again (from the server only).
+    refetch: Option<BlockRefetch>,
 }
 
 fn install_from(head: &[u8], rest: impl Read, pipeline: Pipeline<'_>) -> Result<(), StreamError> {
@@ -268,18 +410,29 @@ fn install_from(head: &[u8], rest: impl Read, pipeline: Pipeline<'_>) -> Result<
         resume,
         sync_every,
         checkpoint,
+        refetch,
     } = pipeline;
-    let damaged = |e: airlift_package::Error| StreamError::Damaged(e.to_string());
+    let damaged = |error: airlift_package::Error| {
+        StreamError::Damaged(match &refetch {
+            Some(refetch) => refetch.explain(error),
+            None => Damage::Package(error),
+        })
+    };
     let mut package = PackageReader::open(head.chain(rest), Limits::default())
         .and_then(|reader| reader.verify(trust))
         .map_err(damaged)?;
+    if let Some(refetch) = refetch.clone() {
+        package.refetch_damaged_blocks(move |error| refetch.ask(error));
+    }
     package.resume_at(resume.payload).map_err(damaged)?;
     let mut already = resume.already;
     while let Some(payload) = package.next_payload().map_err(damaged)? {
         let index = payload.index();
         let mut decoded = payload.decoded(identities).map_err(damaged)?;
         let target = PayloadRef::new(manifest, index).ok_or_else(|| {
-            StreamError::Damaged(format!("payload {index} is not in the manifest"))
+            StreamError::Damaged(Damage::Inconsistent(format!(
+                "payload {index} is not in the manifest"
+            )))
         })?;
         let result = if target.entry().kind == PayloadType::Image {
             let mut synced =
@@ -307,7 +460,7 @@ fn install_from(head: &[u8], rest: impl Read, pipeline: Pipeline<'_>) -> Result<
             Ok(()) => {}
             // The reader failed: the bytes (or the network) are at fault.
             Err(InstallError::Payload { source, .. }) => {
-                return Err(StreamError::Damaged(source.to_string()))
+                return Err(damaged(airlift_package::Error::from(source)))
             }
             Err(other) => return Err(StreamError::Install(other.to_string())),
         }

@@ -12,8 +12,13 @@
 //!   rotating to it.
 //! - `client_cert` and `client_key`: a PEM certificate chain and its
 //!   PKCS#8 private key, presented when the server asks (mutual TLS).
+//! - `auth`: how the device authenticates to the server: `key` (a request
+//!   signed with its Ed25519 key, the default) or `certificate` (the client
+//!   certificate alone, for a server started with `--client-ca`; the
+//!   device key is then never sent).
 //!
 //! Without any of them the agent's TLS is ureq's default (the public roots).
+//! The same settings secure an `mqtts://` push broker (`push.rs`).
 
 use airlift_package::Sha256Digest;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
@@ -43,6 +48,30 @@ pub struct TlsConfig {
     /// PKCS#8 PEM private key of `client_cert`.
     #[serde(default)]
     pub client_key: Option<PathBuf>,
+    /// How the device authenticates to the server [default: key].
+    #[serde(default)]
+    pub auth: DeviceAuth,
+}
+
+/// How the device proves who it is to the server.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeviceAuth {
+    /// A request signed with the device's Ed25519 key.
+    #[default]
+    Key,
+    /// The TLS client certificate (`client_cert`) alone.
+    Certificate,
+}
+
+/// The agent's TLS settings, ready for its connections.
+#[derive(Debug, Clone)]
+pub struct AgentTls {
+    /// For every HTTPS connection to the server and the object store, and
+    /// for an `mqtts://` broker.
+    pub rustls: Arc<rustls::ClientConfig>,
+    /// How the device authenticates.
+    pub auth: DeviceAuth,
 }
 
 impl TlsConfig {
@@ -56,6 +85,11 @@ impl TlsConfig {
     pub fn check(&self) -> Result<(), String> {
         if self.client_cert.is_some() != self.client_key.is_some() {
             return Err("[tls]: set client_cert and client_key together".into());
+        }
+        if self.auth == DeviceAuth::Certificate && self.client_cert.is_none() {
+            return Err(
+                "[tls] auth = \"certificate\" needs client_cert and client_key: the certificate is the device's credential".into(),
+            );
         }
         self.pins().map(|_| ())
     }
@@ -71,11 +105,12 @@ impl TlsConfig {
             .collect()
     }
 
-    /// The rustls configuration for these settings; `None` for the default.
-    pub fn client_config(&self) -> Result<Option<Arc<rustls::ClientConfig>>, String> {
+    /// The TLS configuration for these settings; `None` for the default.
+    pub fn client_config(&self) -> Result<Option<AgentTls>, String> {
         if self.is_default() {
             return Ok(None);
         }
+        self.check()?;
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let mut roots = RootCertStore::empty();
         match &self.ca_file {
@@ -113,8 +148,26 @@ impl TlsConfig {
             }
             _ => builder.with_no_client_auth(),
         };
-        Ok(Some(Arc::new(config)))
+        Ok(Some(AgentTls {
+            rustls: Arc::new(config),
+            auth: self.auth,
+        }))
     }
+}
+
+/// The rustls configuration of the default settings: the public roots, no
+/// client certificate (what ureq does by itself for HTTPS; an `mqtts://`
+/// connection needs it spelled out).
+pub fn public_roots() -> Result<Arc<rustls::ClientConfig>, String> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS: {e}"))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
 }
 
 fn read_certs(path: &std::path::Path) -> Result<Vec<CertificateDer<'static>>, String> {
@@ -215,6 +268,12 @@ mod tests {
             ..TlsConfig::default()
         };
         assert!(good.check().is_ok());
+        let keyless = TlsConfig {
+            auth: DeviceAuth::Certificate,
+            ..TlsConfig::default()
+        };
+        let error = keyless.check().expect_err("no certificate");
+        assert!(error.contains("auth = \"certificate\""), "{error}");
     }
 
     /// A CA, and a certificate it issued with its key.
@@ -312,7 +371,7 @@ mod tests {
     fn get(tls: &TlsConfig, url: &str) -> Result<String, String> {
         let mut builder = ureq::AgentBuilder::new().timeout(std::time::Duration::from_secs(10));
         if let Some(config) = tls.client_config()? {
-            builder = builder.tls_config(config);
+            builder = builder.tls_config(config.rustls);
         }
         builder
             .build()

@@ -68,6 +68,8 @@ pub struct DeviceQuery {
     pub attributes: Vec<(String, String)>,
     /// Installed software that must all match.
     pub installed: Vec<(String, String)>,
+    /// A target expression that must match (`where`).
+    pub where_expression: Option<airlift_protocol::target_expr::TargetExpr>,
     /// 1-based page.
     pub page: Option<u32>,
     /// Items per page.
@@ -107,6 +109,9 @@ impl DeviceQuery {
         }
         if !self.installed.is_empty() {
             params.push(("installed", joined(&self.installed)));
+        }
+        if let Some(expression) = &self.where_expression {
+            params.push(("where", expression.to_string()));
         }
         if self.offline {
             params.push(("connectivity", "offline".to_owned()));
@@ -611,6 +616,7 @@ mod tests {
                 ("rack".into(), "b 12".into()),
             ],
             installed: vec![("rootfs".into(), "1.2.0".into())],
+            where_expression: None,
             page: Some(2),
             per_page: Some(50),
             offline: false,

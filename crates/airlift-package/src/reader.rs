@@ -214,6 +214,7 @@ impl<R: Read> PackageReader<R> {
             current: None,
             failed: false,
             blocks,
+            refetch: None,
         })
     }
 }
@@ -258,6 +259,22 @@ pub struct VerifiedPackage<R> {
     /// Format version 2: the checked block index every payload byte is
     /// verified against, block by block.
     blocks: Option<BlockIndex>,
+    /// Format version 2: asked whether a damaged block can be read again
+    /// (see [`VerifiedPackage::refetch_damaged_blocks`]).
+    refetch: Option<RefetchHook>,
+}
+
+/// Decides whether a damaged block is read again: told the
+/// [`Error::BlockMismatch`], it answers `true` once it has arranged for the
+/// inner reader to deliver that block's file range again from its next byte.
+pub type RefetchDecision = dyn FnMut(&Error) -> bool + Send;
+
+struct RefetchHook(Box<RefetchDecision>);
+
+impl std::fmt::Debug for RefetchHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RefetchHook")
+    }
 }
 
 #[derive(Debug)]
@@ -296,6 +313,20 @@ impl<R: Read> VerifiedPackage<R> {
                 range
             })
             .collect()
+    }
+
+    /// Format version 2: instead of failing at a block that does not match
+    /// the signed block index, asks `refetch` (with the
+    /// [`Error::BlockMismatch`], whose [`Error::damaged_range`] is the
+    /// block's file range) and, when it answers `true`, reads the block
+    /// again from the inner reader: `true` promises that the inner reader's
+    /// next bytes are that range again (a downloader asked for it anew with
+    /// `Range`). Nothing of a damaged block is ever handed out; `refetch`
+    /// bounds the attempts (answering `false` fails the read as without it).
+    /// Version 1 payloads are checked whole at their end, so their damage
+    /// is never re-read.
+    pub fn refetch_damaged_blocks(&mut self, refetch: impl FnMut(&Error) -> bool + Send + 'static) {
+        self.refetch = Some(RefetchHook(Box::new(refetch)));
     }
 
     /// For resuming an interrupted read: the next payload handed out is
@@ -504,8 +535,30 @@ impl<R: Read> VerifiedPackage<R> {
     }
 
     /// Reads the current payload's next block into `dest`, exactly its
-    /// length, and checks it against the block index.
+    /// length, and checks it against the block index; a damaged block is
+    /// read again while the refetch hook allows it.
     fn read_block(&mut self, dest: &mut [u8]) -> Result<(), Error> {
+        loop {
+            let mismatch = match self.read_block_once(dest)? {
+                None => return Ok(()),
+                Some(mismatch) => mismatch,
+            };
+            let again = self
+                .refetch
+                .as_mut()
+                .is_some_and(|RefetchHook(refetch)| refetch(&mismatch));
+            if !again {
+                self.failed = true;
+                return Err(mismatch);
+            }
+        }
+    }
+
+    /// One attempt at the next block: `Ok(None)` when it matched (and the
+    /// reader moved past it), `Ok(Some(BlockMismatch))` when it did not
+    /// (the reader still at the block's start); a failed or short read
+    /// fails the reader.
+    fn read_block_once(&mut self, dest: &mut [u8]) -> Result<Option<Error>, Error> {
         let mut hasher = Sha256Hasher::new();
         let filled = match fill_hashing(&mut self.inner, dest, &mut hasher) {
             Ok(filled) => filled,
@@ -516,7 +569,7 @@ impl<R: Read> VerifiedPackage<R> {
             }
         };
         let Some(state) = self.current.as_mut() else {
-            return Ok(());
+            return Ok(None);
         };
         let entry = &self.manifest.payloads[state.index];
         if filled < dest.len() {
@@ -540,22 +593,21 @@ impl<R: Read> VerifiedPackage<R> {
             .and_then(|index| index.digest(state.index, block));
         let digest: Sha256Digest = hasher.finish();
         if !expected.is_some_and(|expected| *expected == digest) {
-            self.failed = true;
             let block_size = self.blocks.as_ref().map_or(1, BlockIndex::block_size);
             let range = blocks::block_range(state.start, entry.stored.size, block_size, block);
-            return Err(Error::BlockMismatch {
+            return Ok(Some(Error::BlockMismatch {
                 index: state.index,
                 kind: entry.kind.to_string(),
                 target: entry.target.clone(),
                 block,
                 start: range.start,
                 end: range.end,
-            });
+            }));
         }
         state.cursor.next_block += 1;
         state.remaining -= dest.len() as u64;
         self.position += dest.len() as u64;
-        Ok(())
+        Ok(None)
     }
 
     /// Version 2: the payload is done once its last block is checked and

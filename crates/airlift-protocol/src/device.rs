@@ -11,6 +11,9 @@ pub const AUTH_PATH: &str = "/api/device/v1/auth";
 pub const CHECK_IN_PATH: &str = "/api/device/v1/check-in";
 /// HTTP header carrying the device's signature over the auth request body.
 pub const SIGNATURE_HEADER: &str = "x-airlift-signature";
+/// Path of the authentication by client certificate (mutual TLS): the
+/// certificate the TLS connection presented is the credential.
+pub const CERTIFICATE_AUTH_PATH: &str = "/api/device/v1/auth/certificate";
 
 /// Path to download the package of a deployment's offer.
 pub fn download_path(deployment: DeploymentId) -> String {
@@ -38,6 +41,19 @@ pub struct AuthRequest {
     /// A random value used once; a repeated nonce is a replay.
     #[schema(min_length = 16, max_length = 128)]
     pub nonce: String,
+}
+
+/// A device authenticated by its TLS client certificate asks for a token:
+/// no key and no signature, since the handshake proved it holds the
+/// certificate's private key. `identity` is what it tells people about
+/// itself (serial, MAC, …); the server adds the certificate's subject
+/// common name as `certificate_cn`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CertificateAuthRequest {
+    /// What identifies the device to people: serial number, MAC address, ….
+    #[schema(schema_with = identity_schema)]
+    pub identity: BTreeMap<String, String>,
 }
 
 /// The schema of a device's `identity`: 1–32 attributes, names of 1–128
@@ -177,6 +193,11 @@ pub struct UpdateOffer {
     /// maintenance window, a download-only deployment) [default: now].
     #[serde(default)]
     pub install: crate::install::InstallPermit,
+    /// Present for a soft deployment that still lets this device defer:
+    /// ask before installing, and how many deferrals are left or until
+    /// when. Absent: the offer is forced (`docs/operations.md`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deferral: Option<crate::soft::DeferralAllowance>,
     /// The server's signed timestamp document covering `signed_manifest`
     /// (JSON text; `docs/trust.md`); absent when the server signs none.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -36,6 +36,11 @@ pub struct InstallPolicy {
     /// window if there is one [default: false].
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub download_only: bool,
+    /// A soft deployment: each device may defer the install, within these
+    /// bounds, before it turns forced; forced (install as soon as the
+    /// policy permits) when absent. See [`crate::soft`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub soft: Option<crate::soft::SoftInstall>,
 }
 
 /// A daily time-of-day range, in UTC, `"HH:MM"` to `"HH:MM"`. A window whose
@@ -76,6 +81,9 @@ pub enum InstallPermit {
 impl InstallPolicy {
     /// Whether the policy can be carried out; names the field that cannot.
     pub fn validate(&self) -> Result<(), StrategyError> {
+        if let Some(soft) = &self.soft {
+            soft.validate()?;
+        }
         match &self.window {
             Some(window) if window.start == window.end => Err(StrategyError {
                 field: "install.window".into(),
@@ -244,6 +252,7 @@ mod tests {
         let policy = InstallPolicy {
             window: Some(window("00:00-23:59")),
             download_only: true,
+            soft: None,
         };
         assert!(matches!(
             policy.permit(at(12, 0)),
@@ -300,6 +309,7 @@ mod tests {
         let empty = InstallPolicy {
             window: Some(window("02:00-02:00")),
             download_only: false,
+            soft: None,
         };
         let error = empty.validate().expect_err("an empty window");
         assert_eq!(error.field, "install.window");
@@ -316,6 +326,7 @@ mod tests {
         let policy = InstallPolicy {
             window: Some(window("02:05-04:00")),
             download_only: true,
+            soft: None,
         };
         let json = serde_json::to_value(&policy).expect("json");
         assert_eq!(

@@ -7,6 +7,7 @@
 //! - [`install`]: when devices may install (maintenance window, download-only).
 //! - [`state`]: the states of devices, deployments and a device's update.
 //! - [`auth`]: how a device signs its authentication request.
+//! - [`target_expr`]: target expressions (`tag:lab AND installed.rootfs < 2.4.0`).
 //!
 //! This crate must not know about storage, HTTP frameworks or async
 //! runtimes: it is serde types, their invariants, and the device-request
@@ -20,8 +21,10 @@ pub mod management;
 pub mod push;
 pub mod repair;
 pub mod shadow;
+pub mod soft;
 pub mod state;
 pub mod strategy;
+pub mod target_expr;
 pub mod trust;
 
 pub use ids::{DeploymentId, DeviceId, PackageId, TokenId};

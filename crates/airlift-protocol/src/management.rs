@@ -169,6 +169,9 @@ pub enum Target {
     /// Devices whose inventory attributes equal all of these, now and later.
     /// `device_type` is matched against the reported device type.
     Attributes(BTreeMap<String, String>),
+    /// Devices matching this target expression, now and later
+    /// (docs/targets.md): `tag:lab AND installed.rootfs < 2.4.0`.
+    Expression(crate::target_expr::TargetExpr),
 }
 
 pub use crate::strategy::Strategy;
@@ -213,7 +216,7 @@ pub struct CreateDeploymentRequest {
 pub fn is_dynamic(target: &Target, dynamic: Option<bool>) -> bool {
     match target {
         Target::Devices(_) => false,
-        Target::Tag(_) | Target::Attributes(_) => dynamic.unwrap_or(true),
+        Target::Tag(_) | Target::Attributes(_) | Target::Expression(_) => dynamic.unwrap_or(true),
     }
 }
 
@@ -279,6 +282,9 @@ pub struct DeploymentDetail {
     /// release the devices go back to).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub rolled_back_by: Vec<DeploymentId>,
+    /// For a soft deployment: how much its devices deferred the install.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deferrals: Option<crate::soft::DeferralSummary>,
 }
 
 /// One device's state in a deployment.

@@ -48,13 +48,17 @@ pub fn nudge_topic(prefix: &str, device: DeviceId) -> String {
     format!("{}/devices/{device}/check-in", prefix.trim_end_matches('/'))
 }
 
-/// An MQTT broker's address, from `mqtt://[user[:password]@]host[:port]`.
+/// An MQTT broker's address, from `mqtt://[user[:password]@]host[:port]`,
+/// or `mqtts://…` for MQTT over TLS.
 #[derive(Clone, PartialEq, Eq)]
 pub struct MqttBroker {
     /// Host name or address.
     pub host: String,
-    /// Port (1883 when the URL names none).
+    /// Port (1883 when the URL names none, 8883 with `mqtts://`).
     pub port: u16,
+    /// Whether the connection is TLS (`mqtts://`): the broker's certificate
+    /// is checked against the host name, as for HTTPS.
+    pub tls: bool,
     /// User name and password, if the broker wants them.
     pub credentials: Option<(String, String)>,
 }
@@ -64,6 +68,7 @@ impl std::fmt::Debug for MqttBroker {
         f.debug_struct("MqttBroker")
             .field("host", &self.host)
             .field("port", &self.port)
+            .field("tls", &self.tls)
             .field("user", &self.credentials.as_ref().map(|(user, _)| user))
             .finish()
     }
@@ -71,7 +76,7 @@ impl std::fmt::Debug for MqttBroker {
 
 /// Why a broker URL is unusable.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("MQTT broker URL {url:?}: {reason} (expected mqtt://[user[:password]@]host[:port])")]
+#[error("MQTT broker URL {url:?}: {reason} (expected mqtt://[user[:password]@]host[:port], or mqtts://… for TLS)")]
 pub struct BrokerUrlError {
     url: String,
     reason: &'static str,
@@ -85,9 +90,12 @@ impl std::str::FromStr for MqttBroker {
             url: redact(url),
             reason,
         };
-        let rest = url
-            .strip_prefix("mqtt://")
-            .ok_or_else(|| error("only mqtt:// is supported"))?;
+        let (rest, tls) = match (url.strip_prefix("mqtt://"), url.strip_prefix("mqtts://")) {
+            (Some(rest), _) => (rest, false),
+            (None, Some(rest)) => (rest, true),
+            (None, None) => return Err(error("only mqtt:// and mqtts:// are supported")),
+        };
+        let default_port = if tls { 8883 } else { 1883 };
         let rest = rest.trim_end_matches('/');
         if rest.contains(['/', '?', '#']) {
             return Err(error("a broker URL has no path or query"));
@@ -109,7 +117,7 @@ impl std::str::FromStr for MqttBroker {
                 port.parse()
                     .map_err(|_| error("the port is not a number"))?,
             ),
-            _ => (address, 1883),
+            _ => (address, default_port),
         };
         let host = host.trim_start_matches('[').trim_end_matches(']');
         if host.is_empty() {
@@ -118,6 +126,7 @@ impl std::str::FromStr for MqttBroker {
         Ok(Self {
             host: host.to_owned(),
             port,
+            tls,
             credentials,
         })
     }
@@ -158,6 +167,14 @@ mod tests {
         assert!(!format!("{broker:?}").contains("s3cret"));
         let broker: MqttBroker = "mqtt://[::1]:8883/".parse().expect("url");
         assert_eq!((broker.host.as_str(), broker.port), ("::1", 8883));
+        assert!(!broker.tls);
+        let broker: MqttBroker = "mqtts://fleet:pw@broker.example.com".parse().expect("url");
+        assert_eq!(
+            (broker.host.as_str(), broker.port, broker.tls),
+            ("broker.example.com", 8883, true)
+        );
+        let broker: MqttBroker = "mqtts://127.0.0.1:18883".parse().expect("url");
+        assert_eq!((broker.port, broker.tls), (18883, true));
     }
 
     #[test]
@@ -168,7 +185,7 @@ mod tests {
             ("mqtt://broker:1883/topic", "no path"),
             ("mqtt://:1883", "host is empty"),
             ("mqtt://:pw@broker", "user name is empty"),
-            ("mqtts://u:hunter2@broker", "only mqtt://"),
+            ("ws://u:hunter2@broker", "only mqtt://"),
         ] {
             let error = url.parse::<MqttBroker>().expect_err(url).to_string();
             assert!(error.contains(says), "{url}: {error}");

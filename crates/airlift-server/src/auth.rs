@@ -170,6 +170,7 @@ impl FromRequestParts<AppState> for DeviceCaller {
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
         let token = verify_device_token(bearer(parts)?, state)?;
+        crate::device_api::certificate::check_binding(parts, state, token.device_id).await?;
         let record = state
             .caches()
             .device(state.store(), token.device_id)

@@ -253,9 +253,18 @@ impl Caches {
                 self.forget_device(id)
             }
             StoreEvent::DeploymentChanged(_) => self.deployments_changed(),
-            // Neither changes what the cache holds: an update's final state
-            // is cached only once it is final, and never moves after.
-            StoreEvent::CheckInRequested(_) | StoreEvent::UpdateChanged { .. } => {}
+            StoreEvent::CheckInRequested(_) => {}
+            // A final state moves again only by an operator's reset or
+            // retry (`api::repair`); a report never moves it.
+            StoreEvent::UpdateChanged { deployment, device } => {
+                self.final_states.remove(&(deployment, device));
+            }
+            StoreEvent::UpdatesReopened(deployment) => {
+                // Rare (an operator's retry), so a walk of the cache is fine.
+                self.final_states.retain(|(d, _), _| *d != deployment);
+            }
+            // Shadows are kept apart, by `shadow_cache`.
+            StoreEvent::ShadowChanged(_) | StoreEvent::GroupShadowsChanged => {}
             StoreEvent::Listening | StoreEvent::Interrupted => {
                 if let Ok(mut derived) = self.derived.write() {
                     derived.clear();
@@ -282,7 +291,8 @@ impl Caches {
         self.final_states.get(&(deployment, device))
     }
 
-    /// Remembers a final state (it never changes again).
+    /// Remembers a final state (only an operator's retry or reset moves it
+    /// again, and both are announced on the change feed).
     pub fn remember_final(&self, deployment: DeploymentId, device: DeviceId, state: UpdateState) {
         if state.is_final() {
             self.final_states.insert((deployment, device), state);

@@ -96,6 +96,23 @@ pub struct Args {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[arg(long, env = "AIRLIFT_TLS_KEY", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
+    /// Fleet CA certificates (PEM) that issue device certificates: the
+    /// listener asks every client for a certificate and refuses one this
+    /// CA did not issue; needs --tls-cert (docs/mtls.md).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[arg(
+        long,
+        env = "AIRLIFT_CLIENT_CA",
+        value_name = "FILE",
+        requires = "tls_cert"
+    )]
+    pub client_ca: Option<PathBuf>,
+    /// How devices authenticate: key (signed with their Ed25519 key),
+    /// certificate (their TLS client certificate) or either
+    /// [default: either with --client-ca, else key].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[arg(long, env = "AIRLIFT_DEVICE_AUTH")]
+    pub device_auth: Option<mtls::DeviceAuth>,
     /// Seconds between device check-ins, told to devices [default: 60].
     #[serde(skip_serializing_if = "Option::is_none")]
     #[arg(long, env = "AIRLIFT_POLL_INTERVAL")]
@@ -121,6 +138,19 @@ pub struct Args {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[arg(long, env = "AIRLIFT_MQTT_TOPIC_PREFIX")]
     pub mqtt_topic_prefix: Option<String>,
+    /// With mqtts://: CA certificates (PEM) trusted for the broker instead
+    /// of the public roots.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[arg(long, env = "AIRLIFT_MQTT_CA_FILE", value_name = "FILE")]
+    pub mqtt_ca_file: Option<PathBuf>,
+    /// With mqtts://: certificate chain (PEM) presented to the broker.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[arg(long, env = "AIRLIFT_MQTT_CLIENT_CERT", value_name = "FILE")]
+    pub mqtt_client_cert: Option<PathBuf>,
+    /// With mqtts://: PKCS#8 private key (PEM) of --mqtt-client-cert.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[arg(long, env = "AIRLIFT_MQTT_CLIENT_KEY", value_name = "FILE")]
+    pub mqtt_client_key: Option<PathBuf>,
     /// Most client connections open at once; one more is closed at once
     /// [default: the open-file limit less 256, at most 10000].
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -167,6 +197,45 @@ pub struct Args {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[arg(long, env = "AIRLIFT_DEVICE_CACHE_CAPACITY")]
     pub device_cache_capacity: Option<usize>,
+    /// Largest device shadow document (desired or reported, as compact
+    /// JSON) accepted, in KiB; 1–192 [default: 64].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[arg(
+        long,
+        env = "AIRLIFT_SHADOW_MAX_DOCUMENT_KIB",
+        value_name = "KIB",
+        help_heading = "Device shadows"
+    )]
+    pub shadow_max_document_kib: Option<u64>,
+    /// Most top-level keys of a shadow document; 1–10000 [default: 256].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[arg(
+        long,
+        env = "AIRLIFT_SHADOW_MAX_KEYS",
+        value_name = "N",
+        help_heading = "Device shadows"
+    )]
+    pub shadow_max_keys: Option<u64>,
+    /// Most group desired documents (tags and attribute filters); every
+    /// instance keeps them all in memory; 1–100000 [default: 1000].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[arg(
+        long,
+        env = "AIRLIFT_SHADOW_MAX_GROUPS",
+        value_name = "N",
+        help_heading = "Device shadows"
+    )]
+    pub shadow_max_groups: Option<u64>,
+    /// Memory for devices' shadow documents kept for check-ins, in MiB; the
+    /// least used are read from the database again; 1–65536 [default: 64].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[arg(
+        long,
+        env = "AIRLIFT_SHADOW_CACHE_MIB",
+        value_name = "MIB",
+        help_heading = "Device shadows"
+    )]
+    pub shadow_cache_mib: Option<u64>,
     /// Where package files are kept: s3://BUCKET[/PREFIX] for an S3-compatible
     /// object store [default: DATA_DIR/blobs on local disk].
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -331,6 +400,12 @@ pub struct Config {
     pub blobs: BlobBackend,
     /// The online key that signs offers' timestamps (`docs/trust.md`).
     pub timestamps: Option<trust::TimestampSigner>,
+    /// The fleet CA for client certificates, and how devices authenticate.
+    pub client_auth: mtls::ClientAuth,
+    /// How the MQTT connection to an `mqtts://` broker trusts and presents.
+    pub mqtt_tls: Option<crate::push::mqtt::MqttClientTls>,
+    /// Bounds on device shadow documents, and their cache.
+    pub shadow: shadow::ShadowSettings,
 }
 
 /// Bounds on devices the server does not know yet.
@@ -363,6 +438,7 @@ impl std::fmt::Debug for Config {
             .field("statement_timeout", &self.statement_timeout)
             .field("admission", &self.admission)
             .field("blobs", &self.blobs)
+            .field("shadow", &self.shadow)
             .finish()
     }
 }
@@ -443,6 +519,23 @@ impl Config {
                 max_pending_devices: raw.max_pending_devices.unwrap_or(10_000),
             },
             cache_limits: cache_limits(raw.device_cache_capacity)?,
+            client_auth: mtls::client_auth(
+                raw.client_ca.as_deref(),
+                raw.device_auth,
+                raw.tls_cert.is_some(),
+            )?,
+            mqtt_tls: mtls::mqtt_tls(
+                mqtt(&raw)?.map(|(broker, _)| broker.tls),
+                raw.mqtt_ca_file.as_deref(),
+                raw.mqtt_client_cert.as_deref(),
+                raw.mqtt_client_key.as_deref(),
+            )?,
+            shadow: shadow::validate(shadow::RawShadow {
+                max_document_kib: raw.shadow_max_document_kib,
+                max_keys: raw.shadow_max_keys,
+                max_groups: raw.shadow_max_groups,
+                cache_mib: raw.shadow_cache_mib,
+            })?,
             blobs: blobs(&raw, &data_dir)?,
             timestamps: trust::validate(
                 raw.timestamp_key.as_deref(),
@@ -625,6 +718,8 @@ fn connections(raw: &Args) -> Result<ConnectionLimits, ConfigError> {
     })
 }
 
+pub mod mtls;
+pub mod shadow;
 pub mod trust;
 
 #[cfg(test)]

@@ -28,6 +28,7 @@ pub mod observability;
 pub mod openapi;
 pub mod push;
 pub mod rollout;
+pub mod shadow_cache;
 pub mod startup;
 pub mod state;
 #[cfg(feature = "test-server")]

@@ -23,10 +23,19 @@
 //!   retries), instead of the process running out of descriptors and
 //!   refusing everyone, probes included.
 //!
+//! With a fleet CA (`--client-ca`, `docs/mtls.md`) the TLS handshake asks
+//! every client for a certificate: one that is presented must verify
+//! against that CA, or the handshake fails; none at all is fine here (the
+//! management API, the dashboard and the probes take tokens). A verified
+//! certificate's key and name go with every request on that connection
+//! ([`PeerCertificate`](crate::device_api::peer::PeerCertificate) in its
+//! extensions), for the device API to decide with.
+//!
 //! Only HTTP/1.1 is spoken (devices, the CLI and browsers all speak it), so
 //! every one of these limits applies to every connection. Each is counted in
 //! `/metrics` (`airlift_connections_*`).
 
+use crate::device_api::peer::PeerCertificate;
 use axum::extract::ConnectInfo;
 use axum::Router;
 use hyper::body::Incoming;
@@ -158,11 +167,15 @@ pub async fn serve_connections(
             let mut stream = TimeoutStream::new(stream);
             stream.set_write_timeout(Some(limits.write_timeout));
             let stream: Pin<Box<TimeoutStream<TcpStream>>> = Box::pin(stream);
+            let mut certificate = None;
             let transport: Box<dyn TransportBox> = match tls {
                 None => Box::new(stream),
                 Some(acceptor) => {
                     match tokio::time::timeout(limits.idle_timeout, acceptor.accept(stream)).await {
-                        Ok(Ok(tls)) => Box::new(tls),
+                        Ok(Ok(tls)) => {
+                            certificate = peer_certificate(tls.get_ref().1);
+                            Box::new(tls)
+                        }
                         Ok(Err(error)) => {
                             tracing::debug!(%error, %peer, "TLS handshake failed");
                             metrics::gauge!("airlift_connections_open").decrement(1.0);
@@ -177,7 +190,13 @@ pub async fn serve_connections(
                 }
             };
             let service = hyper::service::service_fn(move |request| {
-                handle(router.clone(), peer, limits.body_timeout, request)
+                handle(
+                    router.clone(),
+                    peer,
+                    certificate.clone(),
+                    limits.body_timeout,
+                    request,
+                )
             });
             let connection = http.serve_connection(TokioIo::new(transport), service);
             if let Err(error) = watcher.watch(connection).await {
@@ -196,16 +215,33 @@ pub async fn serve_connections(
     Ok(())
 }
 
-/// One request, with the peer's address for the handlers and its body
-/// bounded by `body_timeout`.
+/// The client certificate rustls verified on `connection`, if one was
+/// presented.
+fn peer_certificate(connection: &rustls::ServerConnection) -> Option<Arc<PeerCertificate>> {
+    let leaf = connection.peer_certificates()?.first()?;
+    match PeerCertificate::from_der(leaf) {
+        Some(certificate) => Some(Arc::new(certificate)),
+        None => {
+            tracing::warn!("a client certificate verified by rustls could not be read; ignored");
+            None
+        }
+    }
+}
+
+/// One request, with the peer's address (and verified certificate) for
+/// the handlers and its body bounded by `body_timeout`.
 async fn handle(
     mut router: Router,
     peer: SocketAddr,
+    certificate: Option<Arc<PeerCertificate>>,
     body_timeout: Duration,
     request: hyper::Request<Incoming>,
 ) -> Result<axum::response::Response, std::convert::Infallible> {
     let (mut parts, body) = request.into_parts();
     parts.extensions.insert(ConnectInfo(peer));
+    if let Some(certificate) = certificate {
+        parts.extensions.insert(certificate);
+    }
     let body = axum::body::Body::new(TimeoutBody::new(body_timeout, body));
     router
         .call(axum::extract::Request::from_parts(parts, body))
@@ -248,11 +284,31 @@ impl<T: AsyncRead + AsyncWrite + Send + Unpin> TransportBox for T {}
 #[error("{0}")]
 pub struct TlsError(String);
 
+/// The TLS acceptor `config` asks for: `None` for plain HTTP.
+pub fn acceptor_for(config: &crate::Config) -> Result<Tls, TlsError> {
+    let Some((cert, key)) = &config.tls else {
+        return Ok(None);
+    };
+    tls_acceptor_with_clients(cert, key, config.client_auth.client_ca.as_deref()).map(Some)
+}
+
 /// A TLS acceptor for the PEM certificate chain at `cert` and private key at
 /// `key`, offering HTTP/1.1 by ALPN.
 pub fn tls_acceptor(
     cert: &std::path::Path,
     key: &std::path::Path,
+) -> Result<tokio_rustls::TlsAcceptor, TlsError> {
+    tls_acceptor_with_clients(cert, key, None)
+}
+
+/// [`tls_acceptor`], asking clients for a certificate issued by one of the
+/// CAs in the PEM file `client_ca` when it is given: a presented one that
+/// does not verify (another CA, expired, not for client authentication)
+/// fails the handshake; a client that presents none is served.
+pub fn tls_acceptor_with_clients(
+    cert: &std::path::Path,
+    key: &std::path::Path,
+    client_ca: Option<&std::path::Path>,
 ) -> Result<tokio_rustls::TlsAcceptor, TlsError> {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -267,18 +323,48 @@ pub fn tls_acceptor(
     }
     let private = PrivateKeyDer::from_pem_file(key)
         .map_err(|e| TlsError(format!("reading private key {}: {e}", key.display())))?;
-    let mut config = rustls::ServerConfig::builder()
-        .with_no_client_auth()
-        .with_single_cert(chain, private)
-        .map_err(|e| {
-            TlsError(format!(
-                "certificate {} and key {}: {e}",
-                cert.display(),
-                key.display()
-            ))
-        })?;
+    let builder = rustls::ServerConfig::builder();
+    let builder = match client_ca {
+        Some(path) => builder.with_client_cert_verifier(client_verifier(path)?),
+        None => builder.with_no_client_auth(),
+    };
+    let mut config = builder.with_single_cert(chain, private).map_err(|e| {
+        TlsError(format!(
+            "certificate {} and key {}: {e}",
+            cert.display(),
+            key.display()
+        ))
+    })?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+}
+
+/// Verifies client certificates against the CAs in `path`, offering
+/// client authentication without requiring it.
+fn client_verifier(
+    path: &std::path::Path,
+) -> Result<Arc<dyn rustls::server::danger::ClientCertVerifier>, TlsError> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::CertificateDer;
+    let cas = CertificateDer::pem_file_iter(path)
+        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| TlsError(format!("reading client CA {}: {e}", path.display())))?;
+    let mut roots = rustls::RootCertStore::empty();
+    for ca in cas {
+        roots
+            .add(ca)
+            .map_err(|e| TlsError(format!("client CA {}: {e}", path.display())))?;
+    }
+    if roots.is_empty() {
+        return Err(TlsError(format!(
+            "{} holds no PEM certificate: give the fleet CA's certificate to --client-ca",
+            path.display()
+        )));
+    }
+    rustls::server::WebPkiClientVerifier::builder(Arc::new(roots))
+        .allow_unauthenticated()
+        .build()
+        .map_err(|e| TlsError(format!("client CA {}: {e}", path.display())))
 }
 
 #[cfg(test)]

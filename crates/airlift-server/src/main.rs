@@ -38,10 +38,7 @@ async fn main() -> anyhow::Result<()> {
         );
     }
 
-    let tls = match &config.tls {
-        Some((cert, key)) => Some(listen::tls_acceptor(cert, key)?),
-        None => None,
-    };
+    let tls = listen::acceptor_for(&config)?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("listening on {}", config.listen))?;

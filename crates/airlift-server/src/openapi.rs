@@ -15,7 +15,7 @@ use utoipa::{Modify, OpenApi};
 #[openapi(
     info(title = "Airlift", description = "Over-the-air updates for device fleets: the device API (/api/device/v1) and the management API (/api/v1)."),
     paths(
-        device_api::authenticate, device_api::check_in, device_api::download, device_api::report_status,
+        device_api::authenticate, device_api::authenticate_certificate, device_api::check_in, device_api::download, device_api::report_status, device_api::report_deferral,
         crate::push::events::push,
         api::upload_package, api::list_packages, api::get_package, api::download_package, api::delete_package,
         api::list_devices, api::get_device, api::accept_device, api::reject_device, api::decommission_device,
@@ -78,6 +78,14 @@ impl Modify for BearerSchemes {
             || SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build());
         components.add_security_scheme("api_token", bearer());
         components.add_security_scheme("device_token", bearer());
+        // `/auth/certificate`: the TLS client certificate (docs/mtls.md).
+        components.add_security_scheme(
+            "device_certificate",
+            SecurityScheme::MutualTls {
+                description: Some("A device certificate from the fleet CA (--client-ca)".into()),
+                extensions: None,
+            },
+        );
     }
 }
 

@@ -95,10 +95,16 @@ pub async fn prepare(config: &Config) -> Result<(AppState, AdminToken), StartupE
     let push_changes = store.changes();
     // The recorder first: the broker connection reports to it at once.
     let metrics = crate::observability::prometheus();
-    let mqtt = config.mqtt.as_ref().map(|(broker, prefix)| {
-        let client_id = format!("airlift-server-{}", random_hex(8).unwrap_or_default());
-        crate::push::mqtt::MqttPublisher::start(broker, prefix, &client_id)
-    });
+    let mqtt = config
+        .mqtt
+        .as_ref()
+        .map(|(broker, prefix)| {
+            let client_id = format!("airlift-server-{}", random_hex(8).unwrap_or_default());
+            let tls = config.mqtt_tls.clone();
+            crate::push::mqtt::MqttPublisher::start(broker, prefix, &client_id, tls)
+        })
+        .transpose()
+        .map_err(StartupError::Other)?;
     let state = AppState::new(
         store,
         blobs,

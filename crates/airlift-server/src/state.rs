@@ -41,6 +41,8 @@ struct Inner {
     live: crate::dashboard::live::LiveHub,
     mqtt: Option<MqttPublisher>,
     first_contacts: Option<crate::admission::FirstContactLimiter>,
+    certificate_bindings: crate::device_api::certificate::CertificateBindings,
+    shadows: crate::shadow_cache::ShadowCache,
 }
 
 /// The tunables handlers need.
@@ -73,8 +75,12 @@ pub struct Settings {
     pub uploads: Option<Arc<crate::blobs::recorded::RecordedUploads>>,
     /// Bounds on device shadow documents.
     pub shadow: airlift_store::ShadowLimits,
+    /// Bytes of device shadow documents kept for check-ins.
+    pub shadow_cache_bytes: u64,
     /// Signs offers' timestamps, if the server has an online key.
     pub timestamps: Option<crate::config::trust::TimestampSigner>,
+    /// How devices authenticate (`docs/mtls.md`).
+    pub device_auth: crate::config::mtls::DeviceAuth,
 }
 
 impl Settings {
@@ -91,8 +97,10 @@ impl Settings {
             cache_limits: config.cache_limits,
             offload: None,
             uploads: None,
-            shadow: airlift_store::ShadowLimits::default(),
+            shadow: config.shadow.limits,
+            shadow_cache_bytes: config.shadow.cache_bytes,
             timestamps: config.timestamps.clone(),
+            device_auth: config.client_auth.device_auth,
         }
     }
 }
@@ -138,6 +146,7 @@ impl AppState {
         mqtt: Option<MqttPublisher>,
     ) -> Self {
         let caches = Caches::new(settings.cache_limits);
+        let shadows = crate::shadow_cache::ShadowCache::new(settings.shadow_cache_bytes);
         let first_contacts = settings
             .admission
             .first_contact_per_minute
@@ -155,6 +164,8 @@ impl AppState {
                 push: PushHub::default(),
                 live: Default::default(),
                 mqtt,
+                shadows,
+                certificate_bindings: Default::default(),
             }),
         }
     }
@@ -193,6 +204,13 @@ impl AppState {
         &self.inner.caches
     }
 
+    /// Shadow documents kept for check-ins, following the store's feed.
+    pub fn shadows(&self) -> &crate::shadow_cache::ShadowCache {
+        let shadows = &self.inner.shadows;
+        shadows.follow(|| self.inner.store.changes());
+        shadows
+    }
+
     /// The devices connected to this instance's push stream.
     pub fn push(&self) -> &PushHub {
         &self.inner.push
@@ -206,6 +224,11 @@ impl AppState {
     /// The rate limit on first contacts, unless it is off.
     pub fn first_contacts(&self) -> Option<&crate::admission::FirstContactLimiter> {
         self.inner.first_contacts.as_ref()
+    }
+
+    /// Which certificate key each device is bound to (`docs/mtls.md`).
+    pub fn certificate_bindings(&self) -> &crate::device_api::certificate::CertificateBindings {
+        &self.inner.certificate_bindings
     }
 
     /// The MQTT broker nudges are published to, if one is configured.

@@ -22,7 +22,7 @@ pub const ADMIN_TOKEN: &str = "alt_0000test0000admin0000token0000";
 /// A running server; stopped and deleted when dropped.
 #[derive(Debug)]
 pub struct InProcessServer {
-    /// `http://127.0.0.1:PORT`.
+    /// `http://127.0.0.1:PORT`, or `https://…` with `--tls-cert`.
     pub url: String,
     stop: Option<oneshot::Sender<()>>,
     thread: Option<JoinHandle<()>>,
@@ -49,6 +49,11 @@ impl InProcessServer {
         argv.extend(flags.iter().map(OsString::from));
         let config = Config::from_args(Args::parse_from(argv), Some(ADMIN_TOKEN.into()))
             .expect("valid server configuration");
+        let scheme = if config.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         let thread = std::thread::spawn(move || {
@@ -68,7 +73,8 @@ impl InProcessServer {
                 ready_tx
                     .send(address)
                     .expect("the test waits for the address");
-                crate::serve(listener, None, state, async {
+                let tls = crate::listen::acceptor_for(&config).expect("TLS certificate and key");
+                crate::serve(listener, tls, state, async {
                     let _ = stop_rx.await;
                 })
                 .await
@@ -79,7 +85,7 @@ impl InProcessServer {
             .recv()
             .expect("the server thread reports its address (did startup fail?)");
         Self {
-            url: format!("http://{address}"),
+            url: format!("{scheme}://{address}"),
             stop: Some(stop_tx),
             thread: Some(thread),
             _data: data,

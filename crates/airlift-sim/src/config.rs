@@ -51,6 +51,11 @@ pub struct FleetConfig {
     /// How devices hear "check in now" nudges: each runs the agent's own
     /// push listener (a thread per device) [default: off, poll only].
     pub push: PushConfig,
+    /// Whether devices take configuration (their shadow's delta): each
+    /// applies it with the agent's `config` module to `config.json` in its
+    /// directory, with no reload command, and reports it [default: no:
+    /// they report that they take none].
+    pub shadow: bool,
 }
 
 impl fmt::Debug for FleetConfig {
@@ -146,6 +151,7 @@ impl FleetConfig {
             faults: Faults::default(),
             dir: None,
             push: PushConfig::Off,
+            shadow: false,
         }
     }
 

@@ -236,6 +236,9 @@ impl Layout {
             },
             // As a device has it: the new version must reach the server.
             trial: TrialConfig::default(),
+            // The simulated owner never says "not now".
+            defer_command: Vec::new(),
+            defer_timeout_secs: 60,
             // A real check, as a device has: it fails while the marker
             // the power-up step wrote is there.
             health_checks: vec![HealthCheck {
@@ -251,8 +254,16 @@ impl Layout {
             reboot_command: vec!["true".into()],
             modules_dir: self.dir.join("modules"),
             push: config.push.clone(),
-            // Simulated devices take no configuration (the shadow's module).
-            shadow: Default::default(),
+            // The agent's own config module, writing a file and reloading
+            // nothing; or no configuration at all.
+            shadow: if config.shadow {
+                airlift_agent::shadow::ShadowConfig {
+                    file: Some(self.dir.join("config.json")),
+                    ..Default::default()
+                }
+            } else {
+                Default::default()
+            },
             root: self.dir.join("root"),
         }
     }

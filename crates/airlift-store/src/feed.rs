@@ -44,6 +44,16 @@ pub enum StoreEvent {
         /// The device.
         device: DeviceId,
     },
+    /// Devices whose update in this deployment had ended (failed) were
+    /// offered it again by an operator (`deployment retry`): a state
+    /// remembered as final for this deployment is final no longer.
+    UpdatesReopened(DeploymentId),
+    /// A device's own desired shadow document or its reported one changed.
+    ShadowChanged(DeviceId),
+    /// A group's desired shadow document (a tag's, an attribute filter's)
+    /// was created, changed or deleted. It names no group: a reader keeps
+    /// the groups as one list.
+    GroupShadowsChanged,
     /// The feed hears nothing from now until the next
     /// [`Listening`](Self::Listening): trust nothing derived from the store.
     Interrupted,
@@ -65,6 +75,9 @@ impl StoreEvent {
             Self::UpdateChanged { deployment, device } => {
                 ("update", format!("{deployment},{device}"))
             }
+            Self::UpdatesReopened(id) => ("reopened", id.to_string()),
+            Self::ShadowChanged(id) => ("shadow", id.to_string()),
+            Self::GroupShadowsChanged => ("group-shadows", "*".to_owned()),
             Self::Interrupted | Self::Listening => return None,
         };
         Some(format!("{kind}:{id}@{origin}"))
@@ -81,6 +94,9 @@ impl StoreEvent {
             "inventory" => Self::InventoryChanged(id.parse().ok()?),
             "deployment" => Self::DeploymentChanged(id.parse().ok()?),
             "check-in" => Self::CheckInRequested(id.parse().ok()?),
+            "reopened" => Self::UpdatesReopened(id.parse().ok()?),
+            "shadow" => Self::ShadowChanged(id.parse().ok()?),
+            "group-shadows" if id == "*" => Self::GroupShadowsChanged,
             "update" => {
                 let (deployment, device) = id.split_once(',')?;
                 Self::UpdateChanged {
@@ -219,6 +235,8 @@ mod tests {
             StoreEvent::InventoryChanged(DeviceId::new()),
             StoreEvent::DeploymentChanged(DeploymentId::new()),
             StoreEvent::CheckInRequested(DeviceId::new()),
+            StoreEvent::ShadowChanged(DeviceId::new()),
+            StoreEvent::GroupShadowsChanged,
             StoreEvent::UpdateChanged {
                 deployment: DeploymentId::new(),
                 device: DeviceId::new(),
@@ -240,6 +258,8 @@ mod tests {
             "device:not-a-uuid",
             "package:x",
             "update:not-a-pair",
+            "shadow:x",
+            "group-shadows:tag:x",
             "heartbeat",
             "@x",
         ] {

@@ -48,8 +48,11 @@ use chrono::{DateTime, Utc};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+mod certificates;
 mod codec;
+mod deferral;
 mod deployment;
+mod expr;
 mod feed;
 mod open;
 mod postgres;
@@ -59,10 +62,13 @@ mod shadow;
 mod sql;
 mod sqlite;
 mod trust;
+pub use certificates::{CertificateRegistration, CertificateStore, DeviceCertificate};
 pub use codec::inventory_digest;
+pub use deferral::{DeferralOutcome, DeferralStore, DeferralTotals};
 pub use deployment::{
     DeploymentDevicesFilter, DeploymentFilter, DeploymentRecord, ReasonMatch, RolloutState,
 };
+pub use expr::VersionKeyStore;
 pub use feed::{ChangeFeed, Heard, StoreEvent};
 pub use open::{open, open_with, DatabaseUrl, InvalidDatabaseUrl, OpenOptions};
 pub use records::*;
@@ -138,7 +144,16 @@ pub type StoreResult<T> = Result<T, StoreError>;
 /// The storage the server needs. Every method is one atomic operation.
 #[async_trait]
 pub trait Store:
-    FleetRepair + ShadowStore + TrustRootStore + Send + Sync + std::fmt::Debug + 'static
+    DeferralStore
+    + FleetRepair
+    + ShadowStore
+    + TrustRootStore
+    + CertificateStore
+    + VersionKeyStore
+    + Send
+    + Sync
+    + std::fmt::Debug
+    + 'static
 {
     // --- change feed ------------------------------------------------------
 

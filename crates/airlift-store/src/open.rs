@@ -132,14 +132,18 @@ pub async fn open(url: &DatabaseUrl) -> StoreResult<SharedStore> {
 
 /// [`open`] with options of the caller's.
 pub async fn open_with(url: &DatabaseUrl, options: OpenOptions) -> StoreResult<SharedStore> {
-    match url {
-        DatabaseUrl::Sqlite(path) => sqlite::open(path).await,
+    let store = match url {
+        DatabaseUrl::Sqlite(path) => sqlite::open(path).await?,
         DatabaseUrl::Postgres(url) => {
             let connect = PgConnectOptions::from_str(url)
                 .map_err(|e| StoreError::Setup(format!("unreadable PostgreSQL URL: {e}")))?;
-            postgres::open(connect, options.statement_timeout).await
+            postgres::open(connect, options.statement_timeout).await?
         }
-    }
+    };
+    // Versions recorded before migration 0015 get their order keys, so
+    // that version comparisons in SQL see them (crate::expr).
+    store.fill_version_keys().await?;
+    Ok(store)
 }
 
 #[cfg(test)]

@@ -114,6 +114,8 @@ pub struct DeviceFilter {
     pub heard_since: Option<DateTime<Utc>>,
     /// Has an update matching this (in one deployment's row).
     pub update: Option<UpdateFilter>,
+    /// Matches this target expression (as well as everything above).
+    pub expression: Option<airlift_protocol::target_expr::TargetExpr>,
     /// The order of the listing (ties: creation, then id).
     pub sort: DeviceSort,
     /// Whether that order is reversed.

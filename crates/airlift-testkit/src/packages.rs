@@ -114,6 +114,8 @@ pub struct PackageBuilder<'k> {
     payloads: Vec<Payload>,
     keys: Vec<&'k SigningKey>,
     block_size: Option<u32>,
+    hardware_revisions: Vec<String>,
+    requires: Vec<(String, semver::VersionReq)>,
 }
 
 /// One payload to encode: what it is, its content, and whom it is
@@ -147,6 +149,8 @@ impl<'k> PackageBuilder<'k> {
             payloads: Vec::new(),
             keys: Vec::new(),
             block_size: None,
+            hardware_revisions: Vec::new(),
+            requires: Vec::new(),
         }
     }
 
@@ -168,6 +172,19 @@ impl<'k> PackageBuilder<'k> {
     /// One more device type it is for ([`DEVICE_TYPE`] if none is given).
     pub fn device_type(mut self, device_type: &str) -> Self {
         self.device_types.push(device_type.to_owned());
+        self
+    }
+
+    /// One more hardware revision it fits (any, if none is given).
+    pub fn hardware_revision(mut self, revision: &str) -> Self {
+        self.hardware_revisions.push(revision.to_owned());
+        self
+    }
+
+    /// Software the device must already run: `name` at a version
+    /// matching `requirement`.
+    pub fn requires(mut self, name: &str, requirement: semver::VersionReq) -> Self {
+        self.requires.push((name.to_owned(), requirement));
         self
     }
 
@@ -289,11 +306,17 @@ impl<'k> PackageBuilder<'k> {
         } else {
             self.device_types.clone()
         };
-        let manifest = entries.into_iter().fold(
-            Manifest::builder(&self.name, version, device_types)
-                .security_version(self.security_version),
-            |builder, entry| builder.payload(entry),
-        );
+        let mut builder = Manifest::builder(&self.name, version, device_types)
+            .security_version(self.security_version);
+        for revision in &self.hardware_revisions {
+            builder = builder.hardware_revision(revision.clone());
+        }
+        for (name, requirement) in &self.requires {
+            builder = builder.requires(name.clone(), requirement.clone());
+        }
+        let manifest = entries
+            .into_iter()
+            .fold(builder, |builder, entry| builder.payload(entry));
         let signed = SignedManifest::sign(&manifest.build(), &self.keys, &Limits::default())?;
         Ok((signed, stored))
     }

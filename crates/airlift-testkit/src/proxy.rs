@@ -92,6 +92,29 @@ pub enum Faults {
     },
 }
 
+/// What a hostile mirror sends in place of the server's package
+/// ([`FlakyProxy::serve_instead`]): mix-and-match, a package for another
+/// device, a forged one — whatever a compromised server or a man in the
+/// middle holding other packages' bytes could serve.
+#[derive(Clone)]
+pub struct Substitute {
+    /// The package head (header, manifest, signatures) every offer carries
+    /// instead of its own; its `size` and `sha256` become `file`'s.
+    pub head: Vec<u8>,
+    /// The package file every download is answered from (one `Range`
+    /// honoured), the server not asked.
+    pub file: Vec<u8>,
+}
+
+impl std::fmt::Debug for Substitute {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Substitute")
+            .field("head", &self.head.len())
+            .field("file", &self.file.len())
+            .finish()
+    }
+}
+
 /// What the proxy did so far.
 #[derive(Debug, Default)]
 pub struct ProxyStats {
@@ -157,6 +180,8 @@ struct Shared {
     /// In every offer passing through, the first occurrence of `.0` in the
     /// base64-decoded signed package head is replaced by `.1`.
     tamper: Mutex<Option<(Vec<u8>, Vec<u8>)>>,
+    /// What offers and downloads carry instead of the server's package.
+    substitute: Mutex<Option<Arc<Substitute>>>,
     /// `host:port` of the server.
     upstream: String,
 }
@@ -191,6 +216,7 @@ impl FlakyProxy {
             plan: Mutex::new(plan),
             seed,
             tamper: Mutex::new(None),
+            substitute: Mutex::new(None),
             upstream: host,
         });
         let accepting = Arc::clone(&shared);
@@ -228,6 +254,16 @@ impl FlakyProxy {
         assert_eq!(from.len(), to.len(), "a same-length replacement");
         if let Ok(mut tamper) = self.shared.tamper.lock() {
             *tamper = Some((from.to_vec(), to.to_vec()));
+        }
+    }
+
+    /// From now on, a hostile mirror: every offer passing through carries
+    /// `substitute.head` (and its file's size and SHA-256), and every
+    /// download is answered with `substitute.file` by the proxy itself.
+    /// Each altered offer and each answered download counts as tampered.
+    pub fn serve_instead(&self, substitute: Substitute) {
+        if let Ok(mut slot) = self.shared.substitute.lock() {
+            *slot = Some(Arc::new(substitute));
         }
     }
 
@@ -363,6 +399,37 @@ mod tests {
         assert!(body[BODY..].bytes().all(|b| b == b'A'), "then filler");
         drop(stream);
         assert!(proxy.stats().filler_bytes() > 0);
+    }
+
+    #[test]
+    fn a_hostile_mirror_answers_downloads_itself_honouring_the_range() {
+        let proxy = FlakyProxy::start(&upstream(), Faults::Planned(Vec::new())).expect("proxy");
+        let file: Vec<u8> = (0..=255u8).cycle().take(3000).collect();
+        proxy.serve_instead(Substitute {
+            head: file[..100].to_vec(),
+            file: file.clone(),
+        });
+        let address = proxy.url().trim_start_matches("http://");
+        let mut stream = std::net::TcpStream::connect(address).expect("connect");
+        stream
+            .write_all(b"GET /api/device/v1/deployments/1/download HTTP/1.1\r\nhost: x\r\nrange: bytes=1000-\r\n\r\n")
+            .expect("request");
+        let mut answer = Vec::new();
+        let _ = stream.read_to_end(&mut answer);
+        let split = answer
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .expect("a head")
+            + 4;
+        let head = String::from_utf8_lossy(&answer[..split]);
+        assert!(head.starts_with("HTTP/1.1 206"), "{head}");
+        assert!(
+            head.contains("content-range: bytes 1000-2999/3000"),
+            "{head}"
+        );
+        assert_eq!(&answer[split..], &file[1000..], "the substitute's bytes");
+        assert_eq!(proxy.stats().tampered(), 1);
+        assert!(download(&proxy).ends_with(&file), "whole without a range");
     }
 
     #[test]

@@ -41,6 +41,7 @@
 //! ```
 
 mod data_dir;
+mod defer;
 mod effects;
 mod offers;
 mod recovery;
@@ -205,6 +206,8 @@ pub struct Agent {
     /// `now` for that deployment (heard at every check-in, not persisted:
     /// after a restart the update waits for the first check-in).
     install_permit: Option<HeardPermit>,
+    /// What the latest offer allows deferring, and the hook's last "not now".
+    soft: defer::SoftWord,
     /// Hears states, reports and downloads; `None` on a real device.
     observer: Option<Observer>,
     /// Where the running system's version is read, if configured.
@@ -282,6 +285,7 @@ impl Agent {
             last_failure: None,
             local_source: None,
             install_permit: None,
+            soft: Default::default(),
             observer: None,
             system,
             system_version,
@@ -463,6 +467,10 @@ impl Agent {
             if let State::Downloaded { job } = &self.state {
                 if let Some(reason) = install_hold(job, self.install_permit.as_ref()) {
                     tracing::debug!(%reason, "the install waits");
+                    break;
+                }
+                // A soft update asks its owner first (`defer_command`).
+                if self.defers()? {
                     break;
                 }
             }

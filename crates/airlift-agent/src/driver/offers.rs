@@ -41,6 +41,7 @@ impl Agent {
             Err(error) => return Ok(Poll::Unreachable(error.to_string())),
         };
         self.poll_interval = Duration::from_secs(response.poll_interval_secs.max(1));
+        self.soft.hear(response.update.as_ref());
         self.hear_about_held_install(response.update.as_ref())?;
         if let Some(offer) = response.update {
             if matches!(self.state, State::Idle) {

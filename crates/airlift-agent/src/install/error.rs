@@ -82,6 +82,18 @@ pub enum InstallError {
         /// The digest of what was read back.
         actual: Sha256Digest,
     },
+    /// After writing, the slot did not read back as the bytes this process
+    /// wrote (each checked against the signed block index before it was
+    /// written): compared by a fast hash, see `install/readback.rs`.
+    #[error("slot {} does not read back as written: {read} of the {size} bytes written were read back and they differ from what was written (XXH3-128); the storage may be failing", path.display())]
+    ReadBackDiffers {
+        /// The slot's device or file.
+        path: PathBuf,
+        /// Bytes written.
+        size: u64,
+        /// Bytes read back.
+        read: u64,
+    },
     /// A file target exists but is not a regular file.
     #[error("{} is {found}; a file payload replaces regular files only", path.display())]
     NotRegularFile {

@@ -1,9 +1,10 @@
 //! `image` payloads: raw bytes streamed into the inactive slot of an A/B
-//! pair, then read back and checked against the signed digest.
+//! pair, then read back (see [`super::readback`] for which check).
 
+use super::readback::{self, ReadBackCheck, Tally, Written};
 use super::{InstallError, InstallOutcome, Installer, PayloadRef, Reboot};
 use crate::boot::Slot;
-use airlift_package::{PayloadEntry, Sha256Digest, Sha256Hasher};
+use airlift_package::PayloadEntry;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
@@ -43,9 +44,11 @@ impl SlotDevices {
 /// A block device is written in place (and refused if the image is larger
 /// than the device); a regular file is truncated and rewritten. After the
 /// last byte the slot is `fsync`ed, its cached pages are dropped, and exactly
-/// the installed size is read back and hashed: the install fails unless that
-/// digest equals the manifest's installed digest. The outcome asks for
-/// [`Reboot::Device`].
+/// the installed size is read back: the install fails unless it hashes as
+/// the bytes this process wrote (a format 2 payload written whole here, each
+/// byte checked against the signed block index before it was written) or,
+/// wherever this process did not see every byte go in, as the manifest's
+/// installed digest. The outcome asks for [`Reboot::Device`].
 ///
 /// Commit and rollback do nothing here: the old slot is untouched, and which
 /// slot boots is boot control's business.
@@ -53,6 +56,9 @@ impl SlotDevices {
 pub struct ImageInstaller {
     slot_sets: BTreeMap<String, SlotDevices>,
     target: Slot,
+    /// Slots this process wrote whole, by path, until they are written
+    /// again: what their read-back compares against.
+    written: BTreeMap<PathBuf, Written>,
 }
 
 impl ImageInstaller {
@@ -60,7 +66,11 @@ impl ImageInstaller {
     /// as boot control reports it — of the given slot sets (slot set name,
     /// as used in `image` payload targets → its two devices).
     pub fn new(slot_sets: BTreeMap<String, SlotDevices>, target: Slot) -> Self {
-        Self { slot_sets, target }
+        Self {
+            slot_sets,
+            target,
+            written: BTreeMap::new(),
+        }
     }
 
     /// An installer for the one slot set `rootfs`.
@@ -117,8 +127,19 @@ impl ImageInstaller {
             resumed_at = progress.already,
             "writing image into the inactive slot"
         );
+        // Whatever was recorded of this slot no longer holds once a byte of
+        // it may have changed.
+        self.written.remove(&path);
+        let mut tally = Tally::for_write(payload.manifest(), progress.already);
         let mut slot = open_slot(&path, entry, progress.already)?;
-        let written = stream(installed, &mut slot, &path, payload, progress)?;
+        let written = stream(
+            installed,
+            &mut slot,
+            &path,
+            payload,
+            progress,
+            tally.as_mut(),
+        )?;
         if !slot
             .metadata()
             .map_err(InstallError::io("inspecting slot", &path))?
@@ -131,6 +152,10 @@ impl ImageInstaller {
         slot.sync_all()
             .map_err(InstallError::io("flushing slot", &path))?;
         super::sys::drop_cached_pages(&slot);
+        if let Some(tally) = tally {
+            self.written
+                .insert(path, tally.finish(written, entry.installed.sha256));
+        }
         Ok(InstallOutcome {
             reboot: Reboot::Device,
             bytes: written,
@@ -138,13 +163,44 @@ impl ImageInstaller {
     }
 
     /// Reads the payload's slot back and checks the installed size and
-    /// digest: the step between a written slot and a slot that may boot.
+    /// bytes: the step between a written slot and a slot that may boot.
     pub fn verify(&self, payload: PayloadRef<'_>) -> Result<(), InstallError> {
         let entry = payload.entry();
         let path = self.device_for(entry)?;
-        verify_slot(path, entry.installed.size, &entry.installed.sha256)?;
-        tracing::info!(path = %path.display(), bytes = entry.installed.size, "image read back");
+        let check = self.read_back_check(payload)?;
+        match self.written.get(path) {
+            Some(written) if check == ReadBackCheck::AsWritten => {
+                readback::read_back_written(path, written)?;
+            }
+            _ => readback::read_back_signed(path, entry.installed.size, &entry.installed.sha256)?,
+        }
+        tracing::info!(
+            path = %path.display(),
+            bytes = entry.installed.size,
+            check = check.name(),
+            "image read back"
+        );
         Ok(())
+    }
+
+    /// Which check [`verify`](Self::verify) makes for the payload's slot:
+    /// as written when this process wrote exactly this payload there whole
+    /// (and it was block-verified), else as signed.
+    pub(crate) fn read_back_check(
+        &self,
+        payload: PayloadRef<'_>,
+    ) -> Result<ReadBackCheck, InstallError> {
+        let entry = payload.entry();
+        let path = self.device_for(entry)?;
+        Ok(match self.written.get(path) {
+            Some(written)
+                if written.size == entry.installed.size
+                    && written.installed == entry.installed.sha256 =>
+            {
+                ReadBackCheck::AsWritten
+            }
+            _ => ReadBackCheck::Signed,
+        })
     }
 
     /// The device or file an image payload is written to.
@@ -251,14 +307,15 @@ fn open_slot(path: &Path, entry: &PayloadEntry, already: u64) -> Result<File, In
 }
 
 /// Copies `installed` into `slot` (positioned at `progress.already`) until
-/// end-of-file, refusing more bytes than declared; returns the installed
-/// size.
+/// end-of-file, refusing more bytes than declared, and tallies the bytes
+/// written; returns the installed size.
 fn stream(
     installed: &mut dyn Read,
     slot: &mut File,
     path: &Path,
     payload: PayloadRef<'_>,
     progress: SlotWrite<'_>,
+    mut tally: Option<&mut Tally>,
 ) -> Result<u64, InstallError> {
     let entry = payload.entry();
     let mut buf = vec![0u8; BUFFER];
@@ -289,6 +346,9 @@ fn stream(
         let fresh = written.saturating_sub(progress.already).min(n as u64) as usize;
         slot.write_all(&buf[n - fresh..n])
             .map_err(InstallError::io("writing slot", path))?;
+        if let Some(tally) = tally.as_mut() {
+            tally.update(&buf[n - fresh..n]);
+        }
         if written.saturating_sub(synced) >= progress.sync_every {
             slot.sync_data()
                 .map_err(InstallError::io("flushing slot", path))?;
@@ -306,39 +366,11 @@ fn stream(
     Ok(written)
 }
 
-/// Reads the first `size` bytes of the slot back and compares their digest
-/// with `expected` (in constant time).
-fn verify_slot(path: &Path, size: u64, expected: &Sha256Digest) -> Result<(), InstallError> {
-    let slot = File::open(path).map_err(InstallError::io("opening slot to read back", path))?;
-    let mut hasher = Sha256Hasher::new();
-    let mut buf = vec![0u8; BUFFER];
-    let mut reader = slot.take(size);
-    loop {
-        match reader.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => hasher.update(&buf[..n]),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(InstallError::io("reading slot back", path)(e)),
-        }
-    }
-    let read = hasher.len();
-    let actual = hasher.finish();
-    if read != size || actual != *expected {
-        return Err(InstallError::ReadBack {
-            path: path.to_owned(),
-            size: read,
-            expected: *expected,
-            actual,
-        });
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::install::testutil::{self, Spec};
-    use airlift_package::PayloadType;
+    use airlift_package::{Compression, PayloadType};
 
     fn slots(dir: &Path) -> SlotDevices {
         SlotDevices {
@@ -410,31 +442,149 @@ mod tests {
         Ok(())
     }
 
-    #[test]
-    fn read_back_detects_a_slot_that_differs_from_the_signed_digest() -> testutil::Result {
-        let dir = tempfile::tempdir()?;
-        let path = dir.path().join("slot");
-        let image = b"the image as signed".to_vec();
-        let expected = Sha256Digest::of(&image);
-        fs::write(&path, &image)?;
-        verify_slot(&path, image.len() as u64, &expected)?;
+    fn flip(path: &Path, at: usize) -> io::Result<()> {
+        let mut bytes = fs::read(path)?;
+        bytes[at] ^= 0x01;
+        fs::write(path, bytes)
+    }
 
-        let mut corrupted = image.clone();
-        corrupted[4] ^= 0x01;
-        fs::write(&path, &corrupted)?;
-        let error = verify_slot(&path, image.len() as u64, &expected).err();
+    #[test]
+    fn a_whole_write_is_read_back_as_written_and_a_changed_slot_is_caught() -> testutil::Result {
+        let dir = tempfile::tempdir()?;
+        let devices = slots(dir.path());
+        let image: Vec<u8> = (0..2 * BUFFER + 5).map(|i| (i % 241) as u8).collect();
+        for spec in [
+            Spec::plain(PayloadType::Image, "rootfs", &image),
+            Spec::zstd(PayloadType::Image, "rootfs", &image),
+        ] {
+            let package = testutil::package(&[spec])?;
+            let manifest = package.manifest();
+            let payload = PayloadRef::new(&manifest, 0).expect("payload 0");
+            let mut installer = ImageInstaller::rootfs(devices.clone(), Slot::B);
+            package.install_all(&mut installer)?;
+            assert_eq!(
+                installer.read_back_check(payload)?,
+                ReadBackCheck::AsWritten
+            );
+            for at in [0, BUFFER + 3, image.len() - 1] {
+                flip(&devices.b, at)?;
+                let error = installer.verify(payload).err();
+                assert!(
+                    matches!(error, Some(InstallError::ReadBackDiffers { .. })),
+                    "byte {at}: {error:?}"
+                );
+                flip(&devices.b, at)?;
+                installer.verify(payload)?;
+            }
+            fs::write(&devices.b, &image[..BUFFER])?;
+            assert!(installer.verify(payload).is_err(), "a short slot");
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn a_resumed_write_is_read_back_against_the_signed_digest() -> testutil::Result {
+        let dir = tempfile::tempdir()?;
+        let devices = slots(dir.path());
+        let image: Vec<u8> = (0..3 * BUFFER).map(|i| (i % 239) as u8).collect();
+        let package = testutil::package(&[Spec::plain(PayloadType::Image, "rootfs", &image)])?;
+        let manifest = package.manifest();
+        let payload = PayloadRef::new(&manifest, 0).expect("payload 0");
+        let already = BUFFER as u64 + 77;
+        fs::write(&devices.b, &image[..already as usize])?;
+
+        let mut installer = ImageInstaller::rootfs(devices.clone(), Slot::B);
+        let mut ignore = |_| Ok(());
+        let resumed = SlotWrite {
+            already,
+            ..SlotWrite::whole(&mut ignore)
+        };
+        installer.write(payload, &mut &image[..], resumed)?;
+        assert_eq!(installer.read_back_check(payload)?, ReadBackCheck::Signed);
+        installer.verify(payload)?;
+        // A byte an earlier run wrote, and one this run wrote: both caught.
+        for at in [10, already as usize + 10] {
+            flip(&devices.b, at)?;
+            let error = installer.verify(payload).err();
+            assert!(
+                matches!(error, Some(InstallError::ReadBack { .. })),
+                "byte {at}: {error:?}"
+            );
+            flip(&devices.b, at)?;
+        }
+        installer.verify(payload)?;
+        Ok(())
+    }
+
+    #[test]
+    fn a_read_back_in_a_later_run_or_after_a_failed_rewrite_is_against_the_signed_digest(
+    ) -> testutil::Result {
+        let dir = tempfile::tempdir()?;
+        let devices = slots(dir.path());
+        let image: Vec<u8> = (0..BUFFER + 9).map(|i| (i % 233) as u8).collect();
+        let package = testutil::package(&[Spec::plain(PayloadType::Image, "rootfs", &image)])?;
+        let manifest = package.manifest();
+        let payload = PayloadRef::new(&manifest, 0).expect("payload 0");
+        let mut installer = ImageInstaller::rootfs(devices.clone(), Slot::B);
+        package.install_all(&mut installer)?;
+
+        // The agent restarted between writing and reading back.
+        let restarted = ImageInstaller::rootfs(devices.clone(), Slot::B);
+        assert_eq!(restarted.read_back_check(payload)?, ReadBackCheck::Signed);
+        restarted.verify(payload)?;
+        flip(&devices.b, 5)?;
+        let error = restarted.verify(payload).err();
         assert!(
             matches!(error, Some(InstallError::ReadBack { .. })),
             "{error:?}"
         );
-        let message = error.map(|e| e.to_string()).unwrap_or_default();
-        assert!(message.contains(&expected.to_string()), "{message}");
+        flip(&devices.b, 5)?;
 
-        fs::write(&path, &image[..5])?;
-        let short = verify_slot(&path, image.len() as u64, &expected).err();
+        // A rewrite that broke off forgets what the first write recorded.
+        assert!(package
+            .install_all_through(&mut installer, Some(1000))
+            .is_err());
+        assert_eq!(installer.read_back_check(payload)?, ReadBackCheck::Signed);
+        assert!(installer.verify(payload).is_err(), "only 1000 bytes in");
+        Ok(())
+    }
+
+    #[test]
+    fn a_format_1_payload_is_read_back_against_the_signed_digest() -> testutil::Result {
+        use airlift_package::{
+            encode_payload, EncodeOptions, Limits, Manifest, PackageReader, PackageWriter,
+            PayloadSpec, SignedManifest, SigningKey, TrustSet,
+        };
+        let dir = tempfile::tempdir()?;
+        let devices = slots(dir.path());
+        let image: Vec<u8> = (0..BUFFER + 3).map(|i| (i % 229) as u8).collect();
+        let key = SigningKey::generate()?;
+        let spec = PayloadSpec::new(PayloadType::Image, "rootfs", Compression::None);
+        let mut stored = Vec::new();
+        let entry = encode_payload(&image[..], &spec, &EncodeOptions::default(), &mut stored)?;
+        let manifest = Manifest::builder("old", semver::Version::new(1, 0, 0), ["board"])
+            .format_version(1)
+            .payload(entry)
+            .build();
+        let signed = SignedManifest::sign(&manifest, &[&key], &Limits::default())?;
+        let mut writer = PackageWriter::new(Vec::new(), &signed)?;
+        writer.write_payload(&stored[..])?;
+        let file = writer.finish()?;
+        let trust = TrustSet::new([key.public_key()], 1)?;
+        let mut package = PackageReader::open(&file[..], Limits::default())?.verify(&trust)?;
+        let verified = package.manifest().clone();
+        assert_eq!(verified.format_version, 1);
+        let payload = PayloadRef::new(&verified, 0).expect("payload 0");
+        let mut installed = package.next_payload()?.expect("payload 0").decoded(&[])?;
+
+        let mut installer = ImageInstaller::rootfs(devices.clone(), Slot::B);
+        installer.install(payload, &mut installed)?;
+        assert_eq!(installer.read_back_check(payload)?, ReadBackCheck::Signed);
+        flip(&devices.b, BUFFER)?;
+        let error = installer.verify(payload).err();
         assert!(
-            matches!(short, Some(InstallError::ReadBack { size: 5, .. })),
-            "{short:?}"
+            matches!(error, Some(InstallError::ReadBack { .. })),
+            "{error:?}"
         );
         Ok(())
     }

@@ -44,6 +44,7 @@ mod file;
 mod image;
 pub mod journal;
 pub mod module;
+mod readback;
 mod sys;
 #[cfg(test)]
 mod testutil;

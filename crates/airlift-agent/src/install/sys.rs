@@ -1,4 +1,4 @@
-//! The system call the standard library does not offer. Everything unsafe
+//! The system calls the standard library does not offer. Everything unsafe
 //! in the installers is here.
 #![allow(unsafe_code)]
 
@@ -18,6 +18,20 @@ pub(crate) fn drop_cached_pages(file: &File) {
         tracing::debug!(
             error = %io::Error::from_raw_os_error(rc),
             "posix_fadvise(DONTNEED) failed; reading back through the page cache"
+        );
+    }
+}
+
+/// Tells the kernel `file` is about to be read front to back, so it reads
+/// ahead further (a slot read back after its pages were dropped is read
+/// from the storage). Best effort, like [`drop_cached_pages`].
+pub(crate) fn advise_sequential(file: &File) {
+    // SAFETY: as above: an open descriptor, no memory of ours touched.
+    let rc = unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_SEQUENTIAL) };
+    if rc != 0 {
+        tracing::debug!(
+            error = %io::Error::from_raw_os_error(rc),
+            "posix_fadvise(SEQUENTIAL) failed; reading back with the default read-ahead"
         );
     }
 }

@@ -129,6 +129,15 @@ impl Operator {
         }
     }
 
+    /// The operator of the server at `base`, through `http` (one that
+    /// trusts a test CA, for HTTPS).
+    pub fn with_client(base: &str, http: Client) -> Self {
+        Self {
+            base: base.to_owned(),
+            http,
+        }
+    }
+
     fn url(&self, path: &str) -> String {
         format!("{}/api/v1{path}", self.base)
     }

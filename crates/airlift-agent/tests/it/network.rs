@@ -57,7 +57,12 @@ fn a_download_survives_cuts_stalls_and_server_errors_in_one_run() {
 fn a_byte_damaged_in_transit_fails_the_update_and_nothing_is_armed() {
     let signer = Signer::new();
     let server = InProcessServer::start_with(signer.public_key_file(), &["--poll-interval", "1"]);
-    let proxy = flaky(&server, vec![NetFault::Corrupt(500_000)]);
+    // Damaged on every fetch: a block damaged once is fetched again and the
+    // update goes on (see damaged_block.rs); each re-fetch starts at the
+    // block's first byte, so byte 2000 of its answer is in that block.
+    let mut plan = vec![NetFault::Corrupt(500_000)];
+    plan.extend([NetFault::Corrupt(2_000); 3]);
+    let proxy = flaky(&server, plan);
     let device = Device::new(proxy.url(), signer.public_key_file(), &["true"]);
     let operator = Operator::new(&server);
     let device_id = enrol(&device, &operator);

@@ -67,11 +67,32 @@ pub enum DeploymentCommand {
   airlift deployment create --name 'rootfs 1.4.0 field' \\
       --package 0190d5e4-7c1b-7a4e-9f3a-2b8c1d0e4f56 --tag field --ends-at 2027-03-31T23:59:59Z
 
+  # Soft: each device's defer_command may put the install off up to 3
+  # times, and not past the end of the year; then it installs anyway:
+  airlift deployment create --name 'rootfs 1.4.1' \\
+      --package 0190d5e4-7c1b-7a4e-9f3a-2b8c1d0e4f56 --tag kiosk \\
+      --soft --max-deferrals 3 --deadline 2026-12-31T00:00:00Z
+
+  # Soft for a week from now, however often the devices defer:
+  airlift deployment create --name 'rootfs 1.4.1' \\
+      --package 0190d5e4-7c1b-7a4e-9f3a-2b8c1d0e4f56 --tag kiosk --soft --deadline 7d
+
+  # Lab devices still on a rootfs older than 2.4.0, and any that join later:
+  airlift deployment create --name 'rootfs 2.4.0 lab' \\
+      --package 0190d5e4-7c1b-7a4e-9f3a-2b8c1d0e4f56 \\
+      --where 'tag:lab AND installed.rootfs < 2.4.0'
+
+  # Gateways in any eu- region that are not on the bench (docs/targets.md):
+  airlift deployment create --name 'rootfs 2.4.0 eu' \\
+      --package 0190d5e4-7c1b-7a4e-9f3a-2b8c1d0e4f56 \\
+      --where 'device_type = gateway AND attr.region = eu-* AND NOT tag:bench'
+
   # Only the devices tagged lab now; finishes once they are done:
   airlift deployment create --name 'rootfs 1.4.0 lab' \\
       --package 0190d5e4-7c1b-7a4e-9f3a-2b8c1d0e4f56 --tag lab --static"
     )]
-    Create(CreateArgs),
+    // Boxed: its many options would make every other command as large.
+    Create(Box<CreateArgs>),
 
     /// List deployments, newest first, with device counts per state, a page at a time.
     #[command(after_help = "Examples:
@@ -178,7 +199,7 @@ pub enum DeploymentCommand {
 #[command(group(
     ArgGroup::new("target")
         .required(true)
-        .args(["devices", "tag", "attributes"])
+        .args(["devices", "tag", "attributes", "where_expression"])
 ))]
 pub struct CreateArgs {
     /// A name for people, e.g. 'rootfs 1.2.0 canary'.
@@ -196,6 +217,13 @@ pub struct CreateArgs {
     /// Target accepted devices whose inventory attribute KEY is VALUE, now and later; repeatable, all must match.
     #[arg(long = "attribute", value_name = "KEY=VALUE", value_parser = parse_pair)]
     pub attributes: Vec<(String, String)>,
+    /// Target accepted devices matching this expression, now and later
+    /// (docs/targets.md): AND, OR, NOT and parentheses over tag:TAG,
+    /// attr.KEY = VALUE, device_type = TYPE, status = STATUS and
+    /// installed.NAME < VERSION (< <= = != >= >); `*` and `?` are
+    /// wildcards in values.
+    #[arg(long = "where", value_name = "EXPRESSION", value_parser = super::parse_boxed_target_expr)]
+    pub where_expression: Option<Box<airlift_protocol::target_expr::TargetExpr>>,
     /// Roll out in phases, in order: tag=NAME or devices=ID+ID (canaries),
     /// or percent=N (a cumulative share of the target; the last must be
     /// 100), each with optional ,soak=DURATION ,success=PERCENT
@@ -226,6 +254,9 @@ pub struct CreateArgs {
     /// Download now, install only once released with `airlift deployment install`.
     #[arg(long)]
     pub download_only: bool,
+    /// Soft deployment: --soft, --max-deferrals, --deadline.
+    #[command(flatten)]
+    pub soft: super::soft::SoftArgs,
     /// Reach only the devices the tag or attributes match now, and finish
     /// once they are done (by default such a deployment is dynamic: it also
     /// takes in devices that match later, until it is ended).
@@ -350,7 +381,9 @@ pub async fn run(command: &DeploymentCommand, client: &Client) -> Result<()> {
 }
 
 async fn create(args: &CreateArgs, client: &Client) -> Result<()> {
-    let target = if let Some(tag) = &args.tag {
+    let target = if let Some(expression) = &args.where_expression {
+        Target::Expression(expression.as_ref().clone())
+    } else if let Some(tag) = &args.tag {
         Target::Tag(tag.clone())
     } else if !args.attributes.is_empty() {
         Target::Attributes(unique_map(&args.attributes, "--attribute")?)
@@ -380,6 +413,10 @@ async fn create(args: &CreateArgs, client: &Client) -> Result<()> {
         install: InstallPolicy {
             window: args.install_window,
             download_only: args.download_only,
+            soft: args
+                .soft
+                .policy(chrono::Utc::now())
+                .map_err(|e| anyhow::anyhow!("{e}"))?,
         },
         dynamic: args.fixed.then_some(false),
         ends_at: args.ends_at,
@@ -437,6 +474,8 @@ struct Shown<'a> {
     #[serde(flatten)]
     deployment: &'a Deployment,
     devices: &'a Page<DeviceUpdate>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    deferrals: Option<&'a airlift_protocol::soft::DeferralSummary>,
 }
 
 async fn show(args: &ShowArgs, client: &Client) -> Result<()> {
@@ -456,6 +495,7 @@ async fn show(args: &ShowArgs, client: &Client) -> Result<()> {
         return output::print_json(&Shown {
             deployment: &detail.deployment,
             devices: &devices,
+            deferrals: detail.deferrals.as_ref(),
         });
     }
     print_deployment(&detail.deployment);
@@ -464,6 +504,9 @@ async fn show(args: &ShowArgs, client: &Client) -> Result<()> {
     }
     for rollback in &detail.rolled_back_by {
         output::field("rolled back by", rollback);
+    }
+    if let Some(summary) = &detail.deferrals {
+        output::field("deferrals", super::soft::deferrals(summary));
     }
     println!();
     if devices.items.is_empty() {
@@ -544,6 +587,7 @@ fn print_deployment(deployment: &Deployment) {
             "download only: held until `airlift deployment install`",
         );
     }
+    output::field("mode", super::soft::mode(&deployment.install));
     if deployment.dynamic {
         output::field("dynamic", dynamic(deployment, chrono::Utc::now()));
         output::field(
@@ -622,6 +666,7 @@ fn target(target: &Target) -> String {
         Target::Devices(ids) if ids.len() == 1 => format!("device {}", ids[0]),
         Target::Devices(ids) => format!("{} devices", ids.len()),
         Target::Tag(tag) => format!("tag {tag}"),
+        Target::Expression(expression) => format!("devices where {expression}"),
         Target::Attributes(attributes) => {
             format!("attributes {}", output::pairs(attributes, "none"))
         }

@@ -25,6 +25,8 @@ pub enum DeviceCommand {
   airlift device list --status pending
   airlift device list --device-type rpi4 --tag canary
   airlift device list --attribute region=eu-west --installed rootfs=1.2.0
+  airlift device list --where 'tag:lab AND installed.rootfs < 2.4.0'
+  airlift device list --where 'attr.region = eu-* OR NOT (device_type = gateway)'
   airlift device list --offline   # not heard of for 3 poll intervals
   airlift device list --page 2 --per-page 50 --json | jq -r '.items[].id'"
     )]
@@ -137,6 +139,12 @@ pub struct ListArgs {
     /// Only devices running software NAME at VERSION; repeatable, all must match.
     #[arg(long = "installed", value_name = "NAME=VERSION", value_parser = parse_filter_pair)]
     pub installed: Vec<(String, String)>,
+    /// Only devices matching this target expression (docs/targets.md):
+    /// AND, OR, NOT and parentheses over tag:TAG, attr.KEY = VALUE,
+    /// device_type = TYPE, status = STATUS and installed.NAME < VERSION
+    /// (< <= = != >= >); `*` and `?` are wildcards in values.
+    #[arg(long = "where", value_name = "EXPRESSION", value_parser = super::parse_target_expr)]
+    pub where_expression: Option<airlift_protocol::target_expr::TargetExpr>,
     /// Only accepted devices not heard of for 3 poll intervals (the
     /// server's --poll-interval; a device that never checked in counts
     /// from its first contact).
@@ -238,6 +246,7 @@ async fn list(args: &ListArgs, client: &Client) -> Result<()> {
         tag: args.tag.clone(),
         attributes: args.attributes.clone(),
         installed: args.installed.clone(),
+        where_expression: args.where_expression.clone(),
         page: Some(args.page),
         per_page: Some(args.per_page),
         offline: args.offline,

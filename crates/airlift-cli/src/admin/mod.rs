@@ -13,6 +13,7 @@ pub mod device_config;
 pub mod package;
 pub mod repair;
 pub mod server;
+pub mod soft;
 pub mod strategy;
 pub mod token;
 pub mod watch;
@@ -176,6 +177,23 @@ fn parse_id<T: FromStr>(text: &str, list_command: &str) -> Result<T, String> {
             "{text:?} is not an id (a UUID like 0190d5e4-7c1b-7a4e-9f3a-2b8c1d0e4f56); `{list_command}` shows them"
         )
     })
+}
+
+/// A `--where` target expression, checked here so that a typo is pointed
+/// at before anything is sent.
+pub fn parse_target_expr(text: &str) -> Result<airlift_protocol::target_expr::TargetExpr, String> {
+    text.parse().map_err(|e| {
+        format!(
+            "{e}\n  (the grammar and examples: docs/targets.md, or `airlift device list --help`)"
+        )
+    })
+}
+
+/// [`parse_target_expr`], boxed: for an argument struct that must stay small.
+pub fn parse_boxed_target_expr(
+    text: &str,
+) -> Result<Box<airlift_protocol::target_expr::TargetExpr>, String> {
+    parse_target_expr(text).map(Box::new)
 }
 
 /// `--package ID` and package id arguments.

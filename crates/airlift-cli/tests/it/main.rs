@@ -7,11 +7,13 @@ mod bad_input;
 mod blocks;
 #[cfg(feature = "demo")]
 mod demo;
+mod expressions;
 mod help;
 mod keys;
 mod rejections;
 mod repair;
 mod root;
 mod round_trip;
+mod soft;
 use airlift_server::testing as server;
 mod support;

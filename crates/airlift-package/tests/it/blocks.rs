@@ -439,3 +439,97 @@ proptest::proptest! {
         proptest::prop_assert_eq!(&sink[..], &data[..block * BLOCK_LEN]);
     }
 }
+
+/// A medium that serves a damaged copy of the package until the reader's
+/// refetch hook asks for a range again, then serves the good bytes from
+/// there (as a downloader re-requesting with `Range` would).
+struct Refetching {
+    damaged: Vec<u8>,
+    good: Vec<u8>,
+    position: usize,
+    /// Set by the hook: the offset to serve the good bytes from next.
+    rewind: std::sync::Arc<std::sync::Mutex<Option<u64>>>,
+    fixed: bool,
+}
+
+impl Read for Refetching {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if let Some(offset) = self.rewind.lock().ok().and_then(|mut r| r.take()) {
+            self.position = offset as usize;
+            self.fixed = true;
+        }
+        let source = if self.fixed {
+            &self.good
+        } else {
+            &self.damaged
+        };
+        let n = buf.len().min(source.len() - self.position);
+        buf[..n].copy_from_slice(&source[self.position..self.position + n]);
+        self.position += n;
+        Ok(n)
+    }
+}
+
+#[test]
+fn a_damaged_block_is_read_again_when_the_refetch_hook_asks_and_never_handed_out() {
+    let fixture = Fixture::new();
+    let inputs = two_payloads();
+    let file = package(&fixture, &inputs, FORMAT_VERSION, BLOCK);
+    let start = PackageReader::open(&file[..], Limits::default())
+        .expect("opens")
+        .payload_offset() as usize;
+    let mut damaged = file.clone();
+    damaged[start + 3 * BLOCK_LEN + 9] ^= 0x04;
+    for allow in [true, false] {
+        let rewind = std::sync::Arc::default();
+        let medium = Refetching {
+            damaged: damaged.clone(),
+            good: file.clone(),
+            position: 0,
+            rewind: std::sync::Arc::clone(&rewind),
+            fixed: false,
+        };
+        let mut package = PackageReader::open(medium, Limits::default())
+            .expect("opens")
+            .verify(&fixture.trust())
+            .expect("verifies");
+        let asked = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = std::sync::Arc::clone(&asked);
+        package.refetch_damaged_blocks(move |error: &Error| {
+            let range = error
+                .damaged_range()
+                .expect("a block mismatch names its bytes");
+            if let Ok(mut seen) = seen.lock() {
+                seen.push(range.clone());
+            }
+            if allow {
+                if let Ok(mut rewind) = rewind.lock() {
+                    *rewind = Some(range.start);
+                }
+            }
+            allow
+        });
+        let mut installed = Vec::new();
+        let result = package
+            .next_payload()
+            .expect("ok")
+            .expect("payload 0")
+            .decoded(&[])
+            .expect("decodes")
+            .read_to_end(&mut installed);
+        let block = (start + 3 * BLOCK_LEN) as u64..(start + 4 * BLOCK_LEN) as u64;
+        assert_eq!(*asked.lock().expect("lock"), vec![block], "asked once");
+        if allow {
+            result.expect("the block read again matched");
+            assert_eq!(installed, inputs[0].data);
+            package.finish().expect("the rest reads as signed");
+        } else {
+            let error = Error::from(result.expect_err("refused"));
+            assert!(
+                matches!(error, Error::BlockMismatch { block: 3, .. }),
+                "{error}"
+            );
+            assert_eq!(installed, inputs[0].data[..3 * BLOCK_LEN], "nothing of it");
+        }
+    }
+}

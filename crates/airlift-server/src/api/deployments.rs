@@ -37,12 +37,12 @@ const MAX_TARGET_DEVICES: usize = 10_000;
     security(("api_token" = [])),
     responses(
         (status = 201, description = "Created", body = Deployment),
-        (status = 400, description = "A body that is not a CreateDeploymentRequest in JSON (unknown keys included), a NUL character, a target tag over 64 bytes, target attributes of more than 16 pairs or with names or values too long", body = airlift_protocol::ErrorBody),
+        (status = 400, description = "A body that is not a CreateDeploymentRequest in JSON (unknown keys included), a NUL character, a target tag over 64 bytes, target attributes of more than 16 pairs or with names or values too long, a target expression that does not parse or passes its bounds (the message names the column and what was expected)", body = airlift_protocol::ErrorBody),
         (status = 401, description = "No API token, or an unknown or revoked one", body = airlift_protocol::ErrorBody),
         (status = 403, description = "A viewer token: an operator or admin token is needed", body = airlift_protocol::ErrorBody),
         (status = 409, description = "Devices of the target are still updating in another deployment", body = airlift_protocol::ErrorBody),
         (status = 413, description = "The body is over 1 MiB", body = airlift_protocol::ErrorBody),
-        (status = 422, description = "Unknown package, empty target, unknown devices, a strategy that cannot be carried out, `dynamic` for a list of devices, an `ends_at` that is past or for a deployment that is not dynamic (the message names the field)", body = airlift_protocol::ErrorBody),
+        (status = 422, description = "Unknown package, empty target, unknown devices, a strategy that cannot be carried out, `dynamic` for a list of devices, an `ends_at` that is past or for a deployment that is not dynamic, a soft install without bounds, with `max_deferrals` outside 1–100 or a `deadline` that is past (the message names the field)", body = airlift_protocol::ErrorBody),
     )
 )]
 pub async fn create_deployment(
@@ -78,6 +78,7 @@ pub async fn create_deployment(
         .install
         .validate()
         .map_err(|e| ApiError::invalid(e.to_string()))?;
+    validate_soft_deadline(&request.install, now)?;
     super::rollouts::ensure_no_overlap(&state, &devices).await?;
     // Every device starts pending; those the package does not fit, or that
     // already run it, are then decided with the reason, which lands in the
@@ -216,6 +217,7 @@ async fn matching_devices(state: &AppState, target: &Target) -> ApiResult<Vec<De
             )
             .await
         }
+        Target::Expression(expression) => expression_devices(state, expression).await,
         Target::Attributes(attrs) => {
             let mut attributes = attrs.clone();
             let device_type = attributes.remove(DEVICE_TYPE_ATTRIBUTE);
@@ -230,6 +232,20 @@ async fn matching_devices(state: &AppState, target: &Target) -> ApiResult<Vec<De
             .await
         }
     }
+}
+
+/// Accepted devices a target expression selects now: compiled to SQL by
+/// the store, the same test [`rollout::target_matches`] makes in memory
+/// for devices that join later.
+async fn expression_devices(
+    state: &AppState,
+    expression: &airlift_protocol::target_expr::TargetExpr,
+) -> ApiResult<Vec<Device>> {
+    let filter = DeviceFilter {
+        expression: Some(expression.clone()),
+        ..DeviceFilter::default()
+    };
+    all_devices(state, filter).await
 }
 
 async fn all_devices(state: &AppState, filter: DeviceFilter) -> ApiResult<Vec<Device>> {
@@ -337,11 +353,45 @@ pub async fn get_deployment(
     let deployment = with_counts(&state, find(&state, id).await?).await?;
     let devices = state.store().deployment_devices(id).await?;
     let links = state.store().rollback_links(id).await?;
+    let deferrals = deferral_summary(&state, &deployment).await?;
     Ok(Json(DeploymentDetail {
         deployment,
         devices,
         rollback_of: links.rollback_of,
         rolled_back_by: links.rolled_back_by,
+        deferrals,
+    }))
+}
+
+/// A soft deployment's deadline must still be ahead: one already past
+/// would be a forced deployment that says otherwise.
+fn validate_soft_deadline(
+    install: &airlift_protocol::install::InstallPolicy,
+    now: chrono::DateTime<Utc>,
+) -> ApiResult<()> {
+    match install.soft.and_then(|soft| soft.deadline) {
+        Some(deadline) if deadline <= now => Err(ApiError::invalid(format!(
+            "install.soft.deadline: {} is past; give a time ahead, or leave the deployment forced",
+            deadline.to_rfc3339()
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// How much a soft deployment's devices deferred (one query); nothing for
+/// a forced one.
+async fn deferral_summary(
+    state: &AppState,
+    deployment: &Deployment,
+) -> ApiResult<Option<airlift_protocol::soft::DeferralSummary>> {
+    if deployment.install.soft.is_none() {
+        return Ok(None);
+    }
+    let totals = state.store().deferral_totals(deployment.id).await?;
+    Ok(Some(airlift_protocol::soft::DeferralSummary {
+        deferrals: totals.deferrals,
+        devices: totals.devices,
+        most: totals.most,
     }))
 }
 

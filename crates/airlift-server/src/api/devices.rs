@@ -12,6 +12,7 @@ use airlift_protocol::management::{
     Device, DeviceDetail, Page, PreauthorizeRequest, SetTagsRequest, MAX_FILTER_PAIRS, MAX_TAG,
 };
 use airlift_protocol::state::{DeviceStatus, UpdateState};
+use airlift_protocol::target_expr::TargetExpr;
 use airlift_protocol::{DeploymentId, DeviceId};
 use airlift_store::{DeviceFilter, DeviceSort, PageRequest, UpdateFilter};
 use axum::extract::State;
@@ -71,6 +72,14 @@ pub struct DeviceQuery {
     /// exactly this (at most 16 KiB).
     #[param(max_length = 16384, pattern = r"^[^\x00]*$")]
     pub reason: Option<String>,
+    /// A target expression (docs/targets.md), e.g. `tag:lab AND
+    /// installed.rootfs < 2.4.0`: AND, OR, NOT and parentheses over
+    /// `tag:`, `attr.KEY =`, `device_type =`, `status =` and
+    /// `installed.NAME <` terms, `*` and `?` wildcards. Combines with the
+    /// other filters (all hold). At most 4096 bytes, 64 terms.
+    #[serde(rename = "where")]
+    #[param(rename = "where", min_length = 1, max_length = 4096, pattern = r"^[^\x00]*$")]
+    pub where_expression: Option<String>,
     /// Order: `created_at` (the default), `identity`, `device_type`,
     /// `status` or `last_check_in`; a leading `-` reverses it. Devices that
     /// never checked in come first by `last_check_in`; devices that
@@ -205,6 +214,15 @@ fn check_filter_text(field: &str, text: Option<&str>, max: usize) -> ApiResult<(
     }
 }
 
+/// `where`: the target expression a device must match.
+fn where_expression(text: Option<&str>) -> ApiResult<Option<TargetExpr>> {
+    text.map(|text| {
+        text.parse::<TargetExpr>()
+            .map_err(|e| ApiError::bad_request(format!("where: {e}")))
+    })
+    .transpose()
+}
+
 /// List devices with filters and pagination, oldest first unless `sort`
 /// says otherwise.
 #[utoipa::path(
@@ -215,7 +233,7 @@ fn check_filter_text(field: &str, text: Option<&str>, max: usize) -> ApiResult<(
     security(("api_token" = [])),
     responses(
         (status = 200, body = Page<Device>),
-        (status = 400, description = "A malformed or unknown query parameter, a filter that is not key=value pairs or holds more than 16 of them, a value too long or with a NUL character, an unknown update state or sort order, per_page out of range", body = airlift_protocol::ErrorBody),
+        (status = 400, description = "A malformed or unknown query parameter, a filter that is not key=value pairs or holds more than 16 of them, a value too long or with a NUL character, a `where` expression that does not parse or passes its bounds (the message names the column and what was expected), an unknown update state or sort order, per_page out of range", body = airlift_protocol::ErrorBody),
         (status = 401, description = "No API token, or an unknown or revoked one", body = airlift_protocol::ErrorBody),
     )
 )]
@@ -237,6 +255,7 @@ pub async fn list_devices(
         installed: pairs("installed", query.installed.as_deref())?,
         search: query.search.filter(|s| !s.trim().is_empty()),
         update,
+        expression: where_expression(query.where_expression.as_deref())?,
         sort,
         descending,
         ..DeviceFilter::default()

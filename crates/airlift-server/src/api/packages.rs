@@ -18,9 +18,10 @@ use std::sync::Arc;
 
 /// Upload a package: the raw `.airlift` file as the body. It is streamed
 /// into the blob store as it arrives while the same bytes are verified
-/// against the server's trusted keys (signatures and every payload digest),
-/// and only then stored: its file committed and its row written, both or
-/// neither.
+/// (signatures and every payload digest) against the release role of the
+/// newest trust root the server holds — or, with no root, its `--trust`
+/// keys — and only then stored: its file committed and its row written,
+/// both or neither.
 #[utoipa::path(
     post,
     path = "/api/v1/packages",
@@ -34,7 +35,7 @@ use std::sync::Arc;
         (status = 403, description = "A viewer token: an operator or admin token is needed", body = airlift_protocol::ErrorBody),
         (status = 409, description = "A package with this name and version exists", body = airlift_protocol::ErrorBody),
         (status = 413, description = "Larger than the server's limit (--max-package-mib)", body = airlift_protocol::ErrorBody),
-        (status = 422, description = "Not a valid package, not signed by a trusted key, or the server trusts no key", body = airlift_protocol::ErrorBody),
+        (status = 422, description = "Not a valid package; not signed by a threshold of the newest trust root's release keys (without a root: by the server's --trust keys); or the server has neither a root nor --trust keys (code `no_trusted_keys`)", body = airlift_protocol::ErrorBody),
         (status = 507, description = "The server's disk is full; nothing was kept", body = airlift_protocol::ErrorBody),
     )
 )]
@@ -44,12 +45,7 @@ pub async fn upload_package(
     body: Body,
 ) -> ApiResult<(StatusCode, Json<Package>)> {
     caller.require_operator()?;
-    let trust = state.trust().cloned().ok_or_else(|| {
-        ApiError::Unprocessable(
-            "no_trusted_keys",
-            "the server trusts no package signing key, so it accepts no package; restart it with --trust PUBLIC_KEY_FILE".into(),
-        )
-    })?;
+    let trust = upload_trust(&state).await?;
     // On a task of its own: a client that goes away cannot cut the upload
     // off between its blob and its row, nor leave the blob store's
     // multipart upload neither committed nor aborted.
@@ -57,6 +53,38 @@ pub async fn upload_package(
         .await
         .map_err(ApiError::internal)?
         .map(|package| (StatusCode::CREATED, Json(package)))
+}
+
+/// The signers an upload must carry. With a trust root stored, exactly
+/// the newest root's release keys and threshold, as the devices that took
+/// it trust: a key that root revoked is refused here too, and one it
+/// rotated in is taken without restarting the server. Without a root, the
+/// `--trust` keys.
+pub(crate) async fn upload_trust(state: &AppState) -> ApiResult<airlift_package::TrustSet> {
+    upload_trust_if_any(state).await?.ok_or_else(|| {
+        ApiError::Unprocessable(
+            "no_trusted_keys",
+            "the server trusts no package signing key, so it accepts no package; restart it with --trust PUBLIC_KEY_FILE, or upload a trust root (POST /api/v1/trust/roots) whose release role names the key".into(),
+        )
+    })
+}
+
+/// The keys uploads are checked against, `None` when the server trusts
+/// none (no root and no `--trust`): the newest trust root's release role,
+/// else `--trust`.
+pub(crate) async fn upload_trust_if_any(
+    state: &AppState,
+) -> ApiResult<Option<airlift_package::TrustSet>> {
+    if let Some(latest) = state.store().latest_trust_root().await? {
+        // Stored only after it was checked against the chain; an expired
+        // newest root still names who signs releases (devices refuse
+        // offers until a newer root is published, not the packages).
+        return airlift_trust::Root::parse(latest.document.as_bytes())
+            .and_then(|root| root.release_trust())
+            .map(Some)
+            .map_err(|e| ApiError::Internal(format!("the stored root {}: {e}", latest.version)));
+    }
+    Ok(state.trust().cloned())
 }
 
 /// Receives and verifies a package into the blob store, then commits its

@@ -117,6 +117,8 @@ pub async fn change_device_desired(
             airlift_store::StoreError::NotFound(_) => ApiError::NotFound(format!("no device {id}")),
             other => other.into(),
         })?;
+    // The device may check in here before the change feed's event arrives.
+    state.shadows().forget_device(id);
     let written = written(write)?;
     audited(&state, &caller, format!("device:{id}"), &change, &written).await?;
     Ok(Json(written))
@@ -363,6 +365,8 @@ async fn change_group(
         audited(&state, &caller, group.id(), &change, &written).await?;
         written
     };
+    // Its devices may check in here before the change feed's event arrives.
+    state.shadows().forget_groups();
     tokio::spawn(nudge_group(state.clone(), group.clone()));
     Ok(Json(GroupShadow { group, desired }))
 }

@@ -52,6 +52,12 @@ pub struct DetailQuery {
     page: Option<u32>,
     /// The control that was just used.
     done: Option<String>,
+    /// Devices a retry just offered the update again.
+    pub(super) retried: Option<usize>,
+    /// Failed devices the retry left: at their retry limit.
+    pub(super) at_limit: Option<u64>,
+    /// The device a reset just sent back to pending.
+    pub(super) reset: Option<airlift_protocol::DeviceId>,
 }
 
 impl DetailQuery {
@@ -110,7 +116,8 @@ pub async fn page(
         .done
         .as_deref()
         .and_then(done_words)
-        .map(|w| Ok(w.to_owned()));
+        .map(|w| Ok(w.to_owned()))
+        .or_else(|| super::deployment_repair::done_words(&query).map(Ok));
     render(&state, &viewer, id, &query, notice, StatusCode::OK).await
 }
 
@@ -138,7 +145,7 @@ fn done_words(control: &str) -> Option<&'static str> {
     })
 }
 
-async fn render(
+pub(super) async fn render(
     state: &AppState,
     viewer: &Viewer,
     id: DeploymentId,
@@ -211,6 +218,7 @@ async fn region(
             .sum(),
         Some(_) => store.count_deployment_devices(id, &filter).await?,
     };
+    let links = super::deployment_repair::rollback_links(state, id).await?;
     let encoded = query.encoded();
     let mut source = format!("/ui/deployments/{id}/fragment?page={page}");
     if !encoded.is_empty() {
@@ -219,6 +227,7 @@ async fn region(
     let region = html! {
         div #deployment data-live-on=(format!("deployment:{id} everything")) data-live-src=(source) {
             @if viewer.can_operate() { (controls(viewer, &deployment)) }
+            (links)
             @if let Some(reason) = deployment.rollout.as_ref().and_then(|r| r.reason.as_ref()) {
                 @if matches!(deployment.status, DeploymentStatus::Paused | DeploymentStatus::Aborted) {
                     div.notice.bad role="status" { (reason) }
@@ -231,9 +240,12 @@ async fn region(
             h2 { "Devices by state" }
             div.card { (states(&deployment)) }
             h2 { "Failures by reason" }
-            div.card { (failure_groups(id, &failures)) }
+            div.card {
+                (failure_groups(id, &failures))
+                (super::deployment_repair::retry_form(viewer, &deployment))
+            }
             h2 #devices { "Devices" }
-            div.card { (device_table(id, query, &devices, page, total)) }
+            div.card { (device_table((viewer, &record), query, &devices, page, total)) }
         }
     };
     Ok((record.name, region))
@@ -321,6 +333,10 @@ fn summary(
                         None => "at any time",
                     }
                     @if deployment.install.download_only { "; download only, until an operator releases the install" }
+                    @match &deployment.install.soft {
+                        Some(soft) => { "; " (soft) " (docs/operations.md)" }
+                        None => "; forced",
+                    }
                 }
                 @if deployment.dynamic {
                     dt { "Joins" } dd {
@@ -569,12 +585,14 @@ fn group_links(id: DeploymentId, reason: Option<&str>) -> Markup {
 }
 
 fn device_table(
-    id: DeploymentId,
+    (viewer, record): (&Viewer, &DeploymentRecord),
     query: &DetailQuery,
     devices: &[DeviceUpdate],
     page: u32,
     total: u64,
 ) -> Markup {
+    let id = record.id;
+    let now = chrono::Utc::now();
     let chosen = query.state.as_deref().unwrap_or("");
     let path = format!("/ui/deployments/{id}");
     html! {
@@ -623,7 +641,10 @@ fn device_table(
                                 }
                             }
                             td.wide-only { (layout::time(update.updated_at)) }
-                            td { (reason(update.message.as_deref())) }
+                            td {
+                                (reason(update.message.as_deref()))
+                                (super::deployment_repair::reset_cell(viewer, record, update, now))
+                            }
                         }
                     }
                 }

@@ -235,6 +235,7 @@ pub(super) fn target_text(target: &Target) -> Markup {
                 "attributes "
                 @for (name, value) in attributes { code { (name) "=" (value) } " " }
             }
+            Target::Expression(expression) => { "devices where " code { (expression) } }
         }
     }
 }

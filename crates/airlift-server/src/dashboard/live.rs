@@ -87,6 +87,7 @@ impl Topic {
                 Topic::Deployments,
                 Topic::Deployment(deployment),
             ],
+            StoreEvent::ShadowChanged(id) => vec![Topic::Device(id)],
             StoreEvent::CheckInRequested(_) | StoreEvent::Interrupted => Vec::new(),
             // An event this version does not know: refresh to be safe.
             _ => vec![Topic::Everything],

@@ -22,6 +22,7 @@ mod audit;
 mod charts;
 mod deployment;
 mod deployment_form;
+mod deployment_repair;
 mod deployments;
 mod device;
 mod device_bulk;
@@ -78,6 +79,11 @@ pub fn routes() -> Router<AppState> {
         .route("/deployments/{id}", get(deployment::page))
         .route("/deployments/{id}/fragment", get(deployment::fragment))
         .route("/deployments/{id}/control", post(deployment::control))
+        .route("/deployments/{id}/retry", post(deployment_repair::retry))
+        .route(
+            "/deployments/{id}/devices/{device_id}/reset",
+            post(deployment_repair::reset),
+        )
         .route("/tokens", get(tokens::page).post(tokens::create))
         .route("/tokens/{id}/revoke", post(tokens::revoke))
         .route("/audit", get(audit::page))

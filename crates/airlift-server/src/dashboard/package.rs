@@ -41,8 +41,8 @@ pub(super) async fn render(
 ) -> Result<Markup, PageError> {
     let Json(package) =
         api::get_package(State(state.clone()), viewer.caller.clone(), ApiPath(id)).await?;
-    let trusted: Vec<KeyId> = state
-        .trust()
+    let trusted: Vec<KeyId> = api::upload_trust_if_any(state)
+        .await?
         .map(|trust| trust.key_ids().collect())
         .unwrap_or_default();
     let title = format!("{} {}", package.name, package.version);

@@ -46,7 +46,7 @@ pub async fn page(
     )
     .await?
     .0;
-    let trusting = state.trust().is_some();
+    let trusting = api::upload_trust_if_any(&state).await?.is_some();
     let body = html! {
         @if let Some(deleted) = &query.deleted {
             div.notice role="status" { "Deleted " (deleted) "." }

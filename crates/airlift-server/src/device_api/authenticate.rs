@@ -30,7 +30,7 @@ use std::net::{IpAddr, SocketAddr};
         (status = 200, description = "Accepted: a token", body = AuthResponse),
         (status = 202, description = "Pending an operator's decision", body = AuthResponse),
         (status = 400, description = "A body that is not an AuthRequest in JSON, a public key that is not Ed25519 SPKI PEM, an empty or oversized identity, a nonce not of 16–128 characters, a NUL character", body = airlift_protocol::ErrorBody),
-        (status = 401, description = "No signature header, a bad signature, a stale timestamp or a replayed nonce", body = airlift_protocol::ErrorBody),
+        (status = 401, description = "No signature header, a bad signature, a stale timestamp or a replayed nonce; or the server takes only client certificates from devices (--device-auth certificate)", body = airlift_protocol::ErrorBody),
         (status = 403, description = "Rejected or decommissioned", body = AuthResponse),
         (status = 413, description = "The body is over 64 KiB", body = airlift_protocol::ErrorBody),
         (status = 429, description = "A device never seen before, while its address has made too many first contacts lately or the admission queue is full", body = airlift_protocol::ErrorBody, headers(("Retry-After" = u64, description = "Seconds to wait before trying again"))),
@@ -42,6 +42,11 @@ pub async fn authenticate(
     headers: HeaderMap,
     body: Bytes,
 ) -> ApiResult<Response> {
+    if !state.settings().device_auth.allows_key() {
+        return Err(ApiError::Unauthorized(
+            "this server authenticates devices by client certificate only (--device-auth certificate): use /auth/certificate".into(),
+        ));
+    }
     let signature = headers
         .get(SIGNATURE_HEADER)
         .and_then(|v| v.to_str().ok())
@@ -195,7 +200,7 @@ async fn status_on_contact(
 
 /// Refuses a device never seen before when its address has made too many
 /// first contacts lately, or the admission queue is full.
-async fn admit_newcomer(state: &AppState, peer: Option<IpAddr>) -> ApiResult<()> {
+pub(super) async fn admit_newcomer(state: &AppState, peer: Option<IpAddr>) -> ApiResult<()> {
     if let (Some(limiter), Some(peer)) = (state.first_contacts(), peer) {
         limiter.check(peer)?;
     }

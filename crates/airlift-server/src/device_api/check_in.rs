@@ -61,7 +61,7 @@ pub async fn check_in(
     Ok(Json(CheckInResponse {
         poll_interval_secs: state.settings().poll_interval.as_secs(),
         update,
-        shadow: super::shadow::delta_for(&state, id).await?,
+        shadow: super::shadow::delta_for(&state, &record, &inventory.attributes).await?,
     }))
 }
 
@@ -152,7 +152,8 @@ async fn find_offer(
                 continue;
             }
         }
-        return Ok(Some(offer(deployment, package, now)));
+        let deferral = super::deferral::allowance(state, deployment, device.id, now).await?;
+        return Ok(Some(offer(deployment, package, deferral, now)));
     }
     Ok(None)
 }
@@ -188,6 +189,7 @@ pub(crate) async fn finish_if_done(
 fn offer(
     deployment: &DeploymentRecord,
     package: &PackageRecord,
+    deferral: Option<airlift_protocol::soft::DeferralAllowance>,
     now: DateTime<Utc>,
 ) -> UpdateOffer {
     UpdateOffer {
@@ -200,6 +202,7 @@ fn offer(
         size: package.package.size,
         sha256: package.package.sha256.clone(),
         install: deployment.install.permit(now),
+        deferral,
         timestamp: None,
     }
 }

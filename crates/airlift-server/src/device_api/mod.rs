@@ -1,8 +1,11 @@
 //! `/api/device/v1`: authentication, check-in, download, status reports.
 
 mod authenticate;
+pub mod certificate;
 mod check_in;
+mod deferral;
 mod download;
+pub mod peer;
 mod shadow;
 pub mod shed;
 mod status;
@@ -15,7 +18,9 @@ use axum::Router;
 
 pub use authenticate::__path_authenticate;
 pub(crate) use authenticate::validate_identity;
+pub use certificate::__path_authenticate_certificate;
 pub use check_in::__path_check_in;
+pub use deferral::__path_report_deferral;
 pub use download::__path_download;
 pub use shadow::__path_report_shadow;
 pub use status::__path_report_status;
@@ -30,11 +35,19 @@ const DEVICE_BODY_LIMIT: usize = 64 * 1024;
 pub fn routes(max_requests: usize) -> Router<AppState> {
     let short = Router::new()
         .route("/auth", post(authenticate::authenticate))
+        .route(
+            "/auth/certificate",
+            post(certificate::authenticate_certificate),
+        )
         .route("/check-in", post(check_in::check_in))
         .route("/trust/roots", get(trust::trust_roots))
         .route(
             "/deployments/{deployment_id}/status",
             post(status::report_status),
+        )
+        .route(
+            "/deployments/{deployment_id}/deferral",
+            post(deferral::report_deferral),
         )
         .route(
             "/shadow/reported",

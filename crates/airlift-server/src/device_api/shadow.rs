@@ -8,10 +8,11 @@ use crate::extract::ApiJson;
 use crate::state::AppState;
 use airlift_protocol::device::MAX_STATUS_MESSAGE;
 use airlift_protocol::shadow::{ReportedAck, ReportedShadow, ShadowDelta};
-use airlift_protocol::DeviceId;
+use airlift_store::DeviceRecord;
 use axum::extract::State;
 use axum::Json;
 use chrono::Utc;
+use std::collections::BTreeMap;
 
 /// The largest body of a report: a document at the default limit, its
 /// reason, and room for JSON escapes. A smaller configured limit is
@@ -20,14 +21,20 @@ pub(super) const REPORTED_BODY_LIMIT: usize = 256 * 1024;
 
 /// What differs between the device's effective desired document and what
 /// it reported; `None` when nothing does (the check-in answer then has no
-/// `shadow`).
-pub(super) async fn delta_for(state: &AppState, id: DeviceId) -> ApiResult<Option<ShadowDelta>> {
-    let shadow = state.store().device_shadow(id).await?;
-    Ok(shadow
-        .filter(|shadow| !shadow.delta.is_empty())
-        .map(|shadow| ShadowDelta {
-            delta: shadow.delta,
-        }))
+/// `shadow`). From memory when its documents did not change
+/// ([`crate::shadow_cache`]): `record` and `attributes` say which group
+/// documents reach it.
+pub(super) async fn delta_for(
+    state: &AppState,
+    record: &DeviceRecord,
+    attributes: &BTreeMap<String, String>,
+) -> ApiResult<Option<ShadowDelta>> {
+    let device = &record.device;
+    let (delta, _) = state
+        .shadows()
+        .delta(state.store(), device.id, &device.tags, attributes)
+        .await?;
+    Ok(delta.map(|delta| ShadowDelta { delta }))
 }
 
 /// Report the configuration document the device applied (the whole
@@ -70,6 +77,8 @@ pub async fn report_shadow(
         .store()
         .record_reported(id, &report.document, failure, Utc::now())
         .await?;
+    // The device may check in here before the feed's event arrives.
+    state.shadows().forget_device(id);
     Ok(Json(ReportedAck {
         version: shadow.reported.version,
         delta: shadow.delta,

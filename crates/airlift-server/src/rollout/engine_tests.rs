@@ -536,6 +536,7 @@ async fn a_device_held_by_download_only_does_not_time_out_and_its_clock_restarts
     let held = InstallPolicy {
         window: None,
         download_only: true,
+        soft: None,
     };
     let id = fleet
         .deploy_with(
@@ -584,6 +585,7 @@ async fn a_device_waiting_for_its_install_window_times_out_only_inside_it() -> R
     let window = InstallPolicy {
         window: Some("10:00-12:00".parse()?),
         download_only: false,
+        soft: None,
     };
     let id = fleet.deploy_with(strategy, window).await?;
     let engine = RolloutEngine::new(fleet.store.clone());

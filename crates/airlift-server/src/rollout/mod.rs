@@ -34,6 +34,7 @@ pub fn target_matches(target: &Target, device: &Device) -> bool {
                 device.attributes.get(key) == Some(value)
             }
         }),
+        Target::Expression(expression) => expression.matches(&device.into()),
     }
 }
 
@@ -116,6 +117,24 @@ mod tests {
         ));
         assert!(!target_matches(&attrs(&[("region", "us")]), &d));
         assert!(!target_matches(&attrs(&[("device_type", "pi5")]), &d));
+    }
+
+    #[test]
+    fn expression_targets_select_by_the_expression() {
+        let d = device();
+        let expression = |text: &str| Target::Expression(text.parse().expect("parses"));
+        assert!(target_matches(
+            &expression("tag:lab AND installed.os < 1.1 AND attr.region = e?"),
+            &d
+        ));
+        assert!(!target_matches(
+            &expression("tag:lab AND NOT device_type = pi*"),
+            &d
+        ));
+        assert!(target_matches(
+            &expression("tag:prod OR status = accepted"),
+            &d
+        ));
     }
 
     #[test]

@@ -109,9 +109,11 @@ pub fn rollback_record(
         target: Target::Devices(devices.to_vec()),
         strategy: Strategy::Phased(rollback_strategy(strategy)),
         // Within the original's install window, but installed at once:
-        // a rollback is not held for an operator's release.
+        // a rollback is held neither for an operator's release nor by a
+        // device's owner deferring it.
         install: InstallPolicy {
             download_only: false,
+            soft: None,
             ..original.install.clone()
         },
         status: DeploymentStatus::Active,

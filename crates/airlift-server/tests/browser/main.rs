@@ -15,6 +15,7 @@ mod escaping;
 mod overview;
 mod packages;
 mod pending;
+mod repair;
 mod security;
 mod sign_in;
 mod support;

@@ -62,6 +62,12 @@ impl Dashboard {
         }
     }
 
+    /// The server's data directory (its SQLite database is `airlift.db`
+    /// there when it runs on SQLite).
+    pub fn data_dir(&self) -> &std::path::Path {
+        self._data.path()
+    }
+
     /// `http://127.0.0.1:PORT/ui…`.
     pub fn ui(&self, path: &str) -> String {
         format!("{}/ui{path}", self.server.url())

@@ -111,6 +111,10 @@ macro_rules! sql_common {
                         .push_bind(version.as_str())
                         .push(")");
                 }
+                if let Some(expression) = &filter.expression {
+                    query.push(" AND ");
+                    Self::push_target_expr(&mut query, expression);
+                }
                 query
             }
 
@@ -148,20 +152,6 @@ macro_rules! sql_common {
                     query.build().execute(&mut *conn).await?;
                 }
                 Ok(())
-            }
-
-            async fn insert_installed(
-                conn: &mut Conn,
-                device_id: &str,
-                installed: &BTreeMap<String, String>,
-            ) -> Result<(), sqlx::Error> {
-                Self::insert_map(
-                    conn,
-                    "INSERT INTO device_installed (device_id, name, version) ",
-                    device_id,
-                    installed,
-                )
-                .await
             }
 
             async fn insert_attributes(

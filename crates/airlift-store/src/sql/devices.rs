@@ -218,10 +218,14 @@ macro_rules! sql_devices {
                     silent_since,
                     heard_since,
                     update,
+                    expression,
                     sort: _,
                     descending: _,
                 } = filter;
+                // An expression reads the devices (their type, status) and
+                // may negate what they carry: counted on the devices.
                 let on_devices = status.is_some()
+                    || expression.is_some()
                     || device_type.is_some()
                     || search.is_some()
                     || silent_since.is_some()

@@ -99,6 +99,7 @@ macro_rules! impl_store {
         $crate::sql::sql_tokens!($store, $db, $begin);
         $crate::sql::sql_packages!($store, $db, $begin);
         $crate::sql::sql_devices!($store, $db, $begin);
+        $crate::sql::sql_expr!($store, $db, $begin);
         $crate::sql::sql_fleet!($store, $db, $begin);
         $crate::sql::sql_deployments!($store, $db, $begin);
         $crate::sql::sql_updates!($store, $db, $begin);
@@ -107,6 +108,8 @@ macro_rules! impl_store {
         $crate::sql::sql_shadow!($store, $db, $begin);
         $crate::sql::sql_repair!($store, $db, $begin);
         $crate::sql::sql_trust!($store, $db, $begin);
+        $crate::sql::sql_certificates!($store, $db, $begin);
+        $crate::sql::sql_deferral!($store, $db, $begin);
 
         // Each method is the inherent method of the same name, which its
         // area's macro defines (inherent methods win over trait methods).
@@ -585,9 +588,12 @@ macro_rules! impl_store {
     };
 }
 
+pub(crate) mod certificates;
 mod common;
+pub(crate) mod deferral;
 mod deployments;
 mod devices;
+mod expr;
 mod fleet;
 mod packages;
 pub(crate) mod repair;
@@ -598,9 +604,12 @@ pub(crate) mod trust;
 mod updates;
 pub(crate) mod uploads;
 
+pub(crate) use certificates::sql_certificates;
 pub(crate) use common::sql_common;
+pub(crate) use deferral::sql_deferral;
 pub(crate) use deployments::sql_deployments;
 pub(crate) use devices::sql_devices;
+pub(crate) use expr::sql_expr;
 pub(crate) use fleet::sql_fleet;
 pub(crate) use packages::sql_packages;
 pub(crate) use repair::sql_repair;

@@ -278,7 +278,10 @@ macro_rules! sql_repair {
                     .iter()
                     .map(|d| parse("deployment_devices.device_id", d))
                     .collect::<StoreResult<Vec<_>>>()?;
-                let mut events = vec![StoreEvent::DeploymentChanged(id)];
+                let mut events = vec![
+                    StoreEvent::DeploymentChanged(id),
+                    StoreEvent::UpdatesReopened(id),
+                ];
                 // Nudge a bounded number; the rest hear at their next poll.
                 events.extend(
                     outcome

@@ -187,9 +187,15 @@ macro_rules! sql_shadow {
                     .execute(&mut *tx)
                     .await?;
                 }
-                // Every instance nudges the device if it holds its push stream.
-                self.commit_with(tx, &[StoreEvent::CheckInRequested(device)])
-                    .await?;
+                // Every instance nudges the device if it holds its push
+                // stream, and forgets the documents it kept for check-ins.
+                let nudge = StoreEvent::CheckInRequested(device);
+                if new == old {
+                    self.commit_with(tx, &[nudge]).await?;
+                } else {
+                    self.commit_with(tx, &[StoreEvent::ShadowChanged(device), nudge])
+                        .await?;
+                }
                 Ok($crate::ShadowWrite::Written(new))
             }
 
@@ -236,7 +242,8 @@ macro_rules! sql_shadow {
                 let shadow = Self::read_shadow(&mut tx, device)
                     .await?
                     .ok_or_else(|| StoreError::NotFound(format!("device {device}")))?;
-                tx.commit().await?;
+                self.commit_with(tx, &[StoreEvent::ShadowChanged(device)])
+                    .await?;
                 Ok(shadow)
             }
 
@@ -331,7 +338,12 @@ macro_rules! sql_shadow {
                     .execute(&mut *tx)
                     .await?;
                 }
-                tx.commit().await?;
+                if !exists || new != old {
+                    self.commit_with(tx, &[StoreEvent::GroupShadowsChanged])
+                        .await?;
+                } else {
+                    tx.commit().await?;
+                }
                 Ok($crate::ShadowWrite::Written(new))
             }
 
@@ -398,7 +410,12 @@ macro_rules! sql_shadow {
                     .await?
                     .rows_affected()
                     > 0;
-                tx.commit().await?;
+                if deleted {
+                    self.commit_with(tx, &[StoreEvent::GroupShadowsChanged])
+                        .await?;
+                } else {
+                    tx.commit().await?;
+                }
                 Ok(deleted)
             }
         }

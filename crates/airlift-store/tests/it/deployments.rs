@@ -372,6 +372,7 @@ async fn release_install_lifts_download_only_and_restarts_the_waiting_clock(ctx:
     record.install = airlift_protocol::install::InstallPolicy {
         window: Some("02:00-04:00".parse().expect("window")),
         download_only: true,
+        soft: None,
     };
     let targets: Vec<_> = ids.iter().map(|d| (*d, UpdateState::Pending)).collect();
     store

@@ -35,10 +35,13 @@ macro_rules! conformance {
 mod support;
 
 mod audit;
+mod certificates;
 mod corrupt;
+mod deferrals;
 mod deployments;
 mod devices;
 mod dynamic;
+mod expr;
 mod feed;
 mod fleet;
 mod nonces;
@@ -49,6 +52,7 @@ mod repair;
 mod reports;
 mod sessions;
 mod settings;
+mod shadow_feed;
 mod shadows;
 mod tokens;
 mod trust;

@@ -112,7 +112,13 @@ async fn answers(
                     break;
                 }
             }
-            _ => client.lock().await.write_all(&buf[..n]).await?,
+            _ => {
+                let substituted = answering
+                    .filter(|a| !a.download)
+                    .and_then(|_| substitute_offer(&buf[..n], shared));
+                let bytes = substituted.as_deref().unwrap_or(&buf[..n]);
+                client.lock().await.write_all(bytes).await?
+            }
         }
         let Some(answering) = answering else { continue };
         if answering.download {
@@ -250,6 +256,19 @@ async fn requests(
                 .unwrap_or(NetFault::Pass),
             None => NetFault::Pass,
         };
+        let substitute = download
+            .then(|| shared.substitute.lock().ok().and_then(|s| s.clone()))
+            .flatten();
+        if let Some(substitute) = substitute {
+            // A hostile mirror answers the download itself.
+            tokio::io::copy(&mut (&mut reader).take(length), &mut tokio::io::sink()).await?;
+            let (answer, body) = answer_from(&substitute.file, &text);
+            ProxyStats::add(&stats.tampered, 1);
+            ProxyStats::add(&stats.download_bytes, body);
+            let mut client = client_write.lock().await;
+            client.write_all(&answer).await?;
+            return client.shutdown().await;
+        }
         if fault == NetFault::Unavailable {
             ProxyStats::add(&stats.refusals, 1);
             let mut client = client_write.lock().await;
@@ -323,6 +342,92 @@ fn tamper_offer(answer: &mut [u8], from: &[u8], to: &[u8]) -> bool {
     let encoded = engine.encode(head);
     answer[start..start + len].copy_from_slice(encoded.as_bytes());
     true
+}
+
+/// A check-in answer (one read, as for [`tamper_offer`]) whose offer now
+/// carries the substitute's head, size and SHA-256, its `content-length`
+/// set again; `None` when there is no substitute or no offer in it.
+fn substitute_offer(answer: &[u8], shared: &Shared) -> Option<Vec<u8>> {
+    use base64::Engine as _;
+    let substitute = shared.substitute.lock().ok()?.clone()?;
+    let head_end = answer.windows(4).position(|w| w == b"\r\n\r\n")? + 4;
+    let mut body: serde_json::Value = serde_json::from_slice(&answer[head_end..]).ok()?;
+    let offer = offer_in(&mut body)?;
+    let engine = base64::engine::general_purpose::STANDARD;
+    offer.insert(
+        "signed_manifest".into(),
+        engine.encode(&substitute.head).into(),
+    );
+    offer.insert("size".into(), substitute.file.len().into());
+    let sha256 = airlift_package::Sha256Digest::of(&substitute.file).to_string();
+    offer.insert("sha256".into(), sha256.into());
+    let body = serde_json::to_vec(&body).ok()?;
+    let head = String::from_utf8_lossy(&answer[..head_end]);
+    let mut rewritten = String::new();
+    for line in head.split_inclusive("\r\n") {
+        if line.to_ascii_lowercase().starts_with("content-length:") {
+            rewritten.push_str(&format!("content-length: {}\r\n", body.len()));
+        } else {
+            rewritten.push_str(line);
+        }
+    }
+    ProxyStats::add(&shared.stats.tampered, 1);
+    let mut out = rewritten.into_bytes();
+    out.extend_from_slice(&body);
+    Some(out)
+}
+
+/// The object in `value` that has a `signed_manifest`: the offer.
+fn offer_in(
+    value: &mut serde_json::Value,
+) -> Option<&mut serde_json::Map<String, serde_json::Value>> {
+    use serde_json::Value;
+    let map = match value {
+        Value::Object(map) => map,
+        Value::Array(items) => return items.iter_mut().find_map(offer_in),
+        _ => return None,
+    };
+    if map.contains_key("signed_manifest") {
+        return Some(map);
+    }
+    map.values_mut().find_map(offer_in)
+}
+
+/// The answer to a download request (its head lower-cased) from `file`:
+/// the byte range it asks for (`bytes=START-` or `START-END`) as `206`,
+/// else the whole file; with the body's length.
+fn answer_from(file: &[u8], request: &str) -> (Vec<u8>, u64) {
+    let total = file.len() as u64;
+    let range = request
+        .lines()
+        .find_map(|l| l.strip_prefix("range:"))
+        .and_then(|v| v.trim().strip_prefix("bytes="))
+        .and_then(|r| {
+            let (start, end) = r.split_once('-')?;
+            let start: u64 = start.parse().ok()?;
+            let last = total.checked_sub(1)?;
+            let end = match end {
+                "" => last,
+                end => end.parse::<u64>().ok()?.min(last),
+            };
+            (start <= end).then_some((start, end))
+        });
+    let etag = airlift_package::Sha256Digest::of(file);
+    let (status, extra, body) = match range {
+        Some((start, end)) => (
+            "206 Partial Content",
+            format!("content-range: bytes {start}-{end}/{total}\r\n"),
+            &file[start as usize..=end as usize],
+        ),
+        None => ("200 OK", String::new(), file),
+    };
+    let mut answer = format!(
+        "HTTP/1.1 {status}\r\ncontent-type: application/octet-stream\r\naccept-ranges: bytes\r\netag: \"{etag}\"\r\n{extra}content-length: {}\r\nconnection: close\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    answer.extend_from_slice(body);
+    (answer, body.len() as u64)
 }
 
 #[cfg(test)]

@@ -69,6 +69,7 @@ fn offer(deployment_id: DeploymentId, install: InstallPermit) -> UpdateOffer {
         size: 1000,
         sha256: "00".repeat(32),
         install,
+        deferral: None,
         timestamp: None,
     }
 }

@@ -229,6 +229,23 @@ fn install_fields(values: &FormValues, refusal: Option<&Refusal>) -> Markup {
             input #download-only type="checkbox" name="download-only" value="1" checked[values.download_only];
             " " label.check for="download-only" { "Download only: devices wait at downloaded until an operator releases the install" }
             (error_for(refusal, "download-only"))
+            div {
+                input #soft type="checkbox" name="soft" value="1" checked[values.soft];
+                " " label.check for="soft" { "Soft: each device may put the install off (its defer_command answers \"not now\") within these bounds, then it is forced" }
+                (error_for(refusal, "soft"))
+            }
+            div.filters {
+                div {
+                    label for="max-deferrals" { "Deferrals per device (1–100)" }
+                    input #max-deferrals name="max-deferrals" type="number" min="1" max="100" value=(values.max_deferrals);
+                    (error_for(refusal, "max-deferrals"))
+                }
+                div {
+                    label for="soft-deadline" { "Until (UTC)" }
+                    input #soft-deadline name="soft-deadline" type="datetime-local" value=(values.soft_deadline);
+                    (error_for(refusal, "soft-deadline"))
+                }
+            }
         }
     }
 }

@@ -27,6 +27,7 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 mod fields;
+mod soft;
 
 /// Phase rows a new form starts with, and how many "more phases" adds.
 const NEW_ROWS: usize = 3;
@@ -82,6 +83,10 @@ struct FormValues {
     window_start: String,
     window_end: String,
     download_only: bool,
+    /// Soft deployment, with its bounds (`soft.rs`).
+    soft: bool,
+    max_deferrals: String,
+    soft_deadline: String,
     /// A tag or attributes target that takes in no devices joining later.
     fixed: bool,
 }
@@ -157,6 +162,9 @@ impl FormValues {
             window_start: raw("window-start"),
             window_end: raw("window-end"),
             download_only: form.value("download-only").is_some(),
+            soft: form.value("soft").is_some(),
+            max_deferrals: raw("max-deferrals"),
+            soft_deadline: raw("soft-deadline"),
             fixed: form.value("static").is_some(),
         }
     }
@@ -288,6 +296,9 @@ impl FormValues {
                 });
             }
         }
+        if let Some(soft) = soft::install(self.soft, &self.max_deferrals, &self.soft_deadline)? {
+            install["soft"] = soft;
+        }
         Ok(install)
     }
 
@@ -319,6 +330,9 @@ impl FormValues {
             "install.window.end" => "window-end",
             p if p.starts_with("install.window") => "window-start",
             "install.download_only" => "download-only",
+            "install.soft.max_deferrals" => "max-deferrals",
+            "install.soft.deadline" => "soft-deadline",
+            p if p.starts_with("install.soft") => "soft",
             "dynamic" | "ends_at" => "static",
             p if p.starts_with("strategy") => "strategy",
             _ => return None,
@@ -519,6 +533,35 @@ mod tests {
         let mut fixed = filled();
         fixed.fixed = true;
         assert_eq!(fixed.request().expect("valid").dynamic, Some(false));
+    }
+
+    #[test]
+    fn a_soft_form_builds_a_soft_install_and_names_its_fields() {
+        let mut values = filled();
+        values.soft = true;
+        values.max_deferrals = "3".into();
+        values.soft_deadline = "2027-01-31T12:00".into();
+        let soft = values.request().expect("valid").install.soft.expect("soft");
+        assert_eq!(soft.max_deferrals, Some(3));
+        assert_eq!(
+            soft.deadline.map(|d| d.to_rfc3339()),
+            Some("2027-01-31T12:00:00+00:00".into())
+        );
+        assert_eq!(
+            values.field_for("install.soft.max_deferrals").as_deref(),
+            Some("max-deferrals")
+        );
+        assert_eq!(
+            values.field_for("install.soft.deadline").as_deref(),
+            Some("soft-deadline")
+        );
+        assert_eq!(values.field_for("install.soft").as_deref(), Some("soft"));
+        values.soft = false;
+        assert_eq!(
+            values.request().expect("valid").install.soft,
+            None,
+            "unticked: forced"
+        );
     }
 
     #[test]

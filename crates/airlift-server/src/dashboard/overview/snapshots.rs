@@ -94,6 +94,8 @@ impl Snapshots {
                 match event {
                     StoreEvent::Listening => snapshots.listening.store(true, Ordering::SeqCst),
                     StoreEvent::Interrupted => snapshots.listening.store(false, Ordering::SeqCst),
+                    // The overview shows nothing of shadows.
+                    StoreEvent::ShadowChanged(_) | StoreEvent::GroupShadowsChanged => continue,
                     _ => {}
                 }
                 snapshots.changes.fetch_add(1, Ordering::SeqCst);

@@ -1,0 +1,311 @@
+//! The shadow cache against a real SQLite store, through a wrapper that
+//! counts the shadow reads reaching the store.
+
+use super::*;
+use airlift_protocol::management::Device;
+use airlift_protocol::shadow::VersionedDocument;
+use airlift_protocol::state::DeviceStatus;
+use airlift_store::{DatabaseUrl, DesiredChange, ShadowLimits, SharedStore};
+use chrono::Utc;
+use serde_json::json;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+/// The store, counting every shadow read.
+struct Counting {
+    store: SharedStore,
+    reads: AtomicUsize,
+}
+
+impl Counting {
+    fn reads(&self) -> usize {
+        self.reads.load(Ordering::SeqCst)
+    }
+
+    fn count(&self) {
+        self.reads.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+impl ShadowReads for Counting {
+    async fn device_shadow(&self, device: DeviceId) -> StoreResult<Option<DeviceShadow>> {
+        self.count();
+        ShadowStore::device_shadow(self.store.as_ref(), device).await
+    }
+
+    async fn list_group_shadows(&self, limit: u32) -> StoreResult<Vec<GroupShadow>> {
+        self.count();
+        ShadowStore::list_group_shadows(self.store.as_ref(), limit).await
+    }
+}
+
+fn doc(value: serde_json::Value) -> Document {
+    value.as_object().cloned().unwrap_or_default()
+}
+
+fn device(tags: &[&str]) -> Device {
+    let id = DeviceId::new();
+    Device {
+        id,
+        status: DeviceStatus::Accepted,
+        identity: BTreeMap::from([("serial".to_owned(), id.to_string())]),
+        public_key: format!("key-{id}"),
+        tags: tags.iter().map(|t| (*t).to_owned()).collect(),
+        device_type: Some("pi4".into()),
+        hardware_revision: None,
+        installed: BTreeMap::new(),
+        security_version: 0,
+        attributes: BTreeMap::new(),
+        created_at: Utc::now(),
+        last_check_in: None,
+    }
+}
+
+async fn store() -> (tempfile::TempDir, Arc<Counting>) {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let url = DatabaseUrl::parse(&format!("sqlite://{}", dir.path().join("db").display()))
+        .expect("a SQLite URL");
+    let store = airlift_store::open(&url).await.expect("the store opens");
+    let counting = Arc::new(Counting {
+        store,
+        reads: AtomicUsize::new(0),
+    });
+    (dir, counting)
+}
+
+/// The lobby device's delta, as a check-in asks for it.
+async fn delta_of(
+    cache: &ShadowCache,
+    store: &Counting,
+    device: &Device,
+    attributes: &BTreeMap<String, String>,
+) -> (Option<Document>, Lookup) {
+    cache
+        .delta(store, device.id, &device.tags, attributes)
+        .await
+        .expect("delta")
+}
+
+/// Checks in until the delta is `want`, for at most five seconds (the
+/// feed's follower is a task of its own); the last delta.
+async fn delta_becomes(
+    cache: &ShadowCache,
+    store: &Counting,
+    device: &Device,
+    attributes: &BTreeMap<String, String>,
+    want: Option<Document>,
+) -> Option<Document> {
+    let mut last = None;
+    for _ in 0..500 {
+        last = delta_of(cache, store, device, attributes).await.0;
+        if last == want {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    last
+}
+
+#[tokio::test]
+async fn a_steady_check_in_reads_no_shadow_and_a_change_is_seen_at_once() {
+    let (_dir, store) = store().await;
+    let cache = ShadowCache::new(1024 * 1024);
+    cache.follow(|| store.store.changes());
+    let lobby = device(&["lobby"]);
+    store.store.insert_device(&lobby).await.expect("device");
+    let attributes = BTreeMap::from([("site".to_owned(), "oslo".to_owned())]);
+    let limits = ShadowLimits::default();
+    let at = Utc::now();
+    let lobby_group = ShadowGroup::Tag("lobby".into());
+    store
+        .store
+        .change_group_desired(
+            &lobby_group,
+            &DesiredChange::Replace(doc(json!({"volume": 3}))),
+            &limits,
+            at,
+        )
+        .await
+        .expect("group desired");
+    let oslo = ShadowGroup::Attributes(attributes.clone());
+    store
+        .store
+        .change_group_desired(
+            &oslo,
+            &DesiredChange::Replace(doc(json!({"tz": "Europe/Oslo"}))),
+            &limits,
+            at,
+        )
+        .await
+        .expect("attribute group desired");
+    // Until the feed listens, every check-in reads the store.
+    let mut kept = false;
+    for _ in 0..500 {
+        if delta_of(&cache, &store, &lobby, &attributes).await.1 == Lookup::Hit {
+            kept = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(kept, "the cache never kept the documents");
+    let reads = store.reads();
+    let (steady, lookup) = delta_of(&cache, &store, &lobby, &attributes).await;
+    assert_eq!(lookup, Lookup::Hit);
+    assert_eq!(steady, Some(doc(json!({"volume": 3, "tz": "Europe/Oslo"}))));
+    for _ in 0..10 {
+        delta_of(&cache, &store, &lobby, &attributes).await;
+    }
+    assert_eq!(store.reads(), reads, "a steady check-in read the store");
+
+    // Another attribute value: the attribute group no longer reaches it.
+    let elsewhere = BTreeMap::from([("site".to_owned(), "bergen".to_owned())]);
+    let (moved, _) = delta_of(&cache, &store, &lobby, &elsewhere).await;
+    assert_eq!(moved, Some(doc(json!({"volume": 3}))));
+
+    // The device reports what it applied: its delta empties.
+    store
+        .store
+        .record_reported(lobby.id, &steady.unwrap_or_default(), None, Utc::now())
+        .await
+        .expect("reported");
+    let after = delta_becomes(&cache, &store, &lobby, &attributes, None).await;
+    assert_eq!(after, None);
+    // A group change is heard, and the device's own key wins over the group's.
+    store
+        .store
+        .change_group_desired(
+            &lobby_group,
+            &DesiredChange::Merge(doc(json!({"volume": 5}))),
+            &limits,
+            Utc::now(),
+        )
+        .await
+        .expect("group change");
+    store
+        .store
+        .change_device_desired(
+            lobby.id,
+            &DesiredChange::Merge(doc(json!({"tz": "UTC"}))),
+            &limits,
+            Utc::now(),
+        )
+        .await
+        .expect("device change");
+    let want = Some(doc(json!({"volume": 5, "tz": "UTC"})));
+    let after = delta_becomes(&cache, &store, &lobby, &attributes, want.clone()).await;
+    assert_eq!(after, want);
+    assert!(cache.devices_held() >= 1);
+}
+
+#[tokio::test]
+async fn nothing_is_kept_while_the_feed_is_deaf_and_local_writes_are_forgotten_at_once() {
+    let (_dir, store) = store().await;
+    let store = store.as_ref();
+    let cache = ShadowCache::new(1024 * 1024);
+    let plain = device(&[]);
+    store.store.insert_device(&plain).await.expect("device");
+    let none = BTreeMap::new();
+    // Not following: the feed's state is unknown, so nothing is kept.
+    for _ in 0..3 {
+        let (delta, lookup) = cache
+            .delta(store, plain.id, &[], &none)
+            .await
+            .expect("delta");
+        assert_eq!((delta, lookup), (None, Lookup::Miss));
+    }
+    assert_eq!(cache.devices_held(), 0);
+    cache.shared.apply(StoreEvent::Listening);
+    cache
+        .delta(store, plain.id, &[], &none)
+        .await
+        .expect("delta");
+    assert_eq!(cache.devices_held(), 1);
+    store
+        .store
+        .change_device_desired(
+            plain.id,
+            &DesiredChange::Replace(doc(json!({"led": "on"}))),
+            &ShadowLimits::default(),
+            Utc::now(),
+        )
+        .await
+        .expect("desired");
+    cache.forget_device(plain.id);
+    let (delta, _) = cache
+        .delta(store, plain.id, &[], &none)
+        .await
+        .expect("delta");
+    assert_eq!(delta, Some(doc(json!({"led": "on"}))));
+    cache.shared.apply(StoreEvent::Interrupted);
+    assert_eq!(cache.devices_held(), 0);
+    // An unknown device has no delta.
+    let (delta, _) = cache
+        .delta(store, DeviceId::new(), &[], &none)
+        .await
+        .expect("delta");
+    assert_eq!(delta, None);
+}
+
+#[test]
+fn the_byte_bound_evicts_and_an_oversized_entry_is_not_kept() {
+    let cache = ShadowCache::new(4096);
+    cache.shared.apply(StoreEvent::Listening);
+    let big = OwnDocuments {
+        desired: VersionedDocument::default(),
+        reported: Document::new(),
+        bytes: 8192,
+    };
+    cache.shared.devices.insert(DeviceId::new(), Arc::new(big));
+    assert_eq!(cache.devices_held(), 0);
+    for _ in 0..100 {
+        let small = OwnDocuments {
+            desired: VersionedDocument::default(),
+            reported: Document::new(),
+            bytes: ENTRY_OVERHEAD,
+        };
+        cache
+            .shared
+            .devices
+            .insert(DeviceId::new(), Arc::new(small));
+    }
+    assert!(cache.shared.devices.weight() <= 4096);
+    assert!(cache.devices_held() < 100);
+}
+
+#[test]
+fn groups_reach_devices_by_the_stores_rule() {
+    let attributes = BTreeMap::from([
+        ("site".to_owned(), "oslo".to_owned()),
+        ("floor".to_owned(), "2".to_owned()),
+    ]);
+    let tags = vec!["lobby".to_owned()];
+    let pairs = |p: &[(&str, &str)]| {
+        ShadowGroup::Attributes(
+            p.iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+        )
+    };
+    assert!(reaches(
+        &ShadowGroup::Tag("lobby".into()),
+        &tags,
+        &attributes
+    ));
+    assert!(!reaches(
+        &ShadowGroup::Tag("lob".into()),
+        &tags,
+        &attributes
+    ));
+    assert!(reaches(&pairs(&[("site", "oslo")]), &tags, &attributes));
+    assert!(reaches(
+        &pairs(&[("site", "oslo"), ("floor", "2")]),
+        &tags,
+        &attributes
+    ));
+    assert!(!reaches(
+        &pairs(&[("site", "oslo"), ("floor", "3")]),
+        &tags,
+        &attributes
+    ));
+    assert!(!reaches(&pairs(&[("wing", "b")]), &tags, &attributes));
+}
