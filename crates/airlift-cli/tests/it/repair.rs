@@ -126,6 +126,35 @@ fn id_of(device: &TestDevice) -> airlift_protocol::DeviceId {
 }
 
 #[test]
+fn a_retry_reaches_a_device_whose_failure_the_server_saw_at_a_check_in() {
+    let world = World::new();
+    let package = world.package("2.0.0");
+    let (failing, waiting) = (world.device("RF-1", "rpi4"), world.device("RF-2", "rpi4"));
+    // The waiting device keeps the deployment open, so the failed one's
+    // check-ins still look at it, and the server remembers the failure as
+    // final (it offers nothing more)...
+    let deployment = world.deploy(&package, &[&failing, &waiting]);
+    world.report(&failing, deployment, UpdateState::Failure);
+    let before = world.runtime.block_on(failing.check_in(&world.api));
+    assert_eq!(
+        before.update.map(|u| u.deployment_id),
+        None,
+        "failed: no offer"
+    );
+
+    // ...until an operator retries: then it is offered again at once.
+    let id = deployment.to_string();
+    let retried = json_of(world.cli().args(["deployment", "retry", &id, "--json"]));
+    assert_eq!(retried["retried"], serde_json::json!([id_of(&failing)]));
+    let after = world.runtime.block_on(failing.check_in(&world.api));
+    assert_eq!(
+        after.update.map(|u| u.deployment_id),
+        Some(deployment),
+        "offered again"
+    );
+}
+
+#[test]
 fn retry_offers_a_deployment_again_up_to_a_limit() {
     let world = World::new();
     let package = world.package("2.0.0");

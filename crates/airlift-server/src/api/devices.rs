@@ -78,7 +78,12 @@ pub struct DeviceQuery {
     /// `installed.NAME <` terms, `*` and `?` wildcards. Combines with the
     /// other filters (all hold). At most 4096 bytes, 64 terms.
     #[serde(rename = "where")]
-    #[param(rename = "where", min_length = 1, max_length = 4096, pattern = r"^[^\x00]*$")]
+    #[param(
+        rename = "where",
+        min_length = 1,
+        max_length = 4096,
+        pattern = r"^[^\x00]*$"
+    )]
     pub where_expression: Option<String>,
     /// Order: `created_at` (the default), `identity`, `device_type`,
     /// `status` or `last_check_in`; a leading `-` reverses it. Devices that
