@@ -5,72 +5,28 @@
 //! show` prints the expression, and a bad expression is refused before
 //! anything is sent, with its column.
 
-use crate::server::{InProcessServer, ADMIN_TOKEN};
-use crate::support::{airlift, json_of, payload, Scratch};
+use crate::operated::Operated;
+use crate::support::json_of;
 use airlift_protocol::DeploymentId;
-use airlift_testkit::device::{Endpoint, TestDevice};
+use airlift_testkit::device::TestDevice;
 use assert_cmd::Command;
 use std::collections::BTreeSet;
 
 const WHERE: &str = "tag:lab AND installed.rootfs < 2.4.0";
 
-struct Fleet {
-    scratch: Scratch,
-    server: InProcessServer,
-    runtime: tokio::runtime::Runtime,
-    api: Endpoint,
+/// The operated server, with this suite's devices.
+struct Fleet(Operated);
+
+impl std::ops::Deref for Fleet {
+    type Target = Operated;
+    fn deref(&self) -> &Operated {
+        &self.0
+    }
 }
 
 impl Fleet {
     fn new() -> Self {
-        let scratch = Scratch::new();
-        let key = scratch.signing_key("release");
-        let server = InProcessServer::start_with(&key.public, &[]);
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime");
-        let api = Endpoint::new(&server.url);
-        let fleet = Self {
-            scratch,
-            server,
-            runtime,
-            api,
-        };
-        fleet
-            .cli()
-            .args(["server", "login", &fleet.server.url, "--token", ADMIN_TOKEN])
-            .assert()
-            .success();
-        fleet
-    }
-
-    fn cli(&self) -> Command {
-        let mut command = airlift();
-        command
-            .env("AIRLIFT_CONFIG_DIR", self.scratch.path("config"))
-            .env_remove("AIRLIFT_SERVER")
-            .env_remove("AIRLIFT_TOKEN")
-            .env_remove("XDG_CONFIG_HOME");
-        command
-    }
-
-    /// Builds and uploads rootfs 2.4.0 for rpi4; returns its id.
-    fn package(&self) -> String {
-        let key = self.scratch.path("keys/release.key");
-        let image = self.scratch.text_file("2.4.0.img", "2.4.0", 100);
-        let out = self.scratch.path("rootfs-2.4.0.airlift");
-        let mut build = airlift();
-        build
-            .args(["package", "build", "--name", "rootfs", "--version", "2.4.0"])
-            .args(["--device-type", "rpi4", "--key"])
-            .arg(&key)
-            .arg("--out")
-            .arg(&out);
-        payload(&mut build, "image:rootfs", &image);
-        build.assert().success();
-        let package = json_of(self.cli().args(["package", "upload", "--json"]).arg(&out));
-        package["id"].as_str().expect("id").to_owned()
+        Self(Operated::new(&[]))
     }
 
     /// A device pre-authorised with `tags` through the CLI, accepted at its
@@ -87,19 +43,7 @@ impl Fleet {
             .inventory
             .installed
             .insert("rootfs".into(), version.into());
-        let public = self.scratch.path(&format!("{serial}.pub"));
-        std::fs::write(&public, device.public_key()).expect("public key");
-        let mut preauthorize = self.cli();
-        preauthorize
-            .args(["device", "preauthorize", "--identity"])
-            .arg(format!("serial={serial}"))
-            .arg("--public-key")
-            .arg(&public);
-        for tag in tags {
-            preauthorize.args(["--tag", tag]);
-        }
-        preauthorize.assert().success();
-        self.runtime.block_on(device.authenticate(&self.api));
+        let device = self.preauthorized(device, tags);
         let offer = self.runtime.block_on(device.check_in(&self.api)).update;
         (device, offer.map(|o| o.deployment_id))
     }
@@ -131,7 +75,7 @@ fn serials(list: &[&str]) -> BTreeSet<String> {
 #[test]
 fn a_where_deployment_reaches_exactly_the_matching_devices_and_later_ones() {
     let fleet = Fleet::new();
-    let package = fleet.package();
+    let package = fleet.package("2.4.0");
     let (old, _) = fleet.device("EX-old", &["lab"], "2.3.9");
     let (_current, _) = fleet.device("EX-current", &["lab"], "2.4.0");
     let (_field, _) = fleet.device("EX-field", &["field"], "2.0.0");

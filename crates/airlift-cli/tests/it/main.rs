@@ -10,6 +10,7 @@ mod demo;
 mod expressions;
 mod help;
 mod keys;
+mod operated;
 mod rejections;
 mod repair;
 mod root;

@@ -5,90 +5,32 @@
 //! show --watch` (ends with the deployment), the warning at `deployment
 //! create`, `device list --offline`.
 
-use crate::server::{InProcessServer, ADMIN_TOKEN};
-use crate::support::{airlift, failure_of, json_of, payload, Scratch};
+use crate::operated::Operated;
+use crate::support::{failure_of, json_of};
 use airlift_protocol::state::UpdateState;
 use airlift_protocol::DeploymentId;
-use airlift_testkit::device::{Endpoint, TestDevice};
-use assert_cmd::Command;
-use std::path::PathBuf;
+use airlift_testkit::device::TestDevice;
 use std::time::{Duration, Instant};
 
-struct World {
-    scratch: Scratch,
-    server: InProcessServer,
-    runtime: tokio::runtime::Runtime,
-    api: Endpoint,
+/// The operated server, with this suite's devices and deployments.
+struct World(Operated);
+
+impl std::ops::Deref for World {
+    type Target = Operated;
+    fn deref(&self) -> &Operated {
+        &self.0
+    }
 }
 
 impl World {
     fn new() -> Self {
-        let scratch = Scratch::new();
-        let key = scratch.signing_key("release");
-        let server = InProcessServer::start_with(&key.public, &["--poll-interval", "1"]);
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime");
-        let api = Endpoint::new(&server.url);
-        let world = Self {
-            scratch,
-            server,
-            runtime,
-            api,
-        };
-        world
-            .cli()
-            .args(["server", "login", &world.server.url, "--token", ADMIN_TOKEN])
-            .assert()
-            .success();
-        world
-    }
-
-    fn cli(&self) -> Command {
-        let mut command = airlift();
-        command
-            .env("AIRLIFT_CONFIG_DIR", self.scratch.path("config"))
-            .env_remove("AIRLIFT_SERVER")
-            .env_remove("AIRLIFT_TOKEN")
-            .env_remove("XDG_CONFIG_HOME");
-        command
-    }
-
-    /// Builds and uploads rootfs `version` for rpi4; returns its id.
-    fn package(&self, version: &str) -> String {
-        let key = self.scratch.path("keys/release.key");
-        let image = self
-            .scratch
-            .text_file(&format!("{version}.img"), version, 100);
-        let out: PathBuf = self.scratch.path(&format!("rootfs-{version}.airlift"));
-        let mut build = airlift();
-        build
-            .args(["package", "build", "--name", "rootfs", "--version", version])
-            .args(["--device-type", "rpi4", "--key"])
-            .arg(&key)
-            .arg("--out")
-            .arg(&out);
-        payload(&mut build, "image:rootfs", &image);
-        build.assert().success();
-        let package = json_of(self.cli().args(["package", "upload", "--json"]).arg(&out));
-        package["id"].as_str().expect("id").to_owned()
+        Self(Operated::new(&["--poll-interval", "1"]))
     }
 
     /// A device pre-authorised through the CLI, accepted at its first
     /// contact, and checked in once.
     fn device(&self, serial: &str, device_type: &str) -> TestDevice {
-        let mut device = TestDevice::new(serial, device_type);
-        let public = self.scratch.path(&format!("{serial}.pub"));
-        std::fs::write(&public, device.public_key()).expect("public key");
-        self.cli()
-            .args(["device", "preauthorize", "--identity"])
-            .arg(format!("serial={serial}"))
-            .arg("--public-key")
-            .arg(&public)
-            .assert()
-            .success();
-        self.runtime.block_on(device.authenticate(&self.api));
+        let device = self.preauthorized(TestDevice::new(serial, device_type), &[]);
         self.runtime.block_on(device.check_in(&self.api));
         device
     }

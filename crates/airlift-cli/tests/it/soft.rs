@@ -3,87 +3,32 @@
 //! of bad bounds, and `deployment show` telling the mode and the deferrals
 //! a device (speaking the device API) made.
 
-use crate::server::{InProcessServer, ADMIN_TOKEN};
-use crate::support::{airlift, failure_of, json_of, payload, Scratch};
+use crate::operated::Operated;
+use crate::support::{failure_of, json_of};
 use airlift_protocol::soft::{deferral_path, DeferralReport};
 use airlift_protocol::state::UpdateState;
 use airlift_protocol::DeploymentId;
-use airlift_testkit::device::{DeviceApi, Endpoint, TestDevice};
+use airlift_testkit::device::{DeviceApi, TestDevice};
 use assert_cmd::Command;
 
-/// A server, a logged-in CLI, and a runtime for the devices.
-struct Fleet {
-    scratch: Scratch,
-    server: InProcessServer,
-    runtime: tokio::runtime::Runtime,
-    api: Endpoint,
+/// The operated server, with this suite's devices and deployments.
+struct Fleet(Operated);
+
+impl std::ops::Deref for Fleet {
+    type Target = Operated;
+    fn deref(&self) -> &Operated {
+        &self.0
+    }
 }
 
 impl Fleet {
     fn new() -> Self {
-        let scratch = Scratch::new();
-        let key = scratch.signing_key("release");
-        let server = InProcessServer::start_with(&key.public, &["--poll-interval", "1"]);
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime");
-        let api = Endpoint::new(&server.url);
-        let fleet = Self {
-            scratch,
-            server,
-            runtime,
-            api,
-        };
-        fleet
-            .cli()
-            .args(["server", "login", &fleet.server.url, "--token", ADMIN_TOKEN])
-            .assert()
-            .success();
-        fleet
-    }
-
-    fn cli(&self) -> Command {
-        let mut command = airlift();
-        command
-            .env("AIRLIFT_CONFIG_DIR", self.scratch.path("config"))
-            .env_remove("AIRLIFT_SERVER")
-            .env_remove("AIRLIFT_TOKEN")
-            .env_remove("XDG_CONFIG_HOME");
-        command
-    }
-
-    /// Builds and uploads rootfs 2.0.0 for rpi4; returns its id.
-    fn package(&self) -> String {
-        let key = self.scratch.path("keys/release.key");
-        let image = self.scratch.text_file("2.0.0.img", "2.0.0", 100);
-        let out = self.scratch.path("rootfs-2.0.0.airlift");
-        let mut build = airlift();
-        build
-            .args(["package", "build", "--name", "rootfs", "--version", "2.0.0"])
-            .args(["--device-type", "rpi4", "--key"])
-            .arg(&key)
-            .arg("--out")
-            .arg(&out);
-        payload(&mut build, "image:rootfs", &image);
-        build.assert().success();
-        let package = json_of(self.cli().args(["package", "upload", "--json"]).arg(&out));
-        package["id"].as_str().expect("id").to_owned()
+        Self(Operated::new(&["--poll-interval", "1"]))
     }
 
     /// A device pre-authorised through the CLI and checked in once.
     fn device(&self, serial: &str) -> TestDevice {
-        let mut device = TestDevice::new(serial, "rpi4");
-        let public = self.scratch.path(&format!("{serial}.pub"));
-        std::fs::write(&public, device.public_key()).expect("public key");
-        self.cli()
-            .args(["device", "preauthorize", "--identity"])
-            .arg(format!("serial={serial}"))
-            .arg("--public-key")
-            .arg(&public)
-            .assert()
-            .success();
-        self.runtime.block_on(device.authenticate(&self.api));
+        let device = self.preauthorized(TestDevice::new(serial, "rpi4"), &[]);
         self.runtime.block_on(device.check_in(&self.api));
         device
     }
@@ -144,7 +89,7 @@ fn usage_error_of(command: &mut Command) -> String {
 #[test]
 fn deployment_create_soft_and_show_tell_the_mode_and_the_deferrals() {
     let fleet = Fleet::new();
-    let package = fleet.package();
+    let package = fleet.package("2.0.0");
     let device = fleet.device("SOFT-1");
     let flags = [
         "--soft",
@@ -198,7 +143,7 @@ fn deployment_create_soft_and_show_tell_the_mode_and_the_deferrals() {
 #[test]
 fn deployment_create_refuses_soft_without_bounds_or_with_bad_ones() {
     let fleet = Fleet::new();
-    let package = fleet.package();
+    let package = fleet.package("2.0.0");
     let device = fleet.device("SOFT-2");
     let unbounded = failure_of(&mut fleet.create(&package, &device, &["--soft"]));
     assert!(unbounded.contains("--max-deferrals"), "{unbounded}");
