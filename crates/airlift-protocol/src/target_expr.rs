@@ -39,7 +39,7 @@
 mod parse;
 mod version;
 
-pub use parse::TargetExprError;
+pub use parse::{TargetExprError, ERROR_LABEL};
 pub use version::{version_key, MAX_RELEASE_COMPONENTS, MAX_VERSION_LEN};
 
 use crate::management::Device;

@@ -229,6 +229,15 @@ impl From<JsonRejection> for ApiError {
             {
                 ApiError::TooLarge("request body is too large".into())
             }
+            // Well-formed JSON of the right shape whose target expression
+            // does not parse: its grammar is content no schema states.
+            JsonRejection::JsonDataError(error)
+                if error
+                    .body_text()
+                    .contains(airlift_protocol::target_expr::ERROR_LABEL) =>
+            {
+                ApiError::Unprocessable("invalid_target_expression", error.body_text())
+            }
             other => ApiError::BadRequest("bad_request", other.body_text()),
         }
     }

@@ -16,6 +16,11 @@ use winnow::error::{ContextError, ErrMode};
 use winnow::token::{literal, take_while};
 use winnow::Parser as _;
 
+/// How every [`TargetExprError`]'s text begins, so that a server can tell
+/// an expression refused inside a larger document (serde keeps only the
+/// text) from a document of the wrong shape.
+pub const ERROR_LABEL: &str = "target expression, column ";
+
 /// A target expression that does not parse, with where and why.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("target expression, column {column}: {message}")]
@@ -435,4 +440,18 @@ fn truncate(text: &str) -> String {
         short.push('…');
     }
     short
+}
+
+#[cfg(test)]
+mod label_tests {
+    use super::*;
+
+    #[test]
+    fn every_error_text_begins_with_the_label() {
+        let error = TargetExprError {
+            column: 3,
+            message: "expected a term".into(),
+        };
+        assert!(error.to_string().starts_with(ERROR_LABEL), "{error}");
+    }
 }

@@ -37,12 +37,12 @@ const MAX_TARGET_DEVICES: usize = 10_000;
     security(("api_token" = [])),
     responses(
         (status = 201, description = "Created", body = Deployment),
-        (status = 400, description = "A body that is not a CreateDeploymentRequest in JSON (unknown keys included), a NUL character, a target tag over 64 bytes, target attributes of more than 16 pairs or with names or values too long, a target expression that does not parse or passes its bounds (the message names the column and what was expected)", body = airlift_protocol::ErrorBody),
+        (status = 400, description = "A body that is not a CreateDeploymentRequest in JSON (unknown keys included), a NUL character, a target tag over 64 bytes, target attributes of more than 16 pairs or with names or values too long", body = airlift_protocol::ErrorBody),
         (status = 401, description = "No API token, or an unknown or revoked one", body = airlift_protocol::ErrorBody),
         (status = 403, description = "A viewer token: an operator or admin token is needed", body = airlift_protocol::ErrorBody),
         (status = 409, description = "Devices of the target are still updating in another deployment", body = airlift_protocol::ErrorBody),
         (status = 413, description = "The body is over 1 MiB", body = airlift_protocol::ErrorBody),
-        (status = 422, description = "Unknown package, empty target, unknown devices, a strategy that cannot be carried out, `dynamic` for a list of devices, an `ends_at` that is past or for a deployment that is not dynamic, a soft install without bounds, with `max_deferrals` outside 1–100 or a `deadline` that is past (the message names the field)", body = airlift_protocol::ErrorBody),
+        (status = 422, description = "Unknown package, empty target, unknown devices, a strategy that cannot be carried out, `dynamic` for a list of devices, an `ends_at` that is past or for a deployment that is not dynamic, a soft install without bounds, with `max_deferrals` outside 1–100 or a `deadline` that is past (the message names the field), a target expression that does not parse or passes its bounds (`invalid_target_expression`: the message names the column and what was expected)", body = airlift_protocol::ErrorBody),
     )
 )]
 pub async fn create_deployment(

@@ -166,7 +166,7 @@ async fn a_bad_expression_is_refused_with_its_column() {
             server
                 .admin_post("/deployments", create("tag:lab AND"))
                 .await,
-            StatusCode::BAD_REQUEST,
+            StatusCode::UNPROCESSABLE_ENTITY,
         )
         .await;
         assert!(message.contains("column 12: expected a term"), "{message}");
@@ -174,14 +174,14 @@ async fn a_bad_expression_is_refused_with_its_column() {
             server
                 .admin_post("/deployments", create("installed.os < soon"))
                 .await,
-            StatusCode::BAD_REQUEST,
+            StatusCode::UNPROCESSABLE_ENTITY,
         )
         .await;
         assert!(message.contains("\"soon\" is not a version"), "{message}");
         let too_long = format!("tag:{}", "a".repeat(5000));
         let message = refused(
             server.admin_post("/deployments", create(&too_long)).await,
-            StatusCode::BAD_REQUEST,
+            StatusCode::UNPROCESSABLE_ENTITY,
         )
         .await;
         assert!(message.contains("at most 4096 bytes"), "{message}");
