@@ -223,7 +223,10 @@ fn check_filter_text(field: &str, text: Option<&str>, max: usize) -> ApiResult<(
 fn where_expression(text: Option<&str>) -> ApiResult<Option<TargetExpr>> {
     text.map(|text| {
         text.parse::<TargetExpr>()
-            .map_err(|e| ApiError::bad_request(format!("where: {e}")))
+            // Its grammar is content no schema states (docs/targets.md).
+            .map_err(|e| {
+                ApiError::Unprocessable("invalid_target_expression", format!("where: {e}"))
+            })
     })
     .transpose()
 }
@@ -238,8 +241,9 @@ fn where_expression(text: Option<&str>) -> ApiResult<Option<TargetExpr>> {
     security(("api_token" = [])),
     responses(
         (status = 200, body = Page<Device>),
-        (status = 400, description = "A malformed or unknown query parameter, a filter that is not key=value pairs or holds more than 16 of them, a value too long or with a NUL character, a `where` expression that does not parse or passes its bounds (the message names the column and what was expected), an unknown update state or sort order, per_page out of range", body = airlift_protocol::ErrorBody),
+        (status = 400, description = "A malformed or unknown query parameter, a filter that is not key=value pairs or holds more than 16 of them, a value too long or with a NUL character, a `where` over 4096 bytes, an unknown update state or sort order, per_page out of range", body = airlift_protocol::ErrorBody),
         (status = 401, description = "No API token, or an unknown or revoked one", body = airlift_protocol::ErrorBody),
+        (status = 422, description = "A `where` expression that does not parse or passes its bounds (`invalid_target_expression`: the message names the column and what was expected)", body = airlift_protocol::ErrorBody),
     )
 )]
 pub async fn list_devices(

@@ -202,7 +202,7 @@ async fn a_bad_expression_is_refused_with_its_column() {
             .send()
             .await
             .expect("request");
-        let message = refused(response, StatusCode::BAD_REQUEST).await;
+        let message = refused(response, StatusCode::UNPROCESSABLE_ENTITY).await;
         assert!(
             message.contains("where: target expression, column 13: expected = or !="),
             "{message}"
