@@ -10,10 +10,10 @@ use std::time::{Duration, Instant};
 
 /// Far longer than a notification takes on one machine; the caches have no
 /// expiry, so without the feed the tests below would wait it out and fail.
-const PATIENCE: Duration = Duration::from_secs(5);
+pub(crate) const PATIENCE: Duration = Duration::from_secs(5);
 
 /// Two instances on one fresh schema, or `None` without PostgreSQL.
-async fn two_instances() -> Option<(TestServer, TestServer)> {
+pub(crate) async fn two_instances() -> Option<(TestServer, TestServer)> {
     let backend = Backend::all()
         .await
         .into_iter()

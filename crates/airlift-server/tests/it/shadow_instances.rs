@@ -9,27 +9,7 @@ use reqwest::StatusCode;
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 
-/// Far longer than a notification takes on one machine; the cache has no
-/// expiry, so without the feed the test would wait this out and fail.
-const PATIENCE: Duration = Duration::from_secs(5);
-
-/// Two instances on one fresh PostgreSQL schema, or `None` without it.
-async fn two_instances() -> Option<(TestServer, TestServer)> {
-    let backend = Backend::all()
-        .await
-        .into_iter()
-        .find(|b| matches!(b, Backend::Postgres(_)));
-    let Some(backend) = backend else {
-        eprintln!(
-            "{} is not set: shadows across instances not tested",
-            airlift_testkit::postgres::URL_VAR
-        );
-        return None;
-    };
-    let a = TestServer::start(backend.clone()).await;
-    let b = TestServer::start(backend).await;
-    Some((a, b))
-}
+use crate::instances::{two_instances, PATIENCE};
 
 async fn admin(server: &TestServer, method: reqwest::Method, path: &str, body: Value) {
     let response = server
