@@ -14,11 +14,12 @@
 //! machine's disk. One install is the whole of `airlift-agent run --once`
 //! from start to exit: authenticate, check in, verify the offered head,
 //! stream the package into slot B (each 64 KiB block checked against the
-//! signed block index with SHA-256 before it is written, syncing every
-//! 8 MiB), read the slot back from the disk (its cached pages dropped
-//! first) and compare it with the bytes written (XXH3-128: the one
-//! cryptographic pass was the block check, see the agent's
-//! `install/readback.rs`), arm the trial. Its peak RSS is the process's
+//! signed block index with SHA-256 before it is written; the slot written
+//! on a thread of its own, synced every 8 MiB, each synced stretch read
+//! back from the disk, its cached pages dropped first, and compared with
+//! the bytes written by XXH3-128: the one cryptographic pass was the block
+//! check, see the agent's `install/readback.rs` and `slot_writer.rs`), arm
+//! the trial. Its peak RSS is the process's
 //! `VmHWM`.
 //!
 //! The baseline fetches the same package bytes from the same server (the

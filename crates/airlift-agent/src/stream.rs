@@ -173,7 +173,7 @@ pub struct Stream<'a> {
     /// checkpointed.
     pub sync_every: u64,
     /// Saves a checkpoint: the package offset durably reached.
-    pub checkpoint: &'a mut dyn FnMut(u64) -> io::Result<()>,
+    pub checkpoint: &'a mut (dyn FnMut(u64) -> io::Result<()> + Send),
 }
 
 impl std::fmt::Debug for Stream<'_> {
@@ -395,7 +395,7 @@ struct Pipeline<'a> {
     ranges: &'a [Range<u64>],
     resume: ResumePoint,
     sync_every: u64,
-    checkpoint: &'a mut dyn FnMut(u64) -> io::Result<()>,
+    checkpoint: &'a mut (dyn FnMut(u64) -> io::Result<()> + Send),
     /// Damaged blocks fetched again (from the server only).
     refetch: Option<BlockRefetch>,
 }

@@ -382,36 +382,7 @@ impl Bench {
             ),
         );
 
-        // 3c. The agent's install path on the same file.
-        let agent = agent::agent_binary();
-        eprintln!(
-            "`airlift-agent install` ({}), best of {RUNS}",
-            agent.display()
-        );
-        let (install, install_rss) = agent::best_install(
-            &mut self.launcher,
-            &agent,
-            &self.dir,
-            package,
-            &self.public_pem,
-            BOARD,
-            RUNS,
-        );
-        self.rows.push(
-            Row::new(
-                "`airlift-agent install PACKAGE` (verify, write slot, sync, read back), vs openssl",
-                package_len,
-                install,
-            )
-            .against(openssl)
-            .rss(install_rss)
-            .goal(
-                "install, `airlift-agent install` of a local package",
-                "openssl dgst -sha256 PACKAGE",
-                Some(0.9),
-                format!("{load}, slot on the same disk"),
-            ),
-        );
+        self.agent_rows(package, package_len, openssl, load);
         cli
     }
 

@@ -45,6 +45,7 @@ mod image;
 pub mod journal;
 pub mod module;
 mod readback;
+mod slot_writer;
 mod sys;
 #[cfg(test)]
 mod testutil;

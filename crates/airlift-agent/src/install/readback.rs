@@ -30,7 +30,10 @@
 //!
 //! Both read exactly the installed size, after the slot's cached pages were
 //! dropped (see [`super::sys::drop_cached_pages`]), so they read the
-//! storage rather than the page cache where the kernel allows it.
+//! storage rather than the page cache where the kernel allows it. A whole
+//! write makes its "as written" check while it writes, each synced stretch
+//! read back at once (see [`super::slot_writer`]); [`read_back_written`]
+//! is for a record that was not read back that way.
 
 use super::InstallError;
 use airlift_package::{Manifest, Sha256Digest, Sha256Hasher};
@@ -53,6 +56,9 @@ pub(super) struct Written {
     /// The manifest's installed digest of the payload written, so that the
     /// record is only used for the payload it was made for.
     pub installed: Sha256Digest,
+    /// Whether the write read every byte back from the storage as it went
+    /// (see `super::slot_writer`): then the check is made already.
+    pub read_back: bool,
 }
 
 /// XXH3-128 over the bytes of one write, as they are written.
@@ -74,17 +80,30 @@ impl Tally {
         (already == 0 && block_verified).then(|| Self(Xxh3::new()))
     }
 
+    /// A tally for a write known to be whole (tests of the slot writer).
+    #[cfg(test)]
+    pub(super) fn for_whole_write() -> Self {
+        Self(Xxh3::new())
+    }
+
     /// Adds bytes just written.
     pub(super) fn update(&mut self, written: &[u8]) {
         self.0.update(written);
     }
 
-    /// The record of the whole write.
-    pub(super) fn finish(&self, size: u64, installed: Sha256Digest) -> Written {
+    /// Whether bytes read back hash as those written.
+    pub(super) fn matches(&self, read_back: u128) -> bool {
+        self.0.digest128() == read_back
+    }
+
+    /// The record of the whole write; `read_back` when every byte of it
+    /// was read back from the storage as written while writing.
+    pub(super) fn finish(&self, size: u64, installed: Sha256Digest, read_back: bool) -> Written {
         Written {
             size,
             xxh3: self.0.digest128(),
             installed,
+            read_back,
         }
     }
 }
@@ -176,7 +195,7 @@ mod tests {
         for piece in bytes.chunks(7) {
             tally.update(piece);
         }
-        tally.finish(bytes.len() as u64, Sha256Digest::of(bytes))
+        tally.finish(bytes.len() as u64, Sha256Digest::of(bytes), false)
     }
 
     #[test]

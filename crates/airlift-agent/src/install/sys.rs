@@ -35,3 +35,22 @@ pub(crate) fn advise_sequential(file: &File) {
         );
     }
 }
+
+/// [`drop_cached_pages`] for the bytes `range` of `file` only.
+pub(crate) fn drop_cached_range(file: &File, range: std::ops::Range<u64>) {
+    let (Ok(offset), Ok(len)) = (
+        libc::off_t::try_from(range.start),
+        libc::off_t::try_from(range.end.saturating_sub(range.start)),
+    ) else {
+        return;
+    };
+    // SAFETY: as above: an open descriptor, no memory of ours touched.
+    let rc =
+        unsafe { libc::posix_fadvise(file.as_raw_fd(), offset, len, libc::POSIX_FADV_DONTNEED) };
+    if rc != 0 {
+        tracing::debug!(
+            error = %io::Error::from_raw_os_error(rc),
+            "posix_fadvise(DONTNEED) failed; reading back through the page cache"
+        );
+    }
+}
