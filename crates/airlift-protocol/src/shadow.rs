@@ -7,18 +7,24 @@
 //! JSON (an object is replaced whole, not merged into). The desired
 //! document a device must converge to — its *effective* document — is
 //! merged from the documents of the groups it belongs to (a tag, an
-//! attribute filter) and its own:
+//! attribute filter, a [target expression](crate::target_expr)) and its
+//! own:
 //!
 //! 1. the device's own keys win over every group's;
 //! 2. between groups, the key set most recently wins (its per-key
 //!    timestamp); on the same millisecond, the group whose id sorts last
-//!    (`attributes:…` before `tag:…`, then by text).
+//!    (`attributes:…` before `expr:…` before `tag:…`, then by text).
+//!
+//! Which groups reach a device is [`GroupRule::reaches`]: the store's
+//! query decides tags and attribute filters in SQL by the same rule, and
+//! evaluates expressions with it.
 //!
 //! The delta is every effective key whose reported value differs (absent
 //! counts as different), plus every reported key no longer desired, as
 //! `null`: the device removes it.
 
 use crate::ids::DeviceId;
+use crate::target_expr::{DeviceFacts, TargetExpr};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -76,6 +82,11 @@ pub struct VersionedDocument {
     pub updated_at: Option<DateTime<Utc>>,
 }
 
+/// Longest canonical text of an expression group's expression, in bytes
+/// (shorter than an expression may be): the group's id is a primary key,
+/// and PostgreSQL's B-tree index holds entries of at most about 2.7 KB.
+pub const MAX_GROUP_EXPRESSION_LEN: usize = 2048;
+
 /// Which devices a group's desired document is for.
 #[derive(
     Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema,
@@ -86,11 +97,23 @@ pub enum ShadowGroup {
     Tag(String),
     /// Devices whose inventory attributes equal all of these.
     Attributes(BTreeMap<String, String>),
+    /// Devices a target expression matches, evaluated against what each
+    /// reported at its last check-in. The canonical text of the parsed
+    /// expression ([`ShadowGroup::expression`]), so that `a=1 and b=2`
+    /// and `a = 1 AND b = 2` are one group.
+    Expression(String),
 }
 
 impl ShadowGroup {
-    /// The group's id: `tag:<tag>`, or `attributes:<canonical JSON>`; the
-    /// tie-break between groups is on it.
+    /// The group of the devices `expression` matches, named by its
+    /// canonical text.
+    pub fn expression(expression: &TargetExpr) -> Self {
+        Self::Expression(expression.to_string())
+    }
+
+    /// The group's id: `tag:<tag>`, `attributes:<canonical JSON>` or
+    /// `expr:<canonical expression>`; the tie-break between groups is on
+    /// it.
     pub fn id(&self) -> String {
         match self {
             Self::Tag(tag) => format!("tag:{tag}"),
@@ -98,6 +121,45 @@ impl ShadowGroup {
                 "attributes:{}",
                 serde_json::to_string(attributes).unwrap_or_default()
             ),
+            Self::Expression(text) => format!("expr:{text}"),
+        }
+    }
+}
+
+/// A group's rule, ready to test many devices: an expression group's text
+/// is parsed once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GroupRule {
+    /// A tag the device carries, exactly.
+    Tag(String),
+    /// Attribute pairs the device reports every one of, exactly.
+    Attributes(BTreeMap<String, String>),
+    /// A target expression the device matches; `None`: stored text that
+    /// does not parse (a corrupt row, or a grammar newer than this
+    /// server), which reaches no device rather than the wrong ones.
+    Expression(Option<TargetExpr>),
+}
+
+impl GroupRule {
+    /// The rule of `group`.
+    pub fn of(group: &ShadowGroup) -> Self {
+        match group {
+            ShadowGroup::Tag(tag) => Self::Tag(tag.clone()),
+            ShadowGroup::Attributes(pairs) => Self::Attributes(pairs.clone()),
+            ShadowGroup::Expression(text) => Self::Expression(text.parse().ok()),
+        }
+    }
+
+    /// Whether the group's document reaches this device.
+    pub fn reaches(&self, device: &DeviceFacts<'_>) -> bool {
+        match self {
+            Self::Tag(tag) => device.tags.iter().any(|t| t == tag),
+            Self::Attributes(pairs) => pairs
+                .iter()
+                .all(|(key, value)| device.attributes.get(key) == Some(value)),
+            Self::Expression(expression) => expression
+                .as_ref()
+                .is_some_and(|expression| expression.matches(device)),
         }
     }
 }
@@ -274,6 +336,78 @@ mod tests {
         for groups in [[a.clone(), z.clone()], [z, a]] {
             assert_eq!(effective(&own, &groups).0, doc(json!({"k": "z"})));
         }
+    }
+
+    #[test]
+    fn an_expression_group_is_named_by_its_canonical_text_and_sorts_between_the_others() {
+        let parse = |text: &str| text.parse::<TargetExpr>().expect("parses");
+        let spaced = ShadowGroup::expression(&parse("attr.site = oslo  and  installed.os<2.4"));
+        let tight = ShadowGroup::expression(&parse("attr.site=oslo AND installed.os < 2.4"));
+        assert_eq!(spaced, tight);
+        assert_eq!(spaced.id(), "expr:attr.site = oslo AND installed.os < 2.4");
+        let json = serde_json::to_value(&spaced).expect("serialises");
+        assert_eq!(
+            json,
+            json!({"expression": "attr.site = oslo AND installed.os < 2.4"})
+        );
+        // Same millisecond: tag groups win over expression groups, which
+        // win over attribute filters.
+        let at = |group: ShadowGroup| GroupShadow {
+            group,
+            desired: versioned(json!({"k": "x"}), 1_000),
+        };
+        let attributes = at(ShadowGroup::Attributes(BTreeMap::from([(
+            "site".to_owned(),
+            "oslo".to_owned(),
+        )])));
+        let own = VersionedDocument::default();
+        let groups = [at(spaced.clone()), attributes];
+        assert_eq!(effective(&own, &groups).1["k"], spaced.id());
+        let groups = [at(ShadowGroup::Tag("a".into())), at(spaced)];
+        assert_eq!(effective(&own, &groups).1["k"], "tag:a");
+    }
+
+    #[test]
+    fn a_rule_reaches_the_devices_its_group_names() {
+        let tags = vec!["lobby".to_owned()];
+        let attributes = BTreeMap::from([
+            ("site".to_owned(), "oslo".to_owned()),
+            ("floor".to_owned(), "2".to_owned()),
+        ]);
+        let mut installed = BTreeMap::from([("os".to_owned(), "2.3.9".to_owned())]);
+        // Checks the tag and attribute rules on a device with `installed`;
+        // answers whether the expression group reaches it.
+        let expression_reaches = |installed: &BTreeMap<String, String>| -> bool {
+            let device = DeviceFacts {
+                status: crate::state::DeviceStatus::Accepted,
+                tags: &tags,
+                device_type: Some("pi4"),
+                attributes: &attributes,
+                installed,
+            };
+            let rule = |group: ShadowGroup| GroupRule::of(&group).reaches(&device);
+            let pairs = |p: &[(&str, &str)]| {
+                ShadowGroup::Attributes(
+                    p.iter()
+                        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                        .collect(),
+                )
+            };
+            assert!(rule(ShadowGroup::Tag("lobby".into())));
+            assert!(!rule(ShadowGroup::Tag("lob".into())));
+            assert!(rule(pairs(&[("site", "oslo"), ("floor", "2")])));
+            assert!(!rule(pairs(&[("site", "oslo"), ("floor", "3")])));
+            assert!(!rule(pairs(&[("wing", "b")])));
+            // Text that does not parse reaches no one.
+            assert!(!rule(ShadowGroup::Expression("tag:lobby AND".into())));
+            rule(ShadowGroup::Expression(
+                "tag:lob* AND attr.site = oslo AND installed.os < 2.4".into(),
+            ))
+        };
+        assert!(expression_reaches(&installed));
+        // Once its version moves past the bound, the device leaves it.
+        installed.insert("os".into(), "2.4.0".into());
+        assert!(!expression_reaches(&installed));
     }
 
     #[test]

@@ -26,7 +26,7 @@ use utoipa::{Modify, OpenApi};
         api::retry_deployment, api::reset_deployment_device, api::reset_device,
         api::create_token, api::list_tokens, api::delete_token, api::whoami, api::list_audit,
         api::get_device_shadow, api::change_device_desired, api::get_tag_desired, api::change_tag_desired,
-        api::get_attributes_desired, api::change_attributes_desired, api::delete_device_desired, api::delete_tag_desired, api::delete_attributes_desired, device_api::report_shadow,
+        api::get_attributes_desired, api::change_attributes_desired, api::delete_device_desired, api::delete_tag_desired, api::delete_attributes_desired, api::get_expression_desired, api::change_expression_desired, api::delete_expression_desired, device_api::report_shadow,
         api::upload_root, api::list_roots, device_api::trust_roots,
         observability::healthz, observability::readyz, observability::metrics_text,
     ),

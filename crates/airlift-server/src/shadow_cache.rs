@@ -5,12 +5,17 @@
 //! this cache keeps, per instance:
 //!
 //! - **the group documents, all of them, as one list** (their number is
-//!   bounded by `--shadow-max-groups`): which of them reach a device is
-//!   decided in memory from the device's tags and inventory attributes,
-//!   which the check-in has at hand, by the same rule the store's query
-//!   applies (a tag the device carries; attribute pairs the device has
-//!   every one of). A change to a tag of 10 000 devices drops one entry,
-//!   not 10 000;
+//!   bounded by `--shadow-max-groups`), each with its rule
+//!   ([`GroupRule`], an expression parsed once): which of them reach a
+//!   device is decided in memory from the facts the check-in has at hand
+//!   — the device's tags and status, and the type, attributes and
+//!   installed versions it reports in this very check-in — by the rule
+//!   the store applies (a tag the device carries; attribute pairs the
+//!   device has every one of; an expression it matches). So a device
+//!   whose installed version moves past an expression's bound leaves (or
+//!   joins) that group at the check-in that reports it, with nothing to
+//!   invalidate. A change to a tag of 10 000 devices drops one entry, not
+//!   10 000;
 //! - **each device's own desired and reported documents**, bounded by
 //!   their size in bytes (`--shadow-cache-mib`, quick_cache's CLOCK-Pro
 //!   eviction keeps the most used).
@@ -29,11 +34,11 @@
 //! `airlift_cache_shadow_devices` and `airlift_cache_shadow_bytes` (held),
 //! `airlift_cache_shadow_bytes_capacity`.
 
-use airlift_protocol::shadow::{self as merge, Document, GroupShadow, ShadowGroup};
+use airlift_protocol::shadow::{self as merge, Document, GroupRule, GroupShadow};
 use airlift_protocol::shadow::{DeviceShadow, VersionedDocument};
+use airlift_protocol::target_expr::DeviceFacts;
 use airlift_protocol::DeviceId;
 use airlift_store::{ChangeFeed, ShadowStore, StoreEvent, StoreResult};
-use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::{Arc, Once, RwLock, Weak};
 
@@ -95,6 +100,13 @@ impl quick_cache::Weighter<DeviceId, Arc<OwnDocuments>> for ByBytes {
     }
 }
 
+/// A group document with the rule of whom it reaches.
+#[derive(Debug)]
+struct HeldGroup {
+    shadow: GroupShadow,
+    rule: GroupRule,
+}
+
 /// What is kept only while the change feed listens.
 #[derive(Debug, Default)]
 struct Held {
@@ -102,7 +114,7 @@ struct Held {
     /// Moves at every invalidation.
     epoch: u64,
     /// Every group document, by id; `None` until read.
-    groups: Option<Arc<Vec<GroupShadow>>>,
+    groups: Option<Arc<Vec<HeldGroup>>>,
 }
 
 #[derive(Debug)]
@@ -157,13 +169,13 @@ impl ShadowCache {
     }
 
     /// The device's delta (`None` when it has converged, or there is no
-    /// such device), given its tags and inventory attributes as stored.
+    /// such device), given what it is and reports now (`facts`: which
+    /// group documents reach it).
     pub async fn delta<S: ShadowReads + ?Sized>(
         &self,
         store: &S,
         device: DeviceId,
-        tags: &[String],
-        attributes: &BTreeMap<String, String>,
+        facts: &DeviceFacts<'_>,
     ) -> StoreResult<(Option<Document>, Lookup)> {
         let (groups, groups_lookup) = self.groups(store).await?;
         let Some(groups) = groups else {
@@ -180,8 +192,8 @@ impl ShadowCache {
         };
         let reaching: Vec<GroupShadow> = groups
             .iter()
-            .filter(|g| reaches(&g.group, tags, attributes))
-            .cloned()
+            .filter(|g| g.rule.reaches(facts))
+            .map(|g| g.shadow.clone())
             .collect();
         let (effective, _) = merge::effective(&own.desired, &reaching);
         let delta = merge::delta(&effective, &own.reported);
@@ -230,7 +242,7 @@ impl ShadowCache {
     async fn groups<S: ShadowReads + ?Sized>(
         &self,
         store: &S,
-    ) -> StoreResult<(Option<Arc<Vec<GroupShadow>>>, Lookup)> {
+    ) -> StoreResult<(Option<Arc<Vec<HeldGroup>>>, Lookup)> {
         if let Some(groups) = self.shared.held.read().ok().and_then(|h| h.groups.clone()) {
             return Ok((Some(groups), Lookup::Hit));
         }
@@ -239,7 +251,17 @@ impl ShadowCache {
         if list.len() >= MAX_GROUPS_HELD as usize {
             return Ok((None, Lookup::Miss));
         }
-        let list = Arc::new(list);
+        let list: Arc<Vec<HeldGroup>> = Arc::new(
+            list.into_iter()
+                .map(|shadow| {
+                    let rule = GroupRule::of(&shadow.group);
+                    if rule == GroupRule::Expression(None) {
+                        tracing::warn!(group = %shadow.group, "shadow: a group's expression does not parse; it reaches no device");
+                    }
+                    HeldGroup { shadow, rule }
+                })
+                .collect(),
+        );
         if let Ok(mut held) = self.shared.held.write() {
             if epoch == Some(held.epoch) && held.listening {
                 held.groups = Some(Arc::clone(&list));
@@ -297,8 +319,8 @@ impl Shared {
                 self.devices.clear();
                 held.listening = event == StoreEvent::Listening;
             }
-            // Tags and attributes are the check-in's to give; nothing else
-            // touches a shadow.
+            // What a device is and reports is the check-in's to give;
+            // nothing else touches a shadow.
             StoreEvent::DeviceChanged(_)
             | StoreEvent::InventoryChanged(_)
             | StoreEvent::DeploymentChanged(_)
@@ -323,17 +345,6 @@ async fn follow(mut feed: ChangeFeed, shared: Weak<Shared>) {
             return;
         };
         shared.apply(event);
-    }
-}
-
-/// Whether `group`'s document reaches a device with these tags and
-/// attributes: the rule of the store's query (`sql/shadow.rs`).
-fn reaches(group: &ShadowGroup, tags: &[String], attributes: &BTreeMap<String, String>) -> bool {
-    match group {
-        ShadowGroup::Tag(tag) => tags.iter().any(|t| t == tag),
-        ShadowGroup::Attributes(pairs) => pairs
-            .iter()
-            .all(|(key, value)| attributes.get(key) == Some(value)),
     }
 }
 

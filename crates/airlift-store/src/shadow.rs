@@ -5,16 +5,22 @@
 //! SQL is in `sql/shadow.rs`; the merge rules are
 //! [`airlift_protocol::shadow`]'s.
 //!
-//! A group's desired document (a tag's, an attribute filter's) is one row
-//! however many devices it reaches: setting a value for a tag of 10 000
-//! devices writes one row, and each device's effective document is merged
-//! when it is read (at check-in, from two indexed queries).
+//! A group's desired document (a tag's, an attribute filter's, a target
+//! expression's) is one row however many devices it reaches: setting a
+//! value for a tag of 10 000 devices writes one row, and each device's
+//! effective document is merged when it is read (at check-in, from two
+//! indexed queries; a third reads the device's facts when there are
+//! expression groups, which are evaluated in memory by
+//! [`GroupRule`](airlift_protocol::shadow::GroupRule) — their number is
+//! bounded by [`ShadowLimits::max_groups`]).
 
 use crate::codec::{json, time};
 use crate::{StoreError, StoreResult};
+use airlift_protocol::management::Device;
 use airlift_protocol::shadow::{
-    DeviceShadow, Document, GroupShadow, ShadowGroup, VersionedDocument,
+    DeviceShadow, Document, GroupRule, GroupShadow, ShadowGroup, VersionedDocument,
 };
+use airlift_protocol::target_expr::DeviceFacts;
 use airlift_protocol::DeviceId;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -27,7 +33,8 @@ pub struct ShadowLimits {
     pub max_document_bytes: usize,
     /// Most top-level keys of a document [default: 256].
     pub max_keys: usize,
-    /// Most group documents (tags and attribute filters) [default: 1000].
+    /// Most group documents (tags, attribute filters and expressions)
+    /// [default: 1000].
     pub max_groups: u64,
 }
 
@@ -225,21 +232,42 @@ pub(crate) fn from_columns(
     })
 }
 
-/// A group read back from its `tag` and `attributes` columns.
+/// A group read back from its `tag`, `attributes` and `expression`
+/// columns.
 pub(crate) fn group_from(
     tag: Option<String>,
     attributes: Option<&str>,
+    expression: Option<String>,
 ) -> StoreResult<ShadowGroup> {
-    match (tag, attributes) {
-        (Some(tag), _) => Ok(ShadowGroup::Tag(tag)),
-        (None, Some(attributes)) => Ok(ShadowGroup::Attributes(json(
+    match (tag, attributes, expression) {
+        (Some(tag), _, _) => Ok(ShadowGroup::Tag(tag)),
+        (None, Some(attributes), _) => Ok(ShadowGroup::Attributes(json(
             "group_shadows.attributes",
             attributes,
         )?)),
-        (None, None) => Err(StoreError::Corrupt(
-            "group_shadows: neither a tag nor attributes".into(),
+        (None, None, Some(expression)) => Ok(ShadowGroup::Expression(expression)),
+        (None, None, None) => Err(StoreError::Corrupt(
+            "group_shadows: neither a tag, attributes nor an expression".into(),
         )),
     }
+}
+
+/// Whether any of `groups` is an expression group, whose reach the query
+/// cannot decide.
+pub(crate) fn has_expressions(groups: &[GroupShadow]) -> bool {
+    groups
+        .iter()
+        .any(|g| matches!(g.group, ShadowGroup::Expression(_)))
+}
+
+/// Keeps the expression groups that reach `device` (all of them are read;
+/// the other groups were chosen by the query already).
+pub(crate) fn keep_reaching(groups: &mut Vec<GroupShadow>, device: &Device) {
+    let facts = DeviceFacts::from(device);
+    groups.retain(|g| match &g.group {
+        ShadowGroup::Expression(_) => GroupRule::of(&g.group).reaches(&facts),
+        ShadowGroup::Tag(_) | ShadowGroup::Attributes(_) => true,
+    });
 }
 
 /// The whole shadow from its parts.

@@ -1,11 +1,14 @@
 //! `airlift device config get|set|unset`: the desired configuration of a
-//! device (its shadow), of every device carrying a tag, or of every device
-//! whose inventory attributes match — and, for a device, what it reported
-//! and what still differs.
+//! device (its shadow), of every device carrying a tag, of every device
+//! whose inventory attributes match, or of every device a target
+//! expression matches — and, for a device, what it reported and what
+//! still differs.
 
-use crate::client::Client;
+use crate::client::{Client, DeviceQuery};
 use crate::output::{self, Table};
 use airlift_protocol::shadow::{DeviceShadow, GroupShadow, VersionedDocument};
+use airlift_protocol::state::DeviceStatus;
+use airlift_protocol::target_expr::TargetExpr;
 use airlift_protocol::DeviceId;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
@@ -16,17 +19,18 @@ use serde_json::Value;
 #[derive(Debug, Subcommand)]
 pub enum ConfigCommand {
     /// Show the desired configuration: of a device (with what it reported
-    /// and what differs), a tag, or an attribute filter.
+    /// and what differs), a tag, an attribute filter, or an expression.
     #[command(
         long_about = "Show the desired configuration.\n\n\
             For a device: every key of its effective document (its own keys over its groups'), \
             where the value comes from, what the device reported, and whether it has converged; \
-            the last failure the device reported, if any. For --tag or --attribute: that \
-            group's document.",
+            the last failure the device reported, if any. For --tag, --attribute or --where: \
+            that group's document.",
         after_help = "Examples:
   airlift device config get 0190d5e4-7c1b-7a4e-9f3a-2b8c1d0e4f56
   airlift device config get --tag canary
-  airlift device config get --attribute site=berlin --json"
+  airlift device config get --attribute site=berlin --json
+  airlift device config get --where 'tag:lab AND installed.rootfs < 2.4.0'"
     )]
     Get(GetArgs),
 
@@ -37,13 +41,19 @@ pub enum ConfigCommand {
         long_about = "Set keys of a desired configuration.\n\n\
             Each KEY=VALUE sets one top-level key; VALUE is taken as JSON if it parses (a \
             number, true/false, an object, an array, a quoted string), else as a string. A \
-            device's own keys win over its tags' and filters'; between groups, the key set \
-            last wins. The devices concerned are nudged to check in; each applies the change \
-            through its `[shadow]` module and reports back.",
+            device's own keys win over its tags', filters' and expressions'; between groups, \
+            the key set last wins. The devices concerned are nudged to check in; each applies \
+            the change through its `[shadow]` module and reports back.\n\n\
+            With --where, the document is for every device the target expression matches \
+            (docs/targets.md), decided at each check-in from what the device reports then: a \
+            device that comes to match starts receiving the keys, one that stops matching \
+            (say, its installed version moves past the bound) is asked to remove them. The \
+            command says how many accepted devices match today.",
         after_help = "Examples:
   airlift device config set 0190d5e4-7c1b-7a4e-9f3a-2b8c1d0e4f56 log_level=debug
   airlift device config set --tag canary log_level=debug max_connections=64
-  airlift device config set --attribute site=berlin ntp='[\"ntp1.example\",\"ntp2.example\"]'"
+  airlift device config set --attribute site=berlin ntp='[\"ntp1.example\",\"ntp2.example\"]'
+  airlift device config set --where 'tag:lab AND installed.rootfs < 2.4.0' banner='update due'"
     )]
     Set(ChangeArgs),
 
@@ -51,27 +61,48 @@ pub enum ConfigCommand {
     /// to its groups' value, or removes the key).
     #[command(after_help = "Examples:
   airlift device config unset 0190d5e4-7c1b-7a4e-9f3a-2b8c1d0e4f56 log_level
-  airlift device config unset --tag canary log_level max_connections")]
+  airlift device config unset --tag canary log_level max_connections
+  airlift device config unset --where 'tag:lab AND installed.rootfs < 2.4.0' banner")]
     Unset(ChangeArgs),
 }
 
-/// Whose configuration: a device (first argument), a tag, or an attribute filter.
+/// Whose configuration: a device (first argument), a tag, an attribute
+/// filter, or a target expression.
 #[derive(Debug, Args)]
 pub struct Target {
     /// A tag's configuration, for every device carrying it.
-    #[arg(long, conflicts_with = "attributes")]
+    #[arg(long, conflicts_with_all = ["attributes", "where_expression"])]
     pub tag: Option<String>,
     /// An attribute filter's configuration, for every device whose
     /// inventory attribute KEY is VALUE; repeatable, all must match.
-    #[arg(long = "attribute", value_name = "KEY=VALUE")]
+    #[arg(
+        long = "attribute",
+        value_name = "KEY=VALUE",
+        conflicts_with = "where_expression"
+    )]
     pub attributes: Vec<String>,
+    /// A target expression's configuration, for every device it matches
+    /// at its check-in (docs/targets.md), e.g. `tag:lab AND
+    /// installed.rootfs < 2.4.0`.
+    #[arg(long = "where", value_name = "EXPRESSION", value_parser = super::parse_boxed_target_expr)]
+    pub where_expression: Option<Box<TargetExpr>>,
+}
+
+impl Target {
+    /// Whether a group is named (rather than a device).
+    fn is_group(&self) -> bool {
+        self.tag.is_some() || !self.attributes.is_empty() || self.where_expression.is_some()
+    }
 }
 
 /// Arguments of `airlift device config get`.
 #[derive(Debug, Args)]
 pub struct GetArgs {
-    /// The device (unless --tag or --attribute is given).
-    #[arg(value_name = "DEVICE", required_unless_present_any = ["tag", "attributes"])]
+    /// The device (unless --tag, --attribute or --where is given).
+    #[arg(
+        value_name = "DEVICE",
+        required_unless_present_any = ["tag", "attributes", "where_expression"]
+    )]
     pub device: Option<String>,
     #[command(flatten)]
     pub target: Target,
@@ -84,7 +115,7 @@ pub struct GetArgs {
 #[derive(Debug, Args)]
 pub struct ChangeArgs {
     /// `DEVICE KEY=VALUE…` (set) or `DEVICE KEY…` (unset); without DEVICE
-    /// when --tag or --attribute is given.
+    /// when --tag, --attribute or --where is given.
     #[arg(value_name = "ARGS", required = true, num_args = 1..)]
     pub args: Vec<String>,
     #[command(flatten)]
@@ -98,6 +129,8 @@ pub struct ChangeArgs {
 enum Whose {
     Device(DeviceId),
     Group(String, String),
+    /// An expression's group: its document's path, and the expression.
+    Expression(String, TargetExpr),
 }
 
 impl Whose {
@@ -118,7 +151,16 @@ impl Whose {
                 format!("devices with {text}"),
             ));
         }
-        let device = device.context("name a DEVICE, or give --tag or --attribute")?;
+        if let Some(expression) = &target.where_expression {
+            return Ok(Self::Expression(
+                format!(
+                    "/shadows/expression?where={}",
+                    encode(&expression.to_string())
+                ),
+                (**expression).clone(),
+            ));
+        }
+        let device = device.context("name a DEVICE, or give --tag, --attribute or --where")?;
         let id = device.parse::<DeviceId>().map_err(|_| {
             anyhow::anyhow!("{device:?} is not a device id; `airlift device list` shows them")
         })?;
@@ -128,7 +170,7 @@ impl Whose {
     fn desired_path(&self) -> String {
         match self {
             Self::Device(id) => format!("/devices/{id}/shadow/desired"),
-            Self::Group(path, _) => path.clone(),
+            Self::Group(path, _) | Self::Expression(path, _) => path.clone(),
         }
     }
 
@@ -136,6 +178,7 @@ impl Whose {
         match self {
             Self::Device(id) => format!("device {id}"),
             Self::Group(_, name) => name.clone(),
+            Self::Expression(_, expression) => format!("devices where {expression}"),
         }
     }
 }
@@ -162,7 +205,8 @@ async fn get(args: &GetArgs, client: &Client) -> Result<()> {
             }
             print_shadow(&shadow);
         }
-        Whose::Group(path, name) => {
+        Whose::Group(path, _) | Whose::Expression(path, _) => {
+            let name = whose.name();
             let group: GroupShadow = client
                 .call(Method::GET, path, None)
                 .await
@@ -244,8 +288,7 @@ fn print_document(document: &VersionedDocument) {
 }
 
 async fn change(args: &ChangeArgs, set: bool, client: &Client) -> Result<()> {
-    let grouped = args.target.tag.is_some() || !args.target.attributes.is_empty();
-    let (device, keys) = match grouped {
+    let (device, keys) = match args.target.is_group() {
         true => (None, &args.args[..]),
         false => (args.args.first().map(String::as_str), &args.args[1..]),
     };
@@ -283,15 +326,40 @@ async fn change(args: &ChangeArgs, set: bool, client: &Client) -> Result<()> {
     }
     let document: VersionedDocument = match &whose {
         Whose::Device(_) => serde_json::from_value(answer)?,
-        Whose::Group(..) => serde_json::from_value::<GroupShadow>(answer)?.desired,
+        Whose::Group(..) | Whose::Expression(..) => {
+            serde_json::from_value::<GroupShadow>(answer)?.desired
+        }
     };
     println!(
         "{} {} key(s) of {name}; its devices are asked to check in",
         if set { "set" } else { "unset" },
         keys.len()
     );
+    if let (true, Whose::Expression(_, expression)) = (set, &whose) {
+        let reached = matching_today(client, expression).await?;
+        println!(
+            "{reached} accepted device(s) match it today; the match is decided again at each \
+             check-in from what the device reports"
+        );
+    }
     print_document(&document);
     Ok(())
+}
+
+/// How many accepted devices `expression` matches now (the device list
+/// counts them).
+async fn matching_today(client: &Client, expression: &TargetExpr) -> Result<u64> {
+    let query = DeviceQuery {
+        status: Some(DeviceStatus::Accepted),
+        where_expression: Some(expression.clone()),
+        per_page: Some(1),
+        ..DeviceQuery::default()
+    };
+    let page = client
+        .list_devices(&query)
+        .await
+        .context("counting the devices the expression matches")?;
+    Ok(page.total)
 }
 
 /// Percent-encodes everything but unreserved characters, for a path

@@ -5,6 +5,7 @@
 mod admin;
 mod bad_input;
 mod blocks;
+mod config_where;
 #[cfg(feature = "demo")]
 mod demo;
 mod expressions;

@@ -221,14 +221,16 @@ fn check_filter_text(field: &str, text: Option<&str>, max: usize) -> ApiResult<(
 
 /// `where`: the target expression a device must match.
 fn where_expression(text: Option<&str>) -> ApiResult<Option<TargetExpr>> {
-    text.map(|text| {
-        text.parse::<TargetExpr>()
-            // Its grammar is content no schema states (docs/targets.md).
-            .map_err(|e| {
-                ApiError::Unprocessable("invalid_target_expression", format!("where: {e}"))
-            })
-    })
-    .transpose()
+    text.map(parse_where).transpose()
+}
+
+/// A `where` query parameter's target expression, or `422
+/// invalid_target_expression` with its column (the shadows' expression
+/// routes answer the same).
+pub(crate) fn parse_where(text: &str) -> ApiResult<TargetExpr> {
+    text.parse::<TargetExpr>()
+        // Its grammar is content no schema states (docs/targets.md).
+        .map_err(|e| ApiError::Unprocessable("invalid_target_expression", format!("where: {e}")))
 }
 
 /// List devices with filters and pagination, oldest first unless `sort`

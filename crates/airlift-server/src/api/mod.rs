@@ -176,6 +176,13 @@ fn shadow_routes() -> Router<AppState> {
                 .patch(shadow::change_attributes_desired)
                 .delete(shadow::delete_attributes_desired),
         )
+        .route(
+            "/shadows/expression",
+            get(shadow::get_expression_desired)
+                .put(shadow::change_expression_desired)
+                .patch(shadow::change_expression_desired)
+                .delete(shadow::delete_expression_desired),
+        )
 }
 
 /// Records a change in the audit log.

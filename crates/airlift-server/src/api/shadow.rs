@@ -1,7 +1,9 @@
 //! Device shadows in the management API: a device's shadow (its own
 //! desired document, what it reported, the groups that reach it, the
 //! effective document and the delta), and desired documents set for one
-//! device, for a tag or for an attribute filter.
+//! device, for a tag, for an attribute filter or for a target expression
+//! (`?where=`, parsed as the device list's `where` is, and named by its
+//! canonical text).
 //!
 //! `PUT` replaces a desired document, `PATCH` merges into it (RFC 7396 at
 //! the top level: `null` removes a key), `DELETE` empties it. Every change
@@ -12,7 +14,7 @@
 //! merge rule is [`airlift_protocol::shadow`]'s.
 
 use super::audit;
-use super::devices::check_filter_pairs;
+use super::devices::{check_filter_pairs, parse_where};
 use crate::auth::ApiCaller;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{ApiPath, ApiQuery};
@@ -20,7 +22,7 @@ use crate::state::AppState;
 use airlift_protocol::management::MAX_TAG;
 use airlift_protocol::push::NudgeReason;
 use airlift_protocol::shadow::{
-    DeviceShadow, Document, GroupShadow, ShadowGroup, VersionedDocument,
+    DeviceShadow, Document, GroupShadow, ShadowGroup, VersionedDocument, MAX_GROUP_EXPRESSION_LEN,
 };
 use airlift_protocol::state::DeviceStatus;
 use airlift_protocol::DeviceId;
@@ -53,6 +55,26 @@ pub struct AttributesQuery {
         pattern = r"^,*(?:[^,=\x00]*[^,=\x00\s][^,=\x00]*=[^,\x00]*,+){0,15}[^,=\x00]*[^,=\x00\s][^,=\x00]*=[^,\x00]*,*$"
     )]
     pub attributes: String,
+}
+
+/// The target expression of a group document.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct ExpressionQuery {
+    /// A target expression (docs/targets.md), as in the device list's
+    /// `where`, e.g. `tag:lab AND installed.rootfs < 2.4.0`. The group is
+    /// named by the expression's canonical text, so spellings that parse
+    /// alike (`a=1 and b=2`, `a = 1 AND b = 2`) are one group. At most
+    /// 4096 bytes, 64 terms, and 2048 bytes written canonically.
+    #[serde(rename = "where")]
+    #[param(
+        rename = "where",
+        min_length = 1,
+        max_length = 4096,
+        pattern = r"^[^\x00]*$"
+    )]
+    pub where_expression: String,
 }
 
 /// A device's shadow: desired, reported, effective, delta.
@@ -226,6 +248,60 @@ pub async fn get_attributes_desired(
     get_group(&state, &attributes_group(&query.attributes)?).await
 }
 
+/// Replace or merge into the desired document of the devices a target
+/// expression matches: one row, evaluated at each device's check-in
+/// against what it reports then.
+#[utoipa::path(
+    method(put, patch),
+    path = "/api/v1/shadows/expression",
+    tag = "shadows",
+    params(ExpressionQuery),
+    request_body(content = Object, description = "A JSON object: the desired document (PUT) or a merge patch whose null values remove keys (PATCH)"),
+    security(("api_token" = [])),
+    responses(
+        (status = 200, body = GroupShadow),
+        (status = 400, description = "No `where`, or one with a NUL character; a body that is not a JSON object", body = airlift_protocol::ErrorBody),
+        (status = 401, description = "No API token, or an unknown or revoked one", body = airlift_protocol::ErrorBody),
+        (status = 403, description = "A viewer token: an operator or admin token is needed", body = airlift_protocol::ErrorBody),
+        (status = 409, description = "A new group document over the limit on group documents (1000)", body = airlift_protocol::ErrorBody),
+        (status = 413, description = "The document would be over the size limit (64 KiB by default) or the top-level key limit (256); the message names the limit", body = airlift_protocol::ErrorBody),
+        (status = 422, description = "A `where` expression that does not parse or passes its bounds, or whose canonical text is over 2048 bytes (`invalid_target_expression`: the message names the column and what was expected, or the bound)", body = airlift_protocol::ErrorBody),
+    )
+)]
+pub async fn change_expression_desired(
+    State(state): State<AppState>,
+    method: Method,
+    caller: ApiCaller,
+    ApiQuery(query): ApiQuery<ExpressionQuery>,
+    body: Bytes,
+) -> ApiResult<Json<GroupShadow>> {
+    let group = expression_group(&query.where_expression)?;
+    change_group(state, method, caller, group, body).await
+}
+
+/// The desired document of the devices a target expression matches.
+#[utoipa::path(
+    get,
+    path = "/api/v1/shadows/expression",
+    tag = "shadows",
+    params(ExpressionQuery),
+    security(("api_token" = [])),
+    responses(
+        (status = 200, body = GroupShadow),
+        (status = 400, description = "No `where`, or one with a NUL character", body = airlift_protocol::ErrorBody),
+        (status = 401, description = "No API token, or an unknown or revoked one", body = airlift_protocol::ErrorBody),
+        (status = 404, description = "The expression has no desired document", body = airlift_protocol::ErrorBody),
+        (status = 422, description = "A `where` expression that does not parse or passes its bounds, or whose canonical text is over 2048 bytes (`invalid_target_expression`: the message names the column and what was expected, or the bound)", body = airlift_protocol::ErrorBody),
+    )
+)]
+pub async fn get_expression_desired(
+    State(state): State<AppState>,
+    _caller: ApiCaller,
+    ApiQuery(query): ApiQuery<ExpressionQuery>,
+) -> ApiResult<Json<GroupShadow>> {
+    get_group(&state, &expression_group(&query.where_expression)?).await
+}
+
 /// Delete a device's own desired document (its groups' documents stay).
 #[utoipa::path(
     delete,
@@ -295,6 +371,30 @@ pub async fn delete_attributes_desired(
     change_attributes_desired(state, Method::DELETE, caller, query, Bytes::new()).await
 }
 
+/// Delete the desired document of the devices a target expression matches.
+#[utoipa::path(
+    delete,
+    path = "/api/v1/shadows/expression",
+    tag = "shadows",
+    params(ExpressionQuery),
+    security(("api_token" = [])),
+    responses(
+        (status = 200, body = GroupShadow),
+        (status = 400, description = "No `where`, or one with a NUL character", body = airlift_protocol::ErrorBody),
+        (status = 401, description = "No API token, or an unknown or revoked one", body = airlift_protocol::ErrorBody),
+        (status = 403, description = "A viewer token: an operator or admin token is needed", body = airlift_protocol::ErrorBody),
+        (status = 404, description = "The expression has no desired document", body = airlift_protocol::ErrorBody),
+        (status = 422, description = "A `where` expression that does not parse or passes its bounds, or whose canonical text is over 2048 bytes (`invalid_target_expression`: the message names the column and what was expected, or the bound)", body = airlift_protocol::ErrorBody),
+    )
+)]
+pub async fn delete_expression_desired(
+    state: State<AppState>,
+    caller: ApiCaller,
+    query: ApiQuery<ExpressionQuery>,
+) -> ApiResult<Json<GroupShadow>> {
+    change_expression_desired(state, Method::DELETE, caller, query, Bytes::new()).await
+}
+
 fn tag_group(tag: String) -> ApiResult<ShadowGroup> {
     // Characters, as the schema counts them (a tag longer in bytes than a
     // device may carry is only a document no device takes).
@@ -321,6 +421,26 @@ fn attributes_group(text: &str) -> ApiResult<ShadowGroup> {
         ));
     }
     Ok(ShadowGroup::Attributes(pairs))
+}
+
+/// The group of an expression, parsed as the device list's `where` is
+/// (a `422 invalid_target_expression` naming the column if it does not
+/// parse) and named by its canonical text, which must fit in an id.
+fn expression_group(text: &str) -> ApiResult<ShadowGroup> {
+    let group = ShadowGroup::expression(&parse_where(text)?);
+    match &group {
+        ShadowGroup::Expression(canonical) if canonical.len() > MAX_GROUP_EXPRESSION_LEN => {
+            Err(ApiError::Unprocessable(
+                "invalid_target_expression",
+                format!(
+                    "where: a configuration group's expression is at most \
+                     {MAX_GROUP_EXPRESSION_LEN} bytes written canonically; this one is {}",
+                    canonical.len()
+                ),
+            ))
+        }
+        _ => Ok(group),
+    }
 }
 
 async fn get_group(state: &AppState, group: &ShadowGroup) -> ApiResult<Json<GroupShadow>> {
@@ -457,6 +577,14 @@ async fn nudge_group(state: AppState, group: ShadowGroup) {
     match &group {
         ShadowGroup::Tag(tag) => filter.tag = Some(tag.clone()),
         ShadowGroup::Attributes(pairs) => filter.attributes = pairs.clone(),
+        // The canonical text of an expression parsed on the way in.
+        ShadowGroup::Expression(text) => match text.parse() {
+            Ok(expression) => filter.expression = Some(expression),
+            Err(error) => {
+                tracing::warn!(%group, %error, "shadow: the group's expression does not parse; nudging no one");
+                return;
+            }
+        },
     }
     let per_page = 1000;
     for page in 1..=MAX_NUDGED / per_page {

@@ -3,11 +3,12 @@
 
 use super::*;
 use airlift_protocol::management::Device;
-use airlift_protocol::shadow::VersionedDocument;
+use airlift_protocol::shadow::{ShadowGroup, VersionedDocument};
 use airlift_protocol::state::DeviceStatus;
 use airlift_store::{DatabaseUrl, DesiredChange, ShadowLimits, SharedStore};
 use chrono::Utc;
 use serde_json::json;
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
@@ -73,15 +74,15 @@ async fn store() -> (tempfile::TempDir, Arc<Counting>) {
     (dir, counting)
 }
 
-/// The lobby device's delta, as a check-in asks for it.
+/// The device's delta, as a check-in reporting what `device` holds asks
+/// for it.
 async fn delta_of(
     cache: &ShadowCache,
     store: &Counting,
     device: &Device,
-    attributes: &BTreeMap<String, String>,
 ) -> (Option<Document>, Lookup) {
     cache
-        .delta(store, device.id, &device.tags, attributes)
+        .delta(store, device.id, &DeviceFacts::from(device))
         .await
         .expect("delta")
 }
@@ -92,12 +93,11 @@ async fn delta_becomes(
     cache: &ShadowCache,
     store: &Counting,
     device: &Device,
-    attributes: &BTreeMap<String, String>,
     want: Option<Document>,
 ) -> Option<Document> {
     let mut last = None;
     for _ in 0..500 {
-        last = delta_of(cache, store, device, attributes).await.0;
+        last = delta_of(cache, store, device).await.0;
         if last == want {
             break;
         }
@@ -111,9 +111,10 @@ async fn a_steady_check_in_reads_no_shadow_and_a_change_is_seen_at_once() {
     let (_dir, store) = store().await;
     let cache = ShadowCache::new(1024 * 1024);
     cache.follow(|| store.store.changes());
-    let lobby = device(&["lobby"]);
-    store.store.insert_device(&lobby).await.expect("device");
+    let mut lobby = device(&["lobby"]);
     let attributes = BTreeMap::from([("site".to_owned(), "oslo".to_owned())]);
+    lobby.attributes = attributes.clone();
+    store.store.insert_device(&lobby).await.expect("device");
     let limits = ShadowLimits::default();
     let at = Utc::now();
     let lobby_group = ShadowGroup::Tag("lobby".into());
@@ -141,7 +142,7 @@ async fn a_steady_check_in_reads_no_shadow_and_a_change_is_seen_at_once() {
     // Until the feed listens, every check-in reads the store.
     let mut kept = false;
     for _ in 0..500 {
-        if delta_of(&cache, &store, &lobby, &attributes).await.1 == Lookup::Hit {
+        if delta_of(&cache, &store, &lobby).await.1 == Lookup::Hit {
             kept = true;
             break;
         }
@@ -149,17 +150,18 @@ async fn a_steady_check_in_reads_no_shadow_and_a_change_is_seen_at_once() {
     }
     assert!(kept, "the cache never kept the documents");
     let reads = store.reads();
-    let (steady, lookup) = delta_of(&cache, &store, &lobby, &attributes).await;
+    let (steady, lookup) = delta_of(&cache, &store, &lobby).await;
     assert_eq!(lookup, Lookup::Hit);
     assert_eq!(steady, Some(doc(json!({"volume": 3, "tz": "Europe/Oslo"}))));
     for _ in 0..10 {
-        delta_of(&cache, &store, &lobby, &attributes).await;
+        delta_of(&cache, &store, &lobby).await;
     }
     assert_eq!(store.reads(), reads, "a steady check-in read the store");
 
     // Another attribute value: the attribute group no longer reaches it.
-    let elsewhere = BTreeMap::from([("site".to_owned(), "bergen".to_owned())]);
-    let (moved, _) = delta_of(&cache, &store, &lobby, &elsewhere).await;
+    let mut elsewhere = lobby.clone();
+    elsewhere.attributes = BTreeMap::from([("site".to_owned(), "bergen".to_owned())]);
+    let (moved, _) = delta_of(&cache, &store, &elsewhere).await;
     assert_eq!(moved, Some(doc(json!({"volume": 3}))));
 
     // The device reports what it applied: its delta empties.
@@ -168,7 +170,7 @@ async fn a_steady_check_in_reads_no_shadow_and_a_change_is_seen_at_once() {
         .record_reported(lobby.id, &steady.unwrap_or_default(), None, Utc::now())
         .await
         .expect("reported");
-    let after = delta_becomes(&cache, &store, &lobby, &attributes, None).await;
+    let after = delta_becomes(&cache, &store, &lobby, None).await;
     assert_eq!(after, None);
     // A group change is heard, and the device's own key wins over the group's.
     store
@@ -192,7 +194,7 @@ async fn a_steady_check_in_reads_no_shadow_and_a_change_is_seen_at_once() {
         .await
         .expect("device change");
     let want = Some(doc(json!({"volume": 5, "tz": "UTC"})));
-    let after = delta_becomes(&cache, &store, &lobby, &attributes, want.clone()).await;
+    let after = delta_becomes(&cache, &store, &lobby, want.clone()).await;
     assert_eq!(after, want);
     assert!(cache.devices_held() >= 1);
 }
@@ -204,11 +206,10 @@ async fn nothing_is_kept_while_the_feed_is_deaf_and_local_writes_are_forgotten_a
     let cache = ShadowCache::new(1024 * 1024);
     let plain = device(&[]);
     store.store.insert_device(&plain).await.expect("device");
-    let none = BTreeMap::new();
     // Not following: the feed's state is unknown, so nothing is kept.
     for _ in 0..3 {
         let (delta, lookup) = cache
-            .delta(store, plain.id, &[], &none)
+            .delta(store, plain.id, &DeviceFacts::from(&plain))
             .await
             .expect("delta");
         assert_eq!((delta, lookup), (None, Lookup::Miss));
@@ -216,7 +217,7 @@ async fn nothing_is_kept_while_the_feed_is_deaf_and_local_writes_are_forgotten_a
     assert_eq!(cache.devices_held(), 0);
     cache.shared.apply(StoreEvent::Listening);
     cache
-        .delta(store, plain.id, &[], &none)
+        .delta(store, plain.id, &DeviceFacts::from(&plain))
         .await
         .expect("delta");
     assert_eq!(cache.devices_held(), 1);
@@ -232,15 +233,16 @@ async fn nothing_is_kept_while_the_feed_is_deaf_and_local_writes_are_forgotten_a
         .expect("desired");
     cache.forget_device(plain.id);
     let (delta, _) = cache
-        .delta(store, plain.id, &[], &none)
+        .delta(store, plain.id, &DeviceFacts::from(&plain))
         .await
         .expect("delta");
     assert_eq!(delta, Some(doc(json!({"led": "on"}))));
     cache.shared.apply(StoreEvent::Interrupted);
     assert_eq!(cache.devices_held(), 0);
     // An unknown device has no delta.
+    let unknown = device(&[]);
     let (delta, _) = cache
-        .delta(store, DeviceId::new(), &[], &none)
+        .delta(store, unknown.id, &DeviceFacts::from(&unknown))
         .await
         .expect("delta");
     assert_eq!(delta, None);
@@ -272,40 +274,93 @@ fn the_byte_bound_evicts_and_an_oversized_entry_is_not_kept() {
     assert!(cache.devices_held() < 100);
 }
 
-#[test]
-fn groups_reach_devices_by_the_stores_rule() {
-    let attributes = BTreeMap::from([
-        ("site".to_owned(), "oslo".to_owned()),
-        ("floor".to_owned(), "2".to_owned()),
-    ]);
-    let tags = vec!["lobby".to_owned()];
-    let pairs = |p: &[(&str, &str)]| {
-        ShadowGroup::Attributes(
-            p.iter()
-                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-                .collect(),
+/// Sets `document` as the desired document of the devices `expression`
+/// matches.
+async fn set_for_expression(store: &Counting, expression: &str, document: serde_json::Value) {
+    let expression = expression.parse().expect("the expression parses");
+    store
+        .store
+        .change_group_desired(
+            &ShadowGroup::expression(&expression),
+            &DesiredChange::Replace(doc(document)),
+            &ShadowLimits::default(),
+            Utc::now(),
         )
+        .await
+        .expect("expression group desired");
+}
+
+/// The store's delta for the device after it checked in reporting what
+/// `device` holds: what a check-in without the cache would answer.
+async fn stored_delta(store: &Counting, device: &Device) -> Option<Document> {
+    let inventory = airlift_protocol::device::Inventory {
+        device_type: device.device_type.clone().unwrap_or_default(),
+        hardware_revision: None,
+        installed: device.installed.clone(),
+        security_version: 0,
+        attributes: device.attributes.clone(),
     };
-    assert!(reaches(
-        &ShadowGroup::Tag("lobby".into()),
-        &tags,
-        &attributes
-    ));
-    assert!(!reaches(
-        &ShadowGroup::Tag("lob".into()),
-        &tags,
-        &attributes
-    ));
-    assert!(reaches(&pairs(&[("site", "oslo")]), &tags, &attributes));
-    assert!(reaches(
-        &pairs(&[("site", "oslo"), ("floor", "2")]),
-        &tags,
-        &attributes
-    ));
-    assert!(!reaches(
-        &pairs(&[("site", "oslo"), ("floor", "3")]),
-        &tags,
-        &attributes
-    ));
-    assert!(!reaches(&pairs(&[("wing", "b")]), &tags, &attributes));
+    store
+        .store
+        .record_check_in(device.id, &inventory, Utc::now())
+        .await
+        .expect("check-in recorded");
+    ShadowStore::device_shadow(store.store.as_ref(), device.id)
+        .await
+        .expect("shadow")
+        .map(|shadow| shadow.delta)
+        .filter(|delta| !delta.is_empty())
+}
+
+#[tokio::test]
+async fn an_expression_group_follows_what_each_check_in_reports_without_reading_the_store() {
+    let (_dir, store) = store().await;
+    let cache = ShadowCache::new(1024 * 1024);
+    cache.shared.apply(StoreEvent::Listening);
+    let mut lobby = device(&["lobby"]);
+    lobby.installed = BTreeMap::from([("os".to_owned(), "2.3.9".to_owned())]);
+    store.store.insert_device(&lobby).await.expect("device");
+    set_for_expression(
+        &store,
+        "tag:lobby AND installed.os < 2.4.0",
+        json!({"banner": "update soon"}),
+    )
+    .await;
+    set_for_expression(&store, "installed.os >= 2.4.0", json!({"feature": true})).await;
+    set_for_expression(&store, "device_type = pi5", json!({"never": 1})).await;
+
+    let old = Some(doc(json!({"banner": "update soon"})));
+    assert_eq!(
+        delta_of(&cache, &store, &lobby).await,
+        (old.clone(), Lookup::Miss)
+    );
+    assert_eq!(stored_delta(&store, &lobby).await, old);
+    assert_eq!(delta_of(&cache, &store, &lobby).await, (old, Lookup::Hit));
+    let reads = store.reads();
+
+    // An update moves its version past the first bound: at the check-in
+    // that reports it, it leaves that group and joins the other, from
+    // memory.
+    let mut updated = lobby.clone();
+    updated.installed.insert("os".into(), "2.4.0".into());
+    let new = Some(doc(json!({"feature": true})));
+    assert_eq!(
+        delta_of(&cache, &store, &updated).await,
+        (new.clone(), Lookup::Hit)
+    );
+    assert_eq!(store.reads(), reads, "the facts' change read the store");
+    assert_eq!(stored_delta(&store, &updated).await, new);
+
+    // It applies that; rolled back to the old version, it is asked to
+    // drop the key again and take the old group's.
+    store
+        .store
+        .record_reported(lobby.id, &doc(json!({"feature": true})), None, Utc::now())
+        .await
+        .expect("reported");
+    cache.forget_device(lobby.id);
+    assert_eq!(delta_of(&cache, &store, &updated).await.0, None);
+    let back = Some(doc(json!({"banner": "update soon", "feature": null})));
+    assert_eq!(delta_of(&cache, &store, &lobby).await.0, back);
+    assert_eq!(stored_delta(&store, &lobby).await, back);
 }

@@ -1,7 +1,7 @@
 //! Device shadows through the API, on each database: desired documents for
-//! a device, a tag and an attribute filter; the delta in the check-in
-//! answer; the device's report; the merge rule; limits refused with a 4xx
-//! naming them; every change in the audit log.
+//! a device, a tag, an attribute filter and a target expression; the delta
+//! in the check-in answer; the device's report; the merge rule; limits
+//! refused with a 4xx naming them; every change in the audit log.
 
 use crate::support::*;
 use airlift_protocol::shadow::{ReportedAck, REPORTED_PATH};
@@ -269,4 +269,112 @@ async fn a_viewer_reads_shadows_but_cannot_change_them() {
         .await
         .expect("put");
     assert_eq!(write.status(), StatusCode::FORBIDDEN);
+}
+
+#[tokio::test]
+async fn an_expression_document_follows_what_devices_report_and_a_bad_one_names_its_column() {
+    const CANONICAL: &str = "tag:lab AND installed.rootfs < 2.4.0";
+    let path = |expression: &str| {
+        let encoded: String = form_urlencoded::byte_serialize(expression.as_bytes()).collect();
+        format!("/shadows/expression?where={encoded}")
+    };
+    for backend in Backend::all().await {
+        let server = TestServer::start(backend).await;
+        let mut old = accepted_device(&server, "SN-old", "pi4").await;
+        let mut current = accepted_device(&server, "SN-current", "pi4").await;
+        for (device, version) in [(&mut old, "2.3.0"), (&mut current, "2.4.0")] {
+            device
+                .inventory
+                .installed
+                .insert("rootfs".into(), version.into());
+            tag_device(&server, device, "lab").await;
+            device.check_in(&server).await;
+        }
+
+        let put = send(
+            &server,
+            Method::PUT,
+            &path("tag:lab and installed.rootfs<2.4.0"),
+            Some(r#"{"banner":"update due"}"#),
+        )
+        .await;
+        let group = json_ok(put).await;
+        assert_eq!(group["group"], json!({"expression": CANONICAL}), "{group}");
+        let delta = old.check_in(&server).await.shadow.expect("a delta").delta;
+        assert_eq!(Value::Object(delta), json!({"banner": "update due"}));
+        assert_eq!(current.check_in(&server).await.shadow, None);
+        // Another spelling is the same group.
+        let read = server
+            .admin_get(&path("tag:lab  AND  installed.rootfs < 2.4.0"))
+            .await;
+        assert_eq!(read["desired"]["document"], json!({"banner": "update due"}));
+        let old_id = old.id.expect("id");
+        let shadow = server.admin_get(&format!("/devices/{old_id}/shadow")).await;
+        assert_eq!(shadow["sources"]["banner"], format!("expr:{CANONICAL}"));
+
+        // Applied, then updated past the bound: the check-in that reports
+        // the new version asks the device to remove the key; the other
+        // device, rolled back below it, starts receiving it.
+        json_ok(report(&server, &old, json!({"document": {"banner": "update due"}})).await).await;
+        assert_eq!(old.check_in(&server).await.shadow, None);
+        old.inventory
+            .installed
+            .insert("rootfs".into(), "2.4.1".into());
+        let delta = old.check_in(&server).await.shadow.expect("a delta").delta;
+        assert_eq!(Value::Object(delta), json!({"banner": null}));
+        current
+            .inventory
+            .installed
+            .insert("rootfs".into(), "2.3.5".into());
+        let delta = current
+            .check_in(&server)
+            .await
+            .shadow
+            .expect("a delta")
+            .delta;
+        assert_eq!(Value::Object(delta), json!({"banner": "update due"}));
+
+        // A `where` that does not parse: as the device list answers it.
+        for method in [Method::GET, Method::PUT, Method::DELETE] {
+            let refused = json_status(
+                send(&server, method, &path("attr.region eu"), Some("{}")).await,
+                StatusCode::UNPROCESSABLE_ENTITY,
+            )
+            .await;
+            assert_eq!(refused["code"], "invalid_target_expression");
+            assert!(
+                refused["message"].as_str().is_some_and(
+                    |m| m.contains("where: target expression, column 13: expected = or !=")
+                ),
+                "{refused}"
+            );
+        }
+
+        // One that parses but is too long to name a group by.
+        let long = ["a", "b", "c"]
+            .map(|c| format!("tag:{}", c.repeat(1000)))
+            .join(" OR ");
+        let refused = json_status(
+            send(&server, Method::PUT, &path(&long), Some("{}")).await,
+            StatusCode::UNPROCESSABLE_ENTITY,
+        )
+        .await;
+        assert!(
+            refused["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("at most 2048 bytes written canonically")),
+            "{refused}"
+        );
+
+        json_ok(send(&server, Method::DELETE, &path(CANONICAL), None).await).await;
+        assert_eq!(current.check_in(&server).await.shadow, None);
+        assert_eq!(
+            send(&server, Method::DELETE, &path(CANONICAL), None)
+                .await
+                .status(),
+            StatusCode::NOT_FOUND
+        );
+        let audit = server.admin_get("/audit?action=shadow.desired").await;
+        assert_eq!(audit["items"][0]["object"], format!("expr:{CANONICAL}"));
+    }
 }

@@ -6,21 +6,35 @@
 //! A read-modify-write of a document first makes sure its row exists and
 //! locks it with a no-op `UPDATE` (a row lock on PostgreSQL; SQLite's
 //! `BEGIN IMMEDIATE` holds the write lock), so concurrent changes to one
-//! document apply one after the other. A device's groups are found with
-//! two indexed branches: its tags joined to tag groups, and the attribute
-//! groups none of whose pairs the device lacks.
+//! document apply one after the other. A device's groups are found in one
+//! query of three branches: its tags joined to tag groups, the attribute
+//! groups none of whose pairs the device lacks, and every expression
+//! group; when there is one, the device's facts are read (one more query)
+//! and each expression evaluated on them in memory — their number is
+//! bounded by `max_groups`, and the rule is the one the server's shadow
+//! cache applies ([`GroupRule`](airlift_protocol::shadow::GroupRule)).
 
 /// Columns of a group document.
 macro_rules! group_columns {
     () => {
-        "g.id, g.tag, g.attributes, g.desired, g.desired_meta, g.version, g.updated_at"
+        "g.id, g.tag, g.attributes, g.expression, g.desired, g.desired_meta, g.version, \
+         g.updated_at"
     };
 }
 
 /// Device shadows, for `$store` on `$db`.
 macro_rules! sql_shadow {
     ($store:ident, $db:ty, $begin:literal) => {
-        type GroupRow = (String, Option<String>, Option<String>, String, String, i64, i64);
+        type GroupRow = (
+            String,
+            Option<String>,
+            Option<String>,
+            Option<String>,
+            String,
+            String,
+            i64,
+            i64,
+        );
         type ShadowRow = (
             String,
             Option<String>,
@@ -36,9 +50,9 @@ macro_rules! sql_shadow {
         );
 
         fn shadow_group(row: GroupRow) -> StoreResult<airlift_protocol::shadow::GroupShadow> {
-            let (_, tag, attributes, desired, meta, version, at) = row;
+            let (_, tag, attributes, expression, desired, meta, version, at) = row;
             Ok(airlift_protocol::shadow::GroupShadow {
-                group: $crate::shadow::group_from(tag, attributes.as_deref())?,
+                group: $crate::shadow::group_from(tag, attributes.as_deref(), expression)?,
                 desired: $crate::shadow::from_columns(
                     "group_shadows",
                     Some(&desired),
@@ -69,17 +83,20 @@ macro_rules! sql_shadow {
                 let Some((_, d, dm, dv, da, r, rm, rv, ra, failure, failure_at)) = row else {
                     return Ok(None);
                 };
-                let groups = sqlx::query_as::<$db, GroupRow>(concat!(
+                let mut groups = sqlx::query_as::<$db, GroupRow>(concat!(
                     "SELECT ",
                     $crate::sql::shadow::group_columns!(),
                     " FROM group_shadows g JOIN device_tags t ON t.tag = g.tag \
                      WHERE t.device_id = $1 \
                      UNION ALL SELECT ",
                     $crate::sql::shadow::group_columns!(),
-                    " FROM group_shadows g WHERE g.tag IS NULL AND NOT EXISTS ( \
+                    " FROM group_shadows g WHERE g.attributes IS NOT NULL AND NOT EXISTS ( \
                      SELECT 1 FROM group_shadow_attributes ga WHERE ga.group_id = g.id \
                      AND NOT EXISTS (SELECT 1 FROM device_attributes da \
-                     WHERE da.device_id = $1 AND da.key = ga.key AND da.value = ga.value))"
+                     WHERE da.device_id = $1 AND da.key = ga.key AND da.value = ga.value)) \
+                     UNION ALL SELECT ",
+                    $crate::sql::shadow::group_columns!(),
+                    " FROM group_shadows g WHERE g.expression IS NOT NULL"
                 ))
                 .bind(id.as_str())
                 .fetch_all(&mut *conn)
@@ -87,6 +104,22 @@ macro_rules! sql_shadow {
                 .into_iter()
                 .map(shadow_group)
                 .collect::<StoreResult<Vec<_>>>()?;
+                if $crate::shadow::has_expressions(&groups) {
+                    // Its facts as stored: the last check-in's inventory.
+                    let row = sqlx::query_as::<$db, DeviceRecordRow>(concat!(
+                        "SELECT ",
+                        $crate::sql::columns!(device_records),
+                        " FROM device_records WHERE id = $1"
+                    ))
+                    .bind(id.as_str())
+                    .fetch_optional(&mut *conn)
+                    .await?;
+                    // Deleted since the first query (outside a transaction).
+                    let Some(row) = row else {
+                        return Ok(None);
+                    };
+                    $crate::shadow::keep_reaching(&mut groups, &row.into_record()?.device);
+                }
                 let failure = match (failure, failure_at) {
                     (Some(reason), Some(at)) => Some(airlift_protocol::shadow::ShadowFailure {
                         reason,
@@ -355,20 +388,23 @@ macro_rules! sql_shadow {
             ) -> StoreResult<()> {
                 use airlift_protocol::shadow::ShadowGroup;
                 let id = group.id();
-                let (tag, attributes) = match group {
-                    ShadowGroup::Tag(tag) => (Some(tag.as_str()), None),
+                let (tag, attributes, expression) = match group {
+                    ShadowGroup::Tag(tag) => (Some(tag.as_str()), None, None),
                     ShadowGroup::Attributes(pairs) => {
-                        (None, Some(to_json(pairs, "group attributes")?))
+                        (None, Some(to_json(pairs, "group attributes")?), None)
                     }
+                    ShadowGroup::Expression(text) => (None, None, Some(text.as_str())),
                 };
                 sqlx::query::<$db>(
                     "INSERT INTO group_shadows \
-                     (id, tag, attributes, desired, desired_meta, version, updated_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                     (id, tag, attributes, expression, desired, desired_meta, version, \
+                     updated_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
                 )
                 .bind(id.as_str())
                 .bind(tag)
                 .bind(attributes)
+                .bind(expression)
                 .bind(doc)
                 .bind(meta)
                 .bind(version)

@@ -1,10 +1,12 @@
 //! Device shadows: a device's own desired document, group documents for a
-//! tag and for an attribute filter merged into the effective document by
-//! the documented rule, the delta against what the device reported, limits
-//! refused with nothing written, and a tag's document written as one row.
+//! tag, an attribute filter and a target expression merged into the
+//! effective document by the documented rule, the delta against what the
+//! device reported, limits refused with nothing written, and a tag's
+//! document written as one row.
 
 use crate::support::{devices, inventory, map, strings, t, Ctx};
 use airlift_protocol::shadow::{Document, ShadowGroup};
+use airlift_protocol::target_expr::TargetExpr;
 use airlift_store::{DesiredChange, ShadowLimits, ShadowWrite, StoreError};
 use serde_json::json;
 
@@ -15,7 +17,8 @@ conformance!(
     reporting_what_was_applied_empties_the_delta_and_a_failure_is_kept_until_success,
     over_the_limits_nothing_is_written,
     a_tag_document_is_one_row_for_any_number_of_devices,
-    an_unknown_device_has_no_shadow
+    an_unknown_device_has_no_shadow,
+    an_expression_document_reaches_the_devices_whose_last_check_in_matches_it
 );
 
 fn doc(value: serde_json::Value) -> Document {
@@ -316,4 +319,113 @@ async fn an_unknown_device_has_no_shadow(ctx: Ctx) {
             .await,
         Err(StoreError::NotFound(_))
     ));
+}
+
+async fn an_expression_document_reaches_the_devices_whose_last_check_in_matches_it(ctx: Ctx) {
+    let store = &ctx.store;
+    let ids = devices(store, 3).await;
+    let limits = ShadowLimits {
+        max_groups: 2,
+        ..ShadowLimits::default()
+    };
+    let facts = [
+        (&["lab"][..], "2.3.0", &[("site", "north")][..]),
+        (&["lab"][..], "2.4.0", &[][..]),
+        (&[][..], "2.3.0", &[][..]),
+    ];
+    for (id, (tags, version, attributes)) in ids.iter().zip(facts) {
+        store
+            .set_device_tags(*id, &strings(tags))
+            .await
+            .expect("tags");
+        store
+            .record_check_in(*id, &inventory(&[("rootfs", version)], attributes), t(1))
+            .await
+            .expect("check in");
+    }
+    let parse = |text: &str| text.parse::<TargetExpr>().expect("parses");
+    let lab = ShadowGroup::expression(&parse("tag:lab and installed.rootfs<2.4.0"));
+    assert_eq!(
+        lab,
+        ShadowGroup::Expression("tag:lab AND installed.rootfs < 2.4.0".into())
+    );
+    let set = DesiredChange::Replace(doc(json!({"banner": "update due"})));
+    written(
+        store
+            .change_group_desired(&lab, &set, &limits, t(2))
+            .await
+            .expect("expression"),
+    );
+    // An attribute filter beside it: the expression group, which has no
+    // pairs, must not pass for one that every device matches.
+    let north = ShadowGroup::Attributes(map(&[("site", "north")]));
+    let ntp = DesiredChange::Replace(doc(json!({"ntp": "n.example"})));
+    written(
+        store
+            .change_group_desired(&north, &ntp, &limits, t(3))
+            .await
+            .expect("site"),
+    );
+    let shadow_of = |id: airlift_protocol::DeviceId| async move {
+        store.device_shadow(id).await.expect("read").expect("some")
+    };
+    let first = shadow_of(ids[0]).await;
+    assert_eq!(
+        first.effective,
+        doc(json!({"banner": "update due", "ntp": "n.example"}))
+    );
+    assert_eq!(first.groups.len(), 2, "{:?}", first.groups);
+    assert_eq!(first.sources["banner"], lab.id());
+    assert!(shadow_of(ids[1]).await.groups.is_empty());
+    assert!(shadow_of(ids[2]).await.groups.is_empty());
+
+    // Another spelling is the same row: it changes it, and counts once.
+    let patch = DesiredChange::Merge(doc(json!({"level": "debug"})));
+    let same = ShadowGroup::expression(&parse("tag:lab  AND  installed.rootfs < 2.4.0"));
+    assert_eq!(
+        written(
+            store
+                .change_group_desired(&same, &patch, &limits, t(4))
+                .await
+                .expect("same group"),
+        )
+        .version,
+        2
+    );
+    assert_eq!(store.list_group_shadows(10).await.expect("list").len(), 2);
+    let other = ShadowGroup::expression(&parse("device_type = rpi4"));
+    assert_eq!(
+        store
+            .change_group_desired(&other, &set, &limits, t(5))
+            .await
+            .expect("over the limit"),
+        ShadowWrite::TooManyGroups(2)
+    );
+
+    // Facts change at a check-in: the first device updated past the bound
+    // leaves the group, the second rolled back below it joins.
+    store
+        .record_check_in(ids[0], &inventory(&[("rootfs", "2.4.0")], &[]), t(6))
+        .await
+        .expect("check in");
+    store
+        .record_check_in(ids[1], &inventory(&[("rootfs", "2.3.9")], &[]), t(6))
+        .await
+        .expect("check in");
+    assert!(shadow_of(ids[0]).await.effective.is_empty());
+    let second = shadow_of(ids[1]).await;
+    assert_eq!(
+        second.effective,
+        doc(json!({"banner": "update due", "level": "debug"}))
+    );
+    assert_eq!(
+        store
+            .group_shadow(&lab)
+            .await
+            .expect("read")
+            .map(|g| g.group),
+        Some(lab.clone())
+    );
+    assert!(store.delete_group_desired(&lab).await.expect("delete"));
+    assert!(shadow_of(ids[1]).await.effective.is_empty());
 }
