@@ -27,6 +27,7 @@ pub mod listen;
 pub mod observability;
 pub mod openapi;
 pub mod push;
+pub mod release_trust;
 pub mod rollout;
 pub mod shadow_cache;
 pub mod startup;

@@ -147,7 +147,11 @@ pub async fn prepare(config: &Config) -> Result<(AppState, AdminToken), StartupE
     if let Some(uploads) = uploads {
         tokio::spawn(sweep_abandoned_uploads(uploads));
     }
-    tokio::spawn(crate::rollout::RolloutEngine::new(state.shared_store()).run(ROLLOUT_INTERVAL));
+    tokio::spawn(
+        crate::rollout::RolloutEngine::new(state.shared_store())
+            .with_configured_trust(state.trust().cloned())
+            .run(ROLLOUT_INTERVAL),
+    );
     Ok((state, admin))
 }
 

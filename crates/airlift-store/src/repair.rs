@@ -99,7 +99,8 @@ pub trait FleetRepair {
     /// Offers deployment `id` again to its devices in a [`RETRYABLE`]
     /// state that were retried fewer than `limit` times: back to `pending`
     /// (keeping the phase that admitted them), their retry count up by
-    /// one, a history event with `message`. A finished deployment becomes
+    /// one, their soft deferrals back to none (a retry is a new offer), a
+    /// history event with `message`. A finished deployment becomes
     /// active again; the circuit breaker forgets as many acknowledged
     /// failures as devices were retried. `NotFound` for no such
     /// deployment, `Conflict` for an aborted or cancelled one.

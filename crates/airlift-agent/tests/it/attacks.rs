@@ -72,7 +72,8 @@ fn arbitrary_package_signed_by_a_key_the_devices_root_does_not_name_is_refused()
     std::fs::write(&root, envelope.to_bytes()).expect("root");
 
     // A server that also trusts the attacker's key (--trust) took its
-    // package before it held a root, and signs offers of it.
+    // package and deployed it before it held a root (with the root it
+    // refuses both itself), and signs offers of it.
     let attacker_key = attacker.public_key_file().display().to_string();
     let online_key = online_file.display().to_string();
     let flags = [
@@ -86,6 +87,10 @@ fn arbitrary_package_signed_by_a_key_the_devices_root_does_not_name_is_refused()
     let server = InProcessServer::start_with(release.public_key_file(), &flags);
     let operator = Operator::new(&server);
     let hostile = operator.upload(attacker.image_package("rootfs", "2.0.0", 1));
+    let device = Device::new(&server.url, release.public_key_file(), &["true"]);
+    device.set_option(&format!("trust_root = {:?}", root.display().to_string()));
+    let device_id = enrol(&device, &operator);
+    let deployment = operator.deploy(&hostile, &device_id);
     let status = reqwest::blocking::Client::new()
         .post(format!("{}/api/v1/trust/roots", server.url))
         .bearer_auth(ADMIN_TOKEN)
@@ -96,10 +101,6 @@ fn arbitrary_package_signed_by_a_key_the_devices_root_does_not_name_is_refused()
         .status();
     assert_eq!(status, StatusCode::CREATED);
 
-    let device = Device::new(&server.url, release.public_key_file(), &["true"]);
-    device.set_option(&format!("trust_root = {:?}", root.display().to_string()));
-    let device_id = enrol(&device, &operator);
-    let deployment = operator.deploy(&hostile, &device_id);
     device.run_once();
     refused_untouched(&device, &operator, &deployment, "does not verify");
 }

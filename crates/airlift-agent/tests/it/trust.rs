@@ -118,9 +118,11 @@ fn key_rotation_and_revocation_a_revoked_keys_package_is_refused_by_a_device_tha
     let device = device_with_root(&server, &old, &root1);
     let device_id = enrol(&device, &operator);
     // Signed with the old key while root 1 trusted it, so the server took
-    // it; after root 2 the server refuses such uploads itself
-    // (`airlift-server`'s `release_role` tests): the devices must too.
+    // it, and deployed before root 2; after root 2 the server refuses such
+    // uploads and deployments itself (`airlift-server`'s `release_role`
+    // tests): the devices must too.
     let stolen = operator.upload(old.image_package("rootfs", "2.0.0", 1));
+    let deployment = operator.deploy(&stolen, &device_id);
 
     // Rotation: root 2 trusts the new release key and revokes the old one.
     let mut second = first.next(EXPIRES);
@@ -131,7 +133,6 @@ fn key_rotation_and_revocation_a_revoked_keys_package_is_refused_by_a_device_tha
         StatusCode::CREATED
     );
 
-    let deployment = operator.deploy(&stolen, &device_id);
     device.run_once();
     let (state, message) = operator.device_state(&deployment);
     assert_eq!(state, "failure", "{message}");
@@ -160,16 +161,17 @@ fn key_compromise_below_threshold_one_stolen_release_key_cannot_sign_an_update()
     let root1 = trust.sign(&trust.first(&[&a, &b], 2));
     let server = trust.server(&[&a, &b]);
     let operator = Operator::new(&server);
-    // The thief's package reached the server before it held the root (with
-    // the root it refuses one signature itself: `release_role`); the
-    // devices are the last line.
+    // The thief's package reached the server, and a deployment, before it
+    // held the root (with the root it refuses one signature itself, at
+    // upload and at deployment: `release_role`); the devices are the last
+    // line.
     let one = operator.upload(a.image_package("rootfs", "2.0.0", 1));
-    assert_eq!(upload_root(&server, &root1), StatusCode::CREATED);
     // Its trusted_keys (one key, threshold 1) would take the package.
     let device = device_with_root(&server, &a, &root1);
     let device_id = enrol(&device, &operator);
-
     let deployment = operator.deploy(&one, &device_id);
+    assert_eq!(upload_root(&server, &root1), StatusCode::CREATED);
+
     device.run_once();
     let (state, message) = operator.device_state(&deployment);
     assert_eq!(state, "failure", "{message}");

@@ -75,16 +75,20 @@ pub(crate) async fn upload_trust(state: &AppState) -> ApiResult<airlift_package:
 pub(crate) async fn upload_trust_if_any(
     state: &AppState,
 ) -> ApiResult<Option<airlift_package::TrustSet>> {
-    if let Some(latest) = state.store().latest_trust_root().await? {
-        // Stored only after it was checked against the chain; an expired
-        // newest root still names who signs releases (devices refuse
-        // offers until a newer root is published, not the packages).
-        return airlift_trust::Root::parse(latest.document.as_bytes())
-            .and_then(|root| root.release_trust())
-            .map(Some)
-            .map_err(|e| ApiError::Internal(format!("the stored root {}: {e}", latest.version)));
-    }
-    Ok(state.trust().cloned())
+    Ok(release_trust(state).await?.map(|trust| trust.keys))
+}
+
+/// The current release trust ([`crate::release_trust::current`]) with its
+/// source, as an API result.
+pub(crate) async fn release_trust(
+    state: &AppState,
+) -> ApiResult<Option<crate::release_trust::ReleaseTrust>> {
+    crate::release_trust::current(state.store(), state.trust())
+        .await
+        .map_err(|error| match error {
+            crate::release_trust::ReleaseTrustError::Store(store) => store.into(),
+            bad_root => ApiError::Internal(bad_root.to_string()),
+        })
 }
 
 /// Receives and verifies a package into the blob store, then commits its

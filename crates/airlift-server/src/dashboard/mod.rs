@@ -76,6 +76,10 @@ pub fn routes() -> Router<AppState> {
             "/deployments/new",
             get(deployment_form::page).post(deployment_form::create),
         )
+        .route(
+            "/deployments/new/target-expressions",
+            get(deployment_form::grammar),
+        )
         .route("/deployments/{id}", get(deployment::page))
         .route("/deployments/{id}/fragment", get(deployment::fragment))
         .route("/deployments/{id}/control", post(deployment::control))

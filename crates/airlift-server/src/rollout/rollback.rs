@@ -9,11 +9,17 @@
 //! it (`installing` and beyond, or timed out on the way), never those that
 //! had not started installing. A rollback deployment rolls out through the same phases and
 //! breaker, but its breaker pauses for an operator: a second trip never
-//! starts another rollback. The audit log (`deployment.rollback`, by
+//! starts another rollback. A release to go back to that the current
+//! release keys do not sign (a root published since revoked its key:
+//! [`crate::release_trust`]) is not deployed — every device would refuse
+//! it —; its devices are stranded, with the reason, and the trip goes on
+//! for the others. The audit log (`deployment.rollback`, by
 //! `rollout engine`), the deployment's detail (`rolled_back_by`,
 //! `rollback_of`) and `/metrics` (`airlift_rollbacks_total`,
 //! `airlift_rollback_devices_total`) say what happened.
 
+use crate::release_trust::{self, ReleaseTrust};
+use airlift_package::TrustSet;
 use airlift_protocol::install::InstallPolicy;
 use airlift_protocol::management::{DeviceUpdate, Target};
 use airlift_protocol::state::{DeploymentStatus, UpdateState};
@@ -136,16 +142,88 @@ pub struct Started {
     /// Devices they roll back.
     pub devices: usize,
     /// Devices that installed the release but have no earlier release on
-    /// record: left where they are.
+    /// record, or one the current release keys do not sign: left where
+    /// they are.
     pub stranded: usize,
+}
+
+/// A release the rollback does not go back to because the current release
+/// keys do not sign it, and how many devices stay for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Untrusted {
+    /// The package, for people: `name version (id)`.
+    package: String,
+    devices: usize,
+}
+
+/// Devices left where they are, by why.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct Stranded {
+    /// Without an earlier release on record.
+    no_release: usize,
+    /// Whose release to go back to is not signed by the current keys.
+    untrusted: Vec<Untrusted>,
+    /// The source of those keys, for the reason.
+    source: Option<release_trust::TrustSource>,
+}
+
+/// The current release trust, for the rollback's check; `None` (nothing
+/// checked, as before roots existed) when the server trusts no key or its
+/// stored root cannot be read — a trip never fails for it.
+async fn current_trust(
+    store: &dyn Store,
+    configured: Option<&TrustSet>,
+    deployment: DeploymentId,
+) -> StoreResult<Option<ReleaseTrust>> {
+    match release_trust::current(store, configured).await {
+        Ok(trust) => Ok(trust),
+        Err(release_trust::ReleaseTrustError::Store(error)) => Err(error),
+        Err(bad_root) => {
+            tracing::error!(deployment_id = %deployment, error = %bad_root, "rollback: the current release keys cannot be read; the packages to go back to are not checked");
+            Ok(None)
+        }
+    }
+}
+
+/// Takes out of `groups` the releases `trust` does not sign (checked on
+/// each package record's stored head), with their devices.
+async fn drop_untrusted(
+    store: &dyn Store,
+    trust: &ReleaseTrust,
+    groups: &mut BTreeMap<PackageId, Vec<DeviceId>>,
+) -> StoreResult<Vec<(Untrusted, Vec<DeviceId>)>> {
+    let mut dropped = Vec::new();
+    for package in groups.keys().copied().collect::<Vec<_>>() {
+        // A package gone from the store is not this check's to judge.
+        let Some(record) = store.package(package).await? else {
+            continue;
+        };
+        if release_trust::check(&record.head, &trust.keys).is_ok() {
+            continue;
+        }
+        let devices = groups.remove(&package).unwrap_or_default();
+        dropped.push((
+            Untrusted {
+                package: format!(
+                    "{} {} ({package})",
+                    record.package.name, record.package.version
+                ),
+                devices: devices.len(),
+            },
+            devices,
+        ));
+    }
+    Ok(dropped)
 }
 
 /// Aborts `deployment`, whose breaker tripped with `rollout` (its reason
 /// says why), and starts its rollback. `None` if another instance moved
 /// the deployment first; a rollback package that no longer exists pauses
-/// the deployment for an operator instead.
+/// the deployment for an operator instead. `configured`: the server's
+/// `--trust` keys, the release keys while it holds no trust root.
 pub async fn start(
     store: &dyn Store,
+    configured: Option<&TrustSet>,
     deployment: &DeploymentRecord,
     strategy: &Phased,
     devices: &[DeviceUpdate],
@@ -179,7 +257,21 @@ pub async fn start(
                 .await?
         }
     };
-    let (groups, stranded) = group_by_release(&took, strategy.rollback_package, &previous);
+    let (mut groups, mut stranded_ids) =
+        group_by_release(&took, strategy.rollback_package, &previous);
+    let mut stranded = Stranded {
+        no_release: stranded_ids.len(),
+        ..Stranded::default()
+    };
+    if !groups.is_empty() {
+        if let Some(trust) = current_trust(store, configured, deployment.id).await? {
+            for (untrusted, devices) in drop_untrusted(store, &trust, &mut groups).await? {
+                stranded_ids.extend(devices);
+                stranded.untrusted.push(untrusted);
+            }
+            stranded.source = Some(trust.source);
+        }
+    }
     let rollbacks: Vec<NewRollback> = groups
         .iter()
         .map(|(package, ids)| NewRollback {
@@ -188,13 +280,8 @@ pub async fn start(
         })
         .collect();
     let ids: Vec<DeploymentId> = rollbacks.iter().map(|r| r.deployment.id).collect();
-    let rolled = took.len() - stranded.len();
-    rollout.reason = Some(reason(
-        rollout.reason.as_deref(),
-        rolled,
-        &ids,
-        stranded.len(),
-    ));
+    let rolled = took.len() - stranded_ids.len();
+    rollout.reason = Some(reason(rollout.reason.as_deref(), rolled, &ids, &stranded));
     if !store
         .start_rollback(deployment.id, deployment.status, &rollout, &rollbacks, now)
         .await?
@@ -209,7 +296,11 @@ pub async fn start(
             "package_id": r.deployment.package_id,
             "devices": r.devices.len(),
         })).collect::<Vec<_>>(),
-        "stranded": stranded,
+        "stranded": stranded_ids,
+        "untrusted": stranded.untrusted.iter().map(|u| serde_json::json!({
+            "package": u.package,
+            "devices": u.devices,
+        })).collect::<Vec<_>>(),
     });
     store
         .append_audit(&NewAuditEntry {
@@ -225,14 +316,15 @@ pub async fn start(
     tracing::warn!(
         deployment_id = %deployment.id,
         devices = rolled,
-        stranded = stranded.len(),
+        stranded = stranded_ids.len(),
+        untrusted = stranded.untrusted.len(),
         rollbacks = ?ids,
         "circuit breaker: rolling back"
     );
     Ok(Some(Started {
         rollbacks: ids,
         devices: rolled,
-        stranded: stranded.len(),
+        stranded: stranded_ids.len(),
     }))
 }
 
@@ -242,11 +334,14 @@ fn reason(
     breaker: Option<&str>,
     devices: usize,
     rollbacks: &[DeploymentId],
-    stranded: usize,
+    stranded: &Stranded,
 ) -> String {
     let breaker = breaker.unwrap_or("circuit breaker");
     let mut text = match rollbacks {
-        [] => format!("{breaker}; no device had installed it, so there is nothing to roll back"),
+        [] if stranded.no_release == 0 && stranded.untrusted.is_empty() => {
+            format!("{breaker}; no device had installed it, so there is nothing to roll back")
+        }
+        [] => format!("{breaker}; no rollback started"),
         [one] => format!(
             "{breaker}; rolling back the {devices} devices that installed it in deployment {one}"
         ),
@@ -258,9 +353,19 @@ fn reason(
                 .join(", ")
         ),
     };
-    if stranded > 0 {
+    if stranded.no_release > 0 {
         text.push_str(&format!(
-            "; {stranded} devices have no earlier release on record and stay on it (name a rollback package to cover them)"
+            "; {} devices have no earlier release on record and stay on it (name a rollback package to cover them)",
+            stranded.no_release
+        ));
+    }
+    let source = stranded
+        .source
+        .map_or_else(|| "current release keys".to_owned(), |s| s.to_string());
+    for untrusted in &stranded.untrusted {
+        text.push_str(&format!(
+            "; {} devices stay on it because their release to go back to, package {}, is not signed by the release keys of the {source}, and devices would refuse it (sign it again, upload it and deploy it to them)",
+            untrusted.devices, untrusted.package
         ));
     }
     text
@@ -354,10 +459,28 @@ mod tests {
     #[test]
     fn the_reason_says_where_the_devices_went_and_who_stayed() {
         let one = DeploymentId::new();
-        let text = reason(Some("circuit breaker: 3 of 10"), 7, &[one], 2);
+        let stranded = Stranded {
+            no_release: 2,
+            ..Stranded::default()
+        };
+        let text = reason(Some("circuit breaker: 3 of 10"), 7, &[one], &stranded);
         assert!(text.starts_with("circuit breaker: 3 of 10; rolling back the 7 devices"));
         assert!(text.contains(&one.to_string()));
         assert!(text.contains("2 devices have no earlier release"));
-        assert!(reason(None, 0, &[], 0).contains("nothing to roll back"));
+        assert!(reason(None, 0, &[], &Stranded::default()).contains("nothing to roll back"));
+        let untrusted = Stranded {
+            untrusted: vec![Untrusted {
+                package: "rootfs 1.0.0 (p)".into(),
+                devices: 3,
+            }],
+            source: Some(release_trust::TrustSource::Root(2)),
+            ..Stranded::default()
+        };
+        let text = reason(None, 0, &[], &untrusted);
+        assert!(text.contains("no rollback started"), "{text}");
+        assert!(
+            text.contains("3 devices stay on it because their release to go back to, package rootfs 1.0.0 (p), is not signed by the release keys of the trust root version 2"),
+            "{text}"
+        );
     }
 }

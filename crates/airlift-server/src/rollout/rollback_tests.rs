@@ -5,13 +5,16 @@
 use super::engine::RolloutEngine;
 use super::engine_tests::{fleet, staged, t0, Fleet};
 use super::rollback::ENGINE_ACTOR;
+use airlift_package::{Compression, Limits, PackageReader, SigningKey, TrustSet};
 use airlift_protocol::install::InstallPolicy;
-use airlift_protocol::management::Target;
+use airlift_protocol::management::{Package, Target};
 use airlift_protocol::state::{DeploymentStatus, UpdateState};
 use airlift_protocol::strategy::{BreakerAction, FailureThreshold, Phased, Strategy};
 use airlift_protocol::{DeploymentId, DeviceId, PackageId};
-use airlift_store::{AuditFilter, PageRequest};
+use airlift_store::{AuditFilter, PackageRecord, PageRequest};
+use airlift_testkit::packages::{image, PackageBuilder};
 use chrono::Duration;
+use std::collections::BTreeMap;
 
 type Result<T = ()> = std::result::Result<T, Box<dyn std::error::Error>>;
 
@@ -201,6 +204,37 @@ async fn a_second_trip_during_the_rollback_pauses_instead_of_looping() -> Result
     Ok(())
 }
 
+/// A bad release rolling back to `package` (or to what each device ran
+/// before), `minutes` after t0: its first canary commits it, the second
+/// fails, and the breaker trips. Returns the bad deployment.
+async fn trip(
+    fleet: &Fleet,
+    engine: &RolloutEngine,
+    package: Option<PackageId>,
+    minutes: i64,
+) -> Result<DeploymentId> {
+    let strategy = Phased {
+        rollback_package: package,
+        ..staged(FailureThreshold::Percent(10), BreakerAction::Rollback)
+    };
+    let bad = fleet
+        .insert(Strategy::Phased(strategy), InstallPolicy::default(), None)
+        .await?;
+    let at = t0() + Duration::minutes(minutes);
+    engine.tick(at).await?;
+    let (ok, failed) = (fleet.canaries[0], fleet.canaries[1]);
+    fleet
+        .store
+        .record_update_state(bad, ok, UpdateState::Success, None, at)
+        .await?;
+    fleet
+        .store
+        .record_update_state(bad, failed, UpdateState::Failure, None, at)
+        .await?;
+    engine.tick(at + Duration::minutes(1)).await?;
+    Ok(bad)
+}
+
 #[tokio::test]
 async fn a_named_rollback_package_covers_devices_without_an_earlier_release() -> Result {
     let fleet = fleet(10, 2).await?;
@@ -211,35 +245,9 @@ async fn a_named_rollback_package_covers_devices_without_an_earlier_release() ->
     let good_package = fleet.deployment(good).await?.package_id;
     let engine = RolloutEngine::new(fleet.store.clone());
     let store = &fleet.store;
-    let trip = |package: Option<PackageId>, minutes: i64| {
-        let fleet = &fleet;
-        let engine = engine.clone();
-        async move {
-            let strategy = Phased {
-                rollback_package: package,
-                ..staged(FailureThreshold::Percent(10), BreakerAction::Rollback)
-            };
-            let bad = fleet
-                .insert(Strategy::Phased(strategy), InstallPolicy::default(), None)
-                .await?;
-            let at = t0() + Duration::minutes(minutes);
-            engine.tick(at).await?;
-            let (ok, failed) = (fleet.canaries[0], fleet.canaries[1]);
-            fleet
-                .store
-                .record_update_state(bad, ok, UpdateState::Success, None, at)
-                .await?;
-            fleet
-                .store
-                .record_update_state(bad, failed, UpdateState::Failure, None, at)
-                .await?;
-            engine.tick(at + Duration::minutes(1)).await?;
-            Result::<DeploymentId>::Ok(bad)
-        }
-    };
 
     // Back to what each ran before: nothing on record, so it stays.
-    let stranded = trip(None, 0).await?;
+    let stranded = trip(&fleet, &engine, None, 0).await?;
     let original = fleet.deployment(stranded).await?;
     assert_eq!(original.status, DeploymentStatus::Aborted);
     let reason = original.rollout.reason.unwrap_or_default();
@@ -258,12 +266,107 @@ async fn a_named_rollback_package_covers_devices_without_an_earlier_release() ->
     );
 
     // Named: every device that took it goes to that package.
-    let named = trip(Some(good_package), 10).await?;
+    let named = trip(&fleet, &engine, Some(good_package), 10).await?;
     let links = store.rollback_links(named).await?;
     let rollback = fleet
         .deployment(*links.rolled_back_by.first().ok_or("no rollback")?)
         .await?;
     assert_eq!(rollback.package_id, good_package);
+    assert_eq!(rollback.target, Target::Devices(vec![fleet.canaries[0]]));
+    Ok(())
+}
+
+/// A release signed by `key` alone, stored as an upload stores it (its
+/// record carries the package's real head).
+async fn signed_release(fleet: &Fleet, key: &SigningKey, version: &str) -> Result<PackageId> {
+    let file = PackageBuilder::new("rootfs", version)
+        .signed_by(key)
+        .device_type("pi4")
+        .image(&image(version, 4096), Compression::Zstd)
+        .build();
+    let head_len = PackageReader::open(&file[..], Limits::default())?.payload_offset();
+    let record = PackageRecord {
+        package: Package {
+            id: PackageId::new(),
+            name: "rootfs".into(),
+            version: version.into(),
+            description: None,
+            device_types: vec!["pi4".into()],
+            security_version: 0,
+            size: file.len() as u64,
+            sha256: "00".repeat(32),
+            signed_by: vec![key.public_key().key_id().to_string()],
+            manifest: serde_json::json!({}),
+            created_at: t0(),
+        },
+        blob_key: "x".into(),
+        head: file[..usize::try_from(head_len)?].to_vec(),
+        provides: BTreeMap::new(),
+    };
+    fleet.store.insert_package(&record).await?;
+    Ok(record.package.id)
+}
+
+#[tokio::test]
+async fn a_release_the_current_keys_do_not_sign_strands_its_devices_and_the_trip_goes_on() -> Result
+{
+    let fleet = fleet(10, 2).await?;
+    let (revoked, current) = (SigningKey::generate()?, SigningKey::generate()?);
+    let engine = RolloutEngine::new(fleet.store.clone())
+        .with_configured_trust(Some(TrustSet::new([current.public_key()], 1)?));
+    let store = &fleet.store;
+    let old = signed_release(&fleet, &revoked, "1.0.0").await?;
+    let resigned = signed_release(&fleet, &current, "1.0.1").await?;
+
+    let bad = trip(&fleet, &engine, Some(old), 0).await?;
+    let original = fleet.deployment(bad).await?;
+    assert_eq!(
+        original.status,
+        DeploymentStatus::Aborted,
+        "the trip goes on"
+    );
+    let reason = original.rollout.reason.unwrap_or_default();
+    assert!(reason.contains("no rollback started"), "{reason}");
+    assert!(
+        reason.contains(&format!(
+            "1 devices stay on it because their release to go back to, package rootfs 1.0.0 ({old}), is not signed by the release keys of the server's --trust keys"
+        )),
+        "{reason}"
+    );
+    assert!(store.rollback_links(bad).await?.rolled_back_by.is_empty());
+    assert_eq!(
+        in_state(&fleet, bad, UpdateState::Success).await?,
+        vec![fleet.canaries[0]],
+        "stranded where it is"
+    );
+    let (entries, _) = store
+        .list_audit_page(
+            &AuditFilter {
+                action: Some("deployment.rollback".into()),
+                object: Some(bad.to_string()),
+                ..AuditFilter::default()
+            },
+            None,
+            PageRequest {
+                page: 1,
+                per_page: 10,
+            },
+        )
+        .await?;
+    assert_eq!(entries.len(), 1);
+    assert_eq!(entries[0].details["untrusted"][0]["devices"], 1);
+    assert_eq!(
+        entries[0].details["stranded"],
+        serde_json::json!([fleet.canaries[0]])
+    );
+
+    // Signed again with the current key, it is rolled back to.
+    let named = trip(&fleet, &engine, Some(resigned), 10).await?;
+    let links = store.rollback_links(named).await?;
+    let rollback = fleet
+        .deployment(*links.rolled_back_by.first().ok_or("no rollback")?)
+        .await?;
+    assert_eq!(rollback.package_id, resigned);
     assert_eq!(rollback.target, Target::Devices(vec![fleet.canaries[0]]));
     Ok(())
 }

@@ -1,7 +1,9 @@
 //! Deployments made in the browser: the form's field errors are the
 //! API's, the detail page follows a real rollout by itself (no reload)
 //! while simulated devices update, and a broken package trips the circuit
-//! breaker with its failure reasons grouped.
+//! breaker with its failure reasons grouped; a target expression typed in
+//! the form takes the devices it matches, and one that does not parse is
+//! answered beside its field.
 
 use crate::overview::{mark_page, still_marked};
 use crate::support::{
@@ -219,6 +221,118 @@ async fn refused_then_created(
     type_into(browser, "#threshold", "50").await;
     submit(browser).await;
     landed_on_deployment(browser).await
+}
+
+/// A deployment made in the form with a target expression: an expression
+/// that does not parse is answered beside its field with the parser's
+/// column, nothing stored; the corrected one lands on the deployment's
+/// page, which names the expression and lists exactly the devices it
+/// matched (the lab's, not the field's).
+#[tokio::test]
+async fn a_deployment_by_target_expression_from_the_form_takes_the_devices_it_matches() {
+    let dashboard = Dashboard::start();
+    let lab = dashboard.fleet("lab", 2, true, |config| {
+        config.tags = vec!["lab".into()];
+    });
+    let field = dashboard.fleet("field", 2, true, |_| {});
+    let package = dashboard.upload("2.0.0").await;
+    eventually("every device to check in", || async {
+        (lab.snapshot().checked_in == 2 && field.snapshot().checked_in == 2).then_some(())
+    })
+    .await;
+    let browser = dashboard.browser(ADMIN_TOKEN).await;
+    open(&browser, &dashboard.ui("/deployments/new")).await;
+    type_into(&browser, "#name", "lab rootfs 2.0.0").await;
+    browser
+        .find(Locator::Css("#package"))
+        .await
+        .expect("package select")
+        .select_by_value(package["id"].as_str().expect("id"))
+        .await
+        .expect("choose the package");
+    click(&browser, "input[name=target][value=expression]").await;
+    let unclosed = "tag:lab AND (installed.rootfs < 2.0.0";
+    type_into(&browser, "#target-expr", unclosed).await;
+    submit(&browser).await;
+
+    let error = eventually("the expression's error", || {
+        text_of(&browser, "#target-expr-error")
+    })
+    .await;
+    // The parser's own words, with the column.
+    assert!(error.starts_with("target expression, column "), "{error}");
+    assert!(error.contains("')'"), "{error}");
+    let beside = browser
+        .find(Locator::Css("#target-expr"))
+        .await
+        .expect("expression field");
+    assert_eq!(
+        beside.attr("aria-invalid").await.ok().flatten().as_deref(),
+        Some("true")
+    );
+    assert_eq!(
+        beside.prop("value").await.ok().flatten().as_deref(),
+        Some(unclosed),
+        "what was typed is kept"
+    );
+    assert_eq!(
+        count_items(&dashboard.api_get("/deployments").await),
+        0,
+        "a refused form stored a deployment"
+    );
+
+    type_into(
+        &browser,
+        "#target-expr",
+        "tag:lab AND installed.rootfs < 2.0.0",
+    )
+    .await;
+    submit(&browser).await;
+    let id = landed_on_deployment(&browser).await;
+    let target = eventually("the target among the facts", || async {
+        let facts = texts_of(&browser, "dl.facts dd").await;
+        facts.into_iter().find(|f| f.starts_with("devices where"))
+    })
+    .await;
+    assert!(target.contains("tag:lab"), "{target}");
+    assert!(target.contains("installed.rootfs < 2.0.0"), "{target}");
+
+    let mut expected: Vec<String> = dashboard.api_get("/devices?tag=lab").await["items"]
+        .as_array()
+        .expect("devices")
+        .iter()
+        .filter_map(|device| device["id"].as_str().map(str::to_owned))
+        .collect();
+    expected.sort();
+    assert_eq!(expected.len(), 2, "the lab's devices");
+    let shown = eventually("the devices the expression took", || async {
+        let mut shown = texts_of(&browser, "#devices + .card tbody tr td:first-child code").await;
+        shown.sort();
+        (shown == expected).then_some(shown)
+    })
+    .await;
+    assert_eq!(shown.len(), 2, "{shown:?}");
+    let api = dashboard.api_get(&format!("/deployments/{id}")).await;
+    assert_eq!(
+        api["target"]["expression"],
+        "tag:lab AND installed.rootfs < 2.0.0"
+    );
+
+    // The hint's link: the grammar, served by the dashboard itself.
+    open(&browser, &dashboard.ui("/deployments/new")).await;
+    let grammar = browser
+        .find(Locator::Css("#target-expr-help a"))
+        .await
+        .expect("the grammar link")
+        .attr("href")
+        .await
+        .ok()
+        .flatten()
+        .expect("href");
+    open(&browser, &format!("{}{grammar}", dashboard.server.url())).await;
+    let text = text_of(&browser, "main pre").await.unwrap_or_default();
+    assert!(text.contains("installed.rootfs < 2.4.0"), "{text}");
+    browser.close().await;
 }
 
 /// What the deployment's page shows at one moment.

@@ -4,8 +4,12 @@
 //! root revoked is refused at upload too, a key it rotated in is taken
 //! without a restart, and the `--trust` keys no longer count. Without a
 //! root, `--trust` decides as before; with a root, no `--trust` is needed.
+//! A package uploaded before a root that revoked its key is not deployed
+//! (`422 package_not_trusted`) until it is signed again.
 
-use crate::support::{build_package, json_status, Backend, TestServer, ADMIN_TOKEN};
+use crate::support::{
+    accepted_device, build_package, json_status, Backend, TestServer, ADMIN_TOKEN,
+};
 use airlift_package::SigningKey;
 use airlift_testkit::packages::{image, PackageBuilder, Signer};
 use airlift_testkit::server::ServerProcess;
@@ -142,6 +146,76 @@ async fn uploads_follow_the_newest_roots_release_keys_and_threshold() {
         assert_eq!(status, StatusCode::CREATED, "two of two: {body}");
         let signed_by = body["signed_by"].as_array().map_or(0, Vec::len);
         assert_eq!(signed_by, 2, "{body}");
+    }
+}
+
+/// Creates a deployment of `package` (an upload's answer) to `device`;
+/// returns the status and the body.
+async fn deploy(server: &TestServer, package: &Value, device: &str) -> (StatusCode, Value) {
+    let response = server
+        .admin_post(
+            "/deployments",
+            serde_json::json!({
+                "name": "release",
+                "package_id": package["id"],
+                "target": {"devices": [device]},
+            }),
+        )
+        .await;
+    let status = response.status();
+    let body = response.json::<Value>().await.unwrap_or(Value::Null);
+    (status, body)
+}
+
+#[tokio::test]
+async fn a_package_whose_key_a_newer_root_revoked_is_not_deployed_until_signed_again() {
+    for backend in Backend::all().await {
+        let server = TestServer::start(backend).await;
+        let (client, base) = (&server.client, server.url.as_str());
+        let keys = RootKeys::new();
+        let (first_key, rotated_in) = (Signer::new(), Signer::new());
+        let device = accepted_device(&server, "SN-TRUST-1", "pi4").await;
+        let device = device.id.expect("known").to_string();
+
+        // Uploaded while root 1 names its key.
+        let first = keys.first(&first_key);
+        publish(client, base, keys.signed(&first)).await;
+        let (status, old) = upload(client, base, package(&first_key, "1.0.0")).await;
+        assert_eq!(status, StatusCode::CREATED, "{old}");
+
+        // Root 2 revokes that key: every device that takes it would refuse
+        // the package, so it is not deployed.
+        let mut second = first.next(EXPIRES);
+        second.add_key(RoleName::Release, &rotated_in.key().public_key());
+        second.revoke_key(RoleName::Release, &first_key.key().public_key().key_id());
+        publish(client, base, keys.signed(&second)).await;
+        let (status, body) = deploy(&server, &old, &device).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+        assert_eq!(body["code"], "package_not_trusted", "{body}");
+        let message = body["message"].as_str().unwrap_or_default();
+        assert!(message.starts_with("package_id: "), "{message}");
+        assert!(message.contains("trust root version 2"), "{message}");
+        let (wanted, carried) = (
+            rotated_in.key().public_key().key_id().to_string(),
+            first_key.key().public_key().key_id().to_string(),
+        );
+        assert!(
+            message.contains(&format!("wants 1 signature(s) of [{wanted}]")),
+            "the keys the root wants: {message}"
+        );
+        assert!(
+            message.contains(&format!("carries signatures of [{carried}]")),
+            "what the package carries: {message}"
+        );
+        assert!(message.contains("upload it"), "what to do: {message}");
+        let deployments = server.admin_get("/deployments").await;
+        assert_eq!(deployments["total"], 0, "nothing created: {deployments}");
+
+        // Signed again with the key root 2 names, it deploys.
+        let (status, resigned) = upload(client, base, package(&rotated_in, "1.0.1")).await;
+        assert_eq!(status, StatusCode::CREATED, "{resigned}");
+        let (status, body) = deploy(&server, &resigned, &device).await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
     }
 }
 

@@ -234,10 +234,12 @@ macro_rules! sql_repair {
                     )));
                 }
                 let retryable = $crate::RETRYABLE;
+                // A retry is a new offer: a soft deployment's device gets
+                // its deferrals back, or it would be forced at once.
                 let sql = format!(
                     "UPDATE deployment_devices SET state = $2, message = $3, updated_at = $4, \
                      retries = retries + 1, progress_done = NULL, progress_total = NULL, \
-                     progress_at = NULL \
+                     progress_at = NULL, deferrals = 0, deferred_at = NULL \
                      WHERE deployment_id = $1 AND retries < $5 AND state IN ({}) \
                      RETURNING device_id",
                     placeholders(6, retryable.len()),

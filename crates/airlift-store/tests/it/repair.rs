@@ -6,13 +6,15 @@ use airlift_protocol::management::Target;
 use airlift_protocol::state::{DeploymentStatus, UpdateState};
 use airlift_protocol::{DeploymentId, DeviceId};
 use airlift_store::{
-    AuditFilter, NewAuditEntry, NewRollback, PageRequest, RolloutState, SharedStore,
+    AuditFilter, DeferralOutcome, NewAuditEntry, NewRollback, PageRequest, RolloutState,
+    SharedStore,
 };
 
 conformance!(
     a_rollback_aborts_the_original_and_links_the_new_one_at_once,
     previous_releases_are_the_latest_committed_elsewhere,
     retry_moves_failed_devices_back_up_to_a_limit,
+    a_retried_device_gets_its_deferrals_back,
     reset_moves_only_a_device_stuck_since_before_the_cutoff,
     audit_entries_filter_by_object_and_time,
 );
@@ -215,6 +217,75 @@ async fn retry_moves_failed_devices_back_up_to_a_limit(ctx: Ctx) {
     assert!(
         store.retry_failed(id, 5, "no", t(70)).await.is_err(),
         "cancelled"
+    );
+}
+
+async fn a_retried_device_gets_its_deferrals_back(ctx: Ctx) {
+    let store = &ctx.store;
+    let ids = devices(store, 2).await;
+    let id = active_deployment(store, &ids).await;
+    let (used_up, untouched) = (ids[0], ids[1]);
+    for device in [used_up, untouched] {
+        report(store, id, device, UpdateState::Downloading, 10).await;
+        report(store, id, device, UpdateState::Downloaded, 11).await;
+    }
+    for deferral in 1..=2 {
+        let outcome = store
+            .record_deferral(id, used_up, deferral, Some(2), None, t(20))
+            .await
+            .expect("defer");
+        assert!(
+            matches!(
+                outcome,
+                Some(DeferralOutcome::Counted { counted: true, .. })
+            ),
+            "{outcome:?}"
+        );
+    }
+    store
+        .record_deferral(id, untouched, 1, Some(2), None, t(20))
+        .await
+        .expect("defer");
+    report(store, id, used_up, UpdateState::Failure, 30).await;
+
+    let outcome = store
+        .retry_failed(id, 3, "offered again", t(40))
+        .await
+        .expect("retry");
+    assert_eq!(outcome.retried, vec![used_up]);
+    assert_eq!(state_of(store, id, used_up).await, UpdateState::Pending);
+    assert_eq!(
+        store.deferrals(id, used_up).await.expect("read"),
+        Some(0),
+        "a retry is a new offer"
+    );
+    let deferred_at = |device: DeviceId| {
+        format!(
+            "SELECT deferred_at FROM deployment_devices \
+             WHERE deployment_id = '{id}' AND device_id = '{device}'"
+        )
+    };
+    assert_eq!(ctx.scalar_i64(&deferred_at(used_up)).await, None);
+    assert_eq!(
+        store.deferrals(id, untouched).await.expect("read"),
+        Some(1),
+        "a device not retried keeps its count"
+    );
+    assert!(ctx.scalar_i64(&deferred_at(untouched)).await.is_some());
+
+    // Offered again, it may defer from the first deferral on.
+    report(store, id, used_up, UpdateState::Downloading, 50).await;
+    report(store, id, used_up, UpdateState::Downloaded, 51).await;
+    let again = store
+        .record_deferral(id, used_up, 1, Some(2), None, t(60))
+        .await
+        .expect("defer again");
+    assert_eq!(
+        again,
+        Some(DeferralOutcome::Counted {
+            deferred: 1,
+            counted: true
+        })
     );
 }
 

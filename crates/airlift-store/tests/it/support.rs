@@ -40,6 +40,25 @@ impl Ctx {
         result.unwrap_or_else(|e| panic!("{sql}: {e}"));
     }
 
+    /// Runs `sql`, which selects one integer column of at most one row,
+    /// directly on the database: for columns the store writes but no
+    /// method reads.
+    pub async fn scalar_i64(&self, sql: &str) -> Option<i64> {
+        let result = match &self.raw {
+            Raw::Sqlite(pool) => {
+                sqlx::query_scalar::<_, Option<i64>>(sql)
+                    .fetch_optional(pool)
+                    .await
+            }
+            Raw::Postgres(pool) => {
+                sqlx::query_scalar::<_, Option<i64>>(sql)
+                    .fetch_optional(pool)
+                    .await
+            }
+        };
+        result.unwrap_or_else(|e| panic!("{sql}: {e}")).flatten()
+    }
+
     /// Another store on the same database, as a second server instance
     /// would open it.
     pub async fn open_again(&self) -> SharedStore {

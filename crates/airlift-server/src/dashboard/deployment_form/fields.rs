@@ -8,7 +8,7 @@ use airlift_protocol::management::Package;
 use maud::{html, Markup};
 
 /// A labelled field's error, when the refusal names it.
-fn error_for(refusal: Option<&Refusal>, field: &str) -> Markup {
+pub(super) fn error_for(refusal: Option<&Refusal>, field: &str) -> Markup {
     html! {
         @if let Some(words) = refusal.and_then(|r| r.at(field)) {
             p.field-error id=(format!("{field}-error")) role="alert" { (words) }
@@ -17,7 +17,10 @@ fn error_for(refusal: Option<&Refusal>, field: &str) -> Markup {
 }
 
 /// `aria-invalid` and `aria-describedby` for a field the refusal names.
-fn invalid(refusal: Option<&Refusal>, field: &str) -> (Option<&'static str>, Option<String>) {
+pub(super) fn invalid(
+    refusal: Option<&Refusal>,
+    field: &str,
+) -> (Option<&'static str>, Option<String>) {
     match refusal.and_then(|r| r.at(field)) {
         Some(_) => (Some("true"), Some(format!("{field}-error"))),
         None => (None, None),
@@ -93,6 +96,7 @@ fn target_fields(values: &FormValues, refusal: Option<&Refusal>) -> Markup {
             (radio("target", "tag", &values.target, "devices with a tag"))
             (radio("target", "devices", &values.target, "these devices"))
             (radio("target", "attributes", &values.target, "devices with these attributes"))
+            (radio("target", "expression", &values.target, "devices matching an expression"))
             (error_for(refusal, "target"))
             label for="target-tag" { "Tag" }
             input #target-tag name="target-tag" type="text" value=(values.target_tag) aria-invalid=[tag_bad];
@@ -100,8 +104,9 @@ fn target_fields(values: &FormValues, refusal: Option<&Refusal>) -> Markup {
             (area("target-devices", "Device ids", &values.target_devices, "Separated by spaces, commas or lines."))
             (area("target-attributes", "Attributes", &values.target_attributes,
                 "One name=value a line; all must match. device_type matches the reported device type."))
+            (super::expression::field(&values.target_expression, refusal))
             input #static type="checkbox" name="static" value="1" checked[values.fixed];
-            " " label.check for="static" { "Static: only the devices the tag or attributes match now. Otherwise devices that match later get it too, until an operator ends the deployment." }
+            " " label.check for="static" { "Static: only the devices the tag, attributes or expression match now. Otherwise devices that match later get it too, until an operator ends the deployment." }
             (error_for(refusal, "static"))
         }
     }

@@ -1,6 +1,6 @@
 //! The form that creates a deployment: everything
-//! `CreateDeploymentRequest` takes — package, target by devices, tag or
-//! attributes, all at once or in phases, the circuit breaker, the device
+//! `CreateDeploymentRequest` takes — package, target by devices, tag,
+//! attributes or a target expression, all at once or in phases, the circuit breaker, the device
 //! timeout, the install window and download-only.
 //!
 //! The form only turns what was typed into a request; the API's own
@@ -26,8 +26,11 @@ use maud::html;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
+mod expression;
 mod fields;
 mod soft;
+
+pub use expression::grammar;
 
 /// Phase rows a new form starts with, and how many "more phases" adds.
 const NEW_ROWS: usize = 3;
@@ -64,11 +67,13 @@ impl PhaseValues {
 struct FormValues {
     name: String,
     package: String,
-    /// `devices`, `tag` or `attributes`.
+    /// `devices`, `tag`, `attributes` or `expression`.
     target: String,
     target_devices: String,
     target_tag: String,
     target_attributes: String,
+    /// A target expression (`expression.rs`).
+    target_expression: String,
     /// `all` or `phased`.
     strategy: String,
     phases: Vec<PhaseValues>,
@@ -152,6 +157,7 @@ impl FormValues {
             target_devices: raw("target-devices"),
             target_tag: raw("target-tag"),
             target_attributes: raw("target-attributes"),
+            target_expression: raw(expression::FIELD),
             strategy: raw("strategy"),
             phases,
             threshold_kind: raw("threshold-kind"),
@@ -221,6 +227,7 @@ impl FormValues {
                 }
                 json!({"attributes": pairs})
             }
+            "expression" => expression::target(&self.target_expression)?,
             _ => json!({"tag": self.target_tag.trim()}),
         })
     }
@@ -322,6 +329,7 @@ impl FormValues {
             "target.devices" => "target-devices",
             "target.tag" => "target-tag",
             "target.attributes" => "target-attributes",
+            "target.expression" => expression::FIELD,
             p if p.starts_with("target") => "target",
             "strategy.phases" => "phases",
             p if p.starts_with("strategy.failure_threshold") => "threshold",
@@ -536,6 +544,32 @@ mod tests {
     }
 
     #[test]
+    fn an_expression_form_builds_an_expression_target_or_is_refused_at_its_field() {
+        let mut values = filled();
+        values.target = "expression".into();
+        values.target_expression = "tag:lab AND NOT attr.region = eu-*".into();
+        values.fixed = true;
+        let request = values.request().expect("valid");
+        assert_eq!(
+            request.target,
+            Target::Expression(
+                "tag:lab AND NOT attr.region = eu-*"
+                    .parse()
+                    .expect("parses")
+            )
+        );
+        assert_eq!(request.dynamic, Some(false), "static like a tag target");
+        values.target_expression = "tag:lab AND".into();
+        let refusal = Refusal::of(&values, values.request().expect_err("incomplete"));
+        assert_eq!(refusal.field.as_deref(), Some("target-expr"));
+        assert!(
+            refusal.words.starts_with("target expression, column "),
+            "{}",
+            refusal.words
+        );
+    }
+
+    #[test]
     fn a_soft_form_builds_a_soft_install_and_names_its_fields() {
         let mut values = filled();
         values.soft = true;
@@ -652,6 +686,10 @@ mod tests {
                 Some("phase-0-deadline"),
             ),
             ("target.tag: must not be empty", Some("target-tag")),
+            (
+                "target.expression: target expression, column 9: expected a value",
+                Some("target-expr"),
+            ),
             (
                 "target: 3 of its devices are still in active deployment",
                 Some("target"),
