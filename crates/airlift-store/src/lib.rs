@@ -52,6 +52,7 @@ mod certificates;
 mod codec;
 mod deferral;
 mod deployment;
+mod deployment_changes;
 mod expr;
 mod feed;
 mod open;
@@ -68,6 +69,7 @@ pub use deferral::{DeferralOutcome, DeferralStore, DeferralTotals};
 pub use deployment::{
     DeploymentDevicesFilter, DeploymentFilter, DeploymentRecord, ReasonMatch, RolloutState,
 };
+pub use deployment_changes::{ChangeMark, DeploymentChanges, DeviceChanges};
 pub use expr::VersionKeyStore;
 pub use feed::{ChangeFeed, Heard, StoreEvent};
 pub use open::{open, open_with, DatabaseUrl, InvalidDatabaseUrl, OpenOptions};
@@ -145,6 +147,7 @@ pub type StoreResult<T> = Result<T, StoreError>;
 #[async_trait]
 pub trait Store:
     DeferralStore
+    + DeploymentChanges
     + FleetRepair
     + ShadowStore
     + TrustRootStore

@@ -110,6 +110,7 @@ macro_rules! impl_store {
         $crate::sql::sql_trust!($store, $db, $begin);
         $crate::sql::sql_certificates!($store, $db, $begin);
         $crate::sql::sql_deferral!($store, $db, $begin);
+        $crate::sql::sql_deployment_changes!($store, $db, $begin);
 
         // Each method is the inherent method of the same name, which its
         // area's macro defines (inherent methods win over trait methods).
@@ -591,6 +592,7 @@ macro_rules! impl_store {
 pub(crate) mod certificates;
 mod common;
 pub(crate) mod deferral;
+pub(crate) mod deployment_changes;
 mod deployments;
 mod devices;
 mod expr;
@@ -607,6 +609,7 @@ pub(crate) mod uploads;
 pub(crate) use certificates::sql_certificates;
 pub(crate) use common::sql_common;
 pub(crate) use deferral::sql_deferral;
+pub(crate) use deployment_changes::sql_deployment_changes;
 pub(crate) use deployments::sql_deployments;
 pub(crate) use devices::sql_devices;
 pub(crate) use expr::sql_expr;

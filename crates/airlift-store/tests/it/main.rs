@@ -38,6 +38,7 @@ mod audit;
 mod certificates;
 mod corrupt;
 mod deferrals;
+mod deployment_changes;
 mod deployments;
 mod devices;
 mod dynamic;
