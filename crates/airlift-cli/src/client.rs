@@ -372,7 +372,8 @@ impl Client {
         Ok(items)
     }
 
-    /// `GET /deployments/{id}`: counts and every device's state.
+    /// `GET /deployments/{id}`: counts per state and phase, rollback links,
+    /// deferrals — not its devices (`deployment_devices`, a page at a time).
     pub async fn deployment(&self, id: DeploymentId) -> Result<DeploymentDetail> {
         self.json(self.request(Method::GET, &format!("/deployments/{id}"))?)
             .await

@@ -266,14 +266,16 @@ pub struct Deployment {
     pub joined_late: u64,
 }
 
-/// A deployment with every device's state.
+/// A deployment with what is known of it as a whole: counts per state and
+/// phase, rollback links, deferrals. Its devices' states are not in it —
+/// a deployment may reach a hundred thousand devices, and this is read
+/// every few seconds by watchers — but a page at a time under
+/// `GET /deployments/{id}/devices`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct DeploymentDetail {
     /// The deployment.
     #[serde(flatten)]
     pub deployment: Deployment,
-    /// Each targeted device's state.
-    pub devices: Vec<DeviceUpdate>,
     /// The deployment whose circuit breaker started this one, if it is an
     /// automatic rollback.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -147,9 +147,9 @@ pub struct VerifiedToken {
     pub expires_at: i64,
 }
 
-/// An accepted device, authenticated by its token, with its record as this
-/// instance knows it. A token outlives a rejection or a decommissioning by
-/// up to its lifetime, so every device route asks the device record too:
+/// An accepted device, authenticated by its token, with what this instance
+/// keeps of it. A token outlives a rejection or a decommissioning by
+/// up to its lifetime, so every device route asks the device's status too:
 /// from memory, kept true across instances by the store's change feed
 /// (stale for the feed's latency, milliseconds), so a refused device is
 /// refused on every route at once.
@@ -158,8 +158,9 @@ pub struct DeviceCaller {
     pub device_id: DeviceId,
     /// When its token expires (Unix seconds).
     pub expires_at: i64,
-    /// Its record, which says it is accepted.
-    pub record: std::sync::Arc<airlift_store::DeviceRecord>,
+    /// What the device routes read of it (accepted, its tags, the digest
+    /// of its stored inventory).
+    pub device: crate::cache::CachedDevice,
 }
 
 impl FromRequestParts<AppState> for DeviceCaller {
@@ -171,18 +172,18 @@ impl FromRequestParts<AppState> for DeviceCaller {
     ) -> Result<Self, Self::Rejection> {
         let token = verify_device_token(bearer(parts)?, state)?;
         crate::device_api::certificate::check_binding(parts, state, token.device_id).await?;
-        let record = state
+        let device = state
             .caches()
             .device(state.store(), token.device_id)
             .await?
-            .filter(|r| r.device.status == DeviceStatus::Accepted)
+            .filter(|d| d.status == DeviceStatus::Accepted)
             .ok_or_else(|| {
                 ApiError::Unauthorized("device is not accepted any more; authenticate again".into())
             })?;
         Ok(DeviceCaller {
             device_id: token.device_id,
             expires_at: token.expires_at,
-            record,
+            device,
         })
     }
 }

@@ -3,7 +3,8 @@
 //!
 //! - packages never change once stored, nor does a device's final state in a
 //!   deployment: both are kept once read;
-//! - device records (with the digest of the inventory last stored) and the
+//! - devices — what the device routes read of them ([`CachedDevice`]: status,
+//!   tags, the digest of the inventory last stored) — and the
 //!   list of active deployments are kept **for as long as the store's change
 //!   feed listens** ([`airlift_store::Store::changes`], followed by
 //!   [`follow_changes`]): a change made through any instance drops the
@@ -24,18 +25,23 @@
 //! and a result is kept only if the epoch is still the one seen before the
 //! read.
 //!
-//! Device records and final states are bounded ([`CacheLimits`]): an
-//! instance in front of a million devices keeps the most used ones (quick_cache's
-//! CLOCK-Pro eviction) and reads the rest from the store; `/metrics` counts
-//! hits and misses and shows how many are held.
+//! Devices and final states are bounded ([`CacheLimits`]; devices by
+//! weight, a device with many tags weighing as several:
+//! [`device::RECORD_BUDGET_BYTES`]): an instance in front of a million
+//! devices keeps the most used ones (quick_cache's CLOCK-Pro eviction) and
+//! reads the rest from the store; `/metrics` counts hits and misses and
+//! shows how many are held.
+
+mod device;
+
+pub use device::{CachedDevice, RECORD_BUDGET_BYTES};
 
 use crate::error::{ApiError, ApiResult};
 use airlift_package::Manifest;
 use airlift_protocol::state::UpdateState;
 use airlift_protocol::{DeploymentId, DeviceId, PackageId};
 use airlift_store::{
-    ChangeFeed, CheckInCount, CheckInTime, DeploymentRecord, DeviceRecord, PackageRecord, Store,
-    StoreEvent,
+    ChangeFeed, CheckInCount, CheckInTime, DeploymentRecord, PackageRecord, Store, StoreEvent,
 };
 use chrono::{DateTime, Utc};
 use std::collections::{BTreeMap, HashMap};
@@ -60,7 +66,8 @@ pub struct CachedPackage {
 /// How much the caches may hold.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CacheLimits {
-    /// Device records (about 1 KiB each with a typical inventory).
+    /// Devices, in records of [`RECORD_BUDGET_BYTES`] (a typical device,
+    /// its entry about 110 bytes with the cache's bookkeeping, weighs one).
     pub devices: usize,
     /// Final per-device deployment states (a few dozen bytes each).
     pub final_states: usize,
@@ -81,6 +88,8 @@ pub struct Caches {
     packages: RwLock<HashMap<PackageId, Arc<CachedPackage>>>,
     final_states: quick_cache::sync::Cache<(DeploymentId, DeviceId), UpdateState>,
     derived: RwLock<Derived>,
+    /// Tag sets shared between cached devices.
+    tag_sets: device::TagSets,
     pending: Mutex<HashMap<DeviceId, QueuedTime>>,
     /// Check-ins not yet counted in the store, by the start of their
     /// minute (milliseconds since the epoch).
@@ -104,7 +113,7 @@ struct Derived {
     listening: bool,
     /// Moves at every invalidation.
     epoch: u64,
-    devices: quick_cache::sync::Cache<DeviceId, Arc<DeviceRecord>>,
+    devices: quick_cache::sync::Cache<DeviceId, CachedDevice, device::ByRecords>,
     active: Option<Arc<Vec<DeploymentRecord>>>,
 }
 
@@ -127,15 +136,20 @@ impl Caches {
             derived: RwLock::new(Derived {
                 listening: false,
                 epoch: 0,
-                devices: quick_cache::sync::Cache::new(limits.devices.max(1)),
+                devices: quick_cache::sync::Cache::with_weighter(
+                    limits.devices.max(1),
+                    limits.devices.max(1) as u64,
+                    device::ByRecords,
+                ),
                 active: None,
             }),
+            tag_sets: device::TagSets::default(),
             pending: Mutex::default(),
             check_ins: Mutex::default(),
         }
     }
 
-    /// How many device records are held now.
+    /// How many devices are held now.
     pub fn devices_held(&self) -> usize {
         self.derived.read().map(|d| d.devices.len()).unwrap_or(0)
     }
@@ -195,12 +209,9 @@ impl Caches {
         Ok(list)
     }
 
-    /// A device's record, and the digest of the inventory last stored.
-    pub async fn device(
-        &self,
-        store: &dyn Store,
-        id: DeviceId,
-    ) -> ApiResult<Option<Arc<DeviceRecord>>> {
+    /// What the device routes need of a device: its status, its tags and
+    /// the digest of the inventory last stored.
+    pub async fn device(&self, store: &dyn Store, id: DeviceId) -> ApiResult<Option<CachedDevice>> {
         if let Some(hit) = self.derived.read().map_err(poisoned)?.devices.get(&id) {
             metrics::counter!("airlift_cache_device_lookups_total", "result" => "hit").increment(1);
             return Ok(Some(hit));
@@ -210,20 +221,20 @@ impl Caches {
         let Some(record) = store.device_record(id).await? else {
             return Ok(None);
         };
-        let record = Arc::new(record);
-        self.keep_device(epoch, Arc::clone(&record))?;
-        Ok(Some(record))
+        let device = CachedDevice::new(record, &self.tag_sets);
+        self.keep_device(epoch, device.clone())?;
+        Ok(Some(device))
     }
 
-    /// Keeps a record read from the store unless something was invalidated
+    /// Keeps a device read from the store unless something was invalidated
     /// since the read began (at `epoch`) or the feed is deaf.
-    fn keep_device(&self, epoch: Option<u64>, record: Arc<DeviceRecord>) -> ApiResult<()> {
+    fn keep_device(&self, epoch: Option<u64>, device: CachedDevice) -> ApiResult<()> {
         // A read lock is enough: the cache inserts through `&self`, and an
         // invalidation (which takes the write lock) cannot slip in between
         // the epoch check and the insert.
         let derived = self.derived.read().map_err(poisoned)?;
         if epoch == Some(derived.epoch) && derived.listening {
-            derived.devices.insert(record.device.id, record);
+            derived.devices.insert(device.id, device);
             metrics::gauge!("airlift_cache_device_records").set(derived.devices.len() as f64);
         }
         Ok(())
@@ -424,6 +435,7 @@ mod tests {
     use super::*;
     use airlift_protocol::management::Device;
     use airlift_protocol::state::DeviceStatus;
+    use airlift_store::DeviceRecord;
     use std::collections::BTreeMap;
 
     fn record(id: DeviceId, status: DeviceStatus) -> DeviceRecord {
@@ -448,12 +460,13 @@ mod tests {
 
     /// Offers a record as a read that began at `epoch` would.
     fn keep(caches: &Caches, epoch: Option<u64>, record: DeviceRecord) {
-        caches.keep_device(epoch, Arc::new(record)).expect("lock");
+        let device = CachedDevice::new(record, &caches.tag_sets);
+        caches.keep_device(epoch, device).expect("lock");
     }
 
     fn cached(caches: &Caches, id: DeviceId) -> Option<DeviceStatus> {
         let derived = caches.derived.read().expect("lock");
-        derived.devices.get(&id).map(|r| r.device.status)
+        derived.devices.get(&id).map(|d| d.status)
     }
 
     #[test]

@@ -192,8 +192,9 @@ pub struct Args {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[arg(long, env = "AIRLIFT_MAX_PENDING_DEVICES")]
     pub max_pending_devices: Option<u64>,
-    /// Most device records kept in memory for check-ins; the least used are
-    /// read from the database again (about 1 KiB each) [default: 100000].
+    /// Most devices kept in memory for check-ins (about 110 bytes each; one
+    /// whose tags take more counts as several records of 256 bytes); the
+    /// least used are read from the database again [default: 100000].
     #[serde(skip_serializing_if = "Option::is_none")]
     #[arg(long, env = "AIRLIFT_DEVICE_CACHE_CAPACITY")]
     pub device_cache_capacity: Option<usize>,

@@ -197,10 +197,11 @@ impl Lab {
         deployment["id"].as_str().expect("deployment id").to_owned()
     }
 
-    /// The device's state and message in `deployment`.
+    /// The device's state and message in `deployment` (its one device,
+    /// from the deployment's paged device list).
     pub fn device_state(&self, deployment: &str) -> (String, String) {
-        let detail = self.get(&format!("/deployments/{deployment}"));
-        let device = &detail["devices"][0];
+        let page = self.get(&format!("/deployments/{deployment}/devices?per_page=1"));
+        let device = &page["items"][0];
         (
             device["state"].as_str().unwrap_or_default().to_owned(),
             device["message"].as_str().unwrap_or_default().to_owned(),

@@ -241,14 +241,21 @@ impl Operator {
         assert_eq!(response.status(), StatusCode::ACCEPTED);
     }
 
-    /// The device's state and message in a deployment.
-    pub fn device_state(&self, deployment: &str) -> (String, String) {
-        let detail = self.send(
+    /// The first device (by id) of a deployment, as its paged device list
+    /// shows it: state, message, progress. The tests' deployments target
+    /// one device.
+    pub fn deployment_device(&self, deployment: &str) -> Value {
+        let page = self.send(
             self.http
-                .get(self.url(&format!("/deployments/{deployment}"))),
+                .get(self.url(&format!("/deployments/{deployment}/devices?per_page=1"))),
             StatusCode::OK,
         );
-        let device = &detail["devices"][0];
+        page["items"][0].clone()
+    }
+
+    /// The device's state and message in a deployment.
+    pub fn device_state(&self, deployment: &str) -> (String, String) {
+        let device = self.deployment_device(deployment);
         (
             device["state"].as_str().unwrap_or_default().to_owned(),
             device["message"].as_str().unwrap_or_default().to_owned(),

@@ -128,8 +128,7 @@ fn a_slow_download_shows_its_progress_on_the_server() {
     let started = std::time::Instant::now();
     let mut seen = Vec::new();
     while started.elapsed() < Duration::from_secs(30) {
-        let detail = operator.deployment(&deployment);
-        let shown = &detail["devices"][0];
+        let shown = operator.deployment_device(&deployment);
         if let Some(done) = shown["progress"]["done"].as_u64() {
             assert_eq!(shown["state"], "downloading");
             assert_eq!(shown["progress"]["total"].as_u64(), Some(total));

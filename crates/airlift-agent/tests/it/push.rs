@@ -86,18 +86,19 @@ fn deploy_and_time(operator: &Operator, signer: &Signer, device: &str, version: 
     std::thread::sleep(Duration::from_millis(1100));
     let package = operator.upload(signer.image_package("rootfs", version, 0));
     let deployment = operator.deploy(&package, device);
-    let mut detail = Value::Null;
+    let mut started = Value::Null;
     wait_until("the device to start on the deployment", || {
-        detail = operator.deployment(&deployment);
-        detail["devices"][0]["state"] != "pending"
+        started = operator.deployment_device(&deployment);
+        started["state"] != "pending"
     });
+    let detail = operator.deployment(&deployment);
     let time = |v: &Value| {
         chrono::DateTime::parse_from_rfc3339(v.as_str().expect("a time"))
             .expect("rfc3339")
             .timestamp_micros() as f64
             / 1e6
     };
-    time(&detail["devices"][0]["updated_at"]) - time(&detail["created_at"])
+    time(&started["updated_at"]) - time(&detail["created_at"])
 }
 
 #[test]

@@ -8,6 +8,7 @@
 
 pub mod audit;
 pub mod deployment;
+pub mod deployment_show;
 pub mod device;
 pub mod device_config;
 pub mod package;

@@ -6,7 +6,7 @@
 //! state of its last acknowledged report.
 
 use crate::fleet::{local_counts, Admin, Device};
-use airlift_protocol::management::{DeploymentDetail, Device as StoredDevice, Page};
+use airlift_protocol::management::{Deployment, Device as StoredDevice, DeviceUpdate, Page};
 use airlift_protocol::state::{DeviceStatus, UpdateState};
 use airlift_protocol::{DeploymentId, DeviceId};
 use anyhow::Result;
@@ -40,20 +40,27 @@ impl Verdict {
     }
 }
 
-/// Every device the store holds, a page of 1 000 at a time.
-async fn stored_devices(admin: &Admin) -> Result<HashMap<DeviceId, StoredDevice>> {
-    let mut all = HashMap::new();
+/// Every item of a paged list under `path`, 1 000 at a time.
+async fn every_page<T: serde::de::DeserializeOwned>(admin: &Admin, path: &str) -> Result<Vec<T>> {
+    const PER_PAGE: usize = 1000;
+    let mut all = Vec::new();
     for page in 1.. {
-        let got: Page<StoredDevice> = admin
-            .get(&format!("/devices?per_page=1000&page={page}"))
+        let got: Page<T> = admin
+            .get(&format!("{path}?per_page={PER_PAGE}&page={page}"))
             .await?;
         let n = got.items.len();
-        all.extend(got.items.into_iter().map(|d| (d.id, d)));
-        if n < 1000 {
+        all.extend(got.items);
+        if n < PER_PAGE {
             break;
         }
     }
     Ok(all)
+}
+
+/// Every device the store holds.
+async fn stored_devices(admin: &Admin) -> Result<HashMap<DeviceId, StoredDevice>> {
+    let all: Vec<StoredDevice> = every_page(admin, "/devices").await?;
+    Ok(all.into_iter().map(|d| (d.id, d)).collect())
 }
 
 pub async fn verify(
@@ -71,8 +78,13 @@ pub async fn verify(
     // The deployment, as each instance reads it.
     let targeted: Vec<&Device> = devices.iter().filter(|d| d.targeted).collect();
     for admin in admins {
-        let detail: DeploymentDetail = admin.get(&format!("/deployments/{deployment}")).await?;
-        check_deployment(&mut verdict, &targeted, &detail, &admin.url);
+        // Counts first, then the devices: a report landing in between
+        // shows as a disagreement, which after the run (nothing moving)
+        // is a real one.
+        let detail: Deployment = admin.get(&format!("/deployments/{deployment}")).await?;
+        let updates: Vec<DeviceUpdate> =
+            every_page(admin, &format!("/deployments/{deployment}/devices")).await?;
+        check_deployment(&mut verdict, &targeted, (&detail, &updates), &admin.url);
     }
     verdict.unanswered_reports = targeted
         .iter()
@@ -154,19 +166,16 @@ fn check_devices(
     );
 }
 
-/// The deployment as read `via` one instance, against the targeted
-/// devices' last acknowledged reports.
+/// The deployment and its paged device list as read `via` one instance,
+/// against the targeted devices' last acknowledged reports.
 fn check_deployment(
     verdict: &mut Verdict,
     targeted: &[&Device],
-    detail: &DeploymentDetail,
+    (deployment, updates): (&Deployment, &[DeviceUpdate]),
     via: &str,
 ) {
-    let states: HashMap<DeviceId, UpdateState> = detail
-        .devices
-        .iter()
-        .map(|u| (u.device_id, u.state))
-        .collect();
+    let states: HashMap<DeviceId, UpdateState> =
+        updates.iter().map(|u| (u.device_id, u.state)).collect();
     let mut wrong = Vec::new();
     for device in targeted {
         let update = device.update.as_ref();
@@ -188,8 +197,7 @@ fn check_deployment(
             )),
         }
     }
-    let extra: Vec<String> = detail
-        .devices
+    let extra: Vec<String> = updates
         .iter()
         .filter(|u| !targeted.iter().any(|d| d.id == u.device_id))
         .map(|u| {
@@ -200,15 +208,15 @@ fn check_deployment(
         })
         .collect();
     let mut from_list = BTreeMap::new();
-    for update in &detail.devices {
+    for update in updates {
         *from_list.entry(update.state).or_insert(0u64) += 1;
     }
-    let counts_agree = if from_list == detail.deployment.counts {
+    let counts_agree = if from_list == deployment.counts {
         Vec::new()
     } else {
         vec![format!(
             "counts {:?} but the device list gives {from_list:?}",
-            detail.deployment.counts
+            deployment.counts
         )]
     };
     verdict.row(
@@ -218,7 +226,7 @@ fn check_deployment(
     );
     verdict.row(
         &format!("no untargeted device in the deployment (via {via})"),
-        detail.devices.len(),
+        updates.len(),
         extra,
     );
     verdict.row(
@@ -226,6 +234,6 @@ fn check_deployment(
         1,
         counts_agree,
     );
-    verdict.deployment_status = detail.deployment.status.to_string();
-    verdict.store_counts = detail.deployment.counts.clone();
+    verdict.deployment_status = deployment.status.to_string();
+    verdict.store_counts = deployment.counts.clone();
 }

@@ -42,7 +42,7 @@ const MAX_TARGET_DEVICES: usize = 10_000;
         (status = 403, description = "A viewer token: an operator or admin token is needed", body = airlift_protocol::ErrorBody),
         (status = 409, description = "Devices of the target are still updating in another deployment", body = airlift_protocol::ErrorBody),
         (status = 413, description = "The body is over 1 MiB", body = airlift_protocol::ErrorBody),
-        (status = 422, description = "Unknown package, empty target, unknown devices, a strategy that cannot be carried out, `dynamic` for a list of devices, an `ends_at` that is past or for a deployment that is not dynamic, a soft install without bounds, with `max_deferrals` outside 1–100 or a `deadline` that is past (the message names the field), a target expression that does not parse or passes its bounds (`invalid_target_expression`: the message names the column and what was expected)", body = airlift_protocol::ErrorBody),
+        (status = 422, description = "Unknown package, empty target, unknown devices, a strategy that cannot be carried out, `dynamic` for a list of devices, an `ends_at` that is past or for a deployment that is not dynamic, a soft install without bounds, with `max_deferrals` outside 1–100 or a `deadline` that is past (the message names the field), a target expression that does not parse or passes its bounds (`invalid_target_expression`: the message names the column and what was expected), a package the current release keys (the newest trust root's, else `--trust`) do not sign — a root published since its upload revoked its key — (`package_not_trusted`: the message names the keys wanted and those the package carries; sign it again and upload it)", body = airlift_protocol::ErrorBody),
     )
 )]
 pub async fn create_deployment(
@@ -66,6 +66,7 @@ pub async fn create_deployment(
             ApiError::invalid(format!("package_id: no package {}", request.package_id))
         })?;
     let (package, manifest) = (&cached.record, &cached.manifest);
+    refuse_untrusted_package(&state, package).await?;
 
     let devices = matching_devices(&state, &request.target).await?;
     if devices.is_empty() {
@@ -86,10 +87,11 @@ pub async fn create_deployment(
     let decisions: Vec<(DeviceId, UpdateState, Option<String>)> = devices
         .iter()
         .filter_map(|device| {
-            let (state, reason) = rollout::initial_state(manifest, device);
+            let view = rollout::DeviceView::from(device);
+            let (state, reason) = rollout::initial_state(manifest, &view);
             if state == UpdateState::Incompatible {
                 Some((device.id, state, reason))
-            } else if rollout::runs_package(&package.provides, device) {
+            } else if rollout::runs_package(&package.provides, &view) {
                 Some((device.id, UpdateState::AlreadyInstalled, None))
             } else {
                 None
@@ -234,6 +236,29 @@ async fn matching_devices(state: &AppState, target: &Target) -> ApiResult<Vec<De
     }
 }
 
+/// `422 package_not_trusted` for a package the current release trust
+/// does not sign — a root published since its upload revoked its key —,
+/// naming the keys wanted and carried: every device that trusts that root
+/// would refuse it. A server that trusts no key has nothing to check with.
+async fn refuse_untrusted_package(
+    state: &AppState,
+    package: &airlift_store::PackageRecord,
+) -> ApiResult<()> {
+    let Some(trust) = super::packages::release_trust(state).await? else {
+        return Ok(());
+    };
+    crate::release_trust::check(&package.head, &trust.keys).map_err(|refused| {
+        let named = format!(
+            "{} {} ({})",
+            package.package.name, package.package.version, package.package.id
+        );
+        ApiError::Unprocessable(
+            "package_not_trusted",
+            format!("package_id: {}", refused.describe(&named, trust.source)),
+        )
+    })
+}
+
 /// Accepted devices a target expression selects now: compiled to SQL by
 /// the store, the same test [`rollout::target_matches`] makes in memory
 /// for devices that join later.
@@ -330,8 +355,10 @@ pub async fn list_deployments(
     }))
 }
 
-/// One deployment with counts and every device's state (a page at a time:
-/// `GET /deployments/{id}/devices`).
+/// One deployment with its counts per state and phase, its rollback links
+/// and deferrals, read with aggregate queries whatever the number of its
+/// devices. Its devices' states are not embedded: read them a page at a
+/// time from `GET /deployments/{id}/devices` (filter with `state`).
 #[utoipa::path(
     get,
     path = "/api/v1/deployments/{deployment_id}",
@@ -351,12 +378,10 @@ pub async fn get_deployment(
     ApiPath(id): ApiPath<DeploymentId>,
 ) -> ApiResult<Json<DeploymentDetail>> {
     let deployment = with_counts(&state, find(&state, id).await?).await?;
-    let devices = state.store().deployment_devices(id).await?;
     let links = state.store().rollback_links(id).await?;
     let deferrals = deferral_summary(&state, &deployment).await?;
     Ok(Json(DeploymentDetail {
         deployment,
-        devices,
         rollback_of: links.rollback_of,
         rolled_back_by: links.rolled_back_by,
         deferrals,

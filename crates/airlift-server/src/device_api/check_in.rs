@@ -7,10 +7,9 @@ use airlift_protocol::device::{
     download_path, CheckInResponse, Inventory, UpdateOffer, MAX_DEVICE_TYPE, MAX_INVENTORY_ENTRIES,
     MAX_INVENTORY_NAME, MAX_INVENTORY_VALUE, MAX_STORED_INTEGER,
 };
-use airlift_protocol::management::Device;
 use airlift_protocol::state::UpdateState;
 use airlift_protocol::strategy::Strategy;
-use airlift_store::{DeploymentRecord, DeviceRecord, PackageRecord};
+use airlift_store::{DeploymentRecord, PackageRecord};
 use axum::extract::State;
 use axum::Json;
 use base64::engine::general_purpose::STANDARD;
@@ -40,10 +39,10 @@ pub async fn check_in(
     let now = Utc::now();
     let store = state.store();
     let caches = state.caches();
-    let record = caller.record;
-    let id = record.device.id;
+    let known = caller.device;
+    let id = known.id;
     let digest = airlift_store::inventory_digest(&inventory)?;
-    if record.inventory_sha256 == Some(digest) {
+    if known.inventory_sha256 == Some(digest) {
         // Only the time moves: written behind.
         caches.queue_check_in(id, digest, now);
     } else {
@@ -54,14 +53,15 @@ pub async fn check_in(
     metrics::counter!("airlift_check_ins_total").increment(1);
     caches.count_check_in(now);
 
-    let mut update = find_offer(&state, &record, &inventory, now).await?;
+    let device = rollout::DeviceView::checking_in(id, known.status, &known.tags, &inventory);
+    let mut update = find_offer(&state, &device, now).await?;
     if let Some(offer) = update.as_mut() {
         super::stamp(&state, offer).await?;
     }
     Ok(Json(CheckInResponse {
         poll_interval_secs: state.settings().poll_interval.as_secs(),
         update,
-        shadow: super::shadow::delta_for(&state, &record, &inventory.attributes).await?,
+        shadow: super::shadow::delta_for(&state, &device).await?,
     }))
 }
 
@@ -69,29 +69,15 @@ pub async fn check_in(
 /// the device's state in each deployment up to date on the way.
 async fn find_offer(
     state: &AppState,
-    record: &DeviceRecord,
-    inventory: &Inventory,
+    device: &rollout::DeviceView<'_>,
     now: DateTime<Utc>,
 ) -> ApiResult<Option<UpdateOffer>> {
     let store = state.store();
     let caches = state.caches();
-    let id = record.device.id;
-    // What the device reports is the truth from here on; built only when a
-    // deployment needs a look at it.
-    let mut reported: Option<Device> = None;
     for deployment in caches.active_deployments(store).await?.iter() {
-        if caches.final_state(deployment.id, id).is_some() {
+        if caches.final_state(deployment.id, device.id).is_some() {
             continue;
         }
-        let device = reported.get_or_insert_with(|| Device {
-            device_type: Some(inventory.device_type.clone()),
-            hardware_revision: inventory.hardware_revision.clone(),
-            installed: inventory.installed.clone(),
-            security_version: inventory.security_version,
-            attributes: inventory.attributes.clone(),
-            last_check_in: Some(now),
-            ..record.device.clone()
-        });
         let current = store.device_update(deployment.id, device.id).await?;
         if let Some(update) = &current {
             caches.remember_final(deployment.id, device.id, update.state);

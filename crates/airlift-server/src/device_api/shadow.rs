@@ -8,11 +8,9 @@ use crate::extract::ApiJson;
 use crate::state::AppState;
 use airlift_protocol::device::MAX_STATUS_MESSAGE;
 use airlift_protocol::shadow::{ReportedAck, ReportedShadow, ShadowDelta};
-use airlift_store::DeviceRecord;
 use axum::extract::State;
 use axum::Json;
 use chrono::Utc;
-use std::collections::BTreeMap;
 
 /// The largest body of a report: a document at the default limit, its
 /// reason, and room for JSON escapes. A smaller configured limit is
@@ -22,17 +20,17 @@ pub(super) const REPORTED_BODY_LIMIT: usize = 256 * 1024;
 /// What differs between the device's effective desired document and what
 /// it reported; `None` when nothing does (the check-in answer then has no
 /// `shadow`). From memory when its documents did not change
-/// ([`crate::shadow_cache`]): `record` and `attributes` say which group
-/// documents reach it.
+/// ([`crate::shadow_cache`]): the device's tags and status and the
+/// inventory of this check-in (its type, attributes and installed
+/// versions) say which group documents reach it.
 pub(super) async fn delta_for(
     state: &AppState,
-    record: &DeviceRecord,
-    attributes: &BTreeMap<String, String>,
+    device: &crate::rollout::DeviceView<'_>,
 ) -> ApiResult<Option<ShadowDelta>> {
-    let device = &record.device;
+    let facts = device.facts();
     let (delta, _) = state
         .shadows()
-        .delta(state.store(), device.id, &device.tags, attributes)
+        .delta(state.store(), device.id, &facts)
         .await?;
     Ok(delta.map(|delta| ShadowDelta { delta }))
 }
@@ -58,7 +56,7 @@ pub async fn report_shadow(
     caller: DeviceCaller,
     ApiJson(report): ApiJson<ReportedShadow>,
 ) -> ApiResult<Json<ReportedAck>> {
-    let id = caller.record.device.id;
+    let id = caller.device.id;
     if let Some(why) = state.settings().shadow.exceeded_by(&report.document) {
         return Err(ApiError::TooLarge(format!("reported document: {why}")));
     }

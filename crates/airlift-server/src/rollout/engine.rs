@@ -5,8 +5,11 @@
 //! server instances on one PostgreSQL only one advances a deployment at a
 //! time — reads a [`View`], and carries out the [`Plan`]: times out stuck
 //! devices, admits devices, moves the deployment's status and phase. The
-//! time is handed in, so tests drive days of soak in milliseconds; the
-//! server's task calls it with the wall clock every `rollout_interval`.
+//! view is kept between ticks and refreshed with only the device rows that
+//! changed ([`view`](super::view)), so a tick costs what changed, not the
+//! size of the deployment. The time is handed in, so tests drive days of
+//! soak in milliseconds; the server's task calls it with the wall clock
+//! every `rollout_interval`.
 //! A dynamic deployment (one that takes in devices joining its target
 //! later) finishes only once its end date has passed or an operator ended
 //! it; the engine finishes it then, phased or not, once its devices are
@@ -14,13 +17,14 @@
 //! deployment and starts its rollback ([`rollback`](super::rollback)).
 
 use super::plan::{plan, Plan, View};
-use airlift_protocol::management::{Device, DeviceUpdate};
+use super::view::{DevicesRead, Views};
+use airlift_protocol::management::Device;
 use airlift_protocol::state::{DeploymentStatus, DeviceStatus, UpdateState};
-use airlift_protocol::strategy::{BreakerAction, PhaseDevices, Phased, Strategy};
+use airlift_protocol::strategy::{BreakerAction, Phased, Strategy};
 use airlift_protocol::{DeploymentId, DeviceId};
 use airlift_store::{DeploymentRecord, DeviceFilter, SharedStore, Store, StoreResult};
 use chrono::{DateTime, Duration, Utc};
-use std::collections::BTreeSet;
+use std::sync::Arc;
 
 /// How long a lease on a deployment lasts without renewal.
 const LEASE_SECS: i64 = 30;
@@ -30,6 +34,12 @@ const LEASE_SECS: i64 = 30;
 pub struct RolloutEngine {
     store: SharedStore,
     owner: String,
+    /// The `--trust` keys: the release keys while the store holds no
+    /// trust root, for a rollback's check of what it goes back to.
+    configured_trust: Option<airlift_package::TrustSet>,
+    /// What it knows of the deployments whose lease it holds; locked for
+    /// a whole tick, so ticks of clones of one engine take turns.
+    views: Arc<tokio::sync::Mutex<Views>>,
 }
 
 impl std::fmt::Debug for RolloutEngine {
@@ -51,6 +61,8 @@ pub struct TickReport {
     pub status: Option<DeploymentStatus>,
     /// Rollback deployments its circuit breaker started.
     pub rollbacks: Vec<DeploymentId>,
+    /// How its devices were read: whole, or only the rows that changed.
+    pub devices_read: DevicesRead,
 }
 
 impl RolloutEngine {
@@ -59,18 +71,50 @@ impl RolloutEngine {
         Self {
             store,
             owner: uuid::Uuid::new_v4().to_string(),
+            configured_trust: None,
+            views: Arc::default(),
         }
+    }
+
+    /// With the server's `--trust` keys, which a rollback's packages must
+    /// be signed with while the store holds no trust root.
+    #[must_use]
+    pub fn with_configured_trust(mut self, trust: Option<airlift_package::TrustSet>) -> Self {
+        self.configured_trust = trust;
+        self
+    }
+
+    /// With reads of changed rows that overlap the last by `overlap`
+    /// rather than a few seconds, for tests that count the rows a tick
+    /// reads.
+    #[cfg(test)]
+    pub(super) fn with_read_overlap(mut self, overlap: std::time::Duration) -> Self {
+        self.views = Arc::new(tokio::sync::Mutex::new(Views::with_overlap(overlap)));
+        self
+    }
+
+    /// How many deployments it keeps a view of.
+    #[cfg(test)]
+    pub(super) async fn views_kept(&self) -> usize {
+        self.views.lock().await.len()
     }
 
     /// Advances every open phased deployment as of `now`.
     pub async fn tick(&self, now: DateTime<Utc>) -> StoreResult<Vec<TickReport>> {
+        let mut views = self.views.lock().await;
+        let open = self.store.open_deployments().await?;
+        // The views of deployments that ended go.
+        views.retain(|id| {
+            open.iter()
+                .any(|d| d.id == id && matches!(d.strategy, Strategy::Phased(_)))
+        });
         let mut reports = Vec::new();
-        for deployment in self.store.open_deployments().await? {
+        for deployment in &open {
             let Strategy::Phased(strategy) = &deployment.strategy else {
                 // Nothing advances an all-at-once deployment but its
                 // devices' reports — and, for a dynamic one, its end date.
                 if deployment.dynamic && deployment.may_finish(now) {
-                    reports.push(self.finish_ended(&deployment, now).await?);
+                    reports.push(self.finish_ended(deployment, now).await?);
                 }
                 continue;
             };
@@ -80,22 +124,33 @@ impl RolloutEngine {
                 .take_rollout_lease(deployment.id, &self.owner, now, until)
                 .await?
             {
+                // Another instance advances it: its view here would go
+                // stale unseen.
+                views.forget(deployment.id);
                 continue;
             }
-            reports.push(self.advance(&deployment, strategy, now).await?);
+            match self.advance(&mut views, deployment, strategy, now).await {
+                Ok(report) => reports.push(report),
+                Err(error) => {
+                    // Read again whole what a failed tick may have half done.
+                    views.forget(deployment.id);
+                    return Err(error);
+                }
+            }
         }
         Ok(reports)
     }
 
     async fn advance(
         &self,
+        views: &mut Views,
         deployment: &DeploymentRecord,
         strategy: &Phased,
         now: DateTime<Utc>,
     ) -> StoreResult<TickReport> {
         let store = &self.store;
-        let devices = store.deployment_devices(deployment.id).await?;
-        let canaries = self.canaries(strategy, &devices).await?;
+        let (view, devices_read) = views.refresh(store.as_ref(), deployment, strategy).await?;
+        let (devices, canaries) = (view.devices.as_slice(), view.canaries.as_slice());
         let Plan {
             time_out,
             admit,
@@ -107,12 +162,13 @@ impl RolloutEngine {
             install: &deployment.install,
             status: deployment.status,
             rollout: &deployment.rollout,
-            devices: &devices,
-            canaries: &canaries,
+            devices,
+            canaries,
             now,
         });
         let mut report = TickReport {
             timed_out: self.time_out(deployment, strategy, &time_out, now).await?,
+            devices_read,
             ..TickReport::default()
         };
         if !admit.is_empty() {
@@ -131,9 +187,10 @@ impl RolloutEngine {
             {
                 let started = super::rollback::start(
                     store.as_ref(),
+                    self.configured_trust.as_ref(),
                     deployment,
                     strategy,
-                    &devices,
+                    devices,
                     rollout,
                     now,
                 )
@@ -159,33 +216,6 @@ impl RolloutEngine {
         }
         store.finish_deployment_if_done(deployment.id, now).await?;
         Ok(report)
-    }
-
-    /// The canary devices each phase names, among the deployment's.
-    async fn canaries(
-        &self,
-        strategy: &Phased,
-        devices: &[DeviceUpdate],
-    ) -> StoreResult<Vec<BTreeSet<DeviceId>>> {
-        let in_target: BTreeSet<DeviceId> = devices.iter().map(|d| d.device_id).collect();
-        let mut canaries = Vec::with_capacity(strategy.phases.len());
-        for phase in &strategy.phases {
-            canaries.push(match &phase.devices {
-                PhaseDevices::Devices(ids) => ids
-                    .iter()
-                    .copied()
-                    .filter(|id| in_target.contains(id))
-                    .collect(),
-                PhaseDevices::Tag(tag) => tagged(self.store.as_ref(), tag)
-                    .await?
-                    .into_iter()
-                    .map(|d| d.id)
-                    .filter(|id| in_target.contains(id))
-                    .collect(),
-                PhaseDevices::Percent(_) => BTreeSet::new(),
-            });
-        }
-        Ok(canaries)
     }
 
     /// Marks the devices that made no progress within the rollout's device

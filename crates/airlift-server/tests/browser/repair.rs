@@ -96,7 +96,9 @@ async fn failed_devices_are_retried_up_to_the_limit_and_a_stuck_one_is_reset_wit
     // A device that died mid-install seven hours ago (its row set as the
     // server would have left it): stuck past the 6-hour device timeout.
     fleet.stop();
-    let device = dashboard.api_get(&format!("/deployments/{id}")).await["devices"][0]["device_id"]
+    let device = dashboard
+        .api_get(&format!("/deployments/{id}/devices?per_page=1"))
+        .await["items"][0]["device_id"]
         .as_str()
         .expect("a device")
         .to_owned();
@@ -131,8 +133,10 @@ async fn failed_devices_are_retried_up_to_the_limit_and_a_stuck_one_is_reset_wit
     click(&browser, &format!("{reset_form} button[type=submit]")).await;
     let done = notice(&browser).await;
     assert!(done.contains("reset to pending"), "{done}");
-    let detail = dashboard.api_get(&format!("/deployments/{id}")).await;
-    let state = detail["devices"]
+    let devices = dashboard
+        .api_get(&format!("/deployments/{id}/devices?per_page=1000"))
+        .await;
+    let state = devices["items"]
         .as_array()
         .into_iter()
         .flatten()

@@ -82,8 +82,12 @@ async fn world() -> World {
     dashboard.token("ci-pipeline", "operator").await;
     dashboard.token("wallboard", "viewer").await;
     // A device with a rollback in its history, for its page.
-    let detail = dashboard.api_get(&format!("/deployments/{holding}")).await;
-    let device = detail["devices"]
+    let rolled_back = dashboard
+        .api_get(&format!(
+            "/deployments/{holding}/devices?state=rolled_back&per_page=1"
+        ))
+        .await;
+    let device = rolled_back["items"]
         .as_array()
         .into_iter()
         .flatten()
