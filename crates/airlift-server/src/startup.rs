@@ -122,10 +122,23 @@ pub async fn prepare(config: &Config) -> Result<(AppState, AdminToken), StartupE
     tokio::spawn(crate::push::follow::follow(push_changes, state.clone()));
     tokio::spawn(flush_check_ins(state.clone()));
     tokio::spawn(forget_idle_addresses(state.clone()));
-    // Staging files of the local blob store, and spool files of earlier
-    // servers (on S3 an unfinished upload is a multipart upload, aborted
-    // by `sweep_abandoned_uploads`; the directory is swept all the same, in
-    // case the server kept its blobs there before).
+    sweep_local_leftovers(config, &state).await?;
+    if let Some(uploads) = uploads {
+        tokio::spawn(sweep_abandoned_uploads(uploads));
+    }
+    tokio::spawn(
+        crate::rollout::RolloutEngine::new(state.shared_store())
+            .with_configured_trust(state.trust().cloned())
+            .run(ROLLOUT_INTERVAL),
+    );
+    Ok((state, admin))
+}
+
+/// Removes staging files of the local blob store, and spool files of
+/// earlier servers (on S3 an unfinished upload is a multipart upload,
+/// aborted by `sweep_abandoned_uploads`; the directory is swept all the
+/// same, in case the server kept its blobs there before).
+async fn sweep_local_leftovers(config: &Config, state: &AppState) -> Result<(), StartupError> {
     let blob_dir = match &config.blobs {
         crate::blobs::BlobBackend::Local(dir) => dir.clone(),
         crate::blobs::BlobBackend::S3(_) => config.data_dir.join("blobs"),
@@ -144,15 +157,7 @@ pub async fn prepare(config: &Config) -> Result<(AppState, AdminToken), StartupE
             "removed what interrupted uploads left behind"
         );
     }
-    if let Some(uploads) = uploads {
-        tokio::spawn(sweep_abandoned_uploads(uploads));
-    }
-    tokio::spawn(
-        crate::rollout::RolloutEngine::new(state.shared_store())
-            .with_configured_trust(state.trust().cloned())
-            .run(ROLLOUT_INTERVAL),
-    );
-    Ok((state, admin))
+    Ok(())
 }
 
 /// Aborts abandoned S3 uploads ([`crate::blobs::sweep::abandoned_uploads`])

@@ -288,27 +288,13 @@ pub async fn start(
     {
         return Ok(None);
     }
-    let details = serde_json::json!({
-        "name": deployment.name,
-        "reason": rollout.reason,
-        "rollbacks": rollbacks.iter().map(|r| serde_json::json!({
-            "deployment_id": r.deployment.id,
-            "package_id": r.deployment.package_id,
-            "devices": r.devices.len(),
-        })).collect::<Vec<_>>(),
-        "stranded": stranded_ids,
-        "untrusted": stranded.untrusted.iter().map(|u| serde_json::json!({
-            "package": u.package,
-            "devices": u.devices,
-        })).collect::<Vec<_>>(),
-    });
     store
         .append_audit(&NewAuditEntry {
             at: now,
             actor: ENGINE_ACTOR.to_owned(),
             action: "deployment.rollback".to_owned(),
             object: deployment.id.to_string(),
-            details,
+            details: audit_details(deployment, &rollout, &rollbacks, &stranded_ids, &stranded),
         })
         .await?;
     metrics::counter!("airlift_rollbacks_total").increment(1);
@@ -326,6 +312,30 @@ pub async fn start(
         devices: rolled,
         stranded: stranded_ids.len(),
     }))
+}
+
+/// What the audit log keeps of a started rollback.
+fn audit_details(
+    deployment: &DeploymentRecord,
+    rollout: &RolloutState,
+    rollbacks: &[NewRollback],
+    stranded_ids: &[DeviceId],
+    stranded: &Stranded,
+) -> serde_json::Value {
+    serde_json::json!({
+        "name": deployment.name,
+        "reason": rollout.reason,
+        "rollbacks": rollbacks.iter().map(|r| serde_json::json!({
+            "deployment_id": r.deployment.id,
+            "package_id": r.deployment.package_id,
+            "devices": r.devices.len(),
+        })).collect::<Vec<_>>(),
+        "stranded": stranded_ids,
+        "untrusted": stranded.untrusted.iter().map(|u| serde_json::json!({
+            "package": u.package,
+            "devices": u.devices,
+        })).collect::<Vec<_>>(),
+    })
 }
 
 /// The aborted deployment's reason: the breaker's, then what the rollback
