@@ -361,8 +361,12 @@ fn main() {
         figures.refetch_trials > 0,
         "no byte fault struck mid-download"
     );
+    // A checkpoint trails the download by the slot writer's reads in
+    // flight (install/slot_writer.rs: at most five, here 64 KiB blocks) and
+    // one sync interval (64 KiB for this 2 MiB package): about 384 KiB, 18 %
+    // of this package at worst; on a 1 GiB one, 5 MiB and 8 MiB, 1.3 %.
     assert!(
-        mean_refetch < 5.0,
+        mean_refetch < 20.0,
         "a resumed download re-fetched {mean_refetch:.2} % of the package on average"
     );
 }
