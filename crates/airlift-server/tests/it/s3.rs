@@ -588,7 +588,9 @@ async fn a_package_uploaded_to_one_instance_is_served_by_another() {
         "in the shared bucket: {objects:?}"
     );
     let device = accepted_device(&b, "SN-S3-OTHER", "pi4").await;
-    let deployment = b.deploy(&package, &[&device]).await;
+    // Deployed where its signing key is trusted (each test instance has a
+    // key of its own); the download is from the other one.
+    let deployment = a.deploy(&package, &[&device]).await;
     let answer = device.download(&b, deployment, &[]).await;
     assert_eq!(answer.status(), StatusCode::OK);
     assert_eq!(answer.bytes().await.expect("body")[..], file[..]);
