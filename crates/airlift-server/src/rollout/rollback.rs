@@ -5,9 +5,9 @@
 //! in the same transaction, rollback deployments are created: one per
 //! release to go back to — the deployment's `rollback_package`, or for
 //! each device the release it last committed before — each targeting
-//! exactly the devices that installed the bad release or may have been
-//! about to (`downloaded` and beyond, or timed out on the way), never
-//! those still downloading or not started. A rollback deployment rolls out through the same phases and
+//! exactly the devices that installed the bad release or were installing
+//! it (`installing` and beyond, or timed out on the way), never those that
+//! had not started installing. A rollback deployment rolls out through the same phases and
 //! breaker, but its breaker pauses for an operator: a second trip never
 //! starts another rollback. A release to go back to that the current
 //! release keys do not sign (a root published since revoked its key:
