@@ -36,14 +36,11 @@ pub const ENGINE_ACTOR: &str = "rollout engine";
 /// Longest deployment name, in bytes (as the API allows).
 const MAX_NAME: usize = 128;
 
-/// The devices that installed the release or may be installing it: those
-/// that committed it, those that had it downloaded whole or were past
-/// that (a device with the whole release on hand may install it before it
-/// hears that the deployment was aborted: `airlift demo` once left one on
-/// the broken release that way), and those timed out (stuck somewhere on
-/// the way, they may have committed it since). One that did not install
-/// it is marked `already_installed` by the rollback at its next check-in,
-/// untouched.
+/// The devices that installed the release or are installing it: those
+/// that committed it, those past downloading that had not finished, and
+/// those timed out (stuck somewhere on the way, they may have committed it
+/// since; one that did not is marked `already_installed` by the rollback
+/// at its next check-in, untouched).
 pub fn took_release(devices: &[DeviceUpdate]) -> Vec<DeviceId> {
     devices
         .iter()
@@ -51,7 +48,6 @@ pub fn took_release(devices: &[DeviceUpdate]) -> Vec<DeviceId> {
             matches!(
                 d.state,
                 UpdateState::Success
-                    | UpdateState::Downloaded
                     | UpdateState::Installing
                     | UpdateState::Installed
                     | UpdateState::Rebooting
@@ -404,7 +400,7 @@ mod tests {
     }
 
     #[test]
-    fn only_devices_that_installed_or_may_be_installing_are_rolled_back() {
+    fn only_devices_that_installed_or_are_installing_are_rolled_back() {
         let devices: Vec<DeviceUpdate> = UpdateState::ALL.iter().map(|s| update(*s)).collect();
         let took = took_release(&devices);
         let states: Vec<UpdateState> = devices
@@ -415,7 +411,6 @@ mod tests {
         assert_eq!(
             states,
             [
-                UpdateState::Downloaded,
                 UpdateState::Installing,
                 UpdateState::Installed,
                 UpdateState::Rebooting,
