@@ -2,6 +2,7 @@
 //! arming, reboot, health checks, commit, rollback and cleanup. Each ends
 //! in an [`Outcome`] that [`Agent::feed`] turns into the next event.
 
+use super::reports::Heard;
 use super::{Agent, AgentError, Observed, Outcome};
 use crate::boot::BootError;
 use crate::client::ClientError;
@@ -12,6 +13,7 @@ use crate::progress::ProgressReporter;
 use crate::stream::{Source, Stream, StreamError};
 use airlift_package::encryption::IdentityTrait;
 use airlift_package::{Limits, PackageReader, PayloadType};
+use airlift_protocol::state::UpdateState;
 use std::io;
 use std::process::Command;
 use std::time::Duration;
@@ -23,8 +25,23 @@ impl Agent {
         Ok(match (effect, job) {
             (Effect::Report(report), _) => {
                 self.observe(Observed::Report(&report));
-                self.deliver(&report)?;
-                Outcome::Done
+                let heard = self.deliver(&report)?;
+                // The answer to a report made before the new version runs
+                // is the last word on whether to go on: an update in a
+                // deployment aborted while it downloaded must not install.
+                let before_the_switch = matches!(
+                    report.state,
+                    UpdateState::Downloading
+                        | UpdateState::Downloaded
+                        | UpdateState::Installing
+                        | UpdateState::Installed
+                );
+                if heard == Heard::Cancelled && before_the_switch {
+                    tracing::info!(deployment_id = %report.deployment_id, "the server cancelled this update; giving it up");
+                    Outcome::Failed(Event::Cancelled)
+                } else {
+                    Outcome::Done
+                }
             }
             (Effect::Download { from_offset }, Some(job)) => self.download(&job, from_offset)?,
             (Effect::Install, Some(job)) => self.install(&job),

@@ -145,9 +145,14 @@
 //!   then. A restart before that performs the final effects again; every
 //!   one of them is idempotent and the server takes a repeated report as a
 //!   repeat.
-//! - **Cancelled deployments.** `Cancelled` ends the job as `Failed` and
-//!   reports `failure`; the server answers 410 to that report — ack the
-//!   outbox entry anyway.
+//! - **Cancelled deployments.** The server cancels a device's update when
+//!   its deployment is cancelled or aborted (a tripped breaker); a download
+//!   already under way runs on, so the device hears of it in the answer to
+//!   its next report (410, or `cancelled` taken as a late report). Feed
+//!   [`Event::Cancelled`] for a report made before the new version runs
+//!   (`downloading` up to `installed`) instead of performing the rest of the
+//!   list. `Cancelled` ends the job as `Failed` and reports `failure`; the
+//!   server answers 410 to that report — ack the outbox entry anyway.
 
 mod job;
 mod outbox;

@@ -146,3 +146,48 @@ fn a_slow_download_shows_its_progress_on_the_server() {
     );
     assert!(seen.windows(2).all(|w| w[0] <= w[1]), "{seen:?}");
 }
+
+/// A deployment aborted (here: cancelled) while its device downloads leaves
+/// that download running, so the device hears of it only at its next
+/// report; it must then give the update up rather than install it. The
+/// demo once left a device on a bad release that way, outside the rollback,
+/// which takes only devices that were installing when the breaker tripped.
+#[test]
+fn a_device_told_at_its_next_report_that_its_update_was_cancelled_does_not_install_it() {
+    let signer = Signer::new();
+    let server = InProcessServer::start_with(signer.public_key_file(), &["--poll-interval", "1"]);
+    // About four seconds for the 1 MiB package.
+    let proxy = flaky(&server, vec![NetFault::Throttle(256 * 1024)]);
+    let device = Device::new(proxy.url(), signer.public_key_file(), &["true"]);
+    let operator = Operator::new(&server);
+    let device_id = enrol(&device, &operator);
+    let (file, _) = signer.raw_package("2.0.0", IMAGE_SIZE);
+    let package = operator.upload(file);
+    let deployment = operator.deploy(&package, &device_id);
+
+    let run = std::thread::scope(|scope| {
+        let agent = scope.spawn(|| device.run_faulted("save:0"));
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while operator.device_state(&deployment).0 != "downloading" {
+            assert!(std::time::Instant::now() < deadline, "never downloading");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        operator.control(&deployment, "cancel");
+        agent.join().expect("the agent's thread")
+    });
+    assert!(run.success, "{}", run.log);
+    assert!(
+        run.log.contains("the server cancelled this update"),
+        "{}",
+        run.log
+    );
+    assert_eq!(proxy.unused(), 0, "the download ran through the throttle");
+    assert_eq!(device.status()["state"], "idle");
+    let boot = device.power_up();
+    assert_eq!(
+        (boot.slot, boot.trial),
+        (Slot::A, false),
+        "nothing armed: the old version runs"
+    );
+    assert_eq!(operator.device_state(&deployment).0, "cancelled");
+}
