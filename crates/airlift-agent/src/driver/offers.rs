@@ -9,8 +9,8 @@ use crate::machine::{
     NextCheckIn, State, TrialBoot,
 };
 use airlift_package::{
-    Compatibility, DeviceFacts, Limits, Manifest, PackageReader, PayloadType, Sha256Digest,
-    Verified,
+    Compatibility, DeviceFacts, Encryption, Limits, Manifest, PackageReader, PayloadType,
+    Sha256Digest, Verified,
 };
 use airlift_protocol::device::{Inventory, StatusReport, UpdateOffer};
 use airlift_protocol::install::InstallPermit;
@@ -198,10 +198,11 @@ impl Agent {
         let manifest = package.manifest().clone();
         // Anti-rollback fails closed: no known floor, no install.
         self.data.security_version().map_err(|e| e.to_string())?;
-        match manifest.compatibility(&self.facts()) {
-            Compatibility::Compatible => Ok(manifest),
-            Compatibility::Incompatible(why) => Err(why.to_string()),
+        if let Compatibility::Incompatible(why) = manifest.compatibility(&self.facts()) {
+            return Err(why.to_string());
         }
+        can_decrypt(&manifest, self.identities.len())?;
+        Ok(manifest)
     }
 
     pub(super) fn job_for(&mut self, manifest: &Manifest) -> Result<Job, AgentError> {
@@ -303,5 +304,65 @@ fn random_u64() -> u64 {
     match getrandom::getrandom(&mut bytes) {
         Ok(()) => u64::from_le_bytes(bytes),
         Err(_) => 0,
+    }
+}
+
+/// An encrypted payload needs an age identity: without any, the offer is
+/// refused before a byte of it is downloaded (one that does not open it is
+/// found at the payload's first block).
+fn can_decrypt(manifest: &Manifest, identities: usize) -> Result<(), String> {
+    if identities > 0 {
+        return Ok(());
+    }
+    match manifest
+        .payloads
+        .iter()
+        .enumerate()
+        .find(|(_, p)| p.encryption == Encryption::Age)
+    {
+        Some((index, payload)) => Err(format!(
+            "payload {index} ({}) is encrypted and this device has no age identity to decrypt it: set age_identity in the agent's configuration to the device's key file",
+            payload.target
+        )),
+        None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use airlift_package::Blob;
+
+    fn manifest(encryption: Encryption) -> Manifest {
+        let blob = serde_json::to_value(Blob {
+            size: 4,
+            sha256: Sha256Digest::of(b"data"),
+        })
+        .expect("a blob");
+        serde_json::from_value(serde_json::json!({
+            "format_version": airlift_package::FORMAT_VERSION,
+            "name": "rootfs",
+            "version": "2.0.0",
+            "compatible": {"device_types": ["board"]},
+            "security_version": 0,
+            "payloads": [{
+                "type": "image",
+                "target": "rootfs",
+                "stored": blob,
+                "installed": blob,
+                "compression": "none",
+                "encryption": encryption,
+            }],
+        }))
+        .expect("a manifest")
+    }
+
+    #[test]
+    fn an_encrypted_payload_without_an_identity_is_refused_before_download() {
+        let why = can_decrypt(&manifest(Encryption::Age), 0).expect_err("refused");
+        assert!(why.contains("payload 0 (rootfs) is encrypted"), "{why}");
+        assert!(why.contains("age_identity"), "{why}");
+        assert_eq!(can_decrypt(&manifest(Encryption::Age), 1), Ok(()));
+        assert_eq!(can_decrypt(&manifest(Encryption::None), 0), Ok(()));
     }
 }

@@ -112,6 +112,10 @@ fn an_encrypted_image_is_refused_with_its_reason_by_an_agent_without_the_identit
             message.contains("encrypted") && message.contains("age identity"),
             "{identity:?}: {message}"
         );
+        if identity.is_none() {
+            // Refused from the offer's manifest, before any download.
+            assert!(message.contains("has no age identity"), "{message}");
+        }
         assert_eq!(device.slot(Slot::B), SPARE_IMAGE, "slot B untouched");
         let boot = device.power_up();
         assert_eq!((boot.slot, boot.trial), (Slot::A, false), "never armed");
