@@ -60,8 +60,18 @@ fn run(binary: &Path, devices: usize, poll: u64, push: PushConfig) -> Outcome {
     let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("scratch directory");
     let signer = Signer::new();
     let public = signer.public_key_file().to_owned();
-    let server = ServerProcess::start(binary, &dir.path().join("server"), &public, TOKEN, poll)
-        .unwrap_or_else(|e| panic!("{e}"));
+    let server = ServerProcess::start_with(
+        binary,
+        &dir.path().join("server"),
+        &public,
+        TOKEN,
+        poll,
+        &[
+            "--max-connections",
+            &common::max_connections_for(devices as u64),
+        ],
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
     let http = reqwest::blocking::Client::new();
 
     let mut config = FleetConfig::new(&server.url, public.clone(), devices, DEVICE_TYPE);

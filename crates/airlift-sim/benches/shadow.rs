@@ -32,7 +32,7 @@ use airlift_sim::server::ServerProcess;
 use airlift_sim::{Fleet, FleetConfig};
 use airlift_testkit::packages::Signer;
 use airlift_testkit::postgres::FreshSchema;
-use common::{number, raise_open_files};
+use common::{max_connections_for, number, raise_open_files};
 use serde_json::json;
 use sqlx::{Connection, PgConnection};
 use std::path::PathBuf;
@@ -191,7 +191,12 @@ fn main() {
         &public,
         TOKEN,
         poll,
-        &["--database-url", schema.url()],
+        &[
+            "--database-url",
+            schema.url(),
+            "--max-connections",
+            &max_connections_for(tagged),
+        ],
     )
     .unwrap_or_else(|e| panic!("{e}"));
 

@@ -38,6 +38,13 @@ pub fn peak_rss_mib(pid: u32) -> f64 {
     airlift_testkit::procfs::peak_rss_mib(pid).unwrap_or(0.0)
 }
 
+/// The server's `--max-connections` for a fleet of `devices` that each
+/// hold a push stream: its default (at most 10 000) leaves 10 000 streams
+/// no room for a check-in, a report or the bench's own `/metrics`.
+pub fn max_connections_for(devices: u64) -> String {
+    (devices + 2048).to_string()
+}
+
 /// Raises this process's open-file limit (children inherit it): a fleet
 /// of N devices holds about 2N sockets here and the server as many.
 /// Through util-linux's `prlimit`, which needs root beyond the hard limit.
