@@ -41,7 +41,7 @@ pub use state::AppState;
 use axum::Router;
 use std::future::Future;
 use tokio::net::TcpListener;
-use tower_http::trace::TraceLayer;
+use tower_http::trace::{DefaultOnFailure, TraceLayer};
 
 /// The whole HTTP surface for `state`.
 pub fn app(state: AppState) -> Router {
@@ -58,7 +58,14 @@ pub fn app(state: AppState) -> Router {
         .fallback(|| async { error::ApiError::NotFound("no such route".into()) })
         .layer(axum::middleware::from_fn(extract::json_errors))
         .layer(axum::middleware::from_fn(observability::track_requests))
-        .layer(TraceLayer::new_for_http())
+        // A 5xx that matters has its own line already (`error::ApiError`
+        // logs internal errors with their detail); the layer's own line for
+        // every 5xx would repeat those, and log each request shed with 503
+        // under overload, a line each, as an error.
+        .layer(
+            TraceLayer::new_for_http()
+                .on_failure(DefaultOnFailure::new().level(tracing::Level::DEBUG)),
+        )
         .with_state(state)
 }
 
