@@ -175,22 +175,21 @@ async fn run() -> Result<bool> {
     tokio::time::sleep(Duration::from_secs(3)).await;
     let verdict =
         rollout::verify(&admin, &url, deployment, &fleet.ids, &outcome, &admitted_at).await?;
-    let memory: Vec<(f64, f64)> = instances
-        .iter()
-        .map(|s| {
-            (
-                procfs::peak_rss_mib(s.pid()).unwrap_or(f64::NAN),
-                procfs::rss_mib(s.pid()).unwrap_or(f64::NAN),
-            )
-        })
-        .collect();
+    let memory = memory(&instances);
 
+    // A failure here keeps what the load measured: reported, then failed.
     let downloads = if params.package_mib > 0 {
         let target = (&devices[..], &fleet.ids[..]);
-        Some(downloads(&cluster, &admin, &a, target, dir.path(), &params).await?)
+        Some(
+            downloads(&cluster, &admin, &a, target, dir.path(), &params)
+                .await
+                .map_err(|error| eprintln!("downloads not measured: {error:#}")),
+        )
     } else {
         None
     };
+    let downloads_failed = matches!(downloads, Some(Err(())));
+    let downloads = downloads.and_then(Result::ok);
     let results = report::Results {
         idle_before,
         seeding: fleet.seeding,
@@ -205,7 +204,20 @@ async fn run() -> Result<bool> {
         warnings: a.warnings() + b.warnings(),
     };
     print!("{}", report::print(&params, &results));
-    Ok(results.verdict.problems.is_empty())
+    Ok(results.verdict.problems.is_empty() && !downloads_failed)
+}
+
+/// Each instance's peak and current RSS, in MiB.
+fn memory(instances: &[&ServerProcess]) -> Vec<(f64, f64)> {
+    instances
+        .iter()
+        .map(|s| {
+            (
+                procfs::peak_rss_mib(s.pid()).unwrap_or(f64::NAN),
+                procfs::rss_mib(s.pid()).unwrap_or(f64::NAN),
+            )
+        })
+        .collect()
 }
 
 /// The devices that check in, each once: a random sample of the fleet,

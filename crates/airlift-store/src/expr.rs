@@ -15,7 +15,8 @@
 use crate::StoreResult;
 use async_trait::async_trait;
 
-/// Rows keyed per statement by [`VersionKeyStore::fill_version_keys`].
+/// Distinct versions keyed per statement by
+/// [`VersionKeyStore::fill_version_keys`].
 pub(crate) const FILL_BATCH: u32 = 500;
 
 /// The order keys of installed versions.

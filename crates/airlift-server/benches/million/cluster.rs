@@ -9,6 +9,7 @@ use airlift_testkit::postgres::FreshSchema;
 use airlift_testkit::s3::S3Server;
 use airlift_testkit::server::{Echo, ServerProcess, ADMIN_TOKEN};
 use anyhow::Result;
+use std::time::Duration;
 
 /// The database, the object store and the instances' common settings.
 pub struct Cluster {
@@ -49,6 +50,9 @@ impl Cluster {
             .args(["--blob-offload", offload])
             // A million devices polling every 5 minutes.
             .args(["--poll-interval", "300", "--max-package-mib", "4096"])
+            // Right after the load, on a database of a million devices, the
+            // third instance once did not start within the default minute.
+            .ready_timeout(Duration::from_secs(300))
             .echo(self.echo);
         for (name, value) in self.s3.env() {
             builder = builder.env(name, value);

@@ -151,9 +151,9 @@ pub async fn seed(url: &str, params: &Params, authenticating: &HashSet<usize>) -
         ),
         copy(
             &mut installed,
-            "device_installed (device_id, name, version)",
+            "device_installed (device_id, name, version, version_key)",
             params.devices,
-            |i, out| map_rows(ids[i], &inventory(i).installed, out),
+            |i, out| installed_rows(ids[i], &inventory(i).installed, out),
         ),
         copy(
             &mut attributes,
@@ -210,6 +210,21 @@ fn device_row(
 fn map_rows(id: DeviceId, map: &BTreeMap<String, String>, out: &mut String) {
     for (key, value) in map {
         let _ = writeln!(out, "{id}\t{}\t{}", escape(key), escape(value));
+    }
+}
+
+/// `device_installed` rows with each version's order key, as the store
+/// writes them (a row without one is keyed when an instance starts).
+fn installed_rows(id: DeviceId, installed: &BTreeMap<String, String>, out: &mut String) {
+    for (name, version) in installed {
+        let key = airlift_protocol::target_expr::version_key(version).unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "{id}\t{}\t{}\t{}",
+            escape(name),
+            escape(version),
+            escape(&key)
+        );
     }
 }
 
