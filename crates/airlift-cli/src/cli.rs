@@ -73,7 +73,8 @@ pub enum Command {
         after_help = "Examples:
   airlift demo
   airlift demo --keep            # then look around with the commands it prints
-  airlift demo --devices 500 --unhealthy-percent 20"
+  airlift demo --devices 500 --unhealthy-percent 20
+  airlift demo --database-url postgres://postgres@127.0.0.1:5432/demo"
     )]
     Demo(crate::demo::DemoArgs),
     /// Build, inspect and verify update packages; upload, list and delete them on the server.

@@ -1,7 +1,7 @@
 //! `airlift demo`: the whole system in one command, for a newcomer.
 //!
 //! Starts an `airlift-server` (the binary beside this one) on a temporary
-//! SQLite database, makes a signing key, builds two signed packages, starts
+//! SQLite database (or the PostgreSQL database `--database-url` names), makes a signing key, builds two signed packages, starts
 //! a simulated fleet of devices running the real agent (`airlift-sim`),
 //! rolls the good package out in phases — canary, 10 %, 50 %, 100 % — and
 //! then a bad one whose health check fails on 40 % of devices: the circuit
@@ -48,6 +48,17 @@ pub struct DemoArgs {
     /// look around with the CLI.
     #[arg(long)]
     pub keep: bool,
+    /// Run the server on this PostgreSQL database (e.g.
+    /// postgres://postgres@127.0.0.1:5432/airlift; give it an empty one, or
+    /// a schema of its own with `?options=-csearch_path%3Dname`) instead of
+    /// a temporary SQLite database. What the demo writes stays there.
+    #[arg(
+        long,
+        value_name = "URL",
+        env = "AIRLIFT_DEMO_DATABASE_URL",
+        hide_env_values = true
+    )]
+    pub database_url: Option<String>,
 }
 
 /// Runs the demo.
@@ -58,7 +69,14 @@ pub fn run(args: &DemoArgs, quiet: bool) -> Result<()> {
     step("1/6", "a signing key");
     let (key, public) = signing_key(dir.path())?;
 
-    step("2/6", "an airlift-server on a temporary SQLite database");
+    step(
+        "2/6",
+        if args.database_url.is_some() {
+            "an airlift-server on the PostgreSQL database given"
+        } else {
+            "an airlift-server on a temporary SQLite database"
+        },
+    );
     let server = start_server(args, dir.path(), &public, &token)?;
     println!("      {}", server.url);
 
@@ -433,12 +451,17 @@ fn start_server(args: &DemoArgs, dir: &Path, public: &Path, token: &str) -> Resu
             .context("finding this program")?
             .with_file_name("airlift-server"),
     };
-    Ok(ServerProcess::start(
+    let database: Vec<&str> = match &args.database_url {
+        Some(url) => vec!["--database-url", url],
+        None => Vec::new(),
+    };
+    Ok(ServerProcess::start_with(
         &binary,
         &dir.join("server"),
         public,
         token,
         1,
+        &database,
     )?)
 }
 

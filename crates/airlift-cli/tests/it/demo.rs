@@ -6,6 +6,21 @@ use crate::support::airlift;
 
 #[test]
 fn the_demo_rolls_out_a_good_release_and_stops_a_broken_one() {
+    demo_runs_to_its_end(&[]);
+}
+
+#[test]
+fn the_demo_rolls_out_a_good_release_and_stops_a_broken_one_on_postgresql() {
+    let Some(schema) = airlift_testkit::postgres::FreshSchema::create("cli_demo") else {
+        eprintln!("skipped: {} is not set", airlift_testkit::postgres::URL_VAR);
+        return;
+    };
+    demo_runs_to_its_end(&["--database-url", schema.url()]);
+}
+
+/// `airlift demo` with `args`: its output tells the whole story, and every
+/// device ends on the good release.
+fn demo_runs_to_its_end(args: &[&str]) {
     let server =
         std::path::Path::new(env!("CARGO_BIN_EXE_airlift")).with_file_name("airlift-server");
     assert!(
@@ -18,6 +33,7 @@ fn the_demo_rolls_out_a_good_release_and_stops_a_broken_one() {
         .arg("demo")
         .arg("--server-bin")
         .arg(&server)
+        .args(args)
         .output()
         .expect("run airlift demo");
     let stdout = String::from_utf8_lossy(&output.stdout);
