@@ -15,28 +15,66 @@ fn flaky(server: &InProcessServer, plan: Vec<NetFault>) -> FlakyProxy {
 
 const IMAGE_SIZE: usize = 1024 * 1024;
 
+/// A device behind a proxy that meets its downloads with a plan, enrolled,
+/// with a raw image of [`IMAGE_SIZE`] bytes deployed to it.
+struct Behind {
+    /// Kept for as long as the test runs: the proxy forwards to the
+    /// server, and the device trusts the signer's key file.
+    _server: InProcessServer,
+    _signer: Signer,
+    proxy: FlakyProxy,
+    device: Device,
+    operator: Operator,
+    deployment: String,
+    /// The image the package installs, and the package's length.
+    image: Vec<u8>,
+    package_len: u64,
+}
+
+impl Behind {
+    fn deploy(plan: Vec<NetFault>) -> Behind {
+        let signer = Signer::new();
+        let server =
+            InProcessServer::start_with(signer.public_key_file(), &["--poll-interval", "1"]);
+        let proxy = flaky(&server, plan);
+        let device = Device::new(proxy.url(), signer.public_key_file(), &["true"]);
+        let operator = Operator::new(&server);
+        let device_id = enrol(&device, &operator);
+        let (file, image) = signer.raw_package("2.0.0", IMAGE_SIZE);
+        let package_len = file.len() as u64;
+        let package = operator.upload(file);
+        let deployment = operator.deploy(&package, &device_id);
+        Behind {
+            _server: server,
+            _signer: signer,
+            proxy,
+            device,
+            operator,
+            deployment,
+            image,
+            package_len,
+        }
+    }
+}
+
 #[test]
 fn a_download_survives_cuts_stalls_and_server_errors_in_one_run() {
-    let signer = Signer::new();
-    let server = InProcessServer::start_with(signer.public_key_file(), &["--poll-interval", "1"]);
-    let proxy = flaky(
-        &server,
-        vec![
-            NetFault::CutAfter(100_000),
-            NetFault::Unavailable,
-            NetFault::StallAfter(200_000, Duration::from_secs(20)),
-            NetFault::CutAfter(300_000),
-            NetFault::Unavailable,
-        ],
-    );
-    let device = Device::new(proxy.url(), signer.public_key_file(), &["true"]);
+    let Behind {
+        proxy,
+        device,
+        operator,
+        deployment,
+        image,
+        package_len,
+        ..
+    } = &Behind::deploy(vec![
+        NetFault::CutAfter(100_000),
+        NetFault::Unavailable,
+        NetFault::StallAfter(200_000, Duration::from_secs(20)),
+        NetFault::CutAfter(300_000),
+        NetFault::Unavailable,
+    ]);
     device.set_network_timeout(2);
-    let operator = Operator::new(&server);
-    let device_id = enrol(&device, &operator);
-    let (file, image) = signer.raw_package("2.0.0", IMAGE_SIZE);
-    let package_len = file.len() as u64;
-    let package = operator.upload(file);
-    let deployment = operator.deploy(&package, &device_id);
 
     let run = device.run_faulted("save:0"); // all faults weathered in one run
     assert!(run.success, "{}", run.log);
@@ -47,31 +85,28 @@ fn a_download_survives_cuts_stalls_and_server_errors_in_one_run() {
         forwarded < package_len + package_len / 10,
         "resumed, not restarted: {forwarded} bytes for a {package_len}-byte package"
     );
-    assert_eq!(device.slot(Slot::B), image);
+    assert_eq!(&device.slot(Slot::B), image);
     assert_eq!(device.power_up().slot, Slot::B);
     device.run_once();
-    assert_eq!(operator.device_state(&deployment).0, "success");
+    assert_eq!(operator.device_state(deployment).0, "success");
 }
 
 #[test]
 fn a_byte_damaged_in_transit_fails_the_update_and_nothing_is_armed() {
-    let signer = Signer::new();
-    let server = InProcessServer::start_with(signer.public_key_file(), &["--poll-interval", "1"]);
     // Damaged on every fetch: a block damaged once is fetched again and the
     // update goes on (see damaged_block.rs); each re-fetch starts at the
     // block's first byte, so byte 2000 of its answer is in that block.
     let mut plan = vec![NetFault::Corrupt(500_000)];
     plan.extend([NetFault::Corrupt(2_000); 3]);
-    let proxy = flaky(&server, plan);
-    let device = Device::new(proxy.url(), signer.public_key_file(), &["true"]);
-    let operator = Operator::new(&server);
-    let device_id = enrol(&device, &operator);
-    let (file, _) = signer.raw_package("2.0.0", IMAGE_SIZE);
-    let package = operator.upload(file);
-    let deployment = operator.deploy(&package, &device_id);
+    let Behind {
+        device,
+        operator,
+        deployment,
+        ..
+    } = &Behind::deploy(plan);
 
     device.run_once();
-    let (state, message) = operator.device_state(&deployment);
+    let (state, message) = operator.device_state(deployment);
     assert_eq!(state, "failure");
     assert!(message.contains("SHA-256 does not match"), "{message}");
     let boot = device.power_up();
@@ -86,21 +121,19 @@ fn a_byte_damaged_in_transit_fails_the_update_and_nothing_is_armed() {
 
 #[test]
 fn a_package_altered_in_transit_is_refused_before_a_byte_is_downloaded() {
-    let signer = Signer::new();
-    let server = InProcessServer::start_with(signer.public_key_file(), &["--poll-interval", "1"]);
-    let proxy = flaky(&server, Vec::new());
-    let device = Device::new(proxy.url(), signer.public_key_file(), &["true"]);
-    let operator = Operator::new(&server);
-    let device_id = enrol(&device, &operator);
-    let (file, _) = signer.raw_package("2.0.0", IMAGE_SIZE);
-    let package = operator.upload(file);
-    let deployment = operator.deploy(&package, &device_id);
+    let Behind {
+        proxy,
+        device,
+        operator,
+        deployment,
+        ..
+    } = &Behind::deploy(Vec::new());
     // The package's signed manifest now claims another version.
     proxy.tamper(b"2.0.0", b"9.0.0");
 
     device.run_once();
     assert!(proxy.stats().tampered() >= 1, "an offer was altered");
-    let (state, message) = operator.device_state(&deployment);
+    let (state, message) = operator.device_state(deployment);
     assert_eq!(state, "failure");
     assert!(message.contains("signature"), "{message}");
     assert_eq!(proxy.stats().downloads(), 0, "nothing downloaded");
@@ -154,25 +187,23 @@ fn a_slow_download_shows_its_progress_on_the_server() {
 /// which takes only devices that were installing when the breaker tripped.
 #[test]
 fn a_device_told_at_its_next_report_that_its_update_was_cancelled_does_not_install_it() {
-    let signer = Signer::new();
-    let server = InProcessServer::start_with(signer.public_key_file(), &["--poll-interval", "1"]);
     // About four seconds for the 1 MiB package.
-    let proxy = flaky(&server, vec![NetFault::Throttle(256 * 1024)]);
-    let device = Device::new(proxy.url(), signer.public_key_file(), &["true"]);
-    let operator = Operator::new(&server);
-    let device_id = enrol(&device, &operator);
-    let (file, _) = signer.raw_package("2.0.0", IMAGE_SIZE);
-    let package = operator.upload(file);
-    let deployment = operator.deploy(&package, &device_id);
+    let Behind {
+        proxy,
+        device,
+        operator,
+        deployment,
+        ..
+    } = &Behind::deploy(vec![NetFault::Throttle(256 * 1024)]);
 
     let run = std::thread::scope(|scope| {
         let agent = scope.spawn(|| device.run_faulted("save:0"));
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        while operator.device_state(&deployment).0 != "downloading" {
+        while operator.device_state(deployment).0 != "downloading" {
             assert!(std::time::Instant::now() < deadline, "never downloading");
             std::thread::sleep(Duration::from_millis(50));
         }
-        operator.control(&deployment, "cancel");
+        operator.control(deployment, "cancel");
         agent.join().expect("the agent's thread")
     });
     assert!(run.success, "{}", run.log);
@@ -189,5 +220,5 @@ fn a_device_told_at_its_next_report_that_its_update_was_cancelled_does_not_insta
         (Slot::A, false),
         "nothing armed: the old version runs"
     );
-    assert_eq!(operator.device_state(&deployment).0, "cancelled");
+    assert_eq!(operator.device_state(deployment).0, "cancelled");
 }
