@@ -185,20 +185,7 @@ fn main() {
     let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("scratch directory");
     let signer = Signer::new();
     let public = signer.public_key_file().to_owned();
-    let server = ServerProcess::start_with(
-        &binary,
-        &dir.path().join("server"),
-        &public,
-        TOKEN,
-        poll,
-        &[
-            "--database-url",
-            schema.url(),
-            "--max-connections",
-            &max_connections_for(tagged),
-        ],
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
+    let server = start_server(&binary, dir.path(), &public, poll, schema.url(), tagged);
 
     eprintln!("{total} devices with shadows, a tag of {tagged} simulated, poll every {poll} s");
     let config = fleet_config(&server.url, public, tagged, poll, dir.path());
@@ -261,6 +248,32 @@ fn main() {
         "{total} devices with shadows on PostgreSQL, a tag of {tagged}, push on, poll {poll} s"
     );
     report(&load, group_rows + device_rows, write, took, limit);
+}
+
+/// The server on the schema at `database`, with room for a push stream
+/// per simulated device.
+fn start_server(
+    binary: &std::path::Path,
+    dir: &std::path::Path,
+    public: &std::path::Path,
+    poll: u64,
+    database: &str,
+    tagged: u64,
+) -> ServerProcess {
+    ServerProcess::start_with(
+        binary,
+        &dir.join("server"),
+        public,
+        TOKEN,
+        poll,
+        &[
+            "--database-url",
+            database,
+            "--max-connections",
+            &max_connections_for(tagged),
+        ],
+    )
+    .unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// The `bench-result` lines `scripts/bench` collects.
