@@ -181,6 +181,12 @@ pub struct Args {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[arg(long, env = "AIRLIFT_DATABASE_STATEMENT_TIMEOUT")]
     pub database_statement_timeout: Option<u64>,
+    /// Connections this instance keeps to PostgreSQL, at most; every
+    /// instance's count adds up against the database's `max_connections`
+    /// [default: 10].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[arg(long, env = "AIRLIFT_DATABASE_MAX_CONNECTIONS")]
+    pub database_max_connections: Option<u32>,
     /// Authentications of unknown devices (first contact) one source address
     /// may make per minute; 0 turns the limit off [default: 60].
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -393,6 +399,8 @@ pub struct Config {
     pub connections: ConnectionLimits,
     /// Longest a database statement may run (PostgreSQL).
     pub statement_timeout: Duration,
+    /// Connections in the PostgreSQL pool.
+    pub database_max_connections: u32,
     /// Bounds on devices making first contact.
     pub admission: AdmissionLimits,
     /// How much the check-in caches hold.
@@ -437,6 +445,7 @@ impl std::fmt::Debug for Config {
             .field("mqtt", &self.mqtt)
             .field("connections", &self.connections)
             .field("statement_timeout", &self.statement_timeout)
+            .field("database_max_connections", &self.database_max_connections)
             .field("admission", &self.admission)
             .field("blobs", &self.blobs)
             .field("shadow", &self.shadow)
@@ -513,6 +522,7 @@ impl Config {
                     .statement_timeout
                     .as_secs(),
             )?,
+            database_max_connections: database_max_connections(raw.database_max_connections)?,
             admission: AdmissionLimits {
                 first_contact_per_minute: std::num::NonZeroU32::new(
                     raw.first_contact_per_minute.unwrap_or(60),
@@ -575,6 +585,19 @@ fn seconds(name: &str, value: Option<u64>, default: u64) -> Result<Duration, Con
             "{name} must be at least 1 second"
         ))),
         secs => Ok(Duration::from_secs(secs)),
+    }
+}
+
+/// PostgreSQL's own default `max_connections` is 100, shared by every
+/// instance: more than that in one pool is a typo.
+const MAX_DATABASE_CONNECTIONS: u32 = 1000;
+
+fn database_max_connections(value: Option<u32>) -> Result<u32, ConfigError> {
+    match value.unwrap_or(airlift_store::OpenOptions::default().max_connections) {
+        n @ 1..=MAX_DATABASE_CONNECTIONS => Ok(n),
+        n => Err(ConfigError::Invalid(format!(
+            "database_max_connections must be 1 to {MAX_DATABASE_CONNECTIONS}, not {n}"
+        ))),
     }
 }
 

@@ -73,6 +73,7 @@ pub async fn prepare(config: &Config) -> Result<(AppState, AdminToken), StartupE
         &config.database,
         airlift_store::OpenOptions {
             statement_timeout: config.statement_timeout,
+            max_connections: config.database_max_connections,
         },
     )
     .await?;

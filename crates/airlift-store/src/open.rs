@@ -109,12 +109,17 @@ pub struct OpenOptions {
     /// SQLite has no such setting: its statements are bounded by the
     /// sizes the server accepts.
     pub statement_timeout: Duration,
+    /// Connections in one process's pool on PostgreSQL: what bounds the
+    /// statements it runs at once (SQLite keeps its pool of 4: one writer
+    /// at a time whatever the pool).
+    pub max_connections: u32,
 }
 
 impl Default for OpenOptions {
     fn default() -> Self {
         Self {
             statement_timeout: Duration::from_secs(30),
+            max_connections: 10,
         }
     }
 }
@@ -124,8 +129,9 @@ impl Default for OpenOptions {
 ///
 /// SQLite: the file is created if missing (its directory must exist), with
 /// a WAL journal, `synchronous=NORMAL`, foreign keys on, a 5 s busy timeout
-/// and a pool of 4 connections. PostgreSQL: a pool of 10 connections, each
-/// statement cancelled by the database after 30 s.
+/// and a pool of 4 connections. PostgreSQL: a pool of 10 connections
+/// ([`OpenOptions::max_connections`]), each statement cancelled by the
+/// database after 30 s.
 pub async fn open(url: &DatabaseUrl) -> StoreResult<SharedStore> {
     open_with(url, OpenOptions::default()).await
 }
@@ -137,7 +143,7 @@ pub async fn open_with(url: &DatabaseUrl, options: OpenOptions) -> StoreResult<S
         DatabaseUrl::Postgres(url) => {
             let connect = PgConnectOptions::from_str(url)
                 .map_err(|e| StoreError::Setup(format!("unreadable PostgreSQL URL: {e}")))?;
-            postgres::open(connect, options.statement_timeout).await?
+            postgres::open(connect, options).await?
         }
     };
     // Versions recorded before migration 0015 get their order keys, so

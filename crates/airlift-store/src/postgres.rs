@@ -18,8 +18,6 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::task::JoinHandle;
 
-/// Connections in the pool of one server instance.
-const MAX_CONNECTIONS: u32 = 10;
 /// How long a request waits for a free connection.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often each instance sends an empty notification on the channel.
@@ -56,7 +54,7 @@ impl Drop for Tasks {
 /// listening for changes.
 pub(crate) async fn open(
     options: PgConnectOptions,
-    statement_timeout: Duration,
+    open: crate::OpenOptions,
 ) -> crate::StoreResult<SharedStore> {
     // Migrations run without the statement timeout: on a large database
     // one may rightly take longer than any request should.
@@ -74,9 +72,9 @@ pub(crate) async fn open(
     // Every statement of a request is bounded, so one that runs away (a
     // client's filter, a missing index) gives its connection back instead
     // of holding it while the pool runs dry.
-    let timeout_ms = statement_timeout.as_millis().max(1).to_string();
+    let timeout_ms = open.statement_timeout.as_millis().max(1).to_string();
     let pool = PgPoolOptions::new()
-        .max_connections(MAX_CONNECTIONS)
+        .max_connections(open.max_connections.max(1))
         .acquire_timeout(ACQUIRE_TIMEOUT)
         .connect_with(
             options

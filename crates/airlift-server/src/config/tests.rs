@@ -79,6 +79,25 @@ fn device_requests_in_flight_are_bounded_by_default_and_by_flag() {
 }
 
 #[test]
+fn the_database_pool_is_ten_unless_set_and_bounded() {
+    let config = Config::from_args(args(&[]), None).expect("valid");
+    assert_eq!(config.database_max_connections, 10);
+    let config =
+        Config::from_args(args(&["--database-max-connections", "40"]), None).expect("valid");
+    assert_eq!(config.database_max_connections, 40);
+    for bad in ["0", "1001"] {
+        let error = Config::from_args(args(&["--database-max-connections", bad]), None)
+            .expect_err("out of bounds");
+        assert!(
+            error
+                .to_string()
+                .contains("database_max_connections must be 1 to 1000"),
+            "{error}"
+        );
+    }
+}
+
+#[test]
 fn blobs_stay_on_disk_unless_an_s3_url_is_given_and_secrets_never_show() {
     let config = Config::from_args(args(&["--blob-region", "eu-west-1"]), None).expect("valid");
     assert_eq!(

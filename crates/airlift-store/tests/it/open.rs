@@ -46,6 +46,7 @@ async fn a_statement_past_its_timeout_is_cancelled_and_the_store_goes_on() {
     let url = schema.url().to_owned();
     let options = airlift_store::OpenOptions {
         statement_timeout: std::time::Duration::from_millis(300),
+        ..Default::default()
     };
     let store = airlift_store::open_with(&DatabaseUrl::parse(&url).expect("url"), options)
         .await
