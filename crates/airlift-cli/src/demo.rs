@@ -1,8 +1,9 @@
 //! `airlift demo`: the whole system in one command, for a newcomer.
 //!
 //! Starts an `airlift-server` (the binary beside this one) on a temporary
-//! SQLite database (or the PostgreSQL database `--database-url` names), makes a signing key, builds two signed packages, starts
-//! a simulated fleet of devices running the real agent (`airlift-sim`),
+//! SQLite database (or the PostgreSQL database `--database-url` names),
+//! makes a signing key, builds two signed packages, starts a simulated
+//! fleet of devices running the real agent (`airlift-sim`),
 //! rolls the good package out in phases — canary, 10 %, 50 %, 100 % — and
 //! then a bad one whose health check fails on 40 % of devices: the circuit
 //! breaker stops it after the canaries — the unhealthy ones roll back by
