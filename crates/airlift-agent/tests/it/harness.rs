@@ -182,6 +182,20 @@ impl Operator {
         id
     }
 
+    /// Uploads a raw image package of `size` bytes, version 2.0.0, signed
+    /// by `signer`, and deploys it to one device; returns the deployment
+    /// id, the image and the package's length.
+    pub fn deploy_raw(&self, signer: &Signer, device_id: &str, size: usize) -> RawDeployment {
+        let (file, image) = signer.raw_package("2.0.0", size);
+        let package_len = file.len() as u64;
+        let package = self.upload(file);
+        RawDeployment {
+            deployment: self.deploy(&package, device_id),
+            image,
+            package_len,
+        }
+    }
+
     /// Deploys a package to one device; returns the deployment id.
     pub fn deploy(&self, package_id: &str, device_id: &str) -> String {
         self.deploy_with(package_id, device_id, serde_json::json!({}))
@@ -473,6 +487,15 @@ timeout_secs = 30
 pub fn enrol(device: &Device, operator: &Operator) -> String {
     device.run_once(); // pending: the agent authenticates and exits
     operator.accept(&device.serial)
+}
+
+/// What [`Operator::deploy_raw`] made.
+pub struct RawDeployment {
+    pub deployment: String,
+    /// The image the package installs.
+    pub image: Vec<u8>,
+    /// The package file's length.
+    pub package_len: u64,
 }
 
 /// How one faulted run of the agent ended.

@@ -2,7 +2,7 @@
 //! downloads, stalls them, answers 503, damages a byte in transit or, as a
 //! man in the middle, alters the package an offer describes.
 
-use crate::harness::{enrol, Device, Operator, Packages, Signer, SPARE_IMAGE};
+use crate::harness::{enrol, Device, Operator, RawDeployment, Signer, SPARE_IMAGE};
 use crate::server::InProcessServer;
 use airlift_agent::boot::Slot;
 use airlift_testkit::proxy::{Faults, FlakyProxy, NetFault};
@@ -40,10 +40,11 @@ impl Behind {
         let device = Device::new(proxy.url(), signer.public_key_file(), &["true"]);
         let operator = Operator::new(&server);
         let device_id = enrol(&device, &operator);
-        let (file, image) = signer.raw_package("2.0.0", IMAGE_SIZE);
-        let package_len = file.len() as u64;
-        let package = operator.upload(file);
-        let deployment = operator.deploy(&package, &device_id);
+        let RawDeployment {
+            deployment,
+            image,
+            package_len,
+        } = operator.deploy_raw(&signer, &device_id, IMAGE_SIZE);
         Behind {
             _server: server,
             _signer: signer,
@@ -152,10 +153,11 @@ fn a_slow_download_shows_its_progress_on_the_server() {
     device.set_option("progress_interval_secs = 1");
     let operator = Operator::new(&server);
     let device_id = enrol(&device, &operator);
-    let (file, _) = signer.raw_package("2.0.0", IMAGE_SIZE);
-    let total = file.len() as u64;
-    let package = operator.upload(file);
-    let deployment = operator.deploy(&package, &device_id);
+    let RawDeployment {
+        deployment,
+        package_len: total,
+        ..
+    } = operator.deploy_raw(&signer, &device_id, IMAGE_SIZE);
 
     let daemon = device.start();
     let started = std::time::Instant::now();

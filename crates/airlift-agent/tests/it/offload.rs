@@ -12,7 +12,7 @@
 //! the agent's GETs of package objects such requests, and nothing else the
 //! server sends the store is a GET of that path.
 
-use crate::harness::{enrol, Device, Operator, Packages, Signer};
+use crate::harness::{enrol, Device, Operator, RawDeployment, Signer};
 use crate::server::InProcessServer;
 use airlift_agent::boot::Slot;
 use airlift_testkit::proxy::{Faults, FlakyProxy, NetFault};
@@ -63,10 +63,11 @@ impl Offloaded {
         let device = Device::new(to_server.url(), signer.public_key_file(), &["true"]);
         let operator = Operator::new(&server);
         let device_id = enrol(&device, &operator);
-        let (file, image) = signer.raw_package("2.0.0", IMAGE_SIZE);
-        let package_len = file.len() as u64;
-        let package = operator.upload(file);
-        let deployment = operator.deploy(&package, &device_id);
+        let RawDeployment {
+            deployment,
+            image,
+            package_len,
+        } = operator.deploy_raw(&signer, &device_id, IMAGE_SIZE);
         Self {
             _signer: signer,
             _s3: s3,

@@ -4,7 +4,7 @@
 //! the real agent and server, the network ones through the test kit's
 //! loopback proxy.
 
-use crate::harness::{enrol, Device, Operator, Packages, Signer, SPARE_IMAGE};
+use crate::harness::{enrol, Device, Operator, Packages, RawDeployment, Signer, SPARE_IMAGE};
 use crate::server::InProcessServer;
 use airlift_agent::boot::Slot;
 use airlift_testkit::proxy::{Faults, FlakyProxy, NetFault};
@@ -39,9 +39,9 @@ fn slow_retrieval_below_the_minimum_rate_is_cut_off_and_resumed_at_the_next_poll
         vec![NetFault::Throttle(2000)],
         "min_rate = 65536, rate_window_secs = 2, deadline_secs = 600",
     );
-    let (file, image) = signer.raw_package("2.0.0", IMAGE_SIZE);
-    let package = operator.upload(file);
-    let deployment = operator.deploy(&package, &device_id);
+    let RawDeployment {
+        deployment, image, ..
+    } = operator.deploy_raw(&signer, &device_id, IMAGE_SIZE);
 
     let started = Instant::now();
     let run = device.run_faulted("save:0");
@@ -74,9 +74,9 @@ fn slow_retrieval_past_the_update_deadline_fails_the_update_and_says_why() {
         vec![NetFault::Throttle(50_000); 8],
         "min_rate = 1024, rate_window_secs = 1, deadline_secs = 3",
     );
-    let (file, _) = signer.raw_package("2.0.0", IMAGE_SIZE);
-    let package = operator.upload(file);
-    let deployment = operator.deploy(&package, &device_id);
+    let deployment = operator
+        .deploy_raw(&signer, &device_id, IMAGE_SIZE)
+        .deployment;
 
     let started = Instant::now();
     device.run_once();
@@ -98,10 +98,11 @@ fn endless_data_is_never_read_past_the_offered_size() {
     let signer = Signer::new();
     let (_server, proxy, device, operator, device_id) =
         behind_proxy(&signer, vec![NetFault::Endless], "deadline_secs = 600");
-    let (file, image) = signer.raw_package("2.0.0", IMAGE_SIZE);
-    let package_len = file.len() as u64;
-    let package = operator.upload(file);
-    let deployment = operator.deploy(&package, &device_id);
+    let RawDeployment {
+        deployment,
+        image,
+        package_len,
+    } = operator.deploy_raw(&signer, &device_id, IMAGE_SIZE);
 
     let run = device.run_faulted("save:0");
     assert!(run.success, "{}", run.log);
