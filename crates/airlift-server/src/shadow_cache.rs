@@ -2,7 +2,8 @@
 //!
 //! Every check-in answers the device's shadow delta. Read from the store it
 //! costs two queries (the device's documents, the groups that reach it);
-//! this cache keeps, per instance:
+//! this cache keeps, per instance, the groups, so that a device it does not
+//! hold costs one ([`ShadowStore::device_documents`]), and keeps:
 //!
 //! - **the group documents, all of them, as one list** (their number is
 //!   bounded by `--shadow-max-groups`), each with its rule
@@ -38,7 +39,7 @@ use airlift_protocol::shadow::{self as merge, Document, GroupRule, GroupShadow};
 use airlift_protocol::shadow::{DeviceShadow, VersionedDocument};
 use airlift_protocol::target_expr::DeviceFacts;
 use airlift_protocol::DeviceId;
-use airlift_store::{ChangeFeed, ShadowStore, StoreEvent, StoreResult};
+use airlift_store::{ChangeFeed, DeviceDocuments, ShadowStore, StoreEvent, StoreResult};
 use std::future::Future;
 use std::sync::{Arc, Once, RwLock, Weak};
 
@@ -58,6 +59,11 @@ pub trait ShadowReads: Send + Sync {
         &self,
         device: DeviceId,
     ) -> impl Future<Output = StoreResult<Option<DeviceShadow>>> + Send;
+    /// [`ShadowStore::device_documents`].
+    fn device_documents(
+        &self,
+        device: DeviceId,
+    ) -> impl Future<Output = StoreResult<Option<DeviceDocuments>>> + Send;
     /// [`ShadowStore::list_group_shadows`].
     fn list_group_shadows(
         &self,
@@ -71,6 +77,13 @@ impl<S: ShadowStore + ?Sized> ShadowReads for S {
         device: DeviceId,
     ) -> impl Future<Output = StoreResult<Option<DeviceShadow>>> + Send {
         ShadowStore::device_shadow(self, device)
+    }
+
+    fn device_documents(
+        &self,
+        device: DeviceId,
+    ) -> impl Future<Output = StoreResult<Option<DeviceDocuments>>> + Send {
+        ShadowStore::device_documents(self, device)
     }
 
     fn list_group_shadows(
@@ -279,10 +292,10 @@ impl ShadowCache {
             return Ok((Some(own), Lookup::Hit));
         }
         let epoch = self.epoch();
-        let Some(shadow) = store.device_shadow(device).await? else {
+        let Some(documents) = store.device_documents(device).await? else {
             return Ok((None, Lookup::Miss));
         };
-        let own = Arc::new(own_documents(shadow));
+        let own = Arc::new(own_documents(documents));
         // A read lock is enough: an invalidation takes the write lock, so it
         // cannot slip in between the epoch check and the insert.
         if let Ok(held) = self.shared.held.read() {
@@ -348,7 +361,7 @@ async fn follow(mut feed: ChangeFeed, shared: Weak<Shared>) {
     }
 }
 
-fn own_documents(shadow: DeviceShadow) -> OwnDocuments {
+fn own_documents(shadow: DeviceDocuments) -> OwnDocuments {
     let json_bytes = |document: &Document| serde_json::to_vec(document).map_or(0, |b| b.len());
     let bytes = json_bytes(&shadow.desired.document)
         .saturating_add(json_bytes(&shadow.reported.document))

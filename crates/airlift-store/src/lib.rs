@@ -77,7 +77,7 @@ pub use records::*;
 pub use repair::{
     FleetRepair, NewRollback, ResetOutcome, RetryOutcome, RollbackLinks, RESETTABLE, RETRYABLE,
 };
-pub use shadow::{DesiredChange, ShadowLimits, ShadowStore, ShadowWrite};
+pub use shadow::{DesiredChange, DeviceDocuments, ShadowLimits, ShadowStore, ShadowWrite};
 pub use sql::uploads::{StaleUpload, UploadRecord};
 pub use trust::{TrustRootRecord, TrustRootStore};
 
@@ -262,6 +262,9 @@ pub trait Store:
     async fn device(&self, id: DeviceId) -> StoreResult<Option<Device>>;
     /// One device with the digest of its stored inventory (one query).
     async fn device_record(&self, id: DeviceId) -> StoreResult<Option<DeviceRecord>>;
+    /// What the device routes keep of a device (one query, lighter than
+    /// [`Store::device_record`]: no installed versions, no attributes).
+    async fn device_summary(&self, id: DeviceId) -> StoreResult<Option<DeviceSummary>>;
     /// The device with this public key (PEM, exactly as stored).
     async fn device_by_public_key(&self, public_key: &str) -> StoreResult<Option<Device>>;
     /// Devices matching `filter`, in its order (oldest first by default),

@@ -97,6 +97,16 @@ pub enum ShadowWrite {
     TooManyGroups(u64),
 }
 
+/// A device's own documents, without the groups that reach it: what a
+/// cache that holds the groups itself needs (one indexed query).
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeviceDocuments {
+    /// Its own desired document.
+    pub desired: VersionedDocument,
+    /// What it reported it applied.
+    pub reported: VersionedDocument,
+}
+
 /// Shadow documents, per device and per group. Every method is one atomic
 /// operation.
 #[async_trait]
@@ -105,6 +115,9 @@ pub trait ShadowStore: Send + Sync {
     /// the group documents that reach it, the effective document and the
     /// delta. `None` if there is no such device.
     async fn device_shadow(&self, device: DeviceId) -> StoreResult<Option<DeviceShadow>>;
+    /// The device's own desired and reported documents, in one query
+    /// (no groups, no merge). `None` if there is no such device.
+    async fn device_documents(&self, device: DeviceId) -> StoreResult<Option<DeviceDocuments>>;
     /// Changes the device's own desired document, within `limits`.
     /// `NotFound` if there is no such device.
     async fn change_device_desired(

@@ -12,10 +12,12 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-/// The store, counting every shadow read.
+/// The store, counting every shadow read, and apart the reads of a whole
+/// shadow (two queries or three, where the others are one).
 struct Counting {
     store: SharedStore,
     reads: AtomicUsize,
+    whole_shadows: AtomicUsize,
 }
 
 impl Counting {
@@ -31,7 +33,13 @@ impl Counting {
 impl ShadowReads for Counting {
     async fn device_shadow(&self, device: DeviceId) -> StoreResult<Option<DeviceShadow>> {
         self.count();
+        self.whole_shadows.fetch_add(1, Ordering::SeqCst);
         ShadowStore::device_shadow(self.store.as_ref(), device).await
+    }
+
+    async fn device_documents(&self, device: DeviceId) -> StoreResult<Option<DeviceDocuments>> {
+        self.count();
+        ShadowStore::device_documents(self.store.as_ref(), device).await
     }
 
     async fn list_group_shadows(&self, limit: u32) -> StoreResult<Vec<GroupShadow>> {
@@ -70,6 +78,7 @@ async fn store() -> (tempfile::TempDir, Arc<Counting>) {
     let counting = Arc::new(Counting {
         store,
         reads: AtomicUsize::new(0),
+        whole_shadows: AtomicUsize::new(0),
     });
     (dir, counting)
 }
@@ -363,4 +372,64 @@ async fn an_expression_group_follows_what_each_check_in_reports_without_reading_
     let back = Some(doc(json!({"banner": "update soon", "feature": null})));
     assert_eq!(delta_of(&cache, &store, &lobby).await.0, back);
     assert_eq!(stored_delta(&store, &lobby).await, back);
+}
+
+#[tokio::test]
+async fn a_device_not_held_costs_one_read_of_its_own_documents_when_the_groups_are_held() {
+    let (_dir, store) = store().await;
+    let limits = ShadowLimits::default();
+    let at = Utc::now();
+    store
+        .store
+        .change_group_desired(
+            &ShadowGroup::Tag("lobby".into()),
+            &DesiredChange::Replace(doc(json!({"volume": 3}))),
+            &limits,
+            at,
+        )
+        .await
+        .expect("group desired");
+    let first = device(&["lobby"]);
+    store.store.insert_device(&first).await.expect("device");
+    let second = device(&["lobby"]);
+    store.store.insert_device(&second).await.expect("device");
+    store
+        .store
+        .change_device_desired(
+            second.id,
+            &DesiredChange::Replace(doc(json!({"mode": "quiet"}))),
+            &limits,
+            at,
+        )
+        .await
+        .expect("own desired");
+    // Written before the cache follows the feed: no event of them is late.
+    let cache = ShadowCache::new(1024 * 1024);
+    cache.follow(|| store.store.changes());
+    let mut kept = false;
+    for _ in 0..500 {
+        if delta_of(&cache, &store, &first).await.1 == Lookup::Hit {
+            kept = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(kept, "the cache never kept the groups");
+    let (reads, whole) = (store.reads(), store.whole_shadows.load(Ordering::SeqCst));
+    let (delta, lookup) = delta_of(&cache, &store, &second).await;
+    assert_eq!(lookup, Lookup::Miss);
+    assert_eq!(delta, Some(doc(json!({"volume": 3, "mode": "quiet"}))));
+    assert_eq!(store.reads(), reads + 1, "one read for a device not held");
+    assert_eq!(
+        store.whole_shadows.load(Ordering::SeqCst),
+        whole,
+        "the device's whole shadow was read, groups and all"
+    );
+    assert_eq!(
+        delta_of(&cache, &store, &second).await,
+        (
+            Some(doc(json!({"volume": 3, "mode": "quiet"}))),
+            Lookup::Hit
+        )
+    );
 }

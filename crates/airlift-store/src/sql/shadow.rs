@@ -69,20 +69,10 @@ macro_rules! sql_shadow {
                 conn: &mut Conn,
                 device: DeviceId,
             ) -> StoreResult<Option<airlift_protocol::shadow::DeviceShadow>> {
-                let id = device.to_string();
-                let row = sqlx::query_as::<$db, ShadowRow>(
-                    "SELECT d.id, s.desired, s.desired_meta, s.desired_version, s.desired_at, \
-                     s.reported, s.reported_meta, s.reported_version, s.reported_at, \
-                     s.failure, s.failure_at \
-                     FROM devices d LEFT JOIN device_shadows s ON s.device_id = d.id \
-                     WHERE d.id = $1",
-                )
-                .bind(id.as_str())
-                .fetch_optional(&mut *conn)
-                .await?;
-                let Some((_, d, dm, dv, da, r, rm, rv, ra, failure, failure_at)) = row else {
+                let Some((own, failure)) = Self::read_own(conn, device).await? else {
                     return Ok(None);
                 };
+                let id = device.to_string();
                 let mut groups = sqlx::query_as::<$db, GroupRow>(concat!(
                     "SELECT ",
                     $crate::sql::shadow::group_columns!(),
@@ -120,6 +110,40 @@ macro_rules! sql_shadow {
                     };
                     $crate::shadow::keep_reaching(&mut groups, &row.into_record()?.device);
                 }
+                Ok(Some($crate::shadow::assemble(
+                    device,
+                    own.desired,
+                    own.reported,
+                    groups,
+                    failure,
+                )))
+            }
+
+            /// The device's own documents and its last failure, read on
+            /// `conn` in one query; `None` if there is no such device.
+            async fn read_own(
+                conn: &mut Conn,
+                device: DeviceId,
+            ) -> StoreResult<
+                Option<(
+                    $crate::DeviceDocuments,
+                    Option<airlift_protocol::shadow::ShadowFailure>,
+                )>,
+            > {
+                let id = device.to_string();
+                let row = sqlx::query_as::<$db, ShadowRow>(
+                    "SELECT d.id, s.desired, s.desired_meta, s.desired_version, s.desired_at, \
+                     s.reported, s.reported_meta, s.reported_version, s.reported_at, \
+                     s.failure, s.failure_at \
+                     FROM devices d LEFT JOIN device_shadows s ON s.device_id = d.id \
+                     WHERE d.id = $1",
+                )
+                .bind(id.as_str())
+                .fetch_optional(&mut *conn)
+                .await?;
+                let Some((_, d, dm, dv, da, r, rm, rv, ra, failure, failure_at)) = row else {
+                    return Ok(None);
+                };
                 let failure = match (failure, failure_at) {
                     (Some(reason), Some(at)) => Some(airlift_protocol::shadow::ShadowFailure {
                         reason,
@@ -141,8 +165,9 @@ macro_rules! sql_shadow {
                     rv,
                     ra,
                 )?;
-                Ok(Some($crate::shadow::assemble(
-                    device, desired, reported, groups, failure,
+                Ok(Some((
+                    $crate::DeviceDocuments { desired, reported },
+                    failure,
                 )))
             }
 
@@ -463,6 +488,14 @@ macro_rules! sql_shadow {
                 device: DeviceId,
             ) -> StoreResult<Option<airlift_protocol::shadow::DeviceShadow>> {
                 self.device_shadow(device).await
+            }
+
+            async fn device_documents(
+                &self,
+                device: DeviceId,
+            ) -> StoreResult<Option<$crate::DeviceDocuments>> {
+                let mut conn = self.pool.acquire().await?;
+                Ok(Self::read_own(&mut conn, device).await?.map(|(own, _)| own))
             }
 
             async fn change_device_desired(
