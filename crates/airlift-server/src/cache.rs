@@ -218,10 +218,10 @@ impl Caches {
         }
         metrics::counter!("airlift_cache_device_lookups_total", "result" => "miss").increment(1);
         let epoch = self.epoch()?;
-        let Some(record) = store.device_record(id).await? else {
+        let Some(summary) = store.device_summary(id).await? else {
             return Ok(None);
         };
-        let device = CachedDevice::new(record, &self.tag_sets);
+        let device = CachedDevice::new(summary, &self.tag_sets);
         self.keep_device(epoch, device.clone())?;
         Ok(Some(device))
     }

@@ -6,7 +6,8 @@
 //! [`StoreError::Corrupt`] naming its table and column, never a panic.
 
 use crate::{
-    ApiTokenRecord, DeploymentRecord, DeviceRecord, PackageRecord, StoreError, StoreResult,
+    ApiTokenRecord, DeploymentRecord, DeviceRecord, DeviceSummary, PackageRecord, StoreError,
+    StoreResult,
 };
 use airlift_protocol::device::{Inventory, Progress};
 use airlift_protocol::management::{
@@ -257,6 +258,32 @@ impl DeviceRecordRow {
                 last_check_in: opt_time("devices.last_check_in", self.last_check_in)?,
                 id: parse("devices.id", &self.id)?,
             },
+        })
+    }
+}
+
+/// `device_records`, the columns of a [`DeviceSummary`].
+#[derive(Debug, sqlx::FromRow)]
+pub(crate) struct DeviceSummaryRow {
+    pub id: String,
+    pub status: String,
+    pub inventory_sha256: Option<Vec<u8>>,
+    pub tags: String,
+}
+
+impl DeviceSummaryRow {
+    pub(crate) fn into_summary(self) -> StoreResult<DeviceSummary> {
+        let mut tags: Vec<String> = json("device_records.tags", &self.tags)?;
+        tags.sort();
+        Ok(DeviceSummary {
+            id: parse("devices.id", &self.id)?,
+            status: parse("devices.status", &self.status)?,
+            tags,
+            inventory_sha256: self
+                .inventory_sha256
+                .as_deref()
+                .map(|bytes| sha256("devices.inventory_sha256", bytes))
+                .transpose()?,
         })
     }
 }

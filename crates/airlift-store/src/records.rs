@@ -81,6 +81,32 @@ pub struct DeviceRecord {
     pub inventory_sha256: Option<[u8; 32]>,
 }
 
+/// What the device routes keep of a device: its status, its tags and the
+/// digest of the inventory last stored. Read in one light query
+/// ([`crate::Store::device_summary`]): without the installed versions and
+/// attributes a check-in brings anyway.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceSummary {
+    pub id: DeviceId,
+    pub status: DeviceStatus,
+    /// Sorted.
+    pub tags: Vec<String>,
+    /// [`inventory_digest`] of the inventory last stored; `None` before the
+    /// first check-in.
+    pub inventory_sha256: Option<[u8; 32]>,
+}
+
+impl From<DeviceRecord> for DeviceSummary {
+    fn from(record: DeviceRecord) -> Self {
+        Self {
+            id: record.device.id,
+            status: record.device.status,
+            tags: record.device.tags,
+            inventory_sha256: record.inventory_sha256,
+        }
+    }
+}
+
 /// A check-in whose inventory was unchanged: only its time is to be stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CheckInTime {

@@ -16,7 +16,7 @@
 
 use airlift_protocol::state::DeviceStatus;
 use airlift_protocol::DeviceId;
-use airlift_store::DeviceRecord;
+use airlift_store::DeviceSummary;
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
@@ -43,15 +43,16 @@ pub struct CachedDevice {
 pub const RECORD_BUDGET_BYTES: u64 = 256;
 
 impl CachedDevice {
-    /// What is kept of a stored record, its tags shared through `tag_sets`.
-    pub fn new(record: DeviceRecord, tag_sets: &TagSets) -> Self {
-        let tags = tag_sets.share(record.device.tags);
+    /// What is kept of a stored device, its tags shared through `tag_sets`.
+    pub fn new(stored: impl Into<DeviceSummary>, tag_sets: &TagSets) -> Self {
+        let stored = stored.into();
+        let tags = tag_sets.share(stored.tags);
         let bytes = Self::bytes_for(&tags);
         Self {
-            id: record.device.id,
-            status: record.device.status,
+            id: stored.id,
+            status: stored.status,
             tags,
-            inventory_sha256: record.inventory_sha256,
+            inventory_sha256: stored.inventory_sha256,
             weight: u32::try_from(bytes.div_ceil(RECORD_BUDGET_BYTES).max(1)).unwrap_or(u32::MAX),
         }
     }
@@ -139,7 +140,7 @@ mod tests {
     use super::*;
     use crate::cache::{CacheLimits, Caches};
     use airlift_protocol::management::Device;
-    use airlift_store::StoreEvent;
+    use airlift_store::{DeviceRecord, StoreEvent};
     use chrono::Utc;
     use std::collections::BTreeMap;
 

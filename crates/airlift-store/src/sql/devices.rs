@@ -59,6 +59,21 @@ macro_rules! sql_devices {
                 .transpose()
             }
 
+            /// The view's unused columns are not computed: both databases
+            /// flatten a view and drop what the outer query never reads,
+            /// so this looks up two tables where the whole record looks up
+            /// four.
+            async fn device_summary(&self, id: DeviceId) -> StoreResult<Option<DeviceSummary>> {
+                sqlx::query_as::<$db, DeviceSummaryRow>(
+                    "SELECT id, status, inventory_sha256, tags FROM device_records WHERE id = $1",
+                )
+                .bind(id.to_string())
+                .fetch_optional(&self.pool)
+                .await?
+                .map(DeviceSummaryRow::into_summary)
+                .transpose()
+            }
+
             async fn device_by_public_key(&self, public_key: &str) -> StoreResult<Option<Device>> {
                 sqlx::query_as::<$db, DeviceRecordRow>(concat!(
                     "SELECT ",

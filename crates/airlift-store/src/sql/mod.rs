@@ -80,13 +80,13 @@ macro_rules! impl_store {
         use $crate::codec::{
             classify, inventory_sha256, millis, normalise_tags, parse, placeholders, to_i64,
             to_json, AuditRow, DeploymentDeviceRow, DeploymentRow, DeviceRecordRow,
-            DeviceUpdateRow, EventRow, PackageRow, SessionRow, TokenRow,
+            DeviceSummaryRow, DeviceUpdateRow, EventRow, PackageRow, SessionRow, TokenRow,
         };
         use $crate::sql::{CHECK_IN_TIME_CHUNK, INSERT_CHUNK};
         use $crate::{
             ApiTokenRecord, ChangeFeed, CheckInTime, DeploymentRecord, DeviceFilter, DeviceRecord,
-            NewAuditEntry, NewSession, PackageRecord, PageRequest, ReportOutcome, SessionRecord,
-            Store, StoreError, StoreEvent, StoreResult,
+            DeviceSummary, NewAuditEntry, NewSession, PackageRecord, PageRequest, ReportOutcome,
+            SessionRecord, Store, StoreError, StoreEvent, StoreResult,
         };
         use $crate::{
             CheckInCount, CurrentUpdate, DeviceCounts, FailureGroup, InstallCount, UpdateCount,
@@ -237,6 +237,10 @@ macro_rules! impl_store {
 
             async fn device_record(&self, id: DeviceId) -> StoreResult<Option<DeviceRecord>> {
                 self.device_record(id).await
+            }
+
+            async fn device_summary(&self, id: DeviceId) -> StoreResult<Option<DeviceSummary>> {
+                self.device_summary(id).await
             }
 
             async fn device_by_public_key(&self, public_key: &str) -> StoreResult<Option<Device>> {

@@ -4,7 +4,9 @@
 
 use crate::support::{active_deployment, device, devices, inventory, strings, t, Ctx};
 use airlift_protocol::state::{DeviceStatus, UpdateState};
-use airlift_store::{inventory_digest, ChangeFeed, CheckInTime, DeviceRecord, StoreEvent};
+use airlift_store::{
+    inventory_digest, ChangeFeed, CheckInTime, DeviceRecord, DeviceSummary, StoreEvent,
+};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -219,14 +221,20 @@ async fn device_record_carries_the_inventory_digest(ctx: Ctx) {
         .record_check_in(stored.id, &reported, t(5))
         .await
         .expect("check-in");
-    let DeviceRecord {
-        device,
-        inventory_sha256,
-    } = store
+    let record = store
         .device_record(stored.id)
         .await
         .expect("read")
         .expect("found");
+    assert_eq!(
+        store.device_summary(stored.id).await.expect("read"),
+        Some(DeviceSummary::from(record.clone())),
+        "the summary is the record's status, tags and digest"
+    );
+    let DeviceRecord {
+        device,
+        inventory_sha256,
+    } = record;
     assert_eq!(
         inventory_sha256,
         Some(inventory_digest(&reported).expect("digest"))
@@ -241,6 +249,13 @@ async fn device_record_carries_the_inventory_digest(ctx: Ctx) {
     assert_eq!(
         store
             .device_record(airlift_protocol::DeviceId::new())
+            .await
+            .expect("read"),
+        None
+    );
+    assert_eq!(
+        store
+            .device_summary(airlift_protocol::DeviceId::new())
             .await
             .expect("read"),
         None
