@@ -230,13 +230,15 @@ fn sample(params: &Params) -> Vec<usize> {
     sample
 }
 
-/// CPU time of the instances and of this process, and the machine's idle
-/// and total jiffies, at one moment; or, after [`Usage::since`], over a
-/// span.
+/// CPU time of the instances, of this process and of PostgreSQL (every
+/// `postgres` process on this machine: none when the database is
+/// elsewhere), and the machine's idle and total jiffies, at one moment;
+/// or, after [`Usage::since`], over a span.
 #[derive(Debug)]
 pub struct Usage {
     pub servers_cpu: Vec<f64>,
     pub client_cpu: f64,
+    pub database_cpu: f64,
     pub machine: (u64, u64),
     pub seconds: f64,
     at: Instant,
@@ -250,6 +252,7 @@ impl Usage {
                 .map(|s| procfs::cpu_seconds(s.pid()).unwrap_or(0.0))
                 .collect(),
             client_cpu: procfs::cpu_seconds(std::process::id()).unwrap_or(0.0),
+            database_cpu: procfs::cpu_seconds_of_command("postgres"),
             machine: procfs::machine_jiffies().unwrap_or((0, 0)),
             seconds: 0.0,
             at: Instant::now(),
@@ -265,6 +268,7 @@ impl Usage {
                 .map(|(a, b)| a - b)
                 .collect(),
             client_cpu: self.client_cpu - before.client_cpu,
+            database_cpu: (self.database_cpu - before.database_cpu).max(0.0),
             machine: (
                 self.machine.0.saturating_sub(before.machine.0),
                 self.machine.1.saturating_sub(before.machine.1),

@@ -26,6 +26,34 @@ pub fn cpu_seconds_with_children(pid: u32) -> f64 {
         .sum()
 }
 
+/// User plus system CPU time of every process on this machine whose
+/// command (`comm`) is `name`, in seconds: e.g. `postgres`, its server and
+/// every backend. A process that ended between two readings takes its time
+/// with it, so compare readings of long-lived processes (a pool's).
+pub fn cpu_seconds_of_command(name: &str) -> f64 {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return 0.0;
+    };
+    entries
+        .flatten()
+        .filter(|entry| {
+            entry
+                .file_name()
+                .to_str()
+                .is_some_and(|n| n.parse::<u32>().is_ok())
+        })
+        .filter_map(|entry| std::fs::read_to_string(entry.path().join("stat")).ok())
+        .filter(|text| command_of(text) == Some(name))
+        .filter_map(|text| parse_stat(&text))
+        .map(|stat| (stat.utime + stat.stime) as f64 / clock_ticks())
+        .sum()
+}
+
+/// The command in parentheses of a `/proc/PID/stat` text.
+fn command_of(text: &str) -> Option<&str> {
+    text.get(text.find('(')? + 1..text.rfind(')')?)
+}
+
 /// A size field of `/proc/PID/status` (`VmHWM`, `VmRSS`, …), in KiB.
 pub fn status_kib(pid: u32, field: &str) -> Option<u64> {
     kib_field(
@@ -182,6 +210,29 @@ mod tests {
             })
         );
         assert_eq!(parse_stat("garbage"), None);
+    }
+
+    #[test]
+    fn the_command_is_all_between_the_first_and_last_parenthesis() {
+        let text = "4242 (my (odd) prog) S 17 4242 4242 0 -1 4194304 100 0 0 0 250 75 0 0 20 0 1 0";
+        assert_eq!(command_of(text), Some("my (odd) prog"));
+        assert_eq!(command_of("1 (postgres) S 0"), Some("postgres"));
+        assert_eq!(command_of("garbage"), None);
+        let mine = std::fs::read_to_string("/proc/self/stat").expect("our own stat");
+        let name = command_of(&mine).expect("our command").to_owned();
+        // Work until this process has used a clock tick.
+        let started = std::time::Instant::now();
+        let mut spin = 0u64;
+        while cpu_seconds(std::process::id()).unwrap_or(0.0) == 0.0
+            && started.elapsed() < std::time::Duration::from_secs(5)
+        {
+            spin = std::hint::black_box(spin.wrapping_add(1));
+        }
+        assert!(
+            cpu_seconds_of_command(&name) > 0.0,
+            "{name}: this process has used CPU"
+        );
+        assert_eq!(cpu_seconds_of_command("no such command here"), 0.0);
     }
 
     #[test]

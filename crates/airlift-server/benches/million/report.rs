@@ -135,8 +135,9 @@ fn check_ins(out: &mut String, params: &Params, results: &Results) {
     let _ = writeln!(
         out,
         "CPU over the load's {:.1} s: instances {} s ({:.0} µs per answered check-in, reports \
-         and the rollout engine included), the generator {:.1} s ({:.0} µs per check-in). \
-         PostgreSQL's own CPU is not counted.\n",
+         and the rollout engine included), the generator {:.1} s ({:.0} µs per check-in), \
+         PostgreSQL {:.1} s ({:.0} µs per answered check-in; every `postgres` process on this \
+         machine).\n",
         usage.seconds,
         usage
             .servers_cpu
@@ -147,6 +148,8 @@ fn check_ins(out: &mut String, params: &Params, results: &Results) {
         1e6 * servers / answered,
         usage.client_cpu,
         1e6 * usage.client_cpu / answered,
+        usage.database_cpu,
+        1e6 * usage.database_cpu / answered,
     );
 }
 
