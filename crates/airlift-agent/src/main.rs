@@ -54,6 +54,10 @@ struct Cli {
 enum Command {
     /// Continue what was under way, then check in every poll interval.
     ///
+    /// One agent uses a data directory at a time: `run`, `install`,
+    /// `commit` and `rollback` are refused while another holds it (stop
+    /// the service first); `status` only reads and always works.
+    ///
     /// With backend = "file" there is no real reboot: once reboot_command
     /// has run (`airlift-agent boot-env power-up`), the agent starts again
     /// as after a boot and carries on with the trial.
@@ -75,10 +79,13 @@ enum Command {
         json: bool,
     },
     /// Install a local package file (nothing is reported to a server).
+    /// Refused while the service runs on the same data directory.
     Install { file: PathBuf },
     /// Commit the running trial without waiting for the health checks.
+    /// Refused while the service runs on the same data directory.
     Commit,
-    /// Abandon the update or the trial under way.
+    /// Abandon the update or the trial under way. Refused while the
+    /// service runs on the same data directory.
     Rollback,
     /// The file backend's boot environment (backend = "file"), for a
     /// device made of plain files.

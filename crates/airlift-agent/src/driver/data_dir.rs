@@ -3,6 +3,8 @@
 //!
 //! ```text
 //! <data_dir>/
+//!   lock             held (flock) by the one agent process using the
+//!                    directory (DataDirLock)
 //!   state            the machine's state (StateFile: checksummed, atomic)
 //!   outbox/          reports the server could not take yet (Outbox)
 //!   device.key       the device's Ed25519 key
@@ -26,6 +28,13 @@ use serde::{Deserialize, Serialize};
 use std::io;
 use std::path::{Path, PathBuf};
 
+/// The data directory held by this process ([`DataDir::lock`]) until it is
+/// dropped.
+#[derive(Debug)]
+pub struct DataDirLock {
+    _file: std::fs::File,
+}
+
 /// The layout of the agent's data directory (`data_dir` in `agent.toml`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DataDir {
@@ -38,10 +47,12 @@ impl DataDir {
         Self { root: root.into() }
     }
 
-    /// Creates the directory and those the agent writes into from the start.
-    pub(super) fn create(&self) -> Result<(), AgentError> {
+    /// Creates the directory, takes it for this process ([`Self::lock`]),
+    /// then creates those the agent writes into from the start.
+    pub(super) fn create(&self) -> Result<DataDirLock, AgentError> {
+        std::fs::create_dir_all(&self.root).map_err(io_error("creating", &self.root))?;
+        let lock = self.lock()?;
         for dir in [
-            self.root.clone(),
             self.outbox_dir(),
             self.work_dir("file"),
             self.work_dir("module"),
@@ -53,7 +64,31 @@ impl DataDir {
         if let Err(error) = self.installed_store().initialise() {
             tracing::error!(%error, "the installed record cannot be read");
         }
-        Ok(())
+        Ok(lock)
+    }
+
+    /// Takes the directory for this process, or says that another agent
+    /// holds it. Two agents on one directory (a second `run` beside the
+    /// service, or `install` while it runs) would each write the state
+    /// file and the inactive slot from what they believe; one waits for
+    /// nothing and is refused at once. The lock is the kernel's (`flock`
+    /// on `lock`), so it ends with the process however the process ends:
+    /// a crash or a power cut leaves nothing to clean up.
+    fn lock(&self) -> Result<DataDirLock, AgentError> {
+        let path = self.root.join("lock");
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(io_error("opening", &path))?;
+        match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => Ok(DataDirLock { _file: file }),
+            Err(errno) if errno == rustix::io::Errno::WOULDBLOCK => {
+                Err(AgentError::Locked(self.root.clone()))
+            }
+            Err(errno) => Err(io_error("locking", &path)(errno.into())),
+        }
     }
 
     /// The data directory itself.
@@ -228,6 +263,22 @@ mod tests {
         data.remove_offer()?;
         assert!(data.saved_offer().is_none());
         assert!(!data.head_path().exists());
+        Ok(())
+    }
+
+    #[test]
+    fn one_agent_at_a_time_holds_the_directory_and_its_end_frees_it() -> Result<(), AgentError> {
+        let dir = tempfile::tempdir().map_err(io_error("creating", Path::new("tmp")))?;
+        let data = DataDir::new(dir.path().join("data"));
+        let held = data.create()?;
+        match data.create() {
+            Err(AgentError::Locked(root)) => assert_eq!(root, data.root()),
+            other => panic!("a second agent on the directory: {other:?}"),
+        }
+        let message = AgentError::Locked(data.root().to_owned()).to_string();
+        assert!(message.contains("another airlift-agent"), "{message}");
+        drop(held);
+        data.create()?;
         Ok(())
     }
 

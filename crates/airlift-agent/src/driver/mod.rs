@@ -51,7 +51,7 @@ mod shadow;
 mod status;
 mod trust_root;
 
-pub use data_dir::DataDir;
+pub use data_dir::{DataDir, DataDirLock};
 pub use offers::BOOTED_SLOT_ATTRIBUTE;
 pub use status::{status, BootStatus, Progress, Status};
 
@@ -115,6 +115,12 @@ pub enum AgentError {
     /// A local package cannot be installed.
     #[error("{0}")]
     Refused(String),
+    /// Another agent process uses the data directory.
+    #[error(
+        "another airlift-agent is using the data directory {}: stop it first (systemctl stop airlift-agent), or let it do the work",
+        .0.display()
+    )]
+    Locked(PathBuf),
     /// A command needs an idle agent (or one with an update under way).
     #[error("the agent is {0}: finish or roll back the update under way first")]
     Busy(&'static str),
@@ -178,6 +184,8 @@ enum Outcome {
 /// The agent: configuration, bootloader, installers, persisted state, and
 /// the server session.
 pub struct Agent {
+    /// Held while this agent lives: no other process uses `data`.
+    _data_lock: DataDirLock,
     config: AgentConfig,
     data: DataDir,
     boot: Boot,
@@ -238,7 +246,7 @@ impl Agent {
     /// `data_dir`. Reads no state yet: call [`resume`](Self::resume).
     pub fn new(config: AgentConfig) -> Result<Self, AgentError> {
         let data = DataDir::new(&config.data_dir);
-        data.create()?;
+        let data_lock = data.create()?;
         let boot = Boot::open(&config.boot)?;
         let booted = setup::check_boot(&config, &boot)?;
         let system = config.running_system().map_err(AgentError::Setup)?;
@@ -268,6 +276,7 @@ impl Agent {
         )?
         .with_tls(config.tls.client_config().map_err(AgentError::Setup)?);
         Ok(Self {
+            _data_lock: data_lock,
             poll_interval: Duration::from_secs(config.poll_interval_secs),
             boot,
             installers: setup::installers(&config, &data),
