@@ -28,6 +28,9 @@ const SILENCE_LIMIT: Duration = Duration::from_secs(15);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// PostgreSQL's limit on identifiers, channel names included (bytes).
 const MAX_CHANNEL: usize = 63;
+/// A pooled connection idle this long is pinged before a statement uses it;
+/// one idle for less is not (see [`ping_if_idle`]).
+const TRUSTED_IDLE: Duration = Duration::from_secs(1);
 
 /// The store on a PostgreSQL database.
 #[derive(Debug)]
@@ -76,6 +79,8 @@ pub(crate) async fn open(
     let pool = PgPoolOptions::new()
         .max_connections(open.max_connections.max(1))
         .acquire_timeout(ACQUIRE_TIMEOUT)
+        .test_before_acquire(false)
+        .before_acquire(ping_if_idle)
         .connect_with(
             options
                 .clone()
@@ -102,6 +107,31 @@ pub(crate) async fn open(
         channel,
         _tasks: tasks,
     }))
+}
+
+/// Whether a pooled connection may be used, pinging it only when it was
+/// idle for [`TRUSTED_IDLE`] or longer.
+///
+/// sqlx pings a connection when it goes back to the pool, and by default
+/// again when it is taken out: two round trips around every statement, a
+/// third of an instance's CPU and more of PostgreSQL's under load
+/// (BENCHMARKS.md, session 15). The ping on release already proved a
+/// connection alive; the one on acquire only matters for a connection that
+/// died while it sat idle (a failover, a restart, a firewall's idle cut),
+/// and those sat idle for longer than a second. Under load connections are
+/// idle for microseconds and are used at once, as HikariCP does within its
+/// bypass window. A dead one found by the ping is closed and another
+/// taken, as before.
+fn ping_if_idle(
+    connection: &mut sqlx::PgConnection,
+    metadata: sqlx::pool::PoolConnectionMetadata,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<bool, sqlx::Error>> + Send + '_>> {
+    Box::pin(async move {
+        if metadata.idle_for < TRUSTED_IDLE {
+            return Ok(true);
+        }
+        sqlx::Connection::ping(connection).await.map(|()| true)
+    })
 }
 
 /// `airlift_changes.<schema>`, cut to PostgreSQL's identifier length.

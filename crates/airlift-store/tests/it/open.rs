@@ -84,3 +84,58 @@ async fn a_statement_past_its_timeout_is_cancelled_and_the_store_goes_on() {
     drop(locker);
     drop(schema);
 }
+
+/// PostgreSQL only: pool connections the database killed while they sat
+/// idle (a failover, a restart, a firewall's idle cut) are found by the
+/// ping before use and replaced; no statement fails on them. (A
+/// connection used again within a second is not pinged: the ping when it
+/// was given back proved it alive.)
+#[tokio::test]
+async fn pool_connections_killed_while_idle_are_replaced_before_use() {
+    use sqlx::Connection;
+    let Some(schema) = crate::support::FreshSchema::create("t") else {
+        eprintln!("PostgreSQL not tested");
+        return;
+    };
+    // Its own application name: this kills this store's connections only,
+    // not those of tests running beside it.
+    let name = format!("airlift-{}", schema.name());
+    let url = format!("{}&application_name={name}", schema.url());
+    let store = open(&DatabaseUrl::parse(&url).expect("url"))
+        .await
+        .expect("open");
+    let filter = airlift_store::DeviceFilter::default();
+    let page = airlift_store::PageRequest {
+        page: 1,
+        per_page: 10,
+    };
+    // A few at once: more than one pooled connection.
+    let (a, b, c, d) = tokio::join!(
+        store.list_devices(&filter, page),
+        store.list_devices(&filter, page),
+        store.list_devices(&filter, page),
+        store.list_devices(&filter, page),
+    );
+    for read in [a, b, c, d] {
+        read.expect("a read before the kill");
+    }
+    let mut admin = sqlx::PgConnection::connect(schema.url())
+        .await
+        .expect("connect");
+    let killed: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE application_name = $1 AND query NOT LIKE 'LISTEN %') AS killed",
+    )
+    .bind(&name)
+    .fetch_one(&mut admin)
+    .await
+    .expect("terminate");
+    assert!(killed >= 1, "no pooled connection to kill");
+    tokio::time::sleep(std::time::Duration::from_millis(1_500)).await;
+    for _ in 0..8 {
+        store
+            .list_devices(&filter, page)
+            .await
+            .expect("a read after the kill, on a replaced connection");
+    }
+}
