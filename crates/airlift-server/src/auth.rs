@@ -172,9 +172,11 @@ impl FromRequestParts<AppState> for DeviceCaller {
     ) -> Result<Self, Self::Rejection> {
         let token = verify_device_token(bearer(parts)?, state)?;
         crate::device_api::certificate::check_binding(parts, state, token.device_id).await?;
+        // With its shadow documents: most device requests are check-ins,
+        // which answer the shadow's delta.
         let device = state
             .caches()
-            .device(state.store(), token.device_id)
+            .device_with_documents(state.store(), state.shadows(), token.device_id)
             .await?
             .filter(|d| d.status == DeviceStatus::Accepted)
             .ok_or_else(|| {

@@ -37,6 +37,7 @@ mod device;
 pub use device::{CachedDevice, RECORD_BUDGET_BYTES};
 
 use crate::error::{ApiError, ApiResult};
+use crate::shadow_cache::ShadowCache;
 use airlift_package::Manifest;
 use airlift_protocol::state::UpdateState;
 use airlift_protocol::{DeploymentId, DeviceId, PackageId};
@@ -210,20 +211,37 @@ impl Caches {
     }
 
     /// What the device routes need of a device: its status, its tags and
-    /// the digest of the inventory last stored.
-    pub async fn device(&self, store: &dyn Store, id: DeviceId) -> ApiResult<Option<CachedDevice>> {
-        if let Some(hit) = self.derived.read().map_err(poisoned)?.devices.get(&id) {
-            metrics::counter!("airlift_cache_device_lookups_total", "result" => "hit").increment(1);
+    /// the digest of the inventory last stored. A device not held is read
+    /// with its own shadow documents, in one query, and those are offered
+    /// to `shadows`: the check-in that follows answers its shadow delta
+    /// without a second round trip (a device not held is usually held by
+    /// neither).
+    pub async fn device_with_documents(
+        &self,
+        store: &dyn Store,
+        shadows: &ShadowCache,
+        id: DeviceId,
+    ) -> ApiResult<Option<CachedDevice>> {
+        if let Some(hit) = self.held_device(id)? {
             return Ok(Some(hit));
         }
-        metrics::counter!("airlift_cache_device_lookups_total", "result" => "miss").increment(1);
         let epoch = self.epoch()?;
-        let Some(summary) = store.device_summary(id).await? else {
+        let shadow_read = shadows.read_begins();
+        let Some((summary, documents)) = store.device_summary_with_documents(id).await? else {
             return Ok(None);
         };
+        shadows.keep_read(id, documents, shadow_read);
         let device = CachedDevice::new(summary, &self.tag_sets);
         self.keep_device(epoch, device.clone())?;
         Ok(Some(device))
+    }
+
+    /// The device if this instance holds it, counting the lookup.
+    fn held_device(&self, id: DeviceId) -> ApiResult<Option<CachedDevice>> {
+        let hit = self.derived.read().map_err(poisoned)?.devices.get(&id);
+        let result = if hit.is_some() { "hit" } else { "miss" };
+        metrics::counter!("airlift_cache_device_lookups_total", "result" => result).increment(1);
+        Ok(hit)
     }
 
     /// Keeps a device read from the store unless something was invalidated

@@ -94,9 +94,14 @@ impl<S: ShadowStore + ?Sized> ShadowReads for S {
     }
 }
 
+/// When a read of a device's documents began: the cache's epoch then
+/// ([`ShadowCache::read_begins`]).
+#[derive(Debug, Clone, Copy)]
+pub struct ReadBegan(Option<u64>);
+
 /// A device's own documents, as the check-in needs them.
 #[derive(Debug)]
-struct OwnDocuments {
+pub struct OwnDocuments {
     desired: VersionedDocument,
     reported: Document,
     /// Approximate bytes held, for the cache's bound.
@@ -291,15 +296,33 @@ impl ShadowCache {
         if let Some(own) = self.shared.devices.get(&device) {
             return Ok((Some(own), Lookup::Hit));
         }
-        let epoch = self.epoch();
+        let epoch = self.read_begins();
         let Some(documents) = store.device_documents(device).await? else {
             return Ok((None, Lookup::Miss));
         };
+        Ok((Some(self.keep_read(device, documents, epoch)), Lookup::Miss))
+    }
+
+    /// Call before reading a device's documents elsewhere (with its
+    /// record: [`crate::cache::Caches::device_with_documents`]); give what
+    /// it returns to [`Self::keep_read`].
+    pub fn read_begins(&self) -> ReadBegan {
+        ReadBegan(self.epoch())
+    }
+
+    /// Keeps the device's documents read since `began`, unless something
+    /// was invalidated in between or the feed is deaf.
+    pub fn keep_read(
+        &self,
+        device: DeviceId,
+        documents: DeviceDocuments,
+        began: ReadBegan,
+    ) -> Arc<OwnDocuments> {
         let own = Arc::new(own_documents(documents));
         // A read lock is enough: an invalidation takes the write lock, so it
         // cannot slip in between the epoch check and the insert.
         if let Ok(held) = self.shared.held.read() {
-            if epoch == Some(held.epoch) && held.listening {
+            if began.0 == Some(held.epoch) && held.listening {
                 self.shared.devices.insert(device, Arc::clone(&own));
                 metrics::gauge!("airlift_cache_shadow_devices")
                     .set(self.shared.devices.len() as f64);
@@ -307,7 +330,7 @@ impl ShadowCache {
                     .set(self.shared.devices.weight() as f64);
             }
         }
-        Ok((Some(own), Lookup::Miss))
+        own
     }
 }
 

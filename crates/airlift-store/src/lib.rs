@@ -262,9 +262,14 @@ pub trait Store:
     async fn device(&self, id: DeviceId) -> StoreResult<Option<Device>>;
     /// One device with the digest of its stored inventory (one query).
     async fn device_record(&self, id: DeviceId) -> StoreResult<Option<DeviceRecord>>;
-    /// What the device routes keep of a device (one query, lighter than
-    /// [`Store::device_record`]: no installed versions, no attributes).
-    async fn device_summary(&self, id: DeviceId) -> StoreResult<Option<DeviceSummary>>;
+    /// What the device routes keep of a device (lighter than
+    /// [`Store::device_record`]: no installed versions, no attributes) and
+    /// its own shadow documents ([`ShadowStore::device_documents`]), in one
+    /// query: what a check-in of a device an instance does not hold needs.
+    async fn device_summary_with_documents(
+        &self,
+        id: DeviceId,
+    ) -> StoreResult<Option<(DeviceSummary, DeviceDocuments)>>;
     /// The device with this public key (PEM, exactly as stored).
     async fn device_by_public_key(&self, public_key: &str) -> StoreResult<Option<Device>>;
     /// Devices matching `filter`, in its order (oldest first by default),

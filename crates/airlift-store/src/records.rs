@@ -83,8 +83,8 @@ pub struct DeviceRecord {
 
 /// What the device routes keep of a device: its status, its tags and the
 /// digest of the inventory last stored. Read in one light query
-/// ([`crate::Store::device_summary`]): without the installed versions and
-/// attributes a check-in brings anyway.
+/// ([`crate::Store::device_summary_with_documents`]): without the installed
+/// versions and attributes a check-in brings anyway.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeviceSummary {
     pub id: DeviceId,

@@ -433,3 +433,40 @@ async fn a_device_not_held_costs_one_read_of_its_own_documents_when_the_groups_a
         )
     );
 }
+
+#[tokio::test]
+async fn a_device_read_with_its_record_needs_no_second_read_for_its_delta() {
+    let (_dir, store) = store().await;
+    let lobby = device(&["lobby"]);
+    store.store.insert_device(&lobby).await.expect("device");
+    store
+        .store
+        .change_device_desired(
+            lobby.id,
+            &DesiredChange::Replace(doc(json!({"mode": "quiet"}))),
+            &ShadowLimits::default(),
+            Utc::now(),
+        )
+        .await
+        .expect("own desired");
+    let cache = ShadowCache::new(1024 * 1024);
+    cache.shared.apply(StoreEvent::Listening);
+    // The groups held, the device's documents not.
+    delta_of(&cache, &store, &lobby).await;
+    cache.forget_device(lobby.id);
+
+    let caches = crate::cache::Caches::new(crate::cache::CacheLimits::default());
+    caches.apply(StoreEvent::Listening);
+    let held = caches
+        .device_with_documents(store.store.as_ref(), &cache, lobby.id)
+        .await
+        .expect("read")
+        .expect("the device");
+    assert_eq!(&held.tags[..], ["lobby".to_owned()]);
+    let reads = store.reads();
+    assert_eq!(
+        delta_of(&cache, &store, &lobby).await,
+        (Some(doc(json!({"mode": "quiet"}))), Lookup::Hit)
+    );
+    assert_eq!(store.reads(), reads, "the delta read the store again");
+}

@@ -61,17 +61,64 @@ macro_rules! sql_devices {
 
             /// The view's unused columns are not computed: both databases
             /// flatten a view and drop what the outer query never reads,
-            /// so this looks up two tables where the whole record looks up
-            /// four.
-            async fn device_summary(&self, id: DeviceId) -> StoreResult<Option<DeviceSummary>> {
-                sqlx::query_as::<$db, DeviceSummaryRow>(
-                    "SELECT id, status, inventory_sha256, tags FROM device_records WHERE id = $1",
+            /// so this looks up three tables (the device, its tags, its
+            /// shadow) where the whole record looks up four.
+            async fn device_summary_with_documents(
+                &self,
+                id: DeviceId,
+            ) -> StoreResult<Option<(DeviceSummary, $crate::DeviceDocuments)>> {
+                type Row = (
+                    String,
+                    String,
+                    Option<Vec<u8>>,
+                    String,
+                    Option<String>,
+                    Option<String>,
+                    Option<i64>,
+                    Option<i64>,
+                    Option<String>,
+                    Option<String>,
+                    Option<i64>,
+                    Option<i64>,
+                );
+                let row = sqlx::query_as::<$db, Row>(
+                    "SELECT r.id, r.status, r.inventory_sha256, r.tags, \
+                     s.desired, s.desired_meta, s.desired_version, s.desired_at, \
+                     s.reported, s.reported_meta, s.reported_version, s.reported_at \
+                     FROM device_records r LEFT JOIN device_shadows s ON s.device_id = r.id \
+                     WHERE r.id = $1",
                 )
                 .bind(id.to_string())
                 .fetch_optional(&self.pool)
-                .await?
-                .map(DeviceSummaryRow::into_summary)
-                .transpose()
+                .await?;
+                let Some((id, status, inventory_sha256, tags, d, dm, dv, da, r, rm, rv, ra)) = row
+                else {
+                    return Ok(None);
+                };
+                let summary = DeviceSummaryRow {
+                    id,
+                    status,
+                    inventory_sha256,
+                    tags,
+                }
+                .into_summary()?;
+                let documents = $crate::DeviceDocuments {
+                    desired: $crate::shadow::from_columns(
+                        "device_shadows.desired",
+                        d.as_deref(),
+                        dm.as_deref(),
+                        dv,
+                        da,
+                    )?,
+                    reported: $crate::shadow::from_columns(
+                        "device_shadows.reported",
+                        r.as_deref(),
+                        rm.as_deref(),
+                        rv,
+                        ra,
+                    )?,
+                };
+                Ok(Some((summary, documents)))
             }
 
             async fn device_by_public_key(&self, public_key: &str) -> StoreResult<Option<Device>> {

@@ -239,8 +239,11 @@ macro_rules! impl_store {
                 self.device_record(id).await
             }
 
-            async fn device_summary(&self, id: DeviceId) -> StoreResult<Option<DeviceSummary>> {
-                self.device_summary(id).await
+            async fn device_summary_with_documents(
+                &self,
+                id: DeviceId,
+            ) -> StoreResult<Option<(DeviceSummary, $crate::DeviceDocuments)>> {
+                self.device_summary_with_documents(id).await
             }
 
             async fn device_by_public_key(&self, public_key: &str) -> StoreResult<Option<Device>> {

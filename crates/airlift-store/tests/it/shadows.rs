@@ -214,6 +214,22 @@ async fn reporting_what_was_applied_empties_the_delta_and_a_failure_is_kept_unti
         .record_reported(id, &doc(json!({"level": "debug"})), None, t(3))
         .await
         .expect("report");
+    // The device's own documents, alone and with its summary: the whole
+    // shadow's, without groups or merge.
+    let own = store
+        .device_documents(id)
+        .await
+        .expect("read")
+        .expect("some");
+    assert_eq!(own.desired, applied.desired);
+    assert_eq!(own.reported, applied.reported);
+    let (summary, documents) = store
+        .device_summary_with_documents(id)
+        .await
+        .expect("read")
+        .expect("some");
+    assert_eq!(documents, own);
+    assert_eq!(summary.id, id);
     assert!(applied.delta.is_empty());
     assert_eq!(applied.failure, None);
     assert_eq!(applied.reported.version, 2);
@@ -306,6 +322,11 @@ async fn an_unknown_device_has_no_shadow(ctx: Ctx) {
     let store = &ctx.store;
     let id = airlift_protocol::DeviceId::new();
     assert_eq!(store.device_shadow(id).await.expect("read"), None);
+    assert_eq!(store.device_documents(id).await.expect("read"), None);
+    assert_eq!(
+        store.device_summary_with_documents(id).await.expect("read"),
+        None
+    );
     let set = DesiredChange::Replace(doc(json!({"a": 1})));
     assert!(matches!(
         store
