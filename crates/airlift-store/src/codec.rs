@@ -6,8 +6,8 @@
 //! [`StoreError::Corrupt`] naming its table and column, never a panic.
 
 use crate::{
-    ApiTokenRecord, DeploymentRecord, DeviceRecord, DeviceSummary, PackageRecord, StoreError,
-    StoreResult,
+    ApiTokenRecord, DeploymentRecord, DeviceDocuments, DeviceRecord, DeviceSummary, PackageRecord,
+    StoreError, StoreResult,
 };
 use airlift_protocol::device::{Inventory, Progress};
 use airlift_protocol::management::{
@@ -286,6 +286,60 @@ impl DeviceSummaryRow {
                 .transpose()?,
         })
     }
+}
+
+/// `device_shadows`: a device's own documents; all `NULL` (empty
+/// documents) for a device that has no row there yet.
+#[derive(Debug, sqlx::FromRow)]
+pub(crate) struct DocumentsRow {
+    pub desired: Option<String>,
+    pub desired_meta: Option<String>,
+    pub desired_version: Option<i64>,
+    pub desired_at: Option<i64>,
+    pub reported: Option<String>,
+    pub reported_meta: Option<String>,
+    pub reported_version: Option<i64>,
+    pub reported_at: Option<i64>,
+}
+
+impl DocumentsRow {
+    pub(crate) fn into_documents(self) -> StoreResult<DeviceDocuments> {
+        Ok(DeviceDocuments {
+            desired: crate::shadow::from_columns(
+                "device_shadows.desired",
+                self.desired.as_deref(),
+                self.desired_meta.as_deref(),
+                self.desired_version,
+                self.desired_at,
+            )?,
+            reported: crate::shadow::from_columns(
+                "device_shadows.reported",
+                self.reported.as_deref(),
+                self.reported_meta.as_deref(),
+                self.reported_version,
+                self.reported_at,
+            )?,
+        })
+    }
+}
+
+/// A device's summary and its own documents, read together.
+#[derive(Debug, sqlx::FromRow)]
+pub(crate) struct SummaryWithDocumentsRow {
+    #[sqlx(flatten)]
+    pub summary: DeviceSummaryRow,
+    #[sqlx(flatten)]
+    pub documents: DocumentsRow,
+}
+
+/// A device's own documents and its last failure to apply them (a row
+/// of `devices` joined to `device_shadows`: there is one for every device).
+#[derive(Debug, sqlx::FromRow)]
+pub(crate) struct OwnShadowRow {
+    #[sqlx(flatten)]
+    pub documents: DocumentsRow,
+    pub failure: Option<String>,
+    pub failure_at: Option<i64>,
 }
 
 /// `deployments`.

@@ -226,6 +226,9 @@ async fn tokens_audit_and_a_deployments_devices_come_in_pages() {
             .admin_post("/tokens", json!({"name": name, "role": "viewer"}))
             .await;
         json_status(created, StatusCode::CREATED).await;
+        // Tokens are ordered by creation time, in milliseconds (then by
+        // their random id): two made within one would come in either order.
+        tokio::time::sleep(std::time::Duration::from_millis(3)).await;
     }
     // The admin token from the start, and three more.
     let page = server.admin_get("/tokens?page=2&per_page=3").await;

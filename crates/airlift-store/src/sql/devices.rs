@@ -67,21 +67,7 @@ macro_rules! sql_devices {
                 &self,
                 id: DeviceId,
             ) -> StoreResult<Option<(DeviceSummary, $crate::DeviceDocuments)>> {
-                type Row = (
-                    String,
-                    String,
-                    Option<Vec<u8>>,
-                    String,
-                    Option<String>,
-                    Option<String>,
-                    Option<i64>,
-                    Option<i64>,
-                    Option<String>,
-                    Option<String>,
-                    Option<i64>,
-                    Option<i64>,
-                );
-                let row = sqlx::query_as::<$db, Row>(
+                sqlx::query_as::<$db, SummaryWithDocumentsRow>(
                     "SELECT r.id, r.status, r.inventory_sha256, r.tags, \
                      s.desired, s.desired_meta, s.desired_version, s.desired_at, \
                      s.reported, s.reported_meta, s.reported_version, s.reported_at \
@@ -90,35 +76,11 @@ macro_rules! sql_devices {
                 )
                 .bind(id.to_string())
                 .fetch_optional(&self.pool)
-                .await?;
-                let Some((id, status, inventory_sha256, tags, d, dm, dv, da, r, rm, rv, ra)) = row
-                else {
-                    return Ok(None);
-                };
-                let summary = DeviceSummaryRow {
-                    id,
-                    status,
-                    inventory_sha256,
-                    tags,
-                }
-                .into_summary()?;
-                let documents = $crate::DeviceDocuments {
-                    desired: $crate::shadow::from_columns(
-                        "device_shadows.desired",
-                        d.as_deref(),
-                        dm.as_deref(),
-                        dv,
-                        da,
-                    )?,
-                    reported: $crate::shadow::from_columns(
-                        "device_shadows.reported",
-                        r.as_deref(),
-                        rm.as_deref(),
-                        rv,
-                        ra,
-                    )?,
-                };
-                Ok(Some((summary, documents)))
+                .await?
+                .map(|row| {
+                    Ok((row.summary.into_summary()?, row.documents.into_documents()?))
+                })
+                .transpose()
             }
 
             async fn device_by_public_key(&self, public_key: &str) -> StoreResult<Option<Device>> {

@@ -80,7 +80,7 @@ macro_rules! impl_store {
         use $crate::codec::{
             classify, inventory_sha256, millis, normalise_tags, parse, placeholders, to_i64,
             to_json, AuditRow, DeploymentDeviceRow, DeploymentRow, DeviceRecordRow,
-            DeviceSummaryRow, DeviceUpdateRow, EventRow, PackageRow, SessionRow, TokenRow,
+            DeviceUpdateRow, EventRow, PackageRow, SessionRow, SummaryWithDocumentsRow, TokenRow,
         };
         use $crate::sql::{CHECK_IN_TIME_CHUNK, INSERT_CHUNK};
         use $crate::{

@@ -35,19 +35,6 @@ macro_rules! sql_shadow {
             i64,
             i64,
         );
-        type ShadowRow = (
-            String,
-            Option<String>,
-            Option<String>,
-            Option<i64>,
-            Option<i64>,
-            Option<String>,
-            Option<String>,
-            Option<i64>,
-            Option<i64>,
-            Option<String>,
-            Option<i64>,
-        );
 
         fn shadow_group(row: GroupRow) -> StoreResult<airlift_protocol::shadow::GroupShadow> {
             let (_, tag, attributes, expression, desired, meta, version, at) = row;
@@ -131,8 +118,8 @@ macro_rules! sql_shadow {
                 )>,
             > {
                 let id = device.to_string();
-                let row = sqlx::query_as::<$db, ShadowRow>(
-                    "SELECT d.id, s.desired, s.desired_meta, s.desired_version, s.desired_at, \
+                let row = sqlx::query_as::<$db, $crate::codec::OwnShadowRow>(
+                    "SELECT s.desired, s.desired_meta, s.desired_version, s.desired_at, \
                      s.reported, s.reported_meta, s.reported_version, s.reported_at, \
                      s.failure, s.failure_at \
                      FROM devices d LEFT JOIN device_shadows s ON s.device_id = d.id \
@@ -141,34 +128,17 @@ macro_rules! sql_shadow {
                 .bind(id.as_str())
                 .fetch_optional(&mut *conn)
                 .await?;
-                let Some((_, d, dm, dv, da, r, rm, rv, ra, failure, failure_at)) = row else {
+                let Some(row) = row else {
                     return Ok(None);
                 };
-                let failure = match (failure, failure_at) {
+                let failure = match (row.failure, row.failure_at) {
                     (Some(reason), Some(at)) => Some(airlift_protocol::shadow::ShadowFailure {
                         reason,
                         at: $crate::codec::time("device_shadows.failure_at", at)?,
                     }),
                     _ => None,
                 };
-                let desired = $crate::shadow::from_columns(
-                    "device_shadows.desired",
-                    d.as_deref(),
-                    dm.as_deref(),
-                    dv,
-                    da,
-                )?;
-                let reported = $crate::shadow::from_columns(
-                    "device_shadows.reported",
-                    r.as_deref(),
-                    rm.as_deref(),
-                    rv,
-                    ra,
-                )?;
-                Ok(Some((
-                    $crate::DeviceDocuments { desired, reported },
-                    failure,
-                )))
+                Ok(Some((row.documents.into_documents()?, failure)))
             }
 
             /// Makes sure the device's shadow row exists and locks it.
