@@ -87,6 +87,11 @@ pub struct VersionedDocument {
 /// and PostgreSQL's B-tree index holds entries of at most about 2.7 KB.
 pub const MAX_GROUP_EXPRESSION_LEN: usize = 2048;
 
+/// Longest canonical JSON of an attribute group's pairs, in bytes (less
+/// than 16 pairs of the longest names and values a device may report):
+/// the group's id is a primary key, as an expression group's is.
+pub const MAX_GROUP_ATTRIBUTES_LEN: usize = 2048;
+
 /// Which devices a group's desired document is for.
 #[derive(
     Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema,

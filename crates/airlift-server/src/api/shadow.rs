@@ -22,7 +22,8 @@ use crate::state::AppState;
 use airlift_protocol::management::MAX_TAG;
 use airlift_protocol::push::NudgeReason;
 use airlift_protocol::shadow::{
-    DeviceShadow, Document, GroupShadow, ShadowGroup, VersionedDocument, MAX_GROUP_EXPRESSION_LEN,
+    DeviceShadow, Document, GroupShadow, ShadowGroup, VersionedDocument, MAX_GROUP_ATTRIBUTES_LEN,
+    MAX_GROUP_EXPRESSION_LEN,
 };
 use airlift_protocol::state::DeviceStatus;
 use airlift_protocol::DeviceId;
@@ -207,7 +208,7 @@ pub async fn get_tag_desired(
     security(("api_token" = [])),
     responses(
         (status = 200, body = GroupShadow),
-        (status = 400, description = "No attribute pair, more than 16, or malformed; a body that is not a JSON object", body = airlift_protocol::ErrorBody),
+        (status = 400, description = "No attribute pair, more than 16, malformed, or over 2048 bytes written as JSON; a body that is not a JSON object", body = airlift_protocol::ErrorBody),
         (status = 401, description = "No API token, or an unknown or revoked one", body = airlift_protocol::ErrorBody),
         (status = 403, description = "A viewer token: an operator or admin token is needed", body = airlift_protocol::ErrorBody),
         (status = 404, description = "DELETE: the filter has no desired document", body = airlift_protocol::ErrorBody),
@@ -235,7 +236,7 @@ pub async fn change_attributes_desired(
     security(("api_token" = [])),
     responses(
         (status = 200, body = GroupShadow),
-        (status = 400, description = "No attribute pair, more than 16, or malformed", body = airlift_protocol::ErrorBody),
+        (status = 400, description = "No attribute pair, more than 16, malformed, or over 2048 bytes written as JSON", body = airlift_protocol::ErrorBody),
         (status = 401, description = "No API token, or an unknown or revoked one", body = airlift_protocol::ErrorBody),
         (status = 404, description = "The filter has no desired document", body = airlift_protocol::ErrorBody),
     )
@@ -357,7 +358,7 @@ pub async fn delete_tag_desired(
     security(("api_token" = [])),
     responses(
         (status = 200, body = GroupShadow),
-        (status = 400, description = "No attribute pair, more than 16, or malformed", body = airlift_protocol::ErrorBody),
+        (status = 400, description = "No attribute pair, more than 16, malformed, or over 2048 bytes written as JSON", body = airlift_protocol::ErrorBody),
         (status = 401, description = "No API token, or an unknown or revoked one", body = airlift_protocol::ErrorBody),
         (status = 403, description = "A viewer token: an operator or admin token is needed", body = airlift_protocol::ErrorBody),
         (status = 404, description = "The filter has no desired document", body = airlift_protocol::ErrorBody),
@@ -419,6 +420,13 @@ fn attributes_group(text: &str) -> ApiResult<ShadowGroup> {
         return Err(ApiError::bad_request(
             "attributes: at least one key=value pair (a document for every device is a tag every device carries)",
         ));
+    }
+    let written = serde_json::to_string(&pairs).map_or(usize::MAX, |json| json.len());
+    if written > MAX_GROUP_ATTRIBUTES_LEN {
+        return Err(ApiError::bad_request(format!(
+            "attributes: a configuration group's pairs are at most \
+             {MAX_GROUP_ATTRIBUTES_LEN} bytes written as JSON; these are {written}"
+        )));
     }
     Ok(ShadowGroup::Attributes(pairs))
 }

@@ -156,6 +156,42 @@ async fn an_attribute_filter_document_reaches_the_devices_reporting_those_attrib
 }
 
 #[tokio::test]
+async fn an_attribute_filter_too_long_to_name_a_group_is_refused_naming_the_limit() {
+    for backend in Backend::all().await {
+        let server = TestServer::start(backend).await;
+        // Four pairs of 900-byte values, each within the device limits, and
+        // not compressible: 3.6 KB of id, more than a B-tree entry holds.
+        let value = |n: u64| -> String {
+            let mut x = n.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let mut text = String::new();
+            while text.len() < 900 {
+                // splitmix64: hex that compresses no better than random.
+                x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+                let mut z = x;
+                z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+                z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+                text.push_str(&format!("{:016x}", z ^ (z >> 31)));
+            }
+            text.truncate(900);
+            text
+        };
+        let pairs: Vec<String> = (0..4).map(|n| format!("k{n}%3D{}", value(n))).collect();
+        let path = format!("/shadows/attributes?attributes={}", pairs.join(","));
+        let refused = json_status(
+            send(&server, Method::PUT, &path, Some(r#"{"ntp":"n.example"}"#)).await,
+            StatusCode::BAD_REQUEST,
+        )
+        .await;
+        assert!(
+            refused["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("2048 bytes")),
+            "{refused}"
+        );
+    }
+}
+
+#[tokio::test]
 async fn oversized_or_non_json_documents_are_refused_naming_the_limit() {
     for backend in Backend::all().await {
         let server = TestServer::start(backend).await;
