@@ -28,8 +28,8 @@ use serde::{Deserialize, Serialize};
 use std::io;
 use std::path::{Path, PathBuf};
 
-/// The data directory held by this process ([`DataDir::lock`]) until it is
-/// dropped.
+/// The data directory held by this process (taken by [`DataDir::create`])
+/// until it is dropped.
 #[derive(Debug)]
 pub struct DataDirLock {
     _file: std::fs::File,
@@ -70,8 +70,8 @@ impl DataDir {
     /// Takes the directory for this process, or says that another agent
     /// holds it. Two agents on one directory (a second `run` beside the
     /// service, or `install` while it runs) would each write the state
-    /// file and the inactive slot from what they believe; one waits for
-    /// nothing and is refused at once. The lock is the kernel's (`flock`
+    /// file and the inactive slot from what they believe; the second is
+    /// refused at once rather than left waiting. The lock is the kernel's (`flock`
     /// on `lock`), so it ends with the process however the process ends:
     /// a crash or a power cut leaves nothing to clean up.
     fn lock(&self) -> Result<DataDirLock, AgentError> {
