@@ -50,14 +50,23 @@ async fn seed(db: &mut PgConnection, others: u64) -> sqlx::Result<()> {
     let now = chrono::Utc::now().timestamp_millis();
     sqlx::query(
         "INSERT INTO devices (id, status, identity, public_key, device_type, \
-         security_version, created_at, last_check_in) \
+         security_version, created_at) \
          SELECT gen_random_uuid()::text, 'accepted', \
-         '{\"serial\":\"seed-' || n || '\"}', 'seed-key-' || n, $2, 0, $3, $3 \
+         '{\"serial\":\"seed-' || n || '\"}', 'seed-key-' || n, $2, 0, $3 \
          FROM generate_series(1, $1) AS n",
     )
     .bind(i64::try_from(others).unwrap_or(i64::MAX))
     .bind(DEVICE_TYPE)
     .bind(now)
+    .execute(&mut *db)
+    .await?;
+    // Each device's presence row (the store writes one with every device),
+    // heard of now.
+    sqlx::query(
+        "INSERT INTO device_presence (id, status, created_at, last_check_in) \
+         SELECT id, status, created_at, created_at FROM devices \
+         WHERE public_key LIKE 'seed-key-%'",
+    )
     .execute(&mut *db)
     .await?;
     sqlx::query(

@@ -297,9 +297,10 @@ async fn checked_in_since(url: &str, outcome: &Outcome) -> Result<i64> {
         .timestamp_millis()
         - 1;
     let mut connection = PgConnection::connect(url).await?;
-    let (count,): (i64,) = sqlx::query_as("SELECT count(*) FROM devices WHERE last_check_in >= $1")
-        .bind(since)
-        .fetch_one(&mut connection)
-        .await?;
+    let (count,): (i64,) =
+        sqlx::query_as("SELECT count(*) FROM device_presence WHERE last_check_in >= $1")
+            .bind(since)
+            .fetch_one(&mut connection)
+            .await?;
     Ok(count)
 }

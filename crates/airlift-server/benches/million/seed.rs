@@ -40,8 +40,9 @@ const REGIONS: [&str; 8] = [
     "eu-west", "eu-north", "us-east", "us-west", "ap-south", "ap-east", "sa-east", "af-south",
 ];
 /// The tables seeded, vacuumed and analysed afterwards.
-pub const TABLES: [&str; 4] = [
+pub const TABLES: [&str; 5] = [
     "devices",
+    "device_presence",
     "device_tags",
     "device_installed",
     "device_attributes",
@@ -121,7 +122,7 @@ pub async fn seed(url: &str, params: &Params, authenticating: &HashSet<usize>) -
     copy(
         &mut connection,
         "devices (id, status, identity, public_key, device_type, hardware_revision, \
-         security_version, created_at, last_check_in, inventory_sha256)",
+         security_version, created_at, inventory_sha256)",
         params.devices,
         |index, out| device_row(index, &ids, authenticating, now, out),
     )
@@ -131,13 +132,23 @@ pub async fn seed(url: &str, params: &Params, authenticating: &HashSet<usize>) -
         params.devices,
         started.elapsed().as_secs_f64()
     );
-    let (mut tags, mut installed, mut attributes) = (
+    let (mut presence, mut tags, mut installed, mut attributes) = (
+        PgConnection::connect(url).await?,
         PgConnection::connect(url).await?,
         PgConnection::connect(url).await?,
         PgConnection::connect(url).await?,
     );
     let ids = &ids;
     futures::try_join!(
+        copy(
+            &mut presence,
+            "device_presence (id, status, created_at, last_check_in)",
+            params.devices,
+            |i, out| {
+                let (created, last) = times(i, now);
+                let _ = writeln!(out, "{}\taccepted\t{created}\t{last}", ids[i]);
+            }
+        ),
         copy(
             &mut tags,
             "device_tags (device_id, tag)",
@@ -193,18 +204,24 @@ fn device_row(
         placeholder_public_key(index)
     };
     let identity = format!("{{\"serial\":\"{}\"}}", serial(index));
-    // Created over the last year; last heard of within 5 minutes.
-    let created = now - 31_536_000_000 + (index as i64 % 31_536_000) * 1000;
-    let last = now - (index as i64 * 7919 % 300_000);
+    let (created, _) = times(index, now);
     let _ = writeln!(
         out,
-        "{}\taccepted\t{}\t{}\t{DEVICE_TYPE}\t{}\t3\t{created}\t{last}\t\\\\x{}",
+        "{}\taccepted\t{}\t{}\t{DEVICE_TYPE}\t{}\t3\t{created}\t\\\\x{}",
         ids[index],
         escape(&identity),
         escape(&public_key),
         inventory.hardware_revision.as_deref().unwrap_or_default(),
         hex::encode(digest),
     );
+}
+
+/// Device `index`'s creation and last check-in times: created over the
+/// last year, last heard of within 5 minutes.
+fn times(index: usize, now: i64) -> (i64, i64) {
+    let created = now - 31_536_000_000 + (index as i64 % 31_536_000) * 1000;
+    let last = now - (index as i64 * 7919 % 300_000);
+    (created, last)
 }
 
 fn map_rows(id: DeviceId, map: &BTreeMap<String, String>, out: &mut String) {

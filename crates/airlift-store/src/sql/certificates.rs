@@ -31,23 +31,7 @@ macro_rules! sql_certificates {
                 let conflict = format!("certificate key {spki_sha256}");
                 let device_id = device.id.to_string();
                 let mut tx = self.begin().await?;
-                sqlx::query::<$db>(concat!(
-                    "INSERT INTO devices (",
-                    $crate::sql::columns!(devices),
-                    ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
-                ))
-                .bind(device_id.as_str())
-                .bind(device.status.as_str())
-                .bind(to_json(&device.identity, "device identity")?)
-                .bind(device.public_key.as_str())
-                .bind(device.device_type.as_deref())
-                .bind(device.hardware_revision.as_deref())
-                .bind(to_i64(device.security_version, "device security version")?)
-                .bind(millis(device.created_at))
-                .bind(device.last_check_in.map(millis))
-                .execute(&mut *tx)
-                .await
-                .map_err(|e| classify(e, &conflict, ""))?;
+                Self::insert_device_row(&mut tx, device, &conflict).await?;
                 sqlx::query::<$db>(
                     "INSERT INTO device_certificates (spki_sha256, device_id, subject_cn, created_at) \
                      VALUES ($1, $2, $3, $4)",

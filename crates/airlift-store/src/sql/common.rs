@@ -118,6 +118,60 @@ macro_rules! sql_common {
                 query
             }
 
+            /// Inserts `device`'s row and its presence row (see migration
+            /// 0019: the check-in time, with copies of the status and
+            /// creation time); a unique violation is `Conflict(conflict)`.
+            /// Its maps are the caller's to insert.
+            async fn insert_device_row(
+                conn: &mut Conn,
+                device: &Device,
+                conflict: &str,
+            ) -> StoreResult<()> {
+                let device_id = device.id.to_string();
+                sqlx::query::<$db>(concat!(
+                    "INSERT INTO devices (",
+                    $crate::sql::columns!(devices),
+                    ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+                ))
+                .bind(device_id.as_str())
+                .bind(device.status.as_str())
+                .bind(to_json(&device.identity, "device identity")?)
+                .bind(device.public_key.as_str())
+                .bind(device.device_type.as_deref())
+                .bind(device.hardware_revision.as_deref())
+                .bind(to_i64(device.security_version, "device security version")?)
+                .bind(millis(device.created_at))
+                .execute(&mut *conn)
+                .await
+                .map_err(|e| classify(e, conflict, ""))?;
+                sqlx::query::<$db>(
+                    "INSERT INTO device_presence (id, status, created_at, last_check_in) \
+                     VALUES ($1, $2, $3, $4)",
+                )
+                .bind(device_id.as_str())
+                .bind(device.status.as_str())
+                .bind(millis(device.created_at))
+                .bind(device.last_check_in.map(millis))
+                .execute(&mut *conn)
+                .await?;
+                Ok(())
+            }
+
+            /// Copies a device's new status to its presence row; called in
+            /// the transaction that wrote it.
+            async fn copy_status_to_presence(
+                conn: &mut Conn,
+                device_id: &str,
+                status: DeviceStatus,
+            ) -> Result<(), sqlx::Error> {
+                sqlx::query::<$db>("UPDATE device_presence SET status = $2 WHERE id = $1")
+                    .bind(device_id)
+                    .bind(status.as_str())
+                    .execute(&mut *conn)
+                    .await?;
+                Ok(())
+            }
+
             async fn insert_tags(
                 conn: &mut Conn,
                 device_id: &str,

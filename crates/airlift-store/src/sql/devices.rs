@@ -6,6 +6,16 @@
 /// The devices: admission, identity, tags, inventory and check-ins, and authentication nonces, for `$store` on `$db`.
 macro_rules! sql_devices {
     ($store:ident, $db:ty, $begin:literal) => {
+        /// A listing's devices, when it needs no check-in time.
+        const DEVICES: &str = "devices";
+
+        /// The devices with their check-in times, under the name and
+        /// columns of `devices`, so that a filter reads the same on both.
+        const DEVICES_HEARD: &str = "(SELECT d.id, d.status, d.identity, d.public_key, \
+             d.device_type, d.hardware_revision, d.security_version, d.created_at, \
+             d.inventory_sha256, p.last_check_in \
+             FROM devices d JOIN device_presence p ON p.id = d.id) AS devices";
+
         impl $store {
             async fn request_check_in(&self, id: DeviceId) -> StoreResult<()> {
                 let tx = self.begin().await?;
@@ -15,26 +25,9 @@ macro_rules! sql_devices {
 
             async fn insert_device(&self, device: &Device) -> StoreResult<()> {
                 let device_id = device.id.to_string();
-                let conflict = || format!("device {} or its public key", device.id);
+                let conflict = format!("device {} or its public key", device.id);
                 let mut tx = self.begin().await?;
-                sqlx::query::<$db>(concat!(
-                    "INSERT INTO devices (",
-                    $crate::sql::columns!(devices),
-                    ") \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
-                ))
-                .bind(device_id.as_str())
-                .bind(device.status.as_str())
-                .bind(to_json(&device.identity, "device identity")?)
-                .bind(device.public_key.as_str())
-                .bind(device.device_type.as_deref())
-                .bind(device.hardware_revision.as_deref())
-                .bind(to_i64(device.security_version, "device security version")?)
-                .bind(millis(device.created_at))
-                .bind(device.last_check_in.map(millis))
-                .execute(&mut *tx)
-                .await
-                .map_err(|e| classify(e, &conflict(), ""))?;
+                Self::insert_device_row(&mut tx, device, &conflict).await?;
                 Self::insert_tags(&mut tx, &device_id, &device.tags).await?;
                 Self::insert_installed(&mut tx, &device_id, &device.installed).await?;
                 Self::insert_attributes(&mut tx, &device_id, &device.attributes).await?;
@@ -133,15 +126,19 @@ macro_rules! sql_devices {
                 // only those devices through the view, whose per-device
                 // aggregates must not run for the rows an OFFSET skips.
                 let order = Self::device_order(filter.sort, filter.descending != reversed);
+                let source = Self::device_source(filter, Some(filter.sort));
                 let mut select = if filter.search.is_some() {
                     // A search's matches are found first (through the
                     // identity's trigram index on PostgreSQL), then sorted:
                     // walking the order's index and testing each device
                     // instead costs a scan of the fleet when the matches
                     // lie at its far end (a MAC range is a creation range).
+                    let heard = if source == DEVICES { "" } else { ", last_check_in" };
                     let mut select = Self::device_query(
-                        "WITH matched AS MATERIALIZED (SELECT id, status, identity, device_type, \
-                         created_at, last_check_in FROM devices",
+                        &format!(
+                            "WITH matched AS MATERIALIZED (SELECT id, status, identity, \
+                             device_type, created_at{heard} FROM {source}"
+                        ),
                         filter,
                     );
                     Self::push_listing_filter(&mut select, filter);
@@ -152,7 +149,7 @@ macro_rules! sql_devices {
                     ));
                     select
                 } else {
-                    Self::records_of_matches(filter)
+                    Self::records_of_matches(filter, Some(filter.sort))
                 };
                 select
                     .push(" ORDER BY ")
@@ -189,7 +186,7 @@ macro_rules! sql_devices {
                 after: Option<DeviceId>,
                 limit: u32,
             ) -> StoreResult<Vec<Device>> {
-                let mut select = Self::records_of_matches(filter);
+                let mut select = Self::records_of_matches(filter, None);
                 if let Some(after) = after {
                     select.push(" AND id > ").push_bind(after.to_string());
                 }
@@ -209,18 +206,72 @@ macro_rules! sql_devices {
 
             /// The device records of the devices `filter` matches, as an
             /// open `… WHERE id IN (SELECT id FROM devices WHERE …` for the
-            /// caller to order, limit and close.
-            fn records_of_matches<'a>(filter: &'a DeviceFilter) -> QueryBuilder<'a, $db> {
+            /// caller to order (by `sort`, or by id if `None`), limit and
+            /// close.
+            fn records_of_matches<'a>(
+                filter: &'a DeviceFilter,
+                sort: Option<$crate::DeviceSort>,
+            ) -> QueryBuilder<'a, $db> {
                 let mut select = Self::device_query(
-                    concat!(
-                        "SELECT ",
-                        $crate::sql::columns!(device_records),
-                        " FROM device_records WHERE id IN (SELECT id FROM devices"
+                    &format!(
+                        concat!(
+                            "SELECT ",
+                            $crate::sql::columns!(device_records),
+                            " FROM device_records WHERE id IN (SELECT id FROM {}"
+                        ),
+                        Self::device_source(filter, sort)
                     ),
                     filter,
                 );
                 Self::push_listing_filter(&mut select, filter);
                 select
+            }
+
+            /// What a listing or a count of `filter`'s matches reads (the
+            /// check-in time lives in `device_presence`, with copies of the
+            /// status and the creation time: migration 0019): the devices
+            /// alone when it needs no check-in time, the presence table
+            /// alone when it needs nothing else (its indexes answer the
+            /// offline counts and the lists by last check-in without
+            /// reading a device), and both joined, under the devices' name
+            /// and columns, otherwise. `sort`: the order the caller puts
+            /// the matches in, if not by id.
+            fn device_source(
+                filter: &DeviceFilter,
+                sort: Option<$crate::DeviceSort>,
+            ) -> &'static str {
+                use $crate::DeviceSort;
+                // Every field named, so that a new one must be sorted in.
+                let DeviceFilter {
+                    status: _,
+                    device_type,
+                    tag,
+                    attributes,
+                    installed,
+                    search,
+                    silent_since,
+                    heard_since,
+                    update,
+                    expression,
+                    sort: _,
+                    descending: _,
+                } = filter;
+                let heard = sort == Some(DeviceSort::LastCheckIn)
+                    || silent_since.is_some()
+                    || heard_since.is_some();
+                let on_devices = matches!(sort, Some(DeviceSort::Identity | DeviceSort::DeviceType))
+                    || device_type.is_some()
+                    || tag.is_some()
+                    || !attributes.is_empty()
+                    || !installed.is_empty()
+                    || search.is_some()
+                    || update.is_some()
+                    || expression.is_some();
+                match (heard, on_devices) {
+                    (false, _) => DEVICES,
+                    (true, false) => "device_presence",
+                    (true, true) => DEVICES_HEARD,
+                }
             }
 
             /// The count of a listing's matches. A filter made only of
@@ -259,7 +310,10 @@ macro_rules! sql_devices {
                     || !installed.is_empty()
                     || update.is_some();
                 if on_devices || !carried {
-                    let mut count = Self::device_query("SELECT COUNT(*) FROM devices", filter);
+                    let mut count = Self::device_query(
+                        &format!("SELECT COUNT(*) FROM {}", Self::device_source(filter, None)),
+                        filter,
+                    );
                     Self::push_listing_filter(&mut count, filter);
                     return count;
                 }
@@ -446,14 +500,16 @@ macro_rules! sql_devices {
                 status: DeviceStatus,
             ) -> StoreResult<bool> {
                 let mut tx = self.begin().await?;
+                let device_id = id.to_string();
                 let found = sqlx::query::<$db>("UPDATE devices SET status = $2 WHERE id = $1")
-                    .bind(id.to_string())
+                    .bind(device_id.as_str())
                     .bind(status.as_str())
                     .execute(&mut *tx)
                     .await?
                     .rows_affected()
                     > 0;
                 if found {
+                    Self::copy_status_to_presence(&mut tx, &device_id, status).await?;
                     self.commit_with(tx, &[StoreEvent::DeviceChanged(id)])
                         .await?;
                 }
@@ -470,6 +526,7 @@ macro_rules! sql_devices {
                 let identity = identity
                     .map(|identity| to_json(identity, "device identity"))
                     .transpose()?;
+                let device_id = id.to_string();
                 let mut tx = self.begin().await?;
                 // One statement that checks and sets, so a status written
                 // between a caller's read and this write is never overwritten.
@@ -477,7 +534,7 @@ macro_rules! sql_devices {
                     "UPDATE devices SET status = $3, identity = COALESCE($4, identity) \
                      WHERE id = $1 AND status = $2",
                 )
-                .bind(id.to_string())
+                .bind(device_id.as_str())
                 .bind(from.as_str())
                 .bind(to.as_str())
                 .bind(identity)
@@ -486,6 +543,7 @@ macro_rules! sql_devices {
                 .rows_affected()
                     > 0;
                 if moved {
+                    Self::copy_status_to_presence(&mut tx, &device_id, to).await?;
                     self.commit_with(tx, &[StoreEvent::DeviceChanged(id)])
                         .await?;
                 }
@@ -546,8 +604,9 @@ macro_rules! sql_devices {
                 let digest = inventory_sha256(inventory)?;
                 // The common case: nothing changed but the time.
                 let unchanged = sqlx::query::<$db>(
-                    "UPDATE devices SET last_check_in = $2 \
-                     WHERE id = $1 AND inventory_sha256 = $3",
+                    "UPDATE device_presence SET last_check_in = $2 \
+                     WHERE id = $1 AND EXISTS (SELECT 1 FROM devices \
+                     WHERE devices.id = $1 AND inventory_sha256 = $3)",
                 )
                 .bind(device_id.as_str())
                 .bind(millis(at))
@@ -562,8 +621,7 @@ macro_rules! sql_devices {
                 let mut tx = self.begin().await?;
                 let found = sqlx::query::<$db>(
                     "UPDATE devices SET device_type = $2, hardware_revision = $3, \
-                     security_version = $4, \
-                     inventory_sha256 = $5, last_check_in = $6 WHERE id = $1",
+                     security_version = $4, inventory_sha256 = $5 WHERE id = $1",
                 )
                 .bind(device_id.as_str())
                 .bind(inventory.device_type.as_str())
@@ -573,7 +631,6 @@ macro_rules! sql_devices {
                     "device security version",
                 )?)
                 .bind(digest.as_slice())
-                .bind(millis(at))
                 .execute(&mut *tx)
                 .await?
                 .rows_affected()
@@ -581,6 +638,11 @@ macro_rules! sql_devices {
                 if !found {
                     return Err(StoreError::NotFound(format!("device {id}")));
                 }
+                sqlx::query::<$db>("UPDATE device_presence SET last_check_in = $2 WHERE id = $1")
+                    .bind(device_id.as_str())
+                    .bind(millis(at))
+                    .execute(&mut *tx)
+                    .await?;
                 sqlx::query::<$db>("DELETE FROM device_installed WHERE device_id = $1")
                     .bind(device_id.as_str())
                     .execute(&mut *tx)
@@ -603,12 +665,14 @@ macro_rules! sql_devices {
                 // time could not keep up with thousands of check-ins a second
                 // (each flush took longer than the period it covered, and the
                 // queue only grew). `column1…` are the names both PostgreSQL
-                // and SQLite give the columns of a VALUES list.
+                // and SQLite give the columns of a VALUES list. The time goes
+                // to the narrow presence table (migration 0019 says why); the
+                // inventory's digest is read from the device's row.
                 let mut tx = self.begin().await?;
                 let mut moved = 0;
                 for chunk in times.chunks(CHECK_IN_TIME_CHUNK) {
                     let mut query = QueryBuilder::<$db>::new(
-                        "UPDATE devices SET last_check_in = v.at FROM \
+                        "UPDATE device_presence SET last_check_in = v.at FROM \
                          (SELECT column1 AS id, column2 AS at, column3 AS sha FROM (",
                     );
                     query.push_values(chunk, |mut row, time| {
@@ -617,9 +681,10 @@ macro_rules! sql_devices {
                             .push_bind(&time.inventory_sha256[..]);
                     });
                     query.push(
-                        ") AS t) AS v WHERE devices.id = v.id \
-                         AND devices.inventory_sha256 = v.sha \
-                         AND (devices.last_check_in IS NULL OR devices.last_check_in < v.at)",
+                        ") AS t) AS v, devices WHERE device_presence.id = v.id \
+                         AND devices.id = v.id AND devices.inventory_sha256 = v.sha \
+                         AND (device_presence.last_check_in IS NULL \
+                              OR device_presence.last_check_in < v.at)",
                     );
                     moved += query.build().execute(&mut *tx).await?.rows_affected();
                 }

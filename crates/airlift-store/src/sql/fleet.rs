@@ -19,7 +19,7 @@ macro_rules! sql_fleet {
                     "SELECT status, COUNT(*), CAST(COALESCE(SUM(CASE WHEN status = 'accepted' \
                      AND (last_check_in < $1 OR (last_check_in IS NULL AND created_at < $1)) \
                      THEN 1 ELSE 0 END), 0) AS BIGINT) \
-                     FROM devices GROUP BY status",
+                     FROM device_presence GROUP BY status",
                 )
                 .bind(millis(silent_since))
                 .fetch_all(&self.pool)

@@ -31,7 +31,7 @@ macro_rules! columns {
     };
     (devices) => {
         "id, status, identity, public_key, device_type, hardware_revision, security_version, \
-         created_at, last_check_in"
+         created_at"
     };
     (device_records) => {
         "id, status, identity, public_key, device_type, hardware_revision, security_version, \

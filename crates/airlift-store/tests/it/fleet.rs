@@ -13,6 +13,8 @@ use std::collections::BTreeMap;
 
 conformance!(
     device_counts_match_the_listing,
+    offline_counts_and_filters_follow_status_changes_and_check_ins,
+    check_in_filters_and_order_combine_with_what_devices_carry,
     listing_sorts_both_ways_and_pages_in_order,
     search_finds_identity_text_and_ids_only,
     updates_filter_by_deployment_state_and_reason,
@@ -106,6 +108,129 @@ async fn device_counts_match_the_listing(ctx: Ctx) {
         };
         assert_eq!(listed(store, &filter).await.1, *n, "{status}");
     }
+}
+
+/// The check-in time lives apart from the device's row, with copies of its
+/// status and creation time: a status change or a check-in is seen by the
+/// counts and filters that read the copies.
+async fn offline_counts_and_filters_follow_status_changes_and_check_ins(ctx: Ctx) {
+    let store = &ctx.store;
+    let fleet = mixed_fleet(store).await;
+    let offline = DeviceFilter {
+        status: Some(DeviceStatus::Accepted),
+        silent_since: Some(t(4000)),
+        ..Default::default()
+    };
+    assert_eq!(
+        store.device_counts(t(4000)).await.expect("counts").offline,
+        2
+    );
+
+    // Device 0 (offline) rejected; device 4 (pending, created at 4, never
+    // heard of) accepted: still two offline, 4 in 0's place.
+    assert!(store
+        .set_device_status(fleet[0].id, DeviceStatus::Rejected)
+        .await
+        .expect("reject"));
+    assert!(store
+        .transition_device_status(
+            fleet[4].id,
+            DeviceStatus::Pending,
+            DeviceStatus::Accepted,
+            None
+        )
+        .await
+        .expect("accept"));
+    let counts = store.device_counts(t(4000)).await.expect("counts");
+    assert_eq!(counts.offline, 2);
+    assert_eq!(counts.by_status[&DeviceStatus::Rejected], 2);
+    assert_eq!(
+        listed(store, &offline).await,
+        (vec![fleet[2].id, fleet[4].id], 2)
+    );
+
+    // Device 2 checks in (at 6000), device 4's time moves through the
+    // write-behind: neither is offline any more.
+    store
+        .record_check_in(fleet[2].id, &inventory(&[("rootfs", "1.0")], &[]), t(6000))
+        .await
+        .expect("check in");
+    let digest = airlift_store::inventory_digest(&inventory(&[], &[])).expect("digest");
+    store
+        .record_check_in(fleet[4].id, &inventory(&[], &[]), t(5000))
+        .await
+        .expect("check in");
+    let moved = store
+        .record_check_in_times(&[airlift_store::CheckInTime {
+            device: fleet[4].id,
+            inventory_sha256: digest,
+            at: t(7000),
+        }])
+        .await
+        .expect("times");
+    assert_eq!(moved, 1);
+    assert_eq!(
+        store.device_counts(t(4000)).await.expect("counts").offline,
+        0
+    );
+    assert_eq!(listed(store, &offline).await, (vec![], 0));
+    let heard = store
+        .device(fleet[4].id)
+        .await
+        .expect("read")
+        .expect("found");
+    assert_eq!(heard.last_check_in, Some(t(7000)));
+}
+
+/// Filters and orders on the check-in time combined with what only the
+/// devices hold (type, tags, identity): the listing joins the two.
+async fn check_in_filters_and_order_combine_with_what_devices_carry(ctx: Ctx) {
+    let store = &ctx.store;
+    let fleet = mixed_fleet(store).await;
+    for n in [0, 2, 5] {
+        assert!(store
+            .set_device_tags(fleet[n].id, &["lab".to_owned()])
+            .await
+            .expect("tags"));
+    }
+    let ids = |order: &[usize]| order.iter().map(|&i| fleet[i].id).collect::<Vec<_>>();
+    let lab = DeviceFilter {
+        tag: Some("lab".into()),
+        ..Default::default()
+    };
+    // Silent since 4000, tagged: 0 (heard at 1000), 2 (created at 2), 5
+    // (heard at 100).
+    let silent_lab = DeviceFilter {
+        silent_since: Some(t(4000)),
+        ..lab.clone()
+    };
+    assert_eq!(listed(store, &silent_lab).await, (ids(&[0, 2, 5]), 3));
+    // By last check-in, never first, then by time.
+    let by_check_in = DeviceFilter {
+        sort: DeviceSort::LastCheckIn,
+        ..lab.clone()
+    };
+    assert_eq!(listed(store, &by_check_in).await, (ids(&[2, 5, 0]), 3));
+    // Heard of since 4000 and searched by identity: 1 alone.
+    let searched = DeviceFilter {
+        search: Some("sn000".into()),
+        heard_since: Some(t(4000)),
+        sort: DeviceSort::LastCheckIn,
+        descending: true,
+        ..Default::default()
+    };
+    assert_eq!(listed(store, &searched).await, (ids(&[1, 3]), 2));
+    // Silent devices sorted by identity, the other way.
+    let by_identity = DeviceFilter {
+        silent_since: Some(t(4000)),
+        sort: DeviceSort::Identity,
+        descending: true,
+        ..Default::default()
+    };
+    assert_eq!(
+        listed(store, &by_identity).await,
+        (ids(&[6, 5, 4, 2, 0]), 5)
+    );
 }
 
 async fn listing_sorts_both_ways_and_pages_in_order(ctx: Ctx) {
