@@ -202,9 +202,31 @@ async fn run() -> Result<bool> {
         memory,
         downloads,
         warnings: a.warnings() + b.warnings(),
+        transport: transport(&base),
     };
     print!("{}", report::print(&params, &results));
     Ok(results.verdict.problems.is_empty() && !downloads_failed)
+}
+
+/// How the instances reach PostgreSQL, by `url`: a Unix socket (a `host`
+/// parameter that is a directory, as libpq reads it) or TCP. On one host
+/// the socket costs less (docs/operations.md); TCP is what two hosts use.
+fn transport(url: &str) -> &'static str {
+    let query = url.split_once('?').map_or("", |(_, query)| query);
+    let in_query = form_urlencoded::parse(query.as_bytes())
+        .any(|(key, value)| key == "host" && value.starts_with('/'));
+    let authority = url.split_once("://").map_or("", |(_, rest)| rest);
+    let in_authority = authority
+        .rsplit_once('@')
+        .map_or(authority, |(_, host)| host)
+        .to_ascii_lowercase()
+        .starts_with("%2f");
+    let socket = in_query || in_authority;
+    if socket {
+        "its Unix socket"
+    } else {
+        "TCP"
+    }
 }
 
 /// Each instance's peak and current RSS, in MiB.

@@ -27,6 +27,8 @@ pub struct Results {
     pub memory: Vec<(f64, f64)>,
     pub downloads: Option<(Setup, Vec<(Kind, Runs)>)>,
     pub warnings: u64,
+    /// How the instances reach PostgreSQL ("TCP", "its Unix socket").
+    pub transport: &'static str,
 }
 
 pub fn print(params: &Params, results: &Results) -> String {
@@ -270,10 +272,11 @@ fn bench_results(out: &mut String, params: &Params, results: &Results) {
     let outcome = &results.outcome;
     let sorted = latencies(outcome);
     let load = format!(
-        "realistic: {} devices in PostgreSQL, 2 instances; {} check-ins offered at {}/s, each a \
-         different device (cold caches), open loop; a staged rollout to {} of them under way; \
-         {:.0} % idle during the load",
+        "realistic: {} devices in PostgreSQL (over {}), 2 instances; {} check-ins offered at \
+         {}/s, each a different device (cold caches), open loop; a staged rollout to {} of them \
+         under way; {:.0} % idle during the load",
         params.devices,
+        results.transport,
         outcome.sent,
         params.rate,
         params.tagged(),
