@@ -6,16 +6,6 @@
 /// The devices: admission, identity, tags, inventory and check-ins, and authentication nonces, for `$store` on `$db`.
 macro_rules! sql_devices {
     ($store:ident, $db:ty, $begin:literal) => {
-        /// A listing's devices, when it needs no check-in time.
-        const DEVICES: &str = "devices";
-
-        /// The devices with their check-in times, under the name and
-        /// columns of `devices`, so that a filter reads the same on both.
-        const DEVICES_HEARD: &str = "(SELECT d.id, d.status, d.identity, d.public_key, \
-             d.device_type, d.hardware_revision, d.security_version, d.created_at, \
-             d.inventory_sha256, p.last_check_in \
-             FROM devices d JOIN device_presence p ON p.id = d.id) AS devices";
-
         impl $store {
             async fn request_check_in(&self, id: DeviceId) -> StoreResult<()> {
                 let tx = self.begin().await?;
@@ -126,18 +116,19 @@ macro_rules! sql_devices {
                 // only those devices through the view, whose per-device
                 // aggregates must not run for the rows an OFFSET skips.
                 let order = Self::device_order(filter.sort, filter.descending != reversed);
-                let source = Self::device_source(filter, Some(filter.sort));
+                let source = $crate::sql::DeviceSource::of(filter, Some(filter.sort));
                 let mut select = if filter.search.is_some() {
                     // A search's matches are found first (through the
                     // identity's trigram index on PostgreSQL), then sorted:
                     // walking the order's index and testing each device
                     // instead costs a scan of the fleet when the matches
                     // lie at its far end (a MAC range is a creation range).
-                    let heard = if source == DEVICES { "" } else { ", last_check_in" };
+                    let heard = if source.has_check_in_time() { ", last_check_in" } else { "" };
                     let mut select = Self::device_query(
                         &format!(
                             "WITH matched AS MATERIALIZED (SELECT id, status, identity, \
-                             device_type, created_at{heard} FROM {source}"
+                             device_type, created_at{heard} FROM {}",
+                            source.table()
                         ),
                         filter,
                     );
@@ -219,59 +210,12 @@ macro_rules! sql_devices {
                             $crate::sql::columns!(device_records),
                             " FROM device_records WHERE id IN (SELECT id FROM {}"
                         ),
-                        Self::device_source(filter, sort)
+                        $crate::sql::DeviceSource::of(filter, sort).table()
                     ),
                     filter,
                 );
                 Self::push_listing_filter(&mut select, filter);
                 select
-            }
-
-            /// What a listing or a count of `filter`'s matches reads (the
-            /// check-in time lives in `device_presence`, with copies of the
-            /// status and the creation time: migration 0019): the devices
-            /// alone when it needs no check-in time, the presence table
-            /// alone when it needs nothing else (its indexes answer the
-            /// offline counts and the lists by last check-in without
-            /// reading a device), and both joined, under the devices' name
-            /// and columns, otherwise. `sort`: the order the caller puts
-            /// the matches in, if not by id.
-            fn device_source(
-                filter: &DeviceFilter,
-                sort: Option<$crate::DeviceSort>,
-            ) -> &'static str {
-                use $crate::DeviceSort;
-                // Every field named, so that a new one must be sorted in.
-                let DeviceFilter {
-                    status: _,
-                    device_type,
-                    tag,
-                    attributes,
-                    installed,
-                    search,
-                    silent_since,
-                    heard_since,
-                    update,
-                    expression,
-                    sort: _,
-                    descending: _,
-                } = filter;
-                let heard = sort == Some(DeviceSort::LastCheckIn)
-                    || silent_since.is_some()
-                    || heard_since.is_some();
-                let on_devices = matches!(sort, Some(DeviceSort::Identity | DeviceSort::DeviceType))
-                    || device_type.is_some()
-                    || tag.is_some()
-                    || !attributes.is_empty()
-                    || !installed.is_empty()
-                    || search.is_some()
-                    || update.is_some()
-                    || expression.is_some();
-                match (heard, on_devices) {
-                    (false, _) => DEVICES,
-                    (true, false) => "device_presence",
-                    (true, true) => DEVICES_HEARD,
-                }
             }
 
             /// The count of a listing's matches. A filter made only of
@@ -311,7 +255,10 @@ macro_rules! sql_devices {
                     || update.is_some();
                 if on_devices || !carried {
                     let mut count = Self::device_query(
-                        &format!("SELECT COUNT(*) FROM {}", Self::device_source(filter, None)),
+                        &format!(
+                            "SELECT COUNT(*) FROM {}",
+                            $crate::sql::DeviceSource::of(filter, None).table()
+                        ),
                         filter,
                     );
                     Self::push_listing_filter(&mut count, filter);
@@ -718,3 +665,76 @@ macro_rules! sql_devices {
 }
 
 pub(crate) use sql_devices;
+
+/// What a listing or a count of devices reads: the check-in time lives in
+/// `device_presence`, with copies of the status and the creation time
+/// (migration 0019).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum DeviceSource {
+    /// The devices alone: no check-in time is needed.
+    Devices,
+    /// The presence table alone: a status, online/offline filter or the
+    /// last-seen order and nothing else; its indexes answer the offline
+    /// counts and the lists by last check-in without reading a device.
+    Presence,
+    /// Both, joined under the devices' name and columns, so that a filter
+    /// reads the same on either.
+    Joined,
+}
+
+impl DeviceSource {
+    /// The source of `filter`'s matches, ordered by `sort` (`None`: by id,
+    /// or not at all).
+    pub(crate) fn of(filter: &crate::DeviceFilter, sort: Option<crate::DeviceSort>) -> Self {
+        use crate::DeviceSort;
+        // Every field named, so that a new one must be sorted in.
+        let crate::DeviceFilter {
+            status: _,
+            device_type,
+            tag,
+            attributes,
+            installed,
+            search,
+            silent_since,
+            heard_since,
+            update,
+            expression,
+            sort: _,
+            descending: _,
+        } = filter;
+        let heard = sort == Some(DeviceSort::LastCheckIn)
+            || silent_since.is_some()
+            || heard_since.is_some();
+        let on_devices = matches!(sort, Some(DeviceSort::Identity | DeviceSort::DeviceType))
+            || device_type.is_some()
+            || tag.is_some()
+            || !attributes.is_empty()
+            || !installed.is_empty()
+            || search.is_some()
+            || update.is_some()
+            || expression.is_some();
+        match (heard, on_devices) {
+            (false, _) => Self::Devices,
+            (true, false) => Self::Presence,
+            (true, true) => Self::Joined,
+        }
+    }
+
+    /// What to read `FROM`.
+    pub(crate) fn table(self) -> &'static str {
+        match self {
+            Self::Devices => "devices",
+            Self::Presence => "device_presence",
+            Self::Joined => {
+                "(SELECT d.id, d.status, d.identity, d.public_key, d.device_type, \
+                 d.hardware_revision, d.security_version, d.created_at, d.inventory_sha256, \
+                 p.last_check_in FROM devices d JOIN device_presence p ON p.id = d.id) AS devices"
+            }
+        }
+    }
+
+    /// Whether `last_check_in` can be read from it.
+    pub(crate) fn has_check_in_time(self) -> bool {
+        self != Self::Devices
+    }
+}

@@ -618,7 +618,7 @@ pub(crate) use common::sql_common;
 pub(crate) use deferral::sql_deferral;
 pub(crate) use deployment_changes::sql_deployment_changes;
 pub(crate) use deployments::sql_deployments;
-pub(crate) use devices::sql_devices;
+pub(crate) use devices::{sql_devices, DeviceSource};
 pub(crate) use expr::sql_expr;
 pub(crate) use fleet::sql_fleet;
 pub(crate) use packages::sql_packages;
